@@ -1,0 +1,55 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Kernels.Gpu;
+
+/// <summary>A <see cref="DeviceTensor{T}"/> in an ILGPU accelerator buffer, owned by a <see cref="GpuBackend"/>.</summary>
+/// <typeparam name="T">Element type.</typeparam>
+public sealed class GpuTensor<T> : DeviceTensor<T> where T : unmanaged
+{
+    private readonly GpuBackend _backend;
+    private readonly MemoryBuffer1D<T, Stride1D.Dense> _buffer;
+
+    internal GpuTensor(GpuBackend backend, TensorShape shape) : base(backend, shape)
+    {
+        _backend = backend;
+        _buffer = backend.Accelerator.Allocate1D<T>(Math.Max(1, shape.ElementCount));
+        _buffer.MemSetToZero(backend.Stream);
+    }
+
+    /// <summary>The device view of the elements (for kernels and interop with other ILGPU code).</summary>
+    /// <exception cref="ObjectDisposedException">The tensor was disposed.</exception>
+    public ArrayView1D<T, Stride1D.Dense> View
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return _buffer.View.SubView(0, Shape.ElementCount);
+        }
+    }
+
+    /// <inheritdoc/>
+    public override void CopyFrom(ReadOnlySpan<T> source)
+    {
+        ThrowIfDisposed();
+        ThrowHelper.ThrowIfLengthMismatch(nameof(source), source.Length, Shape.ElementCount);
+        if (source.IsEmpty) return;
+        _backend.Stream.Synchronize();
+        View.CopyFromCPU(_backend.Stream, source);
+        _backend.Stream.Synchronize();
+    }
+
+    /// <inheritdoc/>
+    public override void CopyTo(Span<T> destination)
+    {
+        ThrowIfDisposed();
+        ThrowHelper.ThrowIfLengthMismatch(nameof(destination), destination.Length, Shape.ElementCount);
+        if (destination.IsEmpty) return;
+        _backend.Stream.Synchronize();
+        View.CopyToCPU(_backend.Stream, destination);
+        _backend.Stream.Synchronize();
+    }
+
+    /// <inheritdoc/>
+    protected override void Release() => _buffer.Dispose();
+}

@@ -1,0 +1,81 @@
+using System.Globalization;
+
+namespace Kernels.Quant.Reference;
+
+/// <summary>The outcome of comparing a kernel's output with the oracle's.</summary>
+/// <param name="Count">Elements compared.</param>
+/// <param name="Failures">Elements outside the bound (or with mismatched NaN/±Inf).</param>
+/// <param name="WorstIndex">Index of the element with the largest error relative to its bound (-1 when none).</param>
+/// <param name="WorstExpected">The oracle's value there.</param>
+/// <param name="WorstActual">The kernel's value there.</param>
+/// <param name="WorstRatio">Error divided by the allowed error there (≤ 1 passes).</param>
+/// <param name="Nmse">Normalised mean squared error over finite elements: <c>Σ(e−a)² / Σe²</c>.</param>
+public readonly record struct ComparisonResult(int Count, int Failures, int WorstIndex, double WorstExpected, double WorstActual, double WorstRatio, double Nmse)
+{
+    /// <summary>True when every element is within its bound.</summary>
+    public bool Passed => Failures == 0;
+
+    /// <inheritdoc/>
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+        $"{Failures}/{Count} outside bound; worst index {WorstIndex}: expected {WorstExpected:R}, got {WorstActual:R} ({WorstRatio:F2}× the bound); NMSE {Nmse:E2}");
+}
+
+/// <summary>Compares kernel outputs with the oracle under an explicit error bound.</summary>
+/// <remarks>
+/// The bound per element is <c>|e − a| ≤ absTol + relTol · scale[i]</c>, where <c>scale</c> is the magnitude the rounding
+/// error is proportional to (for a dot product, <c>Σ|w·x|</c>; for a conversion, <c>|e|</c>). NaN must match NaN, and ±Inf must
+/// match exactly. This is what the tests, the probe and the benchmark's verify step all use.
+/// </remarks>
+public static class ResultComparer
+{
+    /// <summary>Compares element by element.</summary>
+    /// <param name="expected">The oracle's output.</param>
+    /// <param name="actual">The kernel's output.</param>
+    /// <param name="scale">Per-element error scale (same length), or empty to use <c>|expected|</c>.</param>
+    /// <param name="relTol">Relative tolerance applied to the scale.</param>
+    /// <param name="absTol">Absolute tolerance.</param>
+    /// <returns>The comparison.</returns>
+    /// <exception cref="ArgumentException">Lengths differ.</exception>
+    public static ComparisonResult Compare(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, ReadOnlySpan<double> scale, double relTol, double absTol = 0)
+    {
+        ThrowHelper.ThrowIfLengthMismatch(nameof(actual), actual.Length, expected.Length);
+        if (!scale.IsEmpty) ThrowHelper.ThrowIfLengthMismatch(nameof(scale), scale.Length, expected.Length);
+        int failures = 0, worst = -1;
+        double worstRatio = 0, num = 0, den = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double e = expected[i], a = actual[i];
+            double ratio;
+            if (double.IsNaN(e) || double.IsNaN(a) || double.IsInfinity(e) || double.IsInfinity(a))
+            {
+                bool same = (double.IsNaN(e) && double.IsNaN(a)) || e.Equals(a);
+                ratio = same ? 0 : double.PositiveInfinity;
+            }
+            else
+            {
+                double s = scale.IsEmpty ? Math.Abs(e) : scale[i];
+                double bound = absTol + relTol * s;
+                double err = Math.Abs(e - a);
+                ratio = err == 0 ? 0 : bound == 0 ? double.PositiveInfinity : err / bound;
+                num += (e - a) * (e - a);
+                den += e * e;
+            }
+            if (ratio > 1) failures++;
+            if (ratio > worstRatio || worst < 0)
+            {
+                worstRatio = ratio;
+                worst = i;
+            }
+        }
+        double nmse = den == 0 ? (num == 0 ? 0 : double.PositiveInfinity) : num / den;
+        return worst < 0
+            ? new ComparisonResult(0, 0, -1, 0, 0, 0, 0)
+            : new ComparisonResult(expected.Length, failures, worst, expected[worst], actual[worst], worstRatio, nmse);
+    }
+
+    /// <summary>The relative tolerance of an fp32 dot product of length <paramref name="k"/> against <c>Σ|w·x|</c>:
+    /// <c>1.01·k·2⁻²⁴</c> (the γ_k bound of recursive summation, which also covers pairwise and lane-split orders).</summary>
+    /// <param name="k">Reduction length.</param>
+    /// <returns>The relative tolerance.</returns>
+    public static double DotTolerance(int k) => 1.01 * Math.Max(k, 1) * Math.ScaleB(1.0, -24) + Math.ScaleB(1.0, -24);
+}
