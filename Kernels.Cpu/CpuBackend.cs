@@ -7,7 +7,7 @@ namespace Kernels.Cpu;
 /// Ops run synchronously on the calling thread plus the kernel worker pool. For zero-copy use without tensors, call the
 /// static span APIs directly (<see cref="DenseGemm"/> and the other kernel classes of this assembly).
 /// </remarks>
-public sealed class CpuBackend : IKernelBackend, IDenseOps
+public sealed partial class CpuBackend : IKernelBackend, IDenseOps
 {
     /// <summary>Creates a CPU backend.</summary>
     /// <param name="options">ISA and thread options; null for the defaults.</param>

@@ -13,12 +13,23 @@ namespace Kernels.Gpu;
 /// Dispose order: tensors, then the backend (launchers, stream, accelerator, context). Failures inside ILGPU are
 /// wrapped in <see cref="KernelException"/> naming the device.
 /// </remarks>
-public sealed class GpuBackend : IKernelBackend, IDenseOps
+public sealed partial class GpuBackend : IKernelBackend, IDenseOps
 {
     private readonly Context _context;
     private readonly bool _ownsContext;
     private DenseGemmLauncher? _dense;
     private bool _disposed;
+    private readonly List<IDisposable> _owned = [];
+
+    /// <summary>Registers a launcher or buffer the backend disposes before the accelerator (families' partial files use this).</summary>
+    /// <typeparam name="T">Resource type.</typeparam>
+    /// <param name="resource">The resource.</param>
+    /// <returns>The same resource.</returns>
+    internal T Own<T>(T resource) where T : IDisposable
+    {
+        _owned.Add(resource);
+        return resource;
+    }
 
     private GpuBackend(Context context, Accelerator accelerator, bool ownsContext)
     {
@@ -150,6 +161,7 @@ public sealed class GpuBackend : IKernelBackend, IDenseOps
     {
         if (_disposed) return;
         _disposed = true;
+        foreach (var d in _owned) d.Dispose();
         Accelerator.Dispose();
         if (_ownsContext) _context.Dispose();
     }

@@ -1,0 +1,55 @@
+using System.Runtime.Intrinsics;
+using Kernels.Cpu.Threading;
+
+namespace Kernels.Perf.Harness;
+
+/// <summary>Measures this machine's DRAM read bandwidth: a vectorised sum over a buffer far larger than the caches, all cores.</summary>
+public static unsafe class MemoryBandwidth
+{
+    private struct ReadChunks : IChunkKernel<ReadChunks>
+    {
+        public byte* Data;
+        public long ChunkBytes;
+        public Vector256<float>* Sinks;
+
+        public static void Execute(ref ReadChunks s, int chunk)
+        {
+            var p = (Vector256<float>*)(s.Data + chunk * s.ChunkBytes);
+            long n = s.ChunkBytes / 32;
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (long i = 0; i < n; i += 4)
+            {
+                a0 += p[i]; a1 += p[i + 1]; a2 += p[i + 2]; a3 += p[i + 3];
+            }
+            s.Sinks[chunk] = a0 + a1 + a2 + a3;
+        }
+    }
+
+    /// <summary>Returns the best of several full passes, in bytes/s.</summary>
+    public static double MeasureRead(long bytes, int threads, int passes = 7)
+    {
+        const int Chunks = 256;
+        long chunkBytes = bytes / Chunks / 128 * 128;
+        byte* data = (byte*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(chunkBytes * Chunks), 64);
+        var sinks = stackalloc Vector256<float>[Chunks];
+        try
+        {
+            new Span<byte>(data, (int)Math.Min(int.MaxValue, chunkBytes * Chunks)).Fill(1);
+            for (long off = int.MaxValue; off < chunkBytes * Chunks; off += 4096) data[off] = 1;
+            var state = new ReadChunks { Data = data, ChunkBytes = chunkBytes, Sinks = sinks };
+            double best = 0;
+            for (int p = 0; p < passes; p++)
+            {
+                long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+                WorkerPool.Run(Chunks, threads, ref state);
+                double s = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                best = Math.Max(best, chunkBytes * Chunks / s);
+            }
+            return best;
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.AlignedFree(data);
+        }
+    }
+}

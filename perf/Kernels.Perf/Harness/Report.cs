@@ -1,0 +1,66 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace Kernels.Perf.Harness;
+
+/// <summary>Prints the results table and writes JSON and Markdown under the results folder.</summary>
+public static class Report
+{
+    private static readonly string[] Header = ["suite", "op", "format", "shape", "backend", "path", "median", "GB/s", "GFLOP/s", "% BW", "vs base", "extra", "check"];
+
+    public static string FormatTime(double s) => s switch
+    {
+        < 1e-3 => (s * 1e6).ToString("F1", CultureInfo.InvariantCulture) + " us",
+        < 1 => (s * 1e3).ToString("F3", CultureInfo.InvariantCulture) + " ms",
+        _ => s.ToString("F3", CultureInfo.InvariantCulture) + " s",
+    };
+
+    private static string[] Row(BenchResult r) =>
+    [
+        r.Suite, r.Op, r.Format, r.Shape, r.Backend, r.Path, FormatTime(r.MedianSeconds),
+        r.GBps.ToString("F1", CultureInfo.InvariantCulture),
+        r.GFlops > 0 ? r.GFlops.ToString("F1", CultureInfo.InvariantCulture) : "-",
+        r.PercentOfBandwidth > 0 ? r.PercentOfBandwidth.ToString("F0", CultureInfo.InvariantCulture) + "%" : "-",
+        r.VsBaseline is { } v ? v.ToString("F2", CultureInfo.InvariantCulture) + "x" : "-",
+        r.Extra ?? "",
+        r.Verified,
+    ];
+
+    public static string Table(IReadOnlyList<BenchResult> results, bool markdown)
+    {
+        var rows = new List<string[]> { Header };
+        rows.AddRange(results.Select(Row));
+        int[] widths = Enumerable.Range(0, Header.Length).Select(c => rows.Max(r => r[c].Length)).ToArray();
+        var sb = new StringBuilder();
+        for (int i = 0; i < rows.Count; i++)
+        {
+            var cells = rows[i].Select((cell, c) => c is >= 6 and <= 10 ? cell.PadLeft(widths[c]) : cell.PadRight(widths[c]));
+            sb.AppendLine(markdown ? "| " + string.Join(" | ", cells) + " |" : string.Join("  ", cells));
+            if (i == 0) sb.AppendLine(markdown ? "|" + string.Join("|", widths.Select(w => new string('-', w + 2))) + "|" : string.Join("  ", widths.Select(w => new string('-', w))));
+        }
+        return sb.ToString();
+    }
+
+    public static (string Json, string Markdown) Write(string folder, string machine, double bandwidth, IReadOnlyList<BenchResult> results, string tag)
+    {
+        Directory.CreateDirectory(folder);
+        string stamp = DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture);
+        string json = Path.Combine(folder, $"{stamp}-{tag}.json");
+        string md = Path.Combine(folder, $"{stamp}-{tag}.md");
+        File.WriteAllText(json, JsonSerializer.Serialize(new { machine, bandwidthGBps = bandwidth / 1e9, results }, new JsonSerializerOptions { WriteIndented = true }));
+        var sb = new StringBuilder();
+        sb.AppendLine($"# Kernels bench, {stamp} ({tag})").AppendLine();
+        sb.AppendLine($"Machine: {machine}").AppendLine();
+        sb.AppendLine($"Measured DRAM read bandwidth: {bandwidth / 1e9:F1} GB/s (all threads). GB/s = bytes the kernel must move / median time; % BW is against that bandwidth; 'vs base' = baseline time / this time (>1 is faster).").AppendLine();
+        sb.Append(Table(results, markdown: true));
+        var notes = results.Where(r => r.Note is not null).ToList();
+        if (notes.Count > 0)
+        {
+            sb.AppendLine().AppendLine("Notes:");
+            foreach (var r in notes) sb.AppendLine($"- {r.Op} {r.Format} {r.Shape}: {r.Note}");
+        }
+        File.WriteAllText(md, sb.ToString());
+        return (json, md);
+    }
+}
