@@ -155,7 +155,23 @@ public static unsafe partial class DenseGemm
         TW* w0 = w + (nint)r * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
         float* xj = x + (nint)j * k;
         TV a0 = TV.Zero, a1 = TV.Zero, a2 = TV.Zero, a3 = TV.Zero;
+        TV b0 = TV.Zero, b1 = TV.Zero, b2 = TV.Zero, b3 = TV.Zero;
         int c = 0;
+        // Two vectors per row per step: each row stream advances a whole 64-byte line per iteration for bf16,
+        // and 8 independent FMA chains hide the FMA latency.
+        for (; c <= k - 2 * TV.Count; c += 2 * TV.Count)
+        {
+            TV xv = TV.Load(ref xj[c]), xw = TV.Load(ref xj[c + TV.Count]);
+            a0 = TV.MultiplyAdd(WeightLoad.Load<TV, TW>(ref w0[c]), xv, a0);
+            b0 = TV.MultiplyAdd(WeightLoad.Load<TV, TW>(ref w0[c + TV.Count]), xw, b0);
+            a1 = TV.MultiplyAdd(WeightLoad.Load<TV, TW>(ref w1[c]), xv, a1);
+            b1 = TV.MultiplyAdd(WeightLoad.Load<TV, TW>(ref w1[c + TV.Count]), xw, b1);
+            a2 = TV.MultiplyAdd(WeightLoad.Load<TV, TW>(ref w2[c]), xv, a2);
+            b2 = TV.MultiplyAdd(WeightLoad.Load<TV, TW>(ref w2[c + TV.Count]), xw, b2);
+            a3 = TV.MultiplyAdd(WeightLoad.Load<TV, TW>(ref w3[c]), xv, a3);
+            b3 = TV.MultiplyAdd(WeightLoad.Load<TV, TW>(ref w3[c + TV.Count]), xw, b3);
+        }
+        a0 = TV.Add(a0, b0); a1 = TV.Add(a1, b1); a2 = TV.Add(a2, b2); a3 = TV.Add(a3, b3);
         for (; c <= k - TV.Count; c += TV.Count)
         {
             TV xv = TV.Load(ref xj[c]);

@@ -33,6 +33,9 @@ internal interface ISimdF32<TSelf> where TSelf : struct, ISimdF32<TSelf>
     /// <summary>a·b + c (fused where the ISA has FMA).</summary>
     static abstract TSelf MultiplyAdd(TSelf a, TSelf b, TSelf c);
 
+    /// <summary>Lane-wise a + b.</summary>
+    static abstract TSelf Add(TSelf a, TSelf b);
+
     /// <summary>Sum of all lanes (pairwise tree).</summary>
     static abstract float Sum(TSelf v);
 }
@@ -82,6 +85,9 @@ internal readonly struct F32x16 : ISimdF32<F32x16>
     public static F32x16 Broadcast(float value) => new(Vector512.Create(value));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static F32x16 Add(F32x16 a, F32x16 b) => new(a.V + b.V);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static F32x16 MultiplyAdd(F32x16 a, F32x16 b, F32x16 c) => new(Avx512F.FusedMultiplyAdd(a.V, b.V, c.V));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -110,6 +116,9 @@ internal readonly struct F32x8 : ISimdF32<F32x8>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static F32x8 Broadcast(float value) => new(Vector256.Create(value));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static F32x8 Add(F32x8 a, F32x8 b) => new(a.V + b.V);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static F32x8 MultiplyAdd(F32x8 a, F32x8 b, F32x8 c) => new(Fma.MultiplyAdd(a.V, b.V, c.V));
@@ -143,6 +152,9 @@ internal readonly struct F32x4 : ISimdF32<F32x4>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static F32x4 Broadcast(float value) => new(Vector128.Create(value));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static F32x4 Add(F32x4 a, F32x4 b) => new(a.V + b.V);
 
     // Fused where the hardware has FMA, multiply then add otherwise (never the slow software-emulated fused form).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
