@@ -1,4 +1,5 @@
 using ILGPU;
+using System.Runtime.CompilerServices;
 using ILGPU.Runtime;
 
 namespace Kernels.Gpu;
@@ -13,7 +14,9 @@ public sealed class GpuTensor<T> : DeviceTensor<T> where T : unmanaged
     internal GpuTensor(GpuBackend backend, TensorShape shape) : base(backend, shape)
     {
         _backend = backend;
-        _buffer = backend.Accelerator.Allocate1D<T>(Math.Max(1, shape.ElementCount));
+        // Padded to a whole number of 16-byte words, so kernels may read 4-/8-/16-byte units without running past the buffer.
+        long padded = (Math.Max(1, shape.ElementCount) * Unsafe.SizeOf<T>() + 15) / 16 * 16 / Unsafe.SizeOf<T>() + 1;
+        _buffer = backend.Accelerator.Allocate1D<T>(padded);
         _buffer.MemSetToZero(backend.Stream);
     }
 
@@ -25,6 +28,16 @@ public sealed class GpuTensor<T> : DeviceTensor<T> where T : unmanaged
         {
             ThrowIfDisposed();
             return _buffer.View.SubView(0, Shape.ElementCount);
+        }
+    }
+
+    /// <summary>The whole (padded) allocation: at least the elements rounded up to 16 bytes, zero beyond the tensor.</summary>
+    internal ArrayView1D<T, Stride1D.Dense> PaddedView
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return _buffer.View;
         }
     }
 

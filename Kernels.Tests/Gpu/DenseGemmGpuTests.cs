@@ -14,6 +14,10 @@ public class DenseGemmGpuTests(GpuFixture fixture)
     [InlineData(5, 33, 1)]
     [InlineData(9, 70, 3)]
     [InlineData(4, 0, 2)]
+    [InlineData(6, 64, 1)]
+    [InlineData(5, 36, 11)]
+    [InlineData(3, 4, 9)]
+    [InlineData(5, 1028, 1)]
     public void Gemm_F32AndBf16_MatchReference(int m, int k, int n)
     {
         var rng = new Random(m * 1000 + k);

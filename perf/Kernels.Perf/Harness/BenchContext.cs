@@ -20,6 +20,9 @@ public sealed class BenchContext
     /// <summary>Measured DRAM read bandwidth, bytes/s (all threads).</summary>
     public double BandwidthBytesPerSecond { get; set; }
 
+    /// <summary>Measured GPU device-memory read bandwidth, bytes/s (0 without a GPU).</summary>
+    public double GpuBandwidthBytesPerSecond { get; set; }
+
     /// <summary>Total size of the caches to defeat (L3 and below), bytes.</summary>
     public long CacheBytes { get; init; } = 64L << 20;
 

@@ -42,17 +42,17 @@ public static class Report
         return sb.ToString();
     }
 
-    public static (string Json, string Markdown) Write(string folder, string machine, double bandwidth, IReadOnlyList<BenchResult> results, string tag)
+    public static (string Json, string Markdown) Write(string folder, string machine, double bandwidth, double gpuBandwidth, IReadOnlyList<BenchResult> results, string tag)
     {
         Directory.CreateDirectory(folder);
         string stamp = DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture);
         string json = Path.Combine(folder, $"{stamp}-{tag}.json");
         string md = Path.Combine(folder, $"{stamp}-{tag}.md");
-        File.WriteAllText(json, JsonSerializer.Serialize(new { machine, bandwidthGBps = bandwidth / 1e9, results }, new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(json, JsonSerializer.Serialize(new { machine, bandwidthGBps = bandwidth / 1e9, gpuBandwidthGBps = gpuBandwidth / 1e9, results }, new JsonSerializerOptions { WriteIndented = true }));
         var sb = new StringBuilder();
         sb.AppendLine($"# Kernels bench, {stamp} ({tag})").AppendLine();
         sb.AppendLine($"Machine: {machine}").AppendLine();
-        sb.AppendLine($"Measured DRAM read bandwidth: {bandwidth / 1e9:F1} GB/s (all threads). GB/s = bytes the kernel must move / median time; % BW is against that bandwidth; 'vs base' = baseline time / this time (>1 is faster).").AppendLine();
+        sb.AppendLine($"Measured DRAM read bandwidth: {bandwidth / 1e9:F1} GB/s (all threads, best of the measurements at the start and end of the run)" + (gpuBandwidth > 0 ? $"; GPU memory read bandwidth: {gpuBandwidth / 1e9:F0} GB/s" : "") + @". GB/s = bytes the kernel must move / median time; % BW is against that bandwidth; 'vs base' = baseline time / this time (>1 is faster).").AppendLine();
         sb.Append(Table(results, markdown: true));
         var notes = results.Where(r => r.Note is not null).ToList();
         if (notes.Count > 0)
