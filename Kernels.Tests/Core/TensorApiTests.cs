@@ -142,3 +142,29 @@ public class TensorApiTests
         Assert.Contains("best", new CpuBackend().Describe().Details);
     }
 }
+
+public class DeviceTensorInteropTests
+{
+    [Fact]
+    public void DeviceTensor_CopiesFromDenseAndStridedTensorSpans()
+    {
+        using var cpu = new CpuBackend();
+        using var t = cpu.Allocate<float>(2, 3);
+        var dense = Tensor.Create(new float[] { 1, 2, 3, 4, 5, 6 }, [2, 3]);
+        t.CopyFrom(dense.AsReadOnlyTensorSpan());
+        Assert.Equal([1f, 2, 3, 4, 5, 6], t.ToArray());
+
+        // A transposed (strided) view of a 3x2 tensor: [2, 3] with strides [1, 2].
+        float[] backing = [1, 4, 2, 5, 3, 6];
+        var strided = new ReadOnlyTensorSpan<float>(backing, [2, 3], [1, 2]);
+        t.CopyFrom(strided);
+        Assert.Equal([1f, 2, 3, 4, 5, 6], t.ToArray());
+
+        Tensor<float> back = t.ToTensor();
+        Assert.Equal(6f, back[1, 2]);
+
+        var ex = Assert.Throws<ArgumentException>(() => t.CopyFrom(Tensor.Create(new float[6], [3, 2]).AsReadOnlyTensorSpan()));
+        Assert.Contains("[3, 2]", ex.Message);
+        Assert.Contains("[2, 3]", ex.Message);
+    }
+}
