@@ -1,3 +1,5 @@
+using FsCheck;
+using FsCheck.Fluent;
 using Kernels.Gpu;
 using Kernels.Quant.Reference;
 using Kernels.Tests.TestUtilities;
@@ -40,6 +42,18 @@ public class DenseGemmGpuTests(GpuFixture fixture)
         _gpu.Gemm(wbt, xt, yt);
         r = ResultComparer.Compare(expected, yt.ToArray(), mag, ResultComparer.DotTolerance(k));
         Assert.True(r.Passed, $"bf16 m={m} k={k} n={n}: {r}");
+    }
+
+    [Fact]
+    public void Gemm_RandomShapes_MatchReference()
+    {
+        // Tiny shapes: ILGPU's CPU accelerator runs one OS thread per GPU thread.
+        var cases = (from m in Gen.Choose(1, 9)
+                     from k in Gen.Elements(0, 1, 3, 4, 8, 17, 64, 68, 131)
+                     from n in Gen.Elements(1, 2, 8, 9)
+                     select (m, k, n)).ToArbitrary();
+        Prop.ForAll(cases, c => Gemm_F32AndBf16_MatchReference(c.m, c.k, c.n))
+            .Check(Config.QuickThrowOnFailure.WithMaxTest(12));
     }
 
     [Fact]
