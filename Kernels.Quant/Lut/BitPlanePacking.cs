@@ -93,6 +93,31 @@ public static class BitPlanePacking
         return new LutWeights(f, m, k, planes, scales, offsets);
     }
 
+    /// <summary>Reads the codes of one row from the packed planes (for spot checks on large matrices).</summary>
+    /// <param name="weights">Packed weights.</param>
+    /// <param name="row">Row, <c>0 ≤ row &lt; m</c>.</param>
+    /// <param name="codes">Destination, <c>k</c> codes.</param>
+    /// <exception cref="ArgumentOutOfRangeException">row is out of range.</exception>
+    /// <exception cref="ArgumentException">codes has the wrong length.</exception>
+    public static void UnpackRow(LutWeights weights, int row, Span<byte> codes)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        ArgumentOutOfRangeException.ThrowIfNegative(row);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(row, weights.M);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(codes), codes.Length, weights.K);
+        var f = weights.Format;
+        int t = row / 64, pos = 0;
+        while (RowOfPosition(pos) != row % 64) pos++;
+        codes.Clear();
+        for (int g = 0; g < weights.GroupsPerRow; g++)
+            for (int p = 0; p < f.GroupSize / 8; p++)
+                for (int i = 0; i < f.Bits; i++)
+                {
+                    int v = weights.Planes[ByteIndex(f, weights.K, t, g, p, i, pos)];
+                    for (int j = 0; j < 8; j++) codes[g * f.GroupSize + p * 8 + j] |= (byte)(((v >> j) & 1) << i);
+                }
+    }
+
     /// <summary>Unpacks bit-planes back into the logical matrix (the inverse of <see cref="Pack"/>).</summary>
     /// <param name="weights">Packed weights.</param>
     /// <returns>The logical matrix.</returns>
