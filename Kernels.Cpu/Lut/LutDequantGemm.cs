@@ -12,7 +12,8 @@ namespace Kernels.Cpu.Lut;
 /// <para>It exists to measure what the table lookups buy (the "vs dequant" column of the LUT benchmark suite), so it uses
 /// the same layout, threading and per-group epilogue: <c>y += s·(Σ q·x − c·X_g) + o·X_g</c>. Per 16 rows and 8 columns it
 /// does, for each column, <c>b</c> shift/and pairs to gather the code bits, one int→fp32 conversion and one FMA.</para>
-/// <para>Paths: AVX-512 (16 rows per vector) and a scalar fallback for every other ISA. Accumulation is fp32 in column
+/// <para>GEMM (n &gt; 1, AVX-512) dequantizes each 64-row × G block once and reuses it for every activation vector.
+/// Paths: AVX-512 (16 rows per vector) and a scalar fallback for every other ISA. Accumulation is fp32 in column
 /// order per row; results are within fp32 rounding of <see cref="Quant.Reference.LutReference"/>.</para>
 /// </remarks>
 public static unsafe class LutDequantGemm
@@ -66,6 +67,11 @@ public static unsafe class LutDequantGemm
     [SkipLocalsInit]
     private static void Tile(ref Chunks s, int t)
     {
+        if (s.N > 1 && s.Avx512 && Avx512F.IsSupported)
+        {
+            TileDecodeOnce(ref s, t);
+            return;
+        }
         int b = s.Bits, gs = s.GroupSize, groups = s.K / gs, pairs = gs / 8;
         long tileBytes = (long)groups * pairs * b * 64;
         float* accPos = stackalloc float[64];   // Σ q·x per byte position of the current group
@@ -95,6 +101,72 @@ public static unsafe class LutDequantGemm
             int rows = Math.Min(64, s.M - t * 64);
             Buffer.MemoryCopy(yRow, s.Y + (long)j * s.M + t * 64, rows * 4, rows * 4);
         }
+    }
+
+    /// <summary>GEMM (n &gt; 1): each group of the tile is dequantized once into a 64×G fp32 block (ArrayPool scratch, 32 KB
+    /// at G = 128, L1/L2-resident), then every activation vector runs 4 FMAs per column over it.</summary>
+    [SkipLocalsInit]
+    private static void TileDecodeOnce(ref Chunks s, int t)
+    {
+        int b = s.Bits, gs = s.GroupSize, groups = s.K / gs, pairs = gs / 8;
+        int rows = Math.Min(64, s.M - t * 64);
+        long tileBytes = (long)groups * pairs * b * 64;
+        float[] block = System.Buffers.ArrayPool<float>.Shared.Rent(gs * 64);
+        float* accPos = stackalloc float[64];
+        int* posOf = stackalloc int[64];
+        for (int p = 0; p < 64; p++) posOf[BitPlanePacking.RowOfPosition(p)] = p;
+        for (int j = 0; j < s.N; j++) new Span<float>(s.Y + (long)j * s.M + t * 64, rows).Clear();
+        fixed (float* wb = block)
+        {
+            byte* wp = s.Planes + t * tileBytes;
+            var one = Vector512.Create(1);
+            for (int g = 0; g < groups; g++, wp += (long)pairs * b * 64)
+            {
+                // Dequantize: wb[col·64 + position] = q (fp32); the centre and scales are applied after the dot.
+                for (int p = 0; p < pairs; p++)
+                    for (int c = 0; c < 4; c++)
+                    {
+                        byte* w = wp + (long)p * b * 64 + c * 16;
+                        Vector512<int> p0 = Avx512F.ConvertToVector512Int32(Vector128.Load(w));
+                        Vector512<int> p1 = b > 1 ? Avx512F.ConvertToVector512Int32(Vector128.Load(w + 64)) : default;
+                        Vector512<int> p2 = b > 2 ? Avx512F.ConvertToVector512Int32(Vector128.Load(w + 128)) : default;
+                        Vector512<int> p3 = b > 3 ? Avx512F.ConvertToVector512Int32(Vector128.Load(w + 192)) : default;
+                        for (int kk = 0; kk < 8; kk++)
+                        {
+                            Vector512<int> q = Vector512.ShiftRightLogical(p0, kk) & one;
+                            if (b > 1) q |= Vector512.ShiftLeft(Vector512.ShiftRightLogical(p1, kk) & one, 1);
+                            if (b > 2) q |= Vector512.ShiftLeft(Vector512.ShiftRightLogical(p2, kk) & one, 2);
+                            if (b > 3) q |= Vector512.ShiftLeft(Vector512.ShiftRightLogical(p3, kk) & one, 3);
+                            Vector512.ConvertToSingle(q).Store(wb + (p * 8 + kk) * 64 + c * 16);
+                        }
+                    }
+                long si = ((long)t * groups + g) * 64;
+                for (int j = 0; j < s.N; j++)
+                {
+                    float* xg = s.X + (long)j * s.K + g * gs;
+                    Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                    float xs = 0;
+                    for (int col = 0; col < gs; col++)
+                    {
+                        var xv = Vector512.Create(xg[col]);
+                        float* wc = wb + col * 64;
+                        a0 = Vector512.FusedMultiplyAdd(Vector512.Load(wc), xv, a0);
+                        a1 = Vector512.FusedMultiplyAdd(Vector512.Load(wc + 16), xv, a1);
+                        a2 = Vector512.FusedMultiplyAdd(Vector512.Load(wc + 32), xv, a2);
+                        a3 = Vector512.FusedMultiplyAdd(Vector512.Load(wc + 48), xv, a3);
+                        xs += xg[col];
+                    }
+                    a0.Store(accPos); a1.Store(accPos + 16); a2.Store(accPos + 32); a3.Store(accPos + 48);
+                    float* yj = s.Y + (long)j * s.M + t * 64;
+                    for (int r = 0; r < rows; r++)
+                    {
+                        float dot = accPos[posOf[r]] - s.Center * xs;
+                        yj[r] = MathF.FusedMultiplyAdd(LutGemm.Bf16(s.Scales[si + r]), dot, MathF.FusedMultiplyAdd(LutGemm.Bf16(s.Offsets[si + r]), xs, yj[r]));
+                    }
+                }
+            }
+        }
+        System.Buffers.ArrayPool<float>.Shared.Return(block);
     }
 
     private static void GroupScalar(byte* wp, float* xg, int b, int pairs, float* accPos)

@@ -179,3 +179,20 @@ public class LutGemmTests
         Assert.Contains("overlaps", ex.Message);
     }
 }
+
+public class LutDequantGemmTests
+{
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Gemm_EachIsa_MatchesReferenceToRounding(IsaPath isa)
+    {
+        if (!CpuIsa.IsSupported(isa)) return;
+        Prop.ForAll(LutGemmTests.Cases, c =>
+        {
+            var (q, w, x) = LutGemmTests.Make(c);
+            float[] y = new float[c.N * c.M];
+            LutDequantGemm.Gemm(w, x, y, c.N, new KernelOptions { Isa = isa });
+            LutGemmTests.CheckAgainstReference(c, q, x, y, LutTableMode.Exact, "dequant " + isa);
+        }).QuickCheckThrowOnFailure();
+    }
+}
