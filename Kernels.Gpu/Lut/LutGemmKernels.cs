@@ -7,14 +7,16 @@ namespace Kernels.Gpu.Lut;
 /// <remarks>
 /// One group of 64 threads per (64-row tile, activation vector); thread <c>t</c> owns byte position <c>t</c> of every 64-byte
 /// vector, i.e. row <c>RowOfPosition(t)</c>, so each warp reads 32 consecutive bytes (coalesced). Per group along k the
-/// threads build the group's 16-entry tables in shared memory (fp32, or int8-quantized values with T-MAC's per-group scale),
-/// synchronise, then look up 2 nibbles per byte. Sums are exact integers (int8 mode) or fp32 in lookup order (exact mode);
+/// threads reduce the group's sum and table scale (one thread per 4-group, then a broadcast reduction from shared memory),
+/// build the 16-entry tables in shared memory (fp32, or int8-quantized values with T-MAC's per-group scale), synchronise,
+/// then look up 2 nibbles per byte. Sums are exact integers (int8 mode) or fp32 in lookup order (exact mode);
 /// the epilogue is <c>acc = s·½lutScale·Σ + o·X_g</c> per group, as on the CPU (rounding order may differ, bound the same).
 /// </remarks>
 internal static class LutGemmKernels
 {
     public const int GroupThreads = 64;
-    private const int MaxTableEntries = 128 / 4 * 16;
+    private const int MaxFourGroups = 128 / 4;
+    private const int MaxTableEntries = MaxFourGroups * 16;
 
     public static void Gemm(ArrayView<byte> planes, ArrayView<ushort> scales, ArrayView<ushort> offsets,
         ArrayView<float> x, ArrayView<float> y, int m, int k, int bits, int groupSize, int int8)
@@ -22,7 +24,8 @@ internal static class LutGemmKernels
         // Sizes are separate ints: ILGPU's CPU accelerator cannot load an internal parameter struct.
         int groups = k / groupSize;
         var table = SharedMemory.Allocate<float>(MaxTableEntries);
-        var groupScalars = SharedMemory.Allocate<float>(2);
+        var partialSum = SharedMemory.Allocate<float>(MaxFourGroups);
+        var partialAbs = SharedMemory.Allocate<float>(MaxFourGroups);
         int tile = Grid.IdxX, j = Grid.IdxY, pos = Group.IdxX;
         int lane = pos >> 4, slot = pos & 15, h = slot & 7;
         int row = tile * 64 + (slot >> 3) * 32 + (h & 1) * 16 + lane * 4 + (h >> 1);
@@ -34,21 +37,24 @@ internal static class LutGemmKernels
         {
             long xg = xBase + (long)g * groupSize;
             Group.Barrier(); // the previous group's lookups are done before the tables are overwritten
-            if (pos == 0)
+            if (pos < kgPerGroup)
             {
-                float sum = 0, maxAbs = 0;
-                for (int c = 0; c < groupSize; c += 4)
-                {
-                    float x0 = x[xg + c], x1 = x[xg + c + 1], x2 = x[xg + c + 2], x3 = x[xg + c + 3];
-                    sum = (((sum + x0) + x1) + x2) + x3;
-                    float a = ((Abs(x0) + Abs(x1)) + Abs(x2)) + Abs(x3);
-                    if (a > maxAbs) maxAbs = a;
-                }
-                groupScalars[0] = maxAbs / 127f;
-                groupScalars[1] = sum;
+                // One thread per 4-group: its sum and Σ|x_j| (coalesced loads), reduced below from shared memory.
+                long c = xg + pos * 4;
+                float x0 = x[c], x1 = x[c + 1], x2 = x[c + 2], x3 = x[c + 3];
+                partialSum[pos] = ((x0 + x1) + x2) + x3;
+                partialAbs[pos] = ((Abs(x0) + Abs(x1)) + Abs(x2)) + Abs(x3);
             }
             Group.Barrier();
-            float lutScale = groupScalars[0];
+            // Every thread reduces the ≤ 32 partials itself (broadcast reads), which saves a barrier.
+            float groupSum = 0, maxAbs = 0;
+            for (int q = 0; q < kgPerGroup; q++)
+            {
+                groupSum += partialSum[q];
+                float a = partialAbs[q];
+                if (a > maxAbs) maxAbs = a;
+            }
+            float lutScale = maxAbs / 127f;
             float inv = lutScale == 0 ? 0 : 1f / lutScale;
             for (int e = pos; e < kgPerGroup * 16; e += GroupThreads)
             {
@@ -75,7 +81,7 @@ internal static class LutGemmKernels
             long si = ((long)tile * groups + g) * 64 + (row - tile * 64);
             float s = Interop.IntAsFloat((uint)scales[si] << 16), o = Interop.IntAsFloat((uint)offsets[si] << 16);
             acc += int8 != 0 ? isum * (s * (0.5f * lutScale)) : dot * (s * 0.5f);
-            acc += o * groupScalars[1];
+            acc += o * groupSum;
         }
         if (row < m) y[(long)j * m + row] = acc;
     }

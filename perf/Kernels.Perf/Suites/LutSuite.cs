@@ -27,12 +27,13 @@ public sealed class LutSuite : IBenchSuite
 
     public IEnumerable<BenchCase> Create(BenchContext ctx)
     {
-        if (!ctx.Cpu) yield break;
         foreach (var (m, k) in Shapes(ctx.Quick))
             foreach (var f in Formats)
                 foreach (int n in Tokens(ctx.Quick))
                 {
                     string shape = DenseSuite.ShapeText(m, k, n), op = DenseSuite.OpFor(n);
+                    if (ctx.Gpu is { } gpu && ctx.Wants(op, f.Name, shape, gpu.Name)) yield return GpuCase(ctx, gpu, f, m, k, n);
+                    if (!ctx.Cpu) continue;
                     // The dequant baseline is compute-bound and slow at large n: time it at n = 1 and 8 only.
                     bool dequant = n <= 8 && ctx.Wants(op, DequantFormat(f), shape, "cpu");
                     bool lut = ctx.Wants(op, f.Name, shape, "cpu");
@@ -95,6 +96,36 @@ public sealed class LutSuite : IBenchSuite
             BaselineKey = BenchCase.MakeKey(op, "bf16", DenseSuite.ShapeText(m, k, n), "cpu"),
             ExtraBaselines = dequantBaseline ? null : new Dictionary<string, string> { ["vs dequant"] = BenchCase.MakeKey(op, DequantFormat(f), shape, "cpu") },
             Note = dequantBaseline ? null : $"{f.BitsPerWeight:F2} bits/weight",
+        };
+    }
+
+    private static BenchCase GpuCase(BenchContext ctx, Kernels.Gpu.GpuBackend gpu, LutFormat f, int m, int k, int n)
+    {
+        var ctxOne = new BenchContext { Options = ctx.Options, CacheBytes = 0 };
+        var d = Data.Create(ctxOne, f, m, k, n);
+        var w = d.Copies[0];
+        var pw = gpu.PrepareLut(w);
+        var xt = gpu.Upload(d.X, n, k);
+        var yt = (Kernels.Gpu.GpuTensor<float>)gpu.Allocate<float>(n, m);
+        string shape = DenseSuite.ShapeText(m, k, n), op = DenseSuite.OpFor(n);
+        return new BenchCase
+        {
+            Op = op, Format = f.Name, Shape = shape, Backend = gpu.Name, Path = gpu.Accelerator.Name,
+            Bytes = w.TotalBytes + 4.0 * n * k + 4.0 * n * m,
+            Flops = 2.0 * m * k * n,
+            Run = _ =>
+            {
+                gpu.LutGemm(pw, xt, yt);
+                gpu.Synchronize();
+            },
+            Verify = () =>
+            {
+                yt.CopyTo(d.Y);
+                return Verify.Rows(d.Y, m, n, Reference(w, d.X), 1.0, 0);
+            },
+            BaselineKey = BenchCase.MakeKey(op, "bf16", shape, gpu.Name),
+            Note = $"{f.BitsPerWeight:F2} bits/weight",
+            Resources = new Disposables(pw, xt, yt),
         };
     }
 
