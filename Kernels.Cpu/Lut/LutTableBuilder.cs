@@ -1,0 +1,74 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using Kernels.Quant.Lut;
+
+namespace Kernels.Cpu.Lut;
+
+/// <summary>Builds the per-vector activation tables of <see cref="LutGemm"/> (the definition is <see cref="LutTable"/>).</summary>
+/// <remarks>
+/// The 256-bit path computes all 16 entries of a 4-group as <c>((x0·σ0 + x1·σ1) + x2·σ2) + x3·σ3</c> with <c>σ = ±1</c>
+/// constant vectors: products by ±1 are exact, so every entry (and its mirror <c>T[15 − idx] = −T[idx]</c>) is bit-identical
+/// to <see cref="LutTable.Build"/>, and rounding (<c>vroundps</c>, nearest-even) matches <see cref="LutTable.Quantize"/>.
+/// Tables are therefore the same on every ISA path.
+/// </remarks>
+internal static unsafe class LutTableBuilder
+{
+    public static void Build(ref LutGemm.LutArgs a, int j, int g0, int g1)
+    {
+        int gs = a.GroupSize, kgPerGroup = gs / 4;
+        float* xj = a.X + (long)j * a.K;
+        for (int g = g0; g < g1; g++)
+        {
+            float* xg = xj + g * gs;
+            float sum = 0;
+            for (int c = 0; c < gs; c++) sum += xg[c];
+            a.GroupSum[j * a.Groups + g] = sum;
+            long kg0 = (long)j * (a.K / 4) + g * kgPerGroup;
+            if (a.Exact)
+            {
+                float* t = (float*)a.Tables + kg0 * 16;
+                for (int q = 0; q < kgPerGroup; q++) LutTable.Build(xg[4 * q], xg[4 * q + 1], xg[4 * q + 2], xg[4 * q + 3], new Span<float>(t + q * 16, 16));
+                continue;
+            }
+            float scale = LutTable.Int8Scale(new ReadOnlySpan<float>(xg, gs));
+            a.HalfLutScale[j * a.Groups + g] = 0.5f * scale;
+            float inv = LutTable.InverseScale(scale);
+            sbyte* tq = (sbyte*)a.Tables + kg0 * 16;
+            if (Vector256.IsHardwareAccelerated) Int8Vector256(xg, tq, kgPerGroup, inv);
+            else Int8Scalar(xg, tq, kgPerGroup, inv);
+        }
+    }
+
+    internal static void Int8Scalar(float* x, sbyte* table, int fourGroups, float inverseScale)
+    {
+        Span<float> t = stackalloc float[16];
+        for (int q = 0; q < fourGroups; q++)
+        {
+            LutTable.Build(x[4 * q], x[4 * q + 1], x[4 * q + 2], x[4 * q + 3], t);
+            for (int e = 0; e < 16; e++) table[q * 16 + e] = LutTable.Quantize(t[e], inverseScale);
+        }
+    }
+
+    [SkipLocalsInit]
+    internal static void Int8Vector256(float* x, sbyte* table, int fourGroups, float inverseScale)
+    {
+        // Sign patterns: entry e uses +x_j when bit j of e is set. Lanes 0..7 are entries 0..7, the upper vector 8..15.
+        var s0 = Vector256.Create(-1f, 1, -1, 1, -1, 1, -1, 1);
+        var s1 = Vector256.Create(-1f, -1, 1, 1, -1, -1, 1, 1);
+        var s2 = Vector256.Create(-1f, -1, -1, -1, 1, 1, 1, 1);
+        var inv = Vector256.Create(inverseScale);
+        var lim = Vector256.Create(127f);
+        for (int q = 0; q < fourGroups; q++)
+        {
+            float* xq = x + 4 * q;
+            Vector256<float> lo = Vector256.Create(xq[0]) * s0 + Vector256.Create(xq[1]) * s1;
+            lo += Vector256.Create(xq[2]) * s2;
+            Vector256<float> hi = lo + Vector256.Create(xq[3]);   // bit 3 set
+            lo -= Vector256.Create(xq[3]);                         // bit 3 clear
+            Vector256<int> qlo = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(lo * inv), -lim, lim));
+            Vector256<int> qhi = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(hi * inv), -lim, lim));
+            Vector256<short> s16 = Vector256.Narrow(qlo, qhi);
+            Vector128.Narrow(s16.GetLower(), s16.GetUpper()).Store(table + q * 16);
+        }
+    }
+}

@@ -1,0 +1,150 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+
+namespace Kernels.Quant.Lut;
+
+/// <summary>Writes and reads <see cref="LutWeights"/> to and from a stream (versioned, checksummed, little-endian).</summary>
+/// <remarks>
+/// <code>
+/// offset  size  field
+///  0      4     magic "KLUT"
+///  4      2     version (1)
+///  6      1     kind (0 asymmetric, 1 symmetric, 2 ternary)
+///  7      1     bits (1..4)
+///  8      2     group size (32, 64, 128)
+/// 10      2     tile rows (64)
+/// 12      4     m
+/// 16      4     k
+/// 20      …     planes (PlaneBytesFor(m, k) bytes), scales (bf16 × ScaleCountFor), offsets (bf16 × ScaleCountFor)
+///  end    4     CRC-32 (IEEE) of every preceding byte
+/// </code>
+/// A bad header, a truncated stream or a checksum mismatch throws <see cref="InvalidDataException"/> naming the offset.
+/// </remarks>
+public static class LutSerializer
+{
+    /// <summary>The current format version.</summary>
+    public const ushort Version = 1;
+
+    private const int HeaderBytes = 20;
+    private static ReadOnlySpan<byte> Magic => "KLUT"u8;
+
+    /// <summary>Writes <paramref name="weights"/> to <paramref name="stream"/>.</summary>
+    /// <param name="weights">The packed weights.</param>
+    /// <param name="stream">A writable stream.</param>
+    public static void Write(LutWeights weights, Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        ArgumentNullException.ThrowIfNull(stream);
+        Span<byte> h = stackalloc byte[HeaderBytes];
+        Magic.CopyTo(h);
+        BinaryPrimitives.WriteUInt16LittleEndian(h[4..], Version);
+        h[6] = (byte)weights.Format.Kind;
+        h[7] = (byte)weights.Format.Bits;
+        BinaryPrimitives.WriteUInt16LittleEndian(h[8..], (ushort)weights.Format.GroupSize);
+        BinaryPrimitives.WriteUInt16LittleEndian(h[10..], LutWeights.TileRows);
+        BinaryPrimitives.WriteInt32LittleEndian(h[12..], weights.M);
+        BinaryPrimitives.WriteInt32LittleEndian(h[16..], weights.K);
+        uint crc = Crc32.Update(0, h);
+        stream.Write(h);
+        crc = WriteChunk(stream, weights.Planes, crc);
+        crc = WriteChunk(stream, MemoryMarshal.AsBytes(weights.Scales.AsSpan()), crc);
+        crc = WriteChunk(stream, MemoryMarshal.AsBytes(weights.Offsets.AsSpan()), crc);
+        Span<byte> tail = stackalloc byte[4];
+        BinaryPrimitives.WriteUInt32LittleEndian(tail, crc);
+        stream.Write(tail);
+    }
+
+    /// <summary>Reads packed weights written by <see cref="Write"/>.</summary>
+    /// <param name="stream">A readable stream positioned at the magic.</param>
+    /// <returns>The weights.</returns>
+    /// <exception cref="InvalidDataException">Bad magic, unsupported version or fields, truncation, or a checksum mismatch.</exception>
+    public static LutWeights Read(Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        Span<byte> h = stackalloc byte[HeaderBytes];
+        ReadExactly(stream, h, 0);
+        if (!h[..4].SequenceEqual(Magic)) throw new InvalidDataException("LUT weights: bad magic at offset 0 (expected \"KLUT\").");
+        ushort version = BinaryPrimitives.ReadUInt16LittleEndian(h[4..]);
+        if (version != Version) throw new InvalidDataException($"LUT weights: unsupported version {version} at offset 4 (this reader supports {Version}).");
+        int kind = h[6], bits = h[7];
+        int groupSize = BinaryPrimitives.ReadUInt16LittleEndian(h[8..]);
+        int tileRows = BinaryPrimitives.ReadUInt16LittleEndian(h[10..]);
+        int m = BinaryPrimitives.ReadInt32LittleEndian(h[12..]);
+        int k = BinaryPrimitives.ReadInt32LittleEndian(h[16..]);
+        if (kind > (int)LutQuantKind.Ternary) throw new InvalidDataException($"LUT weights: unknown kind {kind} at offset 6.");
+        LutFormat format;
+        try
+        {
+            format = new LutFormat((LutQuantKind)kind, bits, groupSize);
+        }
+        catch (NotSupportedException e)
+        {
+            throw new InvalidDataException($"LUT weights: invalid format fields at offsets 6–9: {e.Message}", e);
+        }
+        if (tileRows != LutWeights.TileRows) throw new InvalidDataException($"LUT weights: tile rows {tileRows} at offset 10; expected {LutWeights.TileRows}.");
+        if (m < 0 || k < 0 || k % groupSize != 0) throw new InvalidDataException($"LUT weights: invalid shape m = {m}, k = {k} at offset 12 (k must be a non-negative multiple of {groupSize}).");
+        long planeBytes = LutWeights.PlaneBytesFor(format, m, k), scaleCount = LutWeights.ScaleCountFor(format, m, k);
+        if (planeBytes > Array.MaxLength || scaleCount > Array.MaxLength / 2)
+            throw new InvalidDataException($"LUT weights: shape m = {m}, k = {k} at offset 12 is too large for one array.");
+        if (stream.CanSeek && stream.Length - stream.Position < planeBytes + 4 * scaleCount + 4)
+            throw new InvalidDataException($"LUT weights: stream truncated: {stream.Length - stream.Position + HeaderBytes} bytes from offset 0, {HeaderBytes + planeBytes + 4 * scaleCount + 4} required.");
+        uint crc = Crc32.Update(0, h);
+        var planes = new byte[planeBytes];
+        ReadExactly(stream, planes, HeaderBytes);
+        crc = Crc32.Update(crc, planes);
+        var scales = new BFloat16[scaleCount];
+        ReadExactly(stream, MemoryMarshal.AsBytes(scales.AsSpan()), HeaderBytes + planeBytes);
+        crc = Crc32.Update(crc, MemoryMarshal.AsBytes(scales.AsSpan()));
+        var offsets = new BFloat16[scaleCount];
+        ReadExactly(stream, MemoryMarshal.AsBytes(offsets.AsSpan()), HeaderBytes + planeBytes + 2 * scaleCount);
+        crc = Crc32.Update(crc, MemoryMarshal.AsBytes(offsets.AsSpan()));
+        Span<byte> tail = stackalloc byte[4];
+        long tailOffset = HeaderBytes + planeBytes + 4 * scaleCount;
+        ReadExactly(stream, tail, tailOffset);
+        uint stored = BinaryPrimitives.ReadUInt32LittleEndian(tail);
+        if (stored != crc) throw new InvalidDataException($"LUT weights: checksum mismatch at offset {tailOffset} (stored 0x{stored:X8}, computed 0x{crc:X8}); the data is corrupt.");
+        return new LutWeights(format, m, k, planes, scales, offsets);
+    }
+
+    private static uint WriteChunk(Stream stream, ReadOnlySpan<byte> data, uint crc)
+    {
+        stream.Write(data);
+        return Crc32.Update(crc, data);
+    }
+
+    private static void ReadExactly(Stream stream, Span<byte> buffer, long offset)
+    {
+        int done = 0;
+        while (done < buffer.Length)
+        {
+            int r = stream.Read(buffer[done..]);
+            if (r == 0) throw new InvalidDataException($"LUT weights: stream truncated at offset {offset + done}; {buffer.Length - done} more bytes expected.");
+            done += r;
+        }
+    }
+
+    /// <summary>CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), table-driven.</summary>
+    private static class Crc32
+    {
+        private static readonly uint[] s_table = BuildTable();
+
+        private static uint[] BuildTable()
+        {
+            var t = new uint[256];
+            for (uint i = 0; i < 256; i++)
+            {
+                uint c = i;
+                for (int j = 0; j < 8; j++) c = (c & 1) != 0 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+                t[i] = c;
+            }
+            return t;
+        }
+
+        public static uint Update(uint crc, ReadOnlySpan<byte> data)
+        {
+            uint c = ~crc;
+            foreach (byte b in data) c = s_table[(c ^ b) & 0xFF] ^ (c >> 8);
+            return ~c;
+        }
+    }
+}
