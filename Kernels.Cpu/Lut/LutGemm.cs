@@ -71,6 +71,15 @@ public static unsafe partial class LutGemm
         }
     }
 
+    /// <summary>Test hook: <see cref="Gemm(LutWeights, ReadOnlySpan{float}, Span{float}, int, LutGemmOptions?, KernelOptions?)"/>
+    /// with a smaller table budget, to exercise column batching.</summary>
+    internal static void GemmWithTableBudget(LutWeights weights, ReadOnlySpan<float> x, Span<float> y, int n, LutGemmOptions lutOptions, long maxTableBytes)
+    {
+        IsaPath isa = Validate(weights, x.Length, y.Length, n, null);
+        if (weights.M == 0 || n == 0) return;
+        Run(weights, x, y, n, lutOptions, KernelOptions.Default, isa, maxTableBytes);
+    }
+
     private static IsaPath Validate(LutWeights weights, int xLength, int yLength, int n, KernelOptions? options)
     {
         ArgumentNullException.ThrowIfNull(weights);
@@ -80,7 +89,21 @@ public static unsafe partial class LutGemm
         return CpuIsa.Resolve(options);
     }
 
-    private static void Run(LutWeights w, ReadOnlySpan<float> x, Span<float> y, int n, LutGemmOptions lutOptions, KernelOptions options, IsaPath isa)
+    /// <summary>Upper bound on table scratch per call; larger n runs in column batches (each rereads the weights).</summary>
+    private const long MaxTableBytes = 256L << 20;
+
+    private static void Run(LutWeights w, ReadOnlySpan<float> x, Span<float> y, int n, LutGemmOptions lutOptions, KernelOptions options, IsaPath isa, long maxTableBytes = MaxTableBytes)
+    {
+        long bytesPerVector = lutOptions.TableMode == LutTableMode.Exact ? (long)w.K * 16 : (long)w.K * 4;
+        int batch = (int)Math.Clamp(maxTableBytes / Math.Max(bytesPerVector, 1), 1, n);
+        for (int j0 = 0; j0 < n; j0 += batch)
+        {
+            int nb = Math.Min(batch, n - j0);
+            RunBatch(w, x.Slice(j0 * w.K, nb * w.K), y.Slice(j0 * w.M, nb * w.M), nb, lutOptions, options, isa);
+        }
+    }
+
+    private static void RunBatch(LutWeights w, ReadOnlySpan<float> x, Span<float> y, int n, LutGemmOptions lutOptions, KernelOptions options, IsaPath isa)
     {
         int k = w.K, groups = w.GroupsPerRow;
         bool exact = lutOptions.TableMode == LutTableMode.Exact;

@@ -118,6 +118,23 @@ public class LutGemmTests
     }
 
     [Fact]
+    public void Gemm_Int8Tables_SameForAnyThreadCountAndColumnBatching()
+    {
+        var c = new LutCase(LutFormat.Asymmetric(3, 64), 300, 8, 5, 21, TernaryScaleScope.PerTensor);
+        var (_, w, x) = Make(c);
+        float[] parallel = new float[c.N * c.M], single = new float[c.N * c.M], batched = new float[c.N * c.M];
+        LutGemm.Gemm(w, x, parallel, c.N);
+        LutGemm.Gemm(w, x, single, c.N, null, new KernelOptions { MaxDegreeOfParallelism = 1 });
+        LutGemm.GemmWithTableBudget(w, x, batched, c.N, LutGemmOptions.Default, 2 * c.K * 4); // 2 vectors per batch
+        Assert.Equal(parallel, single);
+        Assert.Equal(parallel, batched);
+        var exact = new LutGemmOptions { TableMode = LutTableMode.Exact };
+        LutGemm.Gemm(w, x, parallel, c.N, exact);
+        LutGemm.GemmWithTableBudget(w, x, batched, c.N, exact, 1);
+        Assert.Equal(parallel, batched);
+    }
+
+    [Fact]
     public void Gemm_Bf16Activations_MatchFp32Activations()
     {
         var c = new LutCase(LutFormat.Asymmetric(2), 70, 2, 3, 5, TernaryScaleScope.PerTensor);
