@@ -22,7 +22,8 @@ namespace Kernels.Cpu.Lut;
 /// <c>y = fma(float(sum), s·½lutScale, y); y = fma(o, X_g, y)</c>.</para>
 /// <para><b>Determinism.</b> In int8 mode the integer sums are exact and the per-group fp32 epilogue is the same sequence of
 /// operations on every path, so AVX-512, AVX2, Vector128 and scalar give bit-identical results, for any thread count.
-/// Exact mode runs one scalar loop on every path (it is the precision mode, not the fast one).</para>
+/// Exact mode has an AVX-512 path (<c>vpermps</c> on 16-float tables) and a scalar loop for every other ISA; both sum in
+/// the same order, so exact mode is bit-identical across paths too.</para>
 /// <para><b>Shapes.</b> k must be a multiple of the group size (validated); any m (rows are padded to 64 in the packed
 /// weights); n ≥ 0. Activations must be finite (int8 tables cannot represent ±Inf/NaN).</para>
 /// </remarks>
@@ -183,7 +184,8 @@ public static unsafe partial class LutGemm
     {
         if (a.Exact)
         {
-            ScalarExact(ref a, tileStart, tileCount);
+            if (a.Isa == IsaPath.Avx512) Avx512Exact(ref a, tileStart, tileCount);
+            else ScalarExact(ref a, tileStart, tileCount);
             return;
         }
         switch (a.Isa)

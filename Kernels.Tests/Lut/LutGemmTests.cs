@@ -95,14 +95,17 @@ public class LutGemmTests
     }
 
     [Fact]
-    public void Gemm_Int8Tables_BitIdenticalAcrossIsaPaths()
+    public void Gemm_BothTableModes_BitIdenticalAcrossIsaPaths()
     {
         Prop.ForAll(Cases, c =>
         {
             var (_, w, x) = Make(c);
-            float[] scalar = Run(c, w, x, LutTableMode.Int8, IsaPath.Scalar);
-            foreach (var isa in IsaMatrix.All.Where(CpuIsa.IsSupported))
-                Assert.Equal(scalar, Run(c, w, x, LutTableMode.Int8, isa));
+            foreach (var mode in new[] { LutTableMode.Int8, LutTableMode.Exact })
+            {
+                float[] scalar = Run(c, w, x, mode, IsaPath.Scalar);
+                foreach (var isa in IsaMatrix.All.Where(CpuIsa.IsSupported))
+                    Assert.Equal(scalar, Run(c, w, x, mode, isa));
+            }
         }).QuickCheckThrowOnFailure();
     }
 
