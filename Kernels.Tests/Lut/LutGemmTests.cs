@@ -179,6 +179,23 @@ public class LutGemmTests
     }
 
     [Fact]
+    public void Gemm_PartialTile_WritesOnlyItsOutputs()
+    {
+        // m = 70: the second tile has 6 real rows; y sits inside a larger buffer whose sentinels must survive every path.
+        var c = new LutCase(LutFormat.Asymmetric(2, 32), 70, 2, 3, 8, TernaryScaleScope.PerTensor);
+        var (_, w, x) = Make(c);
+        foreach (var mode in new[] { LutTableMode.Int8, LutTableMode.Exact })
+            foreach (var isa in IsaMatrix.All.Where(CpuIsa.IsSupported))
+            {
+                float[] buffer = Enumerable.Repeat(-12345f, c.N * c.M + 128).ToArray();
+                LutGemm.Gemm(w, x, buffer.AsSpan(64, c.N * c.M), c.N, new LutGemmOptions { TableMode = mode }, new KernelOptions { Isa = isa });
+                Assert.All(buffer[..64], v => Assert.Equal(-12345f, v));
+                Assert.All(buffer[(64 + c.N * c.M)..], v => Assert.Equal(-12345f, v));
+                Assert.DoesNotContain(-12345f, buffer[64..(64 + c.N * c.M)]);
+            }
+    }
+
+    [Fact]
     public void Gemm_ThrowsForWrongLengths()
     {
         var w = BitPlanePacking.Pack(LutQuantizer.Quantize(new float[3 * 64], 3, 64, LutFormat.Asymmetric(2, 64)));
