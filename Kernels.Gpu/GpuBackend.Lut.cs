@@ -24,7 +24,7 @@ public sealed partial class GpuBackend : ILutGemmOps
         var w = (GpuLutWeights)weights;
         ObjectDisposedException.ThrowIf(w.IsDisposed, w);
         if (w.M == 0 || n == 0) return;
-        _lut ??= new LutGemmLauncher(Accelerator);
+        _lut ??= new LutGemmLauncher(Accelerator, IsCpuSimulator);
         bool int8 = (options ?? LutGemmOptions.Default).TableMode == LutTableMode.Int8;
         Wrap(() =>
         {

@@ -22,7 +22,8 @@ namespace Kernels.Cpu.Lut;
 /// <c>y = fma(float(sum), s·½lutScale, y); y = fma(o, X_g, y)</c>.</para>
 /// <para><b>Determinism.</b> In int8 mode the integer sums are exact and the per-group fp32 epilogue is the same sequence of
 /// operations on every path, so AVX-512, AVX2, Vector128 and scalar give bit-identical results, for any thread count.
-/// Exact mode runs one scalar loop on every path (it is the precision mode, not the fast one).</para>
+/// Exact mode has an AVX-512 path (<c>vpermps</c> on 16-float tables) and a scalar loop for every other ISA; both sum in
+/// the same order, so exact mode is bit-identical across paths too.</para>
 /// <para><b>Shapes.</b> k must be a multiple of the group size (validated); any m (rows are padded to 64 in the packed
 /// weights); n ≥ 0. Activations must be finite (int8 tables cannot represent ±Inf/NaN).</para>
 /// </remarks>
@@ -71,6 +72,15 @@ public static unsafe partial class LutGemm
         }
     }
 
+    /// <summary>Test hook: <see cref="Gemm(LutWeights, ReadOnlySpan{float}, Span{float}, int, LutGemmOptions?, KernelOptions?)"/>
+    /// with a smaller table budget, to exercise column batching.</summary>
+    internal static void GemmWithTableBudget(LutWeights weights, ReadOnlySpan<float> x, Span<float> y, int n, LutGemmOptions lutOptions, long maxTableBytes)
+    {
+        IsaPath isa = Validate(weights, x.Length, y.Length, n, null);
+        if (weights.M == 0 || n == 0) return;
+        Run(weights, x, y, n, lutOptions, KernelOptions.Default, isa, maxTableBytes);
+    }
+
     private static IsaPath Validate(LutWeights weights, int xLength, int yLength, int n, KernelOptions? options)
     {
         ArgumentNullException.ThrowIfNull(weights);
@@ -80,7 +90,21 @@ public static unsafe partial class LutGemm
         return CpuIsa.Resolve(options);
     }
 
-    private static void Run(LutWeights w, ReadOnlySpan<float> x, Span<float> y, int n, LutGemmOptions lutOptions, KernelOptions options, IsaPath isa)
+    /// <summary>Upper bound on table scratch per call; larger n runs in column batches (each rereads the weights).</summary>
+    private const long MaxTableBytes = 256L << 20;
+
+    private static void Run(LutWeights w, ReadOnlySpan<float> x, Span<float> y, int n, LutGemmOptions lutOptions, KernelOptions options, IsaPath isa, long maxTableBytes = MaxTableBytes)
+    {
+        long bytesPerVector = lutOptions.TableMode == LutTableMode.Exact ? (long)w.K * 16 : (long)w.K * 4;
+        int batch = (int)Math.Clamp(maxTableBytes / Math.Max(bytesPerVector, 1), 1, n);
+        for (int j0 = 0; j0 < n; j0 += batch)
+        {
+            int nb = Math.Min(batch, n - j0);
+            RunBatch(w, x.Slice(j0 * w.K, nb * w.K), y.Slice(j0 * w.M, nb * w.M), nb, lutOptions, options, isa);
+        }
+    }
+
+    private static void RunBatch(LutWeights w, ReadOnlySpan<float> x, Span<float> y, int n, LutGemmOptions lutOptions, KernelOptions options, IsaPath isa)
     {
         int k = w.K, groups = w.GroupsPerRow;
         bool exact = lutOptions.TableMode == LutTableMode.Exact;
@@ -160,7 +184,8 @@ public static unsafe partial class LutGemm
     {
         if (a.Exact)
         {
-            ScalarExact(ref a, tileStart, tileCount);
+            if (a.Isa == IsaPath.Avx512) Avx512Exact(ref a, tileStart, tileCount);
+            else ScalarExact(ref a, tileStart, tileCount);
             return;
         }
         switch (a.Isa)

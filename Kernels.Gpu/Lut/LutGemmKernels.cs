@@ -5,16 +5,19 @@ namespace Kernels.Gpu.Lut;
 
 /// <summary>ILGPU LUT-GEMM kernel over the CPU's packed bit-plane layout (<see cref="Quant.Lut.BitPlanePacking"/>).</summary>
 /// <remarks>
-/// One group of 64 threads per (64-row tile, activation vector); thread <c>t</c> owns byte position <c>t</c> of every 64-byte
-/// vector, i.e. row <c>RowOfPosition(t)</c>, so each warp reads 32 consecutive bytes (coalesced). Per group along k the
-/// threads reduce the group's sum and table scale (one thread per 4-group, then a broadcast reduction from shared memory),
-/// build the 16-entry tables in shared memory (fp32, or int8-quantized values with T-MAC's per-group scale), synchronise,
-/// then look up 2 nibbles per byte. Sums are exact integers (int8 mode) or fp32 in lookup order (exact mode);
-/// the epilogue is <c>acc = s·½lutScale·Σ + o·X_g</c> per group, as on the CPU (rounding order may differ, bound the same).
+/// <para>One group per (64-row tile, activation vector), shaped <c>64 × S</c>: thread <c>(t, s)</c> owns byte position
+/// <c>t</c> of every 64-byte vector, i.e. row <c>RowOfPosition(t)</c> (so each warp reads 32 consecutive bytes), for the
+/// groups along k with <c>g mod S = s</c> (a k-split inside the group, S ≤ 8). Per round of S groups the threads of slice
+/// s reduce their group's sum and table scale (one thread per 4-group, then a broadcast reduction from shared memory), build
+/// its 16-entry tables in shared memory (fp32, or int8-quantized values with T-MAC's per-group scale), synchronise, then
+/// look up 2 nibbles per byte. Sums are exact integers (int8 mode) or fp32 in lookup order (exact mode); the epilogue is
+/// <c>acc += s·½lutScale·Σ + o·X_g</c> per group. At the end slice 0 adds the S partial results in slice order, so the
+/// result is deterministic for a given S (rounding order differs from the CPU; the bound is the same).</para>
 /// </remarks>
 internal static class LutGemmKernels
 {
-    public const int GroupThreads = 64;
+    public const int TileRows = 64;
+    public const int MaxSlices = 8;
     private const int MaxFourGroups = 128 / 4;
     private const int MaxTableEntries = MaxFourGroups * 16;
 
@@ -23,67 +26,88 @@ internal static class LutGemmKernels
     {
         // Sizes are separate ints: ILGPU's CPU accelerator cannot load an internal parameter struct.
         int groups = k / groupSize;
-        var table = SharedMemory.Allocate<float>(MaxTableEntries);
-        var partialSum = SharedMemory.Allocate<float>(MaxFourGroups);
-        var partialAbs = SharedMemory.Allocate<float>(MaxFourGroups);
-        int tile = Grid.IdxX, j = Grid.IdxY, pos = Group.IdxX;
+        var tables = SharedMemory.Allocate<float>(MaxSlices * MaxTableEntries);
+        var partialSum = SharedMemory.Allocate<float>(MaxSlices * MaxFourGroups);
+        var partialAbs = SharedMemory.Allocate<float>(MaxSlices * MaxFourGroups);
+        var results = SharedMemory.Allocate<float>(MaxSlices * TileRows);
+        int tile = Grid.IdxX, j = Grid.IdxY, pos = Group.IdxX, slice = Group.IdxY, slices = Group.DimY;
         int lane = pos >> 4, slot = pos & 15, h = slot & 7;
-        int row = tile * 64 + (slot >> 3) * 32 + (h & 1) * 16 + lane * 4 + (h >> 1);
+        int rowInTile = (slot >> 3) * 32 + (h & 1) * 16 + lane * 4 + (h >> 1);
         int pairs = groupSize / 8, kgPerGroup = groupSize / 4;
+        int tb = slice * MaxTableEntries, pb = slice * MaxFourGroups;
         long xBase = (long)j * k;
         long wBase = (long)tile * groups * pairs * bits * 64;
         float acc = 0;
-        for (int g = 0; g < groups; g++)
+        for (int g0 = 0; g0 < groups; g0 += slices)
         {
+            int g = g0 + slice;
+            bool active = g < groups;
             long xg = xBase + (long)g * groupSize;
-            Group.Barrier(); // the previous group's lookups are done before the tables are overwritten
-            if (pos < kgPerGroup)
+            Group.Barrier(); // the previous round's lookups are done before the tables are overwritten
+            if (active && pos < kgPerGroup)
             {
-                // One thread per 4-group: its sum and Σ|x_j| (coalesced loads), reduced below from shared memory.
+                // One thread per 4-group: its sum and Σ|x_j| (coalesced loads).
                 long c = xg + pos * 4;
                 float x0 = x[c], x1 = x[c + 1], x2 = x[c + 2], x3 = x[c + 3];
-                partialSum[pos] = ((x0 + x1) + x2) + x3;
-                partialAbs[pos] = ((Abs(x0) + Abs(x1)) + Abs(x2)) + Abs(x3);
+                partialSum[pb + pos] = ((x0 + x1) + x2) + x3;
+                partialAbs[pb + pos] = ((Abs(x0) + Abs(x1)) + Abs(x2)) + Abs(x3);
             }
             Group.Barrier();
-            // Every thread reduces the ≤ 32 partials itself (broadcast reads), which saves a barrier.
+            // Every thread of the slice reduces the ≤ 32 partials itself (broadcast reads), which saves a barrier.
             float groupSum = 0, maxAbs = 0;
-            for (int q = 0; q < kgPerGroup; q++)
+            if (active)
             {
-                groupSum += partialSum[q];
-                float a = partialAbs[q];
-                if (a > maxAbs) maxAbs = a;
+                for (int q = 0; q < kgPerGroup; q++)
+                {
+                    groupSum += partialSum[pb + q];
+                    float a = partialAbs[pb + q];
+                    if (a > maxAbs) maxAbs = a;
+                }
             }
             float lutScale = maxAbs / 127f;
             float inv = lutScale == 0 ? 0 : 1f / lutScale;
-            for (int e = pos; e < kgPerGroup * 16; e += GroupThreads)
+            if (active)
             {
-                int kg = e >> 4, idx = e & 15;
-                long c = xg + kg * 4;
-                float v = (idx & 1) != 0 ? x[c] : -x[c];
-                v += (idx & 2) != 0 ? x[c + 1] : -x[c + 1];
-                v += (idx & 4) != 0 ? x[c + 2] : -x[c + 2];
-                v += (idx & 8) != 0 ? x[c + 3] : -x[c + 3];
-                table[e] = int8 != 0 ? RoundClamp127(v * inv) : v;
+                for (int e = pos; e < kgPerGroup * 16; e += TileRows)
+                {
+                    int kg = e >> 4, idx = e & 15;
+                    long c = xg + kg * 4;
+                    float v = (idx & 1) != 0 ? x[c] : -x[c];
+                    v += (idx & 2) != 0 ? x[c + 1] : -x[c + 1];
+                    v += (idx & 4) != 0 ? x[c + 2] : -x[c + 2];
+                    v += (idx & 8) != 0 ? x[c + 3] : -x[c + 3];
+                    tables[tb + e] = int8 != 0 ? RoundClamp127(v * inv) : v;
+                }
             }
             Group.Barrier();
-            long gBase = wBase + (long)g * pairs * bits * 64 + pos;
-            float dot = 0;
-            int isum = 0;
-            for (int pr = 0; pr < pairs; pr++)
-                for (int i = 0; i < bits; i++)
-                {
-                    int v = planes[gBase + (pr * bits + i) * 64];
-                    float lo = table[pr * 32 + (v & 15)], hi = table[pr * 32 + 16 + (v >> 4)];
-                    if (int8 != 0) isum += ((int)lo + (int)hi) << i;
-                    else dot += (lo + hi) * (1 << i);
-                }
-            long si = ((long)tile * groups + g) * 64 + (row - tile * 64);
-            float s = Interop.IntAsFloat((uint)scales[si] << 16), o = Interop.IntAsFloat((uint)offsets[si] << 16);
-            acc += int8 != 0 ? isum * (s * (0.5f * lutScale)) : dot * (s * 0.5f);
-            acc += o * groupSum;
+            if (active)
+            {
+                long gBase = wBase + (long)g * pairs * bits * 64 + pos;
+                float dot = 0;
+                int isum = 0;
+                for (int pr = 0; pr < pairs; pr++)
+                    for (int i = 0; i < bits; i++)
+                    {
+                        int v = planes[gBase + (pr * bits + i) * 64];
+                        float lo = tables[tb + pr * 32 + (v & 15)], hi = tables[tb + pr * 32 + 16 + (v >> 4)];
+                        if (int8 != 0) isum += ((int)lo + (int)hi) << i;
+                        else dot += (lo + hi) * (1 << i);
+                    }
+                long si = ((long)tile * groups + g) * 64 + rowInTile;
+                float s = Interop.IntAsFloat((uint)scales[si] << 16), o = Interop.IntAsFloat((uint)offsets[si] << 16);
+                acc += int8 != 0 ? isum * (s * (0.5f * lutScale)) : dot * (s * 0.5f);
+                acc += o * groupSum;
+            }
         }
-        if (row < m) y[(long)j * m + row] = acc;
+        results[slice * TileRows + pos] = acc;
+        Group.Barrier();
+        int row = tile * TileRows + rowInTile;
+        if (slice == 0 && row < m)
+        {
+            float total = 0;
+            for (int q = 0; q < slices; q++) total += results[q * TileRows + pos];
+            y[(long)j * m + row] = total;
+        }
     }
 
     private static float Abs(float v) => v < 0 ? -v : v;
@@ -103,11 +127,20 @@ internal sealed class LutGemmLauncher
 {
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, int, int, int, int, int> _gemm;
 
-    public LutGemmLauncher(Accelerator accelerator) =>
+    private LutGemmLauncher(Accelerator accelerator) =>
         _gemm = accelerator.LoadKernel<ArrayView<byte>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(LutGemmKernels.Gemm);
 
+    private readonly int _maxSlices;
+
+    /// <summary>k-slices per group: up to 8 on a GPU (512 threads), 2 on the CPU simulator (one OS thread per GPU thread).</summary>
+    public LutGemmLauncher(Accelerator accelerator, bool simulator) : this(accelerator) =>
+        _maxSlices = simulator ? 2 : LutGemmKernels.MaxSlices;
+
     public void Launch(AcceleratorStream stream, ArrayView<byte> planes, ArrayView<ushort> scales, ArrayView<ushort> offsets,
-        ArrayView<float> x, ArrayView<float> y, int tiles, int n, int m, int k, int bits, int groupSize, bool int8) =>
-        _gemm(stream, new KernelConfig(new Index2D(tiles, n), new Index2D(LutGemmKernels.GroupThreads, 1)), planes, scales, offsets, x, y,
+        ArrayView<float> x, ArrayView<float> y, int tiles, int n, int m, int k, int bits, int groupSize, bool int8)
+    {
+        int slices = Math.Clamp(k / groupSize, 1, _maxSlices);
+        _gemm(stream, new KernelConfig(new Index2D(tiles, n), new Index2D(LutGemmKernels.TileRows, slices)), planes, scales, offsets, x, y,
             m, k, bits, groupSize, int8 ? 1 : 0);
+    }
 }

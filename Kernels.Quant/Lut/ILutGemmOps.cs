@@ -1,21 +1,5 @@
 namespace Kernels.Quant.Lut;
 
-/// <summary>Packed LUT weights prepared for (uploaded to) one backend. Dispose to free device memory.</summary>
-public interface ILutPreparedWeights : IDisposable
-{
-    /// <summary>The backend that owns them.</summary>
-    IKernelBackend Backend { get; }
-
-    /// <summary>The format.</summary>
-    LutFormat Format { get; }
-
-    /// <summary>Rows.</summary>
-    int M { get; }
-
-    /// <summary>Columns.</summary>
-    int K { get; }
-}
-
 /// <summary>LUT-based mixed-precision GEMM (T-MAC): low-bit weights × fp32 activations, same calls on CPU and GPU.</summary>
 /// <remarks>
 /// <c>y[j, r] = Σ_c w[r, c]·x[j, c]</c> with <c>w</c> the dequantized weight of <see cref="LutFormat"/>; x is <c>[n, k]</c>,

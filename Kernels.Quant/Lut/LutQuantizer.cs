@@ -1,14 +1,5 @@
 namespace Kernels.Quant.Lut;
 
-/// <summary>Where a ternary (BitNet b1.58) scale is computed.</summary>
-public enum TernaryScaleScope
-{
-    /// <summary>One absmean scale for the whole tensor (BitNet b1.58).</summary>
-    PerTensor,
-    /// <summary>One absmean scale per output row.</summary>
-    PerRow,
-}
-
 /// <summary>Quantizes fp32/bf16 weights into a <see cref="LutQuantizedMatrix"/> (the logical LUT-GEMM format).</summary>
 /// <remarks>
 /// <para>Asymmetric b-bit (per group of G along k): <c>s = (max − min)/(2^b − 1)</c> rounded to bf16,

@@ -1,24 +1,5 @@
 namespace Kernels.Quant.Lut;
 
-/// <summary>How the LUT kernels store activation tables.</summary>
-public enum LutTableMode
-{
-    /// <summary>int8 tables with one fp32 scale per (activation vector, group): T-MAC's fast path. Error bound in <see cref="Reference.LutReference.Int8TableErrorBound"/>.</summary>
-    Int8,
-    /// <summary>fp32 tables: matches the reference to float rounding; slower.</summary>
-    Exact,
-}
-
-/// <summary>Options of the LUT-GEMM ops (on top of <see cref="KernelOptions"/>).</summary>
-public sealed record LutGemmOptions
-{
-    /// <summary>The defaults: int8 tables.</summary>
-    public static LutGemmOptions Default { get; } = new();
-
-    /// <summary>Table precision.</summary>
-    public LutTableMode TableMode { get; init; } = LutTableMode.Int8;
-}
-
 /// <summary>Builds the 16-entry activation tables of T-MAC and quantizes them to int8: the definition every backend follows.</summary>
 /// <remarks>
 /// <para>For 4 activations <c>x0..x3</c>: <c>T[idx] = Σ_j (bit_j(idx) ? +x_j : −x_j)</c>, evaluated in fp32 as

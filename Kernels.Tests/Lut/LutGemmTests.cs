@@ -95,14 +95,17 @@ public class LutGemmTests
     }
 
     [Fact]
-    public void Gemm_Int8Tables_BitIdenticalAcrossIsaPaths()
+    public void Gemm_BothTableModes_BitIdenticalAcrossIsaPaths()
     {
         Prop.ForAll(Cases, c =>
         {
             var (_, w, x) = Make(c);
-            float[] scalar = Run(c, w, x, LutTableMode.Int8, IsaPath.Scalar);
-            foreach (var isa in IsaMatrix.All.Where(CpuIsa.IsSupported))
-                Assert.Equal(scalar, Run(c, w, x, LutTableMode.Int8, isa));
+            foreach (var mode in new[] { LutTableMode.Int8, LutTableMode.Exact })
+            {
+                float[] scalar = Run(c, w, x, mode, IsaPath.Scalar);
+                foreach (var isa in IsaMatrix.All.Where(CpuIsa.IsSupported))
+                    Assert.Equal(scalar, Run(c, w, x, mode, isa));
+            }
         }).QuickCheckThrowOnFailure();
     }
 
@@ -115,6 +118,23 @@ public class LutGemmTests
             var (q, w, x) = Make(c);
             CheckAgainstReference(c, q, x, Run(c, w, x, LutTableMode.Int8, IsaPath.Auto), LutTableMode.Int8, "auto");
         }
+    }
+
+    [Fact]
+    public void Gemm_Int8Tables_SameForAnyThreadCountAndColumnBatching()
+    {
+        var c = new LutCase(LutFormat.Asymmetric(3, 64), 300, 8, 5, 21, TernaryScaleScope.PerTensor);
+        var (_, w, x) = Make(c);
+        float[] parallel = new float[c.N * c.M], single = new float[c.N * c.M], batched = new float[c.N * c.M];
+        LutGemm.Gemm(w, x, parallel, c.N);
+        LutGemm.Gemm(w, x, single, c.N, null, new KernelOptions { MaxDegreeOfParallelism = 1 });
+        LutGemm.GemmWithTableBudget(w, x, batched, c.N, LutGemmOptions.Default, 2 * c.K * 4); // 2 vectors per batch
+        Assert.Equal(parallel, single);
+        Assert.Equal(parallel, batched);
+        var exact = new LutGemmOptions { TableMode = LutTableMode.Exact };
+        LutGemm.Gemm(w, x, parallel, c.N, exact);
+        LutGemm.GemmWithTableBudget(w, x, batched, c.N, exact, 1);
+        Assert.Equal(parallel, batched);
     }
 
     [Fact]
@@ -156,6 +176,23 @@ public class LutGemmTests
         float[] y = Enumerable.Repeat(1f, 5).ToArray();
         LutGemm.Gemm(BitPlanePacking.Pack(q3), ReadOnlySpan<float>.Empty, y, 1);
         Assert.All(y, v => Assert.Equal(0f, v));
+    }
+
+    [Fact]
+    public void Gemm_PartialTile_WritesOnlyItsOutputs()
+    {
+        // m = 70: the second tile has 6 real rows; y sits inside a larger buffer whose sentinels must survive every path.
+        var c = new LutCase(LutFormat.Asymmetric(2, 32), 70, 2, 3, 8, TernaryScaleScope.PerTensor);
+        var (_, w, x) = Make(c);
+        foreach (var mode in new[] { LutTableMode.Int8, LutTableMode.Exact })
+            foreach (var isa in IsaMatrix.All.Where(CpuIsa.IsSupported))
+            {
+                float[] buffer = Enumerable.Repeat(-12345f, c.N * c.M + 128).ToArray();
+                LutGemm.Gemm(w, x, buffer.AsSpan(64, c.N * c.M), c.N, new LutGemmOptions { TableMode = mode }, new KernelOptions { Isa = isa });
+                Assert.All(buffer[..64], v => Assert.Equal(-12345f, v));
+                Assert.All(buffer[(64 + c.N * c.M)..], v => Assert.Equal(-12345f, v));
+                Assert.DoesNotContain(-12345f, buffer[64..(64 + c.N * c.M)]);
+            }
     }
 
     [Fact]

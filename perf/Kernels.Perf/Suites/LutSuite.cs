@@ -37,10 +37,13 @@ public sealed class LutSuite : IBenchSuite
                     // The dequant baseline is compute-bound and slow at large n: time it at n = 1 and 8 only.
                     bool dequant = n <= 8 && ctx.Wants(op, DequantFormat(f), shape, "cpu");
                     bool lut = ctx.Wants(op, f.Name, shape, "cpu");
-                    if (!dequant && !lut) continue;
+                    if (!dequant && !lut && !(n == 1 && f == LutFormat.Asymmetric(2))) continue;
+                    // The exact (fp32 table) mode: timed for W2 GEMV only, to show its cost.
+                    bool exact = n == 1 && f == LutFormat.Asymmetric(2) && ctx.Wants(op, f.Name + " exact", shape, "cpu");
                     var data = Data.Create(ctx, f, m, k, n);
                     if (dequant) yield return Case(ctx, data, f, m, k, n, dequantBaseline: true);
                     if (lut) yield return Case(ctx, data, f, m, k, n, dequantBaseline: false);
+                    if (exact) yield return Case(ctx, data, f, m, k, n, dequantBaseline: false, exactTables: true);
                 }
     }
 
@@ -76,12 +79,13 @@ public sealed class LutSuite : IBenchSuite
         }
     }
 
-    private static BenchCase Case(BenchContext ctx, Data d, LutFormat f, int m, int k, int n, bool dequantBaseline)
+    private static BenchCase Case(BenchContext ctx, Data d, LutFormat f, int m, int k, int n, bool dequantBaseline, bool exactTables = false)
     {
+        var lutOptions = exactTables ? new LutGemmOptions { TableMode = LutTableMode.Exact } : LutGemmOptions.Default;
         var options = ctx.Options;
         var w = d.Copies;
         string shape = DenseSuite.ShapeText(m, k, n), op = DenseSuite.OpFor(n);
-        string format = dequantBaseline ? DequantFormat(f) : f.Name;
+        string format = dequantBaseline ? DequantFormat(f) : exactTables ? f.Name + " exact" : f.Name;
         return new BenchCase
         {
             Op = op, Format = format, Shape = shape, Backend = "cpu", Path = ctx.CpuPath,
@@ -90,11 +94,11 @@ public sealed class LutSuite : IBenchSuite
             Run = it =>
             {
                 if (dequantBaseline) LutDequantGemm.Gemm(w[it % w.Length], d.X, d.Y, n, options);
-                else LutGemm.Gemm(w[it % w.Length], d.X, d.Y, n, LutGemmOptions.Default, options);
+                else LutGemm.Gemm(w[it % w.Length], d.X, d.Y, n, lutOptions, options);
             },
             Verify = () => Verify.Rows(d.Y, m, n, Reference(w[0], d.X), 1.0, 0),
             BaselineKey = BenchCase.MakeKey(op, "bf16", DenseSuite.ShapeText(m, k, n), "cpu"),
-            ExtraBaselines = dequantBaseline ? null : new Dictionary<string, string> { ["vs dequant"] = BenchCase.MakeKey(op, DequantFormat(f), shape, "cpu") },
+            ExtraBaselines = dequantBaseline || exactTables ? null : new Dictionary<string, string> { ["vs dequant"] = BenchCase.MakeKey(op, DequantFormat(f), shape, "cpu") },
             Note = dequantBaseline ? null : $"{f.BitsPerWeight:F2} bits/weight",
         };
     }
