@@ -224,6 +224,7 @@ public static unsafe class FpxGemm
     private static float* Scratch(int floats)
     {
         float[]? s = t_scratch;
+        floats = Math.Max(floats, 64);
         if (s is null || s.Length < floats)
         {
             s = GC.AllocateUninitializedArray<float>(floats, pinned: true);

@@ -133,7 +133,7 @@ public static class FpxReference
     /// <param name="xq"><c>n·k</c> int8 activations (any value in [−128, 127]).</param>
     /// <param name="xScales"><c>n</c> activation scales.</param>
     /// <param name="y"><c>n·m</c> outputs.</param>
-    /// <param name="magnitudes">Optional <c>n·m</c>: <c>xScale · Σ_g |scale_g · dot_g|</c>, the error scale of the float epilogue.</param>
+    /// <param name="magnitudes">Optional <c>n·m</c>: <c>xScale · Σ_g scale_g · Σ_{c∈g} |q·xq|</c>, the error scale of the float epilogue (valid for any split of a group's integer sum into lanes).</param>
     public static void GemmW6A8(Int6Weights weights, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xScales, Span<float> y, Span<double> magnitudes = default)
     {
         ArgumentNullException.ThrowIfNull(weights);
@@ -147,11 +147,14 @@ public static class FpxReference
                 double acc = 0, mag = 0;
                 for (int gi = 0; gi < groups; gi++)
                 {
-                    long dot = 0;
-                    for (int c = gi * g; c < Math.Min(k, (gi + 1) * g); c++) dot += q[r * k + c] * xq[j * k + c];
-                    double t = (double)weights.Scales[r * groups + gi] * dot;
-                    acc += t;
-                    mag += Math.Abs(t);
+                    long dot = 0, abs = 0;
+                    for (int c = gi * g; c < Math.Min(k, (gi + 1) * g); c++)
+                    {
+                        dot += q[r * k + c] * xq[j * k + c];
+                        abs += Math.Abs(q[r * k + c] * xq[j * k + c]);
+                    }
+                    acc += (double)weights.Scales[r * groups + gi] * dot;
+                    mag += (double)weights.Scales[r * groups + gi] * abs;
                 }
                 y[j * m + r] = (float)(acc * xScales[j]);
                 if (!magnitudes.IsEmpty) magnitudes[j * m + r] = mag * xScales[j];
