@@ -52,54 +52,99 @@ internal static unsafe class FpxDecode
 
     // ---------------------------------------------------------------- AVX-512
 
+    /// <summary>Loop-invariant constants of the AVX-512 decode, created once per kernel call so the JIT keeps them in registers.</summary>
+    public readonly struct Consts512
+    {
+        public readonly Vector512<uint> NibShift, TwoShift, Three;
+        public readonly Vector512<ushort> SignShift;
+        public readonly Vector512<byte> Lut, Low4;
+        public readonly Vector512<int> Mask;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Consts512(uint mask)
+        {
+            NibShift = Vector512.Create(0u, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
+            TwoShift = Vector512.Create(0u, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+            Three = Vector512.Create(0x0303_0303u);
+            SignShift = Vector512.Create((ushort)7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+            // (s, e2) → s<<7 | e2<<4, repeated so it serves as a 16-entry vpshufb table per lane and a 64-entry vpermb table
+            // indexed by any byte whose low two bits are the field (vpermb ignores bits 7..6, the table ignores bits 5..2).
+            Lut = Vector512.Create(
+                (byte)0x00, 0x10, 0x80, 0x90, 0x00, 0x10, 0x80, 0x90, 0x00, 0x10, 0x80, 0x90, 0x00, 0x10, 0x80, 0x90,
+                0x00, 0x10, 0x80, 0x90, 0x00, 0x10, 0x80, 0x90, 0x00, 0x10, 0x80, 0x90, 0x00, 0x10, 0x80, 0x90,
+                0x00, 0x10, 0x80, 0x90, 0x00, 0x10, 0x80, 0x90, 0x00, 0x10, 0x80, 0x90, 0x00, 0x10, 0x80, 0x90,
+                0x00, 0x10, 0x80, 0x90, 0x00, 0x10, 0x80, 0x90, 0x00, 0x10, 0x80, 0x90, 0x00, 0x10, 0x80, 0x90);
+            Low4 = Vector512.Create((byte)0x0F);
+            Mask = Vector512.Create((int)mask);
+        }
+    }
+
     /// <summary>64 code bytes from one block (AVX-512BW).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<byte> Codes512<TK>(byte* hi, byte* lo) where TK : struct, ICodeKind
+    public static Vector512<byte> Codes512<TK>(byte* hi, byte* lo, in Consts512 k) where TK : struct, ICodeKind
     {
         Debug.Assert(Avx512BW.IsSupported);
         // vbroadcasti64x4 + vpsrlvd: the 4-bit plane in both halves, shifted by 0 (codes 0..31) and 4 (codes 32..63).
-        Vector512<uint> nib = Avx512F.ShiftRightLogicalVariable(
-            Avx512F.BroadcastVector256ToVector512((ulong*)lo).AsUInt32(),
-            Vector512.Create(0u, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4));
+        Vector512<uint> nib = Avx512F.ShiftRightLogicalVariable(Avx512F.BroadcastVector256ToVector512((ulong*)lo).AsUInt32(), k.NibShift);
         Vector512<byte> top;
         if (TK.Kind == 1)
         {
             // vpbroadcastq: byte p = plane[p & 7]; vpsllvw by 7 − p/8 moves code p's sign (bit p/8) to bit 7.
-            top = Avx512BW.ShiftLeftLogicalVariable(Vector512.Create(*(ulong*)hi).AsUInt16(),
-                Vector512.Create((ushort)7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)).AsByte();
+            top = Avx512BW.ShiftLeftLogicalVariable(Vector512.Create(*(ulong*)hi).AsUInt16(), k.SignShift).AsByte();
         }
         else
         {
-            // vbroadcasti32x4 + vpsrlvd by 2·lane + vpandd: the 2-bit field of code p in bits 1..0 of byte p.
-            Vector512<uint> two = Avx512F.ShiftRightLogicalVariable(Avx512F.BroadcastVector128ToVector512((uint*)hi),
-                Vector512.Create(0u, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6)) & Vector512.Create(0x0303_0303u);
-            top = TK.Kind == 0
-                ? Avx512BW.Shuffle(Vector512.Create(Fp6TopLut), two.AsByte())     // vpshufb: (s, e2) → s<<7 | e2<<4
-                : Avx512BW.ShiftLeftLogical(two.AsUInt16(), 4).AsByte();          // INT6: bits 5..4 of u (no spill: field ≤ 3)
+            // vbroadcasti32x4 + vpsrlvd by 2·lane: the 2-bit field of code p in bits 1..0 of byte p (bits 7..2 hold other fields).
+            Vector512<uint> two = Avx512F.ShiftRightLogicalVariable(Avx512F.BroadcastVector128ToVector512((uint*)hi), k.TwoShift);
+            if (TK.Kind == 0)
+            {
+                top = Avx512Vbmi.IsSupported
+                    ? Avx512Vbmi.PermuteVar64x8(k.Lut, two.AsByte())                   // vpermb: (s, e2) → s<<7 | e2<<4
+                    : Avx512BW.Shuffle(k.Lut, (two & k.Three).AsByte());              // vpandd + vpshufb
+            }
+            else
+            {
+                top = Avx512BW.ShiftLeftLogical((two & k.Three).AsUInt16(), 4).AsByte(); // INT6: bits 5..4 of u (field ≤ 3: no spill)
+            }
         }
         // vpternlogd 0xE4 = C ? A : B with C = 0x0F: bits 3..0 from the nibbles, bits 7..4 from the top part.
-        return Avx512F.TernaryLogic(nib.AsByte(), top, Vector512.Create((byte)0x0F), 0xE4);
+        return Avx512F.TernaryLogic(nib.AsByte(), top, k.Low4, 0xE4);
     }
 
     /// <summary>Float lanes 16q..16q+15 of a decoded block: FP bit patterns, or INT6 q as float.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Float512<TK>(Vector128<sbyte> quarter) where TK : struct, ICodeKind
+    public static Vector512<float> Float512<TK>(Vector128<sbyte> quarter, in Consts512 k) where TK : struct, ICodeKind
     {
         if (TK.Kind == 2)
             return Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(quarter - Vector128.Create((sbyte)Int6Weights.Offset)));
-        Vector512<int> v = Avx512F.ConvertToVector512Int32(quarter);                         // vpmovsxbd
-        return (Avx512F.ShiftLeftLogical(v, 21) & Vector512.Create((int)MaskFor<TK>())).AsSingle(); // vpslld 21, vpandd
+        Vector512<int> v = Avx512F.ConvertToVector512Int32(quarter);       // vpmovsxbd
+        return (Avx512F.ShiftLeftLogical(v, 21) & k.Mask).AsSingle();      // vpslld 21, vpandd
     }
 
     // ---------------------------------------------------------------- AVX2
 
+    /// <summary>Loop-invariant constants of the AVX2 decode.</summary>
+    public readonly struct Consts256
+    {
+        public readonly Vector256<byte> Lut, Low4;
+        public readonly Vector256<int> Mask;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Consts256(uint mask)
+        {
+            Lut = Vector256.Create((byte)0x00, 0x10, 0x80, 0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x10, 0x80, 0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+            Low4 = Vector256.Create((byte)0x0F);
+            Mask = Vector256.Create((int)mask);
+        }
+    }
+
     /// <summary>Codes 0..31 (<paramref name="c0"/>) and 32..63 (<paramref name="c1"/>) of one block (AVX2).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Codes256<TK>(byte* hi, byte* lo, out Vector256<byte> c0, out Vector256<byte> c1) where TK : struct, ICodeKind
+    public static void Codes256<TK>(byte* hi, byte* lo, in Consts256 k, out Vector256<byte> c0, out Vector256<byte> c1) where TK : struct, ICodeKind
     {
         Debug.Assert(Avx2.IsSupported);
         Vector256<byte> l = Vector256.Load(lo);
-        Vector256<byte> low4 = Vector256.Create((byte)0x0F);
+        Vector256<byte> low4 = k.Low4;
         Vector256<byte> n0 = l & low4, n1 = Avx2.ShiftRightLogical(l.AsUInt32(), 4).AsByte() & low4;
         if (TK.Kind == 1)
         {
@@ -116,7 +161,7 @@ internal static unsafe class FpxDecode
         Vector256<byte> t1 = (Avx2.ShiftRightLogicalVariable(h, Vector256.Create(4u, 4, 4, 4, 6, 6, 6, 6)) & three).AsByte();
         if (TK.Kind == 0)
         {
-            Vector256<byte> lut = Vector256.Create(Fp6TopLut);
+            Vector256<byte> lut = k.Lut;
             c0 = n0 | Avx2.Shuffle(lut, t0);   // vpshufb
             c1 = n1 | Avx2.Shuffle(lut, t1);
         }
@@ -129,12 +174,12 @@ internal static unsafe class FpxDecode
 
     /// <summary>8 float lanes from the low 8 bytes of <paramref name="eight"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Float256<TK>(Vector128<sbyte> eight) where TK : struct, ICodeKind
+    public static Vector256<float> Float256<TK>(Vector128<sbyte> eight, in Consts256 k) where TK : struct, ICodeKind
     {
         if (TK.Kind == 2)
             return Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(eight - Vector128.Create((sbyte)Int6Weights.Offset)));
         Vector256<int> v = Avx2.ConvertToVector256Int32(eight);                              // vpmovsxbd ymm, xmm
-        return (Avx2.ShiftLeftLogical(v, 21) & Vector256.Create((int)MaskFor<TK>())).AsSingle();
+        return (Avx2.ShiftLeftLogical(v, 21) & k.Mask).AsSingle();
     }
 
     // ---------------------------------------------------------------- Vector128 (portable)
@@ -200,13 +245,6 @@ internal static unsafe class FpxDecode
         return BitConverter.Int32BitsToSingle((int)((uint)(two >> 1) << 31) | ((two & 1) << 25) | (nib << 21));
     }
 
-    // vpshufb table: index (s, e2) = 0..3 → s<<7 | e2<<4; same 16 bytes in every 128-bit lane.
-
-    private static Vector128<byte> Fp6TopLut
-    {
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => Vector128.Create((byte)0x00, 0x10, 0x80, 0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-    }
 
     // ---------------------------------------------------------------- whole rows
 
@@ -236,34 +274,36 @@ internal static unsafe class FpxDecode
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void RowAvx512<TK>(byte* hi, byte* lo, int blocks, float* dst, int hb) where TK : struct, ICodeKind
     {
+        var k = new Consts512(MaskFor<TK>());
         for (int b = 0; b < blocks; b++, hi += hb, lo += 32, dst += 64)
         {
-            Vector512<sbyte> c = Codes512<TK>(hi, lo).AsSByte();
-            Float512<TK>(c.GetLower().GetLower()).Store(dst);
-            Float512<TK>(c.GetLower().GetUpper()).Store(dst + 16);
-            Float512<TK>(c.GetUpper().GetLower()).Store(dst + 32);
-            Float512<TK>(c.GetUpper().GetUpper()).Store(dst + 48);
+            Vector512<sbyte> c = Codes512<TK>(hi, lo, k).AsSByte();
+            Float512<TK>(c.GetLower().GetLower(), k).Store(dst);
+            Float512<TK>(c.GetLower().GetUpper(), k).Store(dst + 16);
+            Float512<TK>(c.GetUpper().GetLower(), k).Store(dst + 32);
+            Float512<TK>(c.GetUpper().GetUpper(), k).Store(dst + 48);
         }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void RowAvx2<TK>(byte* hi, byte* lo, int blocks, float* dst, int hb) where TK : struct, ICodeKind
     {
+        var k = new Consts256(MaskFor<TK>());
         for (int b = 0; b < blocks; b++, hi += hb, lo += 32, dst += 64)
         {
-            Codes256<TK>(hi, lo, out var c0, out var c1);
-            Store8x4<TK>(c0.AsSByte(), dst);
-            Store8x4<TK>(c1.AsSByte(), dst + 32);
+            Codes256<TK>(hi, lo, k, out var c0, out var c1);
+            Store8x4<TK>(c0.AsSByte(), dst, k);
+            Store8x4<TK>(c1.AsSByte(), dst + 32, k);
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store8x4<TK>(Vector256<sbyte> c, float* dst) where TK : struct, ICodeKind
+    private static void Store8x4<TK>(Vector256<sbyte> c, float* dst, in Consts256 k) where TK : struct, ICodeKind
     {
         Vector128<sbyte> a = c.GetLower(), b = c.GetUpper();
-        Float256<TK>(a).Store(dst);
-        Float256<TK>(Sse2.ShiftRightLogical128BitLane(a, 8)).Store(dst + 8);   // vpsrldq 8: bytes 8..15 down
-        Float256<TK>(b).Store(dst + 16);
-        Float256<TK>(Sse2.ShiftRightLogical128BitLane(b, 8)).Store(dst + 24);
+        Float256<TK>(a, k).Store(dst);
+        Float256<TK>(Sse2.ShiftRightLogical128BitLane(a, 8), k).Store(dst + 8);   // vpsrldq 8: bytes 8..15 down
+        Float256<TK>(b, k).Store(dst + 16);
+        Float256<TK>(Sse2.ShiftRightLogical128BitLane(b, 8), k).Store(dst + 24);
     }
 }

@@ -233,51 +233,52 @@ public static unsafe class FpxGemm
         return (float*)Unsafe.AsPointer(ref s[0]);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Gemv512<TK>(ref FpxArgs a, int rowStart, int rowCount) where TK : struct, ICodeKind
     {
         int blocks = a.KPad / 64, hb = TK.Kind == 1 ? 8 : 16;
-        float* x = a.X;
+        var k = new FpxDecode.Consts512(FpxDecode.MaskFor<TK>());
         for (int r = rowStart; r < rowStart + rowCount; r++)
         {
             byte* hi = a.High + (long)r * blocks * hb, lo = a.Low + (long)r * blocks * 32;
+            float* xb = a.X;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            for (int b = 0; b < blocks; b++)
+            for (byte* end = lo + 32 * blocks; lo < end; lo += 32, hi += hb, xb += 64)
             {
-                Vector512<sbyte> c = FpxDecode.Codes512<TK>(hi + b * hb, lo + b * 32).AsSByte();
-                float* xb = x + 64 * b;
-                a0 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetLower().GetLower()), Vector512.Load(xb), a0);
-                a1 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetLower().GetUpper()), Vector512.Load(xb + 16), a1);
-                a2 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetUpper().GetLower()), Vector512.Load(xb + 32), a2);
-                a3 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetUpper().GetUpper()), Vector512.Load(xb + 48), a3);
+                Vector512<sbyte> c = FpxDecode.Codes512<TK>(hi, lo, k).AsSByte();
+                a0 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetLower().GetLower(), k), Vector512.Load(xb), a0);
+                a1 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetLower().GetUpper(), k), Vector512.Load(xb + 16), a1);
+                a2 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetUpper().GetLower(), k), Vector512.Load(xb + 32), a2);
+                a3 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetUpper().GetUpper(), k), Vector512.Load(xb + 48), a3);
             }
             a.Y[r] = Finish(F32x16.Sum(new F32x16((a0 + a1) + (a2 + a3))), a.Scales[r], a.Post[0]);
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Gemv256<TK>(ref FpxArgs a, int rowStart, int rowCount) where TK : struct, ICodeKind
     {
         int blocks = a.KPad / 64, hb = TK.Kind == 1 ? 8 : 16;
         float* x = a.X;
+        var k = new FpxDecode.Consts256(FpxDecode.MaskFor<TK>());
         for (int r = rowStart; r < rowStart + rowCount; r++)
         {
             byte* hi = a.High + (long)r * blocks * hb, lo = a.Low + (long)r * blocks * 32;
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (int b = 0; b < blocks; b++)
             {
-                FpxDecode.Codes256<TK>(hi + b * hb, lo + b * 32, out var c0, out var c1);
+                FpxDecode.Codes256<TK>(hi + b * hb, lo + b * 32, k, out var c0, out var c1);
                 float* xb = x + 64 * b;
                 Vector128<sbyte> q0 = c0.AsSByte().GetLower(), q1 = c0.AsSByte().GetUpper();
                 Vector128<sbyte> q2 = c1.AsSByte().GetLower(), q3 = c1.AsSByte().GetUpper();
-                a0 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(q0), Vector256.Load(xb), a0);
-                a1 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(Sse2.ShiftRightLogical128BitLane(q0, 8)), Vector256.Load(xb + 8), a1);
-                a2 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(q1), Vector256.Load(xb + 16), a2);
-                a3 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(Sse2.ShiftRightLogical128BitLane(q1, 8)), Vector256.Load(xb + 24), a3);
-                a0 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(q2), Vector256.Load(xb + 32), a0);
-                a1 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(Sse2.ShiftRightLogical128BitLane(q2, 8)), Vector256.Load(xb + 40), a1);
-                a2 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(q3), Vector256.Load(xb + 48), a2);
-                a3 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(Sse2.ShiftRightLogical128BitLane(q3, 8)), Vector256.Load(xb + 56), a3);
+                a0 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(q0, k), Vector256.Load(xb), a0);
+                a1 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(Sse2.ShiftRightLogical128BitLane(q0, 8), k), Vector256.Load(xb + 8), a1);
+                a2 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(q1, k), Vector256.Load(xb + 16), a2);
+                a3 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(Sse2.ShiftRightLogical128BitLane(q1, 8), k), Vector256.Load(xb + 24), a3);
+                a0 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(q2, k), Vector256.Load(xb + 32), a0);
+                a1 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(Sse2.ShiftRightLogical128BitLane(q2, 8), k), Vector256.Load(xb + 40), a1);
+                a2 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(q3, k), Vector256.Load(xb + 48), a2);
+                a3 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(Sse2.ShiftRightLogical128BitLane(q3, 8), k), Vector256.Load(xb + 56), a3);
             }
             a.Y[r] = Finish(F32x8.Sum(new F32x8((a0 + a1) + (a2 + a3))), a.Scales[r], a.Post[0]);
         }

@@ -233,6 +233,7 @@ public static unsafe class Int6Gemm
             return;
         }
         int blocks = a.KPad / 64;
+        var k = new FpxDecode.Consts512(0);
         for (int r = rowStart; r < rowStart + rowCount; r++)
         {
             byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
@@ -240,13 +241,13 @@ public static unsafe class Int6Gemm
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (int b = 0; b < blocks; b++)
             {
-                Vector512<sbyte> c = FpxDecode.Codes512<Int6Kind>(hi + 16 * b, lo + 32 * b).AsSByte();
+                Vector512<sbyte> c = FpxDecode.Codes512<Int6Kind>(hi + 16 * b, lo + 32 * b, k).AsSByte();
                 Vector512<float> s = Vector512.Create(sc[b / a.GroupBlocks]);
                 float* xb = a.X + 64 * b;
-                a0 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetLower().GetLower()) * s, Vector512.Load(xb), a0);
-                a1 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetLower().GetUpper()) * s, Vector512.Load(xb + 16), a1);
-                a2 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetUpper().GetLower()) * s, Vector512.Load(xb + 32), a2);
-                a3 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetUpper().GetUpper()) * s, Vector512.Load(xb + 48), a3);
+                a0 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetLower().GetLower(), k) * s, Vector512.Load(xb), a0);
+                a1 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetLower().GetUpper(), k) * s, Vector512.Load(xb + 16), a1);
+                a2 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetUpper().GetLower(), k) * s, Vector512.Load(xb + 32), a2);
+                a3 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetUpper().GetUpper(), k) * s, Vector512.Load(xb + 48), a3);
             }
             a.Y[r] = F32x16.Sum(new F32x16((a0 + a1) + (a2 + a3)));
         }
@@ -336,10 +337,11 @@ public static unsafe class Int6Gemm
         int blocks = a.KPad / 64;
         byte* u = (byte*)Scratch(a.KPad / 4 + 16);
         Vector512<short> ones = Vector512.Create((short)1);
+        var k = new FpxDecode.Consts512(0);
         for (int r = rowStart; r < rowStart + rowCount; r++)
         {
             byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
-            for (int b = 0; b < blocks; b++) FpxDecode.Codes512<Int6Kind>(hi + 16 * b, lo + 32 * b).Store(u + 64 * b);
+            for (int b = 0; b < blocks; b++) FpxDecode.Codes512<Int6Kind>(hi + 16 * b, lo + 32 * b, k).Store(u + 64 * b);
             float* sc = a.Scales + (long)r * a.Groups;
             for (int j = 0; j < a.N; j++)
             {
@@ -370,12 +372,13 @@ public static unsafe class Int6Gemm
         int blocks = a.KPad / 64;
         byte* u = (byte*)Scratch(a.KPad / 4 + 16);
         Vector256<short> ones = Vector256.Create((short)1);
+        var k = new FpxDecode.Consts256(0);
         for (int r = rowStart; r < rowStart + rowCount; r++)
         {
             byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
             for (int b = 0; b < blocks; b++)
             {
-                FpxDecode.Codes256<Int6Kind>(hi + 16 * b, lo + 32 * b, out var c0, out var c1);
+                FpxDecode.Codes256<Int6Kind>(hi + 16 * b, lo + 32 * b, k, out var c0, out var c1);
                 c0.Store(u + 64 * b);
                 c1.Store(u + 64 * b + 32);
             }
