@@ -1,4 +1,5 @@
 using Kernels.Cpu.Fpx;
+using Kernels.Gpu;
 using Kernels.Perf.Harness;
 using Kernels.Quant.Fpx;
 using Kernels.Quant.Reference;
@@ -22,23 +23,52 @@ public sealed class FpxSuite : IBenchSuite
 
     public IEnumerable<BenchCase> Create(BenchContext ctx)
     {
-        if (!ctx.Cpu) yield break;
         foreach (var (m, k) in Shapes(ctx.Quick))
             foreach (string fmt in Formats)
             {
-                int[] ns = Tokens(ctx.Quick).Where(n => ctx.Wants(DenseSuite.OpFor(n), fmt, DenseSuite.ShapeText(m, k, n), "cpu")).ToArray();
-                if (ns.Length == 0) continue;
+                int[] ns = ctx.Cpu ? Tokens(ctx.Quick).Where(n => ctx.Wants(DenseSuite.OpFor(n), fmt, DenseSuite.ShapeText(m, k, n), "cpu")).ToArray() : [];
+                int[] gs = ctx.Gpu is { } g ? Tokens(ctx.Quick).Where(n => ctx.Wants(DenseSuite.OpFor(n), fmt, DenseSuite.ShapeText(m, k, n), g.Name)).ToArray() : [];
+                if (ns.Length == 0 && gs.Length == 0) continue;
                 // Weights are built once per (shape, format) and shared by the token counts; cold copies rotate through DRAM.
-                var weights = Build(ctx, fmt, m, k);
+                var weights = Build(ctx, fmt, m, k, ns.Length == 0 ? 1 : ctx.ColdCopies(0.75 * m * k));
                 foreach (int n in ns) yield return Case(ctx, fmt, weights, m, k, n);
+                foreach (int n in gs) yield return GpuCase(ctx, ctx.Gpu!, fmt, weights[0], m, k, n);
             }
     }
 
-    private static object[] Build(BenchContext ctx, string fmt, int m, int k)
+    private static BenchCase GpuCase(BenchContext ctx, GpuBackend gpu, string fmt, object w, int m, int k, int n)
+    {
+        float[] x = DenseSuite.RandomFloats(n * k, 2);
+        float[] y = new float[n * m];
+        var pw = w is FpxWeights f ? gpu.Prepare(f) : gpu.Prepare((Int6Weights)w);
+        var xt = gpu.Upload(x, n, k);
+        var yt = (GpuTensor<float>)gpu.Allocate<float>(n, m);
+        var mode = fmt.Contains("W6A8", StringComparison.Ordinal) ? Int6Mode.W6A8 : Int6Mode.W6A16;
+        var (reference, terms) = Oracle(fmt, w, x, k, n);
+        double wBytes = w is FpxWeights fw ? fw.SizeInBytes : ((Int6Weights)w).SizeInBytes;
+        return new BenchCase
+        {
+            Op = DenseSuite.OpFor(n), Format = fmt, Shape = DenseSuite.ShapeText(m, k, n), Backend = gpu.Name, Path = gpu.Accelerator.Name,
+            Bytes = wBytes + 4.0 * n * k + 4.0 * n * m,
+            Flops = 2.0 * m * k * n,
+            Run = _ =>
+            {
+                gpu.Gemm(pw, xt, yt, mode);
+                gpu.Synchronize();
+            },
+            Verify = () =>
+            {
+                yt.CopyTo(y);
+                return Verify.Rows(y, m, n, reference, ResultComparer.DotTolerance(terms));
+            },
+            BaselineKey = BenchCase.MakeKey(DenseSuite.OpFor(n), "bf16", DenseSuite.ShapeText(m, k, n), gpu.Name),
+            Resources = new Disposables(pw, xt, yt),
+        };
+    }
+
+    private static object[] Build(BenchContext ctx, string fmt, int m, int k, int copies)
     {
         var rng = new Random(1);
-        double bytes = 0.75 * m * k;
-        int copies = ctx.ColdCopies(bytes);
         var result = new object[copies];
         if (fmt.StartsWith("int6", StringComparison.Ordinal))
         {
@@ -66,20 +96,13 @@ public sealed class FpxSuite : IBenchSuite
         return result;
     }
 
-    private static BenchCase Case(BenchContext ctx, string fmt, object[] w, int m, int k, int n)
+    /// <summary>The oracle for sampled outputs (r, j) → (value, error scale), and the tolerance's term count.</summary>
+    private static (Func<int, int, (double, double)> Reference, int TolTerms) Oracle(string fmt, object w, float[] x, int k, int n)
     {
-        float[] x = DenseSuite.RandomFloats(n * k, 2);
-        float[] y = new float[n * m];
-        var options = ctx.Options;
-        int copies = w.Length;
-        double wBytes = w[0] is FpxWeights fw ? fw.SizeInBytes : ((Int6Weights)w[0]).SizeInBytes;
-        Action<int> run;
-        Func<int, int, (double, double)> reference;
-        if (w[0] is FpxWeights f0)
+        if (w is FpxWeights f0)
         {
-            run = it => FpxGemm.Gemm((FpxWeights)w[it % copies], x, y, n, options);
             var table = Enumerable.Range(0, FpxCodec.CodeCount(f0.Format)).Select(c => (double)FpxCodec.Decode(f0.Format, c)).ToArray();
-            reference = (r, j) =>
+            return ((r, j) =>
             {
                 double acc = 0, mag = 0;
                 for (int c = 0; c < k; c++)
@@ -89,43 +112,49 @@ public sealed class FpxSuite : IBenchSuite
                     mag += Math.Abs(p);
                 }
                 return (acc * f0.Scales[r], mag * f0.Scales[r]);
-            };
+            }, k);
         }
-        else
+        var i0 = (Int6Weights)w;
+        bool a8 = fmt.Contains("W6A8", StringComparison.Ordinal);
+        var xq = new sbyte[n * k];
+        var xs = new float[n];
+        FpxReference.QuantizeActivations(x, k, xq, xs);
+        return ((r, j) =>
         {
-            var i0 = (Int6Weights)w[0];
-            bool a8 = fmt.Contains("W6A8", StringComparison.Ordinal);
-            var xq = new sbyte[n * k];
-            var xs = new float[n];
-            FpxReference.QuantizeActivations(x, k, xq, xs);
-            run = a8
+            double acc = 0, mag = 0;
+            for (int c = 0; c < k; c++)
+            {
+                double s = i0.Scales[r * i0.GroupsPerRow + c / i0.GroupSize];
+                double p = a8 ? i0.ValueAt(r, c) * (double)xq[j * k + c] * s * xs[j] : i0.ValueAt(r, c) * s * x[j * k + c];
+                acc += p;
+                mag += Math.Abs(p);
+            }
+            return (acc, mag);
+        }, a8 ? i0.GroupsPerRow + 18 : k);
+    }
+
+    private static BenchCase Case(BenchContext ctx, string fmt, object[] w, int m, int k, int n)
+    {
+        float[] x = DenseSuite.RandomFloats(n * k, 2);
+        float[] y = new float[n * m];
+        var options = ctx.Options;
+        int copies = w.Length;
+        double wBytes = w[0] is FpxWeights fw ? fw.SizeInBytes : ((Int6Weights)w[0]).SizeInBytes;
+        Action<int> run = w[0] is FpxWeights
+            ? it => FpxGemm.Gemm((FpxWeights)w[it % copies], x, y, n, options)
+            : fmt.Contains("W6A8", StringComparison.Ordinal)
                 ? it => Int6Gemm.GemmW6A8((Int6Weights)w[it % copies], x, y, n, options)
                 : it => Int6Gemm.GemmW6A16((Int6Weights)w[it % copies], x, y, n, options);
-            reference = (r, j) =>
-            {
-                double acc = 0, mag = 0;
-                for (int c = 0; c < k; c++)
-                {
-                    double s = i0.Scales[r * i0.GroupsPerRow + c / 128];
-                    double p = a8 ? i0.ValueAt(r, c) * (double)xq[j * k + c] * s * xs[j] : i0.ValueAt(r, c) * s * x[j * k + c];
-                    acc += p;
-                    mag += Math.Abs(p);
-                }
-                return (acc, mag);
-            };
-        }
-        int groupsTerm = TolTerms(fmt, k);
+        var (reference, terms) = Oracle(fmt, w[0], x, k, n);
         return new BenchCase
         {
             Op = DenseSuite.OpFor(n), Format = fmt, Shape = DenseSuite.ShapeText(m, k, n), Backend = "cpu", Path = ctx.CpuPath,
             Bytes = wBytes + 4.0 * n * k + 4.0 * n * m,
             Flops = 2.0 * m * k * n,
             Run = run,
-            Verify = () => Verify.Rows(y, m, n, reference, ResultComparer.DotTolerance(groupsTerm)),
+            Verify = () => Verify.Rows(y, m, n, reference, ResultComparer.DotTolerance(terms)),
             BaselineKey = BenchCase.MakeKey(DenseSuite.OpFor(n), "bf16", DenseSuite.ShapeText(m, k, n), "cpu"),
             Note = $"{8.0 * wBytes / ((double)m * k):F2} bits/weight",
         };
     }
-
-    private static int TolTerms(string fmt, int k) => fmt.Contains("W6A8", StringComparison.Ordinal) ? k / 128 + 18 : k;
 }
