@@ -1,0 +1,421 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Kernels.Cpu.Simd;
+using Kernels.Cpu.Threading;
+using Kernels.Quant.Fpx;
+
+namespace Kernels.Cpu.Fpx;
+
+/// <summary>FP6 e3m2 / FP5 e2m2 GEMV and GEMM with the decode fused into the dot product, and standalone dequantization.</summary>
+/// <remarks>
+/// <para>Layout as in <see cref="IDenseOps"/>: weights <c>[m, k]</c> (<see cref="FpxWeights"/>), x <c>[n, k]</c>, y <c>[n, m]</c>,
+/// <c>y[j, r] = scale_r · Σ_c Decode(code[r, c]) · x[j, c]</c>. The oracle is <see cref="Quant.Reference.FpxReference"/>.</para>
+/// <para>Decode by bit operations (<see cref="FpxDecode"/>): each code becomes the fp32 pattern whose value is
+/// <c>Decode(code) · 2^−B</c> (B = 124 for FP6, 126 for FP5). Multiplying every weight by 2^B would cost one vmulps per 16
+/// weights; instead each activation vector is scaled once by <c>2^e_j</c> with <c>e_j = 100 − ilogb(max|x_j|)</c> (clamped to
+/// [−126, 127]), so products stay far above the fp32 subnormal range, and <c>2^(B − e_j)</c> is folded with the row scale into the
+/// final store, computed in binary64. Both scalings are exact powers of two, so the dot product rounds exactly like an fp32 dot
+/// product of the dequantized weights; only terms smaller than ~2^−100·max|x_j|·|w| can be affected by underflow.</para>
+/// <para>Error bound (every path): <c>|y − y_ref| ≤ 1.01·k·2⁻²⁴ · scale_r·Σ_c|Decode·x| + 2⁻²⁴|y_ref|</c>. Accumulation order:
+/// n = 1 on AVX-512/AVX2 uses four lane-wise accumulators over 64-code blocks; otherwise rows are decoded into an fp32 scratch row
+/// and multiplied in the dense kernel's 4×4 register tiles. Results are deterministic per ISA path and independent of the thread
+/// count (rows are never split), but differ across ISA paths by rounding. NaN/±Inf activations propagate like IEEE arithmetic.</para>
+/// <para>Threads: rows are split over <see cref="KernelOptions.MaxDegreeOfParallelism"/> workers; activations are pre-scaled into
+/// a pooled buffer (the only per-call work besides the kernel); decoded scratch rows live in a per-thread buffer reused across calls.</para>
+/// </remarks>
+public static unsafe class FpxGemm
+{
+    /// <summary>Target binary exponent of the largest pre-scaled activation.</summary>
+    internal const int ActivationExponent = 100;
+
+    [ThreadStatic] private static float[]? t_scratch;
+
+    /// <summary>Computes <c>y = x · Wᵀ</c> with fp32 activations.</summary>
+    /// <param name="weights">FP6/FP5 weights <c>[m, k]</c>.</param>
+    /// <param name="x"><c>n·k</c> activations.</param>
+    /// <param name="y"><c>n·m</c> outputs, overwritten.</param>
+    /// <param name="n">Activation vectors (1 = GEMV).</param>
+    /// <param name="options">ISA and thread options; null for the defaults.</param>
+    /// <exception cref="ArgumentException">A buffer has the wrong length, or y overlaps x.</exception>
+    /// <exception cref="NotSupportedException">The forced ISA path is unsupported here.</exception>
+    public static void Gemm(FpxWeights weights, ReadOnlySpan<float> x, Span<float> y, int n, KernelOptions? options = null)
+        => Run(weights, x, y, n, options);
+
+    /// <summary>Computes <c>y = x · Wᵀ</c> with bf16 activations (widened exactly to fp32).</summary>
+    /// <param name="weights">FP6/FP5 weights <c>[m, k]</c>.</param>
+    /// <param name="x"><c>n·k</c> activations.</param>
+    /// <param name="y"><c>n·m</c> outputs, overwritten.</param>
+    /// <param name="n">Activation vectors (1 = GEMV).</param>
+    /// <param name="options">ISA and thread options; null for the defaults.</param>
+    /// <exception cref="ArgumentException">A buffer has the wrong length, or y overlaps x.</exception>
+    /// <exception cref="NotSupportedException">The forced ISA path is unsupported here.</exception>
+    public static void Gemm(FpxWeights weights, ReadOnlySpan<BFloat16> x, Span<float> y, int n, KernelOptions? options = null)
+        => Run(weights, x, y, n, options);
+
+    /// <summary>Decompresses to fp32: <c>destination[r·k + c] = Decode(code) · scale_r</c>, bit-exact on every path.</summary>
+    /// <param name="weights">The weights.</param>
+    /// <param name="destination"><c>m·k</c> floats.</param>
+    /// <param name="options">ISA and thread options; null for the defaults.</param>
+    /// <exception cref="ArgumentException"><paramref name="destination"/> has the wrong length.</exception>
+    /// <exception cref="NotSupportedException">The forced ISA path is unsupported here.</exception>
+    public static void Dequantize(FpxWeights weights, Span<float> destination, KernelOptions? options = null)
+        => RunDequantize(weights, destination, options);
+
+    /// <summary>Decompresses to bf16: the fp32 value of <see cref="Dequantize(FpxWeights, Span{float}, KernelOptions?)"/> rounded to nearest even.</summary>
+    /// <param name="weights">The weights.</param>
+    /// <param name="destination"><c>m·k</c> values.</param>
+    /// <param name="options">ISA and thread options; null for the defaults.</param>
+    /// <exception cref="ArgumentException"><paramref name="destination"/> has the wrong length.</exception>
+    /// <exception cref="NotSupportedException">The forced ISA path is unsupported here.</exception>
+    public static void Dequantize(FpxWeights weights, Span<BFloat16> destination, KernelOptions? options = null)
+        => RunDequantize(weights, destination, options);
+
+    private static void Run<TX>(FpxWeights weights, ReadOnlySpan<TX> x, Span<float> y, int n, KernelOptions? options) where TX : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        int m = weights.Rows, k = weights.Columns, kPad = weights.PaddedColumns;
+        ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
+        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        IsaPath isa = CpuIsa.Resolve(options);
+        if (m == 0 || n == 0) return;
+
+        float[] xs = ArrayPool<float>.Shared.Rent(n * kPad);
+        double[] post = ArrayPool<double>.Shared.Rent(n);
+        try
+        {
+            int biasShift = FpxCodec.Fp32BiasShift(weights.Format);
+            for (int j = 0; j < n; j++)
+                post[j] = Math.ScaleB(1.0, biasShift - ScaleActivations(x.Slice(j * k, k), xs.AsSpan(j * kPad, kPad)));
+            fixed (byte* ph = weights.HighBits)
+            fixed (byte* pl = weights.LowBits)
+            fixed (float* ps = weights.Scales, px = xs, py = y)
+            fixed (double* pp = post)
+            {
+                var state = new Chunks
+                {
+                    A = new FpxArgs { High = ph, Low = pl, Scales = ps, X = px, Post = pp, Y = py, M = m, KPad = kPad, N = n },
+                    Isa = isa, Fp5 = weights.Format == FpxFormat.Fp5E2M2,
+                    RowsPerChunk = Math.Max(4, (m / (Environment.ProcessorCount * 8)) & ~3),
+                };
+                int chunks = (m + state.RowsPerChunk - 1) / state.RowsPerChunk;
+                int threads = (long)m * kPad * n < 65_536 ? 1 : (options ?? KernelOptions.Default).EffectiveParallelism;
+                WorkerPool.Run(chunks, threads, ref state);
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(xs);
+            ArrayPool<double>.Shared.Return(post);
+        }
+    }
+
+    /// <summary>Writes <c>x·2^e</c> (zero-padded) and returns e = 100 − ilogb(max finite |x|), clamped to [−126, 127].</summary>
+    internal static int ScaleActivations<TX>(ReadOnlySpan<TX> x, Span<float> dst) where TX : unmanaged
+    {
+        ReadOnlySpan<float> xf = default;
+        if (typeof(TX) == typeof(float)) xf = System.Runtime.InteropServices.MemoryMarshal.Cast<TX, float>(x);
+        else
+        {
+            var xb = System.Runtime.InteropServices.MemoryMarshal.Cast<TX, BFloat16>(x);
+            for (int c = 0; c < xb.Length; c++) dst[c] = (float)xb[c];
+            xf = dst[..xb.Length];
+        }
+        float amax = 0;
+        for (int c = 0; c < xf.Length; c++)
+        {
+            float a = Math.Abs(xf[c]);
+            if (a > amax && a != float.PositiveInfinity) amax = a;
+        }
+        int e = amax == 0 ? 0 : Math.Clamp(ActivationExponent - Math.ILogB(amax), -126, 127);
+        float f = MathF.ScaleB(1f, e);
+        int i = 0;
+        for (; i <= xf.Length - Vector<float>.Count; i += Vector<float>.Count)
+            (new Vector<float>(xf[i..]) * f).CopyTo(dst[i..]);
+        for (; i < xf.Length; i++) dst[i] = xf[i] * f;
+        dst[xf.Length..].Clear();
+        return e;
+    }
+
+    /// <summary>Pointers and sizes shared by every chunk (spans are pinned by the caller).</summary>
+    internal struct FpxArgs
+    {
+        public byte* High, Low;
+        public float* Scales, X, Y;
+        public double* Post;
+        public int M, KPad, N;
+    }
+
+    private struct Chunks : IChunkKernel<Chunks>
+    {
+        public FpxArgs A;
+        public IsaPath Isa;
+        public bool Fp5;
+        public int RowsPerChunk;
+
+        public static void Execute(ref Chunks s, int chunk)
+        {
+            int r0 = chunk * s.RowsPerChunk, rows = Math.Min(s.RowsPerChunk, s.A.M - r0);
+            if (s.Fp5) Rows<Fp5Kind>(s.Isa, ref s.A, r0, rows);
+            else Rows<Fp6Kind>(s.Isa, ref s.A, r0, rows);
+        }
+    }
+
+    private static void Rows<TK>(IsaPath isa, ref FpxArgs a, int r0, int rows) where TK : struct, ICodeKind
+    {
+        switch (isa)
+        {
+            case IsaPath.Avx512: Avx512<TK>(ref a, r0, rows); break;
+            case IsaPath.Avx2: Avx2<TK>(ref a, r0, rows); break;
+            case IsaPath.Vector128: Vector128<TK>(ref a, r0, rows); break;
+            default: Scalar<TK>(ref a, r0, rows); break;
+        }
+    }
+
+    /// <summary>The AVX-512 path over rows <c>[rowStart, rowStart + rowCount)</c>.</summary>
+    [SkipLocalsInit]
+    internal static void Avx512<TK>(ref FpxArgs a, int rowStart, int rowCount) where TK : struct, ICodeKind
+    {
+        Debug.Assert(Avx512BW.IsSupported);
+        if (a.N == 1) Gemv512<TK>(ref a, rowStart, rowCount);
+        else DecodedTiles<TK, F32x16>(IsaPath.Avx512, ref a, rowStart, rowCount);
+    }
+
+    /// <summary>The AVX2 path over rows <c>[rowStart, rowStart + rowCount)</c>.</summary>
+    [SkipLocalsInit]
+    internal static void Avx2<TK>(ref FpxArgs a, int rowStart, int rowCount) where TK : struct, ICodeKind
+    {
+        Debug.Assert(System.Runtime.Intrinsics.X86.Avx2.IsSupported);
+        if (a.N == 1) Gemv256<TK>(ref a, rowStart, rowCount);
+        else DecodedTiles<TK, F32x8>(IsaPath.Avx2, ref a, rowStart, rowCount);
+    }
+
+    /// <summary>The portable 128-bit path over rows <c>[rowStart, rowStart + rowCount)</c>.</summary>
+    [SkipLocalsInit]
+    internal static void Vector128<TK>(ref FpxArgs a, int rowStart, int rowCount) where TK : struct, ICodeKind
+        => DecodedTiles<TK, F32x4>(IsaPath.Vector128, ref a, rowStart, rowCount);
+
+    /// <summary>The scalar path over rows <c>[rowStart, rowStart + rowCount)</c>: decode, then multiply-add in index order.</summary>
+    internal static void Scalar<TK>(ref FpxArgs a, int rowStart, int rowCount) where TK : struct, ICodeKind
+    {
+        float* w = Scratch(a.KPad);
+        int blocks = a.KPad / 64, hb = TK.Kind == 1 ? 8 : 16;
+        for (int r = rowStart; r < rowStart + rowCount; r++)
+        {
+            FpxDecode.Row<TK>(IsaPath.Scalar, a.High + (long)r * blocks * hb, a.Low + (long)r * blocks * 32, blocks, w);
+            for (int j = 0; j < a.N; j++)
+            {
+                float* xj = a.X + (long)j * a.KPad;
+                float acc = 0;
+                for (int c = 0; c < a.KPad; c++) acc += w[c] * xj[c];
+                a.Y[(long)j * a.M + r] = Finish(acc, a.Scales[r], a.Post[j]);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Finish(float acc, float scale, double post) => (float)(acc * (double)scale * post);
+
+    private static float* Scratch(int floats)
+    {
+        float[]? s = t_scratch;
+        floats = Math.Max(floats, 64);
+        if (s is null || s.Length < floats)
+        {
+            s = GC.AllocateUninitializedArray<float>(floats, pinned: true);
+            t_scratch = s;
+        }
+        return (float*)Unsafe.AsPointer(ref s[0]);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Gemv512<TK>(ref FpxArgs a, int rowStart, int rowCount) where TK : struct, ICodeKind
+    {
+        int blocks = a.KPad / 64, hb = TK.Kind == 1 ? 8 : 16;
+        var k = new FpxDecode.Consts512(FpxDecode.MaskFor<TK>());
+        for (int r = rowStart; r < rowStart + rowCount; r++)
+        {
+            byte* hi = a.High + (long)r * blocks * hb, lo = a.Low + (long)r * blocks * 32;
+            float* xb = a.X;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (byte* end = lo + 32 * blocks; lo < end; lo += 32, hi += hb, xb += 64)
+            {
+                Vector512<sbyte> c = FpxDecode.Codes512<TK>(hi, lo, k).AsSByte();
+                a0 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetLower().GetLower(), k), Vector512.Load(xb), a0);
+                a1 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetLower().GetUpper(), k), Vector512.Load(xb + 16), a1);
+                a2 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetUpper().GetLower(), k), Vector512.Load(xb + 32), a2);
+                a3 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetUpper().GetUpper(), k), Vector512.Load(xb + 48), a3);
+            }
+            a.Y[r] = Finish(F32x16.Sum(new F32x16((a0 + a1) + (a2 + a3))), a.Scales[r], a.Post[0]);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Gemv256<TK>(ref FpxArgs a, int rowStart, int rowCount) where TK : struct, ICodeKind
+    {
+        int blocks = a.KPad / 64, hb = TK.Kind == 1 ? 8 : 16;
+        float* x = a.X;
+        var k = new FpxDecode.Consts256(FpxDecode.MaskFor<TK>());
+        for (int r = rowStart; r < rowStart + rowCount; r++)
+        {
+            byte* hi = a.High + (long)r * blocks * hb, lo = a.Low + (long)r * blocks * 32;
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int b = 0; b < blocks; b++)
+            {
+                FpxDecode.Codes256<TK>(hi + b * hb, lo + b * 32, k, out var c0, out var c1);
+                float* xb = x + 64 * b;
+                Vector128<sbyte> q0 = c0.AsSByte().GetLower(), q1 = c0.AsSByte().GetUpper();
+                Vector128<sbyte> q2 = c1.AsSByte().GetLower(), q3 = c1.AsSByte().GetUpper();
+                a0 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(q0, k), Vector256.Load(xb), a0);
+                a1 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(Sse2.ShiftRightLogical128BitLane(q0, 8), k), Vector256.Load(xb + 8), a1);
+                a2 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(q1, k), Vector256.Load(xb + 16), a2);
+                a3 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(Sse2.ShiftRightLogical128BitLane(q1, 8), k), Vector256.Load(xb + 24), a3);
+                a0 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(q2, k), Vector256.Load(xb + 32), a0);
+                a1 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(Sse2.ShiftRightLogical128BitLane(q2, 8), k), Vector256.Load(xb + 40), a1);
+                a2 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(q3, k), Vector256.Load(xb + 48), a2);
+                a3 = Fma.MultiplyAdd(FpxDecode.Float256<TK>(Sse2.ShiftRightLogical128BitLane(q3, 8), k), Vector256.Load(xb + 56), a3);
+            }
+            a.Y[r] = Finish(F32x8.Sum(new F32x8((a0 + a1) + (a2 + a3))), a.Scales[r], a.Post[0]);
+        }
+    }
+
+    /// <summary>Decodes four rows at a time into the per-thread scratch, then runs 4×4 register tiles over the tokens.</summary>
+    private static void DecodedTiles<TK, TV>(IsaPath isa, ref FpxArgs a, int rowStart, int rowCount)
+        where TK : struct, ICodeKind where TV : struct, ISimdF32<TV>
+    {
+        int kPad = a.KPad, blocks = kPad / 64, hb = TK.Kind == 1 ? 8 : 16;
+        float* w = Scratch(4 * kPad);
+        for (int r = rowStart; r < rowStart + rowCount; r += 4)
+        {
+            int valid = Math.Min(4, rowStart + rowCount - r);
+            for (int i = 0; i < 4; i++)
+            {
+                int rr = r + Math.Min(i, valid - 1); // missing rows repeat the last one; their outputs are not stored
+                FpxDecode.Row<TK>(isa, a.High + (long)rr * blocks * hb, a.Low + (long)rr * blocks * 32, blocks, w + i * kPad);
+            }
+            DecodedDot.Tiles<TV>(w, valid, a.X, a.N, kPad, r, a.M, a.Scales, a.Post, a.Y);
+        }
+    }
+
+    private static void RunDequantize<TD>(FpxWeights weights, Span<TD> destination, KernelOptions? options) where TD : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(destination), destination.Length, (long)weights.Rows * weights.Columns);
+        IsaPath isa = CpuIsa.Resolve(options);
+        if (destination.IsEmpty) return;
+        fixed (byte* ph = weights.HighBits)
+        fixed (byte* pl = weights.LowBits)
+        fixed (float* ps = weights.Scales)
+        fixed (TD* pd = destination)
+        {
+            var state = new DequantChunks<TD>
+            {
+                High = ph, Low = pl, Scales = ps, Dst = pd, K = weights.Columns, KPad = weights.PaddedColumns, Isa = isa,
+                Fp5 = weights.Format == FpxFormat.Fp5E2M2, Pow = MathF.ScaleB(1f, FpxCodec.Fp32BiasShift(weights.Format)),
+            };
+            WorkerPool.Run(weights.Rows, (options ?? KernelOptions.Default).EffectiveParallelism, ref state);
+        }
+    }
+
+    private struct DequantChunks<TD> : IChunkKernel<DequantChunks<TD>> where TD : unmanaged
+    {
+        public byte* High, Low;
+        public float* Scales;
+        public TD* Dst;
+        public int K, KPad;
+        public IsaPath Isa;
+        public bool Fp5;
+        public float Pow;
+
+        public static void Execute(ref DequantChunks<TD> s, int r)
+        {
+            float* w = Scratch(s.KPad);
+            int blocks = s.KPad / 64;
+            if (s.Fp5) FpxDecode.Row<Fp5Kind>(s.Isa, s.High + (long)r * blocks * 8, s.Low + (long)r * blocks * 32, blocks, w);
+            else FpxDecode.Row<Fp6Kind>(s.Isa, s.High + (long)r * blocks * 16, s.Low + (long)r * blocks * 32, blocks, w);
+            DecodedDot.ScaleRow(w, s.K, s.Pow, s.Scales[r], s.Dst + (long)r * s.K);
+        }
+    }
+}
+
+/// <summary>Shared tail of the decoded paths: 4×4 register tiles over a decoded scratch block, and row scaling.</summary>
+internal static unsafe class DecodedDot
+{
+    /// <summary>y[j, r0 + i] = Finish(Σ_c w[i, c]·x[j, c]) for i &lt; <paramref name="valid"/> and every token j.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Tiles<TV>(float* w, int valid, float* x, int n, int kPad, int r0, int m, float* scales, double* post, float* y)
+        where TV : struct, ISimdF32<TV>
+    {
+        float* w0 = w, w1 = w + kPad, w2 = w1 + kPad, w3 = w2 + kPad;
+        Span<float> s = stackalloc float[16];
+        int j = 0;
+        for (; j + 4 <= n; j += 4)
+        {
+            float* x0 = x + (long)j * kPad, x1 = x0 + kPad, x2 = x1 + kPad, x3 = x2 + kPad;
+            TV a00 = TV.Zero, a01 = TV.Zero, a02 = TV.Zero, a03 = TV.Zero, a10 = TV.Zero, a11 = TV.Zero, a12 = TV.Zero, a13 = TV.Zero;
+            TV a20 = TV.Zero, a21 = TV.Zero, a22 = TV.Zero, a23 = TV.Zero, a30 = TV.Zero, a31 = TV.Zero, a32 = TV.Zero, a33 = TV.Zero;
+            for (int c = 0; c < kPad; c += TV.Count)
+            {
+                TV v0 = TV.Load(ref x0[c]), v1 = TV.Load(ref x1[c]), v2 = TV.Load(ref x2[c]), v3 = TV.Load(ref x3[c]);
+                TV u = TV.Load(ref w0[c]);
+                a00 = TV.MultiplyAdd(u, v0, a00); a01 = TV.MultiplyAdd(u, v1, a01); a02 = TV.MultiplyAdd(u, v2, a02); a03 = TV.MultiplyAdd(u, v3, a03);
+                u = TV.Load(ref w1[c]);
+                a10 = TV.MultiplyAdd(u, v0, a10); a11 = TV.MultiplyAdd(u, v1, a11); a12 = TV.MultiplyAdd(u, v2, a12); a13 = TV.MultiplyAdd(u, v3, a13);
+                u = TV.Load(ref w2[c]);
+                a20 = TV.MultiplyAdd(u, v0, a20); a21 = TV.MultiplyAdd(u, v1, a21); a22 = TV.MultiplyAdd(u, v2, a22); a23 = TV.MultiplyAdd(u, v3, a23);
+                u = TV.Load(ref w3[c]);
+                a30 = TV.MultiplyAdd(u, v0, a30); a31 = TV.MultiplyAdd(u, v1, a31); a32 = TV.MultiplyAdd(u, v2, a32); a33 = TV.MultiplyAdd(u, v3, a33);
+            }
+            s[0] = TV.Sum(a00); s[1] = TV.Sum(a01); s[2] = TV.Sum(a02); s[3] = TV.Sum(a03);
+            s[4] = TV.Sum(a10); s[5] = TV.Sum(a11); s[6] = TV.Sum(a12); s[7] = TV.Sum(a13);
+            s[8] = TV.Sum(a20); s[9] = TV.Sum(a21); s[10] = TV.Sum(a22); s[11] = TV.Sum(a23);
+            s[12] = TV.Sum(a30); s[13] = TV.Sum(a31); s[14] = TV.Sum(a32); s[15] = TV.Sum(a33);
+            for (int i = 0; i < valid; i++)
+                for (int jj = 0; jj < 4; jj++)
+                    y[(long)(j + jj) * m + r0 + i] = Finish(s[i * 4 + jj], scales, r0 + i, post, j + jj);
+        }
+        for (; j < n; j++)
+        {
+            float* xj = x + (long)j * kPad;
+            TV a0 = TV.Zero, a1 = TV.Zero, a2 = TV.Zero, a3 = TV.Zero;
+            for (int c = 0; c < kPad; c += TV.Count)
+            {
+                TV v = TV.Load(ref xj[c]);
+                a0 = TV.MultiplyAdd(TV.Load(ref w0[c]), v, a0);
+                a1 = TV.MultiplyAdd(TV.Load(ref w1[c]), v, a1);
+                a2 = TV.MultiplyAdd(TV.Load(ref w2[c]), v, a2);
+                a3 = TV.MultiplyAdd(TV.Load(ref w3[c]), v, a3);
+            }
+            s[0] = TV.Sum(a0); s[1] = TV.Sum(a1); s[2] = TV.Sum(a2); s[3] = TV.Sum(a3);
+            for (int i = 0; i < valid; i++) y[(long)j * m + r0 + i] = Finish(s[i], scales, r0 + i, post, j);
+        }
+    }
+
+    // FP: scales = row scales, post = 2^(B − e_j). INT6 (scales == null): the decoded weights already carry their scales.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Finish(float acc, float* scales, int r, double* post, int j) =>
+        scales == null ? acc : (float)(acc * (double)scales[r] * post[j]);
+
+    /// <summary>dst[c] = (w[c]·pow)·scale for c &lt; k (both products rounded like the reference: the first is exact).</summary>
+    public static void ScaleRow<TD>(float* w, int k, float pow, float scale, TD* dst) where TD : unmanaged
+    {
+        int c = 0;
+        if (typeof(TD) == typeof(float))
+        {
+            float* d = (float*)dst;
+            for (; c <= k - Vector<float>.Count; c += Vector<float>.Count)
+                (Unsafe.Read<Vector<float>>(w + c) * pow * scale).CopyTo(new Span<float>(d + c, Vector<float>.Count));
+            for (; c < k; c++) d[c] = w[c] * pow * scale;
+        }
+        else
+        {
+            BFloat16* d = (BFloat16*)dst;
+            for (; c < k; c++) d[c] = (BFloat16)(w[c] * pow * scale);
+        }
+    }
+}

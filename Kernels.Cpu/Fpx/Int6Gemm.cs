@@ -1,0 +1,468 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Kernels.Cpu.Simd;
+using Kernels.Cpu.Threading;
+using Kernels.Quant.Fpx;
+using Kernels.Quant.Reference;
+
+namespace Kernels.Cpu.Fpx;
+
+/// <summary>FlexQ-style INT6 GEMV/GEMM: W6A16 (fp32/bf16 activations) and W6A8 (int8 per-token activations, integer dot products).</summary>
+/// <remarks>
+/// <para>Layout as in <see cref="IDenseOps"/>: weights <c>[m, k]</c> (<see cref="Int6Weights"/>, groups of 64 or 128 along k),
+/// x <c>[n, k]</c>, y <c>[n, m]</c>. Oracle: <see cref="FpxReference.GemmW6A16"/> and <see cref="FpxReference.GemmW6A8"/>.</para>
+/// <para>W6A16: each weight is decoded to <c>(float)(q · scale_g)</c> (the exact dequantized value) and multiplied in fp32.
+/// Bound: <c>|y − y_ref| ≤ 1.01·k·2⁻²⁴ · Σ|w·x| + 2⁻²⁴|y_ref|</c>.</para>
+/// <para>W6A8: activations are quantized per token exactly like <see cref="FpxReference.QuantizeActivations"/>
+/// (<c>scale = max|x|/127</c>, round half to even); per group the dot <c>Σ q·xq</c> is computed exactly in int32 lanes
+/// (16 on AVX-512, 8 on AVX2, 4 on Vector128; each lane holds an exact partial sum), the lanes are converted to fp32 and
+/// multiplied by the group scale with FMA into fp32 lane accumulators, and the lanes are summed at the end:
+/// <c>y = xScale · Σ_g scale_g · dot_g</c>. Bound: <c>1.01·(G+18)·2⁻²⁴ · xScale·Σ_g scale_g·Σ_c|q·xq|</c> (G groups per row).
+/// The int8 dot uses <c>vpmaddubsw</c> (unsigned × signed bytes, pairs summed with signed 16-bit saturation) then <c>vpmaddwd</c>
+/// with ones. The unsigned operand is the stored code <c>u = q + 32 ∈ [1, 63]</c> and the signed one the activation
+/// <c>a ∈ [−128, 127]</c>, so a pair sum is at most <c>2 · 63 · 128 = 16128 &lt; 32767</c>: saturation can never happen
+/// (the tests drive every path with all-extreme values). The offset is removed exactly per group: <c>dot = Σ u·a − 32·Σ a</c>
+/// in int32 (|Σ u·a| ≤ 128·63·128 &lt; 2^21). .NET 10 exposes no 512-bit VNNI, so this two-instruction form is used on AVX-512 and AVX2.</para>
+/// <para>Determinism: per ISA path, independent of the thread count. Integer parts are identical on every path.</para>
+/// </remarks>
+public static unsafe class Int6Gemm
+{
+    [ThreadStatic] private static float[]? t_scratch;
+
+    /// <summary>W6A16: <c>y = x · Wᵀ</c> with fp32 activations.</summary>
+    /// <param name="weights">INT6 weights <c>[m, k]</c>.</param>
+    /// <param name="x"><c>n·k</c> activations.</param>
+    /// <param name="y"><c>n·m</c> outputs, overwritten.</param>
+    /// <param name="n">Activation vectors.</param>
+    /// <param name="options">ISA and thread options; null for the defaults.</param>
+    /// <exception cref="ArgumentException">A buffer has the wrong length, or y overlaps x.</exception>
+    /// <exception cref="NotSupportedException">The forced ISA path is unsupported here.</exception>
+    public static void GemmW6A16(Int6Weights weights, ReadOnlySpan<float> x, Span<float> y, int n, KernelOptions? options = null)
+        => RunW6A16(weights, x, y, n, options);
+
+    /// <summary>W6A16: <c>y = x · Wᵀ</c> with bf16 activations (widened exactly to fp32).</summary>
+    /// <param name="weights">INT6 weights <c>[m, k]</c>.</param>
+    /// <param name="x"><c>n·k</c> activations.</param>
+    /// <param name="y"><c>n·m</c> outputs, overwritten.</param>
+    /// <param name="n">Activation vectors.</param>
+    /// <param name="options">ISA and thread options; null for the defaults.</param>
+    /// <exception cref="ArgumentException">A buffer has the wrong length, or y overlaps x.</exception>
+    /// <exception cref="NotSupportedException">The forced ISA path is unsupported here.</exception>
+    public static void GemmW6A16(Int6Weights weights, ReadOnlySpan<BFloat16> x, Span<float> y, int n, KernelOptions? options = null)
+        => RunW6A16(weights, x, y, n, options);
+
+    /// <summary>W6A8: quantizes each token to int8 (<c>scale = max|x_j|/127</c>) and computes integer dot products.</summary>
+    /// <param name="weights">INT6 weights <c>[m, k]</c>.</param>
+    /// <param name="x"><c>n·k</c> finite activations.</param>
+    /// <param name="y"><c>n·m</c> outputs, overwritten.</param>
+    /// <param name="n">Activation vectors.</param>
+    /// <param name="options">ISA and thread options; null for the defaults.</param>
+    /// <exception cref="ArgumentException">A buffer has the wrong length, y overlaps x, or an activation is NaN/±Inf.</exception>
+    /// <exception cref="NotSupportedException">The forced ISA path is unsupported here.</exception>
+    public static void GemmW6A8(Int6Weights weights, ReadOnlySpan<float> x, Span<float> y, int n, KernelOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        int k = weights.Columns;
+        ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
+        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        sbyte[] xq = ArrayPool<sbyte>.Shared.Rent(n * k);
+        float[] xs = ArrayPool<float>.Shared.Rent(n);
+        try
+        {
+            FpxReference.QuantizeActivations(x, k, xq.AsSpan(0, n * k), xs.AsSpan(0, n));
+            GemmW6A8(weights, xq.AsSpan(0, n * k), xs.AsSpan(0, n), y, options);
+        }
+        finally
+        {
+            ArrayPool<sbyte>.Shared.Return(xq);
+            ArrayPool<float>.Shared.Return(xs);
+        }
+    }
+
+    /// <summary>W6A8 on pre-quantized activations: <c>y[j, r] = xScales[j] · Σ_g scale[r, g] · Σ_{c∈g} q[r, c]·xq[j, c]</c>.</summary>
+    /// <param name="weights">INT6 weights <c>[m, k]</c>.</param>
+    /// <param name="xq"><c>n·k</c> int8 activations; every value in [−128, 127] is allowed.</param>
+    /// <param name="xScales"><c>n</c> activation scales (n is taken from this length).</param>
+    /// <param name="y"><c>n·m</c> outputs, overwritten.</param>
+    /// <param name="options">ISA and thread options; null for the defaults.</param>
+    /// <exception cref="ArgumentException">A buffer has the wrong length.</exception>
+    /// <exception cref="NotSupportedException">The forced ISA path is unsupported here.</exception>
+    public static void GemmW6A8(Int6Weights weights, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xScales, Span<float> y, KernelOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        int m = weights.Rows, k = weights.Columns, kPad = weights.PaddedColumns, n = xScales.Length, groups = weights.GroupsPerRow;
+        ThrowHelper.ThrowIfLengthMismatch(nameof(xq), xq.Length, (long)n * k);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
+        IsaPath isa = CpuIsa.Resolve(options);
+        if (m == 0 || n == 0) return;
+        // Padded activations and the per-group offset corrections 32·Σ_{c∈g} xq[j, c].
+        sbyte[] a = ArrayPool<sbyte>.Shared.Rent(n * kPad);
+        int[] corr = ArrayPool<int>.Shared.Rent(n * groups);
+        try
+        {
+            for (int j = 0; j < n; j++)
+            {
+                xq.Slice(j * k, k).CopyTo(a.AsSpan(j * kPad));
+                a.AsSpan(j * kPad + k, kPad - k).Clear();
+                for (int g = 0; g < groups; g++)
+                {
+                    int s = 0;
+                    for (int c = g * weights.GroupSize; c < Math.Min(k, (g + 1) * weights.GroupSize); c++) s += xq[j * k + c];
+                    corr[j * groups + g] = Int6Weights.Offset * s;
+                }
+            }
+            fixed (byte* ph = weights.HighBits)
+            fixed (byte* pl = weights.LowBits)
+            fixed (float* ps = weights.Scales, pxs = xScales, py = y)
+            fixed (sbyte* pa = a)
+            fixed (int* pc = corr)
+            {
+                var state = new A8Chunks
+                {
+                    A = new A8Args { High = ph, Low = pl, Scales = ps, X = pa, XScales = pxs, Corr = pc, Y = py, M = m, KPad = kPad, N = n, Groups = groups, GroupBlocks = weights.GroupSize / 64 },
+                    Isa = isa, RowsPerChunk = Math.Max(4, (m / (Environment.ProcessorCount * 8)) & ~3),
+                };
+                int chunks = (m + state.RowsPerChunk - 1) / state.RowsPerChunk;
+                int threads = (long)m * kPad * n < 65_536 ? 1 : (options ?? KernelOptions.Default).EffectiveParallelism;
+                WorkerPool.Run(chunks, threads, ref state);
+            }
+        }
+        finally
+        {
+            ArrayPool<sbyte>.Shared.Return(a);
+            ArrayPool<int>.Shared.Return(corr);
+        }
+    }
+
+    private static float* Scratch(int floats)
+    {
+        float[]? s = t_scratch;
+        floats = Math.Max(floats, 64);
+        if (s is null || s.Length < floats)
+        {
+            s = GC.AllocateUninitializedArray<float>(floats, pinned: true);
+            t_scratch = s;
+        }
+        return (float*)Unsafe.AsPointer(ref s[0]);
+    }
+
+    // ------------------------------------------------------------------------------------------------ W6A16
+
+    private static void RunW6A16<TX>(Int6Weights weights, ReadOnlySpan<TX> x, Span<float> y, int n, KernelOptions? options) where TX : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        int m = weights.Rows, k = weights.Columns, kPad = weights.PaddedColumns;
+        ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
+        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        IsaPath isa = CpuIsa.Resolve(options);
+        if (m == 0 || n == 0) return;
+        float[] xs = ArrayPool<float>.Shared.Rent(n * kPad);
+        try
+        {
+            for (int j = 0; j < n; j++)
+            {
+                Span<float> d = xs.AsSpan(j * kPad, kPad);
+                if (typeof(TX) == typeof(float)) System.Runtime.InteropServices.MemoryMarshal.Cast<TX, float>(x.Slice(j * k, k)).CopyTo(d);
+                else
+                {
+                    var xb = System.Runtime.InteropServices.MemoryMarshal.Cast<TX, BFloat16>(x.Slice(j * k, k));
+                    for (int c = 0; c < k; c++) d[c] = (float)xb[c];
+                }
+                d[k..].Clear();
+            }
+            fixed (byte* ph = weights.HighBits)
+            fixed (byte* pl = weights.LowBits)
+            fixed (float* ps = weights.Scales, px = xs, py = y)
+            {
+                var state = new A16Chunks
+                {
+                    A = new A16Args { High = ph, Low = pl, Scales = ps, X = px, Y = py, M = m, KPad = kPad, N = n, Groups = weights.GroupsPerRow, GroupBlocks = weights.GroupSize / 64 },
+                    Isa = isa, RowsPerChunk = Math.Max(4, (m / (Environment.ProcessorCount * 8)) & ~3),
+                };
+                int chunks = (m + state.RowsPerChunk - 1) / state.RowsPerChunk;
+                int threads = (long)m * kPad * n < 65_536 ? 1 : (options ?? KernelOptions.Default).EffectiveParallelism;
+                WorkerPool.Run(chunks, threads, ref state);
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(xs);
+        }
+    }
+
+    internal struct A16Args
+    {
+        public byte* High, Low;
+        public float* Scales, X, Y;
+        public int M, KPad, N, Groups, GroupBlocks;
+    }
+
+    private struct A16Chunks : IChunkKernel<A16Chunks>
+    {
+        public A16Args A;
+        public IsaPath Isa;
+        public int RowsPerChunk;
+
+        public static void Execute(ref A16Chunks s, int chunk)
+        {
+            int r0 = chunk * s.RowsPerChunk, rows = Math.Min(s.RowsPerChunk, s.A.M - r0);
+            switch (s.Isa)
+            {
+                case IsaPath.Avx512: W6A16Avx512(ref s.A, r0, rows); break;
+                case IsaPath.Avx2: W6A16Decoded<F32x8>(IsaPath.Avx2, ref s.A, r0, rows); break;
+                case IsaPath.Vector128: W6A16Decoded<F32x4>(IsaPath.Vector128, ref s.A, r0, rows); break;
+                default: W6A16Scalar(ref s.A, r0, rows); break;
+            }
+        }
+    }
+
+    /// <summary>W6A16, AVX-512: n = 1 fused (decode, scale, FMA per 16 weights); n &gt; 1 decoded rows in 4×4 tiles.</summary>
+    [SkipLocalsInit]
+    internal static void W6A16Avx512(ref A16Args a, int rowStart, int rowCount)
+    {
+        Debug.Assert(Avx512BW.IsSupported);
+        if (a.N != 1)
+        {
+            W6A16Decoded<F32x16>(IsaPath.Avx512, ref a, rowStart, rowCount);
+            return;
+        }
+        int blocks = a.KPad / 64;
+        var k = new FpxDecode.Consts512(0);
+        for (int r = rowStart; r < rowStart + rowCount; r++)
+        {
+            byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
+            float* sc = a.Scales + (long)r * a.Groups;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int b = 0; b < blocks; b++)
+            {
+                Vector512<sbyte> c = FpxDecode.Codes512<Int6Kind>(hi + 16 * b, lo + 32 * b, k).AsSByte();
+                Vector512<float> s = Vector512.Create(sc[b / a.GroupBlocks]);
+                float* xb = a.X + 64 * b;
+                a0 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetLower().GetLower(), k) * s, Vector512.Load(xb), a0);
+                a1 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetLower().GetUpper(), k) * s, Vector512.Load(xb + 16), a1);
+                a2 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetUpper().GetLower(), k) * s, Vector512.Load(xb + 32), a2);
+                a3 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetUpper().GetUpper(), k) * s, Vector512.Load(xb + 48), a3);
+            }
+            a.Y[r] = F32x16.Sum(new F32x16((a0 + a1) + (a2 + a3)));
+        }
+    }
+
+    /// <summary>W6A16 on AVX2 / Vector128 (and AVX-512 with n &gt; 1): rows decoded to dequantized fp32, then 4×4 tiles.</summary>
+    private static void W6A16Decoded<TV>(IsaPath isa, ref A16Args a, int rowStart, int rowCount) where TV : struct, ISimdF32<TV>
+    {
+        int kPad = a.KPad;
+        float* w = Scratch(4 * kPad);
+        for (int r = rowStart; r < rowStart + rowCount; r += 4)
+        {
+            int valid = Math.Min(4, rowStart + rowCount - r);
+            for (int i = 0; i < 4; i++) DecodeRow(isa, ref a, r + Math.Min(i, valid - 1), w + i * kPad);
+            DecodedDot.Tiles<TV>(w, valid, a.X, a.N, kPad, r, a.M, null, null, a.Y);
+        }
+    }
+
+    /// <summary>W6A16 scalar path: decode, then multiply-add in index order.</summary>
+    internal static void W6A16Scalar(ref A16Args a, int rowStart, int rowCount)
+    {
+        float* w = Scratch(a.KPad);
+        for (int r = rowStart; r < rowStart + rowCount; r++)
+        {
+            DecodeRow(IsaPath.Scalar, ref a, r, w);
+            for (int j = 0; j < a.N; j++)
+            {
+                float* xj = a.X + (long)j * a.KPad;
+                float acc = 0;
+                for (int c = 0; c < a.KPad; c++) acc += w[c] * xj[c];
+                a.Y[(long)j * a.M + r] = acc;
+            }
+        }
+    }
+
+    // Dequantized row: (float)(q · scale_g) — one rounding, as in the reference.
+    private static void DecodeRow(IsaPath isa, ref A16Args a, int r, float* w)
+    {
+        int blocks = a.KPad / 64;
+        FpxDecode.Row<Int6Kind>(isa, a.High + (long)r * blocks * 16, a.Low + (long)r * blocks * 32, blocks, w);
+        float* sc = a.Scales + (long)r * a.Groups;
+        for (int b = 0; b < blocks; b++)
+        {
+            var s = new System.Numerics.Vector<float>(sc[b / a.GroupBlocks]);
+            float* wb = w + 64 * b;
+            for (int i = 0; i < 64; i += System.Numerics.Vector<float>.Count)
+                (Unsafe.Read<System.Numerics.Vector<float>>(wb + i) * s).CopyTo(new Span<float>(wb + i, System.Numerics.Vector<float>.Count));
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------ W6A8
+
+    internal struct A8Args
+    {
+        public byte* High, Low;
+        public float* Scales, XScales, Y;
+        public sbyte* X;
+        public int* Corr;
+        public int M, KPad, N, Groups, GroupBlocks;
+    }
+
+    private struct A8Chunks : IChunkKernel<A8Chunks>
+    {
+        public A8Args A;
+        public IsaPath Isa;
+        public int RowsPerChunk;
+
+        public static void Execute(ref A8Chunks s, int chunk)
+        {
+            int r0 = chunk * s.RowsPerChunk, rows = Math.Min(s.RowsPerChunk, s.A.M - r0);
+            switch (s.Isa)
+            {
+                case IsaPath.Avx512: W6A8Avx512(ref s.A, r0, rows); break;
+                case IsaPath.Avx2: W6A8Avx2(ref s.A, r0, rows); break;
+                case IsaPath.Vector128: W6A8Vector128(ref s.A, r0, rows); break;
+                default: W6A8Scalar(ref s.A, r0, rows); break;
+            }
+        }
+    }
+
+    /// <summary>W6A8, AVX-512BW: per block <c>vpmaddubsw(u, a)</c> + <c>vpmaddwd(·, 1)</c> into int32 lanes; per group subtract
+    /// 32·Σa, convert, and FMA with the group scale. Codes are decoded once per row into a byte scratch and reused by every token.</summary>
+    [SkipLocalsInit]
+    internal static void W6A8Avx512(ref A8Args a, int rowStart, int rowCount)
+    {
+        Debug.Assert(Avx512BW.IsSupported);
+        int blocks = a.KPad / 64;
+        byte* u = (byte*)Scratch(a.KPad / 4 + 16);
+        Vector512<short> ones = Vector512.Create((short)1);
+        var k = new FpxDecode.Consts512(0);
+        for (int r = rowStart; r < rowStart + rowCount; r++)
+        {
+            byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
+            for (int b = 0; b < blocks; b++) FpxDecode.Codes512<Int6Kind>(hi + 16 * b, lo + 32 * b, k).Store(u + 64 * b);
+            float* sc = a.Scales + (long)r * a.Groups;
+            for (int j = 0; j < a.N; j++)
+            {
+                sbyte* x = a.X + (long)j * a.KPad;
+                int* corr = a.Corr + (long)j * a.Groups;
+                Vector512<float> acc = default;
+                for (int g = 0, b = 0; g < a.Groups; g++)
+                {
+                    Vector512<int> dot = Vector512<int>.Zero;
+                    for (int e = Math.Min(blocks, b + a.GroupBlocks); b < e; b++)
+                    {
+                        Vector512<short> p = Avx512BW.MultiplyAddAdjacent(Vector512.Load(u + 64 * b), Vector512.Load(x + 64 * b)); // vpmaddubsw
+                        dot += Avx512BW.MultiplyAddAdjacent(p, ones);                                                          // vpmaddwd
+                    }
+                    dot -= Vector512.CreateScalar(corr[g]);
+                    acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(dot), Vector512.Create(sc[g]), acc);
+                }
+                a.Y[(long)j * a.M + r] = F32x16.Sum(new F32x16(acc)) * a.XScales[j];
+            }
+        }
+    }
+
+    /// <summary>W6A8, AVX2: as <see cref="W6A8Avx512"/> with 256-bit <c>vpmaddubsw</c>/<c>vpmaddwd</c>.</summary>
+    [SkipLocalsInit]
+    internal static void W6A8Avx2(ref A8Args a, int rowStart, int rowCount)
+    {
+        Debug.Assert(Avx2.IsSupported);
+        int blocks = a.KPad / 64;
+        byte* u = (byte*)Scratch(a.KPad / 4 + 16);
+        Vector256<short> ones = Vector256.Create((short)1);
+        var k = new FpxDecode.Consts256(0);
+        for (int r = rowStart; r < rowStart + rowCount; r++)
+        {
+            byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
+            for (int b = 0; b < blocks; b++)
+            {
+                FpxDecode.Codes256<Int6Kind>(hi + 16 * b, lo + 32 * b, k, out var c0, out var c1);
+                c0.Store(u + 64 * b);
+                c1.Store(u + 64 * b + 32);
+            }
+            float* sc = a.Scales + (long)r * a.Groups;
+            for (int j = 0; j < a.N; j++)
+            {
+                sbyte* x = a.X + (long)j * a.KPad;
+                int* corr = a.Corr + (long)j * a.Groups;
+                Vector256<float> acc = default;
+                for (int g = 0, b = 0; g < a.Groups; g++)
+                {
+                    Vector256<int> dot = Vector256<int>.Zero;
+                    for (int e = Math.Min(blocks, b + a.GroupBlocks); b < e; b++)
+                    {
+                        Vector256<short> p0 = Avx2.MultiplyAddAdjacent(Vector256.Load(u + 64 * b), Vector256.Load(x + 64 * b));
+                        Vector256<short> p1 = Avx2.MultiplyAddAdjacent(Vector256.Load(u + 64 * b + 32), Vector256.Load(x + 64 * b + 32));
+                        dot += Avx2.MultiplyAddAdjacent(p0, ones) + Avx2.MultiplyAddAdjacent(p1, ones);
+                    }
+                    dot -= Vector256.CreateScalar(corr[g]);
+                    acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(dot), Vector256.Create(sc[g]), acc);
+                }
+                a.Y[(long)j * a.M + r] = F32x8.Sum(new F32x8(acc)) * a.XScales[j];
+            }
+        }
+    }
+
+    /// <summary>W6A8, portable 128-bit: widening 16-bit products, exact int32 group sums.</summary>
+    [SkipLocalsInit]
+    internal static void W6A8Vector128(ref A8Args a, int rowStart, int rowCount)
+    {
+        int blocks = a.KPad / 64;
+        byte* u = (byte*)Scratch(a.KPad / 4 + 16);
+        for (int r = rowStart; r < rowStart + rowCount; r++)
+        {
+            byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
+            for (int b = 0; b < blocks; b++)
+                for (int q = 0; q < 4; q++) FpxDecode.Codes128<Int6Kind>(hi + 16 * b, lo + 32 * b, q).Store(u + 64 * b + 16 * q);
+            float* sc = a.Scales + (long)r * a.Groups;
+            for (int j = 0; j < a.N; j++)
+            {
+                sbyte* x = a.X + (long)j * a.KPad;
+                int* corr = a.Corr + (long)j * a.Groups;
+                Vector128<float> acc = default;
+                for (int g = 0, b = 0; g < a.Groups; g++)
+                {
+                    Vector128<int> dot = Vector128<int>.Zero;
+                    for (int e = Math.Min(blocks, b + a.GroupBlocks); b < e; b++)
+                        for (int q = 0; q < 64; q += 16)
+                        {
+                            Vector128<short> uw0 = Vector128.WidenLower(Vector128.Load(u + 64 * b + q)).AsInt16();
+                            Vector128<short> uw1 = Vector128.WidenUpper(Vector128.Load(u + 64 * b + q)).AsInt16();
+                            Vector128<sbyte> xv = Vector128.Load(x + 64 * b + q);
+                            Vector128<short> p0 = uw0 * Vector128.WidenLower(xv), p1 = uw1 * Vector128.WidenUpper(xv); // |u·a| ≤ 8064
+                            dot += Vector128.WidenLower(p0) + Vector128.WidenUpper(p0) + Vector128.WidenLower(p1) + Vector128.WidenUpper(p1);
+                        }
+                    dot -= Vector128.CreateScalar(corr[g]);
+                    acc += Vector128.ConvertToSingle(dot) * Vector128.Create(sc[g]);
+                }
+                a.Y[(long)j * a.M + r] = Vector128.Sum(acc) * a.XScales[j];
+            }
+        }
+    }
+
+    /// <summary>W6A8 scalar path: exact integer group dots in index order.</summary>
+    internal static void W6A8Scalar(ref A8Args a, int rowStart, int rowCount)
+    {
+        int blocks = a.KPad / 64;
+        for (int r = rowStart; r < rowStart + rowCount; r++)
+        {
+            byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
+            float* sc = a.Scales + (long)r * a.Groups;
+            for (int j = 0; j < a.N; j++)
+            {
+                sbyte* x = a.X + (long)j * a.KPad;
+                float acc = 0;
+                for (int g = 0, b = 0; g < a.Groups; g++)
+                {
+                    int dot = 0;
+                    for (int e = Math.Min(blocks, b + a.GroupBlocks); b < e; b++)
+                        for (int i = 0; i < 64; i++) dot += ((int)FpxDecode.FloatScalar<Int6Kind>(hi + 16 * b, lo + 32 * b, i)) * x[64 * b + i];
+                    acc += dot * sc[g];
+                }
+                a.Y[(long)j * a.M + r] = acc * a.XScales[j];
+            }
+        }
+    }
+}

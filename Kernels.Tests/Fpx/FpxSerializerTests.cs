@@ -1,0 +1,77 @@
+using Kernels.Quant.Fpx;
+
+namespace Kernels.Tests.Fpx;
+
+public class FpxSerializerTests
+{
+    [Theory]
+    [InlineData(FpxFormat.Fp6E3M2)]
+    [InlineData(FpxFormat.Fp5E2M2)]
+    public void Fpx_RoundTrips(FpxFormat f)
+    {
+        var w = FpxGemmTests.RandomWeights(new Random(1), 5, 100, f);
+        var back = FpxSerializer.DeserializeFpx(FpxSerializer.Serialize(w));
+        Assert.Equal(w.Format, back.Format);
+        Assert.Equal(w.GetCodes(), back.GetCodes());
+        Assert.Equal(w.Scales.ToArray(), back.Scales.ToArray());
+    }
+
+    [Fact]
+    public void Int6_RoundTrips()
+    {
+        var w = Int6GemmTests.RandomWeights(new Random(2), 3, 300, 128);
+        var back = FpxSerializer.DeserializeInt6(FpxSerializer.Serialize(w));
+        Assert.Equal(w.GetValues(), back.GetValues());
+        Assert.Equal(w.Scales.ToArray(), back.Scales.ToArray());
+        Assert.Equal(128, back.GroupSize);
+    }
+
+    [Fact]
+    public void Truncated_ThrowsInvalidData_AtEveryLength()
+    {
+        byte[] data = FpxSerializer.Serialize(FpxGemmTests.RandomWeights(new Random(3), 2, 70, FpxFormat.Fp6E3M2));
+        for (int len = 0; len < data.Length; len++)
+            Assert.Throws<InvalidDataException>(() => FpxSerializer.DeserializeFpx(data.AsSpan(0, len)));
+        var ex = Assert.Throws<InvalidDataException>(() => FpxSerializer.DeserializeFpx(data.AsSpan(0, data.Length - 1)));
+        Assert.Contains("Truncated", ex.Message);
+    }
+
+    [Fact]
+    public void CorruptByte_ThrowsInvalidData_Everywhere()
+    {
+        byte[] data = FpxSerializer.Serialize(Int6GemmTests.RandomWeights(new Random(4), 2, 64, 64));
+        for (int i = 0; i < data.Length; i++)
+        {
+            foreach (byte flip in new byte[] { 0x01, 0x80 })
+            {
+                byte[] bad = (byte[])data.Clone();
+                bad[i] ^= flip;
+                Assert.Throws<InvalidDataException>(() => FpxSerializer.DeserializeInt6(bad));
+            }
+        }
+    }
+
+    [Fact]
+    public void RandomGarbage_NeverThrowsAnythingElse()
+    {
+        var rng = new Random(5);
+        byte[] good = FpxSerializer.Serialize(FpxGemmTests.RandomWeights(new Random(3), 2, 70, FpxFormat.Fp5E2M2));
+        for (int t = 0; t < 300; t++)
+        {
+            byte[] bad = (byte[])good.Clone();
+            int edits = rng.Next(1, 6);
+            for (int e = 0; e < edits; e++) bad[rng.Next(bad.Length)] = (byte)rng.Next(256);
+            if (bad.AsSpan().SequenceEqual(good)) continue;
+            Assert.Throws<InvalidDataException>(() => FpxSerializer.DeserializeFpx(bad));
+        }
+    }
+
+    [Fact]
+    public void WrongKindOrVersion_ThrowsWithOffset()
+    {
+        byte[] data = FpxSerializer.Serialize(FpxGemmTests.RandomWeights(new Random(3), 1, 64, FpxFormat.Fp6E3M2));
+        Assert.Contains("DeserializeFpx", Assert.Throws<InvalidDataException>(() => FpxSerializer.DeserializeInt6(data)).Message);
+        data[4] = 9;
+        Assert.Contains("offset 4", Assert.Throws<InvalidDataException>(() => FpxSerializer.DeserializeFpx(data)).Message);
+    }
+}
