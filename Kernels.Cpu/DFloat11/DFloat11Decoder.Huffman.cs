@@ -1,0 +1,139 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using Kernels.Quant.DFloat11;
+
+namespace Kernels.Cpu.DFloat11;
+
+public static unsafe partial class DFloat11Decoder
+{
+    /// <summary>Everything a block decode reads; pointers pinned by the API layer for the call.</summary>
+    internal struct BlockStream
+    {
+        public byte* Bits;          // encoded stream + StreamPadding zero bytes
+        public long BitCount;       // 8 · encoded bytes
+        public byte* SignMantissa;
+        public uint* Positions;     // nBlocks + 1
+        public byte* Gaps;
+        public int GapBytes;
+        public int BlockCount;
+        public uint* Multi;         // DFloat11DecodeTable.Multi
+        public byte* Luts;
+        public int LutBytes;
+        public int LengthRow;
+    }
+
+    /// <summary>Bytes of exponent scratch one block needs: its most codes plus the 4-byte slack of the multi-code stores.</summary>
+    internal const int BlockScratchBytes = DFloat11Format.BlockBits + 64;
+
+    /// <summary>Loads 64 stream bits starting at <paramref name="bitPos"/>, MSB-first; at least 57 are valid.</summary>
+    /// <remarks>Callers keep <c>bitPos ≤ BitCount</c>; the 16 padding bytes make the 8-byte load in bounds.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong Window(byte* bits, long bitPos) =>
+        BinaryPrimitives.ReverseEndianness(Unsafe.ReadUnaligned<ulong>(bits + (bitPos >> 3))) << (int)(bitPos & 7);
+
+    /// <summary>Decodes block <paramref name="block"/>'s exponents into <paramref name="exps"/> (serial Huffman part).</summary>
+    /// <returns>The number of exponents (the block's element count), or −1 when the block's codes run past the stream or
+    /// do not end where the next block's first code starts (corrupt data).</returns>
+    [SkipLocalsInit]
+    internal static int DecodeBlockExponents(in BlockStream s, int block, byte* exps)
+    {
+        int count = (int)(s.Positions[block + 1] - s.Positions[block]);
+        long bitPos = (long)block * DFloat11Format.BlockBits + DFloat11Tensor.ReadGap(new ReadOnlySpan<byte>(s.Gaps, s.GapBytes), block * DFloat11Format.ThreadsPerBlock);
+        long end = DecodeExponents(s, bitPos, exps, count);
+        if (end < 0) return -1;
+        // Integrity: the last code must end exactly where the next non-empty block's first code starts.
+        bool nextHasCodes = block + 1 < s.BlockCount && s.Positions[block + 2] > s.Positions[block + 1];
+        if (nextHasCodes)
+        {
+            long next = (long)(block + 1) * DFloat11Format.BlockBits + DFloat11Tensor.ReadGap(new ReadOnlySpan<byte>(s.Gaps, s.GapBytes), (block + 1) * DFloat11Format.ThreadsPerBlock);
+            if (end != next) return -1;
+        }
+        else if (end > s.BitCount) return -1;
+        return count;
+    }
+
+    /// <summary>Decodes <paramref name="count"/> exponents starting at <paramref name="bitPos"/>.</summary>
+    /// <returns>The bit position after the last token, or −1 when decoding would read past the stream.</returns>
+    /// <remarks>
+    /// Hot loop: one 64-bit window per refill and up to four lookups in the 12-bit multi-code table (≤ 3 codes each,
+    /// ≤ 48 bits, within the ≥ 57 valid bits), storing 4 bytes per lookup (the slack is overwritten by the next store).
+    /// Codes longer than 12 bits, escapes and the last &lt; 12 codes go through the hierarchical LUTs one at a time.
+    /// </remarks>
+    [SkipLocalsInit]
+    internal static long DecodeExponents(in BlockStream s, long bitPos, byte* exps, int count)
+    {
+        byte* bits = s.Bits;
+        uint* multi = s.Multi;
+        long limit = s.BitCount;
+        int produced = 0;
+        while (count - produced >= 4 * DFloat11DecodeTable.MaxCodesPerEntry)
+        {
+            if (bitPos > limit) return -1;
+            ulong w = Window(bits, bitPos);
+            uint e = multi[w >> (64 - DFloat11DecodeTable.PrimaryBits)];
+            if (e != 0)
+            {
+                Unsafe.WriteUnaligned(exps + produced, e);
+                produced += (int)(e >> 24) & 3;
+                int used = (int)(e >> 26);
+                w <<= used;
+                e = multi[w >> (64 - DFloat11DecodeTable.PrimaryBits)];
+                if (e != 0)
+                {
+                    Unsafe.WriteUnaligned(exps + produced, e);
+                    produced += (int)(e >> 24) & 3;
+                    int l = (int)(e >> 26);
+                    used += l;
+                    w <<= l;
+                    e = multi[w >> (64 - DFloat11DecodeTable.PrimaryBits)];
+                    if (e != 0)
+                    {
+                        Unsafe.WriteUnaligned(exps + produced, e);
+                        produced += (int)(e >> 24) & 3;
+                        l = (int)(e >> 26);
+                        used += l;
+                        w <<= l;
+                        e = multi[w >> (64 - DFloat11DecodeTable.PrimaryBits)];
+                        if (e != 0)
+                        {
+                            Unsafe.WriteUnaligned(exps + produced, e);
+                            produced += (int)(e >> 24) & 3;
+                            used += (int)(e >> 26);
+                        }
+                    }
+                }
+                bitPos += used;
+                if (e != 0) continue;
+            }
+            // The next code is long (> 12 bits) or an escape.
+            if (bitPos > limit) return -1;
+            exps[produced++] = (byte)SlowOne(s, Window(bits, bitPos), out int n);
+            bitPos += n;
+        }
+        while (produced < count)
+        {
+            if (bitPos > limit) return -1;
+            exps[produced++] = (byte)SlowOne(s, Window(bits, bitPos), out int n);
+            bitPos += n;
+        }
+        return bitPos;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static int SlowOne(in BlockStream s, ulong window, out int bits) =>
+        DFloat11DecodeTable.DecodeOne(new ReadOnlySpan<byte>(s.Luts, s.LutBytes), s.LengthRow, window, out bits);
+
+    /// <summary>Index of the block holding the code of element <paramref name="element"/> (last block b with
+    /// <c>Positions[b] ≤ element &lt; Positions[b+1]</c>).</summary>
+    internal static int FindBlock(in BlockStream s, long element)
+    {
+        int lo = 0, hi = s.BlockCount - 1;
+        while (lo < hi)
+        {
+            int mid = (lo + hi + 1) >> 1;
+            if (s.Positions[mid] <= element) lo = mid;
+            else hi = mid - 1;
+        }
+        return lo;
+    }
+}
