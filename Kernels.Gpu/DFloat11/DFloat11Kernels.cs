@@ -163,7 +163,7 @@ internal sealed class DFloat11Launcher : IDisposable
     private readonly Accelerator _accelerator;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>,
         ArrayView<byte>, ArrayView<ushort>, int, int, int> _decode;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, int, int> _denseBf16;
+    private readonly Dense.DenseGemmLauncher _dense;
     private MemoryBuffer1D<ushort, Stride1D.Dense>? _scratch;
 
     public DFloat11Launcher(Accelerator accelerator)
@@ -173,7 +173,7 @@ internal sealed class DFloat11Launcher : IDisposable
         _accelerator = accelerator;
         _decode = accelerator.LoadKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>,
             ArrayView<ushort>, int, int, int>(DFloat11Kernels.Decode);
-        _denseBf16 = accelerator.LoadKernel<ArrayView<ushort>, ArrayView<float>, ArrayView<float>, int, int>(Dense.DenseGemmKernels.Bf16);
+        _dense = new Dense.DenseGemmLauncher(accelerator);
     }
 
     public void Launch(AcceleratorStream stream, GpuDFloat11Weights w, ArrayView<ushort> output)
@@ -190,12 +190,12 @@ internal sealed class DFloat11Launcher : IDisposable
         if (_scratch is null || _scratch.Length < w.ElementCount)
         {
             _scratch?.Dispose();
-            _scratch = _accelerator.Allocate1D<ushort>(Math.Max(1, w.ElementCount));
+            // Rounded up to whole 8-byte words: the dense kernels read the weights in 4- and 8-byte units.
+            _scratch = _accelerator.Allocate1D<ushort>((Math.Max(1, w.ElementCount) + 7) / 8 * 8);
         }
         var view = _scratch.View.SubView(0, Math.Max(1, w.ElementCount));
         Launch(stream, w, view);
-        int warps = Dense.DenseGemmKernels.WarpsPerGroup;
-        _denseBf16(stream, new KernelConfig(new Index2D((m + warps - 1) / warps, n), new Index2D(warps * _accelerator.WarpSize, 1)), view, x, y, m, k);
+        _dense.LaunchRaw(stream, ((ArrayView<ushort>)_scratch.View).Cast<byte>(), bf16: true, x, y, m, k, n);
     }
 
     public void Dispose() => _scratch?.Dispose();

@@ -161,29 +161,36 @@ internal sealed class DenseGemmLauncher
     public void Launch(AcceleratorStream stream, DeviceTensor weights, ArrayView<float> x, ArrayView<float> y, int m, int k, int n)
     {
         bool bf16 = weights.DType == DType.BF16;
-        ArrayView<byte> wBytes = bf16
-            ? ((ArrayView<BFloat16>)((GpuTensor<BFloat16>)weights).View).Cast<byte>()
-            : ((ArrayView<float>)((GpuTensor<float>)weights).View).Cast<byte>();
+        ArrayView<byte> padded = bf16
+            ? ((ArrayView<BFloat16>)((GpuTensor<BFloat16>)weights).PaddedView).Cast<byte>()
+            : ((ArrayView<float>)((GpuTensor<float>)weights).PaddedView).Cast<byte>();
+        LaunchRaw(stream, padded, bf16, x, y, m, k, n);
+    }
+
+    /// <summary>
+    /// Launches on raw weight bytes (fp32 or bf16, row-major <c>[m, k]</c>) — used by families that produce bf16 weights on
+    /// the device (e.g. DFloat11 decompression). <paramref name="weightBytes"/> must hold at least <c>m·k</c> elements
+    /// rounded up to a whole 4-byte word.
+    /// </summary>
+    public void LaunchRaw(AcceleratorStream stream, ArrayView<byte> weightBytes, bool bf16, ArrayView<float> x, ArrayView<float> y, int m, int k, int n)
+    {
+        long bytes = (long)m * k * (bf16 ? 2 : 4);
         int groups = (m + DenseGemmKernels.WarpsPerGroup - 1) / DenseGemmKernels.WarpsPerGroup;
         if (k % 4 == 0 && k > 0 && n == 1)
         {
-            _gemv(stream, new KernelConfig(new Index2D(groups, 1), new Index2D(_groupSize, 1)), wBytes.Cast<ulong>(), x.Cast<ulong>(), y, m, k, bf16 ? 1 : 0);
+            _gemv(stream, new KernelConfig(new Index2D(groups, 1), new Index2D(_groupSize, 1)), weightBytes.SubView(0, bytes).Cast<ulong>(), x.Cast<ulong>(), y, m, k, bf16 ? 1 : 0);
         }
         else if (k % 4 == 0 && k > 0)
         {
             var config = new KernelConfig(new Index2D(groups, (n + DenseGemmKernels.TokensPerWarp - 1) / DenseGemmKernels.TokensPerWarp), new Index2D(_groupSize, 1));
-            _vector(stream, config, wBytes.Cast<ulong>(), x.Cast<ulong>(), y, m, k, n, bf16 ? 1 : 0);
+            _vector(stream, config, weightBytes.SubView(0, bytes).Cast<ulong>(), x.Cast<ulong>(), y, m, k, n, bf16 ? 1 : 0);
         }
         else
         {
-            // bf16 with odd element counts: view the buffer as uint (its allocation is padded to whole 4-byte words).
-            long words = (wBytes.Length + 3) / 4;
-            var wWords = wBytes.Length % 4 == 0 ? wBytes.Cast<uint>() : PadView(weights, words);
-            var config = new KernelConfig(new Index2D(groups, n), new Index2D(_groupSize, 1));
-            _scalar(stream, config, wWords, x, y, m, k, bf16 ? 1 : 0);
+            // Any k: view the weights as whole 4-byte words (a bf16 tensor with an odd element count uses its padding).
+            long words = (bytes + 3) / 4;
+            var config = new KernelConfig(new Index2D(groups, Math.Max(n, 1)), new Index2D(_groupSize, 1));
+            _scalar(stream, config, weightBytes.SubView(0, words * 4).Cast<uint>(), x, y, m, k, bf16 ? 1 : 0);
         }
     }
-
-    private static ArrayView<uint> PadView(DeviceTensor weights, long words) =>
-        ((ArrayView<BFloat16>)((GpuTensor<BFloat16>)weights).PaddedView).Cast<byte>().SubView(0, words * 4).Cast<uint>();
 }
