@@ -129,9 +129,9 @@ public static unsafe partial class LutGemm
                     M = w.M, K = k, N = n, Bits = w.Format.Bits, GroupSize = w.Format.GroupSize, Groups = groups, Tiles = w.Tiles,
                     Exact = exact, Isa = isa,
                 };
-                // Pass 1: tables, once per activation vector (chunks of 16 groups).
-                var build = new TableChunks { Args = args, GroupsPerChunk = 16 };
-                int perVector = (groups + 15) / 16;
+                // Pass 1: tables, once per activation vector (chunks of 8 groups, so 2 threads stay balanced at n = 1).
+                var build = new TableChunks { Args = args, GroupsPerChunk = 8 };
+                int perVector = (groups + 7) / 8;
                 WorkerPool.Run(n * perVector, threads, ref build);
                 // Pass 2: row tiles.
                 var rows = new TileChunks { Args = args };

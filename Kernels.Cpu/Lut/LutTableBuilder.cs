@@ -20,55 +20,89 @@ internal static unsafe class LutTableBuilder
         for (int g = g0; g < g1; g++)
         {
             float* xg = xj + g * gs;
-            float sum = 0;
-            for (int c = 0; c < gs; c++) sum += xg[c];
-            a.GroupSum[j * a.Groups + g] = sum;
             long kg0 = (long)j * (a.K / 4) + g * kgPerGroup;
+            float scale, sum;
             if (a.Exact)
             {
                 float* t = (float*)a.Tables + kg0 * 16;
-                for (int q = 0; q < kgPerGroup; q++) LutTable.Build(xg[4 * q], xg[4 * q + 1], xg[4 * q + 2], xg[4 * q + 3], new Span<float>(t + q * 16, 16));
+                sum = 0;
+                for (int q = 0; q < kgPerGroup; q++)
+                {
+                    LutTable.Build(xg[4 * q], xg[4 * q + 1], xg[4 * q + 2], xg[4 * q + 3], new Span<float>(t + q * 16, 16));
+                    sum += t[q * 16 + 15];
+                }
+                a.GroupSum[j * a.Groups + g] = sum;
                 continue;
             }
-            float scale = LutTable.Int8Scale(new ReadOnlySpan<float>(xg, gs));
-            a.HalfLutScale[j * a.Groups + g] = 0.5f * scale;
-            float inv = LutTable.InverseScale(scale);
             sbyte* tq = (sbyte*)a.Tables + kg0 * 16;
-            if (Vector256.IsHardwareAccelerated) Int8Vector256(xg, tq, kgPerGroup, inv);
-            else Int8Scalar(xg, tq, kgPerGroup, inv);
+            if (Vector256.IsHardwareAccelerated) Int8Vector256(xg, tq, kgPerGroup, out scale, out sum);
+            else Int8Scalar(xg, tq, kgPerGroup, out scale, out sum);
+            a.HalfLutScale[j * a.Groups + g] = 0.5f * scale;
+            a.GroupSum[j * a.Groups + g] = sum;
         }
     }
 
-    internal static void Int8Scalar(float* x, sbyte* table, int fourGroups, float inverseScale)
+    /// <summary>One group: its scale (<see cref="LutTable.Int8Scale"/>), sum (<see cref="LutTable.GroupSum"/>) and int8 tables.</summary>
+    internal static void Int8Scalar(float* x, sbyte* table, int fourGroups, out float scale, out float sum)
     {
         Span<float> t = stackalloc float[16];
+        float max = 0;
+        sum = 0;
         for (int q = 0; q < fourGroups; q++)
         {
             LutTable.Build(x[4 * q], x[4 * q + 1], x[4 * q + 2], x[4 * q + 3], t);
-            for (int e = 0; e < 16; e++) table[q * 16 + e] = LutTable.Quantize(t[e], inverseScale);
+            sum += t[15];
+            for (int e = 0; e < 16; e++) max = Math.Max(max, Math.Abs(t[e]));
+        }
+        scale = max / 127f;
+        float inv = LutTable.InverseScale(scale);
+        for (int q = 0; q < fourGroups; q++)
+        {
+            LutTable.Build(x[4 * q], x[4 * q + 1], x[4 * q + 2], x[4 * q + 3], t);
+            for (int e = 0; e < 16; e++) table[q * 16 + e] = LutTable.Quantize(t[e], inv);
         }
     }
 
+    /// <summary>The same as <see cref="Int8Scalar"/>, 8 entries per vector: a first pass for the max |T| and the sum of
+    /// <c>T[15]</c> (lane 7 of the upper vector), a second to quantize.</summary>
     [SkipLocalsInit]
-    internal static void Int8Vector256(float* x, sbyte* table, int fourGroups, float inverseScale)
+    internal static void Int8Vector256(float* x, sbyte* table, int fourGroups, out float scale, out float sum)
     {
         // Sign patterns: entry e uses +x_j when bit j of e is set. Lanes 0..7 are entries 0..7, the upper vector 8..15.
         var s0 = Vector256.Create(-1f, 1, -1, 1, -1, 1, -1, 1);
         var s1 = Vector256.Create(-1f, -1, 1, 1, -1, -1, 1, 1);
         var s2 = Vector256.Create(-1f, -1, -1, -1, 1, 1, 1, 1);
-        var inv = Vector256.Create(inverseScale);
+        Vector256<float> maxv = default, sumv = default;
+        for (int q = 0; q < fourGroups; q++)
+        {
+            Entries(x + 4 * q, s0, s1, s2, out var lo, out var hi);
+            maxv = Vector256.Max(maxv, Vector256.Max(Vector256.Abs(lo), Vector256.Abs(hi)));
+            sumv += hi;                                            // lane 7: Σ T[15] in 4-group order
+        }
+        float max = 0;
+        for (int l = 0; l < 8; l++) max = Math.Max(max, maxv.GetElement(l));
+        scale = max / 127f;
+        sum = sumv.GetElement(7);
+        var inv = Vector256.Create(LutTable.InverseScale(scale));
         var lim = Vector256.Create(127f);
         for (int q = 0; q < fourGroups; q++)
         {
-            float* xq = x + 4 * q;
-            Vector256<float> lo = Vector256.Create(xq[0]) * s0 + Vector256.Create(xq[1]) * s1;
-            lo += Vector256.Create(xq[2]) * s2;
-            Vector256<float> hi = lo + Vector256.Create(xq[3]);   // bit 3 set
-            lo -= Vector256.Create(xq[3]);                         // bit 3 clear
+            Entries(x + 4 * q, s0, s1, s2, out var lo, out var hi);
             Vector256<int> qlo = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(lo * inv), -lim, lim));
             Vector256<int> qhi = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(hi * inv), -lim, lim));
             Vector256<short> s16 = Vector256.Narrow(qlo, qhi);
             Vector128.Narrow(s16.GetLower(), s16.GetUpper()).Store(table + q * 16);
         }
+    }
+
+    /// <summary>The 16 fp32 entries of one 4-group as <c>((x0·σ0 + x1·σ1) + x2·σ2) ± x3</c> (bit-identical to <see cref="LutTable.Build"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Entries(float* xq, Vector256<float> s0, Vector256<float> s1, Vector256<float> s2, out Vector256<float> lo, out Vector256<float> hi)
+    {
+        Vector256<float> v = Vector256.Create(xq[0]) * s0 + Vector256.Create(xq[1]) * s1;
+        v += Vector256.Create(xq[2]) * s2;
+        var x3 = Vector256.Create(xq[3]);
+        hi = v + x3;   // bit 3 set
+        lo = v - x3;   // bit 3 clear
     }
 }

@@ -5,7 +5,7 @@ namespace Kernels.Quant.Lut;
 /// <para>For 4 activations <c>x0..x3</c>: <c>T[idx] = Σ_j (bit_j(idx) ? +x_j : −x_j)</c>, evaluated in fp32 as
 /// <c>((±x0 ± x1) ± x2) ± x3</c>. Only the 8 entries with bit 3 set are computed; the others are their negations
 /// (<c>T[15 − idx] = −T[idx]</c>, the mirror symmetry), which is exact.</para>
-/// <para>int8 mode, per group of G activations: <c>lutScale = max over 4-groups of (((|x0|+|x1|)+|x2|)+|x3|) / 127</c> (fp32),
+/// <para>int8 mode, per group of G activations: <c>lutScale = max |T| over the group's tables / 127</c> (fp32),
 /// <c>qT = clamp(roundEven(T · (1/lutScale)), −127, 127)</c> (0 when lutScale is 0). Hence <c>|qT·lutScale − T| ≤ lutScale/2</c>
 /// (up to one fp32 rounding of the product). Activations must be finite.</para>
 /// </remarks>
@@ -30,15 +30,31 @@ public static class LutTable
         }
     }
 
-    /// <summary>The int8 table scale of a group: <c>max over 4-groups of Σ|x_j| / 127</c>.</summary>
+    /// <summary>The int8 table scale of a group: <c>max over its 4-groups and 16 entries of |T[idx]|, / 127</c>.</summary>
     /// <param name="group">The group's activations (a multiple of 4).</param>
     /// <returns>The scale (0 for an all-zero group).</returns>
+    /// <remarks>In exact arithmetic <c>max |T| = |x0| + |x1| + |x2| + |x3|</c> (T-MAC's formula); taking it from the fp32 table
+    /// itself guarantees <c>|T·(1/scale)| ≤ 127</c> up to one rounding.</remarks>
     public static float Int8Scale(ReadOnlySpan<float> group)
     {
+        Span<float> t = stackalloc float[16];
         float max = 0;
         for (int i = 0; i + 4 <= group.Length; i += 4)
-            max = Math.Max(max, ((Math.Abs(group[i]) + Math.Abs(group[i + 1])) + Math.Abs(group[i + 2])) + Math.Abs(group[i + 3]));
+        {
+            Build(group[i], group[i + 1], group[i + 2], group[i + 3], t);
+            for (int e = 0; e < 16; e++) max = Math.Max(max, Math.Abs(t[e]));
+        }
         return max / 127f;
+    }
+
+    /// <summary>The group sum <c>X_g</c> used by the kernels: <c>Σ over 4-groups, in order, of T[15] = ((x0 + x1) + x2) + x3</c>.</summary>
+    /// <param name="group">The group's activations (a multiple of 4).</param>
+    /// <returns>The sum in fp32.</returns>
+    public static float GroupSum(ReadOnlySpan<float> group)
+    {
+        float sum = 0;
+        for (int i = 0; i + 4 <= group.Length; i += 4) sum += ((group[i] + group[i + 1]) + group[i + 2]) + group[i + 3];
+        return sum;
     }
 
     /// <summary>Quantizes one table entry: <c>clamp(roundEven(t·inverseScale), −127, 127)</c>.</summary>

@@ -73,19 +73,26 @@ public class LutFormatTests
     public unsafe void TableBuilder_VectorMatchesScalarBitExactly()
     {
         var rng = new Random(9);
-        float[] x = Inputs.Floats(rng, 128, 3f);
-        x[5] = 0; x[17] = -0f; x[40] = 1e-40f;
-        float inv = LutTable.InverseScale(LutTable.Int8Scale(x));
-        var a = new sbyte[32 * 16];
-        var b = new sbyte[32 * 16];
-        fixed (float* px = x)
-        fixed (sbyte* pa = a, pb = b)
+        foreach (int len in new[] { 32, 64, 128 })
         {
-            LutTableBuilder.Int8Scalar(px, pa, 32, inv);
-            LutTableBuilder.Int8Vector256(px, pb, 32, inv);
+            float[] x = Inputs.Floats(rng, len, 3f);
+            x[5] = 0; x[17] = -0f; x[len - 1] = 1e-40f;
+            var a = new sbyte[len / 4 * 16];
+            var b = new sbyte[len / 4 * 16];
+            float sa, sb, ma, mb;
+            fixed (float* px = x)
+            fixed (sbyte* pa = a, pb = b)
+            {
+                LutTableBuilder.Int8Scalar(px, pa, len / 4, out sa, out ma);
+                LutTableBuilder.Int8Vector256(px, pb, len / 4, out sb, out mb);
+            }
+            Assert.Equal(a, b);
+            Assert.Equal(sa, sb);
+            Assert.Equal(ma, mb);
+            Assert.Equal(LutTable.Int8Scale(x), sa);
+            Assert.Equal(LutTable.GroupSum(x), ma);
+            Assert.Contains(a, v => v == 127 || v == -127);
         }
-        Assert.Equal(a, b);
-        Assert.Contains(a, v => v == 127 || v == -127);
     }
 
     [Theory]

@@ -37,9 +37,9 @@ public sealed class LutSuite : IBenchSuite
                     // The dequant baseline is compute-bound and slow at large n: time it at n = 1 and 8 only.
                     bool dequant = n <= 8 && ctx.Wants(op, DequantFormat(f), shape, "cpu");
                     bool lut = ctx.Wants(op, f.Name, shape, "cpu");
-                    if (!dequant && !lut && !(n == 1 && f == LutFormat.Asymmetric(2))) continue;
                     // The exact (fp32 table) mode: timed for W2 GEMV only, to show its cost.
                     bool exact = n == 1 && f == LutFormat.Asymmetric(2) && ctx.Wants(op, f.Name + " exact", shape, "cpu");
+                    if (!dequant && !lut && !exact) continue;
                     var data = Data.Create(ctx, f, m, k, n);
                     if (dequant) yield return Case(ctx, data, f, m, k, n, dequantBaseline: true);
                     if (lut) yield return Case(ctx, data, f, m, k, n, dequantBaseline: false);
