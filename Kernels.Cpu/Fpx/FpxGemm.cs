@@ -312,21 +312,32 @@ public static unsafe class FpxGemm
         }
     }
 
-    /// <summary>Decodes four rows at a time into the per-thread scratch, then runs 4×4 register tiles over the tokens.</summary>
+    /// <summary>Columns decoded per scratch tile: 4 rows × 1024 fp32 (16 KB) plus a 4-token slice of x (16 KB) stay in L1.</summary>
+    internal const int KTile = 1024;
+
+    /// <summary>Decodes four rows × <see cref="KTile"/> columns at a time into the per-thread scratch, then runs 4×4 register
+    /// tiles over the tokens, accumulating per-(row, token) partial sums across column tiles.</summary>
     private static void DecodedTiles<TK, TV>(IsaPath isa, ref FpxArgs a, int rowStart, int rowCount)
         where TK : struct, ICodeKind where TV : struct, ISimdF32<TV>
     {
-        int kPad = a.KPad, blocks = kPad / 64, hb = TK.Kind == 1 ? 8 : 16;
-        float* w = Scratch(4 * kPad);
+        int kPad = a.KPad, blocks = kPad / 64, hb = TK.Kind == 1 ? 8 : 16, kt = Math.Min(kPad, KTile);
+        float* w = Scratch(4 * kt + 4 * a.N);
+        float* part = w + 4 * kt;
         for (int r = rowStart; r < rowStart + rowCount; r += 4)
         {
             int valid = Math.Min(4, rowStart + rowCount - r);
-            for (int i = 0; i < 4; i++)
+            new Span<float>(part, 4 * a.N).Clear();
+            for (int k0 = 0; k0 < kPad; k0 += kt)
             {
-                int rr = r + Math.Min(i, valid - 1); // missing rows repeat the last one; their outputs are not stored
-                FpxDecode.Row<TK>(isa, a.High + (long)rr * blocks * hb, a.Low + (long)rr * blocks * 32, blocks, w + i * kPad);
+                int len = Math.Min(kt, kPad - k0), b0 = k0 / 64;
+                for (int i = 0; i < 4; i++)
+                {
+                    long rr = r + Math.Min(i, valid - 1); // missing rows repeat the last one; their outputs are not stored
+                    FpxDecode.Row<TK>(isa, a.High + (rr * blocks + b0) * hb, a.Low + (rr * blocks + b0) * 32, len / 64, w + i * len);
+                }
+                DecodedDot.Tiles<TV>(w, a.X + k0, kPad, a.N, len, part);
             }
-            DecodedDot.Tiles<TV>(w, valid, a.X, a.N, kPad, r, a.M, a.Scales, a.Post, a.Y);
+            DecodedDot.Store(part, valid, a.N, r, a.M, a.Scales, a.Post, a.Y);
         }
     }
 
@@ -374,20 +385,19 @@ public static unsafe class FpxGemm
 /// <summary>Shared tail of the decoded paths: 4×4 register tiles over a decoded scratch block, and row scaling.</summary>
 internal static unsafe class DecodedDot
 {
-    /// <summary>y[j, r0 + i] = Finish(Σ_c w[i, c]·x[j, c]) for i &lt; <paramref name="valid"/> and every token j.</summary>
+    /// <summary>part[i·n + j] += Σ_c w[i·len + c]·x[j·xStride + c] for the four rows i and every token j (len a multiple of 16).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Tiles<TV>(float* w, int valid, float* x, int n, int kPad, int r0, int m, float* scales, double* post, float* y)
-        where TV : struct, ISimdF32<TV>
+    public static void Tiles<TV>(float* w, float* x, int xStride, int n, int len, float* part) where TV : struct, ISimdF32<TV>
     {
-        float* w0 = w, w1 = w + kPad, w2 = w1 + kPad, w3 = w2 + kPad;
-        Span<float> s = stackalloc float[16];
+        float* w0 = w, w1 = w + len, w2 = w1 + len, w3 = w2 + len;
+        float* p0 = part, p1 = part + n, p2 = p1 + n, p3 = p2 + n;
         int j = 0;
         for (; j + 4 <= n; j += 4)
         {
-            float* x0 = x + (long)j * kPad, x1 = x0 + kPad, x2 = x1 + kPad, x3 = x2 + kPad;
+            float* x0 = x + (long)j * xStride, x1 = x0 + xStride, x2 = x1 + xStride, x3 = x2 + xStride;
             TV a00 = TV.Zero, a01 = TV.Zero, a02 = TV.Zero, a03 = TV.Zero, a10 = TV.Zero, a11 = TV.Zero, a12 = TV.Zero, a13 = TV.Zero;
             TV a20 = TV.Zero, a21 = TV.Zero, a22 = TV.Zero, a23 = TV.Zero, a30 = TV.Zero, a31 = TV.Zero, a32 = TV.Zero, a33 = TV.Zero;
-            for (int c = 0; c < kPad; c += TV.Count)
+            for (int c = 0; c < len; c += TV.Count)
             {
                 TV v0 = TV.Load(ref x0[c]), v1 = TV.Load(ref x1[c]), v2 = TV.Load(ref x2[c]), v3 = TV.Load(ref x3[c]);
                 TV u = TV.Load(ref w0[c]);
@@ -399,19 +409,16 @@ internal static unsafe class DecodedDot
                 u = TV.Load(ref w3[c]);
                 a30 = TV.MultiplyAdd(u, v0, a30); a31 = TV.MultiplyAdd(u, v1, a31); a32 = TV.MultiplyAdd(u, v2, a32); a33 = TV.MultiplyAdd(u, v3, a33);
             }
-            s[0] = TV.Sum(a00); s[1] = TV.Sum(a01); s[2] = TV.Sum(a02); s[3] = TV.Sum(a03);
-            s[4] = TV.Sum(a10); s[5] = TV.Sum(a11); s[6] = TV.Sum(a12); s[7] = TV.Sum(a13);
-            s[8] = TV.Sum(a20); s[9] = TV.Sum(a21); s[10] = TV.Sum(a22); s[11] = TV.Sum(a23);
-            s[12] = TV.Sum(a30); s[13] = TV.Sum(a31); s[14] = TV.Sum(a32); s[15] = TV.Sum(a33);
-            for (int i = 0; i < valid; i++)
-                for (int jj = 0; jj < 4; jj++)
-                    y[(long)(j + jj) * m + r0 + i] = Finish(s[i * 4 + jj], scales, r0 + i, post, j + jj);
+            p0[j] += TV.Sum(a00); p0[j + 1] += TV.Sum(a01); p0[j + 2] += TV.Sum(a02); p0[j + 3] += TV.Sum(a03);
+            p1[j] += TV.Sum(a10); p1[j + 1] += TV.Sum(a11); p1[j + 2] += TV.Sum(a12); p1[j + 3] += TV.Sum(a13);
+            p2[j] += TV.Sum(a20); p2[j + 1] += TV.Sum(a21); p2[j + 2] += TV.Sum(a22); p2[j + 3] += TV.Sum(a23);
+            p3[j] += TV.Sum(a30); p3[j + 1] += TV.Sum(a31); p3[j + 2] += TV.Sum(a32); p3[j + 3] += TV.Sum(a33);
         }
         for (; j < n; j++)
         {
-            float* xj = x + (long)j * kPad;
+            float* xj = x + (long)j * xStride;
             TV a0 = TV.Zero, a1 = TV.Zero, a2 = TV.Zero, a3 = TV.Zero;
-            for (int c = 0; c < kPad; c += TV.Count)
+            for (int c = 0; c < len; c += TV.Count)
             {
                 TV v = TV.Load(ref xj[c]);
                 a0 = TV.MultiplyAdd(TV.Load(ref w0[c]), v, a0);
@@ -419,9 +426,15 @@ internal static unsafe class DecodedDot
                 a2 = TV.MultiplyAdd(TV.Load(ref w2[c]), v, a2);
                 a3 = TV.MultiplyAdd(TV.Load(ref w3[c]), v, a3);
             }
-            s[0] = TV.Sum(a0); s[1] = TV.Sum(a1); s[2] = TV.Sum(a2); s[3] = TV.Sum(a3);
-            for (int i = 0; i < valid; i++) y[(long)j * m + r0 + i] = Finish(s[i], scales, r0 + i, post, j);
+            p0[j] += TV.Sum(a0); p1[j] += TV.Sum(a1); p2[j] += TV.Sum(a2); p3[j] += TV.Sum(a3);
         }
+    }
+
+    /// <summary>y[j, r0 + i] = Finish(part[i·n + j]) for the <paramref name="valid"/> real rows.</summary>
+    public static void Store(float* part, int valid, int n, int r0, int m, float* scales, double* post, float* y)
+    {
+        for (int i = 0; i < valid; i++)
+            for (int j = 0; j < n; j++) y[(long)j * m + r0 + i] = Finish(part[i * n + j], scales, r0 + i, post, j);
     }
 
     // FP: scales = row scales, post = 2^(B − e_j). INT6 (scales == null): the decoded weights already carry their scales.

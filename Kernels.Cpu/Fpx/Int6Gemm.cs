@@ -291,13 +291,20 @@ public static unsafe class Int6Gemm
     /// <summary>W6A16 on AVX2 / Vector128 (and AVX-512 with n &gt; 1): rows decoded to dequantized fp32, then 4×4 tiles.</summary>
     private static void W6A16Decoded<TV>(IsaPath isa, ref A16Args a, int rowStart, int rowCount) where TV : struct, ISimdF32<TV>
     {
-        int kPad = a.KPad;
-        float* w = Scratch(4 * kPad);
+        int kPad = a.KPad, kt = Math.Min(kPad, FpxGemm.KTile);
+        float* w = Scratch(4 * kt + 4 * a.N);
+        float* part = w + 4 * kt;
         for (int r = rowStart; r < rowStart + rowCount; r += 4)
         {
             int valid = Math.Min(4, rowStart + rowCount - r);
-            for (int i = 0; i < 4; i++) DecodeRow(isa, ref a, r + Math.Min(i, valid - 1), w + i * kPad);
-            DecodedDot.Tiles<TV>(w, valid, a.X, a.N, kPad, r, a.M, null, null, a.Y);
+            new Span<float>(part, 4 * a.N).Clear();
+            for (int k0 = 0; k0 < kPad; k0 += kt)
+            {
+                int len = Math.Min(kt, kPad - k0);
+                for (int i = 0; i < 4; i++) DecodeRow(isa, ref a, r + Math.Min(i, valid - 1), k0 / 64, len / 64, w + i * len);
+                DecodedDot.Tiles<TV>(w, a.X + k0, kPad, a.N, len, part);
+            }
+            DecodedDot.Store(part, valid, a.N, r, a.M, null, null, a.Y);
         }
     }
 
@@ -307,7 +314,7 @@ public static unsafe class Int6Gemm
         float* w = Scratch(a.KPad);
         for (int r = rowStart; r < rowStart + rowCount; r++)
         {
-            DecodeRow(IsaPath.Scalar, ref a, r, w);
+            DecodeRow(IsaPath.Scalar, ref a, r, 0, a.KPad / 64, w);
             for (int j = 0; j < a.N; j++)
             {
                 float* xj = a.X + (long)j * a.KPad;
@@ -319,14 +326,14 @@ public static unsafe class Int6Gemm
     }
 
     // Dequantized row: (float)(q · scale_g) — one rounding, as in the reference.
-    private static void DecodeRow(IsaPath isa, ref A16Args a, int r, float* w)
+    private static void DecodeRow(IsaPath isa, ref A16Args a, int r, int b0, int nb, float* w)
     {
-        int blocks = a.KPad / 64;
-        FpxDecode.Row<Int6Kind>(isa, a.High + (long)r * blocks * 16, a.Low + (long)r * blocks * 32, blocks, w);
+        long blk = (long)r * (a.KPad / 64) + b0;
+        FpxDecode.Row<Int6Kind>(isa, a.High + blk * 16, a.Low + blk * 32, nb, w);
         float* sc = a.Scales + (long)r * a.Groups;
-        for (int b = 0; b < blocks; b++)
+        for (int b = 0; b < nb; b++)
         {
-            var s = new System.Numerics.Vector<float>(sc[b / a.GroupBlocks]);
+            var s = new System.Numerics.Vector<float>(sc[(b0 + b) / a.GroupBlocks]);
             float* wb = w + 64 * b;
             for (int i = 0; i < 64; i += System.Numerics.Vector<float>.Count)
                 (Unsafe.Read<System.Numerics.Vector<float>>(wb + i) * s).CopyTo(new Span<float>(wb + i, System.Numerics.Vector<float>.Count));

@@ -66,6 +66,17 @@ public class FpxGemmTests
     }
 
     [Fact]
+    public void Gemm_SeveralColumnTiles_EachIsa_MatchesReference()
+    {
+        // k > FpxGemm.KTile: the decoded-tile path accumulates partial sums across column tiles (and a short last tile).
+        foreach (var isa in IsaMatrix.All.Where(CpuIsa.IsSupported))
+        {
+            Check(new Case(9, 2 * FpxGemm.KTile + 77, 6, 21, false, false), isa);
+            Check(new Case(6, FpxGemm.KTile + 1, 5, 22, true, true), isa);
+        }
+    }
+
+    [Fact]
     public void Gemm_ExtremeActivations_StayAccurate()
     {
         // Tiny, huge and mixed-range activations: the power-of-two pre-scaling keeps products away from under/overflow.
