@@ -29,6 +29,12 @@ namespace Kernels.Cpu.Fpx;
 /// </remarks>
 public static unsafe class FpxGemm
 {
+    /// <summary>Tests set this to false to run the plain AVX-512 GEMV on a VBMI machine.</summary>
+    internal static bool EnablePatterns512 = true;
+
+    /// <summary>True when GEMV runs <see cref="GemvPatterns512{TK}"/> (AVX-512 VBMI, n = 1), which needs permuted activations.</summary>
+    internal static bool UsesPatterns512(IsaPath isa, int n) => isa == IsaPath.Avx512 && n == 1 && Avx512Vbmi.IsSupported && EnablePatterns512;
+
     /// <summary>Target binary exponent of the largest pre-scaled activation.</summary>
     internal const int ActivationExponent = 100;
 
@@ -93,6 +99,8 @@ public static unsafe class FpxGemm
             int biasShift = FpxCodec.Fp32BiasShift(weights.Format);
             for (int j = 0; j < n; j++)
                 post[j] = Math.ScaleB(1.0, biasShift - ScaleActivations(x.Slice(j * k, k), xs.AsSpan(j * kPad, kPad)));
+            bool patterns = UsesPatterns512(isa, n);
+            if (patterns) FpxDecode.PermuteForPatterns512(xs.AsSpan(0, kPad));
             fixed (byte* ph = weights.HighBits)
             fixed (byte* pl = weights.LowBits)
             fixed (float* ps = weights.Scales, px = xs, py = y)
@@ -101,7 +109,7 @@ public static unsafe class FpxGemm
                 var state = new Chunks
                 {
                     A = new FpxArgs { High = ph, Low = pl, Scales = ps, X = px, Post = pp, Y = py, M = m, KPad = kPad, N = n },
-                    Isa = isa, Fp5 = weights.Format == FpxFormat.Fp5E2M2,
+                    Isa = isa, Fp5 = weights.Format == FpxFormat.Fp5E2M2, Patterns = patterns,
                     RowsPerChunk = Math.Max(4, (m / (Environment.ProcessorCount * 8)) & ~3),
                 };
                 int chunks = (m + state.RowsPerChunk - 1) / state.RowsPerChunk;
@@ -156,13 +164,18 @@ public static unsafe class FpxGemm
     {
         public FpxArgs A;
         public IsaPath Isa;
-        public bool Fp5;
+        public bool Fp5, Patterns;
         public int RowsPerChunk;
 
         public static void Execute(ref Chunks s, int chunk)
         {
             int r0 = chunk * s.RowsPerChunk, rows = Math.Min(s.RowsPerChunk, s.A.M - r0);
-            if (s.Fp5) Rows<Fp5Kind>(s.Isa, ref s.A, r0, rows);
+            if (s.Patterns)
+            {
+                if (s.Fp5) GemvPatterns512<Fp5Kind>(ref s.A, r0, rows);
+                else GemvPatterns512<Fp6Kind>(ref s.A, r0, rows);
+            }
+            else if (s.Fp5) Rows<Fp5Kind>(s.Isa, ref s.A, r0, rows);
             else Rows<Fp6Kind>(s.Isa, ref s.A, r0, rows);
         }
     }
@@ -232,6 +245,57 @@ public static unsafe class FpxGemm
             t_scratch = s;
         }
         return (float*)Unsafe.AsPointer(ref s[0]);
+    }
+
+    /// <summary>GEMV on AVX-512 VBMI: patterns from byte interleaves (<see cref="FpxDecode.Patterns512"/>), activations permuted
+    /// to match; four rows share each activation load.</summary>
+    [SkipLocalsInit]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal static void GemvPatterns512<TK>(ref FpxArgs a, int rowStart, int rowCount) where TK : struct, ICodeKind
+    {
+        Debug.Assert(Avx512Vbmi.IsSupported);
+        int blocks = a.KPad / 64, hb = TK.Kind == 1 ? 8 : 16;
+        long hs = (long)blocks * hb, ls = (long)blocks * 32;
+        var k = new FpxDecode.ConstsVbmi(0);
+        int r = rowStart, end = rowStart + rowCount;
+        for (; r + 4 <= end; r += 4)
+        {
+            byte* hi = a.High + r * hs, lo = a.Low + r * ls;
+            float* xb = a.X;
+            Vector512<float> p0 = default, q0 = default, p1 = default, q1 = default, p2 = default, q2 = default, p3 = default, q3 = default;
+            for (byte* stop = lo + ls; lo < stop; lo += 32, hi += hb, xb += 64)
+            {
+                Vector512<float> x0 = Vector512.Load(xb), x1 = Vector512.Load(xb + 16), x2 = Vector512.Load(xb + 32), x3 = Vector512.Load(xb + 48);
+                RowPatterns<TK>(hi, lo, x0, x1, x2, x3, k, ref p0, ref q0);
+                RowPatterns<TK>(hi + hs, lo + ls, x0, x1, x2, x3, k, ref p1, ref q1);
+                RowPatterns<TK>(hi + 2 * hs, lo + 2 * ls, x0, x1, x2, x3, k, ref p2, ref q2);
+                RowPatterns<TK>(hi + 3 * hs, lo + 3 * ls, x0, x1, x2, x3, k, ref p3, ref q3);
+            }
+            a.Y[r] = Finish(F32x16.Sum(new F32x16(p0 + q0)), a.Scales[r], a.Post[0]);
+            a.Y[r + 1] = Finish(F32x16.Sum(new F32x16(p1 + q1)), a.Scales[r + 1], a.Post[0]);
+            a.Y[r + 2] = Finish(F32x16.Sum(new F32x16(p2 + q2)), a.Scales[r + 2], a.Post[0]);
+            a.Y[r + 3] = Finish(F32x16.Sum(new F32x16(p3 + q3)), a.Scales[r + 3], a.Post[0]);
+        }
+        for (; r < end; r++)
+        {
+            byte* hi = a.High + r * hs, lo = a.Low + r * ls;
+            float* xb = a.X;
+            Vector512<float> p0 = default, q0 = default;
+            for (byte* stop = lo + ls; lo < stop; lo += 32, hi += hb, xb += 64)
+                RowPatterns<TK>(hi, lo, Vector512.Load(xb), Vector512.Load(xb + 16), Vector512.Load(xb + 32), Vector512.Load(xb + 48), k, ref p0, ref q0);
+            a.Y[r] = Finish(F32x16.Sum(new F32x16(p0 + q0)), a.Scales[r], a.Post[0]);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RowPatterns<TK>(byte* hi, byte* lo, Vector512<float> x0, Vector512<float> x1, Vector512<float> x2, Vector512<float> x3,
+        in FpxDecode.ConstsVbmi k, ref Vector512<float> p, ref Vector512<float> q) where TK : struct, ICodeKind
+    {
+        FpxDecode.Patterns512<TK>(hi, lo, k, out var f0, out var f1, out var f2, out var f3);
+        p = Avx512F.FusedMultiplyAdd(f0, x0, p);
+        q = Avx512F.FusedMultiplyAdd(f1, x1, q);
+        p = Avx512F.FusedMultiplyAdd(f2, x2, p);
+        q = Avx512F.FusedMultiplyAdd(f3, x3, q);
     }
 
     // Four rows share each activation load (x stays in L1/L2 traffic at 1 B/weight instead of 4); two accumulators per row.
