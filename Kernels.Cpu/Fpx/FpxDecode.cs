@@ -111,6 +111,78 @@ internal static unsafe class FpxDecode
         return Avx512F.TernaryLogic(nib.AsByte(), top, k.Low4, 0xE4);
     }
 
+    /// <summary>Constants of the AVX-512 VBMI byte-interleave decode (<see cref="Patterns512"/>).</summary>
+    public readonly struct ConstsVbmi
+    {
+        public readonly Vector512<uint> NibShift, TwoShift;
+        public readonly Vector512<ushort> SignShift;
+        public readonly Vector512<byte> LutHigh, LutLow, One, Sign;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public ConstsVbmi(int unused)
+        {
+            NibShift = Vector512.Create(0u, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
+            TwoShift = Vector512.Create(0u, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+            SignShift = Vector512.Create((ushort)7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+            // vpermb tables (index bits 5..0). High byte: (s, e2) in index bits 1..0 → s<<7 | e2<<1. Low byte: e0 m1 m0 (index bits 2..0) → bits 7..5.
+            LutHigh = Vector512.Create(
+                (byte)0x00, 0x02, 0x80, 0x82, 0x00, 0x02, 0x80, 0x82, 0x00, 0x02, 0x80, 0x82, 0x00, 0x02, 0x80, 0x82,
+                0x00, 0x02, 0x80, 0x82, 0x00, 0x02, 0x80, 0x82, 0x00, 0x02, 0x80, 0x82, 0x00, 0x02, 0x80, 0x82,
+                0x00, 0x02, 0x80, 0x82, 0x00, 0x02, 0x80, 0x82, 0x00, 0x02, 0x80, 0x82, 0x00, 0x02, 0x80, 0x82,
+                0x00, 0x02, 0x80, 0x82, 0x00, 0x02, 0x80, 0x82, 0x00, 0x02, 0x80, 0x82, 0x00, 0x02, 0x80, 0x82);
+            LutLow = Vector512.Create(
+                (byte)0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0, 0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0,
+                0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0, 0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0,
+                0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0, 0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0,
+                0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0, 0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0);
+            One = Vector512.Create((byte)0x01);
+            Sign = Vector512.Create((byte)0x80);
+        }
+    }
+
+    /// <summary>
+    /// The four fp32 patterns of a block without any per-16 arithmetic (AVX-512 VBMI; FP6/FP5 only). The pattern's top byte is
+    /// <c>s00000·e2·e1</c> (H) and its second byte <c>e0·m1·m0·00000</c> (L); bytes 1 and 0 are zero. H and L are built per code
+    /// byte, then <c>vpunpck{l,h}bw(L, H)</c> and <c>vpunpck{l,h}wd(0, ·)</c> place them: pattern vector v, lane 4ℓ + t holds code
+    /// <c>16ℓ + 4v + t</c> (the unpacks work inside 128-bit lanes), so the caller permutes the activations to match
+    /// (<see cref="PermuteForPatterns512"/>). 12 instructions per 64 weights instead of 18.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Patterns512<TK>(byte* hi, byte* lo, in ConstsVbmi k,
+        out Vector512<float> f0, out Vector512<float> f1, out Vector512<float> f2, out Vector512<float> f3) where TK : struct, ICodeKind
+    {
+        Debug.Assert(Avx512Vbmi.IsSupported && TK.Kind != 2);
+        Vector512<byte> nib = Avx512F.ShiftRightLogicalVariable(Avx512F.BroadcastVector256ToVector512((ulong*)lo).AsUInt32(), k.NibShift).AsByte();
+        Vector512<byte> top = TK.Kind == 1
+            ? Avx512BW.ShiftLeftLogicalVariable(Vector512.Create(*(ulong*)hi).AsUInt16(), k.SignShift).AsByte() & k.Sign
+            : Avx512Vbmi.PermuteVar64x8(k.LutHigh,
+                Avx512F.ShiftRightLogicalVariable(Avx512F.BroadcastVector128ToVector512((uint*)hi), k.TwoShift).AsByte());
+        // H: bit 0 = e1 (nibble bit 3, via vpsrld 3), bits 7..1 from top; vpternlogd 0xE4 = C ? A : B.
+        Vector512<byte> h = Avx512F.TernaryLogic(Avx512F.ShiftRightLogical(nib.AsUInt32(), 3).AsByte(), top, k.One, 0xE4);
+        Vector512<byte> l = Avx512Vbmi.PermuteVar64x8(k.LutLow, nib);                         // vpermb: e0 m1 m0 → bits 7..5
+        Vector512<ushort> w0 = Avx512BW.UnpackLow(l, h).AsUInt16(), w1 = Avx512BW.UnpackHigh(l, h).AsUInt16(); // vpunpck{l,h}bw
+        Vector512<ushort> z = Vector512<ushort>.Zero;
+        f0 = Avx512BW.UnpackLow(z, w0).AsSingle();                                              // vpunpcklwd: word → bits 31..16
+        f1 = Avx512BW.UnpackHigh(z, w0).AsSingle();
+        f2 = Avx512BW.UnpackLow(z, w1).AsSingle();
+        f3 = Avx512BW.UnpackHigh(z, w1).AsSingle();
+    }
+
+    /// <summary>Reorders each 64-float block of <paramref name="x"/> to the lane order of <see cref="Patterns512"/>:
+    /// <c>out[16v + 4ℓ + t] = in[16ℓ + 4v + t]</c> (a 4×4 transpose of float quads).</summary>
+    public static void PermuteForPatterns512(Span<float> x)
+    {
+        Span<float> t = stackalloc float[64];
+        for (int b = 0; b + 64 <= x.Length; b += 64)
+        {
+            Span<float> blk = x.Slice(b, 64);
+            blk.CopyTo(t);
+            for (int v = 0; v < 4; v++)
+                for (int l = 0; l < 4; l++)
+                    t.Slice(16 * l + 4 * v, 4).CopyTo(blk.Slice(16 * v + 4 * l, 4));
+        }
+    }
+
     /// <summary>Float lanes 16q..16q+15 of a decoded block: FP bit patterns, or INT6 q as float.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Float512<TK>(Vector128<sbyte> quarter, in Consts512 k) where TK : struct, ICodeKind

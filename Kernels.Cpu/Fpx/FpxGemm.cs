@@ -29,6 +29,12 @@ namespace Kernels.Cpu.Fpx;
 /// </remarks>
 public static unsafe class FpxGemm
 {
+    /// <summary>Tests set this to false to run the plain AVX-512 GEMV on a VBMI machine.</summary>
+    internal static bool EnablePatterns512 = true;
+
+    /// <summary>True when GEMV runs <see cref="GemvPatterns512{TK}"/> (AVX-512 VBMI, n = 1), which needs permuted activations.</summary>
+    internal static bool UsesPatterns512(IsaPath isa, int n) => isa == IsaPath.Avx512 && n == 1 && Avx512Vbmi.IsSupported && EnablePatterns512;
+
     /// <summary>Target binary exponent of the largest pre-scaled activation.</summary>
     internal const int ActivationExponent = 100;
 
@@ -82,6 +88,7 @@ public static unsafe class FpxGemm
         ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
         ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        if ((long)n * kPad > Array.MaxLength) ThrowHelper.Argument(nameof(x), $"n·kPad = {(long)n * kPad} exceeds the largest scratch buffer; split the batch.");
         IsaPath isa = CpuIsa.Resolve(options);
         if (m == 0 || n == 0) return;
 
@@ -92,6 +99,8 @@ public static unsafe class FpxGemm
             int biasShift = FpxCodec.Fp32BiasShift(weights.Format);
             for (int j = 0; j < n; j++)
                 post[j] = Math.ScaleB(1.0, biasShift - ScaleActivations(x.Slice(j * k, k), xs.AsSpan(j * kPad, kPad)));
+            bool patterns = UsesPatterns512(isa, n);
+            if (patterns) FpxDecode.PermuteForPatterns512(xs.AsSpan(0, kPad));
             fixed (byte* ph = weights.HighBits)
             fixed (byte* pl = weights.LowBits)
             fixed (float* ps = weights.Scales, px = xs, py = y)
@@ -100,7 +109,7 @@ public static unsafe class FpxGemm
                 var state = new Chunks
                 {
                     A = new FpxArgs { High = ph, Low = pl, Scales = ps, X = px, Post = pp, Y = py, M = m, KPad = kPad, N = n },
-                    Isa = isa, Fp5 = weights.Format == FpxFormat.Fp5E2M2,
+                    Isa = isa, Fp5 = weights.Format == FpxFormat.Fp5E2M2, Patterns = patterns,
                     RowsPerChunk = Math.Max(4, (m / (Environment.ProcessorCount * 8)) & ~3),
                 };
                 int chunks = (m + state.RowsPerChunk - 1) / state.RowsPerChunk;
@@ -155,13 +164,18 @@ public static unsafe class FpxGemm
     {
         public FpxArgs A;
         public IsaPath Isa;
-        public bool Fp5;
+        public bool Fp5, Patterns;
         public int RowsPerChunk;
 
         public static void Execute(ref Chunks s, int chunk)
         {
             int r0 = chunk * s.RowsPerChunk, rows = Math.Min(s.RowsPerChunk, s.A.M - r0);
-            if (s.Fp5) Rows<Fp5Kind>(s.Isa, ref s.A, r0, rows);
+            if (s.Patterns)
+            {
+                if (s.Fp5) GemvPatterns512<Fp5Kind>(ref s.A, r0, rows);
+                else GemvPatterns512<Fp6Kind>(ref s.A, r0, rows);
+            }
+            else if (s.Fp5) Rows<Fp5Kind>(s.Isa, ref s.A, r0, rows);
             else Rows<Fp6Kind>(s.Isa, ref s.A, r0, rows);
         }
     }
@@ -233,26 +247,104 @@ public static unsafe class FpxGemm
         return (float*)Unsafe.AsPointer(ref s[0]);
     }
 
+    /// <summary>GEMV on AVX-512 VBMI: patterns from byte interleaves (<see cref="FpxDecode.Patterns512"/>), activations permuted
+    /// to match; four rows share each activation load.</summary>
+    [SkipLocalsInit]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal static void GemvPatterns512<TK>(ref FpxArgs a, int rowStart, int rowCount) where TK : struct, ICodeKind
+    {
+        Debug.Assert(Avx512Vbmi.IsSupported);
+        int blocks = a.KPad / 64, hb = TK.Kind == 1 ? 8 : 16;
+        long hs = (long)blocks * hb, ls = (long)blocks * 32;
+        var k = new FpxDecode.ConstsVbmi(0);
+        int r = rowStart, end = rowStart + rowCount;
+        for (; r + 4 <= end; r += 4)
+        {
+            byte* hi = a.High + r * hs, lo = a.Low + r * ls;
+            float* xb = a.X;
+            Vector512<float> p0 = default, q0 = default, p1 = default, q1 = default, p2 = default, q2 = default, p3 = default, q3 = default;
+            for (byte* stop = lo + ls; lo < stop; lo += 32, hi += hb, xb += 64)
+            {
+                Vector512<float> x0 = Vector512.Load(xb), x1 = Vector512.Load(xb + 16), x2 = Vector512.Load(xb + 32), x3 = Vector512.Load(xb + 48);
+                RowPatterns<TK>(hi, lo, x0, x1, x2, x3, k, ref p0, ref q0);
+                RowPatterns<TK>(hi + hs, lo + ls, x0, x1, x2, x3, k, ref p1, ref q1);
+                RowPatterns<TK>(hi + 2 * hs, lo + 2 * ls, x0, x1, x2, x3, k, ref p2, ref q2);
+                RowPatterns<TK>(hi + 3 * hs, lo + 3 * ls, x0, x1, x2, x3, k, ref p3, ref q3);
+            }
+            a.Y[r] = Finish(F32x16.Sum(new F32x16(p0 + q0)), a.Scales[r], a.Post[0]);
+            a.Y[r + 1] = Finish(F32x16.Sum(new F32x16(p1 + q1)), a.Scales[r + 1], a.Post[0]);
+            a.Y[r + 2] = Finish(F32x16.Sum(new F32x16(p2 + q2)), a.Scales[r + 2], a.Post[0]);
+            a.Y[r + 3] = Finish(F32x16.Sum(new F32x16(p3 + q3)), a.Scales[r + 3], a.Post[0]);
+        }
+        for (; r < end; r++)
+        {
+            byte* hi = a.High + r * hs, lo = a.Low + r * ls;
+            float* xb = a.X;
+            Vector512<float> p0 = default, q0 = default;
+            for (byte* stop = lo + ls; lo < stop; lo += 32, hi += hb, xb += 64)
+                RowPatterns<TK>(hi, lo, Vector512.Load(xb), Vector512.Load(xb + 16), Vector512.Load(xb + 32), Vector512.Load(xb + 48), k, ref p0, ref q0);
+            a.Y[r] = Finish(F32x16.Sum(new F32x16(p0 + q0)), a.Scales[r], a.Post[0]);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RowPatterns<TK>(byte* hi, byte* lo, Vector512<float> x0, Vector512<float> x1, Vector512<float> x2, Vector512<float> x3,
+        in FpxDecode.ConstsVbmi k, ref Vector512<float> p, ref Vector512<float> q) where TK : struct, ICodeKind
+    {
+        FpxDecode.Patterns512<TK>(hi, lo, k, out var f0, out var f1, out var f2, out var f3);
+        p = Avx512F.FusedMultiplyAdd(f0, x0, p);
+        q = Avx512F.FusedMultiplyAdd(f1, x1, q);
+        p = Avx512F.FusedMultiplyAdd(f2, x2, p);
+        q = Avx512F.FusedMultiplyAdd(f3, x3, q);
+    }
+
+    // Four rows share each activation load (x stays in L1/L2 traffic at 1 B/weight instead of 4); two accumulators per row.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Gemv512<TK>(ref FpxArgs a, int rowStart, int rowCount) where TK : struct, ICodeKind
     {
         int blocks = a.KPad / 64, hb = TK.Kind == 1 ? 8 : 16;
+        long hs = (long)blocks * hb, ls = (long)blocks * 32;
         var k = new FpxDecode.Consts512(FpxDecode.MaskFor<TK>());
-        for (int r = rowStart; r < rowStart + rowCount; r++)
+        int r = rowStart, end = rowStart + rowCount;
+        for (; r + 4 <= end; r += 4)
         {
-            byte* hi = a.High + (long)r * blocks * hb, lo = a.Low + (long)r * blocks * 32;
+            byte* hi = a.High + r * hs, lo = a.Low + r * ls;
             float* xb = a.X;
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            for (byte* end = lo + 32 * blocks; lo < end; lo += 32, hi += hb, xb += 64)
+            Vector512<float> p0 = default, q0 = default, p1 = default, q1 = default, p2 = default, q2 = default, p3 = default, q3 = default;
+            for (byte* stop = lo + ls; lo < stop; lo += 32, hi += hb, xb += 64)
             {
-                Vector512<sbyte> c = FpxDecode.Codes512<TK>(hi, lo, k).AsSByte();
-                a0 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetLower().GetLower(), k), Vector512.Load(xb), a0);
-                a1 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetLower().GetUpper(), k), Vector512.Load(xb + 16), a1);
-                a2 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetUpper().GetLower(), k), Vector512.Load(xb + 32), a2);
-                a3 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetUpper().GetUpper(), k), Vector512.Load(xb + 48), a3);
+                Vector512<float> x0 = Vector512.Load(xb), x1 = Vector512.Load(xb + 16), x2 = Vector512.Load(xb + 32), x3 = Vector512.Load(xb + 48);
+                Row4<TK>(hi, lo, x0, x1, x2, x3, k, ref p0, ref q0);
+                Row4<TK>(hi + hs, lo + ls, x0, x1, x2, x3, k, ref p1, ref q1);
+                Row4<TK>(hi + 2 * hs, lo + 2 * ls, x0, x1, x2, x3, k, ref p2, ref q2);
+                Row4<TK>(hi + 3 * hs, lo + 3 * ls, x0, x1, x2, x3, k, ref p3, ref q3);
             }
-            a.Y[r] = Finish(F32x16.Sum(new F32x16((a0 + a1) + (a2 + a3))), a.Scales[r], a.Post[0]);
+            a.Y[r] = Finish(F32x16.Sum(new F32x16(p0 + q0)), a.Scales[r], a.Post[0]);
+            a.Y[r + 1] = Finish(F32x16.Sum(new F32x16(p1 + q1)), a.Scales[r + 1], a.Post[0]);
+            a.Y[r + 2] = Finish(F32x16.Sum(new F32x16(p2 + q2)), a.Scales[r + 2], a.Post[0]);
+            a.Y[r + 3] = Finish(F32x16.Sum(new F32x16(p3 + q3)), a.Scales[r + 3], a.Post[0]);
         }
+        for (; r < end; r++)
+        {
+            byte* hi = a.High + r * hs, lo = a.Low + r * ls;
+            float* xb = a.X;
+            Vector512<float> p0 = default, q0 = default;
+            for (byte* stop = lo + ls; lo < stop; lo += 32, hi += hb, xb += 64)
+                Row4<TK>(hi, lo, Vector512.Load(xb), Vector512.Load(xb + 16), Vector512.Load(xb + 32), Vector512.Load(xb + 48), k, ref p0, ref q0);
+            a.Y[r] = Finish(F32x16.Sum(new F32x16(p0 + q0)), a.Scales[r], a.Post[0]);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Row4<TK>(byte* hi, byte* lo, Vector512<float> x0, Vector512<float> x1, Vector512<float> x2, Vector512<float> x3,
+        in FpxDecode.Consts512 k, ref Vector512<float> p, ref Vector512<float> q) where TK : struct, ICodeKind
+    {
+        Vector512<sbyte> c = FpxDecode.Codes512<TK>(hi, lo, k).AsSByte();
+        // vextracti32x4 per quarter (one instruction each; quarter 0 is the low xmm, free).
+        p = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(c.GetLower().GetLower(), k), x0, p);
+        q = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(Avx512F.ExtractVector128(c, 1), k), x1, q);
+        p = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(Avx512F.ExtractVector128(c, 2), k), x2, p);
+        q = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<TK>(Avx512F.ExtractVector128(c, 3), k), x3, q);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -284,21 +376,32 @@ public static unsafe class FpxGemm
         }
     }
 
-    /// <summary>Decodes four rows at a time into the per-thread scratch, then runs 4×4 register tiles over the tokens.</summary>
+    /// <summary>Columns decoded per scratch tile: 4 rows × 1024 fp32 (16 KB) plus a 4-token slice of x (16 KB) stay in L1.</summary>
+    internal const int KTile = 1024;
+
+    /// <summary>Decodes four rows × <see cref="KTile"/> columns at a time into the per-thread scratch, then runs 4×4 register
+    /// tiles over the tokens, accumulating per-(row, token) partial sums across column tiles.</summary>
     private static void DecodedTiles<TK, TV>(IsaPath isa, ref FpxArgs a, int rowStart, int rowCount)
         where TK : struct, ICodeKind where TV : struct, ISimdF32<TV>
     {
-        int kPad = a.KPad, blocks = kPad / 64, hb = TK.Kind == 1 ? 8 : 16;
-        float* w = Scratch(4 * kPad);
+        int kPad = a.KPad, blocks = kPad / 64, hb = TK.Kind == 1 ? 8 : 16, kt = Math.Min(kPad, KTile);
+        float* w = Scratch(4 * kt + 4 * a.N);
+        float* part = w + 4 * kt;
         for (int r = rowStart; r < rowStart + rowCount; r += 4)
         {
             int valid = Math.Min(4, rowStart + rowCount - r);
-            for (int i = 0; i < 4; i++)
+            new Span<float>(part, 4 * a.N).Clear();
+            for (int k0 = 0; k0 < kPad; k0 += kt)
             {
-                int rr = r + Math.Min(i, valid - 1); // missing rows repeat the last one; their outputs are not stored
-                FpxDecode.Row<TK>(isa, a.High + (long)rr * blocks * hb, a.Low + (long)rr * blocks * 32, blocks, w + i * kPad);
+                int len = Math.Min(kt, kPad - k0), b0 = k0 / 64;
+                for (int i = 0; i < 4; i++)
+                {
+                    long rr = r + Math.Min(i, valid - 1); // missing rows repeat the last one; their outputs are not stored
+                    FpxDecode.Row<TK>(isa, a.High + (rr * blocks + b0) * hb, a.Low + (rr * blocks + b0) * 32, len / 64, w + i * len);
+                }
+                DecodedDot.Tiles<TV>(w, a.X + k0, kPad, a.N, len, part);
             }
-            DecodedDot.Tiles<TV>(w, valid, a.X, a.N, kPad, r, a.M, a.Scales, a.Post, a.Y);
+            DecodedDot.Store(part, valid, a.N, r, a.M, a.Scales, a.Post, a.Y);
         }
     }
 
@@ -346,20 +449,19 @@ public static unsafe class FpxGemm
 /// <summary>Shared tail of the decoded paths: 4×4 register tiles over a decoded scratch block, and row scaling.</summary>
 internal static unsafe class DecodedDot
 {
-    /// <summary>y[j, r0 + i] = Finish(Σ_c w[i, c]·x[j, c]) for i &lt; <paramref name="valid"/> and every token j.</summary>
+    /// <summary>part[i·n + j] += Σ_c w[i·len + c]·x[j·xStride + c] for the four rows i and every token j (len a multiple of 16).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Tiles<TV>(float* w, int valid, float* x, int n, int kPad, int r0, int m, float* scales, double* post, float* y)
-        where TV : struct, ISimdF32<TV>
+    public static void Tiles<TV>(float* w, float* x, int xStride, int n, int len, float* part) where TV : struct, ISimdF32<TV>
     {
-        float* w0 = w, w1 = w + kPad, w2 = w1 + kPad, w3 = w2 + kPad;
-        Span<float> s = stackalloc float[16];
+        float* w0 = w, w1 = w + len, w2 = w1 + len, w3 = w2 + len;
+        float* p0 = part, p1 = part + n, p2 = p1 + n, p3 = p2 + n;
         int j = 0;
         for (; j + 4 <= n; j += 4)
         {
-            float* x0 = x + (long)j * kPad, x1 = x0 + kPad, x2 = x1 + kPad, x3 = x2 + kPad;
+            float* x0 = x + (long)j * xStride, x1 = x0 + xStride, x2 = x1 + xStride, x3 = x2 + xStride;
             TV a00 = TV.Zero, a01 = TV.Zero, a02 = TV.Zero, a03 = TV.Zero, a10 = TV.Zero, a11 = TV.Zero, a12 = TV.Zero, a13 = TV.Zero;
             TV a20 = TV.Zero, a21 = TV.Zero, a22 = TV.Zero, a23 = TV.Zero, a30 = TV.Zero, a31 = TV.Zero, a32 = TV.Zero, a33 = TV.Zero;
-            for (int c = 0; c < kPad; c += TV.Count)
+            for (int c = 0; c < len; c += TV.Count)
             {
                 TV v0 = TV.Load(ref x0[c]), v1 = TV.Load(ref x1[c]), v2 = TV.Load(ref x2[c]), v3 = TV.Load(ref x3[c]);
                 TV u = TV.Load(ref w0[c]);
@@ -371,19 +473,16 @@ internal static unsafe class DecodedDot
                 u = TV.Load(ref w3[c]);
                 a30 = TV.MultiplyAdd(u, v0, a30); a31 = TV.MultiplyAdd(u, v1, a31); a32 = TV.MultiplyAdd(u, v2, a32); a33 = TV.MultiplyAdd(u, v3, a33);
             }
-            s[0] = TV.Sum(a00); s[1] = TV.Sum(a01); s[2] = TV.Sum(a02); s[3] = TV.Sum(a03);
-            s[4] = TV.Sum(a10); s[5] = TV.Sum(a11); s[6] = TV.Sum(a12); s[7] = TV.Sum(a13);
-            s[8] = TV.Sum(a20); s[9] = TV.Sum(a21); s[10] = TV.Sum(a22); s[11] = TV.Sum(a23);
-            s[12] = TV.Sum(a30); s[13] = TV.Sum(a31); s[14] = TV.Sum(a32); s[15] = TV.Sum(a33);
-            for (int i = 0; i < valid; i++)
-                for (int jj = 0; jj < 4; jj++)
-                    y[(long)(j + jj) * m + r0 + i] = Finish(s[i * 4 + jj], scales, r0 + i, post, j + jj);
+            p0[j] += TV.Sum(a00); p0[j + 1] += TV.Sum(a01); p0[j + 2] += TV.Sum(a02); p0[j + 3] += TV.Sum(a03);
+            p1[j] += TV.Sum(a10); p1[j + 1] += TV.Sum(a11); p1[j + 2] += TV.Sum(a12); p1[j + 3] += TV.Sum(a13);
+            p2[j] += TV.Sum(a20); p2[j + 1] += TV.Sum(a21); p2[j + 2] += TV.Sum(a22); p2[j + 3] += TV.Sum(a23);
+            p3[j] += TV.Sum(a30); p3[j + 1] += TV.Sum(a31); p3[j + 2] += TV.Sum(a32); p3[j + 3] += TV.Sum(a33);
         }
         for (; j < n; j++)
         {
-            float* xj = x + (long)j * kPad;
+            float* xj = x + (long)j * xStride;
             TV a0 = TV.Zero, a1 = TV.Zero, a2 = TV.Zero, a3 = TV.Zero;
-            for (int c = 0; c < kPad; c += TV.Count)
+            for (int c = 0; c < len; c += TV.Count)
             {
                 TV v = TV.Load(ref xj[c]);
                 a0 = TV.MultiplyAdd(TV.Load(ref w0[c]), v, a0);
@@ -391,9 +490,15 @@ internal static unsafe class DecodedDot
                 a2 = TV.MultiplyAdd(TV.Load(ref w2[c]), v, a2);
                 a3 = TV.MultiplyAdd(TV.Load(ref w3[c]), v, a3);
             }
-            s[0] = TV.Sum(a0); s[1] = TV.Sum(a1); s[2] = TV.Sum(a2); s[3] = TV.Sum(a3);
-            for (int i = 0; i < valid; i++) y[(long)j * m + r0 + i] = Finish(s[i], scales, r0 + i, post, j);
+            p0[j] += TV.Sum(a0); p1[j] += TV.Sum(a1); p2[j] += TV.Sum(a2); p3[j] += TV.Sum(a3);
         }
+    }
+
+    /// <summary>y[j, r0 + i] = Finish(part[i·n + j]) for the <paramref name="valid"/> real rows.</summary>
+    public static void Store(float* part, int valid, int n, int r0, int m, float* scales, double* post, float* y)
+    {
+        for (int i = 0; i < valid; i++)
+            for (int j = 0; j < n; j++) y[(long)j * m + r0 + i] = Finish(part[i * n + j], scales, r0 + i, post, j);
     }
 
     // FP: scales = row scales, post = 2^(B − e_j). INT6 (scales == null): the decoded weights already carry their scales.

@@ -97,6 +97,9 @@ public static unsafe class Int6Gemm
         int m = weights.Rows, k = weights.Columns, kPad = weights.PaddedColumns, n = xScales.Length, groups = weights.GroupsPerRow;
         ThrowHelper.ThrowIfLengthMismatch(nameof(xq), xq.Length, (long)n * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
+        ThrowHelper.ThrowIfOverlapping(xq, y, nameof(xq));
+        ThrowHelper.ThrowIfOverlapping(xScales, y, nameof(xScales));
+        if ((long)n * kPad > Array.MaxLength) ThrowHelper.Argument(nameof(xq), $"n·kPad = {(long)n * kPad} exceeds the largest scratch buffer; split the batch.");
         IsaPath isa = CpuIsa.Resolve(options);
         if (m == 0 || n == 0) return;
         // Padded activations and the per-group offset corrections 32·Σ_{c∈g} xq[j, c].
@@ -160,6 +163,7 @@ public static unsafe class Int6Gemm
         ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
         ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        if ((long)n * kPad > Array.MaxLength) ThrowHelper.Argument(nameof(x), $"n·kPad = {(long)n * kPad} exceeds the largest scratch buffer; split the batch.");
         IsaPath isa = CpuIsa.Resolve(options);
         if (m == 0 || n == 0) return;
         float[] xs = ArrayPool<float>.Shared.Rent(n * kPad);
@@ -232,37 +236,75 @@ public static unsafe class Int6Gemm
             W6A16Decoded<F32x16>(IsaPath.Avx512, ref a, rowStart, rowCount);
             return;
         }
-        int blocks = a.KPad / 64;
+        int blocks = a.KPad / 64, gb = a.GroupBlocks;
+        long hs = (long)blocks * 16, ls = (long)blocks * 32;
         var k = new FpxDecode.Consts512(0);
-        for (int r = rowStart; r < rowStart + rowCount; r++)
+        int r = rowStart, end = rowStart + rowCount;
+        // Four rows share each activation load, as in FpxGemm.
+        for (; r + 4 <= end; r += 4)
         {
-            byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
+            byte* hi = a.High + r * hs, lo = a.Low + r * ls;
             float* sc = a.Scales + (long)r * a.Groups;
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector512<float> p0 = default, q0 = default, p1 = default, q1 = default, p2 = default, q2 = default, p3 = default, q3 = default;
             for (int b = 0; b < blocks; b++)
             {
-                Vector512<sbyte> c = FpxDecode.Codes512<Int6Kind>(hi + 16 * b, lo + 32 * b, k).AsSByte();
-                Vector512<float> s = Vector512.Create(sc[b / a.GroupBlocks]);
                 float* xb = a.X + 64 * b;
-                a0 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetLower().GetLower(), k) * s, Vector512.Load(xb), a0);
-                a1 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetLower().GetUpper(), k) * s, Vector512.Load(xb + 16), a1);
-                a2 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetUpper().GetLower(), k) * s, Vector512.Load(xb + 32), a2);
-                a3 = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetUpper().GetUpper(), k) * s, Vector512.Load(xb + 48), a3);
+                Vector512<float> x0 = Vector512.Load(xb), x1 = Vector512.Load(xb + 16), x2 = Vector512.Load(xb + 32), x3 = Vector512.Load(xb + 48);
+                int g = b / gb;
+                Row4(hi + 16 * b, lo + 32 * b, sc[g], x0, x1, x2, x3, k, ref p0, ref q0);
+                Row4(hi + hs + 16 * b, lo + ls + 32 * b, sc[a.Groups + g], x0, x1, x2, x3, k, ref p1, ref q1);
+                Row4(hi + 2 * hs + 16 * b, lo + 2 * ls + 32 * b, sc[2 * a.Groups + g], x0, x1, x2, x3, k, ref p2, ref q2);
+                Row4(hi + 3 * hs + 16 * b, lo + 3 * ls + 32 * b, sc[3 * a.Groups + g], x0, x1, x2, x3, k, ref p3, ref q3);
             }
-            a.Y[r] = F32x16.Sum(new F32x16((a0 + a1) + (a2 + a3)));
+            a.Y[r] = F32x16.Sum(new F32x16(p0 + q0));
+            a.Y[r + 1] = F32x16.Sum(new F32x16(p1 + q1));
+            a.Y[r + 2] = F32x16.Sum(new F32x16(p2 + q2));
+            a.Y[r + 3] = F32x16.Sum(new F32x16(p3 + q3));
         }
+        for (; r < end; r++)
+        {
+            byte* hi = a.High + r * hs, lo = a.Low + r * ls;
+            float* sc = a.Scales + (long)r * a.Groups;
+            Vector512<float> p0 = default, q0 = default;
+            for (int b = 0; b < blocks; b++)
+            {
+                float* xb = a.X + 64 * b;
+                Row4(hi + 16 * b, lo + 32 * b, sc[b / gb], Vector512.Load(xb), Vector512.Load(xb + 16), Vector512.Load(xb + 32), Vector512.Load(xb + 48), k, ref p0, ref q0);
+            }
+            a.Y[r] = F32x16.Sum(new F32x16(p0 + q0));
+        }
+    }
+
+    // One block of one row: (float)q · scale (vmulps; exactly the dequantized weight), then FMA with x.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Row4(byte* hi, byte* lo, float scale, Vector512<float> x0, Vector512<float> x1, Vector512<float> x2, Vector512<float> x3,
+        in FpxDecode.Consts512 k, ref Vector512<float> p, ref Vector512<float> q)
+    {
+        Vector512<sbyte> c = FpxDecode.Codes512<Int6Kind>(hi, lo, k).AsSByte();
+        Vector512<float> s = Vector512.Create(scale);
+        p = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetLower().GetLower(), k) * s, x0, p);
+        q = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(Avx512F.ExtractVector128(c, 1), k) * s, x1, q);
+        p = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(Avx512F.ExtractVector128(c, 2), k) * s, x2, p);
+        q = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(Avx512F.ExtractVector128(c, 3), k) * s, x3, q);
     }
 
     /// <summary>W6A16 on AVX2 / Vector128 (and AVX-512 with n &gt; 1): rows decoded to dequantized fp32, then 4×4 tiles.</summary>
     private static void W6A16Decoded<TV>(IsaPath isa, ref A16Args a, int rowStart, int rowCount) where TV : struct, ISimdF32<TV>
     {
-        int kPad = a.KPad;
-        float* w = Scratch(4 * kPad);
+        int kPad = a.KPad, kt = Math.Min(kPad, FpxGemm.KTile);
+        float* w = Scratch(4 * kt + 4 * a.N);
+        float* part = w + 4 * kt;
         for (int r = rowStart; r < rowStart + rowCount; r += 4)
         {
             int valid = Math.Min(4, rowStart + rowCount - r);
-            for (int i = 0; i < 4; i++) DecodeRow(isa, ref a, r + Math.Min(i, valid - 1), w + i * kPad);
-            DecodedDot.Tiles<TV>(w, valid, a.X, a.N, kPad, r, a.M, null, null, a.Y);
+            new Span<float>(part, 4 * a.N).Clear();
+            for (int k0 = 0; k0 < kPad; k0 += kt)
+            {
+                int len = Math.Min(kt, kPad - k0);
+                for (int i = 0; i < 4; i++) DecodeRow(isa, ref a, r + Math.Min(i, valid - 1), k0 / 64, len / 64, w + i * len);
+                DecodedDot.Tiles<TV>(w, a.X + k0, kPad, a.N, len, part);
+            }
+            DecodedDot.Store(part, valid, a.N, r, a.M, null, null, a.Y);
         }
     }
 
@@ -272,7 +314,7 @@ public static unsafe class Int6Gemm
         float* w = Scratch(a.KPad);
         for (int r = rowStart; r < rowStart + rowCount; r++)
         {
-            DecodeRow(IsaPath.Scalar, ref a, r, w);
+            DecodeRow(IsaPath.Scalar, ref a, r, 0, a.KPad / 64, w);
             for (int j = 0; j < a.N; j++)
             {
                 float* xj = a.X + (long)j * a.KPad;
@@ -284,14 +326,14 @@ public static unsafe class Int6Gemm
     }
 
     // Dequantized row: (float)(q · scale_g) — one rounding, as in the reference.
-    private static void DecodeRow(IsaPath isa, ref A16Args a, int r, float* w)
+    private static void DecodeRow(IsaPath isa, ref A16Args a, int r, int b0, int nb, float* w)
     {
-        int blocks = a.KPad / 64;
-        FpxDecode.Row<Int6Kind>(isa, a.High + (long)r * blocks * 16, a.Low + (long)r * blocks * 32, blocks, w);
+        long blk = (long)r * (a.KPad / 64) + b0;
+        FpxDecode.Row<Int6Kind>(isa, a.High + blk * 16, a.Low + blk * 32, nb, w);
         float* sc = a.Scales + (long)r * a.Groups;
-        for (int b = 0; b < blocks; b++)
+        for (int b = 0; b < nb; b++)
         {
-            var s = new System.Numerics.Vector<float>(sc[b / a.GroupBlocks]);
+            var s = new System.Numerics.Vector<float>(sc[(b0 + b) / a.GroupBlocks]);
             float* wb = w + 64 * b;
             for (int i = 0; i < 64; i += System.Numerics.Vector<float>.Count)
                 (Unsafe.Read<System.Numerics.Vector<float>>(wb + i) * s).CopyTo(new Span<float>(wb + i, System.Numerics.Vector<float>.Count));

@@ -13,6 +13,8 @@ public sealed class FpxCheck : IProbeCheck
     /// <inheritdoc/>
     public string? Run()
     {
+        // Reported so a child-process test can assert that DOTNET_EnableAVX512v2=0 (VBMI off) took effect (the vpshufb fallbacks).
+        Console.WriteLine($"fact Avx512Vbmi={System.Runtime.Intrinsics.X86.Avx512Vbmi.IsSupported}");
         var rng = new Random(42);
         foreach (var (m, k, n) in new[] { (1, 1, 1), (7, 65, 1), (17, 200, 3), (33, 515, 5), (9, 1024, 9) })
         {

@@ -66,6 +66,43 @@ public class FpxGemmTests
     }
 
     [Fact]
+    public void Gemm_Avx512WithoutPatternPath_MatchesReference()
+    {
+        // On VBMI machines GEMV uses the byte-interleave path; this runs the plain AVX-512 GEMV too (both are correct, so other
+        // tests running concurrently are unaffected by the switch).
+        if (!CpuIsa.IsSupported(IsaPath.Avx512)) return;
+        FpxGemm.EnablePatterns512 = false;
+        try
+        {
+            Prop.ForAll(Cases, c => Check(c with { N = 1 }, IsaPath.Avx512)).QuickCheckThrowOnFailure();
+        }
+        finally
+        {
+            FpxGemm.EnablePatterns512 = true;
+        }
+    }
+
+    [Fact]
+    public void Probe_WithoutVbmi_Passes()
+    {
+        // The vpshufb fallbacks of the AVX-512 decode only run where AVX512-VBMI is off (.NET 10: DOTNET_EnableAVX512v2=0 turns off IFMA+VBMI): check them in a child process.
+        var report = ProbeRunner.Run(new Dictionary<string, string> { ["DOTNET_EnableAVX512v2"] = "0" }, "fpx");
+        Assert.Equal("False", report.Facts.GetValueOrDefault("Avx512Vbmi")); // the switch took effect
+        Assert.True(report.ExitCode == 0 && report.Failed.Count == 0 && report.Passed.Contains("fpx"), report.Output);
+    }
+
+    [Fact]
+    public void Gemm_SeveralColumnTiles_EachIsa_MatchesReference()
+    {
+        // k > FpxGemm.KTile: the decoded-tile path accumulates partial sums across column tiles (and a short last tile).
+        foreach (var isa in IsaMatrix.All.Where(CpuIsa.IsSupported))
+        {
+            Check(new Case(9, 2 * FpxGemm.KTile + 77, 6, 21, false, false), isa);
+            Check(new Case(6, FpxGemm.KTile + 1, 5, 22, true, true), isa);
+        }
+    }
+
+    [Fact]
     public void Gemm_ExtremeActivations_StayAccurate()
     {
         // Tiny, huge and mixed-range activations: the power-of-two pre-scaling keeps products away from under/overflow.

@@ -79,6 +79,16 @@ public class Int6GemmTests
     }
 
     [Fact]
+    public void Gemm_SeveralColumnTiles_EachIsa_MatchesReference()
+    {
+        foreach (var isa in IsaMatrix.All.Where(CpuIsa.IsSupported))
+        {
+            CheckA16(new Case(7, 2 * FpxGemm.KTile + 100, 6, 128, 31, false), isa);
+            CheckA8(new Case(7, 2 * FpxGemm.KTile + 100, 6, 64, 32, false), isa);
+        }
+    }
+
+    [Fact]
     public void Gemm_LargeParallel_MatchesReference()
     {
         CheckA16(new Case(157, 1024, 1, 128, 3, false), IsaPath.Auto);
