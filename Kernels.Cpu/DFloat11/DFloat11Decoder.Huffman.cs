@@ -54,58 +54,78 @@ public static unsafe partial class DFloat11Decoder
         byte* bits = s.Bits;
         uint* multi = s.Multi;
         long limit = s.BitCount;
-        int pa = 0, pb = 0;
         const int Shift = 64 - DFloat11DecodeTable.PrimaryBits;
-        while (countA - pa >= 4 * DFloat11DecodeTable.MaxCodesPerEntry && countB - pb >= 4 * DFloat11DecodeTable.MaxCodesPerEntry)
+        const int PerRefill = 4 * DFloat11DecodeTable.MaxCodesPerEntry;
+        // Output cursors; the fast loop runs while both blocks have at least 12 codes left (4 lookups × ≤ 3 codes).
+        byte* oa = expsA, ob = expsB;
+        byte* oaLast = expsA + countA - PerRefill, obLast = expsB + countB - PerRefill;
+        uint eA, eB;
+        while (oa <= oaLast && ob <= obLast)
         {
             if (posA > limit || posB > limit) return false;
             ulong wa = Window(bits, posA), wb = Window(bits, posB);
-            int usedA = 0, usedB = 0;
-            bool okA = true, okB = true;
-            for (int step = 0; step < 4; step++)
-            {
-                if (okA)
-                {
-                    uint e = multi[wa >> Shift];
-                    if (e == 0) okA = false;
-                    else
-                    {
-                        Unsafe.WriteUnaligned(expsA + pa, e);
-                        pa += (int)(e >> 24) & 3;
-                        int l = (int)(e >> 26);
-                        usedA += l;
-                        wa <<= l;
-                    }
-                }
-                if (okB)
-                {
-                    uint e = multi[wb >> Shift];
-                    if (e == 0) okB = false;
-                    else
-                    {
-                        Unsafe.WriteUnaligned(expsB + pb, e);
-                        pb += (int)(e >> 24) & 3;
-                        int l = (int)(e >> 26);
-                        usedB += l;
-                        wb <<= l;
-                    }
-                }
-            }
-            posA += usedA;
-            posB += usedB;
-            if (!okA)
+            // Four lookups per stream, interleaved: two independent load→shift→index chains. ≤ 48 of ≥ 57 bits used.
+            eA = multi[wa >> Shift];
+            eB = multi[wb >> Shift];
+            if (eA == 0 | eB == 0) goto Slow;
+            Unsafe.WriteUnaligned(oa, eA);
+            Unsafe.WriteUnaligned(ob, eB);
+            oa += (eA >> 24) & 3;
+            ob += (eB >> 24) & 3;
+            wa <<= (int)(eA >> 26);
+            wb <<= (int)(eB >> 26);
+            posA += eA >> 26;
+            posB += eB >> 26;
+            eA = multi[wa >> Shift];
+            eB = multi[wb >> Shift];
+            if (eA == 0 | eB == 0) goto Slow;
+            Unsafe.WriteUnaligned(oa, eA);
+            Unsafe.WriteUnaligned(ob, eB);
+            oa += (eA >> 24) & 3;
+            ob += (eB >> 24) & 3;
+            wa <<= (int)(eA >> 26);
+            wb <<= (int)(eB >> 26);
+            posA += eA >> 26;
+            posB += eB >> 26;
+            eA = multi[wa >> Shift];
+            eB = multi[wb >> Shift];
+            if (eA == 0 | eB == 0) goto Slow;
+            Unsafe.WriteUnaligned(oa, eA);
+            Unsafe.WriteUnaligned(ob, eB);
+            oa += (eA >> 24) & 3;
+            ob += (eB >> 24) & 3;
+            wa <<= (int)(eA >> 26);
+            wb <<= (int)(eB >> 26);
+            posA += eA >> 26;
+            posB += eB >> 26;
+            eA = multi[wa >> Shift];
+            eB = multi[wb >> Shift];
+            if (eA == 0 | eB == 0) goto Slow;
+            Unsafe.WriteUnaligned(oa, eA);
+            Unsafe.WriteUnaligned(ob, eB);
+            oa += (eA >> 24) & 3;
+            ob += (eB >> 24) & 3;
+            wa <<= (int)(eA >> 26);
+            wb <<= (int)(eB >> 26);
+            posA += eA >> 26;
+            posB += eB >> 26;
+            continue;
+        Slow:
+            // A code longer than 12 bits or an escape in either stream (rare): one token via the LUTs, then refill both.
+            if (eA == 0)
             {
                 if (posA > limit) return false;
-                expsA[pa++] = (byte)SlowOne(s, Window(bits, posA), out int n);
+                *oa++ = (byte)SlowOne(s, Window(bits, posA), out int n);
                 posA += n;
             }
-            if (!okB)
+            if (eB == 0)
             {
                 if (posB > limit) return false;
-                expsB[pb++] = (byte)SlowOne(s, Window(bits, posB), out int n);
+                *ob++ = (byte)SlowOne(s, Window(bits, posB), out int n);
                 posB += n;
             }
         }
+        int pa = (int)(oa - expsA), pb = (int)(ob - expsB);
         long endA = DecodeExponents(s, posA, expsA + pa, countA - pa);
         long endB = DecodeExponents(s, posB, expsB + pb, countB - pb);
         return EndsWell(s, block, endA) && EndsWell(s, block + 1, endB);
