@@ -121,8 +121,8 @@ public sealed class DFloat11Tensor
         int nBytes = encodedExponents.Length;
         int nBlocks = DFloat11Format.BlockCount(nBytes);
         if (n > 0 && nBytes == 0) throw new InvalidDataException($"{n} elements but an empty exponent stream.");
-        if ((long)nBytes * 8 > (long)n * DFloat11Format.MaxTokenBits + 7)
-            throw new InvalidDataException($"exponent stream of {nBytes} bytes is longer than {n} codes of ≤ 32 bits.");
+        if ((long)nBytes * 8 > ((long)n + 2) * DFloat11Format.MaxTokenBits)
+            throw new InvalidDataException($"exponent stream of {nBytes} bytes is longer than {n} codes (plus an EOF) of ≤ 32 bits.");
         if (outputPositions.Length != nBlocks + 1)
             throw new InvalidDataException($"output positions have {outputPositions.Length} entries; {nBytes} stream bytes make {nBlocks} blocks, so {nBlocks + 1} are required.");
         if ((long)gaps.Length != (long)nBlocks * DFloat11Format.GapBytesPerBlock)

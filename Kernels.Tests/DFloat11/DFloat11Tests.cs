@@ -210,6 +210,27 @@ public class DFloat11Tests
     }
 
     [Fact]
+    public void CpuBackend_DecompressAndGemm_MatchReference()
+    {
+        using var cpu = new CpuBackend();
+        var v = Gaussian(new Random(5), 12 * 40);
+        var t = DFloat11Encoder.Encode(v, new TensorShape(12, 40));
+        using var w = cpu.Upload(t);
+        using var d = cpu.Allocate<BFloat16>(12, 40);
+        cpu.Decompress(w, d);
+        AssertBits(v, d.ToArray(), "CpuBackend.Decompress");
+        using var wrong = cpu.Allocate<BFloat16>(12, 41);
+        Assert.Contains("480", Assert.Throws<ArgumentException>(() => cpu.Decompress(w, wrong)).Message);
+        using var x = cpu.Allocate<float>(1, 41);
+        using var y = cpu.Allocate<float>(1, 12);
+        Assert.Throws<ArgumentException>(() => cpu.Gemm(w, x, y));
+        using var other = new CpuBackend();
+        Assert.Throws<ArgumentException>(() => other.Decompress(w, d));
+        w.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => cpu.Decompress(w, d));
+    }
+
+    [Fact]
     public void Decompress_WrongDestination_Throws()
     {
         var t = DFloat11Encoder.Encode(Gaussian(new Random(1), 100));
