@@ -209,6 +209,29 @@ public class DFloat11Tests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public unsafe void Merge_EachIsa_EveryLength_MatchesFormula(IsaPath isa)
+    {
+        if (!CpuIsa.IsSupported(isa)) return;
+        var rng = new Random(42);
+        for (int count = 0; count <= 4 * 64 + 3; count++)
+        {
+            var exps = new byte[count + 1];
+            var sm = new byte[count + 1];
+            rng.NextBytes(exps);
+            rng.NextBytes(sm);
+            var dst = new ushort[count + 1];
+            dst[count] = 0xBEEF; // sentinel: nothing past count is written
+            fixed (byte* e = exps)
+            fixed (byte* s = sm)
+            fixed (ushort* d = dst)
+                DFloat11Decoder.Merge(isa, e, s, d, count);
+            for (int i = 0; i < count; i++) Assert.Equal(DFloat11Format.Combine(sm[i], exps[i]), dst[i]);
+            Assert.Equal(0xBEEF, dst[count]);
+        }
+    }
+
     [Fact]
     public void CpuBackend_DecompressAndGemm_MatchReference()
     {
