@@ -16,6 +16,8 @@ namespace Kernels.Quant.DFloat11;
 /// <para>Construction validates every size and the LUTs and copies the arrays, so decoders may trust the structure. The bits
 /// themselves are not trusted: decoders bound every read and report a stream that does not line up with the block metadata
 /// as <see cref="InvalidDataException"/>.</para>
+/// <para>Immutable and safe to share across threads (the derived <see cref="DecodeTable"/> is built lazily; a race only
+/// builds it twice).</para>
 /// </remarks>
 public sealed class DFloat11Tensor
 {
@@ -81,7 +83,7 @@ public sealed class DFloat11Tensor
     public double CompressionRatio => ElementCount == 0 ? 0 : CompressedBytes / (2.0 * ElementCount);
 
     /// <summary>The decoder's derived lookup tables (built once, on first use).</summary>
-    public DFloat11DecodeTable DecodeTable => _table ??= new DFloat11DecodeTable(_luts, Code);
+    public DFloat11DecodeTable DecodeTable => _table ??= new DFloat11DecodeTable(_luts);
 
     /// <summary>Bit offset (0–31) of the first code of decoder thread <paramref name="thread"/>.</summary>
     /// <param name="thread">Global thread index, &lt; 512·<see cref="BlockCount"/>.</param>
