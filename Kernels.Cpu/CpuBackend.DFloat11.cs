@@ -16,7 +16,7 @@ public sealed partial class CpuBackend : IDFloat11Ops
     /// <inheritdoc/>
     public void Decompress(IDFloat11Weights weights, DeviceTensor<BFloat16> destination)
     {
-        var w = Own(weights);
+        var w = OwnDFloat11(weights);
         ArgumentNullException.ThrowIfNull(destination);
         DenseGemmContract.RequireBackend(this, destination, nameof(destination));
         ThrowHelper.ThrowIfLengthMismatch(nameof(destination), destination.Shape.ElementCount, w.Source.ElementCount);
@@ -26,7 +26,7 @@ public sealed partial class CpuBackend : IDFloat11Ops
     /// <inheritdoc/>
     public void Gemm(IDFloat11Weights weights, DeviceTensor<float> x, DeviceTensor<float> y)
     {
-        var w = Own(weights);
+        var w = OwnDFloat11(weights);
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(y);
         DenseGemmContract.RequireBackend(this, x, nameof(x));
@@ -35,7 +35,7 @@ public sealed partial class CpuBackend : IDFloat11Ops
         DFloat11Decoder.Gemm(w.Source, ((CpuTensor<float>)x).Span, ((CpuTensor<float>)y).Span, m, k, n, Options);
     }
 
-    private CpuDFloat11Weights Own(IDFloat11Weights weights)
+    private CpuDFloat11Weights OwnDFloat11(IDFloat11Weights weights)
     {
         ArgumentNullException.ThrowIfNull(weights);
         if (weights is not CpuDFloat11Weights w || !ReferenceEquals(w.Backend, this))

@@ -22,7 +22,7 @@ public sealed partial class GpuBackend : IDFloat11Ops
     /// <inheritdoc/>
     public void Decompress(IDFloat11Weights weights, DeviceTensor<BFloat16> destination)
     {
-        var w = OwnWeights(weights);
+        var w = OwnDFloat11Weights(weights);
         ArgumentNullException.ThrowIfNull(destination);
         DenseGemmContract.RequireBackend(this, destination, nameof(destination));
         ThrowHelper.ThrowIfLengthMismatch(nameof(destination), destination.Shape.ElementCount, w.ElementCount);
@@ -40,7 +40,7 @@ public sealed partial class GpuBackend : IDFloat11Ops
     /// layers, as DFloat11 does per transformer block), then runs the dense bf16 GEMM kernel on it.</remarks>
     public void Gemm(IDFloat11Weights weights, DeviceTensor<float> x, DeviceTensor<float> y)
     {
-        var w = OwnWeights(weights);
+        var w = OwnDFloat11Weights(weights);
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(y);
         DenseGemmContract.RequireBackend(this, x, nameof(x));
@@ -55,7 +55,7 @@ public sealed partial class GpuBackend : IDFloat11Ops
         });
     }
 
-    private GpuDFloat11Weights OwnWeights(IDFloat11Weights weights)
+    private GpuDFloat11Weights OwnDFloat11Weights(IDFloat11Weights weights)
     {
         ArgumentNullException.ThrowIfNull(weights);
         if (weights is not GpuDFloat11Weights w || !ReferenceEquals(w.Backend, this))

@@ -37,19 +37,111 @@ public static unsafe partial class DFloat11Decoder
     [SkipLocalsInit]
     internal static int DecodeBlockExponents(in BlockStream s, int block, byte* exps)
     {
-        int count = (int)(s.Positions[block + 1] - s.Positions[block]);
-        long bitPos = (long)block * DFloat11Format.BlockBits + DFloat11Tensor.ReadGap(new ReadOnlySpan<byte>(s.Gaps, s.GapBytes), block * DFloat11Format.ThreadsPerBlock);
-        long end = DecodeExponents(s, bitPos, exps, count);
-        if (end < 0) return -1;
-        // Integrity: the last code must end exactly where the next non-empty block's first code starts.
-        bool nextHasCodes = block + 1 < s.BlockCount && s.Positions[block + 2] > s.Positions[block + 1];
-        if (nextHasCodes)
+        int count = BlockCount(s, block);
+        long end = DecodeExponents(s, BlockStart(s, block), exps, count);
+        return EndsWell(s, block, end) ? count : -1;
+    }
+
+    /// <summary>Decodes two blocks' exponents with their Huffman loops interleaved (two independent dependency chains keep
+    /// the core busy while each waits on its table load), then finishes each alone.</summary>
+    /// <returns>False when either block is corrupt (see <see cref="DecodeBlockExponents"/>).</returns>
+    [SkipLocalsInit]
+    internal static bool DecodeBlockPairExponents(in BlockStream s, int block, byte* expsA, byte* expsB, out int countA, out int countB)
+    {
+        countA = BlockCount(s, block);
+        countB = BlockCount(s, block + 1);
+        long posA = BlockStart(s, block), posB = BlockStart(s, block + 1);
+        byte* bits = s.Bits;
+        uint* multi = s.Multi;
+        long limit = s.BitCount;
+        const int Shift = 64 - DFloat11DecodeTable.PrimaryBits;
+        const int PerRefill = 4 * DFloat11DecodeTable.MaxCodesPerEntry;
+        // Output cursors; the fast loop runs while both blocks have at least 12 codes left (4 lookups × ≤ 3 codes).
+        byte* oa = expsA, ob = expsB;
+        byte* oaLast = expsA + countA - PerRefill, obLast = expsB + countB - PerRefill;
+        uint eA, eB;
+        while (oa <= oaLast && ob <= obLast)
         {
-            long next = (long)(block + 1) * DFloat11Format.BlockBits + DFloat11Tensor.ReadGap(new ReadOnlySpan<byte>(s.Gaps, s.GapBytes), (block + 1) * DFloat11Format.ThreadsPerBlock);
-            if (end != next) return -1;
+            if (posA > limit || posB > limit) return false;
+            ulong wa = Window(bits, posA), wb = Window(bits, posB);
+            // Four lookups per stream, interleaved: two independent load→shift→index chains. ≤ 48 of ≥ 57 bits used.
+            eA = multi[wa >> Shift];
+            eB = multi[wb >> Shift];
+            if (eA == 0 | eB == 0) goto Slow;
+            Unsafe.WriteUnaligned(oa, eA);
+            Unsafe.WriteUnaligned(ob, eB);
+            oa += (eA >> 24) & 3;
+            ob += (eB >> 24) & 3;
+            wa <<= (int)(eA >> 26);
+            wb <<= (int)(eB >> 26);
+            posA += eA >> 26;
+            posB += eB >> 26;
+            eA = multi[wa >> Shift];
+            eB = multi[wb >> Shift];
+            if (eA == 0 | eB == 0) goto Slow;
+            Unsafe.WriteUnaligned(oa, eA);
+            Unsafe.WriteUnaligned(ob, eB);
+            oa += (eA >> 24) & 3;
+            ob += (eB >> 24) & 3;
+            wa <<= (int)(eA >> 26);
+            wb <<= (int)(eB >> 26);
+            posA += eA >> 26;
+            posB += eB >> 26;
+            eA = multi[wa >> Shift];
+            eB = multi[wb >> Shift];
+            if (eA == 0 | eB == 0) goto Slow;
+            Unsafe.WriteUnaligned(oa, eA);
+            Unsafe.WriteUnaligned(ob, eB);
+            oa += (eA >> 24) & 3;
+            ob += (eB >> 24) & 3;
+            wa <<= (int)(eA >> 26);
+            wb <<= (int)(eB >> 26);
+            posA += eA >> 26;
+            posB += eB >> 26;
+            eA = multi[wa >> Shift];
+            eB = multi[wb >> Shift];
+            if (eA == 0 | eB == 0) goto Slow;
+            Unsafe.WriteUnaligned(oa, eA);
+            Unsafe.WriteUnaligned(ob, eB);
+            oa += (eA >> 24) & 3;
+            ob += (eB >> 24) & 3;
+            wa <<= (int)(eA >> 26);
+            wb <<= (int)(eB >> 26);
+            posA += eA >> 26;
+            posB += eB >> 26;
+            continue;
+        Slow:
+            // A code longer than 12 bits or an escape in either stream (rare): one token via the LUTs, then refill both.
+            if (eA == 0)
+            {
+                if (posA > limit) return false;
+                *oa++ = (byte)SlowOne(s, Window(bits, posA), out int n);
+                posA += n;
+            }
+            if (eB == 0)
+            {
+                if (posB > limit) return false;
+                *ob++ = (byte)SlowOne(s, Window(bits, posB), out int n);
+                posB += n;
+            }
         }
-        else if (end > s.BitCount) return -1;
-        return count;
+        int pa = (int)(oa - expsA), pb = (int)(ob - expsB);
+        long endA = DecodeExponents(s, posA, expsA + pa, countA - pa);
+        long endB = DecodeExponents(s, posB, expsB + pb, countB - pb);
+        return EndsWell(s, block, endA) && EndsWell(s, block + 1, endB);
+    }
+
+    private static int BlockCount(in BlockStream s, int block) => (int)(s.Positions[block + 1] - s.Positions[block]);
+
+    private static long BlockStart(in BlockStream s, int block) =>
+        (long)block * DFloat11Format.BlockBits + DFloat11Tensor.ReadGap(new ReadOnlySpan<byte>(s.Gaps, s.GapBytes), block * DFloat11Format.ThreadsPerBlock);
+
+    // Integrity: the last code must end exactly where the next non-empty block's first code starts (or inside the stream).
+    private static bool EndsWell(in BlockStream s, int block, long end)
+    {
+        if (end < 0) return false;
+        bool nextHasCodes = block + 1 < s.BlockCount && s.Positions[block + 2] > s.Positions[block + 1];
+        return nextHasCodes ? end == BlockStart(s, block + 1) : end <= s.BitCount;
     }
 
     /// <summary>Decodes <paramref name="count"/> exponents starting at <paramref name="bitPos"/>.</summary>

@@ -17,7 +17,7 @@ namespace Kernels.Cpu.DFloat11;
 /// count. Corrupt streams never cause out-of-bounds access: every window load is bounded by the stream length (plus its
 /// zero padding), and a block whose codes do not end where the next block's first code starts is reported as
 /// <see cref="InvalidDataException"/>. Flipped bits that keep the block structure intact decode to some other values.</para>
-/// <para>Scratch: one 32.8 KB exponent buffer (and for the GEMV one weight tile) per worker thread, allocated once per thread.</para>
+/// <para>Scratch: two 32.8 KB exponent buffers (and for the GEMV one weight tile) per worker thread, allocated once per thread.</para>
 /// </remarks>
 public static unsafe partial class DFloat11Decoder
 {
@@ -155,7 +155,7 @@ public static unsafe partial class DFloat11Decoder
 
     private static byte* ExpScratch()
     {
-        t_exps ??= GC.AllocateUninitializedArray<byte>(BlockScratchBytes, pinned: true);
+        t_exps ??= GC.AllocateUninitializedArray<byte>(2 * BlockScratchBytes, pinned: true);
         return (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(t_exps));
     }
 
@@ -184,22 +184,37 @@ public static unsafe partial class DFloat11Decoder
 
         public static void Execute(ref DecodeChunks c, int chunk)
         {
-            byte* exps = ExpScratch();
+            byte* expsA = ExpScratch(), expsB = expsA + BlockScratchBytes;
             int b0 = c.FirstBlock + chunk * c.BlocksPerChunk;
             int b1 = Math.Min(c.LastBlock + 1, b0 + c.BlocksPerChunk);
-            for (int b = b0; b < b1; b++)
+            for (int b = b0; b < b1; b += 2)
             {
-                int count = DecodeBlockExponents(c.S, b, exps);
-                if (count < 0)
+                int countA, countB = 0;
+                bool ok = b + 1 < b1
+                    ? DecodeBlockPairExponents(c.S, b, expsA, expsB, out countA, out countB)
+                    : (countA = DecodeBlockExponents(c.S, b, expsA)) >= 0;
+                if (!ok)
                 {
                     ReportFailure(ref c.FailedBlock, b);
                     return;
                 }
-                long e0 = c.S.Positions[b];
-                long p = Math.Max(e0, c.Lo), q = Math.Min(e0 + count, c.Hi);
-                if (q > p) Merge(c.Isa, exps + (p - e0), c.S.SignMantissa + p, c.Dst + (p - c.Lo), (int)(q - p));
+                Emit(ref c, b, expsA, countA);
+                if (b + 1 < b1) Emit(ref c, b + 1, expsB, countB);
             }
         }
+
+        private static void Emit(ref DecodeChunks c, int b, byte* exps, int count)
+        {
+            long e0 = c.S.Positions[b];
+            long p = Math.Max(e0, c.Lo), q = Math.Min(e0 + count, c.Hi);
+            if (q > p) Merge(c.Isa, exps + (p - e0), c.S.SignMantissa + p, c.Dst + (p - c.Lo), (int)(q - p));
+        }
+    }
+
+    private struct Tile
+    {
+        public ushort* Data;
+        public long Lo, Hi, Start, End;
     }
 
     private struct GemvChunks : IChunkKernel<GemvChunks>
@@ -212,34 +227,46 @@ public static unsafe partial class DFloat11Decoder
 
         public static void Execute(ref GemvChunks c, int chunk)
         {
-            byte* exps = ExpScratch();
+            byte* expsA = ExpScratch(), expsB = expsA + BlockScratchBytes;
             int r0 = chunk * c.RowsPerChunk, r1 = Math.Min(c.M, r0 + c.RowsPerChunk);
             long k = c.K;
-            ushort* tile = TileScratch(c.TileRows * k);
-            long lo = r0 * k, hi = r1 * k;
-            long tileStart = lo, tileEnd = Math.Min(hi, lo + c.TileRows * k);
-            for (int b = FindBlock(c.S, lo); b < c.S.BlockCount && c.S.Positions[b] < hi; b++)
+            var tile = new Tile
             {
-                int count = DecodeBlockExponents(c.S, b, exps);
-                if (count < 0)
+                Data = TileScratch(c.TileRows * k), Lo = r0 * k, Hi = r1 * k, Start = r0 * k, End = Math.Min(r1 * k, (r0 + (long)c.TileRows) * k),
+            };
+            for (int b = FindBlock(c.S, tile.Lo); b < c.S.BlockCount && c.S.Positions[b] < tile.Hi; b += 2)
+            {
+                bool pair = b + 1 < c.S.BlockCount && c.S.Positions[b + 1] < tile.Hi;
+                int countA, countB = 0;
+                bool ok = pair
+                    ? DecodeBlockPairExponents(c.S, b, expsA, expsB, out countA, out countB)
+                    : (countA = DecodeBlockExponents(c.S, b, expsA)) >= 0;
+                if (!ok)
                 {
                     ReportFailure(ref c.FailedBlock, b);
                     return;
                 }
-                long e0 = c.S.Positions[b];
-                long p = Math.Max(e0, lo), q = Math.Min(e0 + count, hi);
-                while (p < q)
+                Consume(ref c, ref tile, c.S.Positions[b], expsA, countA);
+                if (pair) Consume(ref c, ref tile, c.S.Positions[b + 1], expsB, countB);
+            }
+        }
+
+        // Merges a decoded block's elements that fall in [Lo, Hi) into the tile; runs the dense kernel on each full tile.
+        private static void Consume(ref GemvChunks c, ref Tile t, long e0, byte* exps, int count)
+        {
+            long k = c.K;
+            long p = Math.Max(e0, t.Lo), q = Math.Min(e0 + count, t.Hi);
+            while (p < q)
+            {
+                long take = Math.Min(q, t.End) - p;
+                Merge(c.Isa, exps + (p - e0), c.S.SignMantissa + p, t.Data + (p - t.Start), (int)take);
+                p += take;
+                if (p == t.End)
                 {
-                    long take = Math.Min(q, tileEnd) - p;
-                    Merge(c.Isa, exps + (p - e0), c.S.SignMantissa + p, tile + (p - tileStart), (int)take);
-                    p += take;
-                    if (p == tileEnd)
-                    {
-                        int row0 = (int)(tileStart / k), rows = (int)((tileEnd - tileStart) / k);
-                        TileGemm(c.Isa, (BFloat16*)tile, c.X, c.Y + row0, c.M, c.K, c.N, rows);
-                        tileStart = tileEnd;
-                        tileEnd = Math.Min(hi, tileStart + c.TileRows * k);
-                    }
+                    int row0 = (int)(t.Start / k), rows = (int)((t.End - t.Start) / k);
+                    TileGemm(c.Isa, (BFloat16*)t.Data, c.X, c.Y + row0, c.M, c.K, c.N, rows);
+                    t.Start = t.End;
+                    t.End = Math.Min(t.Hi, t.Start + c.TileRows * k);
                 }
             }
         }

@@ -26,7 +26,7 @@ public sealed class DFloat11DecodeTable
     private readonly uint[] _multi;
     private readonly byte[] _luts;
 
-    internal DFloat11DecodeTable(byte[] luts, HuffmanCode code)
+    internal DFloat11DecodeTable(byte[] luts)
     {
         _luts = luts;
         LengthRow = luts.Length - 256;
@@ -47,7 +47,6 @@ public sealed class DFloat11DecodeTable
             }
             _multi[v] = count == 0 ? 0 : syms | (uint)count << 24 | (uint)consumed << 26;
         }
-        _ = code;
     }
 
     /// <summary>The multi-code primary table (see remarks).</summary>

@@ -16,6 +16,8 @@ namespace Kernels.Quant.DFloat11;
 /// <para>Construction validates every size and the LUTs and copies the arrays, so decoders may trust the structure. The bits
 /// themselves are not trusted: decoders bound every read and report a stream that does not line up with the block metadata
 /// as <see cref="InvalidDataException"/>.</para>
+/// <para>Immutable and safe to share across threads (the derived <see cref="DecodeTable"/> is built lazily; a race only
+/// builds it twice).</para>
 /// </remarks>
 public sealed class DFloat11Tensor
 {
@@ -81,7 +83,7 @@ public sealed class DFloat11Tensor
     public double CompressionRatio => ElementCount == 0 ? 0 : CompressedBytes / (2.0 * ElementCount);
 
     /// <summary>The decoder's derived lookup tables (built once, on first use).</summary>
-    public DFloat11DecodeTable DecodeTable => _table ??= new DFloat11DecodeTable(_luts, Code);
+    public DFloat11DecodeTable DecodeTable => _table ??= new DFloat11DecodeTable(_luts);
 
     /// <summary>Bit offset (0–31) of the first code of decoder thread <paramref name="thread"/>.</summary>
     /// <param name="thread">Global thread index, &lt; 512·<see cref="BlockCount"/>.</param>
@@ -121,8 +123,8 @@ public sealed class DFloat11Tensor
         int nBytes = encodedExponents.Length;
         int nBlocks = DFloat11Format.BlockCount(nBytes);
         if (n > 0 && nBytes == 0) throw new InvalidDataException($"{n} elements but an empty exponent stream.");
-        if ((long)nBytes * 8 > (long)n * DFloat11Format.MaxTokenBits + 7)
-            throw new InvalidDataException($"exponent stream of {nBytes} bytes is longer than {n} codes of ≤ 32 bits.");
+        if ((long)nBytes * 8 > ((long)n + 2) * DFloat11Format.MaxTokenBits)
+            throw new InvalidDataException($"exponent stream of {nBytes} bytes is longer than {n} codes (plus an EOF) of ≤ 32 bits.");
         if (outputPositions.Length != nBlocks + 1)
             throw new InvalidDataException($"output positions have {outputPositions.Length} entries; {nBytes} stream bytes make {nBlocks} blocks, so {nBlocks + 1} are required.");
         if ((long)gaps.Length != (long)nBlocks * DFloat11Format.GapBytesPerBlock)

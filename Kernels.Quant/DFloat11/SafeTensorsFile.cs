@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
-using System.Text;
 using System.Text.Json;
 
 namespace Kernels.Quant.DFloat11;
@@ -161,6 +160,4 @@ public static class SafeTensorsFile
     {
         if (!condition) throw new InvalidDataException("malformed safetensors header: " + message + ".");
     }
-
-    internal static string Utf8(ReadOnlySpan<byte> bytes) => Encoding.UTF8.GetString(bytes);
 }

@@ -44,6 +44,14 @@ public class DFloat11GpuTests(GpuFixture fixture)
     }
 
     [Fact]
+    public void Decompress_AllBf16Patterns_RoundTrip()
+    {
+        var all = new BFloat16[65536];
+        for (int i = 0; i < all.Length; i++) all[i] = BFloat16.FromBits((ushort)i);
+        DFloat11Tests.AssertBits(all, GpuDecode(DFloat11Encoder.Encode(all)), "gpu all patterns");
+    }
+
+    [Fact]
     public void Decompress_TinyVectorFromDFloat11()
     {
         var luts = new byte[512];
@@ -101,6 +109,7 @@ public class DFloat11GpuTests(GpuFixture fixture)
         cpu.Gemm(cw, cx, cy);
         r = ResultComparer.Compare(expected, cy.ToArray(), mag, ResultComparer.DotTolerance(k));
         Assert.True(r.Passed, r.ToString());
-        Assert.Throws<ArgumentException>(() => _gpu.Decompress(cw, _gpu.Allocate<BFloat16>(m * k)));
+        using var dst = _gpu.Allocate<BFloat16>(m * k);
+        Assert.Throws<ArgumentException>(() => _gpu.Decompress(cw, dst));
     }
 }

@@ -209,6 +209,50 @@ public class DFloat11Tests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public unsafe void Merge_EachIsa_EveryLength_MatchesFormula(IsaPath isa)
+    {
+        if (!CpuIsa.IsSupported(isa)) return;
+        var rng = new Random(42);
+        for (int count = 0; count <= 4 * 64 + 3; count++)
+        {
+            var exps = new byte[count + 1];
+            var sm = new byte[count + 1];
+            rng.NextBytes(exps);
+            rng.NextBytes(sm);
+            var dst = new ushort[count + 1];
+            dst[count] = 0xBEEF; // sentinel: nothing past count is written
+            fixed (byte* e = exps)
+            fixed (byte* s = sm)
+            fixed (ushort* d = dst)
+                DFloat11Decoder.Merge(isa, e, s, d, count);
+            for (int i = 0; i < count; i++) Assert.Equal(DFloat11Format.Combine(sm[i], exps[i]), dst[i]);
+            Assert.Equal(0xBEEF, dst[count]);
+        }
+    }
+
+    [Fact]
+    public void CpuBackend_DecompressAndGemm_MatchReference()
+    {
+        using var cpu = new CpuBackend();
+        var v = Gaussian(new Random(5), 12 * 40);
+        var t = DFloat11Encoder.Encode(v, new TensorShape(12, 40));
+        using var w = cpu.Upload(t);
+        using var d = cpu.Allocate<BFloat16>(12, 40);
+        cpu.Decompress(w, d);
+        AssertBits(v, d.ToArray(), "CpuBackend.Decompress");
+        using var wrong = cpu.Allocate<BFloat16>(12, 41);
+        Assert.Contains("480", Assert.Throws<ArgumentException>(() => cpu.Decompress(w, wrong)).Message);
+        using var x = cpu.Allocate<float>(1, 41);
+        using var y = cpu.Allocate<float>(1, 12);
+        Assert.Throws<ArgumentException>(() => cpu.Gemm(w, x, y));
+        using var other = new CpuBackend();
+        Assert.Throws<ArgumentException>(() => other.Decompress(w, d));
+        w.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => cpu.Decompress(w, d));
+    }
+
     [Fact]
     public void Decompress_WrongDestination_Throws()
     {

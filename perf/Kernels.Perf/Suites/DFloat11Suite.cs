@@ -38,8 +38,9 @@ public sealed class DFloat11Suite : IBenchSuite
         foreach (var (m, k) in Shapes(ctx.Quick))
         {
             string shape = $"{m}x{k}";
-            bool any = ctx.Wants("decompress", "df11", shape, "cpu") || ctx.Wants("gemv", "df11", DenseSuite.ShapeText(m, k, 1), "cpu")
-                       || ctx.Wants("decompress", "brotli", shape, "cpu") || ctx.Wants("decompress", "zlib", shape, "cpu");
+            string gemv = DenseSuite.ShapeText(m, k, 1);
+            bool any = new[] { "df11", "df11 1T", "brotli", "zlib" }.Any(f => ctx.Wants("decompress", f, shape, "cpu"))
+                       || new[] { "df11", "df11 unfused" }.Any(f => ctx.Wants("gemv", f, gemv, "cpu"));
             if (!any) continue;
             var w = GaussianWeights(m * k, 1);
             var t = DFloat11Encoder.Encode(w, new TensorShape(m, k));
