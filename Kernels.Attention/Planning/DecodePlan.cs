@@ -1,3 +1,5 @@
+using Kernels.Attention.Paging;
+
 namespace Kernels.Attention.Planning;
 
 /// <summary>An immutable batch-decode schedule: one query token per sequence, split-KV decided, workspace offsets assigned.</summary>
