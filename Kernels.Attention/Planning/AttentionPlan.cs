@@ -60,8 +60,9 @@ public abstract class AttentionPlan
     /// <summary>Key index of each page-list entry's first token.</summary>
     public ReadOnlySpan<int> PageListKeyStart => PageKeyStart;
 
-    /// <summary>Query heads × query rows per work item at most (the kernels' register/stack tile).</summary>
-    public const int MaxQueriesPerItem = 16;
+    /// <summary>Queries (query rows × query heads) per work item at most (the kernels' per-thread logit tile).</summary>
+    public const int MaxQueriesPerItem = 64;
 
-    internal static int HeadsPerItem(AttentionShape shape) => Math.Min(shape.GroupSize, MaxQueriesPerItem);
+    /// <summary>Query heads of one kv head that one item takes (the whole group unless it exceeds the tile).</summary>
+    internal static int GroupHeadsPerItem(AttentionShape shape) => Math.Min(shape.GroupSize, MaxQueriesPerItem);
 }

@@ -4,9 +4,10 @@ namespace Kernels.Attention.Planning;
 
 /// <summary>Builds <see cref="DecodePlan"/>s: validates the metadata once and decides the split-KV schedule.</summary>
 /// <remarks>
-/// <para>Work items are (sequence, kv head, chunk of pages), each carrying all query heads of its kv head (GQA group, at most
-/// <see cref="AttentionPlan.MaxQueriesPerItem"/> per item) so a kernel loads each K/V row once per group.</para>
-/// <para>Split-KV: with <c>U = Σ pages × kv_heads</c> page-heads of work, chunks are <c>max(MinChunkPages, ceil(U / (TargetItems·kv_heads)))</c>
+/// <para>Work items are (sequence, chunk of pages), each carrying every query head (up to
+/// <see cref="AttentionPlan.MaxQueriesPerItem"/>; more heads are split over items by kv head), so a kernel reads each page
+/// front to back once and loads each K/V row once per GQA group.</para>
+/// <para>Split-KV: with <c>P = Σ pages</c>, chunks are <c>max(MinChunkTokens / page_size, ceil(P / TargetItems))</c>
 /// pages, so a long sequence is cut into enough chunks to keep every core busy while short ones stay whole; a sequence
 /// with one chunk writes its output directly. <c>fixedChunkPages</c> overrides the rule (FlashInfer's <c>fixed_split_size</c>)
 /// and <c>disableSplitKv</c> turns splitting off.</para>
@@ -44,9 +45,10 @@ public static class DecodePlanner
         long totalPages = table.Indices.Length;
         int minChunk = Math.Max(1, (MinChunkTokens + ps - 1) / ps);
         int chunk = disableSplitKv ? int.MaxValue
-            : fixedChunkPages ?? (int)Math.Max(minChunk, (totalPages * shape.KvHeads + (long)TargetItems - 1) / TargetItems);
+            : fixedChunkPages ?? (int)Math.Max(minChunk, (totalPages + TargetItems - 1) / TargetItems);
 
-        int hpi = AttentionPlan.HeadsPerItem(shape), g = shape.GroupSize;
+        int gh = AttentionPlan.GroupHeadsPerItem(shape), g = shape.GroupSize;
+        int kvPerItem = Math.Max(1, AttentionPlan.MaxQueriesPerItem / gh);
         var pageIds = table.Indices.ToArray();
         var tokens = new int[pageIds.Length];
         var keyStart = new int[pageIds.Length];
@@ -69,9 +71,9 @@ public static class DecodePlanner
             for (int c = 0; c < itemChunks; c++)
             {
                 int pb = p0 + (int)Math.Min((long)c * chunk, n), pe = p0 + (int)Math.Min((long)(c + 1) * chunk, n);
-                for (int kh = 0; kh < shape.KvHeads; kh++)
-                    for (int h = 0; h < g; h += hpi)
-                        items.Add(new AttentionWorkItem(b, 1, 0, 1, kvLen, kh, kh * g + h, Math.Min(hpi, g - h), pb, pe, chunks > 1 ? slots + c : -1));
+                for (int kh = 0; kh < shape.KvHeads; kh += kvPerItem)
+                    for (int h = 0; h < g; h += gh)
+                        items.Add(new AttentionWorkItem(b, 1, 0, 1, kvLen, kh, Math.Min(kvPerItem, shape.KvHeads - kh), h, Math.Min(gh, g - h), pb, pe, chunks > 1 ? slots + c : -1));
             }
             if (chunks > 1) slots += chunks;
         }

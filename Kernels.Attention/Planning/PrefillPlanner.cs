@@ -85,14 +85,15 @@ public static class PrefillPlanner
     private static void AddTiles(List<AttentionWorkItem> items, AttentionShape shape, int row0, int rows, int maskQuery0, int maskQoLen, int maskKvLen,
         int pageBegin, int pageEnd)
     {
-        int g = shape.GroupSize, hpi = AttentionPlan.HeadsPerItem(shape);
-        int rowsPerTile = Math.Max(1, AttentionPlan.MaxQueriesPerItem / hpi);
+        // Prefill is compute-bound: one kv head per item and as many query rows as fit, so each K/V row feeds many dots.
+        int g = shape.GroupSize, gh = AttentionPlan.GroupHeadsPerItem(shape);
+        int rowsPerTile = Math.Max(1, AttentionPlan.MaxQueriesPerItem / gh);
         for (int r = 0; r < rows; r += rowsPerTile)
         {
             int n = Math.Min(rowsPerTile, rows - r);
             for (int kh = 0; kh < shape.KvHeads; kh++)
-                for (int h = 0; h < g; h += hpi)
-                    items.Add(new AttentionWorkItem(row0 + r, n, maskQuery0 + r, maskQoLen, maskKvLen, kh, kh * g + h, Math.Min(hpi, g - h), pageBegin, pageEnd, -1));
+                for (int h = 0; h < g; h += gh)
+                    items.Add(new AttentionWorkItem(row0 + r, n, maskQuery0 + r, maskQoLen, maskKvLen, kh, 1, h, Math.Min(gh, g - h), pageBegin, pageEnd, -1));
         }
     }
 }

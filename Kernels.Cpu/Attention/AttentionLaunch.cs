@@ -61,7 +61,7 @@ internal static unsafe class AttentionLaunch
                 K = pk, V = pv, KScale = pks, VScale = pvs, KZero = pkz, VZero = pvz,
                 Items = pi, PageIds = pids, PageTokens = ptok, PageKeyStart = pkey,
                 PageStride = cache.PageStride, TokenStride = cache.TokenStride, HeadStride = cache.HeadStride, RowBytes = cache.RowBytes,
-                HeadDim = plan.Shape.HeadDim, QoHeads = plan.Shape.QoHeads, DType = cache.DType,
+                HeadDim = plan.Shape.HeadDim, QoHeads = plan.Shape.QoHeads, Group = plan.Shape.GroupSize, DType = cache.DType,
                 PerHeadScale = cache.DType == DType.I8 && cache.ScaleMode == KvScaleMode.PerHead,
                 Causal = plan.Options.Causal, WindowLeft = plan.Options.WindowLeft,
                 SmScale = plan.SmScale, SoftCap = plan.Options.LogitsSoftCap, Isa = isa,

@@ -22,8 +22,40 @@ internal unsafe interface IAttentionSimd<TSelf> where TSelf : struct, IAttention
     /// <summary>acc[i] += p·x[i] over n floats.</summary>
     static abstract void Axpy(float* acc, float p, float* x, int n);
 
+    /// <summary>out[j] = Σ_i q_j[i]·k[i] for four queries sharing one key row (each K chunk is loaded once).</summary>
+    static virtual void Dot4(float* q0, float* q1, float* q2, float* q3, float* k, int n, float* result)
+    {
+        result[0] = TSelf.Dot(q0, k, n);
+        result[1] = TSelf.Dot(q1, k, n);
+        result[2] = TSelf.Dot(q2, k, n);
+        result[3] = TSelf.Dot(q3, k, n);
+    }
+
+    /// <summary>acc_j[i] += Σ_t p_j[t]·v_t[i] for four queries over a 16-token tile (rows <paramref name="v"/>[t]), with the
+    /// four accumulators held in registers across the tile.</summary>
+    static virtual void Accumulate4(float* a0, float* a1, float* a2, float* a3, float* p0, float* p1, float* p2, float* p3, float** v, int n)
+    {
+        for (int t = 0; t < 16; t++)
+        {
+            if (p0[t] != 0) TSelf.Axpy(a0, p0[t], v[t], n);
+            if (p1[t] != 0) TSelf.Axpy(a1, p1[t], v[t], n);
+            if (p2[t] != 0) TSelf.Axpy(a2, p2[t], v[t], n);
+            if (p3[t] != 0) TSelf.Axpy(a3, p3[t], v[t], n);
+        }
+    }
+
+    /// <summary>acc[i] += Σ_t p[t]·v_t[i] over a 16-token tile.</summary>
+    static virtual void Accumulate1(float* a, float* p, float** v, int n)
+    {
+        for (int t = 0; t < 16; t++)
+            if (p[t] != 0) TSelf.Axpy(a, p[t], v[t], n);
+    }
+
     /// <summary>acc[i] *= f over n floats.</summary>
     static abstract void Scale(float* acc, float f, int n);
+
+    /// <summary>The largest of the 16 floats of a tile.</summary>
+    static abstract float Max16(float* x);
 
     /// <summary>x[i] = e^(x[i] − m) for the 16 floats of a tile; returns their sum.</summary>
     static abstract float ExpShift16(float* x, float m);
@@ -61,6 +93,13 @@ internal unsafe struct AttentionScalar : IAttentionSimd<AttentionScalar>
     public static void Scale(float* acc, float f, int n)
     {
         for (int i = 0; i < n; i++) acc[i] *= f;
+    }
+
+    public static float Max16(float* x)
+    {
+        float m = x[0];
+        for (int i = 1; i < 16; i++) m = x[i] > m ? x[i] : m;
+        return m;
     }
 
     public static float ExpShift16(float* x, float m)
@@ -149,7 +188,81 @@ internal unsafe struct Attention512 : IAttentionSimd<Attention512>
             s0 = Avx512F.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), s0);
             s1 = Avx512F.FusedMultiplyAdd(Vector512.Load(a + i + 16), Vector512.Load(b + i + 16), s1);
         }
-        return Vector512.Sum(s0 + s1);
+        return Sum(s0 + s1);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Dot4(float* q0, float* q1, float* q2, float* q3, float* k, int n, float* result)
+    {
+        var s0 = Vector512<float>.Zero;
+        var s1 = Vector512<float>.Zero;
+        var s2 = Vector512<float>.Zero;
+        var s3 = Vector512<float>.Zero;
+        for (int i = 0; i < n; i += 16)
+        {
+            var kv = Vector512.Load(k + i);
+            s0 = Avx512F.FusedMultiplyAdd(Vector512.Load(q0 + i), kv, s0);
+            s1 = Avx512F.FusedMultiplyAdd(Vector512.Load(q1 + i), kv, s1);
+            s2 = Avx512F.FusedMultiplyAdd(Vector512.Load(q2 + i), kv, s2);
+            s3 = Avx512F.FusedMultiplyAdd(Vector512.Load(q3 + i), kv, s3);
+        }
+        result[0] = Sum(s0);
+        result[1] = Sum(s1);
+        result[2] = Sum(s2);
+        result[3] = Sum(s3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Accumulate4(float* a0, float* a1, float* a2, float* a3, float* p0, float* p1, float* p2, float* p3, float** v, int n)
+    {
+        for (int i = 0; i < n; i += 16)
+        {
+            var x0 = Vector512.Load(a0 + i);
+            var x1 = Vector512.Load(a1 + i);
+            var x2 = Vector512.Load(a2 + i);
+            var x3 = Vector512.Load(a3 + i);
+            for (int t = 0; t < 16; t++)
+            {
+                var vt = Vector512.Load(v[t] + i);
+                x0 = Avx512F.FusedMultiplyAdd(Vector512.Create(p0[t]), vt, x0); // vfmadd231ps zmm, zmm, m32{1to16}
+                x1 = Avx512F.FusedMultiplyAdd(Vector512.Create(p1[t]), vt, x1);
+                x2 = Avx512F.FusedMultiplyAdd(Vector512.Create(p2[t]), vt, x2);
+                x3 = Avx512F.FusedMultiplyAdd(Vector512.Create(p3[t]), vt, x3);
+            }
+            x0.Store(a0 + i);
+            x1.Store(a1 + i);
+            x2.Store(a2 + i);
+            x3.Store(a3 + i);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Accumulate1(float* a, float* p, float** v, int n)
+    {
+        for (int i = 0; i < n; i += 16)
+        {
+            var x = Vector512.Load(a + i);
+            for (int t = 0; t < 16; t++) x = Avx512F.FusedMultiplyAdd(Vector512.Create(p[t]), Vector512.Load(v[t] + i), x);
+            x.Store(a + i);
+        }
+    }
+
+    /// <summary>Horizontal sum by halving (vextractf32x8, vextractf128, then a 4-lane sum).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Sum(Vector512<float> v)
+    {
+        var a = v.GetLower() + v.GetUpper();
+        var b = a.GetLower() + a.GetUpper();
+        return Vector128.Sum(b);
+    }
+
+    public static float Max16(float* x)
+    {
+        var v = Vector512.Load(x);
+        var a = Vector256.Max(v.GetLower(), v.GetUpper());
+        var b = Vector128.Max(a.GetLower(), a.GetUpper());
+        b = Vector128.Max(b, Vector128.Shuffle(b, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Max(b.ToScalar(), b.GetElement(1));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -170,7 +283,7 @@ internal unsafe struct Attention512 : IAttentionSimd<Attention512>
     {
         var e = Vector512.Exp(Vector512.Load(x) - Vector512.Create(m));
         e.Store(x);
-        return Vector512.Sum(e);
+        return Sum(e);
     }
 
     public static void WidenF16(ushort* src, float* dst, int n)
@@ -223,7 +336,72 @@ internal unsafe struct Attention256 : IAttentionSimd<Attention256>
             s0 = Fma.MultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), s0);
             s1 = Fma.MultiplyAdd(Vector256.Load(a + i + 8), Vector256.Load(b + i + 8), s1);
         }
-        return Vector256.Sum(s0 + s1);
+        var v = s0 + s1;
+        return Vector128.Sum(v.GetLower() + v.GetUpper());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Dot4(float* q0, float* q1, float* q2, float* q3, float* k, int n, float* result)
+    {
+        var s0 = Vector256<float>.Zero;
+        var s1 = Vector256<float>.Zero;
+        var s2 = Vector256<float>.Zero;
+        var s3 = Vector256<float>.Zero;
+        for (int i = 0; i < n; i += 8)
+        {
+            var kv = Vector256.Load(k + i);
+            s0 = Fma.MultiplyAdd(Vector256.Load(q0 + i), kv, s0);
+            s1 = Fma.MultiplyAdd(Vector256.Load(q1 + i), kv, s1);
+            s2 = Fma.MultiplyAdd(Vector256.Load(q2 + i), kv, s2);
+            s3 = Fma.MultiplyAdd(Vector256.Load(q3 + i), kv, s3);
+        }
+        result[0] = Vector128.Sum(s0.GetLower() + s0.GetUpper());
+        result[1] = Vector128.Sum(s1.GetLower() + s1.GetUpper());
+        result[2] = Vector128.Sum(s2.GetLower() + s2.GetUpper());
+        result[3] = Vector128.Sum(s3.GetLower() + s3.GetUpper());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Accumulate4(float* a0, float* a1, float* a2, float* a3, float* p0, float* p1, float* p2, float* p3, float** v, int n)
+    {
+        for (int i = 0; i < n; i += 8)
+        {
+            var x0 = Vector256.Load(a0 + i);
+            var x1 = Vector256.Load(a1 + i);
+            var x2 = Vector256.Load(a2 + i);
+            var x3 = Vector256.Load(a3 + i);
+            for (int t = 0; t < 16; t++)
+            {
+                var vt = Vector256.Load(v[t] + i);
+                x0 = Fma.MultiplyAdd(Vector256.Create(p0[t]), vt, x0);
+                x1 = Fma.MultiplyAdd(Vector256.Create(p1[t]), vt, x1);
+                x2 = Fma.MultiplyAdd(Vector256.Create(p2[t]), vt, x2);
+                x3 = Fma.MultiplyAdd(Vector256.Create(p3[t]), vt, x3);
+            }
+            x0.Store(a0 + i);
+            x1.Store(a1 + i);
+            x2.Store(a2 + i);
+            x3.Store(a3 + i);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Accumulate1(float* a, float* p, float** v, int n)
+    {
+        for (int i = 0; i < n; i += 8)
+        {
+            var x = Vector256.Load(a + i);
+            for (int t = 0; t < 16; t++) x = Fma.MultiplyAdd(Vector256.Create(p[t]), Vector256.Load(v[t] + i), x);
+            x.Store(a + i);
+        }
+    }
+
+    public static float Max16(float* x)
+    {
+        var a = Vector256.Max(Vector256.Load(x), Vector256.Load(x + 8));
+        var b = Vector128.Max(a.GetLower(), a.GetUpper());
+        b = Vector128.Max(b, Vector128.Shuffle(b, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Max(b.ToScalar(), b.GetElement(1));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -247,7 +425,8 @@ internal unsafe struct Attention256 : IAttentionSimd<Attention256>
         var e1 = Vector256.Exp(Vector256.Load(x + 8) - mv);
         e0.Store(x);
         e1.Store(x + 8);
-        return Vector256.Sum(e0 + e1);
+        var e = e0 + e1;
+        return Vector128.Sum(e.GetLower() + e.GetUpper());
     }
 
     public static void WidenF16(ushort* src, float* dst, int n)
@@ -300,6 +479,13 @@ internal unsafe struct Attention128 : IAttentionSimd<Attention128>
             s1 += Vector128.Load(a + i + 4) * Vector128.Load(b + i + 4);
         }
         return Vector128.Sum(s0 + s1);
+    }
+
+    public static float Max16(float* x)
+    {
+        var a = Vector128.Max(Vector128.Max(Vector128.Load(x), Vector128.Load(x + 4)), Vector128.Max(Vector128.Load(x + 8), Vector128.Load(x + 12)));
+        a = Vector128.Max(a, Vector128.Shuffle(a, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Max(a.ToScalar(), a.GetElement(1));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

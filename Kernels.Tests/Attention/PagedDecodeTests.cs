@@ -29,7 +29,7 @@ public class PagedDecodeTests
          from d in Gen.Elements(64, 128, 256, 32)
          from fmt in Gen.Elements(Formats)
          from layout in Gen.Elements(KvLayout.Nhd, KvLayout.Hnd)
-         from grp in Gen.Elements(1, 4, 8, 20)
+         from grp in Gen.Elements(1, 4, 8, 20, 70)
          from cap in Gen.Elements(0f, 0f, 5f)
          from window in Gen.Elements(-1, -1, 0, 7)
          from split in Gen.Elements(false, true)
