@@ -1,0 +1,58 @@
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+
+namespace Kernels.Attention;
+
+/// <summary>A paged KV cache as a backend holds it: the host cache itself on the CPU, a device copy on a GPU.</summary>
+/// <remarks>Made by <see cref="IPagedAttentionOps.UploadKvCache"/>. A device copy is a snapshot: call <see cref="Update"/>
+/// after appending to the host cache. Dispose it before its backend.</remarks>
+public abstract class DeviceKvCache : IDisposable
+{
+    /// <summary>Wraps <paramref name="source"/>.</summary>
+    /// <param name="source">The host cache.</param>
+    protected DeviceKvCache(PagedKvCache source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        Source = source;
+    }
+
+    /// <summary>The host cache this mirrors (geometry and format).</summary>
+    public PagedKvCache Source { get; }
+
+    /// <summary>True once disposed.</summary>
+    public bool IsDisposed { get; private set; }
+
+    /// <summary>Copies the host cache's current contents to the device (no-op on the CPU).</summary>
+    public abstract void Update();
+
+    /// <summary>Frees device memory.</summary>
+    /// <param name="disposing">True from <see cref="Dispose()"/>.</param>
+    protected virtual void Dispose(bool disposing) => IsDisposed = true;
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        if (IsDisposed) return;
+        Dispose(true);
+        GC.SuppressFinalize(this);
+    }
+}
+
+/// <summary>Paged attention on a backend: the same plans run on the CPU and the GPU.</summary>
+/// <remarks>q and output are <c>[rows, qo_heads, head_dim]</c> fp32 tensors, lse <c>[rows, qo_heads]</c> (natural log) or null;
+/// rows is the plan's <see cref="AttentionPlan.QueryRows"/>. Shapes that do not match the plan throw <see cref="InvalidOperationException"/>.</remarks>
+public interface IPagedAttentionOps
+{
+    /// <summary>Makes the backend's view of a host cache.</summary>
+    /// <param name="cache">The host cache.</param>
+    /// <returns>The backend cache (dispose it).</returns>
+    DeviceKvCache UploadKvCache(PagedKvCache cache);
+
+    /// <summary>Runs a decode, prefill or block-sparse plan.</summary>
+    /// <param name="plan">The plan.</param>
+    /// <param name="q">Queries.</param>
+    /// <param name="cache">The backend cache.</param>
+    /// <param name="output">Outputs.</param>
+    /// <param name="lse">Log-sum-exps, or null.</param>
+    void Attention(AttentionPlan plan, DeviceTensor<float> q, DeviceKvCache cache, DeviceTensor<float> output, DeviceTensor<float>? lse);
+}

@@ -1,0 +1,97 @@
+namespace Kernels.Attention.Masks;
+
+/// <summary>
+/// A block-sparse attention mask in BSR form over the <c>M × N</c> (query, key) score matrix with <c>R × C</c> blocks
+/// (FlashInfer <c>BlockSparseAttentionWrapper</c>, scipy BSR): block row <c>i</c> keeps the key blocks
+/// <c>Indices[Indptr[i] .. Indptr[i+1])</c>.
+/// </summary>
+/// <remarks>
+/// <c>MB = ceil(M/R)</c> block rows and <c>NB = ceil(N/C)</c> block columns (the last of either may be partial). Within a row
+/// the column ids must be strictly increasing (no duplicates; FlashInfer would count a duplicate twice). A kernel maps the
+/// mask onto a paged KV cache whose page <c>j</c> is key block <c>j</c> (page size <c>C</c>) and never touches the pages of
+/// blocks the mask excludes. CSR is the <c>R = C = 1</c> case.
+/// </remarks>
+public sealed class BlockSparseMask
+{
+    private readonly int[] _indptr, _indices;
+
+    /// <summary>Creates and validates a mask.</summary>
+    /// <param name="indptr"><c>MB + 1</c> offsets: starts at 0, non-decreasing, ends at <c>indices.Length</c>.</param>
+    /// <param name="indices">Block-column ids, strictly increasing per row, each in <c>[0, NB)</c>.</param>
+    /// <param name="m">Query rows M.</param>
+    /// <param name="n">Keys N.</param>
+    /// <param name="r">Block rows R.</param>
+    /// <param name="c">Block columns C.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A size is negative (m, n) or not positive (r, c).</exception>
+    /// <exception cref="ArgumentException">The arrays are inconsistent; the message names the entry.</exception>
+    public BlockSparseMask(ReadOnlySpan<int> indptr, ReadOnlySpan<int> indices, int m, int n, int r, int c)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(m);
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(r);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(c);
+        int mb = (int)(((long)m + r - 1) / r), nb = (int)(((long)n + c - 1) / c);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(indptr), indptr.Length, mb + 1);
+        if (indptr[0] != 0) ThrowHelper.Argument(nameof(indptr), $"indptr[0] must be 0; got {indptr[0]}.");
+        for (int i = 0; i < mb; i++)
+        {
+            if (indptr[i + 1] < indptr[i])
+                ThrowHelper.Argument(nameof(indptr), $"indptr is not monotone: indptr[{i + 1}] = {indptr[i + 1]} < indptr[{i}] = {indptr[i]}.");
+        }
+        if (indptr[mb] != indices.Length)
+            ThrowHelper.Argument(nameof(indices), $"indices has {indices.Length} entries but indptr[{mb}] = {indptr[mb]}.");
+        for (int i = 0; i < mb; i++)
+            for (int j = indptr[i]; j < indptr[i + 1]; j++)
+            {
+                if ((uint)indices[j] >= (uint)nb)
+                    ThrowHelper.Argument(nameof(indices), $"indices[{j}] = {indices[j]} (block row {i}) is outside [0, {nb}).");
+                if (j > indptr[i] && indices[j] <= indices[j - 1])
+                    ThrowHelper.Argument(nameof(indices), $"indices of block row {i} are not strictly increasing at entry {j}.");
+            }
+        _indptr = indptr.ToArray();
+        _indices = indices.ToArray();
+        M = m;
+        N = n;
+        R = r;
+        C = c;
+    }
+
+    /// <summary>Query rows.</summary>
+    public int M { get; }
+
+    /// <summary>Keys.</summary>
+    public int N { get; }
+
+    /// <summary>Block height.</summary>
+    public int R { get; }
+
+    /// <summary>Block width.</summary>
+    public int C { get; }
+
+    /// <summary>Block rows <c>ceil(M/R)</c>.</summary>
+    public int BlockRows => _indptr.Length - 1;
+
+    /// <summary>Block columns <c>ceil(N/C)</c>.</summary>
+    public int BlockColumns => (int)(((long)N + C - 1) / C);
+
+    /// <summary>Row offsets.</summary>
+    public ReadOnlySpan<int> Indptr => _indptr;
+
+    /// <summary>Block-column ids.</summary>
+    public ReadOnlySpan<int> Indices => _indices;
+
+    /// <summary>Whether score (<paramref name="query"/>, <paramref name="key"/>) lies in a kept block.</summary>
+    /// <param name="query">Query row.</param>
+    /// <param name="key">Key index.</param>
+    /// <returns>True when its block is present.</returns>
+    public bool Contains(int query, int key)
+    {
+        int row = query / R, col = key / C;
+        return Array.BinarySearch(_indices, _indptr[row], _indptr[row + 1] - _indptr[row], col) >= 0;
+    }
+
+    /// <summary>Tokens in key block <paramref name="column"/>: <c>C</c>, or the remainder for the last block.</summary>
+    /// <param name="column">Block column.</param>
+    /// <returns>The block's key count.</returns>
+    public int ColumnLength(int column) => Math.Min(C, N - column * C);
+}

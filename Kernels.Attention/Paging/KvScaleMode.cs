@@ -1,0 +1,21 @@
+namespace Kernels.Attention.Paging;
+
+/// <summary>How an integer KV cache stores its dequantization scales.</summary>
+/// <remarks>
+/// <para><see cref="DType.I8"/> (symmetric): <c>x = s · q</c>, <c>q ∈ [−127, 127]</c>, round half to even.
+/// <see cref="PerHead"/> uses one static scale per kv head (calibrated, given when the cache is created; values beyond
+/// <c>127·s</c> saturate). <see cref="PerToken"/> computes <c>s = max|x| / 127</c> for every (token, head) row when it
+/// is written.</para>
+/// <para><see cref="DType.I4"/> (QServe KV4, asymmetric) is always per (token, head): <c>x = s · (q − z)</c> with
+/// <c>q ∈ [0, 15]</c>, <c>s = (max − min)/15</c>, <c>z = round(−min/s)</c> clamped to <c>[0, 15]</c>. QServe keeps one scale
+/// and zero per head of each token; this is that granularity.</para>
+/// </remarks>
+public enum KvScaleMode
+{
+    /// <summary>No scales (floating-point caches) or the dtype's only mode (int4: per token and head).</summary>
+    None,
+    /// <summary>int8: one static scale per kv head.</summary>
+    PerHead,
+    /// <summary>int8: one dynamic scale per (token, head) row.</summary>
+    PerToken,
+}

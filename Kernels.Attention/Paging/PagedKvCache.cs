@@ -1,0 +1,393 @@
+using System.Runtime.InteropServices;
+
+namespace Kernels.Attention.Paging;
+
+/// <summary>
+/// A page pool for the keys and values of one attention layer: <c>num_pages × page_size × kv_heads × head_dim</c> for K
+/// and the same for V, in fp32, fp16, bf16, int8 or int4 (FlashInfer's paged KV cache).
+/// </summary>
+/// <remarks>
+/// <para><b>Rows.</b> The unit of storage is a <i>row</i>: the <c>head_dim</c> values of one (page, slot, head). Row index
+/// <c>r = page·<see cref="PageStride"/> + slot·<see cref="TokenStride"/> + head·<see cref="HeadStride"/></c>
+/// (<see cref="KvLayout.Nhd"/>: strides <c>(page_size·H, H, 1)</c>; <see cref="KvLayout.Hnd"/>: <c>(page_size·H, 1, page_size)</c>),
+/// and its bytes start at <c>r·<see cref="RowBytes"/></c> in <see cref="Keys"/> / <see cref="Values"/>. K and V are two
+/// separate pools (FlashInfer's <c>(k_cache, v_cache)</c> tuple form).</para>
+/// <para><b>Element formats.</b> fp32, fp16 (IEEE binary16), bf16: little-endian, <c>RowBytes = head_dim·size</c>.
+/// int8: one signed byte per value, <c>x = s·q</c> (see <see cref="KvScaleMode"/>). int4 (QServe KV4): <c>RowBytes = head_dim/2</c>;
+/// byte <c>i</c> holds element <c>i</c> in its low nibble and element <c>i + head_dim/2</c> in its high nibble (so a
+/// vector of bytes unpacks into two contiguous halves of the row without a shuffle); <c>x = s·(q − z)</c> with a float
+/// scale and zero per row in <see cref="KeyScales"/>/<see cref="KeyZeros"/>.</para>
+/// <para><b>Scales.</b> int8 per-token and int4: one scale (and zero) per row, indexed by the row index. int8 per-head:
+/// <see cref="KeyScales"/> has <c>kv_heads</c> entries.</para>
+/// <para>Memory is pinned (pinned object heap), so kernels address it by pointer; the pool is limited to
+/// <see cref="Array.MaxLength"/> bytes per K or V pool. Writing (<see cref="WriteToken"/>) quantizes;
+/// <see cref="ReadKey"/>/<see cref="ReadValue"/> dequantize exactly as the kernels do, so the reference can run on the
+/// dequantized cache and check a kernel to float rounding.</para>
+/// </remarks>
+public sealed class PagedKvCache
+{
+    private readonly byte[] _k, _v;
+    private readonly float[] _kScale, _vScale, _kZero, _vZero;
+
+    /// <summary>Creates a zero-filled cache.</summary>
+    /// <param name="numPages">Pages in the pool (≥ 1).</param>
+    /// <param name="pageSize">Tokens per page (≥ 1).</param>
+    /// <param name="kvHeads">Key/value heads (≥ 1).</param>
+    /// <param name="headDim">Values per head (≥ 1; even for int4).</param>
+    /// <param name="dtype"><see cref="DType.F32"/>, <see cref="DType.F16"/>, <see cref="DType.BF16"/>, <see cref="DType.I8"/> or <see cref="DType.I4"/>.</param>
+    /// <param name="layout">Page layout.</param>
+    /// <param name="scaleMode">int8 only: <see cref="KvScaleMode.PerHead"/> or <see cref="KvScaleMode.PerToken"/> (default).</param>
+    /// <param name="keyHeadScales">int8 per-head: one positive scale per kv head for K.</param>
+    /// <param name="valueHeadScales">int8 per-head: one positive scale per kv head for V.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A size is not positive.</exception>
+    /// <exception cref="NotSupportedException">The dtype or scale mode is not supported (the message lists what is).</exception>
+    /// <exception cref="ArgumentException">Per-head scales are missing, of the wrong length or not positive; or the pool exceeds <see cref="Array.MaxLength"/> bytes.</exception>
+    public PagedKvCache(int numPages, int pageSize, int kvHeads, int headDim, DType dtype, KvLayout layout = KvLayout.Nhd,
+        KvScaleMode scaleMode = KvScaleMode.None, ReadOnlySpan<float> keyHeadScales = default, ReadOnlySpan<float> valueHeadScales = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numPages);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(pageSize);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(kvHeads);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(headDim);
+        if (layout is not (KvLayout.Nhd or KvLayout.Hnd)) throw new ArgumentOutOfRangeException(nameof(layout));
+        RowBytes = dtype switch
+        {
+            DType.F32 => 4 * headDim,
+            DType.F16 or DType.BF16 => 2 * headDim,
+            DType.I8 => headDim,
+            DType.I4 when headDim % 2 == 0 => headDim / 2,
+            DType.I4 => throw new NotSupportedException($"int4 KV needs an even head_dim; got {headDim}."),
+            _ => throw new NotSupportedException($"KV dtype {dtype} is not supported; supported: F32, F16, BF16, I8, I4."),
+        };
+        if (dtype == DType.I8 && scaleMode == KvScaleMode.None) scaleMode = KvScaleMode.PerToken;
+        if (dtype != DType.I8 && scaleMode != KvScaleMode.None)
+            throw new NotSupportedException($"Scale mode {scaleMode} applies to I8 KV only; {dtype} takes KvScaleMode.None.");
+        NumPages = numPages;
+        PageSize = pageSize;
+        KvHeads = kvHeads;
+        HeadDim = headDim;
+        DType = dtype;
+        Layout = layout;
+        ScaleMode = scaleMode;
+        RowCount = (long)numPages * pageSize * kvHeads;
+        long bytes = RowCount * RowBytes;
+        if (bytes > Array.MaxLength)
+            ThrowHelper.Argument(nameof(numPages), $"The pool needs {bytes} bytes per K or V; at most {Array.MaxLength} are supported.");
+        _k = GC.AllocateArray<byte>((int)bytes, pinned: true);
+        _v = GC.AllocateArray<byte>((int)bytes, pinned: true);
+        _kZero = _vZero = [];
+        if (dtype == DType.I8 && scaleMode == KvScaleMode.PerHead)
+        {
+            _kScale = CheckHeadScales(keyHeadScales, kvHeads, nameof(keyHeadScales));
+            _vScale = CheckHeadScales(valueHeadScales, kvHeads, nameof(valueHeadScales));
+        }
+        else if (dtype is DType.I8 or DType.I4)
+        {
+            _kScale = GC.AllocateArray<float>((int)RowCount, pinned: true);
+            _vScale = GC.AllocateArray<float>((int)RowCount, pinned: true);
+            if (dtype == DType.I4)
+            {
+                _kZero = GC.AllocateArray<float>((int)RowCount, pinned: true);
+                _vZero = GC.AllocateArray<float>((int)RowCount, pinned: true);
+            }
+        }
+        else
+        {
+            _kScale = _vScale = [];
+        }
+        PageStride = (long)pageSize * kvHeads;
+        TokenStride = layout == KvLayout.Nhd ? kvHeads : 1;
+        HeadStride = layout == KvLayout.Nhd ? 1 : pageSize;
+    }
+
+    private static float[] CheckHeadScales(ReadOnlySpan<float> scales, int kvHeads, string name)
+    {
+        ThrowHelper.ThrowIfLengthMismatch(name, scales.Length, kvHeads);
+        foreach (float s in scales)
+            if (!(s > 0) || !float.IsFinite(s)) ThrowHelper.Argument(name, $"{name} must be finite and positive; got {s}.");
+        float[] a = GC.AllocateArray<float>(kvHeads, pinned: true);
+        scales.CopyTo(a);
+        return a;
+    }
+
+    /// <summary>Pages in the pool.</summary>
+    public int NumPages { get; }
+
+    /// <summary>Tokens per page.</summary>
+    public int PageSize { get; }
+
+    /// <summary>Key/value heads.</summary>
+    public int KvHeads { get; }
+
+    /// <summary>Values per head.</summary>
+    public int HeadDim { get; }
+
+    /// <summary>Element type of the stored values.</summary>
+    public DType DType { get; }
+
+    /// <summary>Page layout.</summary>
+    public KvLayout Layout { get; }
+
+    /// <summary>Scale mode (int8); <see cref="KvScaleMode.None"/> otherwise.</summary>
+    public KvScaleMode ScaleMode { get; }
+
+    /// <summary>Bytes of one (token, head) row.</summary>
+    public int RowBytes { get; }
+
+    /// <summary>Rows per pool: <c>num_pages·page_size·kv_heads</c>.</summary>
+    public long RowCount { get; }
+
+    /// <summary>Rows between consecutive pages.</summary>
+    public long PageStride { get; }
+
+    /// <summary>Rows between consecutive slots of a page.</summary>
+    public int TokenStride { get; }
+
+    /// <summary>Rows between consecutive heads of a slot.</summary>
+    public int HeadStride { get; }
+
+    /// <summary>Bytes of K plus V payload (scales not included).</summary>
+    public long PayloadBytes => 2 * RowCount * RowBytes;
+
+    /// <summary>True when a row's scale lives per row (int8 per-token, int4); false for per-head or float caches.</summary>
+    public bool HasRowScales => DType == DType.I4 || (DType == DType.I8 && ScaleMode == KvScaleMode.PerToken);
+
+    /// <summary>The raw key pool (<see cref="RowCount"/>·<see cref="RowBytes"/> bytes).</summary>
+    public ReadOnlySpan<byte> Keys => _k;
+
+    /// <summary>The raw value pool.</summary>
+    public ReadOnlySpan<byte> Values => _v;
+
+    /// <summary>Key scales: per row (int8 per-token, int4), per head (int8 per-head) or empty.</summary>
+    public ReadOnlySpan<float> KeyScales => _kScale;
+
+    /// <summary>Value scales, as <see cref="KeyScales"/>.</summary>
+    public ReadOnlySpan<float> ValueScales => _vScale;
+
+    /// <summary>Key zero points per row (int4) or empty.</summary>
+    public ReadOnlySpan<float> KeyZeros => _kZero;
+
+    /// <summary>Value zero points per row (int4) or empty.</summary>
+    public ReadOnlySpan<float> ValueZeros => _vZero;
+
+    internal byte[] KeyArray => _k;
+    internal byte[] ValueArray => _v;
+    internal float[] KeyScaleArray => _kScale;
+    internal float[] ValueScaleArray => _vScale;
+    internal float[] KeyZeroArray => _kZero;
+    internal float[] ValueZeroArray => _vZero;
+
+    /// <summary>The row index of (page, slot, head).</summary>
+    /// <param name="page">Page id.</param>
+    /// <param name="slot">Slot in the page.</param>
+    /// <param name="head">Kv head.</param>
+    /// <returns>The row index.</returns>
+    public long RowIndex(int page, int slot, int head) => page * PageStride + (long)slot * TokenStride + (long)head * HeadStride;
+
+    /// <summary>Writes the keys and values of one token into (page, slot), converting or quantizing to <see cref="DType"/>.</summary>
+    /// <param name="page">Page id.</param>
+    /// <param name="slot">Slot in the page.</param>
+    /// <param name="key"><c>kv_heads·head_dim</c> key values, head-major.</param>
+    /// <param name="value"><c>kv_heads·head_dim</c> values.</param>
+    /// <exception cref="ArgumentOutOfRangeException">page or slot is out of range.</exception>
+    /// <exception cref="ArgumentException">key or value has the wrong length.</exception>
+    public void WriteToken(int page, int slot, ReadOnlySpan<float> key, ReadOnlySpan<float> value)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(page);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(page, NumPages);
+        ArgumentOutOfRangeException.ThrowIfNegative(slot);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(slot, PageSize);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(key), key.Length, (long)KvHeads * HeadDim);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(value), value.Length, (long)KvHeads * HeadDim);
+        for (int h = 0; h < KvHeads; h++)
+        {
+            long row = RowIndex(page, slot, h);
+            WriteRow(_k, _kScale, _kZero, row, h, key.Slice(h * HeadDim, HeadDim));
+            WriteRow(_v, _vScale, _vZero, row, h, value.Slice(h * HeadDim, HeadDim));
+        }
+    }
+
+    /// <summary>Reads the dequantized key row of (page, slot, head): the exact values every kernel computes with.</summary>
+    /// <param name="page">Page id.</param>
+    /// <param name="slot">Slot.</param>
+    /// <param name="head">Kv head.</param>
+    /// <param name="destination"><c>head_dim</c> floats.</param>
+    /// <exception cref="ArgumentOutOfRangeException">An index is out of range.</exception>
+    /// <exception cref="ArgumentException">destination is too short.</exception>
+    public void ReadKey(int page, int slot, int head, Span<float> destination) => Read(_k, _kScale, _kZero, page, slot, head, destination);
+
+    /// <summary>Reads the dequantized value row of (page, slot, head).</summary>
+    /// <param name="page">Page id.</param>
+    /// <param name="slot">Slot.</param>
+    /// <param name="head">Kv head.</param>
+    /// <param name="destination"><c>head_dim</c> floats.</param>
+    /// <exception cref="ArgumentOutOfRangeException">An index is out of range.</exception>
+    /// <exception cref="ArgumentException">destination is too short.</exception>
+    public void ReadValue(int page, int slot, int head, Span<float> destination) => Read(_v, _vScale, _vZero, page, slot, head, destination);
+
+    /// <summary>Copies page <paramref name="source"/> (K, V, scales and zeros) over page <paramref name="destination"/>.</summary>
+    /// <param name="source">Source page id.</param>
+    /// <param name="destination">Destination page id.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A page id is out of range.</exception>
+    public void CopyPage(int source, int destination)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(source);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(source, NumPages);
+        ArgumentOutOfRangeException.ThrowIfNegative(destination);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(destination, NumPages);
+        if (source == destination) return;
+        int rows = (int)PageStride;
+        long s = source * PageStride, d = destination * PageStride;
+        Array.Copy(_k, s * RowBytes, _k, d * RowBytes, (long)rows * RowBytes);
+        Array.Copy(_v, s * RowBytes, _v, d * RowBytes, (long)rows * RowBytes);
+        if (HasRowScales)
+        {
+            Array.Copy(_kScale, s, _kScale, d, rows);
+            Array.Copy(_vScale, s, _vScale, d, rows);
+        }
+        if (DType == DType.I4)
+        {
+            Array.Copy(_kZero, s, _kZero, d, rows);
+            Array.Copy(_vZero, s, _vZero, d, rows);
+        }
+    }
+
+    /// <summary>Copies a page of another cache with the same geometry, dtype, layout and per-head scales (used to build
+    /// the same data at other page ids).</summary>
+    /// <param name="other">The source cache.</param>
+    /// <param name="sourcePage">Page id in <paramref name="other"/>.</param>
+    /// <param name="destinationPage">Page id here.</param>
+    /// <exception cref="ArgumentException">The caches differ in geometry or format.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A page id is out of range.</exception>
+    public void CopyPageFrom(PagedKvCache other, int sourcePage, int destinationPage)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        if (other.PageSize != PageSize || other.KvHeads != KvHeads || other.HeadDim != HeadDim || other.DType != DType || other.Layout != Layout || other.ScaleMode != ScaleMode)
+            ThrowHelper.Argument(nameof(other), "The source cache differs in page size, heads, head_dim, dtype, layout or scale mode.");
+        ArgumentOutOfRangeException.ThrowIfNegative(sourcePage);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(sourcePage, other.NumPages);
+        ArgumentOutOfRangeException.ThrowIfNegative(destinationPage);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(destinationPage, NumPages);
+        int rows = (int)PageStride;
+        long s = sourcePage * PageStride, d = destinationPage * PageStride;
+        Array.Copy(other._k, s * RowBytes, _k, d * RowBytes, (long)rows * RowBytes);
+        Array.Copy(other._v, s * RowBytes, _v, d * RowBytes, (long)rows * RowBytes);
+        if (HasRowScales)
+        {
+            Array.Copy(other._kScale, s, _kScale, d, rows);
+            Array.Copy(other._vScale, s, _vScale, d, rows);
+        }
+        if (DType == DType.I4)
+        {
+            Array.Copy(other._kZero, s, _kZero, d, rows);
+            Array.Copy(other._vZero, s, _vZero, d, rows);
+        }
+    }
+
+    private void Read(byte[] data, float[] scales, float[] zeros, int page, int slot, int head, Span<float> destination)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(page);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(page, NumPages);
+        ArgumentOutOfRangeException.ThrowIfNegative(slot);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(slot, PageSize);
+        ArgumentOutOfRangeException.ThrowIfNegative(head);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(head, KvHeads);
+        ThrowHelper.ThrowIfTooShort(nameof(destination), destination.Length, HeadDim);
+        long row = RowIndex(page, slot, head);
+        ReadOnlySpan<byte> bytes = data.AsSpan((int)(row * RowBytes), RowBytes);
+        Span<float> dst = destination[..HeadDim];
+        switch (DType)
+        {
+            case DType.F32:
+                MemoryMarshal.Cast<byte, float>(bytes).CopyTo(dst);
+                break;
+            case DType.F16:
+                var h = MemoryMarshal.Cast<byte, Half>(bytes);
+                for (int i = 0; i < HeadDim; i++) dst[i] = (float)h[i];
+                break;
+            case DType.BF16:
+                var b = MemoryMarshal.Cast<byte, ushort>(bytes);
+                for (int i = 0; i < HeadDim; i++) dst[i] = BitConverter.Int32BitsToSingle(b[i] << 16);
+                break;
+            case DType.I8:
+                float s8 = ScaleMode == KvScaleMode.PerHead ? scales[head] : scales[row];
+                for (int i = 0; i < HeadDim; i++) dst[i] = (sbyte)bytes[i] * s8;
+                break;
+            default:
+                float s4 = scales[row], z = zeros[row];
+                int half = HeadDim / 2;
+                for (int i = 0; i < half; i++)
+                {
+                    dst[i] = ((bytes[i] & 0xF) - z) * s4;
+                    dst[i + half] = ((bytes[i] >> 4) - z) * s4;
+                }
+                break;
+        }
+    }
+
+    private void WriteRow(byte[] data, float[] scales, float[] zeros, long row, int head, ReadOnlySpan<float> x)
+    {
+        Span<byte> bytes = data.AsSpan((int)(row * RowBytes), RowBytes);
+        switch (DType)
+        {
+            case DType.F32:
+                x.CopyTo(MemoryMarshal.Cast<byte, float>(bytes));
+                break;
+            case DType.F16:
+                var h = MemoryMarshal.Cast<byte, Half>(bytes);
+                for (int i = 0; i < x.Length; i++) h[i] = (Half)x[i];
+                break;
+            case DType.BF16:
+                var b = MemoryMarshal.Cast<byte, BFloat16>(bytes);
+                for (int i = 0; i < x.Length; i++) b[i] = (BFloat16)x[i];
+                break;
+            case DType.I8:
+                float s;
+                if (ScaleMode == KvScaleMode.PerHead)
+                {
+                    s = scales[head];
+                }
+                else
+                {
+                    float amax = 0;
+                    foreach (float v in x) amax = MathF.Max(amax, MathF.Abs(v));
+                    s = amax / 127f;
+                    scales[row] = s;
+                }
+                for (int i = 0; i < x.Length; i++)
+                {
+                    float q = s == 0 ? 0 : MathF.Round(x[i] / s);
+                    bytes[i] = (byte)(sbyte)Math.Clamp(q, -127f, 127f);
+                }
+                break;
+            default:
+                var (s4, z) = Int4Params(x);
+                scales[row] = s4;
+                zeros[row] = z;
+                int half = x.Length / 2;
+                for (int i = 0; i < half; i++)
+                {
+                    int lo = (int)Math.Clamp(MathF.Round(x[i] / s4) + z, 0f, 15f);
+                    int hi = (int)Math.Clamp(MathF.Round(x[i + half] / s4) + z, 0f, 15f);
+                    bytes[i] = (byte)(lo | (hi << 4));
+                }
+                break;
+        }
+    }
+
+    /// <summary>The int4 (scale, zero) of a row: <c>s = (max − min)/15</c>, <c>z = clamp(round(−min/s), 0, 15)</c>; a constant
+    /// row <c>c</c> gets <c>s = |c|</c> (or 1 for zeros) so that it is represented exactly.</summary>
+    internal static (float Scale, float Zero) Int4Params(ReadOnlySpan<float> x)
+    {
+        float min = float.PositiveInfinity, max = float.NegativeInfinity;
+        foreach (float v in x)
+        {
+            min = MathF.Min(min, v);
+            max = MathF.Max(max, v);
+        }
+        float s = (max - min) / 15f;
+        if (!(s > 0)) s = MathF.Max(MathF.Abs(min), MathF.Abs(max)) is > 0 and var a ? a : 1f;
+        float z = Math.Clamp(MathF.Round(-min / s), 0f, 15f);
+        return (s, z);
+    }
+}

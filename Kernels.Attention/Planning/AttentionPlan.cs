@@ -1,0 +1,68 @@
+namespace Kernels.Attention.Planning;
+
+/// <summary>What every attention plan holds: validated metadata flattened into work items over a page list.</summary>
+/// <remarks>
+/// The page list gives, per entry, the page id, its token count and the key index of its first token (so the same kernels
+/// run paged decode, paged prefill and block-sparse attention). Plans are immutable and may be reused for every layer
+/// whose cache has the same page table.
+/// </remarks>
+public abstract class AttentionPlan
+{
+    private protected AttentionPlan(AttentionShape shape, AttentionOptions options, int pageSize, int maxPageId, int queryRows,
+        int[] pageIds, int[] pageTokens, int[] pageKeyStart, AttentionWorkItem[] items)
+    {
+        Shape = shape;
+        Options = options;
+        PageSize = pageSize;
+        MaxPageId = maxPageId;
+        QueryRows = queryRows;
+        PageIds = pageIds;
+        PageTokens = pageTokens;
+        PageKeyStart = pageKeyStart;
+        WorkItems = items;
+    }
+
+    /// <summary>Heads and head_dim.</summary>
+    public AttentionShape Shape { get; }
+
+    /// <summary>Scale, soft cap, window, causal.</summary>
+    public AttentionOptions Options { get; }
+
+    /// <summary>The page size a cache must have.</summary>
+    public int PageSize { get; }
+
+    /// <summary>The largest page id used; a cache must have more pages than this.</summary>
+    public int MaxPageId { get; }
+
+    /// <summary>Query (and output) rows: q is <c>[QueryRows, qo_heads, head_dim]</c>.</summary>
+    public int QueryRows { get; }
+
+    /// <summary>The softmax scale in use.</summary>
+    public float SmScale => Options.ScaleFor(Shape.HeadDim);
+
+    internal int[] PageIds { get; }
+    internal int[] PageTokens { get; }
+    internal int[] PageKeyStart { get; }
+    internal AttentionWorkItem[] WorkItems { get; }
+
+    /// <summary>Work items (the parallel grain).</summary>
+    public int WorkItemCount => WorkItems.Length;
+
+    /// <summary>The work items, for backends.</summary>
+    public ReadOnlySpan<AttentionWorkItem> Items => WorkItems;
+
+    /// <summary>Page ids of the page list.</summary>
+    public ReadOnlySpan<int> PageList => PageIds;
+
+    /// <summary>Tokens per page-list entry.</summary>
+    public ReadOnlySpan<int> PageListTokens => PageTokens;
+
+    /// <summary>Key index of each page-list entry's first token.</summary>
+    public ReadOnlySpan<int> PageListKeyStart => PageKeyStart;
+
+    /// <summary>Queries (query rows × query heads) per work item at most (the kernels' per-thread logit tile).</summary>
+    public const int MaxQueriesPerItem = 64;
+
+    /// <summary>Query heads of one kv head that one item takes (the whole group unless it exceeds the tile).</summary>
+    internal static int GroupHeadsPerItem(AttentionShape shape) => Math.Min(shape.GroupSize, MaxQueriesPerItem);
+}

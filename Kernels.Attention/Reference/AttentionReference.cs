@@ -1,0 +1,182 @@
+using Kernels.Attention.Masks;
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+
+namespace Kernels.Attention.Reference;
+
+/// <summary>
+/// The attention oracle: naive softmax attention in double over dense, gathered (and dequantized) K/V, returning the
+/// output and the natural-log log-sum-exp of every (query, head) row.
+/// </summary>
+/// <remarks>
+/// <para><c>logit_j = c·tanh(sm_scale·q·k_j / c)</c> (soft cap <c>c &gt; 0</c>) or <c>sm_scale·q·k_j</c>;
+/// <c>o = Σ_j e^(logit_j − lse)·v_j</c>, <c>lse = ln Σ_j e^(logit_j)</c> over the kept keys. A row with no kept key has
+/// <c>o = 0</c>, <c>lse = −∞</c>. FlashInfer returns <c>lse</c> in base 2; multiply ours by <c>1/ln 2</c> to compare.</para>
+/// <para>Layouts: q and output <c>[tokens, qo_heads, head_dim]</c>, lse <c>[tokens, qo_heads]</c>, dense K/V
+/// <c>[kv_len, kv_heads, head_dim]</c>. Query head <c>h</c> reads kv head <c>h / (qo_heads / kv_heads)</c>.
+/// Paged caches are checked as <c>Dense(Gather(pages))</c>, the FlashInfer test pattern.</para>
+/// </remarks>
+public static class AttentionReference
+{
+    /// <summary>Attention of one request over dense K/V with the options' causal/window mask (bottom-right aligned) and an optional extra mask.</summary>
+    /// <param name="q"><c>qoLen·qo_heads·head_dim</c> queries.</param>
+    /// <param name="k"><c>kvLen·kv_heads·head_dim</c> keys.</param>
+    /// <param name="v"><c>kvLen·kv_heads·head_dim</c> values.</param>
+    /// <param name="qoLen">Queries.</param>
+    /// <param name="kvLen">Keys.</param>
+    /// <param name="shape">Heads and head_dim.</param>
+    /// <param name="options">Scale, soft cap, window, causal.</param>
+    /// <param name="output"><c>qoLen·qo_heads·head_dim</c> outputs.</param>
+    /// <param name="lse"><c>qoLen·qo_heads</c> log-sum-exps (natural log), or empty.</param>
+    /// <param name="keep">Extra mask <c>(query, key) → kept</c>, or null.</param>
+    /// <param name="magnitude">Optional <c>Σ_j p_j·|v_j|</c> per output element (the scale of its rounding error), or empty.</param>
+    /// <exception cref="ArgumentException">A buffer has the wrong length.</exception>
+    public static void Dense(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int qoLen, int kvLen,
+        AttentionShape shape, AttentionOptions options, Span<float> output, Span<float> lse, Func<int, int, bool>? keep = null, Span<double> magnitude = default)
+    {
+        ArgumentNullException.ThrowIfNull(shape);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        int hq = shape.QoHeads, hk = shape.KvHeads, d = shape.HeadDim, g = shape.GroupSize;
+        ThrowHelper.ThrowIfLengthMismatch(nameof(q), q.Length, (long)qoLen * hq * d);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(k), k.Length, (long)kvLen * hk * d);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(v), v.Length, (long)kvLen * hk * d);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(output), output.Length, (long)qoLen * hq * d);
+        if (!lse.IsEmpty) ThrowHelper.ThrowIfLengthMismatch(nameof(lse), lse.Length, (long)qoLen * hq);
+        if (!magnitude.IsEmpty) ThrowHelper.ThrowIfLengthMismatch(nameof(magnitude), magnitude.Length, output.Length);
+        double scale = options.ScaleFor(d), cap = options.LogitsSoftCap;
+        var logits = new double[kvLen];
+        var acc = new double[d];
+        var mag = new double[d];
+        for (int i = 0; i < qoLen; i++)
+            for (int h = 0; h < hq; h++)
+            {
+                int kh = h / g;
+                var qi = q.Slice((i * hq + h) * d, d);
+                double max = double.NegativeInfinity;
+                for (int j = 0; j < kvLen; j++)
+                {
+                    bool kept = AttentionMask.IsKept(i, j, qoLen, kvLen, options.Causal, options.WindowLeft) && (keep is null || keep(i, j));
+                    if (!kept)
+                    {
+                        logits[j] = double.NegativeInfinity;
+                        continue;
+                    }
+                    var kj = k.Slice((j * hk + kh) * d, d);
+                    double dot = 0;
+                    for (int c = 0; c < d; c++) dot += (double)qi[c] * kj[c];
+                    double s = scale * dot;
+                    logits[j] = cap > 0 ? cap * Math.Tanh(s / cap) : s;
+                    max = Math.Max(max, logits[j]);
+                }
+                Array.Clear(acc);
+                Array.Clear(mag);
+                double sum = 0;
+                if (!double.IsNegativeInfinity(max))
+                {
+                    for (int j = 0; j < kvLen; j++)
+                    {
+                        if (double.IsNegativeInfinity(logits[j])) continue;
+                        double p = Math.Exp(logits[j] - max);
+                        sum += p;
+                        var vj = v.Slice((j * hk + kh) * d, d);
+                        for (int c = 0; c < d; c++)
+                        {
+                            acc[c] += p * vj[c];
+                            mag[c] += p * Math.Abs(vj[c]);
+                        }
+                    }
+                }
+                var o = output.Slice((i * hq + h) * d, d);
+                for (int c = 0; c < d; c++) o[c] = sum > 0 ? (float)(acc[c] / sum) : 0f;
+                if (!magnitude.IsEmpty)
+                    for (int c = 0; c < d; c++) magnitude[(i * hq + h) * d + c] = sum > 0 ? mag[c] / sum : 0;
+                if (!lse.IsEmpty) lse[i * hq + h] = sum > 0 ? (float)(max + Math.Log(sum)) : float.NegativeInfinity;
+            }
+    }
+
+    /// <summary>Gathers the dequantized K and V of one sequence into dense <c>[kv_len, kv_heads, head_dim]</c> arrays.</summary>
+    /// <param name="cache">The cache.</param>
+    /// <param name="table">The page table.</param>
+    /// <param name="sequence">Sequence index in the table.</param>
+    /// <returns>Keys and values.</returns>
+    public static (float[] Keys, float[] Values) Gather(PagedKvCache cache, PageTable table, int sequence)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        ArgumentNullException.ThrowIfNull(table);
+        table.Validate(cache.NumPages);
+        int len = table.KvLength(sequence), hk = cache.KvHeads, d = cache.HeadDim;
+        var keys = new float[(long)len * hk * d];
+        var values = new float[keys.Length];
+        for (int t = 0; t < len; t++)
+        {
+            int page = table.Indices[table.Indptr[sequence] + t / table.PageSize];
+            for (int h = 0; h < hk; h++)
+            {
+                cache.ReadKey(page, t % table.PageSize, h, keys.AsSpan((t * hk + h) * d, d));
+                cache.ReadValue(page, t % table.PageSize, h, values.AsSpan((t * hk + h) * d, d));
+            }
+        }
+        return (keys, values);
+    }
+
+    /// <summary>Batch decode: one query per sequence over its paged K/V (the causal flag is moot for a single query).</summary>
+    /// <param name="q"><c>batch·qo_heads·head_dim</c> queries.</param>
+    /// <param name="cache">The cache.</param>
+    /// <param name="table">The page table.</param>
+    /// <param name="shape">Heads and head_dim.</param>
+    /// <param name="options">Options.</param>
+    /// <param name="output"><c>batch·qo_heads·head_dim</c> outputs.</param>
+    /// <param name="lse"><c>batch·qo_heads</c> log-sum-exps, or empty.</param>
+    /// <param name="magnitude">Optional error scale per output (see <see cref="Dense"/>), or empty.</param>
+    public static void Decode(ReadOnlySpan<float> q, PagedKvCache cache, PageTable table, AttentionShape shape, AttentionOptions options,
+        Span<float> output, Span<float> lse, Span<double> magnitude = default)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        int[] qoIndptr = Enumerable.Range(0, table.BatchSize + 1).ToArray();
+        Prefill(qoIndptr, q, cache, table, shape, options, output, lse, magnitude);
+    }
+
+    /// <summary>Batch prefill: ragged queries (<paramref name="qoIndptr"/>) over paged K/V with the options' mask.</summary>
+    /// <param name="qoIndptr"><c>batch + 1</c> query offsets.</param>
+    /// <param name="q"><c>qoIndptr[^1]·qo_heads·head_dim</c> queries.</param>
+    /// <param name="cache">The cache.</param>
+    /// <param name="table">The page table.</param>
+    /// <param name="shape">Heads and head_dim.</param>
+    /// <param name="options">Options.</param>
+    /// <param name="output">Outputs, like q.</param>
+    /// <param name="lse"><c>qoIndptr[^1]·qo_heads</c> log-sum-exps, or empty.</param>
+    /// <param name="magnitude">Optional error scale per output, or empty.</param>
+    public static void Prefill(ReadOnlySpan<int> qoIndptr, ReadOnlySpan<float> q, PagedKvCache cache, PageTable table, AttentionShape shape,
+        AttentionOptions options, Span<float> output, Span<float> lse, Span<double> magnitude = default)
+    {
+        ArgumentNullException.ThrowIfNull(shape);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(qoIndptr), qoIndptr.Length, table.BatchSize + 1);
+        int hq = shape.QoHeads, d = shape.HeadDim;
+        for (int b = 0; b < table.BatchSize; b++)
+        {
+            int q0 = qoIndptr[b], qn = qoIndptr[b + 1] - q0;
+            var (keys, values) = Gather(cache, table, b);
+            Dense(q.Slice(q0 * hq * d, qn * hq * d), keys, values, qn, table.KvLength(b), shape, options,
+                output.Slice(q0 * hq * d, qn * hq * d), lse.IsEmpty ? default : lse.Slice(q0 * hq, qn * hq), null,
+                magnitude.IsEmpty ? default : magnitude.Slice(q0 * hq * d, qn * hq * d));
+        }
+    }
+
+    /// <summary>Block-sparse attention over dense K/V: score (i, j) is kept when its block is in the mask (and the options' causal/window mask keeps it, with <c>qo_len = M</c>, <c>kv_len = N</c>).</summary>
+    /// <param name="mask">The block mask.</param>
+    /// <param name="q"><c>M·qo_heads·head_dim</c> queries.</param>
+    /// <param name="k"><c>N·kv_heads·head_dim</c> keys.</param>
+    /// <param name="v"><c>N·kv_heads·head_dim</c> values.</param>
+    /// <param name="shape">Heads and head_dim.</param>
+    /// <param name="options">Options.</param>
+    /// <param name="output"><c>M·qo_heads·head_dim</c> outputs.</param>
+    /// <param name="lse"><c>M·qo_heads</c> log-sum-exps, or empty.</param>
+    /// <param name="magnitude">Optional error scale per output, or empty.</param>
+    public static void BlockSparse(BlockSparseMask mask, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, AttentionShape shape,
+        AttentionOptions options, Span<float> output, Span<float> lse, Span<double> magnitude = default)
+    {
+        ArgumentNullException.ThrowIfNull(mask);
+        Dense(q, k, v, mask.M, mask.N, shape, options, output, lse, mask.Contains, magnitude);
+    }
+}

@@ -1,0 +1,83 @@
+namespace Kernels.Attention.Reference;
+
+/// <summary>
+/// Merging of attention states <c>(v, s)</c>: <c>v</c> the softmax-weighted values over a key subset and <c>s</c> the
+/// log-sum-exp of its logits (natural log). This is how split-KV partials and cascade (shared-prefix) results combine.
+/// </summary>
+/// <remarks>
+/// <para><c>s = max(s_a, s_b)</c>, <c>w_a = e^(s_a − s)</c>, <c>w_b = e^(s_b − s)</c>,
+/// <c>v = (w_a·v_a + w_b·v_b)/(w_a + w_b)</c>, <c>s += ln(w_a + w_b)</c> (FlashInfer <c>state.cuh</c> / <c>cascade.cuh</c>, which
+/// keeps <c>s</c> in base 2: <c>s₂ = s / ln 2</c>). The operation is associative and commutative up to rounding.
+/// An empty state has <c>s = −∞</c> (its <c>v</c> is ignored); merging two empty states gives <c>v = 0, s = −∞</c> and never NaN,
+/// because the exponents are taken relative to a finite maximum or skipped.</para>
+/// </remarks>
+public static class AttentionState
+{
+    /// <summary>Merges <c>(other, otherLse)</c> into <c>(v, lse)</c> in place.</summary>
+    /// <param name="v">The accumulated state's values (updated).</param>
+    /// <param name="lse">The accumulated state's log-sum-exp (updated).</param>
+    /// <param name="other">The other state's values (same length).</param>
+    /// <param name="otherLse">The other state's log-sum-exp.</param>
+    /// <exception cref="ArgumentException">The lengths differ.</exception>
+    public static void MergeInPlace(Span<float> v, ref float lse, ReadOnlySpan<float> other, float otherLse)
+    {
+        ThrowHelper.ThrowIfLengthMismatch(nameof(other), other.Length, v.Length);
+        if (float.IsNegativeInfinity(otherLse)) return;
+        if (float.IsNegativeInfinity(lse))
+        {
+            other.CopyTo(v);
+            lse = otherLse;
+            return;
+        }
+        float max = MathF.Max(lse, otherLse);
+        float wa = MathF.Exp(lse - max), wb = MathF.Exp(otherLse - max);
+        float inv = 1f / (wa + wb);
+        float ca = wa * inv, cb = wb * inv;
+        for (int i = 0; i < v.Length; i++) v[i] = v[i] * ca + other[i] * cb;
+        lse = max + MathF.Log(wa + wb);
+    }
+
+    /// <summary>Merges two states into a third.</summary>
+    /// <param name="a">State a's values.</param>
+    /// <param name="lseA">State a's log-sum-exp.</param>
+    /// <param name="b">State b's values.</param>
+    /// <param name="lseB">State b's log-sum-exp.</param>
+    /// <param name="destination">Merged values (may be a or b itself).</param>
+    /// <returns>The merged log-sum-exp.</returns>
+    /// <exception cref="ArgumentException">The lengths differ.</exception>
+    public static float Merge(ReadOnlySpan<float> a, float lseA, ReadOnlySpan<float> b, float lseB, Span<float> destination)
+    {
+        ThrowHelper.ThrowIfLengthMismatch(nameof(b), b.Length, a.Length);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(destination), destination.Length, a.Length);
+        if (float.IsNegativeInfinity(lseA) && float.IsNegativeInfinity(lseB))
+        {
+            destination.Clear();
+            return float.NegativeInfinity;
+        }
+        if (!a.Overlaps(destination)) a.CopyTo(destination);
+        float lse = lseA;
+        if (float.IsNegativeInfinity(lseA))
+        {
+            b.CopyTo(destination);
+            return lseB;
+        }
+        MergeInPlace(destination, ref lse, b, lseB);
+        return lse;
+    }
+
+    /// <summary>Merges <c>n</c> states <c>[n, dim]</c> in index order (the order split-KV uses, so results are reproducible).</summary>
+    /// <param name="values"><c>n·dim</c> values.</param>
+    /// <param name="lses"><c>n</c> log-sum-exps.</param>
+    /// <param name="destination"><c>dim</c> merged values.</param>
+    /// <returns>The merged log-sum-exp (−∞ when every state is empty; destination is then zero).</returns>
+    /// <exception cref="ArgumentException">The lengths disagree.</exception>
+    public static float MergeMany(ReadOnlySpan<float> values, ReadOnlySpan<float> lses, Span<float> destination)
+    {
+        int dim = destination.Length;
+        ThrowHelper.ThrowIfLengthMismatch(nameof(values), values.Length, (long)lses.Length * dim);
+        destination.Clear();
+        float lse = float.NegativeInfinity;
+        for (int i = 0; i < lses.Length; i++) MergeInPlace(destination, ref lse, values.Slice(i * dim, dim), lses[i]);
+        return lse;
+    }
+}

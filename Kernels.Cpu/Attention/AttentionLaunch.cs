@@ -1,0 +1,134 @@
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
+using Kernels.Cpu.Threading;
+
+namespace Kernels.Cpu.Attention;
+
+/// <summary>Shared run-time checks and the launch of <see cref="PagedAttentionKernel"/> for a plan.</summary>
+internal static unsafe class AttentionLaunch
+{
+    /// <summary>Largest head_dim the kernels' row scratch holds.</summary>
+    internal const int MaxHeadDim = 256;
+
+    /// <summary>Checks that the cache and buffers match the plan; throws <see cref="InvalidOperationException"/> otherwise.</summary>
+    internal static void Check(AttentionPlan plan, ReadOnlySpan<float> q, PagedKvCache cache, Span<float> output, Span<float> lse)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(cache);
+        var shape = plan.Shape;
+        if (cache.PageSize != plan.PageSize || cache.KvHeads != shape.KvHeads || cache.HeadDim != shape.HeadDim)
+            throw new InvalidOperationException(
+                $"The cache (page_size {cache.PageSize}, kv_heads {cache.KvHeads}, head_dim {cache.HeadDim}) does not match the plan (page_size {plan.PageSize}, kv_heads {shape.KvHeads}, head_dim {shape.HeadDim}).");
+        if (cache.NumPages <= plan.MaxPageId)
+            throw new InvalidOperationException($"The plan uses page {plan.MaxPageId} but the cache has {cache.NumPages} pages.");
+        long rows = (long)plan.QueryRows * shape.QoHeads;
+        if (q.Length != rows * shape.HeadDim)
+            throw new InvalidOperationException($"q has {q.Length} elements; the plan needs {plan.QueryRows}×{shape.QoHeads}×{shape.HeadDim} = {rows * shape.HeadDim}.");
+        if (output.Length != rows * shape.HeadDim)
+            throw new InvalidOperationException($"output has {output.Length} elements; the plan needs {rows * shape.HeadDim}.");
+        if (!lse.IsEmpty && lse.Length != rows)
+            throw new InvalidOperationException($"lse has {lse.Length} elements; the plan needs {rows} (or pass an empty span).");
+        if (shape.HeadDim % 32 != 0 || shape.HeadDim > MaxHeadDim)
+            throw new NotSupportedException($"CPU attention supports head_dim a multiple of 32 up to {MaxHeadDim} (64, 128, 256, …); got {shape.HeadDim}.");
+        ThrowHelper.ThrowIfOverlapping(q, output, nameof(q));
+        if (!lse.IsEmpty) ThrowHelper.ThrowIfOverlapping(q, lse, nameof(q));
+    }
+
+    internal static void Launch(AttentionPlan plan, ReadOnlySpan<float> q, PagedKvCache cache, Span<float> output, Span<float> lse,
+        float[]? workspace, KernelOptions? options)
+    {
+        IsaPath isa = CpuIsa.Resolve(options);
+        if (plan.WorkItemCount == 0) return;
+        fixed (float* pq = q)
+        fixed (float* po = output)
+        fixed (float* pl = lse)
+        fixed (float* pw = workspace)
+        fixed (AttentionWorkItem* pi = plan.WorkItems)
+        fixed (int* pids = plan.PageIds)
+        fixed (int* ptok = plan.PageTokens)
+        fixed (int* pkey = plan.PageKeyStart)
+        fixed (byte* pk = cache.KeyArray)
+        fixed (byte* pv = cache.ValueArray)
+        fixed (float* pks = cache.KeyScaleArray)
+        fixed (float* pvs = cache.ValueScaleArray)
+        fixed (float* pkz = cache.KeyZeroArray)
+        fixed (float* pvz = cache.ValueZeroArray)
+        {
+            var state = new PagedAttentionKernel.State
+            {
+                Q = pq, Out = po, Lse = lse.IsEmpty ? null : pl, Work = pw,
+                K = pk, V = pv, KScale = pks, VScale = pvs, KZero = pkz, VZero = pvz,
+                Items = pi, PageIds = pids, PageTokens = ptok, PageKeyStart = pkey,
+                PageStride = cache.PageStride, TokenStride = cache.TokenStride, HeadStride = cache.HeadStride, RowBytes = cache.RowBytes,
+                HeadDim = plan.Shape.HeadDim, QoHeads = plan.Shape.QoHeads, Group = plan.Shape.GroupSize, DType = cache.DType,
+                PerHeadScale = cache.DType == DType.I8 && cache.ScaleMode == KvScaleMode.PerHead,
+                Causal = plan.Options.Causal, WindowLeft = plan.Options.WindowLeft,
+                SmScale = plan.SmScale, SoftCap = plan.Options.LogitsSoftCap, Isa = isa,
+            };
+            if (plan is DecodePlan dp)
+            {
+                state.PartialOut = dp.PartialOutputOffset;
+                state.PartialLse = dp.PartialLseOffset;
+            }
+            long work = 0;
+            foreach (var it in plan.WorkItems) work += (long)(it.PageEnd - it.PageBegin) * plan.PageSize * it.QueryRows;
+            int threads = work * plan.Shape.HeadDim < 65_536 ? 1 : (options ?? KernelOptions.Default).EffectiveParallelism;
+            WorkerPool.Run(plan.WorkItemCount, threads, ref state);
+
+            if (plan is DecodePlan decode && decode.PartialSlots > 0)
+            {
+                fixed (int* ss = SplitArrays(decode, out int[] counts))
+                fixed (int* sc = counts)
+                {
+                    var merge = new MergeState
+                    {
+                        Work = pw, Out = po, Lse = lse.IsEmpty ? null : pl, SplitStart = ss, SplitCount = sc,
+                        PartialOut = decode.PartialOutputOffset, PartialLse = decode.PartialLseOffset,
+                        QoHeads = plan.Shape.QoHeads, HeadDim = plan.Shape.HeadDim,
+                    };
+                    WorkerPool.Run(decode.BatchSize * plan.Shape.QoHeads, threads, ref merge);
+                }
+            }
+        }
+    }
+
+    private static int[] SplitArrays(DecodePlan plan, out int[] counts)
+    {
+        var starts = new int[plan.BatchSize];
+        counts = new int[plan.BatchSize];
+        for (int b = 0; b < plan.BatchSize; b++)
+        {
+            starts[b] = plan.SplitStart(b);
+            counts[b] = plan.SplitCount(b);
+        }
+        return starts;
+    }
+
+    /// <summary>Merges the split-KV partial states of one (sequence, head) in chunk order.</summary>
+    private struct MergeState : IChunkKernel<MergeState>
+    {
+        public float* Work, Out, Lse;
+        public int* SplitStart, SplitCount;
+        public long PartialOut, PartialLse;
+        public int QoHeads, HeadDim;
+
+        public static void Execute(ref MergeState s, int chunk)
+        {
+            int b = chunk / s.QoHeads, h = chunk % s.QoHeads;
+            int n = s.SplitCount[b];
+            if (n <= 1) return;
+            int d = s.HeadDim;
+            var dst = new Span<float>(s.Out + (long)chunk * d, d);
+            dst.Clear();
+            float lse = float.NegativeInfinity;
+            for (int c = 0; c < n; c++)
+            {
+                long slot = s.SplitStart[b] + c;
+                var part = new ReadOnlySpan<float>(s.Work + s.PartialOut + (slot * s.QoHeads + h) * d, d);
+                AttentionState.MergeInPlace(dst, ref lse, part, s.Work[s.PartialLse + slot * s.QoHeads + h]);
+            }
+            if (s.Lse != null) s.Lse[chunk] = lse;
+        }
+    }
+}

@@ -1,0 +1,261 @@
+using System.Runtime.CompilerServices;
+using Kernels.Attention.Masks;
+using Kernels.Attention.Planning;
+using Kernels.Cpu.Threading;
+
+namespace Kernels.Cpu.Attention;
+
+/// <summary>
+/// The one attention kernel behind paged decode, paged prefill and block-sparse attention: a work item's queries (query
+/// rows × the query heads of its kv heads) stream the item's pages once, with online softmax.
+/// </summary>
+/// <remarks>
+/// <para>Per page, in tiles of up to 16 tokens: each K row is widened to fp32 once and dotted with every query of the item
+/// (GQA: one load per group, which keeps decode bandwidth-bound), logits are masked to each query's causal/window key
+/// range, the running maximum is raised once per tile (rescaling the accumulator only when it grows), the tile's
+/// probabilities are exponentiated as one vector, and each V row is widened once and accumulated into every query.
+/// Pages outside every query's key range are skipped without reading them, which is also how block-sparse masks skip
+/// excluded blocks. A split-KV item stores its normalised partial state and log-sum-exp in the workspace.</para>
+/// <para>Accumulation order: dot products in <c>2·Count</c>-lane partial sums (FMA) then a lane reduction; the output sums
+/// tiles in key order. Results are deterministic for a given ISA path and plan (the split is in the plan), and differ across
+/// ISA paths by rounding only.</para>
+/// </remarks>
+internal static unsafe class PagedAttentionKernel
+{
+    /// <summary>Tokens per tile (one 512-bit vector of logits per query).</summary>
+    internal const int Tile = 16;
+
+    internal struct State : IChunkKernel<State>
+    {
+        public float* Q, Out, Lse, Work;
+        public byte* K, V;
+        public float* KScale, VScale, KZero, VZero;
+        public AttentionWorkItem* Items;
+        public int* PageIds, PageTokens, PageKeyStart;
+        public long PageStride, PartialOut, PartialLse;
+        public int TokenStride, HeadStride, RowBytes, HeadDim, QoHeads, Group;
+        public DType DType;
+        public bool PerHeadScale, Causal;
+        public int WindowLeft;
+        public float SmScale, SoftCap;
+        public IsaPath Isa;
+
+        public static void Execute(ref State s, int chunk)
+        {
+            switch (s.Isa)
+            {
+                case IsaPath.Avx512: Avx512(ref s, chunk); break;
+                case IsaPath.Avx2: Avx2(ref s, chunk); break;
+                case IsaPath.Vector128: Vector128(ref s, chunk); break;
+                default: Scalar(ref s, chunk); break;
+            }
+        }
+    }
+
+    /// <summary>The AVX-512 path for work item <paramref name="item"/>.</summary>
+    [SkipLocalsInit]
+    internal static void Avx512(ref State s, int item) => Run<Attention512>(ref s, item);
+
+    /// <summary>The AVX2 path.</summary>
+    [SkipLocalsInit]
+    internal static void Avx2(ref State s, int item) => Run<Attention256>(ref s, item);
+
+    /// <summary>The Vector128 path.</summary>
+    [SkipLocalsInit]
+    internal static void Vector128(ref State s, int item) => Run<Attention128>(ref s, item);
+
+    /// <summary>The scalar path.</summary>
+    [SkipLocalsInit]
+    internal static void Scalar(ref State s, int item) => Run<AttentionScalar>(ref s, item);
+
+    /// <summary>Floats of per-thread scratch: the logit tile, one widened row, running max and sum.</summary>
+    private const int ScratchFloats = AttentionPlan.MaxQueriesPerItem * Tile + 256 + 2 * AttentionPlan.MaxQueriesPerItem + (Tile + 1) * 256;
+
+    [ThreadStatic] private static float[]? t_scratch;
+
+    /// <summary>This thread's pinned scratch (allocated once per thread, never per call).</summary>
+    private static float* Scratch()
+    {
+        var a = t_scratch ??= GC.AllocateArray<float>(ScratchFloats, pinned: true);
+        return (float*)Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(a));
+    }
+
+    // Fully optimised on first call: a decode step is a handful of calls, too few for tiered compilation to reach tier 1.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Run<TV>(ref State s, int index) where TV : struct, IAttentionSimd<TV>
+    {
+        const int MaxQ = AttentionPlan.MaxQueriesPerItem;
+        AttentionWorkItem it = s.Items[index];
+        int d = s.HeadDim, nkv = it.KvHeads, gh = it.GroupHeads, perRow = nkv * gh, nq = it.QueryRows * perRow;
+        float* logits = Scratch();               // [query][tile token]
+        float* row = logits + MaxQ * Tile;       // one widened K or V row (head_dim ≤ 256)
+        float* m = row + 256;                    // running max per query
+        float* l = m + MaxQ;                     // running Σ e^(logit − max) per query
+        float* vtile = l + MaxQ;                 // the tile's widened V rows [Tile][256], then one zero row
+        float* zero = vtile + Tile * 256;
+        new Span<float>(zero, 256).Clear();
+        float** vrows = stackalloc float*[Tile];
+        float* dots = stackalloc float[4];
+        int* lo = stackalloc int[MaxQ];
+        int* hi = stackalloc int[MaxQ];
+        float** qp = stackalloc float*[MaxQ];
+        float** acc = stackalloc float*[MaxQ];
+
+        // Query i = (r·KvHeads + kk)·GroupHeads + hh: row r, kv head KvHead + kk, query head (KvHead + kk)·group + GroupHead + hh.
+        int minLo = int.MaxValue, maxHi = int.MinValue;
+        for (int r = 0; r < it.QueryRows; r++)
+        {
+            var (klo, khi) = AttentionMask.KeyRange(it.MaskQuery + r, it.MaskQoLen, it.MaskKvLen, s.Causal, s.WindowLeft);
+            for (int kk = 0; kk < nkv; kk++)
+                for (int hh = 0; hh < gh; hh++)
+                {
+                    int i = r * perRow + kk * gh + hh;
+                    int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
+                    long qRow = (long)(it.QueryRow + r) * s.QoHeads + head;
+                    qp[i] = s.Q + qRow * d;
+                    acc[i] = it.PartialSlot < 0
+                        ? s.Out + qRow * d
+                        : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
+                    new Span<float>(acc[i], d).Clear();
+                    m[i] = float.NegativeInfinity;
+                    l[i] = 0;
+                    lo[i] = klo;
+                    hi[i] = khi;
+                }
+            if (klo < khi)
+            {
+                minLo = Math.Min(minLo, klo);
+                maxHi = Math.Max(maxHi, khi);
+            }
+        }
+
+        for (int p = it.PageBegin; p < it.PageEnd; p++)
+        {
+            int tokens = s.PageTokens[p], key0 = s.PageKeyStart[p];
+            if (key0 >= maxHi || key0 + tokens <= minLo) continue; // wholly masked: never touched
+            long pageRow = s.PageIds[p] * s.PageStride + (long)it.KvHead * s.HeadStride;
+            for (int t0 = 0; t0 < tokens; t0 += Tile)
+            {
+                int tn = Math.Min(Tile, tokens - t0);
+                int k0 = key0 + t0;
+                if (k0 >= maxHi || k0 + tn <= minLo) continue;
+
+                // 1. logits[i, t] for every query, −∞ where masked. Token-major, then kv head: NHD pages are read in order.
+                new Span<float>(logits, nq * Tile).Fill(float.NegativeInfinity);
+                for (int t = 0; t < tn; t++)
+                {
+                    int key = k0 + t;
+                    if (key < minLo || key >= maxHi) continue;
+                    long tokenRow = pageRow + (long)(t0 + t) * s.TokenStride;
+                    for (int kk = 0; kk < nkv; kk++)
+                    {
+                        long rr = tokenRow + (long)kk * s.HeadStride;
+                        float* k = Widen<TV>(ref s, s.K, s.KScale, s.KZero, rr, it.KvHead + kk, row);
+                        for (int r = 0; r < it.QueryRows; r++)
+                        {
+                            int i0 = r * perRow + kk * gh;
+                            if (key < lo[i0] || key >= hi[i0]) continue;
+                            int i = i0, ie = i0 + gh;
+                            for (; i + 4 <= ie; i += 4)
+                            {
+                                TV.Dot4(qp[i], qp[i + 1], qp[i + 2], qp[i + 3], k, d, dots);
+                                for (int j = 0; j < 4; j++) logits[(i + j) * Tile + t] = Logit(ref s, dots[j]);
+                            }
+                            for (; i < ie; i++) logits[i * Tile + t] = Logit(ref s, TV.Dot(qp[i], k, d));
+                        }
+                    }
+                }
+
+                // 2. online softmax per query: raise the max once per tile (rescaling only then), p = e^(logit − max).
+                for (int i = 0; i < nq; i++)
+                {
+                    float* li = logits + i * Tile;
+                    float tmax = TV.Max16(li);
+                    if (float.IsNegativeInfinity(tmax))
+                    {
+                        new Span<float>(li, Tile).Clear();
+                        continue;
+                    }
+                    if (tmax > m[i])
+                    {
+                        if (l[i] > 0)
+                        {
+                            float f = MathF.Exp(m[i] - tmax);
+                            TV.Scale(acc[i], f, d);
+                            l[i] *= f;
+                        }
+                        m[i] = tmax;
+                    }
+                    l[i] += TV.ExpShift16(li, m[i]);
+                }
+
+                // 3. acc[i] += Σ_t p[i, t]·v_t: per kv head, the tile's V rows are widened once, then four queries at a time
+                //    accumulate in registers across the tile (masked tokens have p = 0 and a zero row).
+                for (int kk = 0; kk < nkv; kk++)
+                {
+                    for (int t = 0; t < Tile; t++)
+                    {
+                        int key = k0 + t;
+                        vrows[t] = t < tn && key >= minLo && key < maxHi
+                            ? Widen<TV>(ref s, s.V, s.VScale, s.VZero, pageRow + (long)(t0 + t) * s.TokenStride + (long)kk * s.HeadStride, it.KvHead + kk, vtile + t * 256)
+                            : zero;
+                    }
+                    for (int r = 0; r < it.QueryRows; r++)
+                    {
+                        int i = r * perRow + kk * gh, ie = i + gh;
+                        for (; i + 4 <= ie; i += 4)
+                            TV.Accumulate4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3],
+                                logits + i * Tile, logits + (i + 1) * Tile, logits + (i + 2) * Tile, logits + (i + 3) * Tile, vrows, d);
+                        for (; i < ie; i++) TV.Accumulate1(acc[i], logits + i * Tile, vrows, d);
+                    }
+                }
+            }
+        }
+
+        for (int r = 0; r < it.QueryRows; r++)
+            for (int kk = 0; kk < nkv; kk++)
+                for (int hh = 0; hh < gh; hh++)
+                {
+                    int i = r * perRow + kk * gh + hh;
+                    int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
+                    float lse;
+                    if (l[i] > 0)
+                    {
+                        TV.Scale(acc[i], 1f / l[i], d);
+                        lse = m[i] + MathF.Log(l[i]);
+                    }
+                    else
+                    {
+                        new Span<float>(acc[i], d).Clear();
+                        lse = float.NegativeInfinity;
+                    }
+                    if (it.PartialSlot >= 0) s.Work[s.PartialLse + (long)it.PartialSlot * s.QoHeads + head] = lse;
+                    else if (s.Lse != null) s.Lse[(long)(it.QueryRow + r) * s.QoHeads + head] = lse;
+                }
+    }
+
+    /// <summary><c>c·tanh(sm_scale·dot / c)</c> with a soft cap, else <c>sm_scale·dot</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Logit(ref State s, float dot)
+    {
+        float x = s.SmScale * dot;
+        return s.SoftCap > 0 ? s.SoftCap * MathF.Tanh(x / s.SoftCap) : x;
+    }
+
+    /// <summary>Returns row <paramref name="r"/> as fp32: the row itself for fp32 caches, else widened into <paramref name="scratch"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float* Widen<TV>(ref State s, byte* data, float* scale, float* zero, long r, int kvHead, float* scratch)
+        where TV : struct, IAttentionSimd<TV>
+    {
+        byte* src = data + r * s.RowBytes;
+        switch (s.DType)
+        {
+            case DType.F32: return (float*)src;
+            case DType.F16: TV.WidenF16((ushort*)src, scratch, s.HeadDim); break;
+            case DType.BF16: TV.WidenBf16((ushort*)src, scratch, s.HeadDim); break;
+            case DType.I8: TV.WidenI8((sbyte*)src, s.PerHeadScale ? scale[kvHead] : scale[r], scratch, s.HeadDim); break;
+            default: TV.WidenI4(src, scale[r], zero[r], scratch, s.HeadDim); break;
+        }
+        return scratch;
+    }
+}

@@ -1,0 +1,178 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+using ILGPU.Runtime;
+using Kernels.Attention;
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+
+namespace Kernels.Gpu.Attention;
+
+/// <summary>A device copy of a <see cref="PagedKvCache"/>: K and V bytes, and scales/zeros packed in one float buffer.</summary>
+internal sealed class GpuKvCache : DeviceKvCache
+{
+    private readonly MemoryBuffer1D<byte, Stride1D.Dense> _k, _v;
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _scales;
+    private readonly AcceleratorStream _stream;
+
+    public GpuKvCache(Accelerator accelerator, AcceleratorStream stream, PagedKvCache source) : base(source)
+    {
+        _stream = stream;
+        _k = accelerator.Allocate1D<byte>(Math.Max(1, source.Keys.Length));
+        _v = accelerator.Allocate1D<byte>(Math.Max(1, source.Values.Length));
+        KScaleOffset = 0;
+        VScaleOffset = source.KeyScales.Length;
+        KZeroOffset = VScaleOffset + source.ValueScales.Length;
+        VZeroOffset = KZeroOffset + source.KeyZeros.Length;
+        _scales = accelerator.Allocate1D<float>(Math.Max(1, VZeroOffset + source.ValueZeros.Length));
+        Update();
+    }
+
+    public int KScaleOffset { get; }
+    public int VScaleOffset { get; }
+    public int KZeroOffset { get; }
+    public int VZeroOffset { get; }
+    public ArrayView<byte> K => _k.View;
+    public ArrayView<byte> V => _v.View;
+    public ArrayView<float> Scales => _scales.View;
+
+    public override void Update()
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        _stream.Synchronize();
+        if (!Source.Keys.IsEmpty) _k.View.SubView(0, Source.Keys.Length).CopyFromCPU(_stream, Source.Keys);
+        if (!Source.Values.IsEmpty) _v.View.SubView(0, Source.Values.Length).CopyFromCPU(_stream, Source.Values);
+        var all = new float[VZeroOffset + Source.ValueZeros.Length];
+        Source.KeyScales.CopyTo(all.AsSpan(KScaleOffset));
+        Source.ValueScales.CopyTo(all.AsSpan(VScaleOffset));
+        Source.KeyZeros.CopyTo(all.AsSpan(KZeroOffset));
+        Source.ValueZeros.CopyTo(all.AsSpan(VZeroOffset));
+        if (all.Length > 0) _scales.View.SubView(0, all.Length).CopyFromCPU(_stream, all);
+        _stream.Synchronize();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        _k.Dispose();
+        _v.Dispose();
+        _scales.Dispose();
+        base.Dispose(disposing);
+    }
+}
+
+/// <summary>A plan's metadata on the device (uploaded once per plan, then reused for every layer) and its workspace.</summary>
+internal sealed class GpuPlanData : IDisposable
+{
+    public GpuPlanData(Accelerator accelerator, AcceleratorStream stream, AttentionPlan plan)
+    {
+        var meta = new List<int>();
+        var args = new AttentionLaunchArgs { ItemsOffset = 0 };
+        foreach (var it in plan.Items)
+            meta.AddRange([it.QueryRow, it.QueryRows, it.MaskQuery, it.MaskQoLen, it.MaskKvLen, it.KvHead, it.KvHeads, it.GroupHead, it.GroupHeads, it.PageBegin, it.PageEnd, it.PartialSlot]);
+        args.PageIdsOffset = meta.Count;
+        meta.AddRange(plan.PageList.ToArray());
+        args.PageTokensOffset = meta.Count;
+        meta.AddRange(plan.PageListTokens.ToArray());
+        args.PageKeyOffset = meta.Count;
+        meta.AddRange(plan.PageListKeyStart.ToArray());
+        args.QueriesOffset = meta.Count;
+        int queries = 0;
+        for (int i = 0; i < plan.Items.Length; i++)
+        {
+            var it = plan.Items[i];
+            for (int j = 0, n = it.QueryRows * it.KvHeads * it.GroupHeads; j < n; j++, queries++) meta.AddRange([i, j]);
+        }
+        args.QueryCount = queries;
+        args.SplitOffset = meta.Count;
+        long workFloats = 1;
+        if (plan is DecodePlan d)
+        {
+            args.Batch = d.BatchSize;
+            for (int b = 0; b < d.BatchSize; b++) meta.AddRange([d.SplitStart(b), d.SplitCount(b)]);
+            args.PartialOut = d.PartialOutputOffset;
+            args.PartialLse = d.PartialLseOffset;
+            workFloats = Math.Max(1, d.WorkspaceFloats);
+            HasSplits = d.PartialSlots > 0;
+        }
+        Args = args;
+        Meta = accelerator.Allocate1D<int>(Math.Max(1, meta.Count));
+        if (meta.Count > 0) Meta.View.SubView(0, meta.Count).CopyFromCPU(stream, meta.ToArray());
+        Work = accelerator.Allocate1D<float>(workFloats);
+        stream.Synchronize();
+    }
+
+    public AttentionLaunchArgs Args { get; }
+    public bool HasSplits { get; }
+    public MemoryBuffer1D<int, Stride1D.Dense> Meta { get; }
+    public MemoryBuffer1D<float, Stride1D.Dense> Work { get; }
+
+    public void Dispose()
+    {
+        Meta.Dispose();
+        Work.Dispose();
+    }
+}
+
+/// <summary>Loads the attention kernels once; uploads each plan's metadata once (kept until the backend is disposed).</summary>
+internal sealed class PagedAttentionLauncher : IDisposable
+{
+    private readonly Accelerator _accelerator;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs> _attend;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs> _merge;
+    private readonly ConditionalWeakTable<AttentionPlan, GpuPlanData> _plans = [];
+    private readonly List<GpuPlanData> _owned = [];
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _dummy;
+
+    public PagedAttentionLauncher(Accelerator accelerator)
+    {
+        _accelerator = accelerator;
+        _attend = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Attend);
+        _merge = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Merge);
+        _dummy = accelerator.Allocate1D<float>(1);
+    }
+
+    public void Launch(AcceleratorStream stream, AttentionPlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse)
+    {
+        if (!_plans.TryGetValue(plan, out var data))
+        {
+            data = new GpuPlanData(_accelerator, stream, plan);
+            _plans.Add(plan, data);
+            _owned.Add(data);
+        }
+        var c = cache.Source;
+        var a = data.Args;
+        a.PageStride = c.PageStride;
+        a.TokenStride = c.TokenStride;
+        a.HeadStride = c.HeadStride;
+        a.RowBytes = c.RowBytes;
+        a.HeadDim = plan.Shape.HeadDim;
+        a.QoHeads = plan.Shape.QoHeads;
+        a.Group = plan.Shape.GroupSize;
+        a.DType = c.DType switch { DType.F32 => 0, DType.F16 => 1, DType.BF16 => 2, DType.I8 => 3, _ => 4 };
+        a.PerHeadScale = c.DType == DType.I8 && c.ScaleMode == KvScaleMode.PerHead ? 1 : 0;
+        a.Causal = plan.Options.Causal ? 1 : 0;
+        a.WindowLeft = plan.Options.WindowLeft;
+        a.SmScale = plan.SmScale;
+        a.SoftCap = plan.Options.LogitsSoftCap;
+        a.WriteLse = lse is null ? 0 : 1;
+        a.KScaleOffset = cache.KScaleOffset;
+        a.VScaleOffset = cache.VScaleOffset;
+        a.KZeroOffset = cache.KZeroOffset;
+        a.VZeroOffset = cache.VZeroOffset;
+        var lseView = lse ?? _dummy.View;
+        if (a.QueryCount > 0)
+        {
+            int groups = (a.QueryCount + PagedAttentionKernels.WarpsPerGroup - 1) / PagedAttentionKernels.WarpsPerGroup;
+            _attend(stream, new KernelConfig(groups, PagedAttentionKernels.WarpsPerGroup * _accelerator.WarpSize),
+                q, output, lseView, data.Work.View, cache.K, cache.V, cache.Scales, data.Meta.View, a);
+        }
+        if (data.HasSplits) _merge(stream, a.Batch * a.QoHeads, output, lseView, data.Work.View, data.Meta.View, a);
+    }
+
+    public void Dispose()
+    {
+        foreach (var d in _owned) d.Dispose();
+        _dummy.Dispose();
+    }
+}

@@ -1,0 +1,46 @@
+using Kernels.Attention;
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Gpu.Attention;
+
+namespace Kernels.Gpu;
+
+public sealed partial class GpuBackend : IPagedAttentionOps
+{
+    private PagedAttentionLauncher? _attention;
+
+    /// <inheritdoc/>
+    public DeviceKvCache UploadKvCache(PagedKvCache cache)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return Wrap(() => new GpuKvCache(Accelerator, Stream, cache));
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>Plan metadata is uploaded on the first run of each plan and kept (reused for every layer) until the backend is
+    /// disposed. The CPU-side checks of <c>PagedDecode.Run</c> apply (head_dim a multiple of 32 up to 256).</remarks>
+    public void Attention(AttentionPlan plan, DeviceTensor<float> q, DeviceKvCache cache, DeviceTensor<float> output, DeviceTensor<float>? lse)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(cache);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (cache is not GpuKvCache gc) throw new ArgumentException("The cache was not made by this GPU backend's UploadKvCache.", nameof(cache));
+        ObjectDisposedException.ThrowIf(gc.IsDisposed, gc);
+        var c = gc.Source;
+        var shape = plan.Shape;
+        if (c.PageSize != plan.PageSize || c.KvHeads != shape.KvHeads || c.HeadDim != shape.HeadDim || c.NumPages <= plan.MaxPageId)
+            throw new InvalidOperationException($"The cache (pages {c.NumPages}, page_size {c.PageSize}, kv_heads {c.KvHeads}, head_dim {c.HeadDim}) does not match the plan.");
+        long rows = (long)plan.QueryRows * shape.QoHeads;
+        if (q.Shape.ElementCount != rows * shape.HeadDim || output.Shape.ElementCount != rows * shape.HeadDim || (lse is not null && lse.Shape.ElementCount != rows))
+            throw new InvalidOperationException($"q/output must have {rows * shape.HeadDim} elements and lse {rows} for this plan.");
+        if (shape.HeadDim % 32 != 0 || shape.HeadDim > 256)
+            throw new NotSupportedException($"GPU attention supports head_dim a multiple of 32 up to 256; got {shape.HeadDim}.");
+        _attention ??= Own(new PagedAttentionLauncher(Accelerator));
+        Wrap(() =>
+        {
+            _attention.Launch(Stream, plan, gc, ((GpuTensor<float>)q).View, ((GpuTensor<float>)output).View, lse is null ? null : ((GpuTensor<float>)lse).View);
+            return 0;
+        });
+    }
+}

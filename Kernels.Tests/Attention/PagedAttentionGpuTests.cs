@@ -1,0 +1,109 @@
+using Kernels.Attention;
+using Kernels.Attention.Masks;
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
+using Kernels.Cpu;
+using Kernels.Gpu;
+using Kernels.Tests.Gpu;
+using static Kernels.Tests.Attention.AttentionTestData;
+
+namespace Kernels.Tests.Attention;
+
+/// <summary>The ILGPU kernels on the CPU accelerator (tiny shapes: one OS thread per GPU thread), and the CPU backend through
+/// the same <see cref="IPagedAttentionOps"/> interface.</summary>
+[Collection(GpuCollection.Name)]
+public class PagedAttentionGpuTests(GpuFixture fixture)
+{
+    private readonly GpuBackend _gpu = fixture.Backend;
+
+    public static TheoryData<DType, KvScaleMode, KvLayout, int, bool> Cases => new()
+    {
+        { DType.F32, KvScaleMode.None, KvLayout.Nhd, 16, false },
+        { DType.F16, KvScaleMode.None, KvLayout.Hnd, 1, true },
+        { DType.BF16, KvScaleMode.None, KvLayout.Nhd, 5, true },
+        { DType.I8, KvScaleMode.PerToken, KvLayout.Nhd, 16, true },
+        { DType.I8, KvScaleMode.PerHead, KvLayout.Hnd, 4, false },
+        { DType.I4, KvScaleMode.None, KvLayout.Nhd, 3, true },
+    };
+
+    private void RunBoth(AttentionPlan plan, float[] q, PagedKvCache cache, int rows, int qoHeads, int d, float[] expected, float[] lseE, double[] mag, double eps, int maxLen, string what)
+    {
+        foreach (IPagedAttentionOps ops in new IPagedAttentionOps[] { _gpu, new CpuBackend() })
+        {
+            var backend = (IKernelBackend)ops;
+            using var kv = ops.UploadKvCache(cache);
+            using DeviceTensor<float> qt = backend is GpuBackend g ? g.Upload(q, rows, qoHeads, d) : ((CpuBackend)backend).Upload(q, rows, qoHeads, d);
+            using var ot = backend.Allocate<float>(rows, qoHeads, d);
+            using var lt = backend.Allocate<float>(rows, qoHeads);
+            ops.Attention(plan, qt, kv, ot, lt);
+            backend.Synchronize();
+            AssertClose(expected, ot.ToArray(), mag, lseE, lt.ToArray(), eps, maxLen, $"{what} {backend.Name}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Decode_MatchesReference(DType dtype, KvScaleMode mode, KvLayout layout, int pageSize, bool split)
+    {
+        var spec = new CacheSpec([0, 1, 23], pageSize, 2, 64, dtype, layout, mode, 3);
+        var (cache, table) = Build(spec);
+        var shape = new AttentionShape(4, 2, 64);
+        var opts = new AttentionOptions { LogitsSoftCap = split ? 0 : 4f };
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: split ? 2 : null);
+        var q = Queries(new Random(5), 3, shape);
+        float[] e = new float[q.Length], le = new float[12];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, opts, e, le, mag);
+        RunBoth(plan, q, cache, 3, 4, 64, e, le, mag, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 23, $"decode {dtype} {mode} {layout} page {pageSize}");
+    }
+
+    [Fact]
+    public void Prefill_CausalWindow_MatchesReference()
+    {
+        var spec = new CacheSpec([7, 12], 4, 1, 32, DType.F16, KvLayout.Nhd, KvScaleMode.None, 8);
+        var (cache, table) = Build(spec);
+        var shape = new AttentionShape(2, 1, 32);
+        var opts = new AttentionOptions { Causal = true, WindowLeft = 3 };
+        int[] qo = [0, 3, 8];
+        var plan = PrefillPlanner.Plan(qo, table, shape, cache.NumPages, opts);
+        var q = Queries(new Random(6), 8, shape);
+        float[] e = new float[q.Length], le = new float[16];
+        double[] mag = new double[q.Length];
+        AttentionReference.Prefill(qo, q, cache, table, shape, opts, e, le, mag);
+        RunBoth(plan, q, cache, 8, 2, 32, e, le, mag, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 12, "prefill");
+    }
+
+    [Fact]
+    public void BlockSparse_MatchesReference()
+    {
+        // M = 6 queries in blocks of 2, N = 10 keys in blocks of 4 (last block partial); block row 1 is empty.
+        var mask = new BlockSparseMask([0, 2, 2, 3], [0, 2, 1], 6, 10, 2, 4);
+        var shape = new AttentionShape(2, 1, 32);
+        var cache = new PagedKvCache(3, 4, 1, 32, DType.BF16);
+        var rng = new Random(2);
+        var k = new float[10 * 32];
+        var v = new float[10 * 32];
+        var row = new float[32];
+        var row2 = new float[32];
+        for (int t = 0; t < 12; t++)
+        {
+            for (int i = 0; i < 32; i++)
+            {
+                row[i] = (float)rng.NextDouble() - 0.5f;
+                row2[i] = (float)rng.NextDouble() - 0.5f;
+            }
+            cache.WriteToken(t / 4, t % 4, row, row2);
+            if (t >= 10) continue;
+            cache.ReadKey(t / 4, t % 4, 0, k.AsSpan(t * 32, 32));
+            cache.ReadValue(t / 4, t % 4, 0, v.AsSpan(t * 32, 32));
+        }
+        var opts = new AttentionOptions { Causal = false };
+        var plan = PrefillPlanner.PlanBlockSparse(mask, shape, cache.NumPages, opts);
+        var q = Queries(new Random(4), 6, shape);
+        float[] e = new float[q.Length], le = new float[12];
+        double[] mag = new double[q.Length];
+        AttentionReference.BlockSparse(mask, q, k, v, shape, opts, e, le, mag);
+        RunBoth(plan, q, cache, 6, 2, 32, e, le, mag, LogitError(q, shape, plan.SmScale, [k]), 10, "block-sparse");
+    }
+}

@@ -1,0 +1,150 @@
+using FsCheck;
+using FsCheck.Fluent;
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
+using Kernels.Cpu;
+using Kernels.Cpu.Attention;
+using Kernels.Tests.TestUtilities;
+using static Kernels.Tests.Attention.AttentionTestData;
+
+namespace Kernels.Tests.Attention;
+
+public class PagedDecodeTests
+{
+    public sealed record DecodeCase(CacheSpec Cache, int Group, float SoftCap, int Window, bool ForceSplit)
+    {
+        public override string ToString() => $"{Cache} group={Group} cap={SoftCap} window={Window} split={ForceSplit}";
+    }
+
+    private static readonly (DType, KvScaleMode)[] Formats =
+        [(DType.F32, KvScaleMode.None), (DType.F16, KvScaleMode.None), (DType.BF16, KvScaleMode.None),
+         (DType.I8, KvScaleMode.PerToken), (DType.I8, KvScaleMode.PerHead), (DType.I4, KvScaleMode.None)];
+
+    internal static Arbitrary<DecodeCase> Cases =>
+        (from batch in Gen.Choose(1, 3)
+         from lens in Gen.ArrayOf(Gen.OneOf(Gen.Elements(0, 1, 2, 15, 16, 17), Gen.Choose(0, 70)), batch)
+         from page in Gen.Elements(1, 16, 5)
+         from kvHeads in Gen.Elements(1, 2)
+         from d in Gen.Elements(64, 128, 256, 32)
+         from fmt in Gen.Elements(Formats)
+         from layout in Gen.Elements(KvLayout.Nhd, KvLayout.Hnd)
+         from grp in Gen.Elements(1, 4, 8, 20, 70)
+         from cap in Gen.Elements(0f, 0f, 5f)
+         from window in Gen.Elements(-1, -1, 0, 7)
+         from split in Gen.Elements(false, true)
+         from seed in Gen.Choose(0, int.MaxValue)
+         select new DecodeCase(new CacheSpec(lens, page, kvHeads, d, fmt.Item1, layout, fmt.Item2, seed), grp, cap, window, split)).ToArbitrary();
+
+    internal static void Check(DecodeCase c, KernelOptions options)
+    {
+        var (cache, table) = Build(c.Cache);
+        var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
+        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window };
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: c.ForceSplit ? 2 : null);
+        var rng = new Random(c.Cache.Seed + 1);
+        int batch = table.BatchSize;
+        float[] q = Queries(rng, batch, shape, 2f), qCopy = (float[])q.Clone();
+        float[] expected = new float[q.Length], actual = new float[q.Length];
+        float[] lseE = new float[batch * shape.QoHeads], lseA = new float[lseE.Length];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, opts, expected, lseE, mag);
+        actual.AsSpan().Fill(float.NaN);
+        PagedDecode.Run(plan, q, cache, actual, lseA, options);
+        double eps = LogitError(q, shape, plan.SmScale, GatherKeys(cache, table));
+        AssertClose(expected, actual, mag, lseE, lseA, eps, c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {options.Isa}");
+        Assert.Equal(qCopy, q);
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Run_EachIsa_MatchesReferenceOnDequantizedCache(IsaPath isa)
+    {
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        Prop.ForAll(Cases, c => Check(c, options)).QuickCheckThrowOnFailure();
+    }
+
+    [Fact]
+    public void Run_LongSequencesSplitKv_MatchesReference()
+    {
+        // 3 sequences up to 1500 tokens: the default rule splits the longest into chunks merged with AttentionState.
+        var spec = new CacheSpec([1500, 3, 700], 16, 2, 128, DType.F16, KvLayout.Nhd, KvScaleMode.None, 11);
+        var (cache, table) = Build(spec);
+        var shape = new AttentionShape(8, 2, 128);
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace());
+        Assert.True(plan.SplitCount(0) > 1, $"expected a split; got {plan.SplitCount(0)}");
+        Assert.True(plan.WorkspaceFloats > 0);
+        var q = Queries(new Random(3), 3, shape);
+        float[] e = new float[q.Length], a = new float[q.Length], le = new float[24], la = new float[24];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, e, le, mag);
+        PagedDecode.Run(plan, q, cache, a, la);
+        AssertClose(e, a, mag, le, la, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 1500, "split");
+        // Plan reuse across "layers": a second cache with the same table gives its own answer.
+        PagedDecode.Run(plan, q, cache, a, default);
+        AssertClose(e, a, mag, le, la, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 1500, "rerun");
+    }
+
+    [Fact]
+    public void Run_QuantizationError_WithinStatedBound()
+    {
+        // int8/int4 against the reference on the *original* fp32 values: the quantization error alone.
+        // Bound: |Δo| ≤ max|Δv| + 2·max|Δlogit|·max|v| with Δv ≤ s/2 per element and Δlogit ≤ sm_scale·Σ|q|·s_k/2.
+        foreach (var (dtype, mode, step) in new[] { (DType.I8, KvScaleMode.PerToken, 1 / 127.0), (DType.I4, KvScaleMode.None, 2 / 15.0) })
+        {
+            var spec = new CacheSpec([200], 16, 1, 64, dtype, KvLayout.Nhd, mode, 5);
+            var (cache, table) = Build(spec);
+            var exactSpec = spec with { DType = DType.F32, Mode = KvScaleMode.None };
+            var (exact, exactTable) = Build(exactSpec);
+            var shape = new AttentionShape(4, 1, 64);
+            var q = Queries(new Random(9), 1, shape);
+            float[] e = new float[q.Length], a = new float[q.Length], le = new float[4], la = new float[4];
+            AttentionReference.Decode(q, exact, exactTable, shape, AttentionOptions.Default, e, le);
+            var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace());
+            PagedDecode.Run(plan, q, cache, a, la);
+            double qsum = 0;
+            for (int i = 0; i < 64; i++) qsum = Math.Max(qsum, Math.Abs(q[i]));
+            double dv = step / 2 * 1.0001, dlogit = plan.SmScale * qsum * 64 * step / 2;
+            double bound = dv + 2 * dlogit;
+            for (int i = 0; i < e.Length; i++)
+                Assert.True(Math.Abs(e[i] - a[i]) <= bound, $"{dtype}: |{e[i]} − {a[i]}| > {bound}");
+        }
+    }
+
+    [Fact]
+    public void Plan_InvalidTables_ThrowBeforeRunning()
+    {
+        var shape = new AttentionShape(4, 2, 64);
+        var ws = new AttentionWorkspace();
+        var table = new PageTable([0, 2], [0, 9], [3], 16);
+        var ex = Assert.Throws<ArgumentException>(() => DecodePlanner.Plan(table, shape, 8, ws));
+        Assert.Contains("past the pool of 8 pages", ex.Message);
+        Assert.Contains("not monotone", Assert.Throws<ArgumentException>(() => new PageTable([0, 2, 1], [0, 1], [1, 1], 16)).Message);
+        Assert.Contains("lastPageLen[0] = 17", Assert.Throws<ArgumentException>(() => new PageTable([0, 1], [0], [17], 16)).Message);
+        Assert.Contains("lastPageLen[0] = 0", Assert.Throws<ArgumentException>(() => new PageTable([0, 1], [0], [0], 16)).Message);
+        Assert.Contains("indices has 1 entries", Assert.Throws<ArgumentException>(() => new PageTable([0, 2], [0], [1], 16)).Message);
+        Assert.Contains("negative", Assert.Throws<ArgumentException>(() => new PageTable([0, 1], [-1], [1], 16)).Message);
+        Assert.Contains("multiple of kv heads", Assert.Throws<ArgumentException>(() => new AttentionShape(6, 4, 64)).Message);
+    }
+
+    [Fact]
+    public void Run_ShapesNotMatchingPlan_ThrowInvalidOperation()
+    {
+        var spec = new CacheSpec([20], 16, 2, 64, DType.F32, KvLayout.Nhd, KvScaleMode.None, 1);
+        var (cache, table) = Build(spec);
+        var plan = DecodePlanner.Plan(table, new AttentionShape(4, 2, 64), cache.NumPages, new AttentionWorkspace());
+        var q = new float[4 * 64];
+        var o = new float[4 * 64];
+        Assert.Throws<InvalidOperationException>(() => PagedDecode.Run(plan, new float[5], cache, o, default));
+        Assert.Throws<InvalidOperationException>(() => PagedDecode.Run(plan, q, cache, new float[3], default));
+        Assert.Throws<InvalidOperationException>(() => PagedDecode.Run(plan, q, cache, o, new float[3]));
+        var other = new PagedKvCache(cache.NumPages, 8, 2, 64, DType.F32);
+        Assert.Contains("page_size 8", Assert.Throws<InvalidOperationException>(() => PagedDecode.Run(plan, q, other, o, default)).Message);
+        var small = new PagedKvCache(1, 16, 2, 64, DType.F32);
+        Assert.Throws<InvalidOperationException>(() => PagedDecode.Run(plan, q, small, o, default));
+        var odd = new AttentionShape(2, 1, 48);
+        var oddCache = new PagedKvCache(2, 16, 1, 48, DType.F32);
+        var oddPlan = DecodePlanner.Plan(new PageTable([0, 1], [0], [3], 16), odd, 2, new AttentionWorkspace());
+        Assert.Throws<NotSupportedException>(() => PagedDecode.Run(oddPlan, new float[96], oddCache, new float[96], default));
+    }
+}

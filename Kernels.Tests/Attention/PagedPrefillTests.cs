@@ -1,0 +1,160 @@
+using FsCheck;
+using FsCheck.Fluent;
+using Kernels.Attention.Masks;
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
+using Kernels.Cpu;
+using Kernels.Cpu.Attention;
+using Kernels.Tests.TestUtilities;
+using static Kernels.Tests.Attention.AttentionTestData;
+
+namespace Kernels.Tests.Attention;
+
+public class PagedPrefillTests
+{
+    public sealed record PrefillCase(CacheSpec Cache, int[] QoLens, int Group, bool Causal, int Window, float SoftCap)
+    {
+        public override string ToString() => $"{Cache} qo=[{string.Join(',', QoLens)}] group={Group} causal={Causal} window={Window} cap={SoftCap}";
+    }
+
+    internal static Arbitrary<PrefillCase> Cases =>
+        (from batch in Gen.Choose(1, 3)
+         from lens in Gen.ArrayOf(Gen.OneOf(Gen.Elements(0, 1, 16, 17), Gen.Choose(0, 40)), batch)
+         from qfrac in Gen.ArrayOf(Gen.Choose(0, 100), batch)
+         from page in Gen.Elements(1, 16, 3)
+         from kvHeads in Gen.Elements(1, 2)
+         from d in Gen.Elements(64, 128)
+         from fmt in Gen.Elements((DType.F32, KvScaleMode.None), (DType.BF16, KvScaleMode.None), (DType.F16, KvScaleMode.None), (DType.I8, KvScaleMode.PerToken), (DType.I4, KvScaleMode.None))
+         from layout in Gen.Elements(KvLayout.Nhd, KvLayout.Hnd)
+         from grp in Gen.Elements(1, 2, 5)
+         from causal in Gen.Elements(true, false)
+         from window in Gen.Elements(-1, 0, 5)
+         from cap in Gen.Elements(0f, 3f)
+         from seed in Gen.Choose(0, int.MaxValue)
+         let qo = lens.Select((l, i) => Math.Min(l + 2, (l + 2) * qfrac[i] / 100 + 1)).ToArray()
+         select new PrefillCase(new CacheSpec(lens, page, kvHeads, d, fmt.Item1, layout, fmt.Item2, seed), qo, grp, causal, window, cap)).ToArbitrary();
+
+    internal static void Check(PrefillCase c, KernelOptions options)
+    {
+        var (cache, table) = Build(c.Cache);
+        var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
+        var opts = new AttentionOptions { Causal = c.Causal, WindowLeft = c.Window, LogitsSoftCap = c.SoftCap };
+        var qoIndptr = new int[c.QoLens.Length + 1];
+        for (int i = 0; i < c.QoLens.Length; i++) qoIndptr[i + 1] = qoIndptr[i] + c.QoLens[i];
+        var plan = PrefillPlanner.Plan(qoIndptr, table, shape, cache.NumPages, opts);
+        int rows = qoIndptr[^1];
+        var q = Queries(new Random(c.Cache.Seed + 2), rows, shape, 2f);
+        float[] e = new float[q.Length], a = new float[q.Length], le = new float[rows * shape.QoHeads], la = new float[le.Length];
+        double[] mag = new double[q.Length];
+        AttentionReference.Prefill(qoIndptr, q, cache, table, shape, opts, e, le, mag);
+        a.AsSpan().Fill(float.NaN);
+        PagedPrefill.Run(plan, q, cache, a, la, options);
+        AssertClose(e, a, mag, le, la, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {options.Isa}");
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Run_EachIsa_MatchesReference(IsaPath isa)
+    {
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        Prop.ForAll(Cases, c => Check(c, options)).QuickCheckThrowOnFailure();
+    }
+
+    public sealed record SparseCase(int M, int N, int R, int C, int Density, bool Causal, int Group, DType DType, int Seed)
+    {
+        public override string ToString() => $"M={M} N={N} R={R} C={C} density={Density}% causal={Causal} group={Group} {DType} seed={Seed}";
+    }
+
+    internal static Arbitrary<SparseCase> SparseCases =>
+        (from m in Gen.Choose(1, 40)
+         from n in Gen.Choose(1, 60)
+         from r in Gen.Elements(1, 4, 16)
+         from c in Gen.Elements(1, 4, 16)
+         from density in Gen.Elements(0, 30, 70, 100)
+         from causal in Gen.Elements(true, false)
+         from grp in Gen.Elements(1, 4)
+         from dtype in Gen.Elements(DType.F32, DType.F16, DType.BF16)
+         from seed in Gen.Choose(0, int.MaxValue)
+         select new SparseCase(m, n, r, c, density, causal, grp, dtype, seed)).ToArbitrary();
+
+    internal static void CheckSparse(SparseCase s, KernelOptions options)
+    {
+        var rng = new Random(s.Seed);
+        int mb = (s.M + s.R - 1) / s.R, nb = (s.N + s.C - 1) / s.C;
+        var indptr = new int[mb + 1];
+        var indices = new List<int>();
+        for (int i = 0; i < mb; i++)
+        {
+            for (int j = 0; j < nb; j++)
+                if (rng.Next(100) < s.Density) indices.Add(j);
+            indptr[i + 1] = indices.Count;
+        }
+        var mask = new BlockSparseMask(indptr, indices.ToArray(), s.M, s.N, s.R, s.C);
+        const int kvHeads = 2, d = 64;
+        var shape = new AttentionShape(kvHeads * s.Group, kvHeads, d);
+        // Key block j = page j; pages of excluded blocks are filled with NaN: reading one would poison the output.
+        var cache = new PagedKvCache(nb + 1, s.C, kvHeads, d, s.DType);
+        var used = new HashSet<int>(indices);
+        var dense = new float[s.N * kvHeads * d];
+        var denseV = new float[dense.Length];
+        var kRow = new float[kvHeads * d];
+        var vRow = new float[kRow.Length];
+        var back = new float[d];
+        for (int t = 0; t < nb * s.C; t++)
+        {
+            bool live = used.Contains(t / s.C) && t < s.N;
+            for (int i = 0; i < kRow.Length; i++)
+            {
+                kRow[i] = live ? (float)(rng.NextDouble() * 2 - 1) : float.NaN;
+                vRow[i] = live ? (float)(rng.NextDouble() * 2 - 1) : float.NaN;
+            }
+            cache.WriteToken(t / s.C, t % s.C, kRow, vRow);
+            if (t >= s.N) continue;
+            for (int h = 0; h < kvHeads; h++)
+            {
+                cache.ReadKey(t / s.C, t % s.C, h, back);
+                back.CopyTo(dense, (t * kvHeads + h) * d);
+                cache.ReadValue(t / s.C, t % s.C, h, back);
+                back.CopyTo(denseV, (t * kvHeads + h) * d);
+            }
+        }
+        var opts = new AttentionOptions { Causal = s.Causal };
+        var plan = PrefillPlanner.PlanBlockSparse(mask, shape, cache.NumPages, opts);
+        var q = Queries(rng, s.M, shape);
+        float[] e = new float[q.Length], a = new float[q.Length], le = new float[s.M * shape.QoHeads], la = new float[le.Length];
+        double[] mag = new double[q.Length];
+        AttentionReference.BlockSparse(mask, q, dense, denseV, shape, opts, e, le, mag);
+        a.AsSpan().Fill(float.NaN);
+        PagedPrefill.Run(plan, q, cache, a, la, options);
+        var finiteKeys = dense.Select(x => float.IsNaN(x) ? 0 : x).ToArray();
+        AssertClose(e, a, mag, le, la, LogitError(q, shape, plan.SmScale, [finiteKeys]), s.N, $"{s} {options.Isa}");
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void BlockSparse_EachIsa_MatchesReferenceAndSkipsExcludedBlocks(IsaPath isa)
+    {
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        Prop.ForAll(SparseCases, c => CheckSparse(c, options)).QuickCheckThrowOnFailure();
+    }
+
+    [Fact]
+    public void BlockSparseMask_Invalid_Throws()
+    {
+        Assert.Contains("outside [0, 2)", Assert.Throws<ArgumentException>(() => new BlockSparseMask([0, 1], [2], 4, 8, 4, 4)).Message);
+        Assert.Contains("strictly increasing", Assert.Throws<ArgumentException>(() => new BlockSparseMask([0, 2], [1, 1], 4, 8, 4, 4)).Message);
+        Assert.Contains("not monotone", Assert.Throws<ArgumentException>(() => new BlockSparseMask([0, 2, 1], [0, 1], 8, 8, 4, 4)).Message);
+        Assert.Throws<ArgumentException>(() => new BlockSparseMask([0, 1, 1], [0], 4, 8, 4, 4));
+    }
+
+    [Fact]
+    public void Plan_QoIndptrInvalid_Throws()
+    {
+        var table = new PageTable([0, 1], [0], [5], 16);
+        var shape = new AttentionShape(2, 1, 64);
+        Assert.Contains("not monotone", Assert.Throws<ArgumentException>(() => PrefillPlanner.Plan([0, -1], table, shape, 4)).Message);
+        Assert.Throws<ArgumentException>(() => PrefillPlanner.Plan([0, 1, 2], table, shape, 4));
+        Assert.Throws<ArgumentException>(() => PrefillPlanner.Plan([0, 1], table, shape, 4, new AttentionOptions { WindowLeft = -2 }));
+    }
+}

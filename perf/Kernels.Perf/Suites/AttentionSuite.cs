@@ -1,0 +1,158 @@
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Cpu.Attention;
+using Kernels.Perf.Harness;
+using Kernels.Quant.Reference;
+
+namespace Kernels.Perf.Suites;
+
+/// <summary>
+/// Paged batch decode (Llama-3-8B attention: 32 query heads, 8 kv heads, head_dim 128) over fp16/bf16/int8/int4 KV caches.
+/// Each case runs twice: pages randomly permuted through the pool (page_size 16, the realistic case) and the same data in
+/// contiguous pages ("vs contiguous"). Bytes = KV payload + scales the kernel must read, so GB/s is effective KV bandwidth.
+/// </summary>
+/// <remarks>The default run caps batch·context at 256k tokens (so batch 32 × 32k, 4.3 GB of fp16 KV, is left out).</remarks>
+public sealed class AttentionSuite : IBenchSuite
+{
+    private const int QoHeads = 32, KvHeads = 8, HeadDim = 128, PageSize = 16, TemplatePages = 64;
+    private const long MaxTokens = 256 * 1024;
+
+    public string Name => "attention";
+
+    public string Description => "paged decode (32 q heads, 8 kv heads, d=128, page 16): fp16/bf16/int8/int4 KV, paged vs contiguous";
+
+    public int Order => 40;
+
+    private static readonly (DType DType, KvScaleMode Mode, string Name)[] Formats =
+        [(DType.F16, KvScaleMode.None, "kv f16"), (DType.BF16, KvScaleMode.None, "kv bf16"), (DType.I8, KvScaleMode.PerToken, "kv i8"), (DType.I4, KvScaleMode.None, "kv i4")];
+
+    public IEnumerable<BenchCase> Create(BenchContext ctx)
+    {
+        if (!ctx.Cpu) yield break;
+        (int Batch, int Ctx)[] shapes = ctx.Quick
+            ? [(1, 32768), (8, 4096)]
+            : [(1, 512), (1, 4096), (1, 32768), (8, 512), (8, 4096), (8, 32768), (32, 512), (32, 4096)];
+        foreach (var (batch, len) in shapes)
+        {
+            if ((long)batch * len > MaxTokens) continue;
+            string shape = $"b={batch} ctx={len}";
+            foreach (var f in Formats)
+            {
+                if (ctx.Quick && f.DType is DType.BF16 or DType.I8) continue;
+                foreach (bool paged in new[] { false, true })
+                {
+                    string op = paged ? "decode" : "decode contiguous";
+                    if (ctx.Wants(op, f.Name, shape, "cpu")) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, paged);
+                }
+            }
+        }
+    }
+
+    private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool paged)
+    {
+        int pagesPerSeq = (len + PageSize - 1) / PageSize;
+        int numPages = batch * pagesPerSeq;
+        // A few template pages written (and quantized) once, then copied: fast to fill, same data paged and contiguous.
+        var template = new PagedKvCache(TemplatePages, PageSize, KvHeads, HeadDim, dtype, KvLayout.Nhd, mode);
+        var rng = new Random(7);
+        var k = new float[KvHeads * HeadDim];
+        var v = new float[k.Length];
+        for (int p = 0; p < TemplatePages; p++)
+            for (int s = 0; s < PageSize; s++)
+            {
+                for (int i = 0; i < k.Length; i++)
+                {
+                    k[i] = (float)(rng.NextDouble() * 2 - 1);
+                    v[i] = (float)(rng.NextDouble() * 2 - 1);
+                }
+                template.WriteToken(p, s, k, v);
+            }
+        int[] placement = Enumerable.Range(0, numPages).ToArray();
+        if (paged) new Random(11).Shuffle(placement);
+        var kvBytesPerPage = 2.0 * PageSize * KvHeads * (template.RowBytes + (template.HasRowScales ? 4 : 0) + (dtype == DType.I4 ? 4 : 0));
+        double kvBytes = kvBytesPerPage * numPages;
+        int copies = ctx.ColdCopies(kvBytes);
+        var caches = new PagedKvCache[copies];
+        for (int c = 0; c < copies; c++)
+        {
+            caches[c] = new PagedKvCache(numPages, PageSize, KvHeads, HeadDim, dtype, KvLayout.Nhd, mode);
+            for (int i = 0; i < numPages; i++) caches[c].CopyPageFrom(template, i % TemplatePages, placement[i]);
+        }
+        var indptr = Enumerable.Range(0, batch + 1).Select(b => b * pagesPerSeq).ToArray();
+        var last = Enumerable.Repeat(len - (pagesPerSeq - 1) * PageSize, batch).ToArray();
+        var table = new PageTable(indptr, placement, last, PageSize);
+        var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
+        var plan = DecodePlanner.Plan(table, shape, numPages, new AttentionWorkspace());
+        float[] q = DenseSuite.RandomFloats(batch * QoHeads * HeadDim, 3);
+        float[] o = new float[q.Length], lse = new float[batch * QoHeads];
+        var options = ctx.Options;
+        string shapeText = $"b={batch} ctx={len}";
+        return new BenchCase
+        {
+            Op = paged ? "decode" : "decode contiguous", Format = format, Shape = shapeText, Backend = "cpu", Path = ctx.CpuPath,
+            Bytes = kvBytes + 8.0 * q.Length,
+            Flops = 4.0 * batch * len * QoHeads * HeadDim,
+            Run = it => PagedDecode.Run(plan, q, caches[it % copies], o, lse, options),
+            Verify = () => VerifySequence0(caches[0], table, shape, plan, q, o),
+            BaselineKey = dtype == DType.F16 ? null : BenchCase.MakeKey(paged ? "decode" : "decode contiguous", "kv f16", shapeText, "cpu"),
+            ExtraBaselines = paged ? new Dictionary<string, string> { ["vs contiguous"] = BenchCase.MakeKey("decode contiguous", format, shapeText, "cpu") } : null,
+            Note = $"{plan.WorkItemCount} items, split {plan.SplitCount(0)}×{plan.ChunkPages} pages",
+        };
+    }
+
+    /// <summary>Checks the first kv head's query group of sequence 0 against a double-precision softmax over the dequantized cache.</summary>
+    private static string? VerifySequence0(PagedKvCache cache, PageTable table, AttentionShape shape, DecodePlan plan, float[] q, float[] o)
+    {
+        PagedDecode.Run(plan, q, cache, o, default);
+        int len = table.KvLength(0), d = shape.HeadDim, g = shape.GroupSize;
+        var keys = new float[len * d];
+        var values = new float[len * d];
+        for (int t = 0; t < len; t++)
+        {
+            int page = table.Indices[t / table.PageSize];
+            cache.ReadKey(page, t % table.PageSize, 0, keys.AsSpan(t * d, d));
+            cache.ReadValue(page, t % table.PageSize, 0, values.AsSpan(t * d, d));
+        }
+        var expected = new float[g * d];
+        var scale = new double[g * d];
+        double maxLogitMag = 0;
+        var logits = new double[len];
+        for (int h = 0; h < g; h++)
+        {
+            double max = double.NegativeInfinity;
+            for (int t = 0; t < len; t++)
+            {
+                double dot = 0, mag = 0;
+                for (int c = 0; c < d; c++)
+                {
+                    dot += (double)q[h * d + c] * keys[t * d + c];
+                    mag += Math.Abs((double)q[h * d + c] * keys[t * d + c]);
+                }
+                logits[t] = dot * plan.SmScale;
+                maxLogitMag = Math.Max(maxLogitMag, mag * plan.SmScale);
+                max = Math.Max(max, logits[t]);
+            }
+            double sum = 0;
+            var acc = new double[d];
+            var accAbs = new double[d];
+            for (int t = 0; t < len; t++)
+            {
+                double p = Math.Exp(logits[t] - max);
+                sum += p;
+                for (int c = 0; c < d; c++)
+                {
+                    acc[c] += p * values[t * d + c];
+                    accAbs[c] += p * Math.Abs(values[t * d + c]);
+                }
+            }
+            for (int c = 0; c < d; c++)
+            {
+                expected[h * d + c] = (float)(acc[c] / sum);
+                scale[h * d + c] = accAbs[c] / sum;
+            }
+        }
+        double rel = 2 * (1.01 * d + 2) * Math.ScaleB(1.0, -24) * maxLogitMag + (len + 16) * Math.ScaleB(1.0, -23);
+        var r = ResultComparer.Compare(expected, o.AsSpan(0, g * d), scale, rel, 1e-30);
+        return r.Passed ? null : r.ToString();
+    }
+}
