@@ -28,8 +28,12 @@ public static unsafe partial class DFloat11Decoder
     /// <summary>Loads 64 stream bits starting at <paramref name="bitPos"/>, MSB-first; at least 57 are valid.</summary>
     /// <remarks>Callers keep <c>bitPos ≤ BitCount</c>; the 16 padding bytes make the 8-byte load in bounds.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static ulong Window(byte* bits, long bitPos) =>
-        BinaryPrimitives.ReverseEndianness(Unsafe.ReadUnaligned<ulong>(bits + (bitPos >> 3))) << (int)(bitPos & 7);
+    private static ulong Window(byte* bits, long bitPos)
+    {
+        ulong raw = Unsafe.ReadUnaligned<ulong>(bits + (bitPos >> 3));
+        // movbe on little-endian hosts; the branch is a JIT-time constant.
+        return (BitConverter.IsLittleEndian ? BinaryPrimitives.ReverseEndianness(raw) : raw) << (int)(bitPos & 7);
+    }
 
     /// <summary>Decodes block <paramref name="block"/>'s exponents into <paramref name="exps"/> (serial Huffman part).</summary>
     /// <returns>The number of exponents (the block's element count), or −1 when the block's codes run past the stream or
