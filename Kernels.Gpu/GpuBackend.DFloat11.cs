@@ -55,6 +55,13 @@ public sealed partial class GpuBackend : IDFloat11Ops
         });
     }
 
+    /// <summary>For tests: lets the DFloat11 decoder stage outputs in shared memory (default) or write directly.</summary>
+    internal bool DFloat11AllowStaging
+    {
+        get => _dfloat11?.AllowStaging ?? true;
+        set => (_dfloat11 ??= Own(new DFloat11Launcher(Accelerator))).AllowStaging = value;
+    }
+
     private GpuDFloat11Weights OwnDFloat11Weights(IDFloat11Weights weights)
     {
         ArgumentNullException.ThrowIfNull(weights);
@@ -78,7 +85,12 @@ internal sealed class GpuDFloat11Weights : IDFloat11Weights
         SignMantissa = acc.Allocate1D(source.ElementCount == 0 ? new byte[1] : source.SignMantissa.ToArray());
         Positions = acc.Allocate1D(source.OutputPositions.ToArray());
         Gaps = acc.Allocate1D(source.Gaps.Length == 0 ? new byte[1] : source.Gaps.ToArray());
+        var p = source.OutputPositions;
+        for (int b = 0; b + 1 < p.Length; b++) MaxBlockElements = Math.Max(MaxBlockElements, (int)(p[b + 1] - p[b]));
     }
+
+    /// <summary>The most elements any block decodes (sizes the shared-memory staging buffer).</summary>
+    public int MaxBlockElements { get; }
 
     public GpuBackend Backend { get; }
 

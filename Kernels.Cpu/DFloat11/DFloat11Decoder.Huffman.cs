@@ -28,8 +28,12 @@ public static unsafe partial class DFloat11Decoder
     /// <summary>Loads 64 stream bits starting at <paramref name="bitPos"/>, MSB-first; at least 57 are valid.</summary>
     /// <remarks>Callers keep <c>bitPos ≤ BitCount</c>; the 16 padding bytes make the 8-byte load in bounds.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static ulong Window(byte* bits, long bitPos) =>
-        BinaryPrimitives.ReverseEndianness(Unsafe.ReadUnaligned<ulong>(bits + (bitPos >> 3))) << (int)(bitPos & 7);
+    private static ulong Window(byte* bits, long bitPos)
+    {
+        ulong raw = Unsafe.ReadUnaligned<ulong>(bits + (bitPos >> 3));
+        // movbe on little-endian hosts; the branch is a JIT-time constant.
+        return (BitConverter.IsLittleEndian ? BinaryPrimitives.ReverseEndianness(raw) : raw) << (int)(bitPos & 7);
+    }
 
     /// <summary>Decodes block <paramref name="block"/>'s exponents into <paramref name="exps"/> (serial Huffman part).</summary>
     /// <returns>The number of exponents (the block's element count), or −1 when the block's codes run past the stream or
@@ -68,47 +72,47 @@ public static unsafe partial class DFloat11Decoder
             eA = multi[wa >> Shift];
             eB = multi[wb >> Shift];
             if (eA == 0 | eB == 0) goto Slow;
-            Unsafe.WriteUnaligned(oa, eA);
-            Unsafe.WriteUnaligned(ob, eB);
-            oa += (eA >> 24) & 3;
-            ob += (eB >> 24) & 3;
-            wa <<= (int)(eA >> 26);
-            wb <<= (int)(eB >> 26);
-            posA += eA >> 26;
-            posB += eB >> 26;
+            wa <<= (int)eA; // shlx uses the low 6 bits: the entry's bit count
+            wb <<= (int)eB;
+            Unsafe.WriteUnaligned(oa, eA >> 8);
+            Unsafe.WriteUnaligned(ob, eB >> 8);
+            oa += (eA >> 6) & 3;
+            ob += (eB >> 6) & 3;
+            posA += eA & 63;
+            posB += eB & 63;
             eA = multi[wa >> Shift];
             eB = multi[wb >> Shift];
             if (eA == 0 | eB == 0) goto Slow;
-            Unsafe.WriteUnaligned(oa, eA);
-            Unsafe.WriteUnaligned(ob, eB);
-            oa += (eA >> 24) & 3;
-            ob += (eB >> 24) & 3;
-            wa <<= (int)(eA >> 26);
-            wb <<= (int)(eB >> 26);
-            posA += eA >> 26;
-            posB += eB >> 26;
+            wa <<= (int)eA; // shlx uses the low 6 bits: the entry's bit count
+            wb <<= (int)eB;
+            Unsafe.WriteUnaligned(oa, eA >> 8);
+            Unsafe.WriteUnaligned(ob, eB >> 8);
+            oa += (eA >> 6) & 3;
+            ob += (eB >> 6) & 3;
+            posA += eA & 63;
+            posB += eB & 63;
             eA = multi[wa >> Shift];
             eB = multi[wb >> Shift];
             if (eA == 0 | eB == 0) goto Slow;
-            Unsafe.WriteUnaligned(oa, eA);
-            Unsafe.WriteUnaligned(ob, eB);
-            oa += (eA >> 24) & 3;
-            ob += (eB >> 24) & 3;
-            wa <<= (int)(eA >> 26);
-            wb <<= (int)(eB >> 26);
-            posA += eA >> 26;
-            posB += eB >> 26;
+            wa <<= (int)eA; // shlx uses the low 6 bits: the entry's bit count
+            wb <<= (int)eB;
+            Unsafe.WriteUnaligned(oa, eA >> 8);
+            Unsafe.WriteUnaligned(ob, eB >> 8);
+            oa += (eA >> 6) & 3;
+            ob += (eB >> 6) & 3;
+            posA += eA & 63;
+            posB += eB & 63;
             eA = multi[wa >> Shift];
             eB = multi[wb >> Shift];
             if (eA == 0 | eB == 0) goto Slow;
-            Unsafe.WriteUnaligned(oa, eA);
-            Unsafe.WriteUnaligned(ob, eB);
-            oa += (eA >> 24) & 3;
-            ob += (eB >> 24) & 3;
-            wa <<= (int)(eA >> 26);
-            wb <<= (int)(eB >> 26);
-            posA += eA >> 26;
-            posB += eB >> 26;
+            wa <<= (int)eA; // shlx uses the low 6 bits: the entry's bit count
+            wb <<= (int)eB;
+            Unsafe.WriteUnaligned(oa, eA >> 8);
+            Unsafe.WriteUnaligned(ob, eB >> 8);
+            oa += (eA >> 6) & 3;
+            ob += (eB >> 6) & 3;
+            posA += eA & 63;
+            posB += eB & 63;
             continue;
         Slow:
             // A code longer than 12 bits or an escape in either stream (rare): one token via the LUTs, then refill both.
@@ -162,41 +166,21 @@ public static unsafe partial class DFloat11Decoder
         {
             if (bitPos > limit) return -1;
             ulong w = Window(bits, bitPos);
-            uint e = multi[w >> (64 - DFloat11DecodeTable.PrimaryBits)];
-            if (e != 0)
+            int used = 0;
+            uint e;
+            for (int step = 0; step < 4; step++)
             {
-                Unsafe.WriteUnaligned(exps + produced, e);
-                produced += (int)(e >> 24) & 3;
-                int used = (int)(e >> 26);
-                w <<= used;
                 e = multi[w >> (64 - DFloat11DecodeTable.PrimaryBits)];
-                if (e != 0)
-                {
-                    Unsafe.WriteUnaligned(exps + produced, e);
-                    produced += (int)(e >> 24) & 3;
-                    int l = (int)(e >> 26);
-                    used += l;
-                    w <<= l;
-                    e = multi[w >> (64 - DFloat11DecodeTable.PrimaryBits)];
-                    if (e != 0)
-                    {
-                        Unsafe.WriteUnaligned(exps + produced, e);
-                        produced += (int)(e >> 24) & 3;
-                        l = (int)(e >> 26);
-                        used += l;
-                        w <<= l;
-                        e = multi[w >> (64 - DFloat11DecodeTable.PrimaryBits)];
-                        if (e != 0)
-                        {
-                            Unsafe.WriteUnaligned(exps + produced, e);
-                            produced += (int)(e >> 24) & 3;
-                            used += (int)(e >> 26);
-                        }
-                    }
-                }
-                bitPos += used;
-                if (e != 0) continue;
+                if (e == 0) goto Slow;
+                w <<= (int)e; // shlx uses the low 6 bits: the entry's bit count
+                Unsafe.WriteUnaligned(exps + produced, e >> 8);
+                produced += (int)(e >> 6) & 3;
+                used += (int)e & 63;
             }
+            bitPos += used;
+            continue;
+        Slow:
+            bitPos += used;
             // The next code is long (> 12 bits) or an escape.
             if (bitPos > limit) return -1;
             exps[produced++] = (byte)SlowOne(s, Window(bits, bitPos), out int n);

@@ -11,8 +11,9 @@ namespace Kernels.Gpu.DFloat11;
 /// the counts in shared memory, seeded with <c>output_positions[block]</c>, gives each thread its first output index;
 /// (3) it decodes again and writes <c>(sm &amp; 0x80) &lt;&lt; 8 | exp &lt;&lt; 7 | (sm &amp; 0x7F)</c>. LUTs live in shared
 /// memory. Escape tokens (symbol 239 + 8 raw exponent bits) are handled in both passes.</para>
-/// <para>Differences from decode.cu: outputs go straight to global memory (no shared staging buffer, whose size depends
-/// on the data), and every write is clipped to <c>[output_positions[b], min(output_positions[b+1], n))</c> and every load to
+/// <para>As in decode.cu, outputs are staged in (dynamic) shared memory and copied out coalesced when the largest block
+/// holds at most <see cref="MaxStagedElements"/> elements (typical weights: ~12.6 K); denser streams write straight to
+/// global memory. Every write is clipped to <c>[output_positions[b], min(output_positions[b+1], n))</c> and every load to
 /// the stream length, so corrupt streams write only inside their own block's range. The host validates the LUTs and
 /// sizes (<see cref="DFloat11Tensor.Create"/>) before upload.</para>
 /// </remarks>
@@ -21,11 +22,17 @@ internal static class DFloat11Kernels
     public const int GroupSize = DFloat11Format.ThreadsPerBlock;
     public const int MaxLutBytes = DFloat11Format.MaxLutRows * 256;
 
+    /// <summary>Largest block (in elements) staged in shared memory: 40 KB of bf16, leaving room for LUTs and the scan
+    /// within the 48 KB a group may use without opting in.</summary>
+    public const int MaxStagedElements = 20 * 1024;
+
     public static void Decode(
         ArrayView<byte> luts, ArrayView<byte> codes, ArrayView<byte> signMantissa, ArrayView<uint> positions,
-        ArrayView<byte> gaps, ArrayView<ushort> output, int lutBytes, int nBytes, int n)
+        ArrayView<byte> gaps, ArrayView<ushort> output, int lutBytes, int nBytes, int n, int staged)
     {
         var sharedLuts = SharedMemory.Allocate<byte>(MaxLutBytes);
+        // Staging buffer (dynamic shared memory, sized by the host to the largest block's element count when staged != 0).
+        var stage = SharedMemory.GetDynamic<ushort>();
         var acc = SharedMemory.Allocate<uint>(GroupSize + 1);
         int tid = Group.IdxX;
         int block = Grid.IdxX;
@@ -88,7 +95,8 @@ internal static class DFloat11Kernels
         }
         uint start = tid == 0 ? blockStart : acc[tid];
 
-        // Phase 3: decode again and write, clipped to this block's range and n.
+        // Phase 3: decode again and write, clipped to this block's range and n. Staged: into shared memory at
+        // idx − blockStart, then one coalesced copy (decode.cu); otherwise straight to global memory.
         long end = Math.Min((long)start + count, Math.Min((long)blockEnd, (long)n));
         long idx = start;
         w = w0 << gap;
@@ -96,7 +104,7 @@ internal static class DFloat11Kernels
         while (free < 32 && idx < end)
         {
             int exp = DecodeToken(sharedLuts, lengthRow, w, out int len);
-            if (idx >= blockStart) output[idx] = Combine(signMantissa[idx], exp);
+            Store(output, stage, staged, idx, blockStart, Combine(signMantissa[idx], exp));
             idx++;
             w <<= len;
             free += len;
@@ -109,11 +117,24 @@ internal static class DFloat11Kernels
         while (idx < end && free < 32)
         {
             int exp = DecodeToken(sharedLuts, lengthRow, w, out int len);
-            if (idx >= blockStart) output[idx] = Combine(signMantissa[idx], exp);
+            Store(output, stage, staged, idx, blockStart, Combine(signMantissa[idx], exp));
             idx++;
             w <<= len;
             free += len;
         }
+        if (staged != 0)
+        {
+            Group.Barrier();
+            long blockCount = Math.Min((long)blockEnd, (long)n) - blockStart;
+            for (long i = tid; i < blockCount; i += GroupSize) output[blockStart + i] = stage[i];
+        }
+    }
+
+    private static void Store(ArrayView<ushort> output, ArrayView<ushort> stage, int staged, long idx, uint blockStart, ushort value)
+    {
+        if (idx < blockStart) return;
+        if (staged != 0) stage[idx - blockStart] = value;
+        else output[idx] = value;
     }
 
     private static uint Load(ArrayView<byte> data, long index, int length) => index < length ? data[index] : 0u;
@@ -162,7 +183,7 @@ internal sealed class DFloat11Launcher : IDisposable
 {
     private readonly Accelerator _accelerator;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>,
-        ArrayView<byte>, ArrayView<ushort>, int, int, int> _decode;
+        ArrayView<byte>, ArrayView<ushort>, int, int, int, int> _decode;
     private readonly Dense.DenseGemmLauncher _dense;
     private MemoryBuffer1D<ushort, Stride1D.Dense>? _scratch;
 
@@ -172,16 +193,22 @@ internal sealed class DFloat11Launcher : IDisposable
             throw new NotSupportedException($"DFloat11 decoding needs 512-thread groups; {accelerator.Name} allows {accelerator.MaxNumThreadsPerGroup}.");
         _accelerator = accelerator;
         _decode = accelerator.LoadKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>,
-            ArrayView<ushort>, int, int, int>(DFloat11Kernels.Decode);
+            ArrayView<ushort>, int, int, int, int>(DFloat11Kernels.Decode);
         _dense = new Dense.DenseGemmLauncher(accelerator);
     }
+
+    /// <summary>Whether launches stage outputs in shared memory when the blocks are small enough (tests turn it off to
+    /// cover the direct-write path).</summary>
+    internal bool AllowStaging { get; set; } = true;
 
     public void Launch(AcceleratorStream stream, GpuDFloat11Weights w, ArrayView<ushort> output)
     {
         if (w.BlockCount == 0) return;
-        _decode(stream, new KernelConfig(w.BlockCount, DFloat11Kernels.GroupSize),
+        bool staged = AllowStaging && w.MaxBlockElements <= DFloat11Kernels.MaxStagedElements;
+        var shared = SharedMemoryConfig.RequestDynamic<ushort>(staged ? Math.Max(1, w.MaxBlockElements) : 1);
+        _decode(stream, new KernelConfig(new Index1D(w.BlockCount), new Index1D(DFloat11Kernels.GroupSize), shared),
             w.Luts.View, w.Codes.View, w.SignMantissa.View, w.Positions.View, w.Gaps.View, output,
-            w.LutBytes, w.EncodedBytes, w.ElementCount);
+            w.LutBytes, w.EncodedBytes, w.ElementCount, staged ? 1 : 0);
     }
 
     /// <summary>Decompresses into the scratch (grown to the largest weight seen), then runs the dense bf16 kernel.</summary>

@@ -7,9 +7,10 @@ namespace Kernels.Quant.DFloat11;
 /// <para><see cref="Multi"/> is indexed by the next <see cref="PrimaryBits"/> bits of the stream and decodes up to three
 /// whole codes at once (16 KiB, L1-resident):</para>
 /// <code>
-/// bits  0..23  symbols s0 | s1 &lt;&lt; 8 | s2 &lt;&lt; 16 (unused bytes 0)
-/// bits 24..25  count of whole codes in the 12 bits (0 = the first code is longer than 12 bits or an escape: slow path)
-/// bits 26..29  total bits consumed by those codes
+/// bits  0..5   total bits consumed by those codes (first, so a 64-bit shift can use the entry as its count: shlx masks to 6 bits)
+/// bits  6..7   count of whole codes in the 12 bits
+/// bits  8..31  symbols s0 | s1 &lt;&lt; 8 | s2 &lt;&lt; 16 (unused bytes 0)
+/// 0            the first code is longer than 12 bits or an escape: slow path
 /// </code>
 /// <para>The slow path walks DFloat11's hierarchical LUTs (<see cref="DecodeOne"/>). Both give the same answer as
 /// <see cref="Reference.DFloat11Reference"/> because <see cref="HuffmanCode.FromLuts"/> only accepts LUTs that form a
@@ -45,7 +46,7 @@ public sealed class DFloat11DecodeTable
                 consumed += len;
                 count++;
             }
-            _multi[v] = count == 0 ? 0 : syms | (uint)count << 24 | (uint)consumed << 26;
+            _multi[v] = count == 0 ? 0 : (uint)consumed | (uint)count << 6 | syms << 8;
         }
     }
 

@@ -34,9 +34,11 @@ public sealed class DFloat11Suite : IBenchSuite
 
     public IEnumerable<BenchCase> Create(BenchContext ctx)
     {
-        if (!ctx.Cpu) yield break;
         foreach (var (m, k) in Shapes(ctx.Quick))
         {
+            if (ctx.Gpu is { } gpu)
+                foreach (var c in GpuCases(ctx, gpu, m, k)) yield return c;
+            if (!ctx.Cpu) continue;
             string shape = $"{m}x{k}";
             string gemv = DenseSuite.ShapeText(m, k, 1);
             bool any = new[] { "df11", "df11 1T", "brotli", "zlib" }.Any(f => ctx.Wants("decompress", f, shape, "cpu"))
@@ -137,6 +139,64 @@ public sealed class DFloat11Suite : IBenchSuite
                 };
             }
         }
+    }
+
+    private static IEnumerable<BenchCase> GpuCases(BenchContext ctx, Kernels.Gpu.GpuBackend gpu, int m, int k)
+    {
+        string shape = $"{m}x{k}", gemvShape = DenseSuite.ShapeText(m, k, 1);
+        bool decode = ctx.Wants("decompress", "df11", shape, gpu.Name), gemv = ctx.Wants("gemv", "df11", gemvShape, gpu.Name);
+        if (!decode && !gemv) yield break;
+        var w = GaussianWeights(m * k, 1);
+        var t = DFloat11Encoder.Encode(w, new TensorShape(m, k));
+        var wt = gpu.Upload(t);
+        if (decode)
+        {
+            var dst = gpu.Allocate<BFloat16>(m, k);
+            yield return new BenchCase
+            {
+                Op = "decompress", Format = "df11", Shape = shape, Backend = gpu.Name, Path = gpu.Accelerator.Name,
+                Bytes = 2.0 * m * k,
+                Run = _ =>
+                {
+                    gpu.Decompress(wt, dst);
+                    gpu.Synchronize();
+                },
+                Verify = () => dst.ToArray().AsSpan().SequenceEqual(w) ? null : "GPU decode differs from the original bits",
+                Note = $"size {100 * t.CompressionRatio:F2}% of bf16",
+                Resources = dst,
+            };
+        }
+        if (gemv)
+        {
+            float[] x = DenseSuite.RandomFloats(k, 2);
+            var xt = gpu.Upload(x, 1, k);
+            var yt = (Kernels.Gpu.GpuTensor<float>)gpu.Allocate<float>(1, m);
+            yield return new BenchCase
+            {
+                Op = "gemv", Format = "df11", Shape = gemvShape, Backend = gpu.Name, Path = gpu.Accelerator.Name,
+                Bytes = t.CompressedBytes + 4.0 * k + 4.0 * m,
+                Flops = 2.0 * m * k,
+                Run = _ =>
+                {
+                    gpu.Gemm(wt, xt, yt);
+                    gpu.Synchronize();
+                },
+                Verify = () => Verify.Rows(yt.ToArray(), m, 1, (r, _) =>
+                {
+                    double acc = 0, mag = 0;
+                    for (int c = 0; c < k; c++)
+                    {
+                        double p = (double)(float)w[(long)r * k + c] * x[c];
+                        acc += p;
+                        mag += Math.Abs(p);
+                    }
+                    return (acc, mag);
+                }, ResultComparer.DotTolerance(k)),
+                BaselineKey = BenchCase.MakeKey(DenseSuite.OpFor(1), "bf16", gemvShape, gpu.Name),
+                Resources = new Disposables(xt, yt, wt),
+            };
+        }
+        else wt.Dispose();
     }
 
     private static byte[] Compress(string codec, byte[] raw)
