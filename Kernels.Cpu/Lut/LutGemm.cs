@@ -12,8 +12,8 @@ namespace Kernels.Cpu.Lut;
 /// <c>y[j, r] = Σ_g ( s[r,g] · ½·Σ_i 2^i·S_i[r,g] + o[r,g] · X_g )</c>, where <c>S_i = Σ_kg T_kg[idx(r, i, kg)]</c> sums table
 /// lookups over the group's 4-groups and <c>X_g = Σ_{c∈g} x[j, c]</c>. Scale and offset are applied once per group per row,
 /// after the integer group dot (MixPE).</para>
-/// <para><b>Tables</b> (<see cref="LutTable"/>) are built once per activation vector in a first parallel pass and reused by
-/// every row. int8 mode stores 16 int8 per 4-group and <c>½·lutScale</c> per group; exact mode stores 16 fp32.</para>
+/// <para><b>Tables</b> (<see cref="LutTable"/>) are built once per activation vector, as the first chunks of the same
+/// parallel loop that then runs the row tiles, and reused by every row. int8 mode stores 16 int8 per 4-group and <c>½·lutScale</c> per group; exact mode stores 16 fp32.</para>
 /// <para><b>Inner loop</b> (int8, per 64 packed bytes = one plane of 8 columns of 64 rows): <c>vpshufb</c> low nibbles against
 /// the broadcast table of 4-group 2p and high nibbles against 2p+1, <c>vpunpckl/hbw</c> to pair them, <c>vpmaddubsw</c> with
 /// <c>2^i</c> to sum the pair and weight the plane into int16. Overflow: a lane gains at most <c>2·127·2^i</c> per plane, so
@@ -129,13 +129,11 @@ public static unsafe partial class LutGemm
                     M = w.M, K = k, N = n, Bits = w.Format.Bits, GroupSize = w.Format.GroupSize, Groups = groups, Tiles = w.Tiles,
                     Exact = exact, Isa = isa,
                 };
-                // Pass 1: tables, once per activation vector (chunks of 8 groups, so 2 threads stay balanced at n = 1).
-                var build = new TableChunks { Args = args, GroupsPerChunk = 8 };
-                int perVector = (groups + 7) / 8;
-                WorkerPool.Run(n * perVector, threads, ref build);
-                // Pass 2: row tiles.
-                var rows = new TileChunks { Args = args };
-                WorkerPool.Run(w.Tiles, threads, ref rows);
+                // One parallel loop: first the table chunks (8 groups of one vector each, so 2 threads stay balanced at
+                // n = 1), then the row tiles, which wait until every table is built.
+                int perVector = (groups + TableGroupsPerChunk - 1) / TableGroupsPerChunk;
+                var chunks = new FusedChunks { Args = args, TableChunks = n * perVector };
+                WorkerPool.Run(chunks.TableChunks + w.Tiles, threads, ref chunks);
             }
         }
         finally
@@ -159,24 +157,34 @@ public static unsafe partial class LutGemm
         public IsaPath Isa;
     }
 
-    private struct TableChunks : IChunkKernel<TableChunks>
+    private const int TableGroupsPerChunk = 8;
+
+    /// <summary>Chunks <c>[0, TableChunks)</c> build tables; the rest are row tiles. <see cref="WorkerPool"/> hands out chunks
+    /// in increasing order, so every table chunk is claimed (and being built) before any tile chunk starts waiting on
+    /// <see cref="Built"/>: the wait cannot deadlock, and it removes a second fork-join.</summary>
+    private struct FusedChunks : IChunkKernel<FusedChunks>
     {
         public LutArgs Args;
-        public int GroupsPerChunk;
+        public int TableChunks;
+        public int Built;
 
-        public static void Execute(ref TableChunks s, int chunk)
+        public static void Execute(ref FusedChunks s, int chunk)
         {
-            int perVector = (s.Args.Groups + s.GroupsPerChunk - 1) / s.GroupsPerChunk;
-            int j = chunk / perVector, g0 = chunk % perVector * s.GroupsPerChunk;
-            LutTableBuilder.Build(ref s.Args, j, g0, Math.Min(s.Args.Groups, g0 + s.GroupsPerChunk));
+            if (chunk < s.TableChunks)
+            {
+                int perVector = (s.Args.Groups + TableGroupsPerChunk - 1) / TableGroupsPerChunk;
+                int j = chunk / perVector, g0 = chunk % perVector * TableGroupsPerChunk;
+                LutTableBuilder.Build(ref s.Args, j, g0, Math.Min(s.Args.Groups, g0 + TableGroupsPerChunk));
+                Interlocked.Increment(ref s.Built);
+                return;
+            }
+            if (Volatile.Read(ref s.Built) != s.TableChunks)
+            {
+                var spin = new SpinWait();
+                while (Volatile.Read(ref s.Built) != s.TableChunks) spin.SpinOnce(sleep1Threshold: -1);
+            }
+            RunTiles(ref s.Args, chunk - s.TableChunks, 1);
         }
-    }
-
-    private struct TileChunks : IChunkKernel<TileChunks>
-    {
-        public LutArgs Args;
-
-        public static void Execute(ref TileChunks s, int tile) => RunTiles(ref s.Args, tile, 1);
     }
 
     /// <summary>Runs tiles <c>[tileStart, tileStart + tileCount)</c> on the args' ISA path.</summary>

@@ -1,5 +1,7 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Kernels.Quant.Lut;
 
 namespace Kernels.Cpu.Lut;
@@ -35,7 +37,8 @@ internal static unsafe class LutTableBuilder
                 continue;
             }
             sbyte* tq = (sbyte*)a.Tables + kg0 * 16;
-            if (Vector256.IsHardwareAccelerated) Int8Vector256(xg, tq, kgPerGroup, out scale, out sum);
+            if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported) Int8Vector512(xg, tq, kgPerGroup, out scale, out sum);
+            else if (Vector256.IsHardwareAccelerated) Int8Vector256(xg, tq, kgPerGroup, out scale, out sum);
             else Int8Scalar(xg, tq, kgPerGroup, out scale, out sum);
             a.HalfLutScale[j * a.Groups + g] = 0.5f * scale;
             a.GroupSum[j * a.Groups + g] = sum;
@@ -93,6 +96,45 @@ internal static unsafe class LutTableBuilder
             Vector256<short> s16 = Vector256.Narrow(qlo, qhi);
             Vector128.Narrow(s16.GetLower(), s16.GetUpper()).Store(table + q * 16);
         }
+    }
+
+    /// <summary>The same as <see cref="Int8Scalar"/> with all 16 entries in one vector: <c>x0·σ0</c> then three FMAs with
+    /// ±1 (each product is exact, so every FMA rounds exactly like the scalar add), <c>vcvtps2dq</c> after rounding, and
+    /// <c>vpmovsdb</c> to bytes.</summary>
+    [SkipLocalsInit]
+    internal static void Int8Vector512(float* x, sbyte* table, int fourGroups, out float scale, out float sum)
+    {
+        Debug.Assert(Avx512F.IsSupported);
+        var s0 = Vector512.Create(-1f, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1);
+        var s1 = Vector512.Create(-1f, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1);
+        var s2 = Vector512.Create(-1f, -1, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1, 1, 1, 1, 1);
+        var s3 = Vector512.Create(-1f, -1, -1, -1, -1, -1, -1, -1, 1, 1, 1, 1, 1, 1, 1, 1);
+        Vector512<float> maxv = default, sumv = default;
+        for (int q = 0; q < fourGroups; q++)
+        {
+            Vector512<float> t = Entries512(x + 4 * q, s0, s1, s2, s3);
+            maxv = Vector512.Max(maxv, Vector512.Abs(t));
+            sumv += t;                                             // lane 15: Σ T[15] in 4-group order
+        }
+        float max = 0;
+        for (int l = 0; l < 16; l++) max = Math.Max(max, maxv.GetElement(l));
+        scale = max / 127f;
+        sum = sumv.GetElement(15);
+        var inv = Vector512.Create(LutTable.InverseScale(scale));
+        for (int q = 0; q < fourGroups; q++)
+        {
+            Vector512<int> qi = Vector512.ConvertToInt32(Vector512.Round(Entries512(x + 4 * q, s0, s1, s2, s3) * inv));
+            Avx512F.ConvertToVector128SByteWithSaturation(qi).Store(table + q * 16);  // vpmovsdb (|qi| ≤ 127 already)
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Entries512(float* xq, Vector512<float> s0, Vector512<float> s1, Vector512<float> s2, Vector512<float> s3)
+    {
+        Vector512<float> v = Vector512.Create(xq[0]) * s0;
+        v = Vector512.FusedMultiplyAdd(Vector512.Create(xq[1]), s1, v);
+        v = Vector512.FusedMultiplyAdd(Vector512.Create(xq[2]), s2, v);
+        return Vector512.FusedMultiplyAdd(Vector512.Create(xq[3]), s3, v);
     }
 
     /// <summary>The 16 fp32 entries of one 4-group as <c>((x0·σ0 + x1·σ1) + x2·σ2) ± x3</c> (bit-identical to <see cref="LutTable.Build"/>).</summary>

@@ -89,6 +89,16 @@ public class LutFormatTests
             Assert.Equal(a, b);
             Assert.Equal(sa, sb);
             Assert.Equal(ma, mb);
+            if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+            {
+                var c = new sbyte[len / 4 * 16];
+                float sc, mc;
+                fixed (float* px = x)
+                fixed (sbyte* pc = c) LutTableBuilder.Int8Vector512(px, pc, len / 4, out sc, out mc);
+                Assert.Equal(a, c);
+                Assert.Equal(sa, sc);
+                Assert.Equal(ma, mc);
+            }
             Assert.Equal(LutTable.Int8Scale(x), sa);
             Assert.Equal(LutTable.GroupSum(x), ma);
             Assert.Contains(a, v => v == 127 || v == -127);

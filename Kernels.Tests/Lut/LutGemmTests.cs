@@ -138,6 +138,14 @@ public class LutGemmTests
     }
 
     [Fact]
+    public void Gemm_N512_WithinBound()
+    {
+        var c = new LutCase(LutFormat.Ternary(64), 70, 1, 512, 13, TernaryScaleScope.PerRow);
+        var (q, w, x) = Make(c);
+        CheckAgainstReference(c, q, x, Run(c, w, x, LutTableMode.Int8, IsaPath.Auto), LutTableMode.Int8, "auto");
+    }
+
+    [Fact]
     public void Gemm_Bf16Activations_MatchFp32Activations()
     {
         var c = new LutCase(LutFormat.Asymmetric(2), 70, 2, 3, 5, TernaryScaleScope.PerTensor);
