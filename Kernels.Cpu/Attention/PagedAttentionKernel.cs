@@ -11,14 +11,15 @@ namespace Kernels.Cpu.Attention;
 /// </summary>
 /// <remarks>
 /// <para>Per page, in tiles of up to 16 tokens: each K row is widened to fp32 once and dotted with every query of the item
-/// (GQA: one load per group, which keeps decode bandwidth-bound), logits are masked to each query's causal/window key
+/// (GQA: K/V traffic once per group, not once per query head), four queries × two tokens per block; logits are masked to each query's causal/window key
 /// range, the running maximum is raised once per tile (rescaling the accumulator only when it grows), the tile's
 /// probabilities are exponentiated as one vector, and each V row is widened once and accumulated into every query.
 /// Pages outside every query's key range are skipped without reading them, which is also how block-sparse masks skip
 /// excluded blocks. A split-KV item stores its normalised partial state and log-sum-exp in the workspace.</para>
-/// <para>Accumulation order: dot products in <c>2·Count</c>-lane partial sums (FMA) then a lane reduction; the output sums
-/// tiles in key order. Results are deterministic for a given ISA path and plan (the split is in the plan), and differ across
-/// ISA paths by rounding only.</para>
+/// <para>Accumulation order: dot products in <c>Count</c>-lane FMA partial sums (blocks of four queries) or <c>2·Count</c>
+/// (remaining queries) then a halving lane reduction; the output sums tiles in key order. Results are deterministic for a
+/// given ISA path, plan and head count (the split is in the plan, not the thread count), and differ across ISA paths by
+/// rounding only.</para>
 /// </remarks>
 internal static unsafe class PagedAttentionKernel
 {
