@@ -438,26 +438,78 @@ internal unsafe struct Attention256 : IAttentionSimd<Attention256>
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Dot4x2(float* q0, float* q1, float* q2, float* q3, float* k0, float* k1, int n, float* result)
+    {
+        // 8 accumulators + 2 K + 1 q = 11 of the 16 ymm registers.
+        Vector256<float> s00 = default, s10 = default, s20 = default, s30 = default;
+        Vector256<float> s01 = default, s11 = default, s21 = default, s31 = default;
+        for (int i = 0; i < n; i += 8)
+        {
+            var ka = Vector256.Load(k0 + i);
+            var kb = Vector256.Load(k1 + i);
+            var x = Vector256.Load(q0 + i);
+            s00 = Fma.MultiplyAdd(x, ka, s00);
+            s01 = Fma.MultiplyAdd(x, kb, s01);
+            x = Vector256.Load(q1 + i);
+            s10 = Fma.MultiplyAdd(x, ka, s10);
+            s11 = Fma.MultiplyAdd(x, kb, s11);
+            x = Vector256.Load(q2 + i);
+            s20 = Fma.MultiplyAdd(x, ka, s20);
+            s21 = Fma.MultiplyAdd(x, kb, s21);
+            x = Vector256.Load(q3 + i);
+            s30 = Fma.MultiplyAdd(x, ka, s30);
+            s31 = Fma.MultiplyAdd(x, kb, s31);
+        }
+        result[0] = Vector128.Sum(s00.GetLower() + s00.GetUpper());
+        result[1] = Vector128.Sum(s10.GetLower() + s10.GetUpper());
+        result[2] = Vector128.Sum(s20.GetLower() + s20.GetUpper());
+        result[3] = Vector128.Sum(s30.GetLower() + s30.GetUpper());
+        result[4] = Vector128.Sum(s01.GetLower() + s01.GetUpper());
+        result[5] = Vector128.Sum(s11.GetLower() + s11.GetUpper());
+        result[6] = Vector128.Sum(s21.GetLower() + s21.GetUpper());
+        result[7] = Vector128.Sum(s31.GetLower() + s31.GetUpper());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Accumulate4(float* a0, float* a1, float* a2, float* a3, float* p0, float* p1, float* p2, float* p3, float** v, int n)
     {
-        for (int i = 0; i < n; i += 8)
+        // 16 dims per pass: 8 accumulators + 2 V + 1 broadcast = 11 ymm registers.
+        for (int i = 0; i < n; i += 16)
         {
             var x0 = Vector256.Load(a0 + i);
             var x1 = Vector256.Load(a1 + i);
             var x2 = Vector256.Load(a2 + i);
             var x3 = Vector256.Load(a3 + i);
+            var y0 = Vector256.Load(a0 + i + 8);
+            var y1 = Vector256.Load(a1 + i + 8);
+            var y2 = Vector256.Load(a2 + i + 8);
+            var y3 = Vector256.Load(a3 + i + 8);
             for (int t = 0; t < 16; t++)
             {
-                var vt = Vector256.Load(v[t] + i);
-                x0 = Fma.MultiplyAdd(Vector256.Create(p0[t]), vt, x0);
-                x1 = Fma.MultiplyAdd(Vector256.Create(p1[t]), vt, x1);
-                x2 = Fma.MultiplyAdd(Vector256.Create(p2[t]), vt, x2);
-                x3 = Fma.MultiplyAdd(Vector256.Create(p3[t]), vt, x3);
+                float* vt = v[t] + i;
+                var va = Vector256.Load(vt);
+                var vb = Vector256.Load(vt + 8);
+                var b = Vector256.Create(p0[t]);
+                x0 = Fma.MultiplyAdd(b, va, x0);
+                y0 = Fma.MultiplyAdd(b, vb, y0);
+                b = Vector256.Create(p1[t]);
+                x1 = Fma.MultiplyAdd(b, va, x1);
+                y1 = Fma.MultiplyAdd(b, vb, y1);
+                b = Vector256.Create(p2[t]);
+                x2 = Fma.MultiplyAdd(b, va, x2);
+                y2 = Fma.MultiplyAdd(b, vb, y2);
+                b = Vector256.Create(p3[t]);
+                x3 = Fma.MultiplyAdd(b, va, x3);
+                y3 = Fma.MultiplyAdd(b, vb, y3);
             }
             x0.Store(a0 + i);
             x1.Store(a1 + i);
             x2.Store(a2 + i);
             x3.Store(a3 + i);
+            y0.Store(a0 + i + 8);
+            y1.Store(a1 + i + 8);
+            y2.Store(a2 + i + 8);
+            y3.Store(a3 + i + 8);
         }
     }
 
