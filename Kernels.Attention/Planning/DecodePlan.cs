@@ -35,6 +35,9 @@ public sealed class DecodePlan : AttentionPlan
     /// <summary>Sequences.</summary>
     public int BatchSize { get; }
 
+    internal int[] SplitStarts => _splitStart;
+    internal int[] SplitCounts => _splitCount;
+
     /// <summary>Pages per split-KV chunk.</summary>
     public int ChunkPages { get; }
 

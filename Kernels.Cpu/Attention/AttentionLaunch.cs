@@ -78,8 +78,8 @@ internal static unsafe class AttentionLaunch
 
             if (plan is DecodePlan decode && decode.PartialSlots > 0)
             {
-                fixed (int* ss = SplitArrays(decode, out int[] counts))
-                fixed (int* sc = counts)
+                fixed (int* ss = decode.SplitStarts)
+                fixed (int* sc = decode.SplitCounts)
                 {
                     var merge = new MergeState
                     {
@@ -91,18 +91,6 @@ internal static unsafe class AttentionLaunch
                 }
             }
         }
-    }
-
-    private static int[] SplitArrays(DecodePlan plan, out int[] counts)
-    {
-        var starts = new int[plan.BatchSize];
-        counts = new int[plan.BatchSize];
-        for (int b = 0; b < plan.BatchSize; b++)
-        {
-            starts[b] = plan.SplitStart(b);
-            counts[b] = plan.SplitCount(b);
-        }
-        return starts;
     }
 
     /// <summary>Merges the split-KV partial states of one (sequence, head) in chunk order.</summary>

@@ -31,6 +31,14 @@ internal unsafe interface IAttentionSimd<TSelf> where TSelf : struct, IAttention
         result[3] = TSelf.Dot(q3, k, n);
     }
 
+    /// <summary><see cref="Dot4"/> for two key rows at once (each query chunk loaded once for both): result[0..3] for
+    /// <paramref name="k0"/>, result[4..7] for <paramref name="k1"/>.</summary>
+    static virtual void Dot4x2(float* q0, float* q1, float* q2, float* q3, float* k0, float* k1, int n, float* result)
+    {
+        TSelf.Dot4(q0, q1, q2, q3, k0, n, result);
+        TSelf.Dot4(q0, q1, q2, q3, k1, n, result + 4);
+    }
+
     /// <summary>acc_j[i] += Σ_t p_j[t]·v_t[i] for four queries over a 16-token tile (rows <paramref name="v"/>[t]), with the
     /// four accumulators held in registers across the tile.</summary>
     static virtual void Accumulate4(float* a0, float* a1, float* a2, float* a3, float* p0, float* p1, float* p2, float* p3, float** v, int n)
@@ -78,6 +86,7 @@ internal unsafe struct AttentionScalar : IAttentionSimd<AttentionScalar>
 {
     public static int Count => 1;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Dot(float* a, float* b, int n)
     {
         float s = 0;
@@ -85,16 +94,19 @@ internal unsafe struct AttentionScalar : IAttentionSimd<AttentionScalar>
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Axpy(float* acc, float p, float* x, int n)
     {
         for (int i = 0; i < n; i++) acc[i] += p * x[i];
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Scale(float* acc, float f, int n)
     {
         for (int i = 0; i < n; i++) acc[i] *= f;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Max16(float* x)
     {
         float m = x[0];
@@ -102,6 +114,7 @@ internal unsafe struct AttentionScalar : IAttentionSimd<AttentionScalar>
         return m;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float ExpShift16(float* x, float m)
     {
         float sum = 0;
@@ -113,21 +126,25 @@ internal unsafe struct AttentionScalar : IAttentionSimd<AttentionScalar>
         return sum;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenF16(ushort* src, float* dst, int n)
     {
         for (int i = 0; i < n; i++) dst[i] = (float)BitConverter.UInt16BitsToHalf(src[i]);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenBf16(ushort* src, float* dst, int n)
     {
         for (int i = 0; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(src[i] << 16);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenI8(sbyte* src, float s, float* dst, int n)
     {
         for (int i = 0; i < n; i++) dst[i] = src[i] * s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenI4(byte* src, float s, float z, float* dst, int n)
     {
         int half = n / 2;
@@ -213,26 +230,79 @@ internal unsafe struct Attention512 : IAttentionSimd<Attention512>
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Dot4x2(float* q0, float* q1, float* q2, float* q3, float* k0, float* k1, int n, float* result)
+    {
+        // 8 accumulators; per 16 dims 6 loads feed 8 FMAs (the load ports, not the FMA units, bound this loop).
+        Vector512<float> s00 = default, s10 = default, s20 = default, s30 = default;
+        Vector512<float> s01 = default, s11 = default, s21 = default, s31 = default;
+        for (int i = 0; i < n; i += 16)
+        {
+            var ka = Vector512.Load(k0 + i);
+            var kb = Vector512.Load(k1 + i);
+            var x = Vector512.Load(q0 + i);
+            s00 = Avx512F.FusedMultiplyAdd(x, ka, s00);
+            s01 = Avx512F.FusedMultiplyAdd(x, kb, s01);
+            x = Vector512.Load(q1 + i);
+            s10 = Avx512F.FusedMultiplyAdd(x, ka, s10);
+            s11 = Avx512F.FusedMultiplyAdd(x, kb, s11);
+            x = Vector512.Load(q2 + i);
+            s20 = Avx512F.FusedMultiplyAdd(x, ka, s20);
+            s21 = Avx512F.FusedMultiplyAdd(x, kb, s21);
+            x = Vector512.Load(q3 + i);
+            s30 = Avx512F.FusedMultiplyAdd(x, ka, s30);
+            s31 = Avx512F.FusedMultiplyAdd(x, kb, s31);
+        }
+        result[0] = Sum(s00);
+        result[1] = Sum(s10);
+        result[2] = Sum(s20);
+        result[3] = Sum(s30);
+        result[4] = Sum(s01);
+        result[5] = Sum(s11);
+        result[6] = Sum(s21);
+        result[7] = Sum(s31);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Accumulate4(float* a0, float* a1, float* a2, float* a3, float* p0, float* p1, float* p2, float* p3, float** v, int n)
     {
-        for (int i = 0; i < n; i += 16)
+        // 32 dims per pass (n is a multiple of 32): 8 accumulators in registers across the 16 tokens; per token 4 broadcasts
+        // (vbroadcastss) and 2 V loads feed 8 FMAs.
+        for (int i = 0; i < n; i += 32)
         {
             var x0 = Vector512.Load(a0 + i);
             var x1 = Vector512.Load(a1 + i);
             var x2 = Vector512.Load(a2 + i);
             var x3 = Vector512.Load(a3 + i);
+            var y0 = Vector512.Load(a0 + i + 16);
+            var y1 = Vector512.Load(a1 + i + 16);
+            var y2 = Vector512.Load(a2 + i + 16);
+            var y3 = Vector512.Load(a3 + i + 16);
             for (int t = 0; t < 16; t++)
             {
-                var vt = Vector512.Load(v[t] + i);
-                x0 = Avx512F.FusedMultiplyAdd(Vector512.Create(p0[t]), vt, x0); // vfmadd231ps zmm, zmm, m32{1to16}
-                x1 = Avx512F.FusedMultiplyAdd(Vector512.Create(p1[t]), vt, x1);
-                x2 = Avx512F.FusedMultiplyAdd(Vector512.Create(p2[t]), vt, x2);
-                x3 = Avx512F.FusedMultiplyAdd(Vector512.Create(p3[t]), vt, x3);
+                float* vt = v[t] + i;
+                var va = Vector512.Load(vt);
+                var vb = Vector512.Load(vt + 16);
+                var b = Vector512.Create(p0[t]);
+                x0 = Avx512F.FusedMultiplyAdd(b, va, x0);
+                y0 = Avx512F.FusedMultiplyAdd(b, vb, y0);
+                b = Vector512.Create(p1[t]);
+                x1 = Avx512F.FusedMultiplyAdd(b, va, x1);
+                y1 = Avx512F.FusedMultiplyAdd(b, vb, y1);
+                b = Vector512.Create(p2[t]);
+                x2 = Avx512F.FusedMultiplyAdd(b, va, x2);
+                y2 = Avx512F.FusedMultiplyAdd(b, vb, y2);
+                b = Vector512.Create(p3[t]);
+                x3 = Avx512F.FusedMultiplyAdd(b, va, x3);
+                y3 = Avx512F.FusedMultiplyAdd(b, vb, y3);
             }
             x0.Store(a0 + i);
             x1.Store(a1 + i);
             x2.Store(a2 + i);
             x3.Store(a3 + i);
+            y0.Store(a0 + i + 16);
+            y1.Store(a1 + i + 16);
+            y2.Store(a2 + i + 16);
+            y3.Store(a3 + i + 16);
         }
     }
 
@@ -256,6 +326,7 @@ internal unsafe struct Attention512 : IAttentionSimd<Attention512>
         return Vector128.Sum(b);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Max16(float* x)
     {
         var v = Vector512.Load(x);
@@ -272,6 +343,7 @@ internal unsafe struct Attention512 : IAttentionSimd<Attention512>
         for (int i = 0; i < n; i += 16) Avx512F.FusedMultiplyAdd(pv, Vector512.Load(x + i), Vector512.Load(acc + i)).Store(acc + i);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Scale(float* acc, float f, int n)
     {
         var fv = Vector512.Create(f);
@@ -286,18 +358,21 @@ internal unsafe struct Attention512 : IAttentionSimd<Attention512>
         return Sum(e);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenF16(ushort* src, float* dst, int n)
     {
         for (int i = 0; i < n; i += 16)
             HalfBits.Widen(Avx512F.ConvertToVector512UInt32(Vector256.Load(src + i))).Store(dst + i); // vpmovzxwd zmm, ymm
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenBf16(ushort* src, float* dst, int n)
     {
         for (int i = 0; i < n; i += 16)
             (Avx512F.ConvertToVector512UInt32(Vector256.Load(src + i)) << 16).AsSingle().Store(dst + i);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenI8(sbyte* src, float s, float* dst, int n)
     {
         var sv = Vector512.Create(s);
@@ -305,6 +380,7 @@ internal unsafe struct Attention512 : IAttentionSimd<Attention512>
             (Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load(src + i))) * sv).Store(dst + i); // vpmovsxbd
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenI4(byte* src, float s, float z, float* dst, int n)
     {
         var sv = Vector512.Create(s);
@@ -362,26 +438,78 @@ internal unsafe struct Attention256 : IAttentionSimd<Attention256>
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Dot4x2(float* q0, float* q1, float* q2, float* q3, float* k0, float* k1, int n, float* result)
+    {
+        // 8 accumulators + 2 K + 1 q = 11 of the 16 ymm registers.
+        Vector256<float> s00 = default, s10 = default, s20 = default, s30 = default;
+        Vector256<float> s01 = default, s11 = default, s21 = default, s31 = default;
+        for (int i = 0; i < n; i += 8)
+        {
+            var ka = Vector256.Load(k0 + i);
+            var kb = Vector256.Load(k1 + i);
+            var x = Vector256.Load(q0 + i);
+            s00 = Fma.MultiplyAdd(x, ka, s00);
+            s01 = Fma.MultiplyAdd(x, kb, s01);
+            x = Vector256.Load(q1 + i);
+            s10 = Fma.MultiplyAdd(x, ka, s10);
+            s11 = Fma.MultiplyAdd(x, kb, s11);
+            x = Vector256.Load(q2 + i);
+            s20 = Fma.MultiplyAdd(x, ka, s20);
+            s21 = Fma.MultiplyAdd(x, kb, s21);
+            x = Vector256.Load(q3 + i);
+            s30 = Fma.MultiplyAdd(x, ka, s30);
+            s31 = Fma.MultiplyAdd(x, kb, s31);
+        }
+        result[0] = Vector128.Sum(s00.GetLower() + s00.GetUpper());
+        result[1] = Vector128.Sum(s10.GetLower() + s10.GetUpper());
+        result[2] = Vector128.Sum(s20.GetLower() + s20.GetUpper());
+        result[3] = Vector128.Sum(s30.GetLower() + s30.GetUpper());
+        result[4] = Vector128.Sum(s01.GetLower() + s01.GetUpper());
+        result[5] = Vector128.Sum(s11.GetLower() + s11.GetUpper());
+        result[6] = Vector128.Sum(s21.GetLower() + s21.GetUpper());
+        result[7] = Vector128.Sum(s31.GetLower() + s31.GetUpper());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Accumulate4(float* a0, float* a1, float* a2, float* a3, float* p0, float* p1, float* p2, float* p3, float** v, int n)
     {
-        for (int i = 0; i < n; i += 8)
+        // 16 dims per pass: 8 accumulators + 2 V + 1 broadcast = 11 ymm registers.
+        for (int i = 0; i < n; i += 16)
         {
             var x0 = Vector256.Load(a0 + i);
             var x1 = Vector256.Load(a1 + i);
             var x2 = Vector256.Load(a2 + i);
             var x3 = Vector256.Load(a3 + i);
+            var y0 = Vector256.Load(a0 + i + 8);
+            var y1 = Vector256.Load(a1 + i + 8);
+            var y2 = Vector256.Load(a2 + i + 8);
+            var y3 = Vector256.Load(a3 + i + 8);
             for (int t = 0; t < 16; t++)
             {
-                var vt = Vector256.Load(v[t] + i);
-                x0 = Fma.MultiplyAdd(Vector256.Create(p0[t]), vt, x0);
-                x1 = Fma.MultiplyAdd(Vector256.Create(p1[t]), vt, x1);
-                x2 = Fma.MultiplyAdd(Vector256.Create(p2[t]), vt, x2);
-                x3 = Fma.MultiplyAdd(Vector256.Create(p3[t]), vt, x3);
+                float* vt = v[t] + i;
+                var va = Vector256.Load(vt);
+                var vb = Vector256.Load(vt + 8);
+                var b = Vector256.Create(p0[t]);
+                x0 = Fma.MultiplyAdd(b, va, x0);
+                y0 = Fma.MultiplyAdd(b, vb, y0);
+                b = Vector256.Create(p1[t]);
+                x1 = Fma.MultiplyAdd(b, va, x1);
+                y1 = Fma.MultiplyAdd(b, vb, y1);
+                b = Vector256.Create(p2[t]);
+                x2 = Fma.MultiplyAdd(b, va, x2);
+                y2 = Fma.MultiplyAdd(b, vb, y2);
+                b = Vector256.Create(p3[t]);
+                x3 = Fma.MultiplyAdd(b, va, x3);
+                y3 = Fma.MultiplyAdd(b, vb, y3);
             }
             x0.Store(a0 + i);
             x1.Store(a1 + i);
             x2.Store(a2 + i);
             x3.Store(a3 + i);
+            y0.Store(a0 + i + 8);
+            y1.Store(a1 + i + 8);
+            y2.Store(a2 + i + 8);
+            y3.Store(a3 + i + 8);
         }
     }
 
@@ -396,6 +524,7 @@ internal unsafe struct Attention256 : IAttentionSimd<Attention256>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Max16(float* x)
     {
         var a = Vector256.Max(Vector256.Load(x), Vector256.Load(x + 8));
@@ -411,6 +540,7 @@ internal unsafe struct Attention256 : IAttentionSimd<Attention256>
         for (int i = 0; i < n; i += 8) Fma.MultiplyAdd(pv, Vector256.Load(x + i), Vector256.Load(acc + i)).Store(acc + i);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Scale(float* acc, float f, int n)
     {
         var fv = Vector256.Create(f);
@@ -429,18 +559,21 @@ internal unsafe struct Attention256 : IAttentionSimd<Attention256>
         return Vector128.Sum(e.GetLower() + e.GetUpper());
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenF16(ushort* src, float* dst, int n)
     {
         for (int i = 0; i < n; i += 8)
             HalfBits.Widen(Avx2.ConvertToVector256Int32(src + i).AsUInt32()).Store(dst + i); // vpmovzxwd ymm, m128
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenBf16(ushort* src, float* dst, int n)
     {
         for (int i = 0; i < n; i += 8)
             (Avx2.ConvertToVector256Int32(src + i) << 16).AsSingle().Store(dst + i);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenI8(sbyte* src, float s, float* dst, int n)
     {
         var sv = Vector256.Create(s);
@@ -448,6 +581,7 @@ internal unsafe struct Attention256 : IAttentionSimd<Attention256>
             (Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(src + i)) * sv).Store(dst + i); // vpmovsxbd ymm, m64
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenI4(byte* src, float s, float z, float* dst, int n)
     {
         var sv = Vector256.Create(s);
@@ -481,6 +615,7 @@ internal unsafe struct Attention128 : IAttentionSimd<Attention128>
         return Vector128.Sum(s0 + s1);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Max16(float* x)
     {
         var a = Vector128.Max(Vector128.Max(Vector128.Load(x), Vector128.Load(x + 4)), Vector128.Max(Vector128.Load(x + 8), Vector128.Load(x + 12)));
@@ -495,6 +630,7 @@ internal unsafe struct Attention128 : IAttentionSimd<Attention128>
         for (int i = 0; i < n; i += 4) (Vector128.Load(acc + i) + pv * Vector128.Load(x + i)).Store(acc + i);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Scale(float* acc, float f, int n)
     {
         var fv = Vector128.Create(f);
@@ -515,6 +651,7 @@ internal unsafe struct Attention128 : IAttentionSimd<Attention128>
         return Vector128.Sum(sum);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenF16(ushort* src, float* dst, int n)
     {
         for (int i = 0; i < n; i += 8)
@@ -525,6 +662,7 @@ internal unsafe struct Attention128 : IAttentionSimd<Attention128>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenBf16(ushort* src, float* dst, int n)
     {
         for (int i = 0; i < n; i += 8)
@@ -535,6 +673,7 @@ internal unsafe struct Attention128 : IAttentionSimd<Attention128>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenI8(sbyte* src, float s, float* dst, int n)
     {
         var sv = Vector128.Create(s);
@@ -550,6 +689,7 @@ internal unsafe struct Attention128 : IAttentionSimd<Attention128>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WidenI4(byte* src, float s, float z, float* dst, int n)
     {
         var sv = Vector128.Create(s);

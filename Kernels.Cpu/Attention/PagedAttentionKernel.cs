@@ -11,14 +11,15 @@ namespace Kernels.Cpu.Attention;
 /// </summary>
 /// <remarks>
 /// <para>Per page, in tiles of up to 16 tokens: each K row is widened to fp32 once and dotted with every query of the item
-/// (GQA: one load per group, which keeps decode bandwidth-bound), logits are masked to each query's causal/window key
+/// (GQA: K/V traffic once per group, not once per query head), four queries × two tokens per block; logits are masked to each query's causal/window key
 /// range, the running maximum is raised once per tile (rescaling the accumulator only when it grows), the tile's
 /// probabilities are exponentiated as one vector, and each V row is widened once and accumulated into every query.
 /// Pages outside every query's key range are skipped without reading them, which is also how block-sparse masks skip
 /// excluded blocks. A split-KV item stores its normalised partial state and log-sum-exp in the workspace.</para>
-/// <para>Accumulation order: dot products in <c>2·Count</c>-lane partial sums (FMA) then a lane reduction; the output sums
-/// tiles in key order. Results are deterministic for a given ISA path and plan (the split is in the plan), and differ across
-/// ISA paths by rounding only.</para>
+/// <para>Accumulation order: dot products in <c>Count</c>-lane FMA partial sums (blocks of four queries) or <c>2·Count</c>
+/// (remaining queries) then a halving lane reduction; the output sums tiles in key order. Results are deterministic for a
+/// given ISA path, plan and head count (the split is in the plan, not the thread count), and differ across ISA paths by
+/// rounding only.</para>
 /// </remarks>
 internal static unsafe class PagedAttentionKernel
 {
@@ -68,8 +69,8 @@ internal static unsafe class PagedAttentionKernel
     [SkipLocalsInit]
     internal static void Scalar(ref State s, int item) => Run<AttentionScalar>(ref s, item);
 
-    /// <summary>Floats of per-thread scratch: the logit tile, one widened row, running max and sum.</summary>
-    private const int ScratchFloats = AttentionPlan.MaxQueriesPerItem * Tile + 256 + 2 * AttentionPlan.MaxQueriesPerItem + (Tile + 1) * 256;
+    /// <summary>Floats of per-thread scratch: the logit tile, running max and sum, the widened K/V rows of a tile and a zero row.</summary>
+    private const int ScratchFloats = AttentionPlan.MaxQueriesPerItem * Tile + 2 * AttentionPlan.MaxQueriesPerItem + (Tile + 1) * 256;
 
     [ThreadStatic] private static float[]? t_scratch;
 
@@ -88,14 +89,13 @@ internal static unsafe class PagedAttentionKernel
         AttentionWorkItem it = s.Items[index];
         int d = s.HeadDim, nkv = it.KvHeads, gh = it.GroupHeads, perRow = nkv * gh, nq = it.QueryRows * perRow;
         float* logits = Scratch();               // [query][tile token]
-        float* row = logits + MaxQ * Tile;       // one widened K or V row (head_dim ≤ 256)
-        float* m = row + 256;                    // running max per query
+        float* m = logits + MaxQ * Tile;         // running max per query
         float* l = m + MaxQ;                     // running Σ e^(logit − max) per query
-        float* vtile = l + MaxQ;                 // the tile's widened V rows [Tile][256], then one zero row
-        float* zero = vtile + Tile * 256;
+        float* tile = l + MaxQ;                  // the tile's widened K (then V) rows [Tile][256], then one zero row
+        float* zero = tile + Tile * 256;
         new Span<float>(zero, 256).Clear();
-        float** vrows = stackalloc float*[Tile];
-        float* dots = stackalloc float[4];
+        float** rows = stackalloc float*[Tile];
+        float* dots = stackalloc float[8];
         int* lo = stackalloc int[MaxQ];
         int* hi = stackalloc int[MaxQ];
         float** qp = stackalloc float*[MaxQ];
@@ -140,28 +140,47 @@ internal static unsafe class PagedAttentionKernel
                 int k0 = key0 + t0;
                 if (k0 >= maxHi || k0 + tn <= minLo) continue;
 
-                // 1. logits[i, t] for every query, −∞ where masked. Token-major, then kv head: NHD pages are read in order.
-                new Span<float>(logits, nq * Tile).Fill(float.NegativeInfinity);
-                for (int t = 0; t < tn; t++)
+                // 1. logits[i, t] for every query, −∞ where masked. Per kv head the tile's K rows are widened once (token-major,
+                //    so an NHD page is read in order), then four queries × two tokens at a time take their dot products.
+                for (int kk = 0; kk < nkv; kk++)
                 {
-                    int key = k0 + t;
-                    if (key < minLo || key >= maxHi) continue;
-                    long tokenRow = pageRow + (long)(t0 + t) * s.TokenStride;
-                    for (int kk = 0; kk < nkv; kk++)
+                    bool any = false;
+                    for (int t = 0; t < Tile; t++)
                     {
-                        long rr = tokenRow + (long)kk * s.HeadStride;
-                        float* k = Widen<TV>(ref s, s.K, s.KScale, s.KZero, rr, it.KvHead + kk, row);
-                        for (int r = 0; r < it.QueryRows; r++)
+                        int key = k0 + t;
+                        bool live = t < tn && key >= minLo && key < maxHi;
+                        any |= live;
+                        rows[t] = live
+                            ? Widen<TV>(ref s, s.K, s.KScale, s.KZero, pageRow + (long)(t0 + t) * s.TokenStride + (long)kk * s.HeadStride, it.KvHead + kk, tile + t * 256)
+                            : zero;
+                    }
+                    for (int r = 0; r < it.QueryRows; r++)
+                    {
+                        int i = r * perRow + kk * gh, ie = i + gh;
+                        int klo = lo[i], khi = hi[i];
+                        if (!any || k0 >= khi || k0 + tn <= klo)
                         {
-                            int i0 = r * perRow + kk * gh;
-                            if (key < lo[i0] || key >= hi[i0]) continue;
-                            int i = i0, ie = i0 + gh;
-                            for (; i + 4 <= ie; i += 4)
+                            new Span<float>(logits + i * Tile, gh * Tile).Fill(float.NegativeInfinity);
+                            continue;
+                        }
+                        for (; i + 4 <= ie; i += 4)
+                            for (int t = 0; t < Tile; t += 2)
                             {
-                                TV.Dot4(qp[i], qp[i + 1], qp[i + 2], qp[i + 3], k, d, dots);
-                                for (int j = 0; j < 4; j++) logits[(i + j) * Tile + t] = Logit(ref s, dots[j]);
+                                TV.Dot4x2(qp[i], qp[i + 1], qp[i + 2], qp[i + 3], rows[t], rows[t + 1], d, dots);
+                                for (int j = 0; j < 4; j++)
+                                {
+                                    logits[(i + j) * Tile + t] = Logit(ref s, dots[j]);
+                                    logits[(i + j) * Tile + t + 1] = Logit(ref s, dots[4 + j]);
+                                }
                             }
-                            for (; i < ie; i++) logits[i * Tile + t] = Logit(ref s, TV.Dot(qp[i], k, d));
+                        for (; i < ie; i++)
+                            for (int t = 0; t < Tile; t++) logits[i * Tile + t] = Logit(ref s, TV.Dot(qp[i], rows[t], d));
+                        // Mask: tokens past the page, or outside this row's causal/window range.
+                        for (int t = 0; t < Tile; t++)
+                        {
+                            int key = k0 + t;
+                            if (t < tn && key >= klo && key < khi) continue;
+                            for (int j = r * perRow + kk * gh; j < ie; j++) logits[j * Tile + t] = float.NegativeInfinity;
                         }
                     }
                 }
@@ -196,8 +215,8 @@ internal static unsafe class PagedAttentionKernel
                     for (int t = 0; t < Tile; t++)
                     {
                         int key = k0 + t;
-                        vrows[t] = t < tn && key >= minLo && key < maxHi
-                            ? Widen<TV>(ref s, s.V, s.VScale, s.VZero, pageRow + (long)(t0 + t) * s.TokenStride + (long)kk * s.HeadStride, it.KvHead + kk, vtile + t * 256)
+                        rows[t] = t < tn && key >= minLo && key < maxHi
+                            ? Widen<TV>(ref s, s.V, s.VScale, s.VZero, pageRow + (long)(t0 + t) * s.TokenStride + (long)kk * s.HeadStride, it.KvHead + kk, tile + t * 256)
                             : zero;
                     }
                     for (int r = 0; r < it.QueryRows; r++)
@@ -205,8 +224,8 @@ internal static unsafe class PagedAttentionKernel
                         int i = r * perRow + kk * gh, ie = i + gh;
                         for (; i + 4 <= ie; i += 4)
                             TV.Accumulate4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3],
-                                logits + i * Tile, logits + (i + 1) * Tile, logits + (i + 2) * Tile, logits + (i + 3) * Tile, vrows, d);
-                        for (; i < ie; i++) TV.Accumulate1(acc[i], logits + i * Tile, vrows, d);
+                                logits + i * Tile, logits + (i + 1) * Tile, logits + (i + 2) * Tile, logits + (i + 3) * Tile, rows, d);
+                        for (; i < ie; i++) TV.Accumulate1(acc[i], logits + i * Tile, rows, d);
                     }
                 }
             }

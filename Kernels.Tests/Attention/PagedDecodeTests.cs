@@ -86,6 +86,22 @@ public class PagedDecodeTests
     }
 
     [Fact]
+    public void Run_SingleThreaded_DoesNotAllocate()
+    {
+        var spec = new CacheSpec([300, 40], 16, 2, 128, DType.I4, KvLayout.Nhd, KvScaleMode.None, 2);
+        var (cache, table) = Build(spec);
+        var shape = new AttentionShape(8, 2, 128);
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), fixedChunkPages: 4);
+        var q = Queries(new Random(1), 2, shape);
+        float[] o = new float[q.Length], lse = new float[16];
+        var options = new KernelOptions { MaxDegreeOfParallelism = 1 };
+        PagedDecode.Run(plan, q, cache, o, lse, options); // warm-up: JIT and the thread's scratch
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        PagedDecode.Run(plan, q, cache, o, lse, options);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [Fact]
     public void Run_QuantizationError_WithinStatedBound()
     {
         // int8/int4 against the reference on the *original* fp32 values: the quantization error alone.
