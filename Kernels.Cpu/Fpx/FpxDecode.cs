@@ -343,6 +343,22 @@ internal static unsafe class FpxDecode
         }
     }
 
+    /// <summary>Decodes blocks to fp32 patterns in the lane order of <see cref="Patterns512"/> (AVX-512 VBMI; FP6/FP5).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static void RowPatterns512<TK>(byte* hi, byte* lo, int blocks, float* dst) where TK : struct, ICodeKind
+    {
+        var k = new ConstsVbmi(0);
+        int hb = TK.Kind == 1 ? 8 : 16;
+        for (int b = 0; b < blocks; b++, hi += hb, lo += 32, dst += 64)
+        {
+            Patterns512<TK>(hi, lo, k, out var f0, out var f1, out var f2, out var f3);
+            f0.Store(dst);
+            f1.Store(dst + 16);
+            f2.Store(dst + 32);
+            f3.Store(dst + 48);
+        }
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void RowAvx512<TK>(byte* hi, byte* lo, int blocks, float* dst, int hb) where TK : struct, ICodeKind
     {

@@ -32,8 +32,9 @@ public static unsafe class FpxGemm
     /// <summary>Tests set this to false to run the plain AVX-512 GEMV on a VBMI machine.</summary>
     internal static bool EnablePatterns512 = true;
 
-    /// <summary>True when GEMV runs <see cref="GemvPatterns512{TK}"/> (AVX-512 VBMI, n = 1), which needs permuted activations.</summary>
-    internal static bool UsesPatterns512(IsaPath isa, int n) => isa == IsaPath.Avx512 && n == 1 && Avx512Vbmi.IsSupported && EnablePatterns512;
+    /// <summary>True when the AVX-512 VBMI pattern decode runs (GEMV: <see cref="GemvPatterns512{TK}"/>; GEMM: decoded tiles in
+    /// pattern lane order), which needs permuted activations.</summary>
+    internal static bool UsesPatterns512(IsaPath isa) => isa == IsaPath.Avx512 && Avx512Vbmi.IsSupported && EnablePatterns512;
 
     /// <summary>Target binary exponent of the largest pre-scaled activation.</summary>
     internal const int ActivationExponent = 100;
@@ -99,8 +100,8 @@ public static unsafe class FpxGemm
             int biasShift = FpxCodec.Fp32BiasShift(weights.Format);
             for (int j = 0; j < n; j++)
                 post[j] = Math.ScaleB(1.0, biasShift - ScaleActivations(x.Slice(j * k, k), xs.AsSpan(j * kPad, kPad)));
-            bool patterns = UsesPatterns512(isa, n);
-            if (patterns) FpxDecode.PermuteForPatterns512(xs.AsSpan(0, kPad));
+            bool patterns = UsesPatterns512(isa);
+            if (patterns) FpxDecode.PermuteForPatterns512(xs.AsSpan(0, n * kPad)); // both AVX-512 VBMI paths use pattern lane order
             fixed (byte* ph = weights.HighBits)
             fixed (byte* pl = weights.LowBits)
             fixed (float* ps = weights.Scales, px = xs, py = y)
@@ -172,8 +173,13 @@ public static unsafe class FpxGemm
             int r0 = chunk * s.RowsPerChunk, rows = Math.Min(s.RowsPerChunk, s.A.M - r0);
             if (s.Patterns)
             {
-                if (s.Fp5) GemvPatterns512<Fp5Kind>(ref s.A, r0, rows);
-                else GemvPatterns512<Fp6Kind>(ref s.A, r0, rows);
+                if (s.A.N == 1)
+                {
+                    if (s.Fp5) GemvPatterns512<Fp5Kind>(ref s.A, r0, rows);
+                    else GemvPatterns512<Fp6Kind>(ref s.A, r0, rows);
+                }
+                else if (s.Fp5) DecodedTiles<Fp5Kind, F32x16>(IsaPath.Avx512, ref s.A, r0, rows, patterns: true);
+                else DecodedTiles<Fp6Kind, F32x16>(IsaPath.Avx512, ref s.A, r0, rows, patterns: true);
             }
             else if (s.Fp5) Rows<Fp5Kind>(s.Isa, ref s.A, r0, rows);
             else Rows<Fp6Kind>(s.Isa, ref s.A, r0, rows);
@@ -381,7 +387,7 @@ public static unsafe class FpxGemm
 
     /// <summary>Decodes four rows × <see cref="KTile"/> columns at a time into the per-thread scratch, then runs 4×4 register
     /// tiles over the tokens, accumulating per-(row, token) partial sums across column tiles.</summary>
-    private static void DecodedTiles<TK, TV>(IsaPath isa, ref FpxArgs a, int rowStart, int rowCount)
+    private static void DecodedTiles<TK, TV>(IsaPath isa, ref FpxArgs a, int rowStart, int rowCount, bool patterns = false)
         where TK : struct, ICodeKind where TV : struct, ISimdF32<TV>
     {
         int kPad = a.KPad, blocks = kPad / 64, hb = TK.Kind == 1 ? 8 : 16, kt = Math.Min(kPad, KTile);
@@ -397,7 +403,9 @@ public static unsafe class FpxGemm
                 for (int i = 0; i < 4; i++)
                 {
                     long rr = r + Math.Min(i, valid - 1); // missing rows repeat the last one; their outputs are not stored
-                    FpxDecode.Row<TK>(isa, a.High + (rr * blocks + b0) * hb, a.Low + (rr * blocks + b0) * 32, len / 64, w + i * len);
+                    byte* hi = a.High + (rr * blocks + b0) * hb, lo = a.Low + (rr * blocks + b0) * 32;
+                    if (patterns) FpxDecode.RowPatterns512<TK>(hi, lo, len / 64, w + i * len); // same lane order as the permuted x
+                    else FpxDecode.Row<TK>(isa, hi, lo, len / 64, w + i * len);
                 }
                 DecodedDot.Tiles<TV>(w, a.X + k0, kPad, a.N, len, part);
             }

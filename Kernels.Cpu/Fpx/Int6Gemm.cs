@@ -14,8 +14,9 @@ namespace Kernels.Cpu.Fpx;
 /// <remarks>
 /// <para>Layout as in <see cref="IDenseOps"/>: weights <c>[m, k]</c> (<see cref="Int6Weights"/>, groups of 64 or 128 along k),
 /// x <c>[n, k]</c>, y <c>[n, m]</c>. Oracle: <see cref="FpxReference.GemmW6A16"/> and <see cref="FpxReference.GemmW6A8"/>.</para>
-/// <para>W6A16: each weight is decoded to <c>(float)(q · scale_g)</c> (the exact dequantized value) and multiplied in fp32.
-/// Bound: <c>|y − y_ref| ≤ 1.01·k·2⁻²⁴ · Σ|w·x| + 2⁻²⁴|y_ref|</c>.</para>
+/// <para>W6A16: AVX-512 GEMV accumulates <c>Σ_{c∈g} q·x</c> per group (q exact in fp32: the unpacked pattern 2^23 + u minus
+/// 2^23 + 32) and adds <c>scale_g ·</c> that sum; the other paths decode rows to <c>(float)(q · scale_g)</c> and use 4×4 tiles.
+/// Bound: <c>|y − y_ref| ≤ 1.01·(k + G)·2⁻²⁴ · Σ|q·scale·x| + 2⁻²⁴|y_ref|</c> (G groups).</para>
 /// <para>W6A8: activations are quantized per token exactly like <see cref="FpxReference.QuantizeActivations"/>
 /// (<c>scale = max|x|/127</c>, round half to even); per group the dot <c>Σ q·xq</c> is computed exactly in int32 lanes
 /// (16 on AVX-512, 8 on AVX2, 4 on Vector128; each lane holds an exact partial sum), the lanes are converted to fp32 and
@@ -180,6 +181,8 @@ public static unsafe class Int6Gemm
                 }
                 d[k..].Clear();
             }
+            // The AVX-512 GEMV builds its weight vectors in the unpack lane order of FpxDecode.Patterns512; match it once here.
+            if (isa == IsaPath.Avx512 && n == 1) FpxDecode.PermuteForPatterns512(xs.AsSpan(0, kPad));
             fixed (byte* ph = weights.HighBits)
             fixed (byte* pl = weights.LowBits)
             fixed (float* ps = weights.Scales, px = xs, py = y)
@@ -239,53 +242,72 @@ public static unsafe class Int6Gemm
         int blocks = a.KPad / 64, gb = a.GroupBlocks;
         long hs = (long)blocks * 16, ls = (long)blocks * 32;
         var k = new FpxDecode.Consts512(0);
+        Vector512<ushort> magicHi = Vector512.Create((ushort)0x4B00);
+        Vector512<float> magic = Vector512.Create(8_388_608f + Int6Weights.Offset);
         int r = rowStart, end = rowStart + rowCount;
-        // Four rows share each activation load, as in FpxGemm.
+        // Four rows share each activation load. Per group the unscaled sums Σ q·x run in g*, then acc += g*·scale_g.
         for (; r + 4 <= end; r += 4)
         {
             byte* hi = a.High + r * hs, lo = a.Low + r * ls;
             float* sc = a.Scales + (long)r * a.Groups;
-            Vector512<float> p0 = default, q0 = default, p1 = default, q1 = default, p2 = default, q2 = default, p3 = default, q3 = default;
-            for (int b = 0; b < blocks; b++)
+            Vector512<float> p0 = default, p1 = default, p2 = default, p3 = default;
+            for (int b = 0, g = 0; b < blocks; g++)
             {
-                float* xb = a.X + 64 * b;
-                Vector512<float> x0 = Vector512.Load(xb), x1 = Vector512.Load(xb + 16), x2 = Vector512.Load(xb + 32), x3 = Vector512.Load(xb + 48);
-                int g = b / gb;
-                Row4(hi + 16 * b, lo + 32 * b, sc[g], x0, x1, x2, x3, k, ref p0, ref q0);
-                Row4(hi + hs + 16 * b, lo + ls + 32 * b, sc[a.Groups + g], x0, x1, x2, x3, k, ref p1, ref q1);
-                Row4(hi + 2 * hs + 16 * b, lo + 2 * ls + 32 * b, sc[2 * a.Groups + g], x0, x1, x2, x3, k, ref p2, ref q2);
-                Row4(hi + 3 * hs + 16 * b, lo + 3 * ls + 32 * b, sc[3 * a.Groups + g], x0, x1, x2, x3, k, ref p3, ref q3);
+                Vector512<float> g0 = default, g1 = default, g2 = default, g3 = default;
+                for (int e = Math.Min(blocks, b + gb); b < e; b++)
+                {
+                    float* xb = a.X + 64 * b;
+                    Vector512<float> x0 = Vector512.Load(xb), x1 = Vector512.Load(xb + 16), x2 = Vector512.Load(xb + 32), x3 = Vector512.Load(xb + 48);
+                    RowQ(hi + 16 * b, lo + 32 * b, x0, x1, x2, x3, k, magicHi, magic, ref g0);
+                    RowQ(hi + hs + 16 * b, lo + ls + 32 * b, x0, x1, x2, x3, k, magicHi, magic, ref g1);
+                    RowQ(hi + 2 * hs + 16 * b, lo + 2 * ls + 32 * b, x0, x1, x2, x3, k, magicHi, magic, ref g2);
+                    RowQ(hi + 3 * hs + 16 * b, lo + 3 * ls + 32 * b, x0, x1, x2, x3, k, magicHi, magic, ref g3);
+                }
+                p0 = Avx512F.FusedMultiplyAdd(g0, Vector512.Create(sc[g]), p0);
+                p1 = Avx512F.FusedMultiplyAdd(g1, Vector512.Create(sc[a.Groups + g]), p1);
+                p2 = Avx512F.FusedMultiplyAdd(g2, Vector512.Create(sc[2 * a.Groups + g]), p2);
+                p3 = Avx512F.FusedMultiplyAdd(g3, Vector512.Create(sc[3 * a.Groups + g]), p3);
             }
-            a.Y[r] = F32x16.Sum(new F32x16(p0 + q0));
-            a.Y[r + 1] = F32x16.Sum(new F32x16(p1 + q1));
-            a.Y[r + 2] = F32x16.Sum(new F32x16(p2 + q2));
-            a.Y[r + 3] = F32x16.Sum(new F32x16(p3 + q3));
+            a.Y[r] = F32x16.Sum(new F32x16(p0));
+            a.Y[r + 1] = F32x16.Sum(new F32x16(p1));
+            a.Y[r + 2] = F32x16.Sum(new F32x16(p2));
+            a.Y[r + 3] = F32x16.Sum(new F32x16(p3));
         }
         for (; r < end; r++)
         {
             byte* hi = a.High + r * hs, lo = a.Low + r * ls;
             float* sc = a.Scales + (long)r * a.Groups;
-            Vector512<float> p0 = default, q0 = default;
-            for (int b = 0; b < blocks; b++)
+            Vector512<float> p0 = default;
+            for (int b = 0, g = 0; b < blocks; g++)
             {
-                float* xb = a.X + 64 * b;
-                Row4(hi + 16 * b, lo + 32 * b, sc[b / gb], Vector512.Load(xb), Vector512.Load(xb + 16), Vector512.Load(xb + 32), Vector512.Load(xb + 48), k, ref p0, ref q0);
+                Vector512<float> g0 = default;
+                for (int e = Math.Min(blocks, b + gb); b < e; b++)
+                {
+                    float* xb = a.X + 64 * b;
+                    RowQ(hi + 16 * b, lo + 32 * b, Vector512.Load(xb), Vector512.Load(xb + 16), Vector512.Load(xb + 32), Vector512.Load(xb + 48), k, magicHi, magic, ref g0);
+                }
+                p0 = Avx512F.FusedMultiplyAdd(g0, Vector512.Create(sc[g]), p0);
             }
-            a.Y[r] = F32x16.Sum(new F32x16(p0 + q0));
+            a.Y[r] = F32x16.Sum(new F32x16(p0));
         }
     }
 
-    // One block of one row: (float)q · scale (vmulps; exactly the dequantized weight), then FMA with x.
+    // One block of one row: the 64 codes u become floats 2^23 + u by byte/word unpacks with 0x4B00 (vpunpck{l,h}bw with zero,
+    // vpunpck{l,h}wd), then subtracting 2^23 + 32 gives q exactly; lane order as FpxDecode.Patterns512 (x is permuted to match).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Row4(byte* hi, byte* lo, float scale, Vector512<float> x0, Vector512<float> x1, Vector512<float> x2, Vector512<float> x3,
-        in FpxDecode.Consts512 k, ref Vector512<float> p, ref Vector512<float> q)
+    private static void RowQ(byte* hi, byte* lo, Vector512<float> x0, Vector512<float> x1, Vector512<float> x2, Vector512<float> x3,
+        in FpxDecode.Consts512 k, Vector512<ushort> magicHi, Vector512<float> magic, ref Vector512<float> acc)
     {
-        Vector512<sbyte> c = FpxDecode.Codes512<Int6Kind>(hi, lo, k).AsSByte();
-        Vector512<float> s = Vector512.Create(scale);
-        p = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(c.GetLower().GetLower(), k) * s, x0, p);
-        q = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(Avx512F.ExtractVector128(c, 1), k) * s, x1, q);
-        p = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(Avx512F.ExtractVector128(c, 2), k) * s, x2, p);
-        q = Avx512F.FusedMultiplyAdd(FpxDecode.Float512<Int6Kind>(Avx512F.ExtractVector128(c, 3), k) * s, x3, q);
+        Vector512<byte> u = FpxDecode.Codes512<Int6Kind>(hi, lo, k);
+        Vector512<ushort> w0 = Avx512BW.UnpackLow(u, Vector512<byte>.Zero).AsUInt16(), w1 = Avx512BW.UnpackHigh(u, Vector512<byte>.Zero).AsUInt16();
+        Vector512<float> f0 = Avx512BW.UnpackLow(w0, magicHi).AsSingle() - magic;
+        Vector512<float> f1 = Avx512BW.UnpackHigh(w0, magicHi).AsSingle() - magic;
+        Vector512<float> f2 = Avx512BW.UnpackLow(w1, magicHi).AsSingle() - magic;
+        Vector512<float> f3 = Avx512BW.UnpackHigh(w1, magicHi).AsSingle() - magic;
+        acc = Avx512F.FusedMultiplyAdd(f0, x0, acc);
+        acc = Avx512F.FusedMultiplyAdd(f1, x1, acc);
+        acc = Avx512F.FusedMultiplyAdd(f2, x2, acc);
+        acc = Avx512F.FusedMultiplyAdd(f3, x3, acc);
     }
 
     /// <summary>W6A16 on AVX2 / Vector128 (and AVX-512 with n &gt; 1): rows decoded to dequantized fp32, then 4×4 tiles.</summary>

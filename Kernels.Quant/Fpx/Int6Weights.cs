@@ -60,12 +60,6 @@ public sealed class Int6Weights
     /// <summary>Packed payload bytes (planes + scales).</summary>
     public long SizeInBytes => _high.LongLength + _low.LongLength + 4L * _scales.Length;
 
-    internal byte[] HighArray => _high;
-
-    internal byte[] LowArray => _low;
-
-    internal float[] ScaleArray => _scales;
-
     /// <summary>Quantizes a row-major fp32 matrix.</summary>
     /// <param name="weights"><c>rows·columns</c> values.</param>
     /// <param name="rows">Rows (m).</param>

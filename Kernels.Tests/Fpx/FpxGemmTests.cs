@@ -74,7 +74,7 @@ public class FpxGemmTests
         FpxGemm.EnablePatterns512 = false;
         try
         {
-            Prop.ForAll(Cases, c => Check(c with { N = 1 }, IsaPath.Avx512)).QuickCheckThrowOnFailure();
+            Prop.ForAll(Cases, c => Check(c, IsaPath.Avx512)).QuickCheckThrowOnFailure();
         }
         finally
         {
