@@ -28,7 +28,6 @@ public sealed class AttentionSuite : IBenchSuite
 
     public IEnumerable<BenchCase> Create(BenchContext ctx)
     {
-        if (!ctx.Cpu) yield break;
         (int Batch, int Ctx)[] shapes = ctx.Quick
             ? [(1, 32768), (8, 4096)]
             : [(1, 512), (1, 4096), (1, 32768), (8, 512), (8, 4096), (8, 32768), (32, 512), (32, 4096)];
@@ -42,13 +41,14 @@ public sealed class AttentionSuite : IBenchSuite
                 foreach (bool paged in new[] { false, true })
                 {
                     string op = paged ? "decode" : "decode contiguous";
-                    if (ctx.Wants(op, f.Name, shape, "cpu")) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, paged);
+                    if (ctx.Cpu && ctx.Wants(op, f.Name, shape, "cpu")) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, paged);
+                    if (ctx.Gpu is { } gpu && ctx.Wants(op, f.Name, shape, gpu.Name)) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, paged, gpu);
                 }
             }
         }
     }
 
-    private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool paged)
+    private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool paged, Kernels.Gpu.GpuBackend? gpu = null)
     {
         int pagesPerSeq = (len + PageSize - 1) / PageSize;
         int numPages = batch * pagesPerSeq;
@@ -71,7 +71,7 @@ public sealed class AttentionSuite : IBenchSuite
         if (paged) new Random(11).Shuffle(placement);
         var kvBytesPerPage = 2.0 * PageSize * KvHeads * (template.RowBytes + (template.HasRowScales ? 4 : 0) + (dtype == DType.I4 ? 4 : 0));
         double kvBytes = kvBytesPerPage * numPages;
-        int copies = ctx.ColdCopies(kvBytes);
+        int copies = gpu is null ? ctx.ColdCopies(kvBytes) : 1;
         var caches = new PagedKvCache[copies];
         for (int c = 0; c < copies; c++)
         {
@@ -87,23 +87,50 @@ public sealed class AttentionSuite : IBenchSuite
         float[] o = new float[q.Length], lse = new float[batch * QoHeads];
         var options = ctx.Options;
         string shapeText = $"b={batch} ctx={len}";
+        string op = paged ? "decode" : "decode contiguous";
+        if (gpu is not null)
+        {
+            var device = gpu.UploadKvCache(caches[0]);
+            var qT = gpu.Upload(q, batch, QoHeads, HeadDim);
+            var oT = (Kernels.Gpu.GpuTensor<float>)gpu.Allocate<float>(batch, QoHeads, HeadDim);
+            var lseT = gpu.Allocate<float>(batch, QoHeads);
+            return new BenchCase
+            {
+                Op = op, Format = format, Shape = shapeText, Backend = gpu.Name, Path = gpu.Accelerator.Name,
+                Bytes = kvBytes + 8.0 * q.Length,
+                Flops = 4.0 * batch * len * QoHeads * HeadDim,
+                Run = _ =>
+                {
+                    gpu.Attention(plan, qT, device, oT, lseT);
+                    gpu.Synchronize();
+                },
+                Verify = () => VerifySequence0(caches[0], table, shape, plan, q, o, () =>
+                {
+                    gpu.Attention(plan, qT, device, oT, lseT);
+                    oT.CopyTo(o);
+                }),
+                BaselineKey = dtype == DType.F16 ? null : BenchCase.MakeKey(op, "kv f16", shapeText, gpu.Name),
+                ExtraBaselines = paged ? new Dictionary<string, string> { ["vs contiguous"] = BenchCase.MakeKey("decode contiguous", format, shapeText, gpu.Name) } : null,
+                Resources = new Disposables(device, qT, oT, lseT),
+            };
+        }
         return new BenchCase
         {
-            Op = paged ? "decode" : "decode contiguous", Format = format, Shape = shapeText, Backend = "cpu", Path = ctx.CpuPath,
+            Op = op, Format = format, Shape = shapeText, Backend = "cpu", Path = ctx.CpuPath,
             Bytes = kvBytes + 8.0 * q.Length,
             Flops = 4.0 * batch * len * QoHeads * HeadDim,
             Run = it => PagedDecode.Run(plan, q, caches[it % copies], o, lse, options),
-            Verify = () => VerifySequence0(caches[0], table, shape, plan, q, o),
-            BaselineKey = dtype == DType.F16 ? null : BenchCase.MakeKey(paged ? "decode" : "decode contiguous", "kv f16", shapeText, "cpu"),
+            Verify = () => VerifySequence0(caches[0], table, shape, plan, q, o, () => PagedDecode.Run(plan, q, caches[0], o, default)),
+            BaselineKey = dtype == DType.F16 ? null : BenchCase.MakeKey(op, "kv f16", shapeText, "cpu"),
             ExtraBaselines = paged ? new Dictionary<string, string> { ["vs contiguous"] = BenchCase.MakeKey("decode contiguous", format, shapeText, "cpu") } : null,
             Note = $"{plan.WorkItemCount} items, split {plan.SplitCount(0)}×{plan.ChunkPages} pages",
         };
     }
 
     /// <summary>Checks the first kv head's query group of sequence 0 against a double-precision softmax over the dequantized cache.</summary>
-    private static string? VerifySequence0(PagedKvCache cache, PageTable table, AttentionShape shape, DecodePlan plan, float[] q, float[] o)
+    private static string? VerifySequence0(PagedKvCache cache, PageTable table, AttentionShape shape, DecodePlan plan, float[] q, float[] o, Action run)
     {
-        PagedDecode.Run(plan, q, cache, o, default);
+        run();
         int len = table.KvLength(0), d = shape.HeadDim, g = shape.GroupSize;
         var keys = new float[len * d];
         var values = new float[len * d];
