@@ -4,12 +4,6 @@ using System.Text.Json;
 
 namespace Kernels.Quant.DFloat11;
 
-/// <summary>One bf16 tensor of a safetensors file.</summary>
-/// <param name="Name">The tensor's name.</param>
-/// <param name="Shape">Its shape.</param>
-/// <param name="Values">Its elements, row-major.</param>
-public sealed record SafeTensor(string Name, TensorShape Shape, BFloat16[] Values);
-
 /// <summary>Reads and writes safetensors files holding bf16 tensors (AOT-safe: Utf8JsonReader/Writer, no reflection).</summary>
 /// <remarks>
 /// Layout (huggingface/safetensors): <c>u64 LE header length N</c>, <c>N</c> bytes of UTF-8 JSON
