@@ -7,7 +7,7 @@ namespace Kernels.Gpu.Lut;
 /// <remarks>
 /// <para>One group per (64-row tile, activation vector), shaped <c>64 × S</c>: thread <c>(t, s)</c> owns byte position
 /// <c>t</c> of every 64-byte vector, i.e. row <c>RowOfPosition(t)</c> (so each warp reads 32 consecutive bytes), for the
-/// groups along k with <c>g mod S = s</c> (a k-split inside the group, S ≤ 8). Per round of S groups the threads of slice
+/// groups along k with <c>g mod S = s</c> (a k-split inside the group, S ≤ 16). Per round of S groups the threads of slice
 /// s reduce their group's sum and table scale (one thread per 4-group, then a broadcast reduction from shared memory), build
 /// its 16-entry tables in shared memory (fp32, or int8-quantized values with T-MAC's per-group scale), synchronise, then
 /// look up 2 nibbles per byte. Sums are exact integers (int8 mode) or fp32 in lookup order (exact mode); the epilogue is
@@ -17,7 +17,7 @@ namespace Kernels.Gpu.Lut;
 internal static class LutGemmKernels
 {
     public const int TileRows = 64;
-    public const int MaxSlices = 8;
+    public const int MaxSlices = 16;
     private const int MaxFourGroups = 128 / 4;
     private const int MaxTableEntries = MaxFourGroups * 16;
 
@@ -132,7 +132,7 @@ internal sealed class LutGemmLauncher
 
     private readonly int _maxSlices;
 
-    /// <summary>k-slices per group: up to 8 on a GPU (512 threads), 2 on the CPU simulator (one OS thread per GPU thread).</summary>
+    /// <summary>k-slices per group: up to 16 on a GPU (1024 threads), 2 on the CPU simulator (one OS thread per GPU thread).</summary>
     public LutGemmLauncher(Accelerator accelerator, bool simulator) : this(accelerator) =>
         _maxSlices = simulator ? 2 : LutGemmKernels.MaxSlices;
 
