@@ -55,14 +55,13 @@ internal static class PagedAttentionKernels
         long loL = a.WindowLeft >= 0 ? XMath.Max(0L, diag - a.WindowLeft) : 0;
         int hi = (int)XMath.Max(hiL, 0L), lo = (int)XMath.Min(loL, (long)maskKvLen);
 
+        // Registers, not local memory: head_dim ≤ 256 gives each lane at most 8 elements (lane + 32·j), unrolled by hand
+        // because a dynamically indexed local array lives in (slow) local memory.
         int d = a.HeadDim, per = d / Warp.WarpSize;
-        var qv = LocalMemory.Allocate<float>(8);
-        var acc = LocalMemory.Allocate<float>(8);
-        for (int j = 0; j < per; j++)
-        {
-            qv[j] = q[qRow * d + lane + 32 * j];
-            acc[j] = 0;
-        }
+        long qb = qRow * d + lane;
+        float q0 = q[qb], q1 = per > 1 ? q[qb + 32] : 0, q2 = per > 2 ? q[qb + 64] : 0, q3 = per > 3 ? q[qb + 96] : 0;
+        float q4 = per > 4 ? q[qb + 128] : 0, q5 = per > 5 ? q[qb + 160] : 0, q6 = per > 6 ? q[qb + 192] : 0, q7 = per > 7 ? q[qb + 224] : 0;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
         float m = float.NegativeInfinity, l = 0;
         for (int p = pageBegin; p < pageEnd; p++)
         {
@@ -74,8 +73,15 @@ internal static class PagedAttentionKernels
                 int key = key0 + t;
                 if (key < lo || key >= hi) continue;
                 long row = pageRow + (long)t * a.TokenStride;
-                float partial = 0;
-                for (int j = 0; j < per; j++) partial += qv[j] * Element(k, scales, a.KScaleOffset, a.KZeroOffset, a, row, kvHead, lane + 32 * j);
+                int ks = a.KScaleOffset, kz = a.KZeroOffset;
+                float partial = q0 * Element(k, scales, ks, kz, a, row, kvHead, lane);
+                if (per > 1) partial += q1 * Element(k, scales, ks, kz, a, row, kvHead, lane + 32);
+                if (per > 2) partial += q2 * Element(k, scales, ks, kz, a, row, kvHead, lane + 64);
+                if (per > 3) partial += q3 * Element(k, scales, ks, kz, a, row, kvHead, lane + 96);
+                if (per > 4) partial += q4 * Element(k, scales, ks, kz, a, row, kvHead, lane + 128);
+                if (per > 5) partial += q5 * Element(k, scales, ks, kz, a, row, kvHead, lane + 160);
+                if (per > 6) partial += q6 * Element(k, scales, ks, kz, a, row, kvHead, lane + 192);
+                if (per > 7) partial += q7 * Element(k, scales, ks, kz, a, row, kvHead, lane + 224);
                 float dot = Warp.Shuffle(WarpSum(partial), 0);
                 float x = a.SmScale * dot;
                 float logit = a.SoftCap > 0 ? a.SoftCap * XMath.Tanh(x / a.SoftCap) : x;
@@ -83,23 +89,35 @@ internal static class PagedAttentionKernels
                 float f = l > 0 ? XMath.Exp(m - mNew) : 0f;
                 float pr = XMath.Exp(logit - mNew);
                 l = l * f + pr;
-                for (int j = 0; j < per; j++)
-                    acc[j] = acc[j] * f + pr * Element(v, scales, a.VScaleOffset, a.VZeroOffset, a, row, kvHead, lane + 32 * j);
+                int vs = a.VScaleOffset, vz = a.VZeroOffset;
+                a0 = a0 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane);
+                if (per > 1) a1 = a1 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 32);
+                if (per > 2) a2 = a2 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 64);
+                if (per > 3) a3 = a3 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 96);
+                if (per > 4) a4 = a4 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 128);
+                if (per > 5) a5 = a5 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 160);
+                if (per > 6) a6 = a6 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 192);
+                if (per > 7) a7 = a7 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 224);
                 m = mNew;
             }
         }
         float inv = l > 0 ? 1f / l : 0f;
         float outLse = l > 0 ? m + XMath.Log(l) : float.NegativeInfinity;
-        if (slot >= 0)
+        bool partialSlot = slot >= 0;
+        long ob = partialSlot ? a.PartialOut + ((long)slot * a.QoHeads + head) * d + lane : qRow * d + lane;
+        var dst = partialSlot ? work : output;
+        dst[ob] = a0 * inv;
+        if (per > 1) dst[ob + 32] = a1 * inv;
+        if (per > 2) dst[ob + 64] = a2 * inv;
+        if (per > 3) dst[ob + 96] = a3 * inv;
+        if (per > 4) dst[ob + 128] = a4 * inv;
+        if (per > 5) dst[ob + 160] = a5 * inv;
+        if (per > 6) dst[ob + 192] = a6 * inv;
+        if (per > 7) dst[ob + 224] = a7 * inv;
+        if (lane == 0)
         {
-            long b = a.PartialOut + ((long)slot * a.QoHeads + head) * d;
-            for (int j = 0; j < per; j++) work[b + lane + 32 * j] = acc[j] * inv;
-            if (lane == 0) work[a.PartialLse + (long)slot * a.QoHeads + head] = outLse;
-        }
-        else
-        {
-            for (int j = 0; j < per; j++) output[qRow * d + lane + 32 * j] = acc[j] * inv;
-            if (lane == 0 && a.WriteLse != 0) lse[qRow] = outLse;
+            if (partialSlot) work[a.PartialLse + (long)slot * a.QoHeads + head] = outLse;
+            else if (a.WriteLse != 0) lse[qRow] = outLse;
         }
     }
 
@@ -144,19 +162,16 @@ internal static class PagedAttentionKernels
         {
             case 0: // F32
                 {
-                    long o = b + 4L * i;
-                    uint bits = data[o] | ((uint)data[o + 1] << 8) | ((uint)data[o + 2] << 16) | ((uint)data[o + 3] << 24);
-                    return Interop.IntAsFloat(bits);
+                    // Rows start at multiples of RowBytes = 4·head_dim, so a 4-byte view is aligned: one load, not four.
+                    return Interop.IntAsFloat(data.Cast<uint>()[(b >> 2) + i]);
                 }
             case 1: // F16
                 {
-                    long o = b + 2L * i;
-                    return HalfToFloat((uint)(data[o] | (data[o + 1] << 8)));
+                    return HalfToFloat(data.Cast<ushort>()[(b >> 1) + i]);
                 }
             case 2: // BF16
                 {
-                    long o = b + 2L * i;
-                    return Interop.IntAsFloat((uint)(data[o] | (data[o + 1] << 8)) << 16);
+                    return Interop.IntAsFloat((uint)data.Cast<ushort>()[(b >> 1) + i] << 16);
                 }
             case 3: // I8
                 {
