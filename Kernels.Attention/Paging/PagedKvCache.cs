@@ -28,6 +28,7 @@ public sealed class PagedKvCache
 {
     private readonly byte[] _k, _v;
     private readonly float[] _kScale, _vScale, _kZero, _vZero;
+    private readonly byte[] _nonFinite; // per page: 1 once a non-finite fp16 value was stored in its K or V
 
     /// <summary>Creates a zero-filled cache.</summary>
     /// <param name="numPages">Pages in the pool (≥ 1).</param>
@@ -76,6 +77,7 @@ public sealed class PagedKvCache
         _k = GC.AllocateArray<byte>((int)bytes, pinned: true);
         _v = GC.AllocateArray<byte>((int)bytes, pinned: true);
         _kZero = _vZero = [];
+        _nonFinite = GC.AllocateArray<byte>(numPages, pinned: true);
         if (dtype == DType.I8 && scaleMode == KvScaleMode.PerHead)
         {
             _kScale = CheckHeadScales(keyHeadScales, kvHeads, nameof(keyHeadScales));
@@ -177,6 +179,11 @@ public sealed class PagedKvCache
     internal float[] KeyZeroArray => _kZero;
     internal float[] ValueZeroArray => _vZero;
 
+    /// <summary>One byte per page, non-zero once a non-finite fp16 value (±Inf, NaN, or a float that overflowed fp16) was
+    /// stored in the page's K or V, or copied there with a page. Sticky until the page is overwritten by a page copy. The CPU
+    /// kernels widen fp16 by a shift that is exact for finite values only, and take an Inf/NaN-aware widening on flagged pages.</summary>
+    internal byte[] NonFinitePageArray => _nonFinite;
+
     /// <summary>The row index of (page, slot, head).</summary>
     /// <param name="page">Page id.</param>
     /// <param name="slot">Slot in the page.</param>
@@ -202,8 +209,8 @@ public sealed class PagedKvCache
         for (int h = 0; h < KvHeads; h++)
         {
             long row = RowIndex(page, slot, h);
-            WriteRow(_k, _kScale, _kZero, row, h, key.Slice(h * HeadDim, HeadDim));
-            WriteRow(_v, _vScale, _vZero, row, h, value.Slice(h * HeadDim, HeadDim));
+            WriteRow(_k, _kScale, _kZero, row, h, page, key.Slice(h * HeadDim, HeadDim));
+            WriteRow(_v, _vScale, _vZero, row, h, page, value.Slice(h * HeadDim, HeadDim));
         }
     }
 
@@ -240,6 +247,7 @@ public sealed class PagedKvCache
         long s = source * PageStride, d = destination * PageStride;
         Array.Copy(_k, s * RowBytes, _k, d * RowBytes, (long)rows * RowBytes);
         Array.Copy(_v, s * RowBytes, _v, d * RowBytes, (long)rows * RowBytes);
+        _nonFinite[destination] = _nonFinite[source];
         if (HasRowScales)
         {
             Array.Copy(_kScale, s, _kScale, d, rows);
@@ -272,6 +280,7 @@ public sealed class PagedKvCache
         long s = sourcePage * PageStride, d = destinationPage * PageStride;
         Array.Copy(other._k, s * RowBytes, _k, d * RowBytes, (long)rows * RowBytes);
         Array.Copy(other._v, s * RowBytes, _v, d * RowBytes, (long)rows * RowBytes);
+        _nonFinite[destinationPage] = other._nonFinite[sourcePage];
         if (HasRowScales)
         {
             Array.Copy(other._kScale, s, _kScale, d, rows);
@@ -325,7 +334,7 @@ public sealed class PagedKvCache
         }
     }
 
-    private void WriteRow(byte[] data, float[] scales, float[] zeros, long row, int head, ReadOnlySpan<float> x)
+    private void WriteRow(byte[] data, float[] scales, float[] zeros, long row, int head, int page, ReadOnlySpan<float> x)
     {
         Span<byte> bytes = data.AsSpan((int)(row * RowBytes), RowBytes);
         switch (DType)
@@ -335,7 +344,13 @@ public sealed class PagedKvCache
                 break;
             case DType.F16:
                 var h = MemoryMarshal.Cast<byte, Half>(bytes);
-                for (int i = 0; i < x.Length; i++) h[i] = (Half)x[i];
+                bool finite = true;
+                for (int i = 0; i < x.Length; i++)
+                {
+                    h[i] = (Half)x[i];
+                    finite &= Half.IsFinite(h[i]);
+                }
+                if (!finite) _nonFinite[page] = 1;
                 break;
             case DType.BF16:
                 var b = MemoryMarshal.Cast<byte, BFloat16>(bytes);

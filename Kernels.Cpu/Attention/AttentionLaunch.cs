@@ -54,12 +54,13 @@ internal static unsafe class AttentionLaunch
         fixed (float* pvs = cache.ValueScaleArray)
         fixed (float* pkz = cache.KeyZeroArray)
         fixed (float* pvz = cache.ValueZeroArray)
+        fixed (byte* pflags = cache.NonFinitePageArray)
         {
             var state = new PagedAttentionKernel.State
             {
                 Q = pq, Out = po, Lse = lse.IsEmpty ? null : pl, Work = pw,
                 K = pk, V = pv, KScale = pks, VScale = pvs, KZero = pkz, VZero = pvz,
-                Items = pi, PageIds = pids, PageTokens = ptok, PageKeyStart = pkey,
+                Items = pi, PageIds = pids, PageTokens = ptok, PageKeyStart = pkey, PageFlags = pflags,
                 PageStride = cache.PageStride, TokenStride = cache.TokenStride, HeadStride = cache.HeadStride, RowBytes = cache.RowBytes,
                 HeadDim = plan.Shape.HeadDim, QoHeads = plan.Shape.QoHeads, Group = plan.Shape.GroupSize, DType = cache.DType,
                 PerHeadScale = cache.DType == DType.I8 && cache.ScaleMode == KvScaleMode.PerHead,

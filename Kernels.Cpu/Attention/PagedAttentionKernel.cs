@@ -33,6 +33,7 @@ internal static unsafe class PagedAttentionKernel
         public float* KScale, VScale, KZero, VZero;
         public AttentionWorkItem* Items;
         public int* PageIds, PageTokens, PageKeyStart;
+        public byte* PageFlags;
         public long PageStride, PartialOut, PartialLse;
         public int TokenStride, HeadStride, RowBytes, HeadDim, QoHeads, Group;
         public DType DType;
@@ -45,7 +46,9 @@ internal static unsafe class PagedAttentionKernel
         {
             switch (s.Isa)
             {
-                case IsaPath.Avx512: Avx512(ref s, chunk); break;
+                case IsaPath.Avx512:
+                    if (!PagedAttention512.TryRun(ref s, chunk)) Avx512(ref s, chunk);
+                    break;
                 case IsaPath.Avx2: Avx2(ref s, chunk); break;
                 case IsaPath.Vector128: Vector128(ref s, chunk); break;
                 default: Scalar(ref s, chunk); break;

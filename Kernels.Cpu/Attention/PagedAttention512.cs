@@ -1,0 +1,591 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Kernels.Attention.Masks;
+using Kernels.Attention.Planning;
+
+namespace Kernels.Cpu.Attention;
+
+/// <summary>
+/// The AVX-512 attention kernel: the work item of <see cref="PagedAttentionKernel"/> with K and V widened in registers, logits
+/// of 16 tokens produced as one vector per query, and per-token dequantization folded into logits and probabilities.
+/// </summary>
+/// <remarks>
+/// <para><b>Logits.</b> Per kv head and 16-token tile, a block of four queries × four tokens keeps 16 fp32 partial-sum registers
+/// over head_dim (each K chunk is loaded and widened once for the four queries, each query chunk once for the four tokens);
+/// a transpose-and-add tree (<c>vunpck{l,h}ps</c>, <c>vshufps</c>, <c>vshuff32x4</c>: 45 instructions for 16 dot products)
+/// leaves the block's 16 sums in one register, and four blocks are transposed into one 16-token logit vector per query.
+/// Query heads that do not fill a block of four (group size not a multiple of 4) take one query × 16 tokens.</para>
+/// <para><b>Softmax.</b> Per query and tile, in registers: scale (sm_scale times the tile's per-token K scales), soft cap,
+/// mask (page end, causal/window range), running max, <c>e^(x − max)</c>, running sum; the accumulator is rescaled only when
+/// the maximum grows.</para>
+/// <para><b>Output.</b> Four queries × 32 dims of accumulator stay in registers across the tile; each V chunk is widened once
+/// and multiplied by the broadcast probability (folded with the token's V scale).</para>
+/// <para><b>Folding.</b> int8/int4 rows are read as integer codes (<c>q − z</c> for int4, exact since zero points are
+/// integers) and their scales multiply the logits and probabilities instead of every element. fp16 rows are read by a
+/// 3-instruction shift that yields <c>h·2⁻¹¹²</c> exactly, so queries are pre-scaled by 2¹¹² (items whose queries reach
+/// 2¹⁵ take the generic kernel) and probabilities by 2¹¹²; all these factors are powers of two or one multiply per token, so
+/// products are the same as with widened rows up to rounding. Pages flagged as holding fp16 Inf/NaN
+/// (<c>PagedKvCache.NonFinitePageArray</c>) are read with the Inf/NaN-aware loader.</para>
+/// <para>Only live tokens are read: rows outside every query's key range are replaced by a zero row, and the V pass visits
+/// the live range only. Results are deterministic for a given plan; they differ from the other ISA paths by rounding.</para>
+/// </remarks>
+internal static unsafe class PagedAttention512
+{
+    private const int Tile = PagedAttentionKernel.Tile;
+    private const int MaxQ = AttentionPlan.MaxQueriesPerItem;
+    private const int MaxD = AttentionLaunch.MaxHeadDim;
+
+    // Per-thread scratch, in floats: pre-scaled queries [MaxQ][MaxD]; logits, then probabilities [MaxQ][Tile]; running max and
+    // sum [MaxQ]; per kv head of the item and tile token: K multiplier, V multiplier, K zero, V zero [MaxQ][Tile] each; a zero row.
+    private const int QsOffset = 0;
+    private const int POffset = QsOffset + MaxQ * MaxD;
+    private const int MOffset = POffset + MaxQ * Tile;
+    private const int LOffset = MOffset + MaxQ;
+    private const int KMulOffset = LOffset + MaxQ;
+    private const int VMulOffset = KMulOffset + MaxQ * Tile;
+    private const int KZeroOffset = VMulOffset + MaxQ * Tile;
+    private const int VZeroOffset = KZeroOffset + MaxQ * Tile;
+    private const int ZeroRowOffset = VZeroOffset + MaxQ * Tile;
+    private const int ScratchFloats = ZeroRowOffset + MaxD;
+
+    private const int PrefetchPages = 2;                      // software prefetch distance, in pages of the item's list
+    private const float TwoPow112 = 5.192296858534828E+33f; // 2^112, exact
+    private const float F16QueryLimit = 32768f;               // |q|·2^112 must stay finite: |q| < 2^15
+
+    [ThreadStatic] private static float[]? t_scratch;
+
+    /// <summary>Runs work item <paramref name="index"/>; returns false (having written nothing) when the item needs the generic
+    /// kernel: fp16 caches with a query element of magnitude ≥ 2¹⁵ or a non-finite query element.</summary>
+    public static bool TryRun(ref PagedAttentionKernel.State s, int index)
+    {
+        switch (s.DType)
+        {
+            case DType.F32: Run<KvF32, KvF32>(ref s, index, 1f); return true;
+            case DType.BF16: Run<KvBf16, KvBf16>(ref s, index, 1f); return true;
+            case DType.I8: Run<KvI8, KvI8>(ref s, index, 1f); return true;
+            case DType.I4: Run<KvI4, KvI4>(ref s, index, 1f); return true;
+            default:
+                if (!QueriesBelow(ref s, s.Items[index], F16QueryLimit)) return false;
+                Run<KvF16, KvF16Special>(ref s, index, TwoPow112);
+                return true;
+        }
+    }
+
+    /// <summary>True when every query element of the item is finite with magnitude below <paramref name="limit"/>.</summary>
+    private static bool QueriesBelow(ref PagedAttentionKernel.State s, AttentionWorkItem it, float limit)
+    {
+        int d = s.HeadDim;
+        var lim = Vector512.Create(limit);
+        var bad = Vector512<float>.Zero;
+        for (int r = 0; r < it.QueryRows; r++)
+            for (int kk = 0; kk < it.KvHeads; kk++)
+            {
+                int head = (it.KvHead + kk) * s.Group + it.GroupHead;
+                float* q = s.Q + ((long)(it.QueryRow + r) * s.QoHeads + head) * d;
+                for (int i = 0; i < it.GroupHeads * d; i += 16)
+                    bad |= ~Vector512.LessThan(Vector512.Abs(Vector512.Load(q + i)), lim); // NaN compares false: bad
+            }
+        return bad == Vector512<float>.Zero;
+    }
+
+    /// <summary>The per-item state the tile passes share.</summary>
+    private ref struct Item
+    {
+        public float* Qs, P, M, L, KMul, VMul, ZeroRow;
+        public int* KZero, VZero;
+        public float** Acc;
+        public int* Lo, Hi;
+        public int QueryRows, KvHeads, GroupHeads, PerRow, Queries, KvHead, MinLo, MaxHi;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Run<TL, TLSpecial>(ref PagedAttentionKernel.State s, int index, float qMul)
+        where TL : unmanaged, IKvRow512 where TLSpecial : unmanaged, IKvRow512
+    {
+        AttentionWorkItem it = s.Items[index];
+        int d = s.HeadDim;
+        var a = t_scratch ??= GC.AllocateArray<float>(ScratchFloats, pinned: true);
+        float* scratch = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
+        float** acc = stackalloc float*[MaxQ];
+        int* lo = stackalloc int[MaxQ];
+        int* hi = stackalloc int[MaxQ];
+        var c = new Item
+        {
+            Qs = scratch + QsOffset, P = scratch + POffset, M = scratch + MOffset, L = scratch + LOffset,
+            KMul = scratch + KMulOffset, VMul = scratch + VMulOffset, KZero = (int*)(scratch + KZeroOffset),
+            VZero = (int*)(scratch + VZeroOffset), ZeroRow = scratch + ZeroRowOffset, Acc = acc, Lo = lo, Hi = hi,
+            QueryRows = it.QueryRows, KvHeads = it.KvHeads, GroupHeads = it.GroupHeads, PerRow = it.KvHeads * it.GroupHeads,
+            KvHead = it.KvHead, MinLo = int.MaxValue, MaxHi = int.MinValue,
+        };
+        c.Queries = c.QueryRows * c.PerRow;
+        new Span<float>(c.ZeroRow, MaxD).Clear();
+
+        // Query i = (r·KvHeads + kk)·GroupHeads + hh, as in the generic kernel.
+        var qm = Vector512.Create(qMul);
+        for (int r = 0; r < it.QueryRows; r++)
+        {
+            var (klo, khi) = AttentionMask.KeyRange(it.MaskQuery + r, it.MaskQoLen, it.MaskKvLen, s.Causal, s.WindowLeft);
+            lo[r] = klo;
+            hi[r] = khi;
+            if (klo < khi)
+            {
+                c.MinLo = Math.Min(c.MinLo, klo);
+                c.MaxHi = Math.Max(c.MaxHi, khi);
+            }
+            for (int kk = 0; kk < it.KvHeads; kk++)
+                for (int hh = 0; hh < it.GroupHeads; hh++)
+                {
+                    int i = r * c.PerRow + kk * it.GroupHeads + hh;
+                    int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
+                    long qRow = (long)(it.QueryRow + r) * s.QoHeads + head;
+                    float* q = s.Q + qRow * d, qs = c.Qs + i * d;
+                    for (int j = 0; j < d; j += 16) (Vector512.Load(q + j) * qm).Store(qs + j); // exact: a power of two
+                    acc[i] = it.PartialSlot < 0 ? s.Out + qRow * d : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
+                    new Span<float>(acc[i], d).Clear();
+                    c.M[i] = float.NegativeInfinity;
+                    c.L[i] = 0;
+                }
+        }
+
+        for (int p = it.PageBegin; p < it.PageEnd; p++)
+        {
+            int tokens = s.PageTokens[p], key0 = s.PageKeyStart[p];
+            if (key0 >= c.MaxHi || key0 + tokens <= c.MinLo) continue; // wholly masked: never touched
+            int pageId = s.PageIds[p];
+            long pageRow = pageId * s.PageStride + (long)it.KvHead * s.HeadStride;
+            bool special = typeof(TL) != typeof(TLSpecial) && s.PageFlags[pageId] != 0;
+            for (int t0 = 0; t0 < tokens; t0 += Tile)
+            {
+                int tn = Math.Min(Tile, tokens - t0);
+                // On a page's last tile, prefetch the page PrefetchPages ahead (pages are scattered: hardware prefetchers cannot follow).
+                long next = t0 + Tile >= tokens && p + PrefetchPages < it.PageEnd ? s.PageIds[p + PrefetchPages] * s.PageStride + (long)it.KvHead * s.HeadStride : -1;
+                if (special) TileStep<TLSpecial>(ref s, ref c, pageRow, next, t0, tn, key0 + t0, qMul);
+                else TileStep<TL>(ref s, ref c, pageRow, next, t0, tn, key0 + t0, qMul);
+            }
+        }
+
+        for (int r = 0; r < it.QueryRows; r++)
+            for (int kk = 0; kk < it.KvHeads; kk++)
+                for (int hh = 0; hh < it.GroupHeads; hh++)
+                {
+                    int i = r * c.PerRow + kk * it.GroupHeads + hh;
+                    int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
+                    float lse;
+                    float l = c.L[i];
+                    if (l > 0)
+                    {
+                        Scale(acc[i], 1f / l, d);
+                        lse = c.M[i] + MathF.Log(l);
+                    }
+                    else
+                    {
+                        new Span<float>(acc[i], d).Clear();
+                        lse = float.NegativeInfinity;
+                    }
+                    if (it.PartialSlot >= 0) s.Work[s.PartialLse + (long)it.PartialSlot * s.QoHeads + head] = lse;
+                    else if (s.Lse != null) s.Lse[(long)(it.QueryRow + r) * s.QoHeads + head] = lse;
+                }
+    }
+
+    /// <summary>One tile of up to 16 tokens starting at page token <paramref name="t0"/> (keys <paramref name="k0"/>…);
+    /// <paramref name="nextPageRow"/> ≥ 0 is the first row of the next tile's page, to prefetch (−1: none).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void TileStep<TL>(ref PagedAttentionKernel.State s, ref Item c, long pageRow, long nextPageRow, int t0, int tn, int k0, float qMul)
+        where TL : unmanaged, IKvRow512
+    {
+        // Live tokens [tl, th): inside the tile and inside some query's key range.
+        int tl = Math.Max(c.MinLo - k0, 0), th = Math.Min(c.MaxHi - k0, tn);
+        if (tl >= th) return;
+        int d = s.HeadDim, half = d / 2, gh = c.GroupHeads;
+        byte** rows = stackalloc byte*[Tile];
+        bool rowScales = s.KScale != null && !s.PerHeadScale, i4 = s.DType == DType.I4;
+        float smScale = s.SmScale;
+
+        // 1. Logits, one vector of 16 tokens per query, into c.P (raw dot products).
+        long tokenBytes = (long)s.TokenStride * s.RowBytes;
+        for (int kk = 0; kk < c.KvHeads; kk++)
+        {
+            float* kmul = c.KMul + kk * Tile, vmul = c.VMul + kk * Tile;
+            int* kz = c.KZero + kk * Tile, vz = c.VZero + kk * Tile;
+            long r0 = pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride; // row index of tile token 0
+            byte* k = s.K + r0 * s.RowBytes;
+            for (int t = 0; t < Tile; t++) rows[t] = t >= tl && t < th ? k + t * tokenBytes : (byte*)c.ZeroRow;
+            if (nextPageRow >= 0) Prefetch(s.K + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes, tokenBytes, s.RowBytes);
+            if (rowScales)
+            {
+                for (int t = 0; t < Tile; t++)
+                {
+                    bool live = t >= tl && t < th;
+                    long r = r0 + (long)t * s.TokenStride;
+                    kmul[t] = live ? smScale * s.KScale[r] : 0f;
+                    vmul[t] = live ? s.VScale[r] : 0f;
+                    kz[t] = live && i4 ? (int)s.KZero[r] : 0;
+                    vz[t] = live && i4 ? (int)s.VZero[r] : 0;
+                }
+            }
+            else
+            {
+                // Per-head int8 scale, or fp16's 2^112 (probabilities × 2^112 against rows × 2^−112), or 1.
+                float ks = s.PerHeadScale ? s.KScale[c.KvHead + kk] : 1f, vs = s.PerHeadScale ? s.VScale[c.KvHead + kk] : qMul;
+                Vector512.Create(smScale * ks).Store(kmul);
+                Vector512.Create(vs).Store(vmul);
+                Vector512<int>.Zero.Store(kz);
+                Vector512<int>.Zero.Store(vz);
+            }
+            for (int r = 0; r < c.QueryRows; r++)
+            {
+                int i = r * c.PerRow + kk * gh, ie = i + gh;
+                if (k0 + tl >= c.Hi[r] || k0 + th <= c.Lo[r]) continue; // masked below
+                for (; i + 4 <= ie; i += 4) Logits4<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile);
+                for (; i < ie; i++) Logits1<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile);
+            }
+        }
+
+        // 2. Online softmax per query; c.P becomes the probabilities times the token's V factor.
+        var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var keys = Vector512.Create(k0) + iota;
+        var negInf = Vector512.Create(float.NegativeInfinity);
+        for (int r = 0; r < c.QueryRows; r++)
+        {
+            int klo = c.Lo[r], khi = Math.Min(c.Hi[r], k0 + th);
+            var live = (Vector512.GreaterThanOrEqual(keys, Vector512.Create(Math.Max(klo, k0 + tl))) & Vector512.LessThan(keys, Vector512.Create(khi))).AsSingle();
+            bool none = k0 + tl >= khi || Math.Max(klo, k0 + tl) >= khi;
+            for (int j = 0; j < c.PerRow; j++)
+            {
+                int i = r * c.PerRow + j, kk = j / gh;
+                float* pi = c.P + i * Tile;
+                if (none)
+                {
+                    Vector512<float>.Zero.Store(pi);
+                    continue;
+                }
+                var x = Vector512.Load(pi) * Vector512.Load(c.KMul + kk * Tile);
+                if (s.SoftCap > 0) x = SoftCap(x, s.SoftCap);
+                x = Vector512.ConditionalSelect(live, x, negInf);
+                float tmax = MaxAcross(x);
+                if (tmax > c.M[i])
+                {
+                    if (c.L[i] > 0)
+                    {
+                        float f = MathF.Exp(c.M[i] - tmax);
+                        Scale(c.Acc[i], f, d);
+                        c.L[i] *= f;
+                    }
+                    c.M[i] = tmax;
+                }
+                var e = Exp(x - Vector512.Create(c.M[i])); // e^(−∞) = 0 for masked lanes
+                c.L[i] += SumAcross(e);
+                (e * Vector512.Load(c.VMul + kk * Tile)).Store(pi);
+            }
+        }
+
+        // 3. acc += Σ_t p_t·v_t over the live tokens.
+        for (int kk = 0; kk < c.KvHeads; kk++)
+        {
+            byte* v = s.V + (pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride) * s.RowBytes;
+            for (int t = tl; t < th; t++) rows[t] = v + t * tokenBytes;
+            if (nextPageRow >= 0) Prefetch(s.V + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes, tokenBytes, s.RowBytes);
+            int* vz = c.VZero + kk * Tile;
+            for (int r = 0; r < c.QueryRows; r++)
+            {
+                // This row's live tokens only: a masked token's V is never read (0·NaN would leak into the row).
+                int rl = Math.Max(c.Lo[r] - k0, tl), rh = Math.Min(c.Hi[r] - k0, th);
+                if (rl >= rh) continue;
+                int i = r * c.PerRow + kk * gh, ie = i + gh;
+                for (; i + 4 <= ie; i += 4)
+                    Accumulate4<TL>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half);
+                for (; i < ie; i++)
+                    Accumulate1<TL>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half);
+            }
+        }
+    }
+
+    /// <summary>Raw dot products of four queries (rows of <paramref name="q"/>, stride d) with the tile's 16 rows, stored as
+    /// four 16-token vectors at <paramref name="dst"/>. Token groups of four outside [tl, th) are skipped (their lanes are masked).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void Logits4<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst)
+        where TL : unmanaged, IKvRow512
+    {
+        Vector512<float> r0 = default, r1 = default, r2 = default, r3 = default;
+        for (int g = tl >> 2; g < 4 && 4 * g < th; g++)
+        {
+            var block = Block4x4<TL>(q, rows + 4 * g, zero + 4 * g, d, half);
+            switch (g)
+            {
+                case 0: r0 = block; break;
+                case 1: r1 = block; break;
+                case 2: r2 = block; break;
+                default: r3 = block; break;
+            }
+        }
+        // r_g lanes [4h + j] = query h, token 4g + j → query h's vector = 128-bit block h of r0..r3.
+        var u0 = Avx512F.Shuffle4x128(r0, r1, 0x44);
+        var u1 = Avx512F.Shuffle4x128(r0, r1, 0xEE);
+        var u2 = Avx512F.Shuffle4x128(r2, r3, 0x44);
+        var u3 = Avx512F.Shuffle4x128(r2, r3, 0xEE);
+        Avx512F.Shuffle4x128(u0, u2, 0x88).Store(dst);
+        Avx512F.Shuffle4x128(u0, u2, 0xDD).Store(dst + Tile);
+        Avx512F.Shuffle4x128(u1, u3, 0x88).Store(dst + 2 * Tile);
+        Avx512F.Shuffle4x128(u1, u3, 0xDD).Store(dst + 3 * Tile);
+    }
+
+    /// <summary>Four queries × four tokens: 16 register accumulators over head_dim, reduced to lanes <c>[4·query + token]</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static Vector512<float> Block4x4<TL>(float* q, byte** rows, int* zero, int d, int half) where TL : unmanaged, IKvRow512
+    {
+        byte* k0 = rows[0], k1 = rows[1], k2 = rows[2], k3 = rows[3];
+        var z0 = Vector512.Create(zero[0]);
+        var z1 = Vector512.Create(zero[1]);
+        var z2 = Vector512.Create(zero[2]);
+        var z3 = Vector512.Create(zero[3]);
+        float* q0 = q, q1 = q + d, q2 = q + 2 * d, q3 = q + 3 * d;
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default;
+        for (int i = 0; i < half; i += 16)
+        {
+            TL.Load2(k0, i, half, z0, out var x0, out var w0);
+            TL.Load2(k1, i, half, z1, out var x1, out var w1);
+            TL.Load2(k2, i, half, z2, out var x2, out var w2);
+            TL.Load2(k3, i, half, z3, out var x3, out var w3);
+            var y = Vector512.Load(q0 + i);
+            a00 = Avx512F.FusedMultiplyAdd(y, x0, a00);
+            a01 = Avx512F.FusedMultiplyAdd(y, x1, a01);
+            a02 = Avx512F.FusedMultiplyAdd(y, x2, a02);
+            a03 = Avx512F.FusedMultiplyAdd(y, x3, a03);
+            y = Vector512.Load(q1 + i);
+            a10 = Avx512F.FusedMultiplyAdd(y, x0, a10);
+            a11 = Avx512F.FusedMultiplyAdd(y, x1, a11);
+            a12 = Avx512F.FusedMultiplyAdd(y, x2, a12);
+            a13 = Avx512F.FusedMultiplyAdd(y, x3, a13);
+            y = Vector512.Load(q2 + i);
+            a20 = Avx512F.FusedMultiplyAdd(y, x0, a20);
+            a21 = Avx512F.FusedMultiplyAdd(y, x1, a21);
+            a22 = Avx512F.FusedMultiplyAdd(y, x2, a22);
+            a23 = Avx512F.FusedMultiplyAdd(y, x3, a23);
+            y = Vector512.Load(q3 + i);
+            a30 = Avx512F.FusedMultiplyAdd(y, x0, a30);
+            a31 = Avx512F.FusedMultiplyAdd(y, x1, a31);
+            a32 = Avx512F.FusedMultiplyAdd(y, x2, a32);
+            a33 = Avx512F.FusedMultiplyAdd(y, x3, a33);
+            y = Vector512.Load(q0 + half + i);
+            a00 = Avx512F.FusedMultiplyAdd(y, w0, a00);
+            a01 = Avx512F.FusedMultiplyAdd(y, w1, a01);
+            a02 = Avx512F.FusedMultiplyAdd(y, w2, a02);
+            a03 = Avx512F.FusedMultiplyAdd(y, w3, a03);
+            y = Vector512.Load(q1 + half + i);
+            a10 = Avx512F.FusedMultiplyAdd(y, w0, a10);
+            a11 = Avx512F.FusedMultiplyAdd(y, w1, a11);
+            a12 = Avx512F.FusedMultiplyAdd(y, w2, a12);
+            a13 = Avx512F.FusedMultiplyAdd(y, w3, a13);
+            y = Vector512.Load(q2 + half + i);
+            a20 = Avx512F.FusedMultiplyAdd(y, w0, a20);
+            a21 = Avx512F.FusedMultiplyAdd(y, w1, a21);
+            a22 = Avx512F.FusedMultiplyAdd(y, w2, a22);
+            a23 = Avx512F.FusedMultiplyAdd(y, w3, a23);
+            y = Vector512.Load(q3 + half + i);
+            a30 = Avx512F.FusedMultiplyAdd(y, w0, a30);
+            a31 = Avx512F.FusedMultiplyAdd(y, w1, a31);
+            a32 = Avx512F.FusedMultiplyAdd(y, w2, a32);
+            a33 = Avx512F.FusedMultiplyAdd(y, w3, a33);
+        }
+        return Reduce16(
+            Reduce4(a00, a01, a02, a03), Reduce4(a10, a11, a12, a13),
+            Reduce4(a20, a21, a22, a23), Reduce4(a30, a31, a32, a33));
+    }
+
+    /// <summary>Raw dot products of one query with the tile's 16 rows (16 register accumulators), stored as one vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void Logits1<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst)
+        where TL : unmanaged, IKvRow512
+    {
+        Vector512<float> r0 = default, r1 = default, r2 = default, r3 = default;
+        for (int g = tl >> 2; g < 4 && 4 * g < th; g++)
+        {
+            byte* k0 = rows[4 * g], k1 = rows[4 * g + 1], k2 = rows[4 * g + 2], k3 = rows[4 * g + 3];
+            var z0 = Vector512.Create(zero[4 * g]);
+            var z1 = Vector512.Create(zero[4 * g + 1]);
+            var z2 = Vector512.Create(zero[4 * g + 2]);
+            var z3 = Vector512.Create(zero[4 * g + 3]);
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int i = 0; i < half; i += 16)
+            {
+                var y = Vector512.Load(q + i);
+                var w = Vector512.Load(q + half + i);
+                TL.Load2(k0, i, half, z0, out var x0, out var v0);
+                a0 = Avx512F.FusedMultiplyAdd(w, v0, Avx512F.FusedMultiplyAdd(y, x0, a0));
+                TL.Load2(k1, i, half, z1, out var x1, out var v1);
+                a1 = Avx512F.FusedMultiplyAdd(w, v1, Avx512F.FusedMultiplyAdd(y, x1, a1));
+                TL.Load2(k2, i, half, z2, out var x2, out var v2);
+                a2 = Avx512F.FusedMultiplyAdd(w, v2, Avx512F.FusedMultiplyAdd(y, x2, a2));
+                TL.Load2(k3, i, half, z3, out var x3, out var v3);
+                a3 = Avx512F.FusedMultiplyAdd(w, v3, Avx512F.FusedMultiplyAdd(y, x3, a3));
+            }
+            var block = Reduce4(a0, a1, a2, a3); // 128-bit block b holds the four tokens' partial sums over lane block b
+            switch (g)
+            {
+                case 0: r0 = block; break;
+                case 1: r1 = block; break;
+                case 2: r2 = block; break;
+                default: r3 = block; break;
+            }
+        }
+        Reduce16(r0, r1, r2, r3).Store(dst);
+    }
+
+    /// <summary>Four vectors x, y, z, w → one whose 128-bit block b is [Σ x_b, Σ y_b, Σ z_b, Σ w_b] (sums within block b).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Reduce4(Vector512<float> x, Vector512<float> y, Vector512<float> z, Vector512<float> w)
+    {
+        var xy = Avx512F.UnpackLow(x, y) + Avx512F.UnpackHigh(x, y);             // [x0+x2, y0+y2, x1+x3, y1+y3] per block
+        var zw = Avx512F.UnpackLow(z, w) + Avx512F.UnpackHigh(z, w);
+        return Avx512F.Shuffle(xy, zw, 0x44) + Avx512F.Shuffle(xy, zw, 0xEE);      // [x, y, z, w] per block
+    }
+
+    /// <summary>Four <see cref="Reduce4"/> results c0..c3 → lanes [4g + j] = Σ over the four blocks of c_g[j].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Reduce16(Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3)
+    {
+        var e01 = Avx512F.Shuffle4x128(c0, c1, 0x88) + Avx512F.Shuffle4x128(c0, c1, 0xDD); // [c0.B0+B1, c0.B2+B3, c1.B01, c1.B23]
+        var e23 = Avx512F.Shuffle4x128(c2, c3, 0x88) + Avx512F.Shuffle4x128(c2, c3, 0xDD);
+        return Avx512F.Shuffle4x128(e01, e23, 0x88) + Avx512F.Shuffle4x128(e01, e23, 0xDD);
+    }
+
+    /// <summary>acc_j[0..d) += Σ_t p_j[t]·v_t for four queries over tokens [tl, th): 4 × 2 × 16 dims (i and half + i) in
+    /// registers per pass.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void Accumulate4<TL>(float** acc, float* p, byte** rows, int* zero, int tl, int th, int half)
+        where TL : unmanaged, IKvRow512
+    {
+        float* a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+        float* p0 = p, p1 = p + Tile, p2 = p + 2 * Tile, p3 = p + 3 * Tile;
+        for (int i = 0; i < half; i += 16)
+        {
+            var x0 = Vector512.Load(a0 + i);
+            var x1 = Vector512.Load(a1 + i);
+            var x2 = Vector512.Load(a2 + i);
+            var x3 = Vector512.Load(a3 + i);
+            var y0 = Vector512.Load(a0 + half + i);
+            var y1 = Vector512.Load(a1 + half + i);
+            var y2 = Vector512.Load(a2 + half + i);
+            var y3 = Vector512.Load(a3 + half + i);
+            for (int t = tl; t < th; t++)
+            {
+                TL.Load2(rows[t], i, half, Vector512.Create(zero[t]), out var va, out var vb);
+                var b = Vector512.Create(p0[t]);
+                x0 = Avx512F.FusedMultiplyAdd(b, va, x0);
+                y0 = Avx512F.FusedMultiplyAdd(b, vb, y0);
+                b = Vector512.Create(p1[t]);
+                x1 = Avx512F.FusedMultiplyAdd(b, va, x1);
+                y1 = Avx512F.FusedMultiplyAdd(b, vb, y1);
+                b = Vector512.Create(p2[t]);
+                x2 = Avx512F.FusedMultiplyAdd(b, va, x2);
+                y2 = Avx512F.FusedMultiplyAdd(b, vb, y2);
+                b = Vector512.Create(p3[t]);
+                x3 = Avx512F.FusedMultiplyAdd(b, va, x3);
+                y3 = Avx512F.FusedMultiplyAdd(b, vb, y3);
+            }
+            x0.Store(a0 + i);
+            x1.Store(a1 + i);
+            x2.Store(a2 + i);
+            x3.Store(a3 + i);
+            y0.Store(a0 + half + i);
+            y1.Store(a1 + half + i);
+            y2.Store(a2 + half + i);
+            y3.Store(a3 + half + i);
+        }
+    }
+
+    /// <summary>acc[0..d) += Σ_t p[t]·v_t for one query.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void Accumulate1<TL>(float* acc, float* p, byte** rows, int* zero, int tl, int th, int half)
+        where TL : unmanaged, IKvRow512
+    {
+        for (int i = 0; i < half; i += 16)
+        {
+            var x = Vector512.Load(acc + i);
+            var y = Vector512.Load(acc + half + i);
+            for (int t = tl; t < th; t++)
+            {
+                TL.Load2(rows[t], i, half, Vector512.Create(zero[t]), out var va, out var vb);
+                var b = Vector512.Create(p[t]);
+                x = Avx512F.FusedMultiplyAdd(b, va, x);
+                y = Avx512F.FusedMultiplyAdd(b, vb, y);
+            }
+            x.Store(acc + i);
+            y.Store(acc + half + i);
+        }
+    }
+
+    /// <summary><c>c·tanh(x/c)</c> lane by lane with <see cref="MathF.Tanh"/> (the generic kernel's arithmetic).</summary>
+    private static Vector512<float> SoftCap(Vector512<float> x, float cap)
+    {
+        float* t = stackalloc float[16];
+        x.Store(t);
+        for (int j = 0; j < 16; j++) t[j] = cap * MathF.Tanh(t[j] / cap);
+        return Vector512.Load(t);
+    }
+
+    /// <summary>Prefetches the first 16 token rows (<paramref name="rowBytes"/> each, <paramref name="tokenBytes"/> apart) of a
+    /// page into L1 (<c>prefetcht0</c>, every 64-byte line).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Prefetch(byte* first, long tokenBytes, int rowBytes)
+    {
+        for (int t = 0; t < Tile; t++)
+        {
+            byte* r = first + t * tokenBytes;
+            for (int b = 0; b < rowBytes; b += 64) Sse.Prefetch0(r + b);
+        }
+    }
+
+    /// <summary>e^x for x ≤ 0 (softmax arguments x − max), within 2 ulp; 0 below ln 2⁻¹²⁶ (also for −∞); NaN stays NaN.</summary>
+    /// <remarks>Cody–Waite reduction <c>x = n·ln2 + r</c>, |r| ≤ ln2/2, with n rounded by the 1.5·2²³ trick (whose low bits
+    /// also give 2ⁿ by one shift); e^r by the Cephes <c>expf</c> polynomial (degree 7 in r, relative error ≈ 1 ulp).
+    /// 14 vector instructions, inline: <see cref="Vector512.Exp(Vector512{float})"/> costs several times more here.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Exp(Vector512<float> x)
+    {
+        const float Lo = -87.33654f;                                        // ln 2^−126
+        var xc = Avx512F.Max(Vector512.Create(Lo), x);                      // vmaxps returns its second operand (x) when x is NaN
+        var magic = Vector512.Create(12582912f);                            // 1.5·2^23
+        var t = Avx512F.FusedMultiplyAdd(xc, Vector512.Create(1.44269504088896341f), magic);
+        var n = t - magic;                                                  // round(x·log2 e)
+        var r = Avx512F.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), xc);
+        r = Avx512F.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
+        var p = Avx512F.FusedMultiplyAdd(Vector512.Create(1.9875691500E-4f), r, Vector512.Create(1.3981999507E-3f));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073E-3f));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894E-2f));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459E-1f));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201E-1f));
+        p = Avx512F.FusedMultiplyAdd(p, r * r, r) + Vector512<float>.One;
+        var scale = ((t.AsInt32() << 23) + Vector512.Create(127 << 23)).AsSingle(); // 2^n: t's low mantissa bits hold n
+        var e = p * scale;
+        return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(Lo)).AsSingle(), Vector512<float>.Zero, e);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float MaxAcross(Vector512<float> v)
+    {
+        var a = Vector256.Max(v.GetLower(), v.GetUpper());
+        var b = Vector128.Max(a.GetLower(), a.GetUpper());
+        b = Vector128.Max(b, Vector128.Shuffle(b, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Max(b.ToScalar(), b.GetElement(1));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float SumAcross(Vector512<float> v)
+    {
+        var a = v.GetLower() + v.GetUpper();
+        return Vector128.Sum(a.GetLower() + a.GetUpper());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Scale(float* acc, float f, int n)
+    {
+        var fv = Vector512.Create(f);
+        for (int i = 0; i < n; i += 16) (Vector512.Load(acc + i) * fv).Store(acc + i);
+    }
+}

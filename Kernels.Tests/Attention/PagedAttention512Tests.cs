@@ -1,0 +1,127 @@
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
+using Kernels.Cpu.Attention;
+using Kernels.Tests.TestUtilities;
+using static Kernels.Tests.Attention.AttentionTestData;
+
+namespace Kernels.Tests.Attention;
+
+/// <summary>The cases the AVX-512 register-tiled kernel treats specially: fp16 rows read by a shift (exact for finite values,
+/// Inf/NaN-aware on flagged pages), queries too large to pre-scale (generic fallback), and its inline exponential.</summary>
+public class PagedAttention512Tests
+{
+    private static (PagedKvCache Cache, PageTable Table) Cache(int len, int kvHeads, int d, Func<Random, float> value, int seed)
+    {
+        var rng = new Random(seed);
+        int pages = (len + 15) / 16;
+        var cache = new PagedKvCache(pages + 2, 16, kvHeads, d, DType.F16);
+        int[] ids = Enumerable.Range(0, pages + 2).OrderBy(_ => rng.Next()).Take(pages).ToArray();
+        var k = new float[kvHeads * d];
+        var v = new float[k.Length];
+        for (int t = 0; t < len; t++)
+        {
+            for (int j = 0; j < k.Length; j++)
+            {
+                k[j] = value(rng);
+                v[j] = value(rng);
+            }
+            cache.WriteToken(ids[t / 16], t % 16, k, v);
+        }
+        return (cache, new PageTable([0, pages], ids, [len - (pages - 1) * 16], 16));
+    }
+
+    private static void CheckAgainstReference(PagedKvCache cache, PageTable table, AttentionShape shape, float[] q, string what)
+    {
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), AttentionOptions.Default, fixedChunkPages: 2);
+        float[] e = new float[q.Length], le = new float[shape.QoHeads];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, e, le, mag);
+        double eps = LogitError(q, shape, plan.SmScale, GatherKeys(cache, table));
+        foreach (var isa in IsaMatrix.All)
+        {
+            if (IsaMatrix.OptionsOrSkip(isa) is not { } options) continue;
+            float[] a = new float[q.Length], la = new float[le.Length];
+            PagedDecode.Run(plan, q, cache, a, la, options);
+            AssertClose(e, a, mag, le, la, eps, table.KvLength(0), $"{what} {isa}");
+        }
+    }
+
+    [Fact]
+    public void F16_SubnormalKeysAndValues_AreExact()
+    {
+        // fp16 subnormals (< 6.1e-5) become fp32 subnormals after the shift; exact, so the usual bound holds.
+        var (cache, table) = Cache(70, 2, 64, r => (float)(r.NextDouble() * 2 - 1) * 3e-5f, 1);
+        var shape = new AttentionShape(8, 2, 64);
+        CheckAgainstReference(cache, table, shape, Queries(new Random(2), 1, shape, 4f), "subnormal");
+    }
+
+    [Fact]
+    public void F16_InfAndNaNValues_PropagateAsInReference()
+    {
+        var (cache, table) = Cache(40, 2, 64, r => (float)(r.NextDouble() * 2 - 1), 3);
+        int page = table.Indices[1];
+        Assert.Equal(0, cache.NonFinitePageArray[page]);
+        var k = new float[128];
+        var v = new float[128];
+        var rng = new Random(4);
+        for (int j = 0; j < 128; j++)
+        {
+            k[j] = (float)rng.NextDouble();
+            v[j] = (float)rng.NextDouble();
+        }
+        v[3] = float.PositiveInfinity;  // head 0, dim 3
+        v[70] = 1e6f;                   // head 1, dim 6: overflows fp16 to +Inf
+        v[75] = float.NaN;              // head 1, dim 11
+        cache.WriteToken(page, 5, k, v); // token 21
+        Assert.Equal(1, cache.NonFinitePageArray[page]);
+        var shape = new AttentionShape(8, 2, 64);
+        CheckAgainstReference(cache, table, shape, Queries(new Random(5), 1, shape), "non-finite V");
+
+        // A copied page carries the flag.
+        cache.CopyPage(page, table.Indices[0]);
+        Assert.Equal(1, cache.NonFinitePageArray[table.Indices[0]]);
+    }
+
+    [Fact]
+    public void F16_QueriesBeyondPrescaleRange_TakeGenericPathAndMatch()
+    {
+        // |q| ≥ 2^15 cannot be pre-scaled by 2^112; the item runs on the generic AVX-512 kernel.
+        var (cache, table) = Cache(50, 2, 128, r => (float)(r.NextDouble() * 2 - 1), 6);
+        var shape = new AttentionShape(8, 2, 128);
+        var q = Queries(new Random(7), 1, shape, 1f);
+        q[0] = 40000f;
+        CheckAgainstReference(cache, table, shape, q, "large q");
+    }
+
+    [Fact]
+    public void Exp_MatchesMathExpWithin2Ulp()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) return;
+        var rng = new Random(8);
+        var xs = new List<float> { 0f, -0f, -1e-30f, -1f, -0.34657359f, -0.6931472f, -87.33f, -87.3365f, -87.34f, -88f, -100f, -1e30f, float.NegativeInfinity, float.NaN };
+        for (int i = 0; i < 20000; i++) xs.Add(-(float)(rng.NextDouble() * 90));
+        while (xs.Count % 16 != 0) xs.Add(-1f);
+        for (int i = 0; i < xs.Count; i += 16)
+        {
+            var x = System.Runtime.Intrinsics.Vector512.Create(xs.GetRange(i, 16).ToArray());
+            var e = PagedAttention512.Exp(x);
+            for (int j = 0; j < 16; j++)
+            {
+                float xi = xs[i + j], ei = e[j];
+                if (float.IsNaN(xi))
+                {
+                    Assert.True(float.IsNaN(ei), $"exp(NaN) = {ei}");
+                    continue;
+                }
+                if (xi < -87.33654f)
+                {
+                    Assert.Equal(0f, ei);
+                    continue;
+                }
+                double want = Math.Exp(xi);
+                Assert.True(Math.Abs(ei - want) <= 2 * Math.ScaleB(1.0, -23) * want, $"exp({xi:R}) = {ei:R}, want {want:R}");
+            }
+        }
+    }
+}
