@@ -249,35 +249,37 @@ internal static unsafe class PagedAttention512
         var negInf = Vector512.Create(float.NegativeInfinity);
         for (int r = 0; r < c.QueryRows; r++)
         {
-            int klo = c.Lo[r], khi = Math.Min(c.Hi[r], k0 + th);
-            var live = (Vector512.GreaterThanOrEqual(keys, Vector512.Create(Math.Max(klo, k0 + tl))) & Vector512.LessThan(keys, Vector512.Create(khi))).AsSingle();
-            bool none = k0 + tl >= khi || Math.Max(klo, k0 + tl) >= khi;
-            for (int j = 0; j < c.PerRow; j++)
+            int klo = Math.Max(c.Lo[r], k0 + tl), khi = Math.Min(c.Hi[r], k0 + th);
+            if (klo >= khi)
             {
-                int i = r * c.PerRow + j, kk = j / gh;
-                float* pi = c.P + i * Tile;
-                if (none)
+                for (int j = 0; j < c.PerRow; j++) Vector512<float>.Zero.Store(c.P + (r * c.PerRow + j) * Tile);
+                continue;
+            }
+            var live = (Vector512.GreaterThanOrEqual(keys, Vector512.Create(klo)) & Vector512.LessThan(keys, Vector512.Create(khi))).AsSingle();
+            if (s.SoftCap > 0) SoftCapRow(ref c, r, s.SoftCap); // logits scaled and capped in place (rare: kept out of the loop below)
+            for (int kk = 0; kk < c.KvHeads; kk++)
+            {
+                var kmul = s.SoftCap > 0 ? Vector512<float>.One : Vector512.Load(c.KMul + kk * Tile);
+                var vmul = Vector512.Load(c.VMul + kk * Tile);
+                for (int i = r * c.PerRow + kk * gh, ie = i + gh; i < ie; i++)
                 {
-                    Vector512<float>.Zero.Store(pi);
-                    continue;
-                }
-                var x = Vector512.Load(pi) * Vector512.Load(c.KMul + kk * Tile);
-                if (s.SoftCap > 0) x = SoftCap(x, s.SoftCap);
-                x = Vector512.ConditionalSelect(live, x, negInf);
-                float tmax = MaxAcross(x);
-                if (tmax > c.M[i])
-                {
-                    if (c.L[i] > 0)
+                    float* pi = c.P + i * Tile;
+                    var x = Vector512.ConditionalSelect(live, Vector512.Load(pi) * kmul, negInf);
+                    float tmax = MaxAcross(x), m = c.M[i];
+                    if (tmax > m)
                     {
-                        float f = MathF.Exp(c.M[i] - tmax);
-                        Scale(c.Acc[i], f, d);
-                        c.L[i] *= f;
+                        if (c.L[i] > 0)
+                        {
+                            float f = MathF.Exp(m - tmax);
+                            Scale(c.Acc[i], f, d);
+                            c.L[i] *= f;
+                        }
+                        c.M[i] = m = tmax;
                     }
-                    c.M[i] = tmax;
+                    var e = Exp(x - Vector512.Create(m)); // e^(−∞) = 0 for masked lanes
+                    c.L[i] += SumAcross(e);
+                    (e * vmul).Store(pi);
                 }
-                var e = Exp(x - Vector512.Create(c.M[i])); // e^(−∞) = 0 for masked lanes
-                c.L[i] += SumAcross(e);
-                (e * Vector512.Load(c.VMul + kk * Tile)).Store(pi);
             }
         }
 
@@ -454,15 +456,79 @@ internal static unsafe class PagedAttention512
         return Avx512F.Shuffle4x128(e01, e23, 0x88) + Avx512F.Shuffle4x128(e01, e23, 0xDD);
     }
 
-    /// <summary>acc_j[0..d) += Σ_t p_j[t]·v_t for four queries over tokens [tl, th): 4 × 2 × 16 dims (i and half + i) in
-    /// registers per pass.</summary>
+    /// <summary>acc_j[0..d) += Σ_t p_j[t]·v_t for four queries over tokens [tl, th): per pass 4 queries × 64 dims (i, i + 16,
+    /// half + i, half + i + 16) in 16 registers, so each probability is broadcast once per 64 dims; a 32-dim pass covers the
+    /// rest when half is not a multiple of 32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Accumulate4<TL>(float** acc, float* p, byte** rows, int* zero, int tl, int th, int half)
         where TL : unmanaged, IKvRow512
     {
         float* a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
         float* p0 = p, p1 = p + Tile, p2 = p + 2 * Tile, p3 = p + 3 * Tile;
-        for (int i = 0; i < half; i += 16)
+        int i = 0;
+        for (; i + 32 <= half; i += 32)
+        {
+            int j = half + i;
+            var x0 = Vector512.Load(a0 + i);
+            var x1 = Vector512.Load(a1 + i);
+            var x2 = Vector512.Load(a2 + i);
+            var x3 = Vector512.Load(a3 + i);
+            var y0 = Vector512.Load(a0 + i + 16);
+            var y1 = Vector512.Load(a1 + i + 16);
+            var y2 = Vector512.Load(a2 + i + 16);
+            var y3 = Vector512.Load(a3 + i + 16);
+            var u0 = Vector512.Load(a0 + j);
+            var u1 = Vector512.Load(a1 + j);
+            var u2 = Vector512.Load(a2 + j);
+            var u3 = Vector512.Load(a3 + j);
+            var w0 = Vector512.Load(a0 + j + 16);
+            var w1 = Vector512.Load(a1 + j + 16);
+            var w2 = Vector512.Load(a2 + j + 16);
+            var w3 = Vector512.Load(a3 + j + 16);
+            for (int t = tl; t < th; t++)
+            {
+                var z = Vector512.Create(zero[t]);
+                TL.Load2(rows[t], i, half, z, out var va, out var vc);
+                TL.Load2(rows[t], i + 16, half, z, out var vb, out var vd);
+                var b = Vector512.Create(p0[t]);
+                x0 = Avx512F.FusedMultiplyAdd(b, va, x0);
+                y0 = Avx512F.FusedMultiplyAdd(b, vb, y0);
+                u0 = Avx512F.FusedMultiplyAdd(b, vc, u0);
+                w0 = Avx512F.FusedMultiplyAdd(b, vd, w0);
+                b = Vector512.Create(p1[t]);
+                x1 = Avx512F.FusedMultiplyAdd(b, va, x1);
+                y1 = Avx512F.FusedMultiplyAdd(b, vb, y1);
+                u1 = Avx512F.FusedMultiplyAdd(b, vc, u1);
+                w1 = Avx512F.FusedMultiplyAdd(b, vd, w1);
+                b = Vector512.Create(p2[t]);
+                x2 = Avx512F.FusedMultiplyAdd(b, va, x2);
+                y2 = Avx512F.FusedMultiplyAdd(b, vb, y2);
+                u2 = Avx512F.FusedMultiplyAdd(b, vc, u2);
+                w2 = Avx512F.FusedMultiplyAdd(b, vd, w2);
+                b = Vector512.Create(p3[t]);
+                x3 = Avx512F.FusedMultiplyAdd(b, va, x3);
+                y3 = Avx512F.FusedMultiplyAdd(b, vb, y3);
+                u3 = Avx512F.FusedMultiplyAdd(b, vc, u3);
+                w3 = Avx512F.FusedMultiplyAdd(b, vd, w3);
+            }
+            x0.Store(a0 + i);
+            x1.Store(a1 + i);
+            x2.Store(a2 + i);
+            x3.Store(a3 + i);
+            y0.Store(a0 + i + 16);
+            y1.Store(a1 + i + 16);
+            y2.Store(a2 + i + 16);
+            y3.Store(a3 + i + 16);
+            u0.Store(a0 + j);
+            u1.Store(a1 + j);
+            u2.Store(a2 + j);
+            u3.Store(a3 + j);
+            w0.Store(a0 + j + 16);
+            w1.Store(a1 + j + 16);
+            w2.Store(a2 + j + 16);
+            w3.Store(a3 + j + 16);
+        }
+        for (; i < half; i += 16)
         {
             var x0 = Vector512.Load(a0 + i);
             var x1 = Vector512.Load(a1 + i);
@@ -520,24 +586,27 @@ internal static unsafe class PagedAttention512
         }
     }
 
-    /// <summary><c>c·tanh(x/c)</c> lane by lane with <see cref="MathF.Tanh"/> (the generic kernel's arithmetic).</summary>
-    private static Vector512<float> SoftCap(Vector512<float> x, float cap)
+    /// <summary>Row <paramref name="r"/>'s logits in place: times the K multiplier (sm_scale·scale), then <c>cap·tanh(x/cap)</c>
+    /// lane by lane with <see cref="MathF.Tanh"/> (the generic kernel's arithmetic).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void SoftCapRow(ref Item c, int r, float cap)
     {
-        float* t = stackalloc float[16];
-        x.Store(t);
-        for (int j = 0; j < 16; j++) t[j] = cap * MathF.Tanh(t[j] / cap);
-        return Vector512.Load(t);
+        for (int j = 0; j < c.PerRow; j++)
+        {
+            float* pi = c.P + (r * c.PerRow + j) * Tile, kmul = c.KMul + j / c.GroupHeads * Tile;
+            for (int t = 0; t < Tile; t++) pi[t] = cap * MathF.Tanh(pi[t] * kmul[t] / cap);
+        }
     }
 
     /// <summary>Prefetches the first 16 token rows (<paramref name="rowBytes"/> each, <paramref name="tokenBytes"/> apart) of a
-    /// page into L1 (<c>prefetcht0</c>, every 64-byte line).</summary>
+    /// page into L2 (<c>prefetcht1</c>, every 64-byte line: a 16-token fp16 page of 8 heads is 64 KB of K and V, more than L1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Prefetch(byte* first, long tokenBytes, int rowBytes)
     {
         for (int t = 0; t < Tile; t++)
         {
             byte* r = first + t * tokenBytes;
-            for (int b = 0; b < rowBytes; b += 64) Sse.Prefetch0(r + b);
+            for (int b = 0; b < rowBytes; b += 64) Sse.Prefetch1(r + b);
         }
     }
 
@@ -566,13 +635,16 @@ internal static unsafe class PagedAttention512
         return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(Lo)).AsSingle(), Vector512<float>.Zero, e);
     }
 
+    /// <summary>The largest lane by raw <c>vmaxps</c> (not IEEE maximum: a NaN lane may be dropped, which is harmless here
+    /// because that lane's <see cref="Exp"/> is NaN and still reaches the sum and the output).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float MaxAcross(Vector512<float> v)
     {
-        var a = Vector256.Max(v.GetLower(), v.GetUpper());
-        var b = Vector128.Max(a.GetLower(), a.GetUpper());
-        b = Vector128.Max(b, Vector128.Shuffle(b, Vector128.Create(2, 3, 0, 1)));
-        return MathF.Max(b.ToScalar(), b.GetElement(1));
+        v = Avx512F.Max(v, Avx512F.Shuffle4x128(v, v, 0x4E));          // swap 256-bit halves
+        v = Avx512F.Max(v, Avx512F.Shuffle4x128(v, v, 0xB1));          // swap 128-bit blocks
+        v = Avx512F.Max(v, Avx512F.Permute4x32(v, 0x4E));              // swap 64-bit pairs (vpermilps)
+        v = Avx512F.Max(v, Avx512F.Permute4x32(v, 0xB1));              // swap neighbours
+        return v.ToScalar();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
