@@ -599,14 +599,14 @@ internal static unsafe class PagedAttention512
     }
 
     /// <summary>Prefetches the first 16 token rows (<paramref name="rowBytes"/> each, <paramref name="tokenBytes"/> apart) of a
-    /// page into L2 (<c>prefetcht1</c>, every 64-byte line: a 16-token fp16 page of 8 heads is 64 KB of K and V, more than L1).</summary>
+    /// page (<c>prefetcht0</c>, every 64-byte line: prefetching every other line, or into L2 only, measured slower).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Prefetch(byte* first, long tokenBytes, int rowBytes)
     {
         for (int t = 0; t < Tile; t++)
         {
             byte* r = first + t * tokenBytes;
-            for (int b = 0; b < rowBytes; b += 64) Sse.Prefetch1(r + b);
+            for (int b = 0; b < rowBytes; b += 64) Sse.Prefetch0(r + b);
         }
     }
 
