@@ -50,7 +50,7 @@ internal static unsafe class PagedAttention512
     private const int ZeroRowOffset = VZeroOffset + MaxQ * Tile;
     private const int ScratchFloats = ZeroRowOffset + MaxD;
 
-    private const int PrefetchPages = 2;                      // software prefetch distance, in pages of the item's list
+    private const int PrefetchPages = 1;                      // software prefetch distance, in pages of the item's list (1–8 measured)
     private const float TwoPow112 = 5.192296858534828E+33f; // 2^112, exact
     private const float F16QueryLimit = 32768f;               // |q|·2^112 must stay finite: |q| < 2^15
 
@@ -212,7 +212,7 @@ internal static unsafe class PagedAttention512
             long r0 = pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride; // row index of tile token 0
             byte* k = s.K + r0 * s.RowBytes;
             for (int t = 0; t < Tile; t++) rows[t] = t >= tl && t < th ? k + t * tokenBytes : (byte*)c.ZeroRow;
-            if (nextPageRow >= 0) Prefetch(s.K + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes, tokenBytes, s.RowBytes);
+            var pfK = new PagePrefetch(nextPageRow >= 0 ? s.K + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
             if (rowScales)
             {
                 for (int t = 0; t < Tile; t++)
@@ -238,8 +238,8 @@ internal static unsafe class PagedAttention512
             {
                 int i = r * c.PerRow + kk * gh, ie = i + gh;
                 if (k0 + tl >= c.Hi[r] || k0 + th <= c.Lo[r]) continue; // masked below
-                for (; i + 4 <= ie; i += 4) Logits4<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile);
-                for (; i < ie; i++) Logits1<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile);
+                for (; i + 4 <= ie; i += 4, pfK = default) Logits4<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
+                for (; i < ie; i++, pfK = default) Logits1<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
             }
         }
 
@@ -288,7 +288,7 @@ internal static unsafe class PagedAttention512
         {
             byte* v = s.V + (pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride) * s.RowBytes;
             for (int t = tl; t < th; t++) rows[t] = v + t * tokenBytes;
-            if (nextPageRow >= 0) Prefetch(s.V + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes, tokenBytes, s.RowBytes);
+            var pfV = new PagePrefetch(nextPageRow >= 0 ? s.V + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
             int* vz = c.VZero + kk * Tile;
             for (int r = 0; r < c.QueryRows; r++)
             {
@@ -297,9 +297,11 @@ internal static unsafe class PagedAttention512
                 if (rl >= rh) continue;
                 int i = r * c.PerRow + kk * gh, ie = i + gh;
                 for (; i + 4 <= ie; i += 4)
-                    Accumulate4<TL>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half);
+                    Accumulate4<TL>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
+                    pfV = default;
                 for (; i < ie; i++)
-                    Accumulate1<TL>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half);
+                    Accumulate1<TL>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
+                    pfV = default;
             }
         }
     }
@@ -307,12 +309,13 @@ internal static unsafe class PagedAttention512
     /// <summary>Raw dot products of four queries (rows of <paramref name="q"/>, stride d) with the tile's 16 rows, stored as
     /// four 16-token vectors at <paramref name="dst"/>. Token groups of four outside [tl, th) are skipped (their lanes are masked).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void Logits4<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst)
+    private static void Logits4<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
         where TL : unmanaged, IKvRow512
     {
         Vector512<float> r0 = default, r1 = default, r2 = default, r3 = default;
         for (int g = tl >> 2; g < 4 && 4 * g < th; g++)
         {
+            pf.Rows(4 * g, 4);
             var block = Block4x4<TL>(q, rows + 4 * g, zero + 4 * g, d, half);
             switch (g)
             {
@@ -401,12 +404,13 @@ internal static unsafe class PagedAttention512
 
     /// <summary>Raw dot products of one query with the tile's 16 rows (16 register accumulators), stored as one vector.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void Logits1<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst)
+    private static void Logits1<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
         where TL : unmanaged, IKvRow512
     {
         Vector512<float> r0 = default, r1 = default, r2 = default, r3 = default;
         for (int g = tl >> 2; g < 4 && 4 * g < th; g++)
         {
+            pf.Rows(4 * g, 4);
             byte* k0 = rows[4 * g], k1 = rows[4 * g + 1], k2 = rows[4 * g + 2], k3 = rows[4 * g + 3];
             var z0 = Vector512.Create(zero[4 * g]);
             var z1 = Vector512.Create(zero[4 * g + 1]);
@@ -460,7 +464,7 @@ internal static unsafe class PagedAttention512
     /// half + i, half + i + 16) in 16 registers, so each probability is broadcast once per 64 dims; a 32-dim pass covers the
     /// rest when half is not a multiple of 32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void Accumulate4<TL>(float** acc, float* p, byte** rows, int* zero, int tl, int th, int half)
+    private static void Accumulate4<TL>(float** acc, float* p, byte** rows, int* zero, int tl, int th, int half, ref PagePrefetch pf)
         where TL : unmanaged, IKvRow512
     {
         float* a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
@@ -487,6 +491,7 @@ internal static unsafe class PagedAttention512
             var w3 = Vector512.Load(a3 + j + 16);
             for (int t = tl; t < th; t++)
             {
+                if (i == 0) pf.Rows(t, 1); // spread over the first pass, one row per token
                 var z = Vector512.Create(zero[t]);
                 TL.Load2(rows[t], i, half, z, out var va, out var vc);
                 TL.Load2(rows[t], i + 16, half, z, out var vb, out var vd);
@@ -540,6 +545,7 @@ internal static unsafe class PagedAttention512
             var y3 = Vector512.Load(a3 + half + i);
             for (int t = tl; t < th; t++)
             {
+                if (i == 0) pf.Rows(t, 1); // spread over the first pass, one row per token
                 TL.Load2(rows[t], i, half, Vector512.Create(zero[t]), out var va, out var vb);
                 var b = Vector512.Create(p0[t]);
                 x0 = Avx512F.FusedMultiplyAdd(b, va, x0);
@@ -567,7 +573,7 @@ internal static unsafe class PagedAttention512
 
     /// <summary>acc[0..d) += Σ_t p[t]·v_t for one query.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void Accumulate1<TL>(float* acc, float* p, byte** rows, int* zero, int tl, int th, int half)
+    private static void Accumulate1<TL>(float* acc, float* p, byte** rows, int* zero, int tl, int th, int half, ref PagePrefetch pf)
         where TL : unmanaged, IKvRow512
     {
         for (int i = 0; i < half; i += 16)
@@ -576,6 +582,7 @@ internal static unsafe class PagedAttention512
             var y = Vector512.Load(acc + half + i);
             for (int t = tl; t < th; t++)
             {
+                if (i == 0) pf.Rows(t, 1); // spread over the first pass, one row per token
                 TL.Load2(rows[t], i, half, Vector512.Create(zero[t]), out var va, out var vb);
                 var b = Vector512.Create(p[t]);
                 x = Avx512F.FusedMultiplyAdd(b, va, x);
@@ -598,15 +605,22 @@ internal static unsafe class PagedAttention512
         }
     }
 
-    /// <summary>Prefetches the first 16 token rows (<paramref name="rowBytes"/> each, <paramref name="tokenBytes"/> apart) of a
-    /// page (<c>prefetcht0</c>, every 64-byte line: prefetching every other line, or into L2 only, measured slower).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Prefetch(byte* first, long tokenBytes, int rowBytes)
+    /// <summary>Prefetches rows of a page that a later tile will read (<c>prefetcht0</c>, every 64-byte line; every other
+    /// line, or into L2 only, measured slower), a few rows at a time between the compute so the misses overlap with it
+    /// instead of queueing up in one burst. A default instance does nothing.</summary>
+    private readonly struct PagePrefetch(byte* first, long tokenBytes, int rowBytes)
     {
-        for (int t = 0; t < Tile; t++)
+        private readonly byte* _first = first;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Rows(int t0, int n)
         {
-            byte* r = first + t * tokenBytes;
-            for (int b = 0; b < rowBytes; b += 64) Sse.Prefetch0(r + b);
+            if (_first == null) return;
+            for (int t = t0; t < t0 + n; t++)
+            {
+                byte* r = _first + t * tokenBytes;
+                for (int b = 0; b < rowBytes; b += 64) Sse.Prefetch0(r + b);
+            }
         }
     }
 
