@@ -23,6 +23,16 @@ public sealed record AttentionOptions
     /// <summary>Bottom-right aligned causal mask (prefill, block-sparse).</summary>
     public bool Causal { get; init; } = true;
 
+    /// <summary>For int8 and int4 KV caches: quantize each query head row to int8 (<see cref="Reference.QueryQuantization"/>)
+    /// and take the q·k dot products in the integer domain, as llama.cpp does for quantized K caches. Off by default.</summary>
+    /// <remarks>The logits are then those of the quantized queries: the oracle applies the same quantization, and the
+    /// kernels match it to fp32 rounding (the integer dot products are exact). The added logit error against unquantized
+    /// queries is at most <c>sm_scale·(s_q/2)·Σ_i |k_i|</c> with <c>s_q = max|q|/127</c>, below the int4/int8 K
+    /// quantization error it sits beside. Float caches ignore the option. The CPU AVX-512 kernel takes int4 dot products by
+    /// <c>vpmaddubsw</c>/<c>vpmaddwd</c> (head_dim a multiple of 128) and int8 by <c>vpmaddwd</c>; other paths compute with
+    /// the dequantized queries.</remarks>
+    public bool QuantizedQueryDot { get; init; }
+
     /// <summary>The scale used for <paramref name="headDim"/>.</summary>
     /// <param name="headDim">Head dimension.</param>
     /// <returns><see cref="SmScale"/> or <c>1/√headDim</c>.</returns>

@@ -152,7 +152,9 @@ public static class AttentionReference
     {
         ArgumentNullException.ThrowIfNull(shape);
         ThrowHelper.ThrowIfLengthMismatch(nameof(qoIndptr), qoIndptr.Length, table.BatchSize + 1);
+        ArgumentNullException.ThrowIfNull(options);
         int hq = shape.QoHeads, d = shape.HeadDim;
+        if (options.QuantizedQueryDot && cache.DType is DType.I8 or DType.I4) q = QueryQuantization.Dequantized(q, d);
         for (int b = 0; b < table.BatchSize; b++)
         {
             int q0 = qoIndptr[b], qn = qoIndptr[b + 1] - q0;

@@ -65,6 +65,7 @@ internal static unsafe class AttentionLaunch
                 HeadDim = plan.Shape.HeadDim, QoHeads = plan.Shape.QoHeads, Group = plan.Shape.GroupSize, DType = cache.DType,
                 PerHeadScale = cache.DType == DType.I8 && cache.ScaleMode == KvScaleMode.PerHead,
                 Causal = plan.Options.Causal, WindowLeft = plan.Options.WindowLeft,
+                QuantizedQ = plan.Options.QuantizedQueryDot && cache.DType is DType.I8 or DType.I4,
                 SmScale = plan.SmScale, SoftCap = plan.Options.LogitsSoftCap, Isa = isa,
             };
             if (plan is DecodePlan dp)

@@ -4,6 +4,7 @@ using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using Kernels.Attention.Masks;
 using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
 
 namespace Kernels.Cpu.Attention;
 
@@ -48,7 +49,12 @@ internal static unsafe class PagedAttention512
     private const int KZeroOffset = VMulOffset + MaxQ * Tile;
     private const int VZeroOffset = KZeroOffset + MaxQ * Tile;
     private const int ZeroRowOffset = VZeroOffset + MaxQ * Tile;
-    private const int ScratchFloats = ZeroRowOffset + MaxD;
+    // QuantizedQueryDot: int8 codes [MaxQ][MaxD], the codes widened to int16 [MaxQ][MaxD], scale and code sum [MaxQ].
+    private const int QCodesOffset = ZeroRowOffset + MaxD;
+    private const int Q16Offset = QCodesOffset + MaxQ * MaxD / 4;
+    private const int QScaleOffset = Q16Offset + MaxQ * MaxD / 2;
+    private const int QSumOffset = QScaleOffset + MaxQ;
+    private const int ScratchFloats = QSumOffset + MaxQ;
 
     private const int PrefetchPages = 1;                      // software prefetch distance, in pages of the item's list (1–8 measured)
     private const float TwoPow112 = 5.192296858534828E+33f; // 2^112, exact
@@ -93,7 +99,11 @@ internal static unsafe class PagedAttention512
     /// <summary>The per-item state the tile passes share.</summary>
     private ref struct Item
     {
-        public float* Qs, P, M, L, KMul, VMul, ZeroRow;
+        public float* Qs, P, M, L, KMul, VMul, ZeroRow, QScale;
+        public sbyte* QCodes;
+        public short* Q16;
+        public int* QSum;
+        public bool IntDot;
         public int* KZero, VZero;
         public float** Acc;
         public int* Lo, Hi;
@@ -114,6 +124,9 @@ internal static unsafe class PagedAttention512
         var c = new Item
         {
             Qs = scratch + QsOffset, P = scratch + POffset, M = scratch + MOffset, L = scratch + LOffset,
+            QCodes = (sbyte*)(scratch + QCodesOffset), Q16 = (short*)(scratch + Q16Offset), QScale = scratch + QScaleOffset,
+            QSum = (int*)(scratch + QSumOffset),
+            IntDot = s.QuantizedQ && (s.DType == DType.I8 || s.HeadDim % 128 == 0),
             KMul = scratch + KMulOffset, VMul = scratch + VMulOffset, KZero = (int*)(scratch + KZeroOffset),
             VZero = (int*)(scratch + VZeroOffset), ZeroRow = scratch + ZeroRowOffset, Acc = acc, Lo = lo, Hi = hi,
             QueryRows = it.QueryRows, KvHeads = it.KvHeads, GroupHeads = it.GroupHeads, PerRow = it.KvHeads * it.GroupHeads,
@@ -141,7 +154,15 @@ internal static unsafe class PagedAttention512
                     int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
                     long qRow = (long)(it.QueryRow + r) * s.QoHeads + head;
                     float* q = s.Q + qRow * d, qs = c.Qs + i * d;
-                    for (int j = 0; j < d; j += 16) (Vector512.Load(q + j) * qm).Store(qs + j); // exact: a power of two
+                    if (s.QuantizedQ)
+                    {
+                        // int8 queries (QuantizedQueryDot): codes for the integer dot products, code·s for the float ones.
+                        c.QScale[i] = QuantizeQuery(q, d, c.QCodes + i * d, c.Q16 + i * d, qs, out c.QSum[i]);
+                    }
+                    else
+                    {
+                        for (int j = 0; j < d; j += 16) (Vector512.Load(q + j) * qm).Store(qs + j); // exact: a power of two
+                    }
                     acc[i] = it.PartialSlot < 0 ? s.Out + qRow * d : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
                     new Span<float>(acc[i], d).Clear();
                     c.M[i] = float.NegativeInfinity;
@@ -238,6 +259,8 @@ internal static unsafe class PagedAttention512
             {
                 int i = r * c.PerRow + kk * gh, ie = i + gh;
                 if (k0 + tl >= c.Hi[r] || k0 + th <= c.Lo[r]) continue; // masked below
+                if (c.IntDot)
+                    for (; i + 4 <= ie; i += 4, pfK = default) Logits4Int<TL>(ref c, i, rows, kz, tl, th, d, half, pfK);
                 for (; i + 4 <= ie; i += 4, pfK = default) Logits4<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
                 for (; i < ie; i++, pfK = default) Logits1<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
             }
@@ -442,23 +465,211 @@ internal static unsafe class PagedAttention512
         Reduce16(r0, r1, r2, r3).Store(dst);
     }
 
-    /// <summary>Four vectors x, y, z, w → one whose 128-bit block b is [Σ x_b, Σ y_b, Σ z_b, Σ w_b] (sums within block b).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Reduce4(Vector512<float> x, Vector512<float> y, Vector512<float> z, Vector512<float> w)
+    /// <summary><see cref="Logits4{TL}"/> for int8/int4 K with int8 queries (<c>QuantizedQueryDot</c>): exact int32 dot
+    /// products <c>Σ code·(k − z) = Σ code·k − z·Σ code</c>, converted to fp32 (exact: |dot| &lt; 2²⁴) and multiplied by the
+    /// query scale; the K scale and sm_scale follow in the softmax as for float queries.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void Logits4Int<TL>(ref Item c, int i, byte** rows, int* zero, int tl, int th, int d, int half, PagePrefetch pf)
+        where TL : unmanaged, IKvRow512
     {
-        var xy = Avx512F.UnpackLow(x, y) + Avx512F.UnpackHigh(x, y);             // [x0+x2, y0+y2, x1+x3, y1+y3] per block
-        var zw = Avx512F.UnpackLow(z, w) + Avx512F.UnpackHigh(z, w);
-        return Avx512F.Shuffle(xy, zw, 0x44) + Avx512F.Shuffle(xy, zw, 0xEE);      // [x, y, z, w] per block
+        int s0 = c.QSum[i], s1 = c.QSum[i + 1], s2 = c.QSum[i + 2], s3 = c.QSum[i + 3];
+        float f0 = c.QScale[i], f1 = c.QScale[i + 1], f2 = c.QScale[i + 2], f3 = c.QScale[i + 3];
+        var qsum = Vector512.Create(s0, s0, s0, s0, s1, s1, s1, s1, s2, s2, s2, s2, s3, s3, s3, s3);        // lanes [4h + t]
+        var qscale = Vector512.Create(f0, f0, f0, f0, f1, f1, f1, f1, f2, f2, f2, f2, f3, f3, f3, f3);
+        Vector512<float> r0 = default, r1 = default, r2 = default, r3 = default;
+        for (int g = tl >> 2; g < 4 && 4 * g < th; g++)
+        {
+            pf.Rows(4 * g, 4);
+            Vector512<int> dots;
+            if (typeof(TL) == typeof(KvI4))
+            {
+                dots = Block4x4I4(c.QCodes + i * d, rows + 4 * g, d, half);
+                dots -= Avx512F.BroadcastVector128ToVector512(zero + 4 * g) * qsum; // lanes [4h + t]: z_t·Σ code_h (vpmulld)
+            }
+            else
+            {
+                dots = Block4x4I8(c.Q16 + i * d, rows + 4 * g, d);
+            }
+            var block = Vector512.ConvertToSingle(dots) * qscale;
+            switch (g)
+            {
+                case 0: r0 = block; break;
+                case 1: r1 = block; break;
+                case 2: r2 = block; break;
+                default: r3 = block; break;
+            }
+        }
+        float* dst = c.P + i * Tile;
+        var u0 = Avx512F.Shuffle4x128(r0, r1, 0x44);
+        var u1 = Avx512F.Shuffle4x128(r0, r1, 0xEE);
+        var u2 = Avx512F.Shuffle4x128(r2, r3, 0x44);
+        var u3 = Avx512F.Shuffle4x128(r2, r3, 0xEE);
+        Avx512F.Shuffle4x128(u0, u2, 0x88).Store(dst);
+        Avx512F.Shuffle4x128(u0, u2, 0xDD).Store(dst + Tile);
+        Avx512F.Shuffle4x128(u1, u3, 0x88).Store(dst + 2 * Tile);
+        Avx512F.Shuffle4x128(u1, u3, 0xDD).Store(dst + 3 * Tile);
+    }
+
+    /// <summary><see cref="QueryQuantization.Quantize"/> of one query row, vectorised and bit-identical to it (the same
+    /// fp32 maximum, division and round-half-even), also writing the codes as int16, their sum and <c>code·s</c>.</summary>
+    /// <returns>The scale.</returns>
+    internal static float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum)
+    {
+        var amax = Vector512<float>.Zero;
+        for (int j = 0; j < d; j += 16) amax = Vector512.Max(amax, Vector512.Abs(Vector512.Load(q + j))); // IEEE max: NaN propagates
+        float m = MaxAcross(amax);
+        for (int j = 0; j < d && !float.IsNaN(m); j += 16)
+            if (Vector512.IsNaN(Vector512.Load(q + j)) != Vector512<float>.Zero) m = float.NaN; // MaxAcross may drop a NaN lane
+        if (!(m > 0) || float.IsPositiveInfinity(m))
+        {
+            float s0 = m == 0 ? 0f : float.NaN;
+            for (int j = 0; j < d; j++)
+            {
+                codes[j] = 0;
+                codes16[j] = 0;
+                dequantized[j] = 0 * s0;
+            }
+            sum = 0;
+            return s0;
+        }
+        float s = m / 127f;
+        var sv = Vector512.Create(s);
+        var total = Vector512<int>.Zero;
+        for (int j = 0; j < d; j += 16)
+        {
+            var r = Vector512.Round(Vector512.Load(q + j) / sv);                          // vdivps, vrndscaleps: ties to even
+            var code = Vector512.ConvertToInt32(Vector512.Clamp(r, Vector512.Create(-127f), Vector512.Create(127f)));
+            total += code;
+            Avx512F.ConvertToVector128SByte(code).Store(codes + j);                         // vpmovdb
+            Avx512F.ConvertToVector256Int16(code).Store(codes16 + j);                       // vpmovdw
+            (Vector512.ConvertToSingle(code) * sv).Store(dequantized + j);
+        }
+        sum = Vector512.Sum(total);
+        return s;
+    }
+
+    /// <summary>Four int8-query rows (codes, stride d) × four int4 K rows: <c>Σ code·q4</c> per (query, token) in lanes
+    /// <c>[4·query + token]</c>. Per 64 bytes of a K row (elements i and half + i as low/high nibbles), two <c>vpmaddubsw</c>
+    /// (unsigned nibble × signed code; a pair is at most 2·15·127, so the two summed stay below 7,620, far from 16-bit
+    /// saturation) and one <c>vpmaddwd</c> by ones to int32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static Vector512<int> Block4x4I4(sbyte* q, byte** rows, int d, int half)
+    {
+        byte* k0 = rows[0], k1 = rows[1], k2 = rows[2], k3 = rows[3];
+        var nib = Vector512.Create((byte)0x0F);
+        Vector512<int> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<int> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<int> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<int> a30 = default, a31 = default, a32 = default, a33 = default;
+        for (int i = 0; i < half; i += 64)
+        {
+            var x = Vector512.Load(k0 + i);
+            Vector512<byte> l0 = x & nib, h0 = (x.AsUInt16() >>> 4).AsByte() & nib;
+            x = Vector512.Load(k1 + i);
+            Vector512<byte> l1 = x & nib, h1 = (x.AsUInt16() >>> 4).AsByte() & nib;
+            x = Vector512.Load(k2 + i);
+            Vector512<byte> l2 = x & nib, h2 = (x.AsUInt16() >>> 4).AsByte() & nib;
+            x = Vector512.Load(k3 + i);
+            Vector512<byte> l3 = x & nib, h3 = (x.AsUInt16() >>> 4).AsByte() & nib;
+            var ql = Vector512.Load(q + i);
+            var qh = Vector512.Load(q + half + i);
+            a00 += Madd(l0, h0, ql, qh);
+            a01 += Madd(l1, h1, ql, qh);
+            a02 += Madd(l2, h2, ql, qh);
+            a03 += Madd(l3, h3, ql, qh);
+            ql = Vector512.Load(q + d + i);
+            qh = Vector512.Load(q + d + half + i);
+            a10 += Madd(l0, h0, ql, qh);
+            a11 += Madd(l1, h1, ql, qh);
+            a12 += Madd(l2, h2, ql, qh);
+            a13 += Madd(l3, h3, ql, qh);
+            ql = Vector512.Load(q + 2 * d + i);
+            qh = Vector512.Load(q + 2 * d + half + i);
+            a20 += Madd(l0, h0, ql, qh);
+            a21 += Madd(l1, h1, ql, qh);
+            a22 += Madd(l2, h2, ql, qh);
+            a23 += Madd(l3, h3, ql, qh);
+            ql = Vector512.Load(q + 3 * d + i);
+            qh = Vector512.Load(q + 3 * d + half + i);
+            a30 += Madd(l0, h0, ql, qh);
+            a31 += Madd(l1, h1, ql, qh);
+            a32 += Madd(l2, h2, ql, qh);
+            a33 += Madd(l3, h3, ql, qh);
+        }
+        return Reduce16(
+            Reduce4(a00.AsSingle(), a01.AsSingle(), a02.AsSingle(), a03.AsSingle(), true), Reduce4(a10.AsSingle(), a11.AsSingle(), a12.AsSingle(), a13.AsSingle(), true),
+            Reduce4(a20.AsSingle(), a21.AsSingle(), a22.AsSingle(), a23.AsSingle(), true), Reduce4(a30.AsSingle(), a31.AsSingle(), a32.AsSingle(), a33.AsSingle(), true), true).AsInt32();
+    }
+
+    /// <summary>Σ over 64 element pairs of one int4 K chunk (low and high nibbles) × the query codes, as 16 int32 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Madd(Vector512<byte> lo, Vector512<byte> hi, Vector512<sbyte> ql, Vector512<sbyte> qh) =>
+        Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(lo, ql) + Avx512BW.MultiplyAddAdjacent(hi, qh), Vector512.Create((short)1));
+
+    /// <summary>Four int8-query rows (codes widened to int16, stride d) × four int8 K rows: per 32 elements one
+    /// <c>vpmovsxbw</c> per K row and one <c>vpmaddwd</c> per (query, token) into int32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static Vector512<int> Block4x4I8(short* q, byte** rows, int d)
+    {
+        sbyte* k0 = (sbyte*)rows[0], k1 = (sbyte*)rows[1], k2 = (sbyte*)rows[2], k3 = (sbyte*)rows[3];
+        Vector512<int> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<int> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<int> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<int> a30 = default, a31 = default, a32 = default, a33 = default;
+        for (int i = 0; i < d; i += 32)
+        {
+            var x0 = Avx512BW.ConvertToVector512Int16(Vector256.Load(k0 + i)); // vpmovsxbw
+            var x1 = Avx512BW.ConvertToVector512Int16(Vector256.Load(k1 + i));
+            var x2 = Avx512BW.ConvertToVector512Int16(Vector256.Load(k2 + i));
+            var x3 = Avx512BW.ConvertToVector512Int16(Vector256.Load(k3 + i));
+            var y = Vector512.Load(q + i);
+            a00 += Avx512BW.MultiplyAddAdjacent(x0, y);
+            a01 += Avx512BW.MultiplyAddAdjacent(x1, y);
+            a02 += Avx512BW.MultiplyAddAdjacent(x2, y);
+            a03 += Avx512BW.MultiplyAddAdjacent(x3, y);
+            y = Vector512.Load(q + d + i);
+            a10 += Avx512BW.MultiplyAddAdjacent(x0, y);
+            a11 += Avx512BW.MultiplyAddAdjacent(x1, y);
+            a12 += Avx512BW.MultiplyAddAdjacent(x2, y);
+            a13 += Avx512BW.MultiplyAddAdjacent(x3, y);
+            y = Vector512.Load(q + 2 * d + i);
+            a20 += Avx512BW.MultiplyAddAdjacent(x0, y);
+            a21 += Avx512BW.MultiplyAddAdjacent(x1, y);
+            a22 += Avx512BW.MultiplyAddAdjacent(x2, y);
+            a23 += Avx512BW.MultiplyAddAdjacent(x3, y);
+            y = Vector512.Load(q + 3 * d + i);
+            a30 += Avx512BW.MultiplyAddAdjacent(x0, y);
+            a31 += Avx512BW.MultiplyAddAdjacent(x1, y);
+            a32 += Avx512BW.MultiplyAddAdjacent(x2, y);
+            a33 += Avx512BW.MultiplyAddAdjacent(x3, y);
+        }
+        return Reduce16(
+            Reduce4(a00.AsSingle(), a01.AsSingle(), a02.AsSingle(), a03.AsSingle(), true), Reduce4(a10.AsSingle(), a11.AsSingle(), a12.AsSingle(), a13.AsSingle(), true),
+            Reduce4(a20.AsSingle(), a21.AsSingle(), a22.AsSingle(), a23.AsSingle(), true), Reduce4(a30.AsSingle(), a31.AsSingle(), a32.AsSingle(), a33.AsSingle(), true), true).AsInt32();
+    }
+
+    /// <summary>Four vectors x, y, z, w → one whose 128-bit block b is [Σ x_b, Σ y_b, Σ z_b, Σ w_b] (sums within block b);
+    /// <paramref name="integer"/>: the lanes hold int32 and are added as such (<c>vpaddd</c>), the shuffles being the same.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Reduce4(Vector512<float> x, Vector512<float> y, Vector512<float> z, Vector512<float> w, bool integer = false)
+    {
+        var xy = Add(Avx512F.UnpackLow(x, y), Avx512F.UnpackHigh(x, y), integer);          // [x0+x2, y0+y2, x1+x3, y1+y3] per block
+        var zw = Add(Avx512F.UnpackLow(z, w), Avx512F.UnpackHigh(z, w), integer);
+        return Add(Avx512F.Shuffle(xy, zw, 0x44), Avx512F.Shuffle(xy, zw, 0xEE), integer);   // [x, y, z, w] per block
     }
 
     /// <summary>Four <see cref="Reduce4"/> results c0..c3 → lanes [4g + j] = Σ over the four blocks of c_g[j].</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Reduce16(Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3)
+    private static Vector512<float> Reduce16(Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3, bool integer = false)
     {
-        var e01 = Avx512F.Shuffle4x128(c0, c1, 0x88) + Avx512F.Shuffle4x128(c0, c1, 0xDD); // [c0.B0+B1, c0.B2+B3, c1.B01, c1.B23]
-        var e23 = Avx512F.Shuffle4x128(c2, c3, 0x88) + Avx512F.Shuffle4x128(c2, c3, 0xDD);
-        return Avx512F.Shuffle4x128(e01, e23, 0x88) + Avx512F.Shuffle4x128(e01, e23, 0xDD);
+        var e01 = Add(Avx512F.Shuffle4x128(c0, c1, 0x88), Avx512F.Shuffle4x128(c0, c1, 0xDD), integer); // [c0.B0+B1, c0.B2+B3, c1.B01, c1.B23]
+        var e23 = Add(Avx512F.Shuffle4x128(c2, c3, 0x88), Avx512F.Shuffle4x128(c2, c3, 0xDD), integer);
+        return Add(Avx512F.Shuffle4x128(e01, e23, 0x88), Avx512F.Shuffle4x128(e01, e23, 0xDD), integer);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Add(Vector512<float> a, Vector512<float> b, bool integer) =>
+        integer ? (a.AsInt32() + b.AsInt32()).AsSingle() : a + b;
 
     /// <summary>acc_j[0..d) += Σ_t p_j[t]·v_t for four queries over tokens [tl, th): per pass 4 queries × 64 dims (i, i + 16,
     /// half + i, half + i + 16) in 16 registers, so each probability is broadcast once per 64 dims; a 32-dim pass covers the

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using Kernels.Attention.Masks;
 using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
 using Kernels.Cpu.Threading;
 
 namespace Kernels.Cpu.Attention;
@@ -37,7 +38,7 @@ internal static unsafe class PagedAttentionKernel
         public long PageStride, PartialOut, PartialLse;
         public int TokenStride, HeadStride, RowBytes, HeadDim, QoHeads, Group;
         public DType DType;
-        public bool PerHeadScale, Causal;
+        public bool PerHeadScale, Causal, QuantizedQ;
         public int WindowLeft;
         public float SmScale, SoftCap;
         public IsaPath Isa;
@@ -73,7 +74,8 @@ internal static unsafe class PagedAttentionKernel
     internal static void Scalar(ref State s, int item) => Run<AttentionScalar>(ref s, item);
 
     /// <summary>Floats of per-thread scratch: the logit tile, running max and sum, the widened K/V rows of a tile and a zero row.</summary>
-    private const int ScratchFloats = AttentionPlan.MaxQueriesPerItem * Tile + 2 * AttentionPlan.MaxQueriesPerItem + (Tile + 1) * 256;
+    private const int ScratchFloats = AttentionPlan.MaxQueriesPerItem * Tile + 2 * AttentionPlan.MaxQueriesPerItem + (Tile + 1) * 256
+        + AttentionPlan.MaxQueriesPerItem * 256;
 
     [ThreadStatic] private static float[]? t_scratch;
 
@@ -96,6 +98,8 @@ internal static unsafe class PagedAttentionKernel
         float* l = m + MaxQ;                     // running Σ e^(logit − max) per query
         float* tile = l + MaxQ;                  // the tile's widened K (then V) rows [Tile][256], then one zero row
         float* zero = tile + Tile * 256;
+        float* qDeq = zero + 256;                // QuantizedQueryDot: the dequantized int8 queries [query][256]
+        sbyte* codes = stackalloc sbyte[256];
         new Span<float>(zero, 256).Clear();
         float** rows = stackalloc float*[Tile];
         float* dots = stackalloc float[8];
@@ -116,6 +120,13 @@ internal static unsafe class PagedAttentionKernel
                     int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
                     long qRow = (long)(it.QueryRow + r) * s.QoHeads + head;
                     qp[i] = s.Q + qRow * d;
+                    if (s.QuantizedQ)
+                    {
+                        float* qd = qDeq + i * 256;
+                        float sq = QueryQuantization.Quantize(new ReadOnlySpan<float>(qp[i], d), new Span<sbyte>(codes, d));
+                        for (int c = 0; c < d; c++) qd[c] = codes[c] * sq;
+                        qp[i] = qd;
+                    }
                     acc[i] = it.PartialSlot < 0
                         ? s.Out + qRow * d
                         : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;

@@ -124,4 +124,77 @@ public class PagedAttention512Tests
             }
         }
     }
+
+    [Fact]
+    public void QuantizedQueryDot_AgainstUnquantizedQueries_WithinStatedBound()
+    {
+        // |Δlogit| ≤ sm_scale·(s_q/2)·Σ|k| with s_q = max|q|/127; then |Δo| ≤ 2·max|Δlogit|·max|v| (as in the KV quantization test).
+        foreach (var dtype in new[] { DType.I4, DType.I8 })
+        {
+            var spec = new CacheSpec([300, 77], 16, 2, 128, dtype, KvLayout.Nhd, dtype == DType.I8 ? KvScaleMode.PerToken : KvScaleMode.None, 21);
+            var (cache, table) = Build(spec);
+            var shape = new AttentionShape(8, 2, 128);
+            var q = Queries(new Random(22), 2, shape, 2f);
+            var opts = new AttentionOptions { QuantizedQueryDot = true };
+            var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts);
+            float[] exact = new float[q.Length], got = new float[q.Length];
+            AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, exact, default);
+            PagedDecode.Run(plan, q, cache, got, default);
+            double qmax = q.Max(Math.Abs), kAbsSum = 0, vmax = 0;
+            foreach (var (keys, values) in Enumerable.Range(0, 2).Select(b => AttentionReference.Gather(cache, table, b)))
+            {
+                for (int r = 0; r < keys.Length; r += 128) kAbsSum = Math.Max(kAbsSum, keys.AsSpan(r, 128).ToArray().Sum(x => Math.Abs((double)x)));
+                vmax = Math.Max(vmax, values.Max(x => Math.Abs((double)x)));
+            }
+            double dLogit = plan.SmScale * (qmax / 127 / 2) * kAbsSum;
+            double bound = 2 * dLogit * vmax + 1e-5;
+            double worst = exact.Zip(got, (e, a) => Math.Abs(e - (double)a)).Max();
+            Assert.True(worst <= bound, $"{dtype}: max |Δo| {worst:E3} > bound {bound:E3}");
+            Assert.True(worst > 0, $"{dtype}: quantized queries changed nothing (option not applied?)");
+        }
+    }
+
+    [Fact]
+    public void QueryQuantization_RoundsHalfEvenAndHandlesZeroAndNonFinite()
+    {
+        Span<sbyte> codes = stackalloc sbyte[4];
+        Assert.Equal(1f / 127f, QueryQuantization.Quantize([1f, -1f, 0.5f / 127f * 1f, 1.5f / 127f], codes));
+        Assert.Equal(new sbyte[] { 127, -127, 0, 2 }, codes.ToArray()); // 0.5 → 0 and 1.5 → 2: ties to even
+        Assert.Equal(0f, QueryQuantization.Quantize([0f, -0f, 0f, 0f], codes));
+        Assert.Equal(new sbyte[4], codes.ToArray());
+        Assert.True(float.IsNaN(QueryQuantization.Quantize([1f, float.NaN, 0f, 0f], codes)));
+        Assert.True(float.IsNaN(QueryQuantization.Quantize([1f, float.PositiveInfinity, 0f, 0f], codes)));
+    }
+
+    [Fact]
+    public unsafe void QuantizeQuery_Avx512_IsBitIdenticalToReference()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) return;
+        var rng = new Random(31);
+        const int d = 128;
+        float* q = stackalloc float[d], deq = stackalloc float[d];
+        sbyte* codes = stackalloc sbyte[d];
+        short* c16 = stackalloc short[d];
+        var want = new sbyte[d];
+        for (int trial = 0; trial < 500; trial++)
+        {
+            float amax = (float)Math.Pow(10, rng.Next(-30, 30));
+            for (int i = 0; i < d; i++) q[i] = (float)(rng.NextDouble() * 2 - 1) * amax;
+            if (trial % 5 == 1)
+                for (int i = 0; i < d; i++) q[i] = (rng.Next(-254, 255) / 2f) * (amax / 127f); // exact ties q/s = k + 1/2
+            if (trial == 2) q[7] = float.NaN;
+            if (trial == 3) q[9] = float.NegativeInfinity;
+            if (trial == 4) new Span<float>(q, d).Clear();
+            float sw = QueryQuantization.Quantize(new ReadOnlySpan<float>(q, d), want);
+            float sg = PagedAttention512.QuantizeQuery(q, d, codes, c16, deq, out int sum);
+            Assert.Equal(BitConverter.SingleToInt32Bits(sw), BitConverter.SingleToInt32Bits(sg));
+            Assert.Equal(want, new ReadOnlySpan<sbyte>(codes, d).ToArray());
+            Assert.Equal(want.Sum(x => (int)x), sum);
+            for (int i = 0; i < d; i++)
+            {
+                Assert.Equal(want[i], c16[i]);
+                Assert.Equal(BitConverter.SingleToInt32Bits(want[i] * sw), BitConverter.SingleToInt32Bits(deq[i]));
+            }
+        }
+    }
 }

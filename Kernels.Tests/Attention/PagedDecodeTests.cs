@@ -36,11 +36,11 @@ public class PagedDecodeTests
          from seed in Gen.Choose(0, int.MaxValue)
          select new DecodeCase(new CacheSpec(lens, page, kvHeads, d, fmt.Item1, layout, fmt.Item2, seed), grp, cap, window, split)).ToArbitrary();
 
-    internal static void Check(DecodeCase c, KernelOptions options)
+    internal static void Check(DecodeCase c, KernelOptions options, bool quantizedQ = false)
     {
         var (cache, table) = Build(c.Cache);
         var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window };
+        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window, QuantizedQueryDot = quantizedQ };
         var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: c.ForceSplit ? 2 : null);
         var rng = new Random(c.Cache.Seed + 1);
         int batch = table.BatchSize;
@@ -51,8 +51,8 @@ public class PagedDecodeTests
         AttentionReference.Decode(q, cache, table, shape, opts, expected, lseE, mag);
         actual.AsSpan().Fill(float.NaN);
         PagedDecode.Run(plan, q, cache, actual, lseA, options);
-        double eps = LogitError(q, shape, plan.SmScale, GatherKeys(cache, table));
-        AssertClose(expected, actual, mag, lseE, lseA, eps, c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {options.Isa}");
+        double eps = LogitError(quantizedQ ? QueryQuantization.Dequantized(q, shape.HeadDim) : q, shape, plan.SmScale, GatherKeys(cache, table));
+        AssertClose(expected, actual, mag, lseE, lseA, eps, c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {options.Isa} quantizedQ={quantizedQ}");
         Assert.Equal(qCopy, q);
     }
 
@@ -62,6 +62,16 @@ public class PagedDecodeTests
     {
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
         Prop.ForAll(Cases, c => Check(c, options)).QuickCheckThrowOnFailure();
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Run_QuantizedQueryDot_EachIsa_MatchesReferenceWithInt8Queries(IsaPath isa)
+    {
+        // int8 queries against int8/int4 caches: the oracle quantizes the queries the same way; dot products are exact.
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        var quantized = Cases.Generator.Where(c => c.Cache.DType is DType.I8 or DType.I4).ToArbitrary();
+        Prop.ForAll(quantized, c => Check(c, options, quantizedQ: true)).QuickCheckThrowOnFailure();
     }
 
     [Fact]

@@ -35,11 +35,11 @@ public class PagedPrefillTests
          let qo = lens.Select((l, i) => Math.Min(l + 2, (l + 2) * qfrac[i] / 100 + 1)).ToArray()
          select new PrefillCase(new CacheSpec(lens, page, kvHeads, d, fmt.Item1, layout, fmt.Item2, seed), qo, grp, causal, window, cap)).ToArbitrary();
 
-    internal static void Check(PrefillCase c, KernelOptions options)
+    internal static void Check(PrefillCase c, KernelOptions options, bool quantizedQ = false)
     {
         var (cache, table) = Build(c.Cache);
         var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-        var opts = new AttentionOptions { Causal = c.Causal, WindowLeft = c.Window, LogitsSoftCap = c.SoftCap };
+        var opts = new AttentionOptions { Causal = c.Causal, WindowLeft = c.Window, LogitsSoftCap = c.SoftCap, QuantizedQueryDot = quantizedQ };
         var qoIndptr = new int[c.QoLens.Length + 1];
         for (int i = 0; i < c.QoLens.Length; i++) qoIndptr[i + 1] = qoIndptr[i] + c.QoLens[i];
         var plan = PrefillPlanner.Plan(qoIndptr, table, shape, cache.NumPages, opts);
@@ -50,7 +50,8 @@ public class PagedPrefillTests
         AttentionReference.Prefill(qoIndptr, q, cache, table, shape, opts, e, le, mag);
         a.AsSpan().Fill(float.NaN);
         PagedPrefill.Run(plan, q, cache, a, la, options);
-        AssertClose(e, a, mag, le, la, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {options.Isa}");
+        AssertClose(e, a, mag, le, la, LogitError(quantizedQ ? QueryQuantization.Dequantized(q, shape.HeadDim) : q, shape, plan.SmScale, GatherKeys(cache, table)),
+            c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {options.Isa} quantizedQ={quantizedQ}");
     }
 
     [Theory]
@@ -59,6 +60,15 @@ public class PagedPrefillTests
     {
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
         Prop.ForAll(Cases, c => Check(c, options)).QuickCheckThrowOnFailure();
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Run_QuantizedQueryDot_EachIsa_MatchesReferenceWithInt8Queries(IsaPath isa)
+    {
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        var quantized = Cases.Generator.Where(c => c.Cache.DType is DType.I8 or DType.I4).ToArbitrary();
+        Prop.ForAll(quantized, c => Check(c, options, quantizedQ: true)).QuickCheckThrowOnFailure();
     }
 
     public sealed record SparseCase(int M, int N, int R, int C, int Density, bool Causal, int Group, DType DType, int Seed)

@@ -1,5 +1,6 @@
 using Kernels.Attention.Paging;
 using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
 using Kernels.Cpu.Attention;
 using Kernels.Perf.Harness;
 using Kernels.Quant.Reference;
@@ -23,8 +24,11 @@ public sealed class AttentionSuite : IBenchSuite
 
     public int Order => 40;
 
-    private static readonly (DType DType, KvScaleMode Mode, string Name)[] Formats =
-        [(DType.F16, KvScaleMode.None, "kv f16"), (DType.BF16, KvScaleMode.None, "kv bf16"), (DType.I8, KvScaleMode.PerToken, "kv i8"), (DType.I4, KvScaleMode.None, "kv i4")];
+    // "q8": AttentionOptions.QuantizedQueryDot (int8 queries, integer K dot products; CPU only).
+    private static readonly (DType DType, KvScaleMode Mode, string Name, bool Q8)[] Formats =
+        [(DType.F16, KvScaleMode.None, "kv f16", false), (DType.BF16, KvScaleMode.None, "kv bf16", false),
+         (DType.I8, KvScaleMode.PerToken, "kv i8", false), (DType.I4, KvScaleMode.None, "kv i4", false),
+         (DType.I8, KvScaleMode.PerToken, "kv i8 q8", true), (DType.I4, KvScaleMode.None, "kv i4 q8", true)];
 
     public IEnumerable<BenchCase> Create(BenchContext ctx)
     {
@@ -38,17 +42,18 @@ public sealed class AttentionSuite : IBenchSuite
             foreach (var f in Formats)
             {
                 if (ctx.Quick && f.DType is DType.BF16 or DType.I8) continue;
+                if (f.Q8 && (long)batch * len < 4096) continue; // the integer-dot mode matters for long contexts
                 foreach (bool paged in new[] { false, true })
                 {
                     string op = paged ? "decode" : "decode contiguous";
-                    if (ctx.Cpu && ctx.Wants(op, f.Name, shape, "cpu")) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, paged);
-                    if (ctx.Gpu is { } gpu && ctx.Wants(op, f.Name, shape, gpu.Name)) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, paged, gpu);
+                    if (ctx.Cpu && ctx.Wants(op, f.Name, shape, "cpu")) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, f.Q8, paged);
+                    if (ctx.Gpu is { } gpu && !f.Q8 && ctx.Wants(op, f.Name, shape, gpu.Name)) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, false, paged, gpu);
                 }
             }
         }
     }
 
-    private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool paged, Kernels.Gpu.GpuBackend? gpu = null)
+    private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool q8, bool paged, Kernels.Gpu.GpuBackend? gpu = null)
     {
         int pagesPerSeq = (len + PageSize - 1) / PageSize;
         int numPages = batch * pagesPerSeq;
@@ -82,8 +87,9 @@ public sealed class AttentionSuite : IBenchSuite
         var last = Enumerable.Repeat(len - (pagesPerSeq - 1) * PageSize, batch).ToArray();
         var table = new PageTable(indptr, placement, last, PageSize);
         var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
-        var plan = DecodePlanner.Plan(table, shape, numPages, new AttentionWorkspace());
+        var plan = DecodePlanner.Plan(table, shape, numPages, new AttentionWorkspace(), new AttentionOptions { QuantizedQueryDot = q8 });
         float[] q = DenseSuite.RandomFloats(batch * QoHeads * HeadDim, 3);
+        float[] qRef = q8 ? QueryQuantization.Dequantized(q, HeadDim) : q; // what the kernel's logits are computed from
         float[] o = new float[q.Length], lse = new float[batch * QoHeads];
         var options = ctx.Options;
         string shapeText = $"b={batch} ctx={len}";
@@ -104,7 +110,7 @@ public sealed class AttentionSuite : IBenchSuite
                     gpu.Attention(plan, qT, device, oT, lseT);
                     gpu.Synchronize();
                 },
-                Verify = () => VerifySequence0(caches[0], table, shape, plan, q, o, () =>
+                Verify = () => VerifySequence0(caches[0], table, shape, plan, qRef, o, () =>
                 {
                     gpu.Attention(plan, qT, device, oT, lseT);
                     oT.CopyTo(o);
@@ -120,11 +126,19 @@ public sealed class AttentionSuite : IBenchSuite
             Bytes = kvBytes + 8.0 * q.Length,
             Flops = 4.0 * batch * len * QoHeads * HeadDim,
             Run = it => PagedDecode.Run(plan, q, caches[it % copies], o, lse, options),
-            Verify = () => VerifySequence0(caches[0], table, shape, plan, q, o, () => PagedDecode.Run(plan, q, caches[0], o, default)),
+            Verify = () => VerifySequence0(caches[0], table, shape, plan, qRef, o, () => PagedDecode.Run(plan, q, caches[0], o, default)),
             BaselineKey = dtype == DType.F16 ? null : BenchCase.MakeKey(op, "kv f16", shapeText, "cpu"),
-            ExtraBaselines = paged ? new Dictionary<string, string> { ["vs contiguous"] = BenchCase.MakeKey("decode contiguous", format, shapeText, "cpu") } : null,
+            ExtraBaselines = Extra(paged, q8, op, format, shapeText),
             Note = $"{plan.WorkItemCount} items, split {plan.SplitCount(0)}×{plan.ChunkPages} pages",
         };
+    }
+
+    private static Dictionary<string, string>? Extra(bool paged, bool q8, string op, string format, string shape)
+    {
+        var extra = new Dictionary<string, string>();
+        if (paged) extra["vs contiguous"] = BenchCase.MakeKey("decode contiguous", format, shape, "cpu");
+        if (q8) extra["vs fp32 q"] = BenchCase.MakeKey(op, format[..^3], shape, "cpu");
+        return extra.Count == 0 ? null : extra;
     }
 
     /// <summary>Checks the first kv head's query group of sequence 0 against a double-precision softmax over the dequantized cache.</summary>
