@@ -379,50 +379,40 @@ internal static unsafe class PagedAttention512
             TL.Load2(k1, i, half, z1, out var x1, out var w1);
             TL.Load2(k2, i, half, z2, out var x2, out var w2);
             TL.Load2(k3, i, half, z3, out var x3, out var w3);
-            var y = Vector512.Load(q0 + i);
-            a00 = Avx512F.FusedMultiplyAdd(y, x0, a00);
-            a01 = Avx512F.FusedMultiplyAdd(y, x1, a01);
-            a02 = Avx512F.FusedMultiplyAdd(y, x2, a02);
-            a03 = Avx512F.FusedMultiplyAdd(y, x3, a03);
-            y = Vector512.Load(q1 + i);
-            a10 = Avx512F.FusedMultiplyAdd(y, x0, a10);
-            a11 = Avx512F.FusedMultiplyAdd(y, x1, a11);
-            a12 = Avx512F.FusedMultiplyAdd(y, x2, a12);
-            a13 = Avx512F.FusedMultiplyAdd(y, x3, a13);
-            y = Vector512.Load(q2 + i);
-            a20 = Avx512F.FusedMultiplyAdd(y, x0, a20);
-            a21 = Avx512F.FusedMultiplyAdd(y, x1, a21);
-            a22 = Avx512F.FusedMultiplyAdd(y, x2, a22);
-            a23 = Avx512F.FusedMultiplyAdd(y, x3, a23);
-            y = Vector512.Load(q3 + i);
-            a30 = Avx512F.FusedMultiplyAdd(y, x0, a30);
-            a31 = Avx512F.FusedMultiplyAdd(y, x1, a31);
-            a32 = Avx512F.FusedMultiplyAdd(y, x2, a32);
-            a33 = Avx512F.FusedMultiplyAdd(y, x3, a33);
-            y = Vector512.Load(q0 + half + i);
-            a00 = Avx512F.FusedMultiplyAdd(y, w0, a00);
-            a01 = Avx512F.FusedMultiplyAdd(y, w1, a01);
-            a02 = Avx512F.FusedMultiplyAdd(y, w2, a02);
-            a03 = Avx512F.FusedMultiplyAdd(y, w3, a03);
-            y = Vector512.Load(q1 + half + i);
-            a10 = Avx512F.FusedMultiplyAdd(y, w0, a10);
-            a11 = Avx512F.FusedMultiplyAdd(y, w1, a11);
-            a12 = Avx512F.FusedMultiplyAdd(y, w2, a12);
-            a13 = Avx512F.FusedMultiplyAdd(y, w3, a13);
-            y = Vector512.Load(q2 + half + i);
-            a20 = Avx512F.FusedMultiplyAdd(y, w0, a20);
-            a21 = Avx512F.FusedMultiplyAdd(y, w1, a21);
-            a22 = Avx512F.FusedMultiplyAdd(y, w2, a22);
-            a23 = Avx512F.FusedMultiplyAdd(y, w3, a23);
-            y = Vector512.Load(q3 + half + i);
-            a30 = Avx512F.FusedMultiplyAdd(y, w0, a30);
-            a31 = Avx512F.FusedMultiplyAdd(y, w1, a31);
-            a32 = Avx512F.FusedMultiplyAdd(y, w2, a32);
-            a33 = Avx512F.FusedMultiplyAdd(y, w3, a33);
+            Fma4(Vector512.Load(q0 + i), x0, x1, x2, x3, ref a00, ref a01, ref a02, ref a03);
+            Fma4(Vector512.Load(q1 + i), x0, x1, x2, x3, ref a10, ref a11, ref a12, ref a13);
+            Fma4(Vector512.Load(q2 + i), x0, x1, x2, x3, ref a20, ref a21, ref a22, ref a23);
+            Fma4(Vector512.Load(q3 + i), x0, x1, x2, x3, ref a30, ref a31, ref a32, ref a33);
+            Fma4(Vector512.Load(q0 + half + i), w0, w1, w2, w3, ref a00, ref a01, ref a02, ref a03);
+            Fma4(Vector512.Load(q1 + half + i), w0, w1, w2, w3, ref a10, ref a11, ref a12, ref a13);
+            Fma4(Vector512.Load(q2 + half + i), w0, w1, w2, w3, ref a20, ref a21, ref a22, ref a23);
+            Fma4(Vector512.Load(q3 + half + i), w0, w1, w2, w3, ref a30, ref a31, ref a32, ref a33);
         }
         return Reduce16(
             Reduce4(a00, a01, a02, a03), Reduce4(a10, a11, a12, a13),
             Reduce4(a20, a21, a22, a23), Reduce4(a30, a31, a32, a33));
+    }
+
+    /// <summary>a_j += y·x_j for four register accumulators (one query chunk against four K chunks).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Fma4(Vector512<float> y, Vector512<float> x0, Vector512<float> x1, Vector512<float> x2, Vector512<float> x3,
+        ref Vector512<float> a0, ref Vector512<float> a1, ref Vector512<float> a2, ref Vector512<float> a3)
+    {
+        a0 = Avx512F.FusedMultiplyAdd(y, x0, a0);
+        a1 = Avx512F.FusedMultiplyAdd(y, x1, a1);
+        a2 = Avx512F.FusedMultiplyAdd(y, x2, a2);
+        a3 = Avx512F.FusedMultiplyAdd(y, x3, a3);
+    }
+
+    /// <summary>a_j += pairwise-summed int16 products y·x_j (<c>vpmaddwd</c>) for four int32 accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Madd4(Vector512<short> y, Vector512<short> x0, Vector512<short> x1, Vector512<short> x2, Vector512<short> x3,
+        ref Vector512<int> a0, ref Vector512<int> a1, ref Vector512<int> a2, ref Vector512<int> a3)
+    {
+        a0 += Avx512BW.MultiplyAddAdjacent(x0, y);
+        a1 += Avx512BW.MultiplyAddAdjacent(x1, y);
+        a2 += Avx512BW.MultiplyAddAdjacent(x2, y);
+        a3 += Avx512BW.MultiplyAddAdjacent(x3, y);
     }
 
     /// <summary>Raw dot products of one query with the tile's 16 rows (16 register accumulators), stored as one vector.</summary>
@@ -622,26 +612,10 @@ internal static unsafe class PagedAttention512
             var x1 = Avx512BW.ConvertToVector512Int16(Vector256.Load(k1 + i));
             var x2 = Avx512BW.ConvertToVector512Int16(Vector256.Load(k2 + i));
             var x3 = Avx512BW.ConvertToVector512Int16(Vector256.Load(k3 + i));
-            var y = Vector512.Load(q + i);
-            a00 += Avx512BW.MultiplyAddAdjacent(x0, y);
-            a01 += Avx512BW.MultiplyAddAdjacent(x1, y);
-            a02 += Avx512BW.MultiplyAddAdjacent(x2, y);
-            a03 += Avx512BW.MultiplyAddAdjacent(x3, y);
-            y = Vector512.Load(q + d + i);
-            a10 += Avx512BW.MultiplyAddAdjacent(x0, y);
-            a11 += Avx512BW.MultiplyAddAdjacent(x1, y);
-            a12 += Avx512BW.MultiplyAddAdjacent(x2, y);
-            a13 += Avx512BW.MultiplyAddAdjacent(x3, y);
-            y = Vector512.Load(q + 2 * d + i);
-            a20 += Avx512BW.MultiplyAddAdjacent(x0, y);
-            a21 += Avx512BW.MultiplyAddAdjacent(x1, y);
-            a22 += Avx512BW.MultiplyAddAdjacent(x2, y);
-            a23 += Avx512BW.MultiplyAddAdjacent(x3, y);
-            y = Vector512.Load(q + 3 * d + i);
-            a30 += Avx512BW.MultiplyAddAdjacent(x0, y);
-            a31 += Avx512BW.MultiplyAddAdjacent(x1, y);
-            a32 += Avx512BW.MultiplyAddAdjacent(x2, y);
-            a33 += Avx512BW.MultiplyAddAdjacent(x3, y);
+            Madd4(Vector512.Load(q + i), x0, x1, x2, x3, ref a00, ref a01, ref a02, ref a03);
+            Madd4(Vector512.Load(q + d + i), x0, x1, x2, x3, ref a10, ref a11, ref a12, ref a13);
+            Madd4(Vector512.Load(q + 2 * d + i), x0, x1, x2, x3, ref a20, ref a21, ref a22, ref a23);
+            Madd4(Vector512.Load(q + 3 * d + i), x0, x1, x2, x3, ref a30, ref a31, ref a32, ref a33);
         }
         return Reduce16(
             Reduce4(a00.AsSingle(), a01.AsSingle(), a02.AsSingle(), a03.AsSingle(), true), Reduce4(a10.AsSingle(), a11.AsSingle(), a12.AsSingle(), a13.AsSingle(), true),
@@ -706,26 +680,10 @@ internal static unsafe class PagedAttention512
                 var z = Vector512.Create(zero[t]);
                 TL.Load2(rows[t], i, half, z, out var va, out var vc);
                 TL.Load2(rows[t], i + 16, half, z, out var vb, out var vd);
-                var b = Vector512.Create(p0[t]);
-                x0 = Avx512F.FusedMultiplyAdd(b, va, x0);
-                y0 = Avx512F.FusedMultiplyAdd(b, vb, y0);
-                u0 = Avx512F.FusedMultiplyAdd(b, vc, u0);
-                w0 = Avx512F.FusedMultiplyAdd(b, vd, w0);
-                b = Vector512.Create(p1[t]);
-                x1 = Avx512F.FusedMultiplyAdd(b, va, x1);
-                y1 = Avx512F.FusedMultiplyAdd(b, vb, y1);
-                u1 = Avx512F.FusedMultiplyAdd(b, vc, u1);
-                w1 = Avx512F.FusedMultiplyAdd(b, vd, w1);
-                b = Vector512.Create(p2[t]);
-                x2 = Avx512F.FusedMultiplyAdd(b, va, x2);
-                y2 = Avx512F.FusedMultiplyAdd(b, vb, y2);
-                u2 = Avx512F.FusedMultiplyAdd(b, vc, u2);
-                w2 = Avx512F.FusedMultiplyAdd(b, vd, w2);
-                b = Vector512.Create(p3[t]);
-                x3 = Avx512F.FusedMultiplyAdd(b, va, x3);
-                y3 = Avx512F.FusedMultiplyAdd(b, vb, y3);
-                u3 = Avx512F.FusedMultiplyAdd(b, vc, u3);
-                w3 = Avx512F.FusedMultiplyAdd(b, vd, w3);
+                Fma4(Vector512.Create(p0[t]), va, vb, vc, vd, ref x0, ref y0, ref u0, ref w0);
+                Fma4(Vector512.Create(p1[t]), va, vb, vc, vd, ref x1, ref y1, ref u1, ref w1);
+                Fma4(Vector512.Create(p2[t]), va, vb, vc, vd, ref x2, ref y2, ref u2, ref w2);
+                Fma4(Vector512.Create(p3[t]), va, vb, vc, vd, ref x3, ref y3, ref u3, ref w3);
             }
             x0.Store(a0 + i);
             x1.Store(a1 + i);
