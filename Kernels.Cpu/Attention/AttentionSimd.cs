@@ -353,7 +353,7 @@ internal unsafe struct Attention512 : IAttentionSimd<Attention512>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float ExpShift16(float* x, float m)
     {
-        var e = Vector512.Exp(Vector512.Load(x) - Vector512.Create(m));
+        var e = SoftmaxExp.Exp(Vector512.Load(x) - Vector512.Create(m));
         e.Store(x);
         return Sum(e);
     }
@@ -551,8 +551,8 @@ internal unsafe struct Attention256 : IAttentionSimd<Attention256>
     public static float ExpShift16(float* x, float m)
     {
         var mv = Vector256.Create(m);
-        var e0 = Vector256.Exp(Vector256.Load(x) - mv);
-        var e1 = Vector256.Exp(Vector256.Load(x + 8) - mv);
+        var e0 = SoftmaxExp.Exp(Vector256.Load(x) - mv);
+        var e1 = SoftmaxExp.Exp(Vector256.Load(x + 8) - mv);
         e0.Store(x);
         e1.Store(x + 8);
         var e = e0 + e1;
@@ -644,7 +644,7 @@ internal unsafe struct Attention128 : IAttentionSimd<Attention128>
         var sum = Vector128<float>.Zero;
         for (int i = 0; i < 16; i += 4)
         {
-            var e = Vector128.Exp(Vector128.Load(x + i) - mv);
+            var e = SoftmaxExp.Exp(Vector128.Load(x + i) - mv);
             e.Store(x + i);
             sum += e;
         }

@@ -299,7 +299,7 @@ internal static unsafe class PagedAttention512
                         }
                         c.M[i] = m = tmax;
                     }
-                    var e = Exp(x - Vector512.Create(m)); // e^(−∞) = 0 for masked lanes
+                    var e = SoftmaxExp.Exp(x - Vector512.Create(m)); // e^(−∞) = 0 for masked lanes
                     c.L[i] += SumAcross(e);
                     (e * vmul).Store(pi);
                 }
@@ -793,33 +793,8 @@ internal static unsafe class PagedAttention512
         }
     }
 
-    /// <summary>e^x for x ≤ 0 (softmax arguments x − max), within 2 ulp; 0 below ln 2⁻¹²⁶ (also for −∞); NaN stays NaN.</summary>
-    /// <remarks>Cody–Waite reduction <c>x = n·ln2 + r</c>, |r| ≤ ln2/2, with n rounded by the 1.5·2²³ trick (whose low bits
-    /// also give 2ⁿ by one shift); e^r by the Cephes <c>expf</c> polynomial (degree 7 in r, relative error ≈ 1 ulp).
-    /// 14 vector instructions, inline: <see cref="Vector512.Exp(Vector512{float})"/> costs several times more here.</remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector512<float> Exp(Vector512<float> x)
-    {
-        const float Lo = -87.33654f;                                        // ln 2^−126
-        var xc = Avx512F.Max(Vector512.Create(Lo), x);                      // vmaxps returns its second operand (x) when x is NaN
-        var magic = Vector512.Create(12582912f);                            // 1.5·2^23
-        var t = Avx512F.FusedMultiplyAdd(xc, Vector512.Create(1.44269504088896341f), magic);
-        var n = t - magic;                                                  // round(x·log2 e)
-        var r = Avx512F.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), xc);
-        r = Avx512F.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
-        var p = Avx512F.FusedMultiplyAdd(Vector512.Create(1.9875691500E-4f), r, Vector512.Create(1.3981999507E-3f));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073E-3f));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894E-2f));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459E-1f));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201E-1f));
-        p = Avx512F.FusedMultiplyAdd(p, r * r, r) + Vector512<float>.One;
-        var scale = ((t.AsInt32() << 23) + Vector512.Create(127 << 23)).AsSingle(); // 2^n: t's low mantissa bits hold n
-        var e = p * scale;
-        return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(Lo)).AsSingle(), Vector512<float>.Zero, e);
-    }
-
     /// <summary>The largest lane by raw <c>vmaxps</c> (not IEEE maximum: a NaN lane may be dropped, which is harmless here
-    /// because that lane's <see cref="Exp"/> is NaN and still reaches the sum and the output).</summary>
+    /// because that lane's <see cref="SoftmaxExp.Exp(Vector512{float})"/> is NaN and still reaches the sum and the output).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float MaxAcross(Vector512<float> v)
     {
