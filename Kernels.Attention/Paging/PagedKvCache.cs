@@ -10,8 +10,10 @@ namespace Kernels.Attention.Paging;
 /// <para><b>Rows.</b> The unit of storage is a <i>row</i>: the <c>head_dim</c> values of one (page, slot, head). Row index
 /// <c>r = page·<see cref="PageStride"/> + slot·<see cref="TokenStride"/> + head·<see cref="HeadStride"/></c>
 /// (<see cref="KvLayout.Nhd"/>: strides <c>(page_size·H, H, 1)</c>; <see cref="KvLayout.Hnd"/>: <c>(page_size·H, 1, page_size)</c>),
-/// and its bytes start at <c>r·<see cref="RowBytes"/></c> in <see cref="Keys"/> / <see cref="Values"/>. K and V are two
-/// separate pools (FlashInfer's <c>(k_cache, v_cache)</c> tuple form).</para>
+/// and its bytes start at <c>r·<see cref="RowBytes"/></c> in the K or V pool (one page's bytes:
+/// <see cref="GetPageKeys"/> / <see cref="GetPageValues"/>). K and V are two separate pools (FlashInfer's
+/// <c>(k_cache, v_cache)</c> tuple form) in 64-byte aligned native memory, so a pool may exceed 2 GB; dispose the cache to
+/// free them (the finalizer frees them otherwise).</para>
 /// <para><b>Element formats.</b> fp32, fp16 (IEEE binary16), bf16: little-endian, <c>RowBytes = head_dim·size</c>.
 /// int8: one signed byte per value, <c>x = s·q</c> (see <see cref="KvScaleMode"/>). int4 (QServe KV4): <c>RowBytes = head_dim/2</c>;
 /// byte <c>i</c> holds element <c>i</c> in its low nibble and element <c>i + head_dim/2</c> in its high nibble (so a
@@ -24,9 +26,9 @@ namespace Kernels.Attention.Paging;
 /// <see cref="ReadKey"/>/<see cref="ReadValue"/> dequantize exactly as the kernels do, so the reference can run on the
 /// dequantized cache and check a kernel to float rounding.</para>
 /// </remarks>
-public sealed class PagedKvCache
+public sealed unsafe class PagedKvCache : IDisposable
 {
-    private readonly byte[] _k, _v;
+    private readonly NativePool _k, _v; // native: a pool may exceed the 2 GB of a managed array
     private readonly float[] _kScale, _vScale, _kZero, _vZero;
     private readonly byte[] _nonFinite; // per page: 1 once a non-finite fp16 value was stored in its K or V
 
@@ -42,7 +44,9 @@ public sealed class PagedKvCache
     /// <param name="valueHeadScales">int8 per-head: one positive scale per kv head for V.</param>
     /// <exception cref="ArgumentOutOfRangeException">A size is not positive.</exception>
     /// <exception cref="NotSupportedException">The dtype or scale mode is not supported (the message lists what is).</exception>
-    /// <exception cref="ArgumentException">Per-head scales are missing, of the wrong length or not positive; or the pool exceeds <see cref="Array.MaxLength"/> bytes.</exception>
+    /// <exception cref="ArgumentException">Per-head scales are missing, of the wrong length or not positive; or a row-scaled
+    /// pool has more than <see cref="Array.MaxLength"/> rows.</exception>
+    /// <exception cref="OutOfMemoryException">The pools cannot be allocated.</exception>
     public PagedKvCache(int numPages, int pageSize, int kvHeads, int headDim, DType dtype, KvLayout layout = KvLayout.Nhd,
         KvScaleMode scaleMode = KvScaleMode.None, ReadOnlySpan<float> keyHeadScales = default, ReadOnlySpan<float> valueHeadScales = default)
     {
@@ -71,11 +75,11 @@ public sealed class PagedKvCache
         Layout = layout;
         ScaleMode = scaleMode;
         RowCount = (long)numPages * pageSize * kvHeads;
+        if ((dtype is DType.I4 || (dtype == DType.I8 && scaleMode != KvScaleMode.PerHead)) && RowCount > Array.MaxLength)
+            ThrowHelper.Argument(nameof(numPages), $"The pool has {RowCount} rows; per-row scales support at most {Array.MaxLength}.");
         long bytes = RowCount * RowBytes;
-        if (bytes > Array.MaxLength)
-            ThrowHelper.Argument(nameof(numPages), $"The pool needs {bytes} bytes per K or V; at most {Array.MaxLength} are supported.");
-        _k = GC.AllocateArray<byte>((int)bytes, pinned: true);
-        _v = GC.AllocateArray<byte>((int)bytes, pinned: true);
+        _k = new NativePool(bytes);
+        _v = new NativePool(bytes);
         _kZero = _vZero = [];
         _nonFinite = GC.AllocateArray<byte>(numPages, pinned: true);
         if (dtype == DType.I8 && scaleMode == KvScaleMode.PerHead)
@@ -154,11 +158,36 @@ public sealed class PagedKvCache
     /// <summary>True when a row's scale lives per row (int8 per-token, int4); false for per-head or float caches.</summary>
     public bool HasRowScales => DType == DType.I4 || (DType == DType.I8 && ScaleMode == KvScaleMode.PerToken);
 
-    /// <summary>The raw key pool (<see cref="RowCount"/>·<see cref="RowBytes"/> bytes).</summary>
-    public ReadOnlySpan<byte> Keys => _k;
+    /// <summary>Bytes of each of the K and V pools (<see cref="RowCount"/>·<see cref="RowBytes"/>).</summary>
+    public long PoolBytes => RowCount * RowBytes;
 
-    /// <summary>The raw value pool.</summary>
-    public ReadOnlySpan<byte> Values => _v;
+    /// <summary>The raw key bytes of one page (<see cref="PageStride"/>·<see cref="RowBytes"/>).</summary>
+    /// <param name="page">Page id.</param>
+    /// <returns>A view valid until the cache is disposed.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">page is out of range.</exception>
+    /// <exception cref="ObjectDisposedException">The cache was disposed.</exception>
+    public ReadOnlySpan<byte> GetPageKeys(int page) => PageBytes(_k, page);
+
+    /// <summary>The raw value bytes of one page.</summary>
+    /// <param name="page">Page id.</param>
+    /// <returns>A view valid until the cache is disposed.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">page is out of range.</exception>
+    /// <exception cref="ObjectDisposedException">The cache was disposed.</exception>
+    public ReadOnlySpan<byte> GetPageValues(int page) => PageBytes(_v, page);
+
+    private ReadOnlySpan<byte> PageBytes(NativePool pool, int page)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(page);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(page, NumPages);
+        return new ReadOnlySpan<byte>(pool.Pointer + page * PageStride * RowBytes, checked((int)(PageStride * RowBytes)));
+    }
+
+    /// <summary>Frees the K and V pools; the cache cannot be used afterwards.</summary>
+    public void Dispose()
+    {
+        _k.Dispose();
+        _v.Dispose();
+    }
 
     /// <summary>Key scales: per row (int8 per-token, int4), per head (int8 per-head) or empty.</summary>
     public ReadOnlySpan<float> KeyScales => _kScale;
@@ -172,8 +201,12 @@ public sealed class PagedKvCache
     /// <summary>Value zero points per row (int4) or empty.</summary>
     public ReadOnlySpan<float> ValueZeros => _vZero;
 
-    internal byte[] KeyArray => _k;
-    internal byte[] ValueArray => _v;
+    /// <summary>The K pool; throws <see cref="ObjectDisposedException"/> once disposed. Callers keep the cache alive while
+    /// they use it.</summary>
+    internal byte* KeyPointer => _k.Pointer;
+
+    /// <summary>The V pool, as <see cref="KeyPointer"/>.</summary>
+    internal byte* ValuePointer => _v.Pointer;
     internal float[] KeyScaleArray => _kScale;
     internal float[] ValueScaleArray => _vScale;
     internal float[] KeyZeroArray => _kZero;
@@ -245,8 +278,9 @@ public sealed class PagedKvCache
         if (source == destination) return;
         int rows = (int)PageStride;
         long s = source * PageStride, d = destination * PageStride;
-        Array.Copy(_k, s * RowBytes, _k, d * RowBytes, (long)rows * RowBytes);
-        Array.Copy(_v, s * RowBytes, _v, d * RowBytes, (long)rows * RowBytes);
+        long n = (long)rows * RowBytes;
+        Buffer.MemoryCopy(_k.Pointer + s * RowBytes, _k.Pointer + d * RowBytes, n, n);
+        Buffer.MemoryCopy(_v.Pointer + s * RowBytes, _v.Pointer + d * RowBytes, n, n);
         _nonFinite[destination] = _nonFinite[source];
         if (HasRowScales)
         {
@@ -278,8 +312,9 @@ public sealed class PagedKvCache
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(destinationPage, NumPages);
         int rows = (int)PageStride;
         long s = sourcePage * PageStride, d = destinationPage * PageStride;
-        Array.Copy(other._k, s * RowBytes, _k, d * RowBytes, (long)rows * RowBytes);
-        Array.Copy(other._v, s * RowBytes, _v, d * RowBytes, (long)rows * RowBytes);
+        long n = (long)rows * RowBytes;
+        Buffer.MemoryCopy(other._k.Pointer + s * RowBytes, _k.Pointer + d * RowBytes, n, n);
+        Buffer.MemoryCopy(other._v.Pointer + s * RowBytes, _v.Pointer + d * RowBytes, n, n);
         _nonFinite[destinationPage] = other._nonFinite[sourcePage];
         if (HasRowScales)
         {
@@ -293,7 +328,7 @@ public sealed class PagedKvCache
         }
     }
 
-    private void Read(byte[] data, float[] scales, float[] zeros, int page, int slot, int head, Span<float> destination)
+    private void Read(NativePool data, float[] scales, float[] zeros, int page, int slot, int head, Span<float> destination)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(page);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(page, NumPages);
@@ -303,7 +338,7 @@ public sealed class PagedKvCache
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(head, KvHeads);
         ThrowHelper.ThrowIfTooShort(nameof(destination), destination.Length, HeadDim);
         long row = RowIndex(page, slot, head);
-        ReadOnlySpan<byte> bytes = data.AsSpan((int)(row * RowBytes), RowBytes);
+        ReadOnlySpan<byte> bytes = new(data.Pointer + row * RowBytes, RowBytes);
         Span<float> dst = destination[..HeadDim];
         switch (DType)
         {
@@ -334,9 +369,9 @@ public sealed class PagedKvCache
         }
     }
 
-    private void WriteRow(byte[] data, float[] scales, float[] zeros, long row, int head, int page, ReadOnlySpan<float> x)
+    private void WriteRow(NativePool data, float[] scales, float[] zeros, long row, int head, int page, ReadOnlySpan<float> x)
     {
-        Span<byte> bytes = data.AsSpan((int)(row * RowBytes), RowBytes);
+        Span<byte> bytes = new(data.Pointer + row * RowBytes, RowBytes);
         switch (DType)
         {
             case DType.F32:

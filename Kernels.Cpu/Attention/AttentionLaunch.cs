@@ -48,14 +48,13 @@ internal static unsafe class AttentionLaunch
         fixed (int* pids = plan.PageIds)
         fixed (int* ptok = plan.PageTokens)
         fixed (int* pkey = plan.PageKeyStart)
-        fixed (byte* pk = cache.KeyArray)
-        fixed (byte* pv = cache.ValueArray)
         fixed (float* pks = cache.KeyScaleArray)
         fixed (float* pvs = cache.ValueScaleArray)
         fixed (float* pkz = cache.KeyZeroArray)
         fixed (float* pvz = cache.ValueZeroArray)
         fixed (byte* pflags = cache.NonFinitePageArray)
         {
+            byte* pk = cache.KeyPointer, pv = cache.ValuePointer; // throws once the cache is disposed
             var state = new PagedAttentionKernel.State
             {
                 Q = pq, Out = po, Lse = lse.IsEmpty ? null : pl, Work = pw,
@@ -77,6 +76,7 @@ internal static unsafe class AttentionLaunch
             foreach (var it in plan.WorkItems) work += (long)(it.PageEnd - it.PageBegin) * plan.PageSize * it.QueryRows;
             int threads = work * plan.Shape.HeadDim < 65_536 ? 1 : (options ?? KernelOptions.Default).EffectiveParallelism;
             WorkerPool.Run(plan.WorkItemCount, threads, ref state);
+            GC.KeepAlive(cache); // its native pools must outlive the kernel
 
             if (plan is DecodePlan decode && decode.PartialSlots > 0)
             {

@@ -8,7 +8,7 @@ using Kernels.Attention.Planning;
 namespace Kernels.Gpu.Attention;
 
 /// <summary>A device copy of a <see cref="PagedKvCache"/>: K and V bytes, and scales/zeros packed in one float buffer.</summary>
-internal sealed class GpuKvCache : DeviceKvCache
+internal sealed unsafe class GpuKvCache : DeviceKvCache
 {
     private readonly MemoryBuffer1D<byte, Stride1D.Dense> _k, _v;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _scales;
@@ -17,8 +17,10 @@ internal sealed class GpuKvCache : DeviceKvCache
     public GpuKvCache(Accelerator accelerator, AcceleratorStream stream, PagedKvCache source) : base(source)
     {
         _stream = stream;
-        _k = accelerator.Allocate1D<byte>(Math.Max(1, source.Keys.Length));
-        _v = accelerator.Allocate1D<byte>(Math.Max(1, source.Values.Length));
+        if (source.PoolBytes > int.MaxValue)
+            throw new NotSupportedException($"The GPU attention kernels address K/V with 32-bit offsets; this cache has {source.PoolBytes} bytes per pool (at most {int.MaxValue}).");
+        _k = accelerator.Allocate1D<byte>(source.PoolBytes);
+        _v = accelerator.Allocate1D<byte>(source.PoolBytes);
         KScaleOffset = 0;
         VScaleOffset = source.KeyScales.Length;
         KZeroOffset = VScaleOffset + source.ValueScales.Length;
@@ -39,8 +41,8 @@ internal sealed class GpuKvCache : DeviceKvCache
     {
         ObjectDisposedException.ThrowIf(IsDisposed, this);
         _stream.Synchronize();
-        if (!Source.Keys.IsEmpty) _k.View.SubView(0, Source.Keys.Length).CopyFromCPU(_stream, Source.Keys);
-        if (!Source.Values.IsEmpty) _v.View.SubView(0, Source.Values.Length).CopyFromCPU(_stream, Source.Values);
+        _k.View.CopyFromCPU(_stream, ref *Source.KeyPointer, Source.PoolBytes);
+        _v.View.CopyFromCPU(_stream, ref *Source.ValuePointer, Source.PoolBytes);
         var all = new float[VZeroOffset + Source.ValueZeros.Length];
         Source.KeyScales.CopyTo(all.AsSpan(KScaleOffset));
         Source.ValueScales.CopyTo(all.AsSpan(VScaleOffset));
@@ -48,6 +50,7 @@ internal sealed class GpuKvCache : DeviceKvCache
         Source.ValueZeros.CopyTo(all.AsSpan(VZeroOffset));
         if (all.Length > 0) _scales.View.SubView(0, all.Length).CopyFromCPU(_stream, all);
         _stream.Synchronize();
+        GC.KeepAlive(Source);
     }
 
     protected override void Dispose(bool disposing)

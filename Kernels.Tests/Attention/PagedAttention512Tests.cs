@@ -212,4 +212,33 @@ public class PagedAttention512Tests
             }
         }
     }
+
+    [Fact]
+    public void Cache_PoolBeyond2GB_IsAddressedAndDisposed()
+    {
+        // 65,537 pages × 16 slots × 8 heads × 256 B = 2^31 + 32 KiB per pool: page 65,536 starts past 2^31 bytes.
+        using var cache = new PagedKvCache(65_537, 16, 8, 128, DType.F16);
+        Assert.True(cache.PoolBytes > int.MaxValue);
+        int last = cache.NumPages - 1;
+        var rng = new Random(41);
+        var k = new float[8 * 128];
+        var v = new float[k.Length];
+        for (int slot = 0; slot < 16; slot++)
+        {
+            for (int j = 0; j < k.Length; j++)
+            {
+                k[j] = (float)(rng.NextDouble() * 2 - 1);
+                v[j] = (float)(rng.NextDouble() * 2 - 1);
+            }
+            cache.WriteToken(last, slot, k, v);
+        }
+        Assert.Equal((Half)k[0], System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(cache.GetPageKeys(last))[15 * 8 * 128]);
+        var table = new PageTable([0, 2], [0, last], [16], 16); // page 0 (zeros) then the last page
+        var shape = new AttentionShape(32, 8, 128);
+        CheckAgainstReference(cache, table, shape, Queries(new Random(42), 1, shape), "2 GB+ pool");
+        cache.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => cache.GetPageKeys(0));
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace());
+        Assert.Throws<ObjectDisposedException>(() => PagedDecode.Run(plan, new float[32 * 128], cache, new float[32 * 128], default));
+    }
 }

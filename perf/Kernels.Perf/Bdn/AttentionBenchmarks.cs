@@ -24,6 +24,10 @@ public class AttentionBenchmarks
     [Params(4096, 4099)]
     public int Context { get; set; } = 4096;
 
+    /// <summary>Frees the cache's native pools.</summary>
+    [GlobalCleanup]
+    public void Cleanup() => _cache?.Dispose();
+
     [GlobalSetup]
     public void Setup()
     {
