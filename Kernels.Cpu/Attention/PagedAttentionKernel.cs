@@ -48,9 +48,11 @@ internal static unsafe class PagedAttentionKernel
             switch (s.Isa)
             {
                 case IsaPath.Avx512:
-                    if (!PagedAttention512.TryRun(ref s, chunk)) Avx512(ref s, chunk);
+                    if (!PagedAttentionTiled<Tile512>.TryRun(ref s, chunk)) Avx512(ref s, chunk);
                     break;
-                case IsaPath.Avx2: Avx2(ref s, chunk); break;
+                case IsaPath.Avx2:
+                    if (!Tile256.IsSupported || !PagedAttentionTiled<Tile256>.TryRun(ref s, chunk)) Avx2(ref s, chunk);
+                    break;
                 case IsaPath.Vector128: Vector128(ref s, chunk); break;
                 default: Scalar(ref s, chunk); break;
             }

@@ -1,341 +1,51 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using Kernels.Attention.Masks;
-using Kernels.Attention.Planning;
 using Kernels.Attention.Reference;
 
 namespace Kernels.Cpu.Attention;
 
-/// <summary>
-/// The AVX-512 attention kernel: the work item of <see cref="PagedAttentionKernel"/> with K and V widened in registers, logits
-/// of 16 tokens produced as one vector per query, and per-token dequantization folded into logits and probabilities.
-/// </summary>
-/// <remarks>
-/// <para><b>Logits.</b> Per kv head and 16-token tile, a block of four queries × four tokens keeps 16 fp32 partial-sum registers
-/// over head_dim (each K chunk is loaded and widened once for the four queries, each query chunk once for the four tokens);
-/// a transpose-and-add tree (<c>vunpck{l,h}ps</c>, <c>vshufps</c>, <c>vshuff32x4</c>: 45 instructions for 16 dot products)
-/// leaves the block's 16 sums in one register, and four blocks are transposed into one 16-token logit vector per query.
-/// Query heads that do not fill a block of four (group size not a multiple of 4) take one query × 16 tokens.</para>
-/// <para><b>Softmax.</b> Per query and tile, in registers: scale (sm_scale times the tile's per-token K scales), soft cap,
-/// mask (page end, causal/window range), running max, <c>e^(x − max)</c>, running sum; the accumulator is rescaled only when
-/// the maximum grows.</para>
-/// <para><b>Output.</b> Four queries × 32 dims of accumulator stay in registers across the tile; each V chunk is widened once
-/// and multiplied by the broadcast probability (folded with the token's V scale).</para>
-/// <para><b>Folding.</b> int8/int4 rows are read as integer codes (<c>q − z</c> for int4, exact since zero points are
-/// integers) and their scales multiply the logits and probabilities instead of every element. fp16 rows are read by a
-/// 3-instruction shift that yields <c>h·2⁻¹¹²</c> exactly, so queries are pre-scaled by 2¹¹² (items whose queries reach
-/// 2¹⁵ take the generic kernel) and probabilities by 2¹¹²; all these factors are powers of two or one multiply per token, so
-/// products are the same as with widened rows up to rounding. Pages flagged as holding fp16 Inf/NaN
-/// (<c>PagedKvCache.NonFinitePageArray</c>) are read with the Inf/NaN-aware loader.</para>
-/// <para>Only live tokens are read: rows outside every query's key range are replaced by a zero row, and the V pass visits
-/// the live range only. Results are deterministic for a given plan; they differ from the other ISA paths by rounding.</para>
-/// </remarks>
-internal static unsafe class PagedAttention512
+/// <summary>The AVX-512 vector kernels of <see cref="PagedAttentionTiled{TTile}"/>: 4 queries × 4 tokens per logit block
+/// (16 zmm accumulators, a 45-instruction transpose-and-add tree to one register of 16 dot products), 16-lane softmax,
+/// 4 queries × 64 dims of output accumulators, and integer K dot products for int8 queries.</summary>
+internal unsafe struct Tile512 : IAttentionTile
 {
     private const int Tile = PagedAttentionKernel.Tile;
-    private const int MaxQ = AttentionPlan.MaxQueriesPerItem;
-    private const int MaxD = AttentionLaunch.MaxHeadDim;
 
-    // Per-thread scratch, in floats: pre-scaled queries [MaxQ][MaxD]; logits, then probabilities [MaxQ][Tile]; running max and
-    // sum [MaxQ]; per kv head of the item and tile token: K multiplier, V multiplier, K zero, V zero [MaxQ][Tile] each; a zero row.
-    private const int QsOffset = 0;
-    private const int POffset = QsOffset + MaxQ * MaxD;
-    private const int MOffset = POffset + MaxQ * Tile;
-    private const int LOffset = MOffset + MaxQ;
-    private const int KMulOffset = LOffset + MaxQ;
-    private const int VMulOffset = KMulOffset + MaxQ * Tile;
-    private const int KZeroOffset = VMulOffset + MaxQ * Tile;
-    private const int VZeroOffset = KZeroOffset + MaxQ * Tile;
-    private const int ZeroRowOffset = VZeroOffset + MaxQ * Tile;
-    // QuantizedQueryDot: int8 codes [MaxQ][MaxD], the codes widened to int16 [MaxQ][MaxD], scale and code sum [MaxQ].
-    private const int QCodesOffset = ZeroRowOffset + MaxD;
-    private const int Q16Offset = QCodesOffset + MaxQ * MaxD / 4;
-    private const int QScaleOffset = Q16Offset + MaxQ * MaxD / 2;
-    private const int QSumOffset = QScaleOffset + MaxQ;
-    private const int ScratchFloats = QSumOffset + MaxQ;
+    /// <inheritdoc />
+    public static bool IsSupported => Avx512F.IsSupported && Avx512BW.IsSupported;
 
-    private const int PrefetchPages = 1;                      // software prefetch distance, in pages of the item's list (1–8 measured)
-    private const float TwoPow112 = 5.192296858534828E+33f; // 2^112, exact
-    private const float F16QueryLimit = 32768f;               // |q|·2^112 must stay finite: |q| < 2^15
+    /// <inheritdoc />
+    public static bool SupportsIntDot => true;
 
-    [ThreadStatic] private static float[]? t_scratch;
-
-    /// <summary>Runs work item <paramref name="index"/>; returns false (having written nothing) when the item needs the generic
-    /// kernel: fp16 caches with a query element of magnitude ≥ 2¹⁵ or a non-finite query element.</summary>
-    public static bool TryRun(ref PagedAttentionKernel.State s, int index)
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, ref float m, ref float l, float* acc, int d)
     {
-        switch (s.DType)
+        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var live = (Vector512.GreaterThanOrEqual(lane, Vector512.Create(lo)) & Vector512.LessThan(lane, Vector512.Create(hi))).AsSingle();
+        var x = Vector512.Load(p);
+        if (kmul != null) x *= Vector512.Load(kmul);
+        x = Vector512.ConditionalSelect(live, x, Vector512.Create(float.NegativeInfinity));
+        float tmax = MaxAcross(x);
+        if (tmax > m)
         {
-            case DType.F32: Run<KvF32, KvF32>(ref s, index, 1f); return true;
-            case DType.BF16: Run<KvBf16, KvBf16>(ref s, index, 1f); return true;
-            case DType.I8: Run<KvI8, KvI8>(ref s, index, 1f); return true;
-            case DType.I4: Run<KvI4, KvI4>(ref s, index, 1f); return true;
-            default:
-                if (!QueriesBelow(ref s, s.Items[index], F16QueryLimit)) return false;
-                Run<KvF16, KvF16Special>(ref s, index, TwoPow112);
-                return true;
+            if (l > 0)
+            {
+                float f = MathF.Exp(m - tmax);
+                Scale(acc, f, d);
+                l *= f;
+            }
+            m = tmax;
         }
-    }
-
-    /// <summary>True when every query element of the item is finite with magnitude below <paramref name="limit"/>.</summary>
-    private static bool QueriesBelow(ref PagedAttentionKernel.State s, AttentionWorkItem it, float limit)
-    {
-        int d = s.HeadDim;
-        var lim = Vector512.Create(limit);
-        var bad = Vector512<float>.Zero;
-        for (int r = 0; r < it.QueryRows; r++)
-            for (int kk = 0; kk < it.KvHeads; kk++)
-            {
-                int head = (it.KvHead + kk) * s.Group + it.GroupHead;
-                float* q = s.Q + ((long)(it.QueryRow + r) * s.QoHeads + head) * d;
-                for (int i = 0; i < it.GroupHeads * d; i += 16)
-                    bad |= ~Vector512.LessThan(Vector512.Abs(Vector512.Load(q + i)), lim); // NaN compares false: bad
-            }
-        return bad == Vector512<float>.Zero;
-    }
-
-    /// <summary>The per-item state the tile passes share.</summary>
-    private ref struct Item
-    {
-        public float* Qs, P, M, L, KMul, VMul, ZeroRow, QScale;
-        public sbyte* QCodes;
-        public short* Q16;
-        public int* QSum;
-        public bool IntDot;
-        public int* KZero, VZero;
-        public float** Acc;
-        public int* Lo, Hi;
-        public int QueryRows, KvHeads, GroupHeads, PerRow, Queries, KvHead, MinLo, MaxHi;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Run<TL, TLSpecial>(ref PagedAttentionKernel.State s, int index, float qMul)
-        where TL : unmanaged, IKvRow512 where TLSpecial : unmanaged, IKvRow512
-    {
-        AttentionWorkItem it = s.Items[index];
-        int d = s.HeadDim;
-        var a = t_scratch ??= GC.AllocateArray<float>(ScratchFloats, pinned: true);
-        float* scratch = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
-        float** acc = stackalloc float*[MaxQ];
-        int* lo = stackalloc int[MaxQ];
-        int* hi = stackalloc int[MaxQ];
-        var c = new Item
-        {
-            Qs = scratch + QsOffset, P = scratch + POffset, M = scratch + MOffset, L = scratch + LOffset,
-            QCodes = (sbyte*)(scratch + QCodesOffset), Q16 = (short*)(scratch + Q16Offset), QScale = scratch + QScaleOffset,
-            QSum = (int*)(scratch + QSumOffset),
-            IntDot = s.QuantizedQ && (s.DType == DType.I8 || s.HeadDim % 128 == 0),
-            KMul = scratch + KMulOffset, VMul = scratch + VMulOffset, KZero = (int*)(scratch + KZeroOffset),
-            VZero = (int*)(scratch + VZeroOffset), ZeroRow = scratch + ZeroRowOffset, Acc = acc, Lo = lo, Hi = hi,
-            QueryRows = it.QueryRows, KvHeads = it.KvHeads, GroupHeads = it.GroupHeads, PerRow = it.KvHeads * it.GroupHeads,
-            KvHead = it.KvHead, MinLo = int.MaxValue, MaxHi = int.MinValue,
-        };
-        c.Queries = c.QueryRows * c.PerRow;
-        new Span<float>(c.ZeroRow, MaxD).Clear();
-
-        // Query i = (r·KvHeads + kk)·GroupHeads + hh, as in the generic kernel.
-        var qm = Vector512.Create(qMul);
-        for (int r = 0; r < it.QueryRows; r++)
-        {
-            var (klo, khi) = AttentionMask.KeyRange(it.MaskQuery + r, it.MaskQoLen, it.MaskKvLen, s.Causal, s.WindowLeft);
-            lo[r] = klo;
-            hi[r] = khi;
-            if (klo < khi)
-            {
-                c.MinLo = Math.Min(c.MinLo, klo);
-                c.MaxHi = Math.Max(c.MaxHi, khi);
-            }
-            for (int kk = 0; kk < it.KvHeads; kk++)
-                for (int hh = 0; hh < it.GroupHeads; hh++)
-                {
-                    int i = r * c.PerRow + kk * it.GroupHeads + hh;
-                    int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
-                    long qRow = (long)(it.QueryRow + r) * s.QoHeads + head;
-                    float* q = s.Q + qRow * d, qs = c.Qs + i * d;
-                    if (s.QuantizedQ)
-                    {
-                        // int8 queries (QuantizedQueryDot): codes for the integer dot products, code·s for the float ones.
-                        c.QScale[i] = QuantizeQuery(q, d, c.QCodes + i * d, c.Q16 + i * d, qs, out c.QSum[i]);
-                    }
-                    else
-                    {
-                        for (int j = 0; j < d; j += 16) (Vector512.Load(q + j) * qm).Store(qs + j); // exact: a power of two
-                    }
-                    acc[i] = it.PartialSlot < 0 ? s.Out + qRow * d : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
-                    new Span<float>(acc[i], d).Clear();
-                    c.M[i] = float.NegativeInfinity;
-                    c.L[i] = 0;
-                }
-        }
-
-        for (int p = it.PageBegin; p < it.PageEnd; p++)
-        {
-            int tokens = s.PageTokens[p], key0 = s.PageKeyStart[p];
-            if (key0 >= c.MaxHi || key0 + tokens <= c.MinLo) continue; // wholly masked: never touched
-            int pageId = s.PageIds[p];
-            long pageRow = pageId * s.PageStride + (long)it.KvHead * s.HeadStride;
-            bool special = typeof(TL) != typeof(TLSpecial) && s.PageFlags[pageId] != 0;
-            for (int t0 = 0; t0 < tokens; t0 += Tile)
-            {
-                int tn = Math.Min(Tile, tokens - t0);
-                // On a page's last tile, prefetch the page PrefetchPages ahead (pages are scattered: hardware prefetchers cannot follow).
-                long next = t0 + Tile >= tokens && p + PrefetchPages < it.PageEnd ? s.PageIds[p + PrefetchPages] * s.PageStride + (long)it.KvHead * s.HeadStride : -1;
-                if (special) TileStep<TLSpecial>(ref s, ref c, pageRow, next, t0, tn, key0 + t0, qMul);
-                else TileStep<TL>(ref s, ref c, pageRow, next, t0, tn, key0 + t0, qMul);
-            }
-        }
-
-        for (int r = 0; r < it.QueryRows; r++)
-            for (int kk = 0; kk < it.KvHeads; kk++)
-                for (int hh = 0; hh < it.GroupHeads; hh++)
-                {
-                    int i = r * c.PerRow + kk * it.GroupHeads + hh;
-                    int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
-                    float lse;
-                    float l = c.L[i];
-                    if (l > 0)
-                    {
-                        Scale(acc[i], 1f / l, d);
-                        lse = c.M[i] + MathF.Log(l);
-                    }
-                    else
-                    {
-                        new Span<float>(acc[i], d).Clear();
-                        lse = float.NegativeInfinity;
-                    }
-                    if (it.PartialSlot >= 0) s.Work[s.PartialLse + (long)it.PartialSlot * s.QoHeads + head] = lse;
-                    else if (s.Lse != null) s.Lse[(long)(it.QueryRow + r) * s.QoHeads + head] = lse;
-                }
-    }
-
-    /// <summary>One tile of up to 16 tokens starting at page token <paramref name="t0"/> (keys <paramref name="k0"/>…);
-    /// <paramref name="nextPageRow"/> ≥ 0 is the first row of the next tile's page, to prefetch (−1: none).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void TileStep<TL>(ref PagedAttentionKernel.State s, ref Item c, long pageRow, long nextPageRow, int t0, int tn, int k0, float qMul)
-        where TL : unmanaged, IKvRow512
-    {
-        // Live tokens [tl, th): inside the tile and inside some query's key range.
-        int tl = Math.Max(c.MinLo - k0, 0), th = Math.Min(c.MaxHi - k0, tn);
-        if (tl >= th) return;
-        int d = s.HeadDim, half = d / 2, gh = c.GroupHeads;
-        byte** rows = stackalloc byte*[Tile];
-        bool rowScales = s.KScale != null && !s.PerHeadScale, i4 = s.DType == DType.I4;
-        float smScale = s.SmScale;
-
-        // 1. Logits, one vector of 16 tokens per query, into c.P (raw dot products).
-        long tokenBytes = (long)s.TokenStride * s.RowBytes;
-        for (int kk = 0; kk < c.KvHeads; kk++)
-        {
-            float* kmul = c.KMul + kk * Tile, vmul = c.VMul + kk * Tile;
-            int* kz = c.KZero + kk * Tile, vz = c.VZero + kk * Tile;
-            long r0 = pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride; // row index of tile token 0
-            SetRows(rows, s.K + r0 * s.RowBytes, tokenBytes, (byte*)c.ZeroRow, tl, th);
-            var pfK = new PagePrefetch(nextPageRow >= 0 ? s.K + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
-            if (rowScales)
-            {
-                // Per-token scales (and int4 zero points); scalar loads: vgatherdps measured slower on this core.
-                for (int t = tl; t < th; t++)
-                {
-                    long r = r0 + (long)t * s.TokenStride;
-                    kmul[t] = smScale * s.KScale[r];
-                    vmul[t] = s.VScale[r];
-                    kz[t] = i4 ? (int)s.KZero[r] : 0;
-                    vz[t] = i4 ? (int)s.VZero[r] : 0;
-                }
-                for (int t = 0; t < Tile; t++)
-                {
-                    if (t >= tl && t < th) continue;
-                    kmul[t] = vmul[t] = 0f;
-                    kz[t] = vz[t] = 0;
-                }
-            }
-            else
-            {
-                // Per-head int8 scale, or fp16's 2^112 (probabilities × 2^112 against rows × 2^−112), or 1.
-                float ks = s.PerHeadScale ? s.KScale[c.KvHead + kk] : 1f, vs = s.PerHeadScale ? s.VScale[c.KvHead + kk] : qMul;
-                Vector512.Create(smScale * ks).Store(kmul);
-                Vector512.Create(vs).Store(vmul);
-                Vector512<int>.Zero.Store(kz);
-                Vector512<int>.Zero.Store(vz);
-            }
-            for (int r = 0; r < c.QueryRows; r++)
-            {
-                int i = r * c.PerRow + kk * gh, ie = i + gh;
-                if (k0 + tl >= c.Hi[r] || k0 + th <= c.Lo[r]) continue; // masked below
-                if (c.IntDot)
-                    for (; i + 4 <= ie; i += 4, pfK = default) Logits4Int<TL>(ref c, i, rows, kz, tl, th, d, half, pfK);
-                for (; i + 4 <= ie; i += 4, pfK = default) Logits4<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
-                for (; i < ie; i++, pfK = default) Logits1<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
-            }
-        }
-
-        // 2. Online softmax per query; c.P becomes the probabilities times the token's V factor.
-        var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        var keys = Vector512.Create(k0) + iota;
-        var negInf = Vector512.Create(float.NegativeInfinity);
-        for (int r = 0; r < c.QueryRows; r++)
-        {
-            int klo = Math.Max(c.Lo[r], k0 + tl), khi = Math.Min(c.Hi[r], k0 + th);
-            if (klo >= khi)
-            {
-                for (int j = 0; j < c.PerRow; j++) Vector512<float>.Zero.Store(c.P + (r * c.PerRow + j) * Tile);
-                continue;
-            }
-            var live = (Vector512.GreaterThanOrEqual(keys, Vector512.Create(klo)) & Vector512.LessThan(keys, Vector512.Create(khi))).AsSingle();
-            if (s.SoftCap > 0) SoftCapRow(ref c, r, s.SoftCap); // logits scaled and capped in place (rare: kept out of the loop below)
-            for (int kk = 0; kk < c.KvHeads; kk++)
-            {
-                var kmul = s.SoftCap > 0 ? Vector512<float>.One : Vector512.Load(c.KMul + kk * Tile);
-                var vmul = Vector512.Load(c.VMul + kk * Tile);
-                for (int i = r * c.PerRow + kk * gh, ie = i + gh; i < ie; i++)
-                {
-                    float* pi = c.P + i * Tile;
-                    var x = Vector512.ConditionalSelect(live, Vector512.Load(pi) * kmul, negInf);
-                    float tmax = MaxAcross(x), m = c.M[i];
-                    if (tmax > m)
-                    {
-                        if (c.L[i] > 0)
-                        {
-                            float f = MathF.Exp(m - tmax);
-                            Scale(c.Acc[i], f, d);
-                            c.L[i] *= f;
-                        }
-                        c.M[i] = m = tmax;
-                    }
-                    var e = SoftmaxExp.Exp(x - Vector512.Create(m)); // e^(−∞) = 0 for masked lanes
-                    c.L[i] += SumAcross(e);
-                    (e * vmul).Store(pi);
-                }
-            }
-        }
-
-        // 3. acc += Σ_t p_t·v_t over the live tokens.
-        for (int kk = 0; kk < c.KvHeads; kk++)
-        {
-            SetRows(rows, s.V + (pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride) * s.RowBytes, tokenBytes, (byte*)c.ZeroRow, tl, th);
-            var pfV = new PagePrefetch(nextPageRow >= 0 ? s.V + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
-            int* vz = c.VZero + kk * Tile;
-            for (int r = 0; r < c.QueryRows; r++)
-            {
-                // This row's live tokens only: a masked token's V is never read (0·NaN would leak into the row).
-                int rl = Math.Max(c.Lo[r] - k0, tl), rh = Math.Min(c.Hi[r] - k0, th);
-                if (rl >= rh) continue;
-                int i = r * c.PerRow + kk * gh, ie = i + gh;
-                for (; i + 4 <= ie; i += 4)
-                    Accumulate4<TL>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
-                    pfV = default;
-                for (; i < ie; i++)
-                    Accumulate1<TL>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
-                    pfV = default;
-            }
-        }
+        var e = SoftmaxExp.Exp(x - Vector512.Create(m)); // e^(−∞) = 0 for masked lanes
+        l += SumAcross(e);
+        (e * Vector512.Load(vmul)).Store(p);
     }
 
     /// <summary>rows[t] = first + t·tokenBytes for live tokens [tl, th), else the zero row (two 8-lane 64-bit vectors).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SetRows(byte** rows, byte* first, long tokenBytes, byte* zeroRow, int tl, int th)
+    public static void SetRows(byte** rows, byte* first, long tokenBytes, byte* zeroRow, int tl, int th)
     {
         var t = Vector512.Create(0L, 1, 2, 3, 4, 5, 6, 7);
         var lo = Vector512.Create((long)tl);
@@ -352,8 +62,8 @@ internal static unsafe class PagedAttention512
     /// <summary>Raw dot products of four queries (rows of <paramref name="q"/>, stride d) with the tile's 16 rows, stored as
     /// four 16-token vectors at <paramref name="dst"/>. Token groups of four outside [tl, th) are skipped (their lanes are masked).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void Logits4<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
-        where TL : unmanaged, IKvRow512
+    public static void Logits4<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
+        where TL : unmanaged, IKvRow
     {
         Vector512<float> r0 = default, r1 = default, r2 = default, r3 = default;
         for (int g = tl >> 2; g < 4 && 4 * g < th; g++)
@@ -381,7 +91,7 @@ internal static unsafe class PagedAttention512
 
     /// <summary>Four queries × four tokens: 16 register accumulators over head_dim, reduced to lanes <c>[4·query + token]</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    private static Vector512<float> Block4x4<TL>(float* q, byte** rows, int* zero, int d, int half) where TL : unmanaged, IKvRow512
+    private static Vector512<float> Block4x4<TL>(float* q, byte** rows, int* zero, int d, int half) where TL : unmanaged, IKvRow
     {
         byte* k0 = rows[0], k1 = rows[1], k2 = rows[2], k3 = rows[3];
         var z0 = Vector512.Create(zero[0]);
@@ -437,8 +147,8 @@ internal static unsafe class PagedAttention512
 
     /// <summary>Raw dot products of one query with the tile's 16 rows (16 register accumulators), stored as one vector.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void Logits1<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
-        where TL : unmanaged, IKvRow512
+    public static void Logits1<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
+        where TL : unmanaged, IKvRow
     {
         Vector512<float> r0 = default, r1 = default, r2 = default, r3 = default;
         for (int g = tl >> 2; g < 4 && 4 * g < th; g++)
@@ -479,8 +189,8 @@ internal static unsafe class PagedAttention512
     /// products <c>Σ code·(k − z) = Σ code·k − z·Σ code</c>, converted to fp32 (exact: |dot| &lt; 2²⁴) and multiplied by the
     /// query scale; the K scale and sm_scale follow in the softmax as for float queries.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void Logits4Int<TL>(ref Item c, int i, byte** rows, int* zero, int tl, int th, int d, int half, PagePrefetch pf)
-        where TL : unmanaged, IKvRow512
+    public static void Logits4Int<TL>(ref TileItem c, int i, byte** rows, int* zero, int tl, int th, int d, int half, PagePrefetch pf)
+        where TL : unmanaged, IKvRow
     {
         int s0 = c.QSum[i], s1 = c.QSum[i + 1], s2 = c.QSum[i + 2], s3 = c.QSum[i + 3];
         float f0 = c.QScale[i], f1 = c.QScale[i + 1], f2 = c.QScale[i + 2], f3 = c.QScale[i + 3];
@@ -523,7 +233,7 @@ internal static unsafe class PagedAttention512
     /// <summary><see cref="QueryQuantization.Quantize"/> of one query row, vectorised and bit-identical to it (the same
     /// fp32 maximum, division and round-half-even), also writing the codes as int16, their sum and <c>code·s</c>.</summary>
     /// <returns>The scale.</returns>
-    internal static float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum)
+    public static float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum)
     {
         var amax = Vector512<float>.Zero;
         for (int j = 0; j < d; j += 16) amax = Vector512.Max(amax, Vector512.Abs(Vector512.Load(q + j))); // IEEE max: NaN propagates
@@ -669,8 +379,8 @@ internal static unsafe class PagedAttention512
     /// half + i, half + i + 16) in 16 registers, so each probability is broadcast once per 64 dims; a 32-dim pass covers the
     /// rest when half is not a multiple of 32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void Accumulate4<TL>(float** acc, float* p, byte** rows, int* zero, int tl, int th, int half, ref PagePrefetch pf)
-        where TL : unmanaged, IKvRow512
+    public static void Accumulate4<TL>(float** acc, float* p, byte** rows, int* zero, int tl, int th, int half, ref PagePrefetch pf)
+        where TL : unmanaged, IKvRow
     {
         float* a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
         float* p0 = p, p1 = p + Tile, p2 = p + 2 * Tile, p3 = p + 3 * Tile;
@@ -762,8 +472,8 @@ internal static unsafe class PagedAttention512
 
     /// <summary>acc[0..d) += Σ_t p[t]·v_t for one query.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void Accumulate1<TL>(float* acc, float* p, byte** rows, int* zero, int tl, int th, int half, ref PagePrefetch pf)
-        where TL : unmanaged, IKvRow512
+    public static void Accumulate1<TL>(float* acc, float* p, byte** rows, int* zero, int tl, int th, int half, ref PagePrefetch pf)
+        where TL : unmanaged, IKvRow
     {
         for (int i = 0; i < half; i += 16)
         {
@@ -779,37 +489,6 @@ internal static unsafe class PagedAttention512
             }
             x.Store(acc + i);
             y.Store(acc + half + i);
-        }
-    }
-
-    /// <summary>Row <paramref name="r"/>'s logits in place: times the K multiplier (sm_scale·scale), then <c>cap·tanh(x/cap)</c>
-    /// lane by lane with <see cref="MathF.Tanh"/> (the generic kernel's arithmetic).</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void SoftCapRow(ref Item c, int r, float cap)
-    {
-        for (int j = 0; j < c.PerRow; j++)
-        {
-            float* pi = c.P + (r * c.PerRow + j) * Tile, kmul = c.KMul + j / c.GroupHeads * Tile;
-            for (int t = 0; t < Tile; t++) pi[t] = cap * MathF.Tanh(pi[t] * kmul[t] / cap);
-        }
-    }
-
-    /// <summary>Prefetches rows of a page that a later tile will read (<c>prefetcht0</c>, every 64-byte line; every other
-    /// line, or into L2 only, measured slower), a few rows at a time between the compute so the misses overlap with it
-    /// instead of queueing up in one burst. A default instance does nothing.</summary>
-    private readonly struct PagePrefetch(byte* first, long tokenBytes, int rowBytes)
-    {
-        private readonly byte* _first = first;
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Rows(int t0, int n)
-        {
-            if (_first == null) return;
-            for (int t = t0; t < t0 + n; t++)
-            {
-                byte* r = _first + t * tokenBytes;
-                for (int b = 0; b < rowBytes; b += 64) Sse.Prefetch0(r + b);
-            }
         }
     }
 
@@ -833,7 +512,7 @@ internal static unsafe class PagedAttention512
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Scale(float* acc, float f, int n)
+    public static void Scale(float* acc, float f, int n)
     {
         var fv = Vector512.Create(f);
         for (int i = 0; i < n; i += 16) (Vector512.Load(acc + i) * fv).Store(acc + i);

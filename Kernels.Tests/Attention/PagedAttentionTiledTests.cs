@@ -8,9 +8,9 @@ using static Kernels.Tests.Attention.AttentionTestData;
 
 namespace Kernels.Tests.Attention;
 
-/// <summary>The cases the AVX-512 register-tiled kernel treats specially: fp16 rows read by a shift (exact for finite values,
+/// <summary>The cases the register-tiled kernels (AVX-512, AVX2) treat specially: fp16 rows read by a shift (exact for finite values,
 /// Inf/NaN-aware on flagged pages), queries too large to pre-scale (generic fallback), and its inline exponential.</summary>
-public class PagedAttention512Tests
+public class PagedAttentionTiledTests
 {
     private static (PagedKvCache Cache, PageTable Table) Cache(int len, int kvHeads, int d, Func<Random, float> value, int seed)
     {
@@ -201,7 +201,7 @@ public class PagedAttention512Tests
             if (trial == 3) q[9] = float.NegativeInfinity;
             if (trial == 4) new Span<float>(q, d).Clear();
             float sw = QueryQuantization.Quantize(new ReadOnlySpan<float>(q, d), want);
-            float sg = PagedAttention512.QuantizeQuery(q, d, codes, c16, deq, out int sum);
+            float sg = Tile512.QuantizeQuery(q, d, codes, c16, deq, out int sum);
             Assert.Equal(BitConverter.SingleToInt32Bits(sw), BitConverter.SingleToInt32Bits(sg));
             Assert.Equal(want, new ReadOnlySpan<sbyte>(codes, d).ToArray());
             Assert.Equal(want.Sum(x => (int)x), sum);

@@ -4,26 +4,37 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Kernels.Cpu.Attention;
 
-/// <summary>Reads 16 elements of a K or V row straight into a 512-bit register, in the domain the register-tiled kernel
-/// (<see cref="PagedAttention512"/>) computes in: the stored value up to a per-token or per-call factor that the kernel
-/// folds into the logits (K) or the probabilities (V).</summary>
-/// <remarks>Every loader is exact: the register holds <c>value / factor</c> without rounding.</remarks>
-internal unsafe interface IKvRow512
+/// <summary>Reads elements of a K or V row straight into a 512-bit (AVX-512) or 256-bit (AVX2) register, in the domain the
+/// register-tiled kernel (<see cref="PagedAttentionTiled{TTile}"/>) computes in: the stored value up to a per-token or per-call
+/// factor that the kernel folds into the logits (K) or the probabilities (V).</summary>
+/// <remarks>Every loader is exact: the register holds <c>value / factor</c> without rounding. Pairs of half-rows apart,
+/// because an int4 byte holds elements i and half + i.</remarks>
+internal unsafe interface IKvRow
 {
     /// <summary>Elements <c>[i, i + 16)</c> (<paramref name="lo"/>) and <c>[half + i, half + i + 16)</c> (<paramref name="hi"/>) of
     /// the row at <paramref name="row"/> (head_dim <c>2·half</c>, <c>i &lt; half</c>); <paramref name="zero"/> is the row's int4
-    /// zero point (ignored by other formats). Pairs of half-rows apart, because an int4 byte holds elements i and half + i.</summary>
+    /// zero point (ignored by other formats).</summary>
     static abstract void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi);
+
+    /// <summary>The 8-element (AVX2) form of <see cref="Load2(byte*, int, int, Vector512{int}, out Vector512{float}, out Vector512{float})"/>.</summary>
+    static abstract void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi);
 }
 
 /// <summary>fp32 rows, as stored (factor 1).</summary>
-internal unsafe struct KvF32 : IKvRow512
+internal unsafe struct KvF32 : IKvRow
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
     {
         lo = Vector512.Load((float*)row + i);
         hi = Vector512.Load((float*)row + half + i);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
+    {
+        lo = Vector256.Load((float*)row + i);
+        hi = Vector256.Load((float*)row + half + i);
     }
 }
 
@@ -32,7 +43,7 @@ internal unsafe struct KvF32 : IKvRow512
 /// rest. The fp32 value of that pattern is exactly <c>h·2⁻¹¹²</c>, subnormal fp16 included (it becomes an fp32 subnormal), so
 /// the usual multiply by 2¹¹² moves into the pre-scaled queries and probabilities. Inf/NaN would read as finite: pages that
 /// may hold them use <see cref="KvF16Special"/>.</summary>
-internal unsafe struct KvF16 : IKvRow512
+internal unsafe struct KvF16 : IKvRow
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
@@ -42,12 +53,22 @@ internal unsafe struct KvF16 : IKvRow512
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
+    {
+        lo = Widen(Avx2.ConvertToVector256Int32((short*)row + i)); // vpmovsxwd ymm
+        hi = Widen(Avx2.ConvertToVector256Int32((short*)row + half + i));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector512<float> Widen(Vector512<int> h) => ((h << 13) & Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> Widen(Vector256<int> h) => ((h << 13) & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
 }
 
 /// <summary><see cref="KvF16"/> that also maps exponent 31 to the fp32 all-ones exponent, so ±Inf and NaN stay Inf and NaN
 /// (three more instructions: <c>vpandd</c>, <c>vpcmpeqd</c>, a masked <c>vpord</c>).</summary>
-internal unsafe struct KvF16Special : IKvRow512
+internal unsafe struct KvF16Special : IKvRow
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
@@ -57,15 +78,29 @@ internal unsafe struct KvF16Special : IKvRow512
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
+    {
+        lo = Widen(Avx2.ConvertToVector256Int32((short*)row + i));
+        hi = Widen(Avx2.ConvertToVector256Int32((short*)row + half + i));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Widen(Vector512<int> h)
     {
         var special = Vector512.Equals(h & Vector512.Create(0x7C00), Vector512.Create(0x7C00)) & Vector512.Create(0x7F800000);
         return (KvF16.Widen(h).AsInt32() | special).AsSingle();
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Widen(Vector256<int> h)
+    {
+        var special = Vector256.Equals(h & Vector256.Create(0x7C00), Vector256.Create(0x7C00)) & Vector256.Create(0x7F800000);
+        return (KvF16.Widen(h).AsInt32() | special).AsSingle();
+    }
 }
 
 /// <summary>bf16 rows, exact (<c>vpmovzxwd</c> + <c>vpslld 16</c>; factor 1).</summary>
-internal unsafe struct KvBf16 : IKvRow512
+internal unsafe struct KvBf16 : IKvRow
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
@@ -73,10 +108,17 @@ internal unsafe struct KvBf16 : IKvRow512
         lo = (Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)row + i)) << 16).AsSingle();
         hi = (Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)row + half + i)) << 16).AsSingle();
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
+    {
+        lo = (Avx2.ConvertToVector256Int32((ushort*)row + i) << 16).AsSingle();
+        hi = (Avx2.ConvertToVector256Int32((ushort*)row + half + i) << 16).AsSingle();
+    }
 }
 
 /// <summary>int8 rows as the integer codes (<c>vpmovsxbd</c> + <c>vcvtdq2ps</c>); the scale is the factor.</summary>
-internal unsafe struct KvI8 : IKvRow512
+internal unsafe struct KvI8 : IKvRow
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
@@ -84,11 +126,18 @@ internal unsafe struct KvI8 : IKvRow512
         lo = Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + i)));
         hi = Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + half + i)));
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
+    {
+        lo = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32((sbyte*)row + i));
+        hi = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32((sbyte*)row + half + i));
+    }
 }
 
 /// <summary>int4 rows as <c>q − z</c> (an exact small integer: the cache's zero points are integers); the scale is the factor.
 /// Element <c>i &lt; half</c> is the low nibble of byte <c>i</c>, element <c>i + half</c> its high nibble.</summary>
-internal unsafe struct KvI4 : IKvRow512
+internal unsafe struct KvI4 : IKvRow
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
@@ -96,5 +145,13 @@ internal unsafe struct KvI4 : IKvRow512
         var b = Avx512F.ConvertToVector512Int32(Vector128.Load(row + i)); // vpmovzxbd: bytes i..i+15
         lo = Vector512.ConvertToSingle((b & Vector512.Create(15)) - zero);
         hi = Vector512.ConvertToSingle((b >>> 4) - zero);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
+    {
+        var b = Avx2.ConvertToVector256Int32(row + i); // vpmovzxbd ymm: bytes i..i+7
+        lo = Vector256.ConvertToSingle((b & Vector256.Create(15)) - zero);
+        hi = Vector256.ConvertToSingle((b >>> 4) - zero);
     }
 }

@@ -1,0 +1,84 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
+
+namespace Kernels.Cpu.Attention;
+
+/// <summary>The vector kernels of <see cref="PagedAttentionTiled{TTile}"/> at one width (<see cref="Tile512"/>: AVX-512,
+/// <see cref="Tile256"/>: AVX2 + FMA). A tile is 16 tokens; logits and probabilities live in 16-float rows per query.</summary>
+internal unsafe interface IAttentionTile
+{
+    /// <summary>True when the hardware this tile needs is present.</summary>
+    static abstract bool IsSupported { get; }
+
+    /// <summary>True when <see cref="Logits4Int{TL}"/> takes integer dot products (else quantized queries use the float path).</summary>
+    static abstract bool SupportsIntDot { get; }
+
+    /// <summary>rows[t] = first + t·tokenBytes for live tokens [tl, th), else the zero row.</summary>
+    static abstract void SetRows(byte** rows, byte* first, long tokenBytes, byte* zeroRow, int tl, int th);
+
+    /// <summary>Raw dot products of four queries (rows of q, stride d) with the tile's rows, into four 16-float rows at dst
+    /// (lanes outside [tl, th) may hold anything: the softmax masks them).</summary>
+    static abstract void Logits4<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
+        where TL : unmanaged, IKvRow;
+
+    /// <summary>One query's raw dot products with the tile's rows.</summary>
+    static abstract void Logits1<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
+        where TL : unmanaged, IKvRow;
+
+    /// <summary><see cref="Logits4{TL}"/> in the integer domain for int8 queries (queries i … i + 3 of the item).</summary>
+    static abstract void Logits4Int<TL>(ref TileItem c, int i, byte** rows, int* zero, int tl, int th, int d, int half, PagePrefetch pf)
+        where TL : unmanaged, IKvRow;
+
+    /// <summary>Online softmax of one query over a tile: logits (× kmul unless null) masked to lanes [lo, hi), running max m
+    /// and sum l, the accumulator rescaled when m grows; p becomes the probabilities × vmul.</summary>
+    static abstract void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, ref float m, ref float l, float* acc, int d);
+
+    /// <summary>acc_j += Σ_t p_j[t]·v_t for four queries over tokens [tl, th); prefetches through pf on the first pass.</summary>
+    static abstract void Accumulate4<TL>(float** acc, float* p, byte** rows, int* zero, int tl, int th, int half, ref PagePrefetch pf)
+        where TL : unmanaged, IKvRow;
+
+    /// <summary>acc += Σ_t p[t]·v_t for one query.</summary>
+    static abstract void Accumulate1<TL>(float* acc, float* p, byte** rows, int* zero, int tl, int th, int half, ref PagePrefetch pf)
+        where TL : unmanaged, IKvRow;
+
+    /// <summary>acc *= f over n floats.</summary>
+    static abstract void Scale(float* acc, float f, int n);
+
+    /// <summary><see cref="Kernels.Attention.Reference.QueryQuantization.Quantize"/> of one query row, bit-identical, also
+    /// writing the codes as int16, their sum and <c>code·s</c>; returns the scale.</summary>
+    static abstract float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum);
+}
+
+/// <summary>The per-work-item state the tile passes share (pointers into the thread's scratch).</summary>
+internal unsafe ref struct TileItem
+{
+    public float* Qs, P, M, L, KMul, VMul, ZeroRow, QScale;
+    public sbyte* QCodes;
+    public short* Q16;
+    public int* QSum;
+    public bool IntDot;
+    public int* KZero, VZero;
+    public float** Acc;
+    public int* Lo, Hi;
+    public int QueryRows, KvHeads, GroupHeads, PerRow, Queries, KvHead, MinLo, MaxHi;
+}
+
+/// <summary>Prefetches rows of a page that a later tile will read (<c>prefetcht0</c>, every 64-byte line; every other
+/// line, or into L2 only, measured slower), a few rows at a time between the compute so the misses overlap with it
+/// instead of queueing up in one burst. A default instance does nothing.</summary>
+internal readonly unsafe struct PagePrefetch(byte* first, long tokenBytes, int rowBytes)
+{
+    private readonly byte* _first = first;
+
+    /// <summary>Prefetches rows [t0, t0 + n).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Rows(int t0, int n)
+    {
+        if (_first == null) return;
+        for (int t = t0; t < t0 + n; t++)
+        {
+            byte* r = _first + t * tokenBytes;
+            for (int b = 0; b < rowBytes; b += 64) Sse.Prefetch0(r + b);
+        }
+    }
+}

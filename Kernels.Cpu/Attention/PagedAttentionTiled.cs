@@ -1,0 +1,306 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using Kernels.Attention.Masks;
+using Kernels.Attention.Planning;
+
+namespace Kernels.Cpu.Attention;
+
+/// <summary>
+/// The register-tiled attention kernel (AVX-512 with <see cref="Tile512"/>, AVX2 with <see cref="Tile256"/>): the work item of
+/// <see cref="PagedAttentionKernel"/> with K and V widened in registers, logits of 16 tokens produced as one row per query,
+/// and per-token dequantization folded into logits and probabilities.
+/// </summary>
+/// <remarks>
+/// <para><b>Logits.</b> Per kv head and 16-token tile, blocks of four queries × a few tokens keep fp32 partial sums in
+/// registers over head_dim (each K chunk is loaded and widened once for the four queries, each query chunk once for the
+/// block's tokens); a transpose-and-add tree leaves the block's dot products in one register. Query heads that do not fill a
+/// block of four take one query at a time. (AVX-512: 4 × 4 tokens, 16 accumulators; AVX2, 16 registers: 4 × 2.)</para>
+/// <para><b>Softmax.</b> Per query and tile, in registers: scale (sm_scale times the tile's per-token K scales), soft cap,
+/// mask (page end, causal/window range), running max, <c>e^(x − max)</c>, running sum; the accumulator is rescaled only when
+/// the maximum grows.</para>
+/// <para><b>Output.</b> Four queries × a slice of head_dim stay in registers across the tile; each V chunk is widened once
+/// and multiplied by the broadcast probability (folded with the token's V scale).</para>
+/// <para><b>Folding.</b> int8/int4 rows are read as integer codes (<c>q − z</c> for int4, exact since zero points are
+/// integers) and their scales multiply the logits and probabilities instead of every element. fp16 rows are read by a
+/// 3-instruction shift that yields <c>h·2⁻¹¹²</c> exactly, so queries are pre-scaled by 2¹¹² (items whose queries reach
+/// 2¹⁵ take the generic kernel) and probabilities by 2¹¹²; all these factors are powers of two or one multiply per token, so
+/// products are the same as with widened rows up to rounding. Pages flagged as holding fp16 Inf/NaN
+/// (<c>PagedKvCache.NonFinitePageArray</c>) are read with the Inf/NaN-aware loader.</para>
+/// <para>Only live tokens are read: rows outside every query's key range are replaced by a zero row, and the V pass visits
+/// the live range only. Results are deterministic for a given plan; they differ from the other ISA paths by rounding.</para>
+/// </remarks>
+internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IAttentionTile
+{
+    private const int Tile = PagedAttentionKernel.Tile;
+    private const int MaxQ = AttentionPlan.MaxQueriesPerItem;
+    private const int MaxD = AttentionLaunch.MaxHeadDim;
+
+    // Per-thread scratch, in floats: pre-scaled queries [MaxQ][MaxD]; logits, then probabilities [MaxQ][Tile]; running max and
+    // sum [MaxQ]; per kv head of the item and tile token: K multiplier, V multiplier, K zero, V zero [MaxQ][Tile] each; a zero row.
+    private const int QsOffset = 0;
+    private const int POffset = QsOffset + MaxQ * MaxD;
+    private const int MOffset = POffset + MaxQ * Tile;
+    private const int LOffset = MOffset + MaxQ;
+    private const int KMulOffset = LOffset + MaxQ;
+    private const int VMulOffset = KMulOffset + MaxQ * Tile;
+    private const int KZeroOffset = VMulOffset + MaxQ * Tile;
+    private const int VZeroOffset = KZeroOffset + MaxQ * Tile;
+    private const int ZeroRowOffset = VZeroOffset + MaxQ * Tile;
+    // QuantizedQueryDot: int8 codes [MaxQ][MaxD], the codes widened to int16 [MaxQ][MaxD], scale and code sum [MaxQ].
+    private const int QCodesOffset = ZeroRowOffset + MaxD;
+    private const int Q16Offset = QCodesOffset + MaxQ * MaxD / 4;
+    private const int QScaleOffset = Q16Offset + MaxQ * MaxD / 2;
+    private const int QSumOffset = QScaleOffset + MaxQ;
+    private const int ScratchFloats = QSumOffset + MaxQ;
+
+    private const int PrefetchPages = 1;                      // software prefetch distance, in pages of the item's list (1–8 measured)
+    private const float TwoPow112 = 5.192296858534828E+33f; // 2^112, exact
+    private const float F16QueryLimit = 32768f;               // |q|·2^112 must stay finite: |q| < 2^15
+
+    [ThreadStatic] private static float[]? t_scratch;
+
+    /// <summary>Runs work item <paramref name="index"/>; returns false (having written nothing) when the item needs the generic
+    /// kernel: fp16 caches with a query element of magnitude ≥ 2¹⁵ or a non-finite query element.</summary>
+    public static bool TryRun(ref PagedAttentionKernel.State s, int index)
+    {
+        switch (s.DType)
+        {
+            case DType.F32: Run<KvF32, KvF32>(ref s, index, 1f); return true;
+            case DType.BF16: Run<KvBf16, KvBf16>(ref s, index, 1f); return true;
+            case DType.I8: Run<KvI8, KvI8>(ref s, index, 1f); return true;
+            case DType.I4: Run<KvI4, KvI4>(ref s, index, 1f); return true;
+            default:
+                if (!QueriesBelow(ref s, s.Items[index], F16QueryLimit)) return false;
+                Run<KvF16, KvF16Special>(ref s, index, TwoPow112);
+                return true;
+        }
+    }
+
+    /// <summary>True when every query element of the item is finite with magnitude below <paramref name="limit"/>.</summary>
+    private static bool QueriesBelow(ref PagedAttentionKernel.State s, AttentionWorkItem it, float limit)
+    {
+        int d = s.HeadDim;
+        var lim = Vector256.Create(limit);
+        var bad = Vector256<float>.Zero;
+        for (int r = 0; r < it.QueryRows; r++)
+            for (int kk = 0; kk < it.KvHeads; kk++)
+            {
+                int head = (it.KvHead + kk) * s.Group + it.GroupHead;
+                float* q = s.Q + ((long)(it.QueryRow + r) * s.QoHeads + head) * d;
+                for (int i = 0; i < it.GroupHeads * d; i += 8)
+                    bad |= ~Vector256.LessThan(Vector256.Abs(Vector256.Load(q + i)), lim); // NaN compares false: bad
+            }
+        return bad == Vector256<float>.Zero;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Run<TL, TLSpecial>(ref PagedAttentionKernel.State s, int index, float qMul)
+        where TL : unmanaged, IKvRow where TLSpecial : unmanaged, IKvRow
+    {
+        AttentionWorkItem it = s.Items[index];
+        int d = s.HeadDim;
+        var a = t_scratch ??= GC.AllocateArray<float>(ScratchFloats, pinned: true);
+        float* scratch = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
+        float** acc = stackalloc float*[MaxQ];
+        int* lo = stackalloc int[MaxQ];
+        int* hi = stackalloc int[MaxQ];
+        var c = new TileItem
+        {
+            Qs = scratch + QsOffset, P = scratch + POffset, M = scratch + MOffset, L = scratch + LOffset,
+            QCodes = (sbyte*)(scratch + QCodesOffset), Q16 = (short*)(scratch + Q16Offset), QScale = scratch + QScaleOffset,
+            QSum = (int*)(scratch + QSumOffset),
+            IntDot = s.QuantizedQ && TTile.SupportsIntDot && (s.DType == DType.I8 || s.HeadDim % 128 == 0),
+            KMul = scratch + KMulOffset, VMul = scratch + VMulOffset, KZero = (int*)(scratch + KZeroOffset),
+            VZero = (int*)(scratch + VZeroOffset), ZeroRow = scratch + ZeroRowOffset, Acc = acc, Lo = lo, Hi = hi,
+            QueryRows = it.QueryRows, KvHeads = it.KvHeads, GroupHeads = it.GroupHeads, PerRow = it.KvHeads * it.GroupHeads,
+            KvHead = it.KvHead, MinLo = int.MaxValue, MaxHi = int.MinValue,
+        };
+        c.Queries = c.QueryRows * c.PerRow;
+        new Span<float>(c.ZeroRow, MaxD).Clear();
+
+        // Query i = (r·KvHeads + kk)·GroupHeads + hh, as in the generic kernel.
+        var qm = Vector256.Create(qMul);
+        for (int r = 0; r < it.QueryRows; r++)
+        {
+            var (klo, khi) = AttentionMask.KeyRange(it.MaskQuery + r, it.MaskQoLen, it.MaskKvLen, s.Causal, s.WindowLeft);
+            lo[r] = klo;
+            hi[r] = khi;
+            if (klo < khi)
+            {
+                c.MinLo = Math.Min(c.MinLo, klo);
+                c.MaxHi = Math.Max(c.MaxHi, khi);
+            }
+            for (int kk = 0; kk < it.KvHeads; kk++)
+                for (int hh = 0; hh < it.GroupHeads; hh++)
+                {
+                    int i = r * c.PerRow + kk * it.GroupHeads + hh;
+                    int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
+                    long qRow = (long)(it.QueryRow + r) * s.QoHeads + head;
+                    float* q = s.Q + qRow * d, qs = c.Qs + i * d;
+                    if (s.QuantizedQ)
+                    {
+                        // int8 queries (QuantizedQueryDot): codes for the integer dot products, code·s for the float ones.
+                        c.QScale[i] = TTile.QuantizeQuery(q, d, c.QCodes + i * d, c.Q16 + i * d, qs, out c.QSum[i]);
+                    }
+                    else
+                    {
+                        for (int j = 0; j < d; j += 8) (Vector256.Load(q + j) * qm).Store(qs + j); // exact: a power of two
+                    }
+                    acc[i] = it.PartialSlot < 0 ? s.Out + qRow * d : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
+                    new Span<float>(acc[i], d).Clear();
+                    c.M[i] = float.NegativeInfinity;
+                    c.L[i] = 0;
+                }
+        }
+
+        for (int p = it.PageBegin; p < it.PageEnd; p++)
+        {
+            int tokens = s.PageTokens[p], key0 = s.PageKeyStart[p];
+            if (key0 >= c.MaxHi || key0 + tokens <= c.MinLo) continue; // wholly masked: never touched
+            int pageId = s.PageIds[p];
+            long pageRow = pageId * s.PageStride + (long)it.KvHead * s.HeadStride;
+            bool special = typeof(TL) != typeof(TLSpecial) && s.PageFlags[pageId] != 0;
+            for (int t0 = 0; t0 < tokens; t0 += Tile)
+            {
+                int tn = Math.Min(Tile, tokens - t0);
+                // On a page's last tile, prefetch the page PrefetchPages ahead (pages are scattered: hardware prefetchers cannot follow).
+                long next = t0 + Tile >= tokens && p + PrefetchPages < it.PageEnd ? s.PageIds[p + PrefetchPages] * s.PageStride + (long)it.KvHead * s.HeadStride : -1;
+                if (special) TileStep<TLSpecial>(ref s, ref c, pageRow, next, t0, tn, key0 + t0, qMul);
+                else TileStep<TL>(ref s, ref c, pageRow, next, t0, tn, key0 + t0, qMul);
+            }
+        }
+
+        for (int r = 0; r < it.QueryRows; r++)
+            for (int kk = 0; kk < it.KvHeads; kk++)
+                for (int hh = 0; hh < it.GroupHeads; hh++)
+                {
+                    int i = r * c.PerRow + kk * it.GroupHeads + hh;
+                    int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
+                    float lse;
+                    float l = c.L[i];
+                    if (l > 0)
+                    {
+                        TTile.Scale(acc[i], 1f / l, d);
+                        lse = c.M[i] + MathF.Log(l);
+                    }
+                    else
+                    {
+                        new Span<float>(acc[i], d).Clear();
+                        lse = float.NegativeInfinity;
+                    }
+                    if (it.PartialSlot >= 0) s.Work[s.PartialLse + (long)it.PartialSlot * s.QoHeads + head] = lse;
+                    else if (s.Lse != null) s.Lse[(long)(it.QueryRow + r) * s.QoHeads + head] = lse;
+                }
+    }
+
+    /// <summary>One tile of up to 16 tokens starting at page token <paramref name="t0"/> (keys <paramref name="k0"/>…);
+    /// <paramref name="nextPageRow"/> ≥ 0 is the first row of the next tile's page, to prefetch (−1: none).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void TileStep<TL>(ref PagedAttentionKernel.State s, ref TileItem c, long pageRow, long nextPageRow, int t0, int tn, int k0, float qMul)
+        where TL : unmanaged, IKvRow
+    {
+        // Live tokens [tl, th): inside the tile and inside some query's key range.
+        int tl = Math.Max(c.MinLo - k0, 0), th = Math.Min(c.MaxHi - k0, tn);
+        if (tl >= th) return;
+        int d = s.HeadDim, half = d / 2, gh = c.GroupHeads;
+        byte** rows = stackalloc byte*[Tile];
+        bool rowScales = s.KScale != null && !s.PerHeadScale, i4 = s.DType == DType.I4;
+        float smScale = s.SmScale;
+
+        // 1. Logits, one vector of 16 tokens per query, into c.P (raw dot products).
+        long tokenBytes = (long)s.TokenStride * s.RowBytes;
+        for (int kk = 0; kk < c.KvHeads; kk++)
+        {
+            float* kmul = c.KMul + kk * Tile, vmul = c.VMul + kk * Tile;
+            int* kz = c.KZero + kk * Tile, vz = c.VZero + kk * Tile;
+            long r0 = pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride; // row index of tile token 0
+            TTile.SetRows(rows, s.K + r0 * s.RowBytes, tokenBytes, (byte*)c.ZeroRow, tl, th);
+            var pfK = new PagePrefetch(nextPageRow >= 0 ? s.K + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
+            if (rowScales)
+            {
+                // Per-token scales (and int4 zero points); scalar loads: vgatherdps measured slower on this core.
+                for (int t = tl; t < th; t++)
+                {
+                    long r = r0 + (long)t * s.TokenStride;
+                    kmul[t] = smScale * s.KScale[r];
+                    vmul[t] = s.VScale[r];
+                    kz[t] = i4 ? (int)s.KZero[r] : 0;
+                    vz[t] = i4 ? (int)s.VZero[r] : 0;
+                }
+                for (int t = 0; t < Tile; t++)
+                {
+                    if (t >= tl && t < th) continue;
+                    kmul[t] = vmul[t] = 0f;
+                    kz[t] = vz[t] = 0;
+                }
+            }
+            else
+            {
+                // Per-head int8 scale, or fp16's 2^112 (probabilities × 2^112 against rows × 2^−112), or 1.
+                float ks = s.PerHeadScale ? s.KScale[c.KvHead + kk] : 1f, vs = s.PerHeadScale ? s.VScale[c.KvHead + kk] : qMul;
+                new Span<float>(kmul, Tile).Fill(smScale * ks);
+                new Span<float>(vmul, Tile).Fill(vs);
+                new Span<int>(kz, Tile).Clear();
+                new Span<int>(vz, Tile).Clear();
+            }
+            for (int r = 0; r < c.QueryRows; r++)
+            {
+                int i = r * c.PerRow + kk * gh, ie = i + gh;
+                if (k0 + tl >= c.Hi[r] || k0 + th <= c.Lo[r]) continue; // masked below
+                if (c.IntDot)
+                    for (; i + 4 <= ie; i += 4, pfK = default) TTile.Logits4Int<TL>(ref c, i, rows, kz, tl, th, d, half, pfK);
+                for (; i + 4 <= ie; i += 4, pfK = default) TTile.Logits4<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
+                for (; i < ie; i++, pfK = default) TTile.Logits1<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
+            }
+        }
+
+        // 2. Online softmax per query; c.P becomes the probabilities times the token's V factor.
+        for (int r = 0; r < c.QueryRows; r++)
+        {
+            int lo = Math.Max(c.Lo[r], k0 + tl) - k0, hi = Math.Min(c.Hi[r], k0 + th) - k0; // this row's live lanes
+            if (lo >= hi)
+            {
+                new Span<float>(c.P + r * c.PerRow * Tile, c.PerRow * Tile).Clear();
+                continue;
+            }
+            if (s.SoftCap > 0) SoftCapRow(ref c, r, s.SoftCap); // logits scaled and capped in place (rare: kept out of the loop below)
+            for (int kk = 0; kk < c.KvHeads; kk++)
+            {
+                float* kmul = s.SoftCap > 0 ? null : c.KMul + kk * Tile, vmul = c.VMul + kk * Tile;
+                for (int i = r * c.PerRow + kk * gh, ie = i + gh; i < ie; i++)
+                    TTile.Softmax(c.P + i * Tile, kmul, vmul, lo, hi, ref c.M[i], ref c.L[i], c.Acc[i], d);
+            }
+        }
+
+        // 3. acc += Σ_t p_t·v_t over the live tokens.
+        for (int kk = 0; kk < c.KvHeads; kk++)
+        {
+            TTile.SetRows(rows, s.V + (pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride) * s.RowBytes, tokenBytes, (byte*)c.ZeroRow, tl, th);
+            var pfV = new PagePrefetch(nextPageRow >= 0 ? s.V + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
+            int* vz = c.VZero + kk * Tile;
+            for (int r = 0; r < c.QueryRows; r++)
+            {
+                // This row's live tokens only: a masked token's V is never read (0·NaN would leak into the row).
+                int rl = Math.Max(c.Lo[r] - k0, tl), rh = Math.Min(c.Hi[r] - k0, th);
+                if (rl >= rh) continue;
+                int i = r * c.PerRow + kk * gh, ie = i + gh;
+                for (; i + 4 <= ie; i += 4, pfV = default) TTile.Accumulate4<TL>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
+                for (; i < ie; i++, pfV = default) TTile.Accumulate1<TL>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
+            }
+        }
+    }
+
+    /// <summary>Row <paramref name="r"/>'s logits in place: times the K multiplier (sm_scale·scale), then <c>cap·tanh(x/cap)</c>
+    /// lane by lane with <see cref="MathF.Tanh"/> (the generic kernel's arithmetic).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void SoftCapRow(ref TileItem c, int r, float cap)
+    {
+        for (int j = 0; j < c.PerRow; j++)
+        {
+            float* pi = c.P + (r * c.PerRow + j) * Tile, kmul = c.KMul + j / c.GroupHeads * Tile;
+            for (int t = 0; t < Tile; t++) pi[t] = cap * MathF.Tanh(pi[t] * kmul[t] / cap);
+        }
+    }
+
+}

@@ -1,0 +1,261 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Kernels.Attention.Reference;
+
+namespace Kernels.Cpu.Attention;
+
+/// <summary>The AVX2 + FMA vector kernels of <see cref="PagedAttentionTiled{TTile}"/>, sized for 16 ymm registers:
+/// 4 queries × 2 tokens per logit block (8 accumulators; each K chunk widened once for the four queries, a 15-instruction
+/// transpose-and-add tree to one register of 8 dot products), 1 query × 8 tokens for leftover heads, the 16-lane softmax as
+/// two halves, and 4 queries × 16 dims (i and half + i) of output accumulators. Quantized queries take the float path with
+/// their dequantized values (no 256-bit integer dot here).</summary>
+internal unsafe struct Tile256 : IAttentionTile
+{
+    private const int Tile = PagedAttentionKernel.Tile;
+
+    /// <inheritdoc />
+    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
+
+    /// <inheritdoc />
+    public static bool SupportsIntDot => false;
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SetRows(byte** rows, byte* first, long tokenBytes, byte* zeroRow, int tl, int th)
+    {
+        for (int t = 0; t < Tile; t++) rows[t] = t >= tl && t < th ? first + t * tokenBytes : zeroRow;
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void Logits4<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
+        where TL : unmanaged, IKvRow
+    {
+        for (int g = tl >> 1; g < 8 && 2 * g < th; g++)
+        {
+            pf.Rows(2 * g, 2);
+            var r = Block4x2<TL>(q, rows + 2 * g, zero + 2 * g, d, half); // lanes [2·query + token]
+            var lower = r.GetLower();
+            var upper = r.GetUpper();
+            Sse.StoreLow(dst + 2 * g, lower);                  // movlps: query 0, tokens 2g, 2g + 1
+            Sse.StoreHigh(dst + Tile + 2 * g, lower);          // movhps: query 1
+            Sse.StoreLow(dst + 2 * Tile + 2 * g, upper);
+            Sse.StoreHigh(dst + 3 * Tile + 2 * g, upper);
+        }
+    }
+
+    /// <summary>Four queries × two tokens: 8 register accumulators over head_dim, reduced to lanes <c>[2·query + token]</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static Vector256<float> Block4x2<TL>(float* q, byte** rows, int* zero, int d, int half) where TL : unmanaged, IKvRow
+    {
+        byte* k0 = rows[0], k1 = rows[1];
+        var z0 = Vector256.Create(zero[0]);
+        var z1 = Vector256.Create(zero[1]);
+        float* q0 = q, q1 = q + d, q2 = q + 2 * d, q3 = q + 3 * d;
+        Vector256<float> a00 = default, a01 = default, a10 = default, a11 = default;
+        Vector256<float> a20 = default, a21 = default, a30 = default, a31 = default;
+        for (int i = 0; i < half; i += 8)
+        {
+            TL.Load2(k0, i, half, z0, out var x0, out var w0);
+            TL.Load2(k1, i, half, z1, out var x1, out var w1);
+            Fma2(Vector256.Load(q0 + i), x0, x1, ref a00, ref a01);
+            Fma2(Vector256.Load(q1 + i), x0, x1, ref a10, ref a11);
+            Fma2(Vector256.Load(q2 + i), x0, x1, ref a20, ref a21);
+            Fma2(Vector256.Load(q3 + i), x0, x1, ref a30, ref a31);
+            Fma2(Vector256.Load(q0 + half + i), w0, w1, ref a00, ref a01);
+            Fma2(Vector256.Load(q1 + half + i), w0, w1, ref a10, ref a11);
+            Fma2(Vector256.Load(q2 + half + i), w0, w1, ref a20, ref a21);
+            Fma2(Vector256.Load(q3 + half + i), w0, w1, ref a30, ref a31);
+        }
+        return Reduce8(Reduce4(a00, a01, a10, a11), Reduce4(a20, a21, a30, a31));
+    }
+
+    /// <summary>a_j += y·x_j for two register accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Fma2(Vector256<float> y, Vector256<float> x0, Vector256<float> x1, ref Vector256<float> a0, ref Vector256<float> a1)
+    {
+        a0 = Fma.MultiplyAdd(y, x0, a0);
+        a1 = Fma.MultiplyAdd(y, x1, a1);
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void Logits1<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
+        where TL : unmanaged, IKvRow
+    {
+        for (int g = tl >> 3; g < 2 && 8 * g < th; g++)
+        {
+            pf.Rows(8 * g, 8);
+            byte** k = rows + 8 * g;
+            int* z = zero + 8 * g;
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            for (int i = 0; i < half; i += 8)
+            {
+                var y = Vector256.Load(q + i);
+                var w = Vector256.Load(q + half + i);
+                a0 = Dot2<TL>(k[0], z[0], i, half, y, w, a0);
+                a1 = Dot2<TL>(k[1], z[1], i, half, y, w, a1);
+                a2 = Dot2<TL>(k[2], z[2], i, half, y, w, a2);
+                a3 = Dot2<TL>(k[3], z[3], i, half, y, w, a3);
+                a4 = Dot2<TL>(k[4], z[4], i, half, y, w, a4);
+                a5 = Dot2<TL>(k[5], z[5], i, half, y, w, a5);
+                a6 = Dot2<TL>(k[6], z[6], i, half, y, w, a6);
+                a7 = Dot2<TL>(k[7], z[7], i, half, y, w, a7);
+            }
+            Reduce8(Reduce4(a0, a1, a2, a3), Reduce4(a4, a5, a6, a7)).Store(dst + 8 * g); // lanes = tokens 8g … 8g + 7
+        }
+    }
+
+    /// <summary>a + y·row[i…] + w·row[half + i…].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Dot2<TL>(byte* row, int zero, int i, int half, Vector256<float> y, Vector256<float> w, Vector256<float> a)
+        where TL : unmanaged, IKvRow
+    {
+        TL.Load2(row, i, half, Vector256.Create(zero), out var x, out var v);
+        return Fma.MultiplyAdd(w, v, Fma.MultiplyAdd(y, x, a));
+    }
+
+    /// <summary>Not used: <see cref="SupportsIntDot"/> is false, so quantized queries take <see cref="Logits4{TL}"/>.</summary>
+    public static void Logits4Int<TL>(ref TileItem c, int i, byte** rows, int* zero, int tl, int th, int d, int half, PagePrefetch pf)
+        where TL : unmanaged, IKvRow => throw new UnreachableException();
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, ref float m, ref float l, float* acc, int d)
+    {
+        var lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        var vlo = Vector256.Create(lo);
+        var vhi = Vector256.Create(hi);
+        var live0 = (Vector256.GreaterThanOrEqual(lane, vlo) & Vector256.LessThan(lane, vhi)).AsSingle();
+        lane += Vector256.Create(8);
+        var live1 = (Vector256.GreaterThanOrEqual(lane, vlo) & Vector256.LessThan(lane, vhi)).AsSingle();
+        var x0 = Vector256.Load(p);
+        var x1 = Vector256.Load(p + 8);
+        if (kmul != null)
+        {
+            x0 *= Vector256.Load(kmul);
+            x1 *= Vector256.Load(kmul + 8);
+        }
+        var ninf = Vector256.Create(float.NegativeInfinity);
+        x0 = Vector256.ConditionalSelect(live0, x0, ninf);
+        x1 = Vector256.ConditionalSelect(live1, x1, ninf);
+        var mx = Avx.Max(x0, x1);                                              // raw vmaxps: a NaN lane's exp is NaN anyway
+        var m4 = Sse.Max(mx.GetLower(), mx.GetUpper());
+        m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0x4E));
+        m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0xB1));
+        float tmax = m4.ToScalar();
+        if (tmax > m)
+        {
+            if (l > 0)
+            {
+                float f = MathF.Exp(m - tmax);
+                Scale(acc, f, d);
+                l *= f;
+            }
+            m = tmax;
+        }
+        var mv = Vector256.Create(m);
+        var e0 = SoftmaxExp.Exp(x0 - mv);
+        var e1 = SoftmaxExp.Exp(x1 - mv);
+        var s = e0 + e1;
+        l += Vector128.Sum(s.GetLower() + s.GetUpper());
+        (e0 * Vector256.Load(vmul)).Store(p);
+        (e1 * Vector256.Load(vmul + 8)).Store(p + 8);
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void Accumulate4<TL>(float** acc, float* p, byte** rows, int* zero, int tl, int th, int half, ref PagePrefetch pf)
+        where TL : unmanaged, IKvRow
+    {
+        float* a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+        float* p0 = p, p1 = p + Tile, p2 = p + 2 * Tile, p3 = p + 3 * Tile;
+        for (int i = 0; i < half; i += 8)
+        {
+            int j = half + i;
+            var x0 = Vector256.Load(a0 + i);
+            var x1 = Vector256.Load(a1 + i);
+            var x2 = Vector256.Load(a2 + i);
+            var x3 = Vector256.Load(a3 + i);
+            var y0 = Vector256.Load(a0 + j);
+            var y1 = Vector256.Load(a1 + j);
+            var y2 = Vector256.Load(a2 + j);
+            var y3 = Vector256.Load(a3 + j);
+            for (int t = tl; t < th; t++)
+            {
+                if (i == 0) pf.Rows(t, 1); // spread over the first pass, one row per token
+                TL.Load2(rows[t], i, half, Vector256.Create(zero[t]), out var va, out var vb);
+                Fma2(Vector256.Create(p0[t]), va, vb, ref x0, ref y0);
+                Fma2(Vector256.Create(p1[t]), va, vb, ref x1, ref y1);
+                Fma2(Vector256.Create(p2[t]), va, vb, ref x2, ref y2);
+                Fma2(Vector256.Create(p3[t]), va, vb, ref x3, ref y3);
+            }
+            x0.Store(a0 + i);
+            x1.Store(a1 + i);
+            x2.Store(a2 + i);
+            x3.Store(a3 + i);
+            y0.Store(a0 + j);
+            y1.Store(a1 + j);
+            y2.Store(a2 + j);
+            y3.Store(a3 + j);
+        }
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void Accumulate1<TL>(float* acc, float* p, byte** rows, int* zero, int tl, int th, int half, ref PagePrefetch pf)
+        where TL : unmanaged, IKvRow
+    {
+        for (int i = 0; i < half; i += 8)
+        {
+            var x = Vector256.Load(acc + i);
+            var y = Vector256.Load(acc + half + i);
+            for (int t = tl; t < th; t++)
+            {
+                if (i == 0) pf.Rows(t, 1);
+                TL.Load2(rows[t], i, half, Vector256.Create(zero[t]), out var va, out var vb);
+                Fma2(Vector256.Create(p[t]), va, vb, ref x, ref y);
+            }
+            x.Store(acc + i);
+            y.Store(acc + half + i);
+        }
+    }
+
+    /// <summary>Four vectors x, y, z, w → one whose 128-bit block b is [Σ x_b, Σ y_b, Σ z_b, Σ w_b] (sums within block b).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Reduce4(Vector256<float> x, Vector256<float> y, Vector256<float> z, Vector256<float> w)
+    {
+        var xy = Avx.UnpackLow(x, y) + Avx.UnpackHigh(x, y);         // [x0+x2, y0+y2, x1+x3, y1+y3] per block
+        var zw = Avx.UnpackLow(z, w) + Avx.UnpackHigh(z, w);
+        return Avx.Shuffle(xy, zw, 0x44) + Avx.Shuffle(xy, zw, 0xEE); // [x, y, z, w] per block
+    }
+
+    /// <summary>Two <see cref="Reduce4"/> results → lanes [4g + j] = block 0 + block 1 of c_g[j] (<c>vperm2f128</c>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Reduce8(Vector256<float> c0, Vector256<float> c1) =>
+        Avx.Permute2x128(c0, c1, 0x20) + Avx.Permute2x128(c0, c1, 0x31);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Scale(float* acc, float f, int n)
+    {
+        var fv = Vector256.Create(f);
+        for (int i = 0; i < n; i += 8) (Vector256.Load(acc + i) * fv).Store(acc + i);
+    }
+
+    /// <inheritdoc />
+    public static float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum)
+    {
+        float s = QueryQuantization.Quantize(new ReadOnlySpan<float>(q, d), new Span<sbyte>(codes, d));
+        sum = 0;
+        for (int j = 0; j < d; j++)
+        {
+            sum += codes[j];
+            codes16[j] = codes[j];
+            dequantized[j] = codes[j] * s;
+        }
+        return s;
+    }
+}
