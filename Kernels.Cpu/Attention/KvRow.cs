@@ -99,6 +99,29 @@ internal unsafe struct KvF16Special : IKvRow
     }
 }
 
+/// <summary>fp16 rows at their true value (factor 1): <see cref="KvF16Special"/> times 2¹¹² (exact, subnormals included;
+/// Inf and NaN stay so). For items whose queries are too large to pre-scale by 2¹¹² (|q| ≥ 2¹⁵); one more multiply.</summary>
+internal unsafe struct KvF16Exact : IKvRow
+{
+    private const float TwoPow112 = 5.192296858534828E+33f;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
+    {
+        KvF16Special.Load2(row, i, half, zero, out lo, out hi);
+        lo *= Vector512.Create(TwoPow112);
+        hi *= Vector512.Create(TwoPow112);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
+    {
+        KvF16Special.Load2(row, i, half, zero, out lo, out hi);
+        lo *= Vector256.Create(TwoPow112);
+        hi *= Vector256.Create(TwoPow112);
+    }
+}
+
 /// <summary>bf16 rows, exact (<c>vpmovzxwd</c> + <c>vpslld 16</c>; factor 1).</summary>
 internal unsafe struct KvBf16 : IKvRow
 {

@@ -7,8 +7,9 @@ using Kernels.Cpu.Threading;
 namespace Kernels.Cpu.Attention;
 
 /// <summary>
-/// The one attention kernel behind paged decode, paged prefill and block-sparse attention: a work item's queries (query
-/// rows × the query heads of its kv heads) stream the item's pages once, with online softmax.
+/// The work-item dispatcher behind paged decode, paged prefill and block-sparse attention, and the kernel of the Vector128
+/// and scalar paths: a work item's queries (query rows × the query heads of its kv heads) stream the item's pages once, with
+/// online softmax. AVX-512 and AVX2 run <see cref="PagedAttentionTiled{TTile}"/> instead.
 /// </summary>
 /// <remarks>
 /// <para>Per page, in tiles of up to 16 tokens: each K row is widened to fp32 once and dotted with every query of the item
@@ -47,25 +48,13 @@ internal static unsafe class PagedAttentionKernel
         {
             switch (s.Isa)
             {
-                case IsaPath.Avx512:
-                    if (!PagedAttentionTiled<Tile512>.TryRun(ref s, chunk)) Avx512(ref s, chunk);
-                    break;
-                case IsaPath.Avx2:
-                    if (!Tile256.IsSupported || !PagedAttentionTiled<Tile256>.TryRun(ref s, chunk)) Avx2(ref s, chunk);
-                    break;
+                case IsaPath.Avx512: PagedAttentionTiled<Tile512>.Run(ref s, chunk); break;
+                case IsaPath.Avx2: PagedAttentionTiled<Tile256>.Run(ref s, chunk); break;
                 case IsaPath.Vector128: Vector128(ref s, chunk); break;
                 default: Scalar(ref s, chunk); break;
             }
         }
     }
-
-    /// <summary>The AVX-512 path for work item <paramref name="item"/>.</summary>
-    [SkipLocalsInit]
-    internal static void Avx512(ref State s, int item) => Run<Attention512>(ref s, item);
-
-    /// <summary>The AVX2 path.</summary>
-    [SkipLocalsInit]
-    internal static void Avx2(ref State s, int item) => Run<Attention256>(ref s, item);
 
     /// <summary>The Vector128 path.</summary>
     [SkipLocalsInit]

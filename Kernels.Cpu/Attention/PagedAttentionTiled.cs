@@ -24,7 +24,7 @@ namespace Kernels.Cpu.Attention;
 /// <para><b>Folding.</b> int8/int4 rows are read as integer codes (<c>q − z</c> for int4, exact since zero points are
 /// integers) and their scales multiply the logits and probabilities instead of every element. fp16 rows are read by a
 /// 3-instruction shift that yields <c>h·2⁻¹¹²</c> exactly, so queries are pre-scaled by 2¹¹² (items whose queries reach
-/// 2¹⁵ take the generic kernel) and probabilities by 2¹¹²; all these factors are powers of two or one multiply per token, so
+/// 2¹⁵ read rows at their true value instead) and probabilities by 2¹¹²; all these factors are powers of two or one multiply per token, so
 /// products are the same as with widened rows up to rounding. Pages flagged as holding fp16 Inf/NaN
 /// (<c>PagedKvCache.NonFinitePageArray</c>) are read with the Inf/NaN-aware loader.</para>
 /// <para>Only live tokens are read: rows outside every query's key range are replaced by a zero row, and the V pass visits
@@ -60,20 +60,20 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
 
     [ThreadStatic] private static float[]? t_scratch;
 
-    /// <summary>Runs work item <paramref name="index"/>; returns false (having written nothing) when the item needs the generic
-    /// kernel: fp16 caches with a query element of magnitude ≥ 2¹⁵ or a non-finite query element.</summary>
-    public static bool TryRun(ref PagedAttentionKernel.State s, int index)
+    /// <summary>Runs work item <paramref name="index"/>.</summary>
+    public static void Run(ref PagedAttentionKernel.State s, int index)
     {
         switch (s.DType)
         {
-            case DType.F32: Run<KvF32, KvF32>(ref s, index, 1f); return true;
-            case DType.BF16: Run<KvBf16, KvBf16>(ref s, index, 1f); return true;
-            case DType.I8: Run<KvI8, KvI8>(ref s, index, 1f); return true;
-            case DType.I4: Run<KvI4, KvI4>(ref s, index, 1f); return true;
+            case DType.F32: Run<KvF32, KvF32>(ref s, index, 1f); break;
+            case DType.BF16: Run<KvBf16, KvBf16>(ref s, index, 1f); break;
+            case DType.I8: Run<KvI8, KvI8>(ref s, index, 1f); break;
+            case DType.I4: Run<KvI4, KvI4>(ref s, index, 1f); break;
             default:
-                if (!QueriesBelow(ref s, s.Items[index], F16QueryLimit)) return false;
-                Run<KvF16, KvF16Special>(ref s, index, TwoPow112);
-                return true;
+                // fp16 rows come in ×2^−112 and queries are pre-scaled by 2^112, unless a query is too large (or not finite).
+                if (QueriesBelow(ref s, s.Items[index], F16QueryLimit)) Run<KvF16, KvF16Special>(ref s, index, TwoPow112);
+                else Run<KvF16Exact, KvF16Exact>(ref s, index, 1f);
+                break;
         }
     }
 

@@ -85,9 +85,9 @@ public class PagedAttentionTiledTests
     }
 
     [Fact]
-    public void F16_QueriesBeyondPrescaleRange_TakeGenericPathAndMatch()
+    public void F16_QueriesBeyondPrescaleRange_ReadRowsAtTrueValueAndMatch()
     {
-        // |q| ≥ 2^15 cannot be pre-scaled by 2^112; the item runs on the generic AVX-512 kernel.
+        // |q| ≥ 2^15 cannot be pre-scaled by 2^112; the item reads fp16 rows at their true value (KvF16Exact).
         var (cache, table) = Cache(50, 2, 128, r => (float)(r.NextDouble() * 2 - 1), 6);
         var shape = new AttentionShape(8, 2, 128);
         var q = Queries(new Random(7), 1, shape, 1f);
