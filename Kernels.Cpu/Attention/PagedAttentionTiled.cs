@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Kernels.Attention.Masks;
 using Kernels.Attention.Planning;
 
@@ -210,6 +211,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
 
         // 1. Logits, one vector of 16 tokens per query, into c.P (raw dot products).
         long tokenBytes = (long)s.TokenStride * s.RowBytes;
+        if (rowScales && nextPageRow >= 0) PrefetchScales(ref s, nextPageRow, i4);
         for (int kk = 0; kk < c.KvHeads; kk++)
         {
             float* kmul = c.KMul + kk * Tile, vmul = c.VMul + kk * Tile;
@@ -287,6 +289,23 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 int i = r * c.PerRow + kk * gh, ie = i + gh;
                 for (; i + 4 <= ie; i += 4, pfV = default) TTile.Accumulate4<TL>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
                 for (; i < ie; i++, pfV = default) TTile.Accumulate1<TL>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
+            }
+        }
+    }
+
+    /// <summary>Prefetches the per-row scales (and int4 zero points) of a page's rows from <paramref name="row"/> on: they sit
+    /// beside the rows' page in the scale arrays, as scattered as the pages themselves.</summary>
+    private static void PrefetchScales(ref PagedAttentionKernel.State s, long row, bool zeros)
+    {
+        long n = s.PageStride * sizeof(float);
+        for (long b = 0; b < n; b += 64)
+        {
+            Sse.Prefetch0((byte*)(s.KScale + row) + b);
+            Sse.Prefetch0((byte*)(s.VScale + row) + b);
+            if (zeros)
+            {
+                Sse.Prefetch0((byte*)(s.KZero + row) + b);
+                Sse.Prefetch0((byte*)(s.VZero + row) + b);
             }
         }
     }
