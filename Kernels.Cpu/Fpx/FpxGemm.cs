@@ -41,6 +41,9 @@ public static unsafe class FpxGemm
 
     [ThreadStatic] private static float[]? t_scratch;
 
+    /// <summary>Software prefetch distance of the 4-row GEMV weight streams, in 64-code blocks (4–64 measured; 8 best).</summary>
+    private const int PrefetchBlocks = 8;
+
     /// <summary>Computes <c>y = x · Wᵀ</c> with fp32 activations.</summary>
     /// <param name="weights">FP6/FP5 weights <c>[m, k]</c>.</param>
     /// <param name="x"><c>n·k</c> activations.</param>
@@ -271,6 +274,7 @@ public static unsafe class FpxGemm
             Vector512<float> p0 = default, q0 = default, p1 = default, q1 = default, p2 = default, q2 = default, p3 = default, q3 = default;
             for (byte* stop = lo + ls; lo < stop; lo += 32, hi += hb, xb += 64)
             {
+                Prefetch4Rows(hi, lo, hs, ls, hb);
                 Vector512<float> x0 = Vector512.Load(xb), x1 = Vector512.Load(xb + 16), x2 = Vector512.Load(xb + 32), x3 = Vector512.Load(xb + 48);
                 RowPatterns<TK>(hi, lo, x0, x1, x2, x3, k, ref p0, ref q0);
                 RowPatterns<TK>(hi + hs, lo + ls, x0, x1, x2, x3, k, ref p1, ref q1);
@@ -291,6 +295,22 @@ public static unsafe class FpxGemm
                 RowPatterns<TK>(hi, lo, Vector512.Load(xb), Vector512.Load(xb + 16), Vector512.Load(xb + 32), Vector512.Load(xb + 48), k, ref p0, ref q0);
             a.Y[r] = Finish(F32x16.Sum(new F32x16(p0 + q0)), a.Scales[r], a.Post[0]);
         }
+    }
+
+    /// <summary>Prefetches the current block + <see cref="PrefetchBlocks"/> of both planes of four rows: eight weight streams
+    /// are more than the hardware prefetchers follow well (single-thread 8192² FP6 GEMV: 3.32 → 2.85 ms). A prefetch past a
+    /// row's end touches the next row or nothing (prefetches never fault).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Prefetch4Rows(byte* hi, byte* lo, long hs, long ls, int hb)
+    {
+        Sse.Prefetch0(lo + PrefetchBlocks * 32);
+        Sse.Prefetch0(lo + ls + PrefetchBlocks * 32);
+        Sse.Prefetch0(lo + 2 * ls + PrefetchBlocks * 32);
+        Sse.Prefetch0(lo + 3 * ls + PrefetchBlocks * 32);
+        Sse.Prefetch0(hi + PrefetchBlocks * hb);
+        Sse.Prefetch0(hi + hs + PrefetchBlocks * hb);
+        Sse.Prefetch0(hi + 2 * hs + PrefetchBlocks * hb);
+        Sse.Prefetch0(hi + 3 * hs + PrefetchBlocks * hb);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -319,6 +339,7 @@ public static unsafe class FpxGemm
             Vector512<float> p0 = default, q0 = default, p1 = default, q1 = default, p2 = default, q2 = default, p3 = default, q3 = default;
             for (byte* stop = lo + ls; lo < stop; lo += 32, hi += hb, xb += 64)
             {
+                Prefetch4Rows(hi, lo, hs, ls, hb);
                 Vector512<float> x0 = Vector512.Load(xb), x1 = Vector512.Load(xb + 16), x2 = Vector512.Load(xb + 32), x3 = Vector512.Load(xb + 48);
                 Row4<TK>(hi, lo, x0, x1, x2, x3, k, ref p0, ref q0);
                 Row4<TK>(hi + hs, lo + ls, x0, x1, x2, x3, k, ref p1, ref q1);
