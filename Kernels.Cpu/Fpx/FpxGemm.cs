@@ -301,7 +301,7 @@ public static unsafe class FpxGemm
     /// are more than the hardware prefetchers follow well (single-thread 8192² FP6 GEMV: 3.32 → 2.85 ms). A prefetch past a
     /// row's end touches the next row or nothing (prefetches never fault).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Prefetch4Rows(byte* hi, byte* lo, long hs, long ls, int hb)
+    internal static void Prefetch4Rows(byte* hi, byte* lo, long hs, long ls, int hb)
     {
         Sse.Prefetch0(lo + PrefetchBlocks * 32);
         Sse.Prefetch0(lo + ls + PrefetchBlocks * 32);

@@ -257,6 +257,7 @@ public static unsafe class Int6Gemm
                 for (int e = Math.Min(blocks, b + gb); b < e; b++)
                 {
                     float* xb = a.X + 64 * b;
+                    FpxGemm.Prefetch4Rows(hi + 16 * b, lo + 32 * b, hs, ls, 16);
                     Vector512<float> x0 = Vector512.Load(xb), x1 = Vector512.Load(xb + 16), x2 = Vector512.Load(xb + 32), x3 = Vector512.Load(xb + 48);
                     RowQ(hi + 16 * b, lo + 32 * b, x0, x1, x2, x3, k, magicHi, magic, ref g0);
                     RowQ(hi + hs + 16 * b, lo + ls + 32 * b, x0, x1, x2, x3, k, magicHi, magic, ref g1);
