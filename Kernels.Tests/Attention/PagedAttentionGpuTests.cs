@@ -42,6 +42,19 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         }
     }
 
+    [Fact]
+    public void QuantizedQueryDot_OnGpu_ThrowsNotSupported()
+    {
+        var (cache, table) = Build(new CacheSpec([5], 4, 1, 64, DType.I4, KvLayout.Nhd, KvScaleMode.None, 9));
+        var shape = new AttentionShape(2, 1, 64);
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), new AttentionOptions { QuantizedQueryDot = true });
+        using var kv = _gpu.UploadKvCache(cache);
+        using var qt = _gpu.Upload(new float[2 * 64], 1, 2, 64);
+        using var ot = _gpu.Allocate<float>(1, 2, 64);
+        var ex = Assert.Throws<NotSupportedException>(() => _gpu.Attention(plan, qt, kv, ot, null));
+        Assert.Contains("QuantizedQueryDot", ex.Message);
+    }
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void Decode_MatchesReference(DType dtype, KvScaleMode mode, KvLayout layout, int pageSize, bool split)
