@@ -70,15 +70,29 @@ internal unsafe struct Tile512 : IAttentionTile
         {
             pf.Rows(4 * g, 4);
             var block = Block4x4<TL>(q, rows + 4 * g, zero + 4 * g, d, half);
-            switch (g)
-            {
-                case 0: r0 = block; break;
-                case 1: r1 = block; break;
-                case 2: r2 = block; break;
-                default: r3 = block; break;
-            }
+            Place(g, block, ref r0, ref r1, ref r2, ref r3);
         }
-        // r_g lanes [4h + j] = query h, token 4g + j → query h's vector = 128-bit block h of r0..r3.
+        StoreQueries(r0, r1, r2, r3, dst);
+    }
+
+    /// <summary>r_g = block for token group g (a switch the JIT keeps in registers, unlike an indexed array).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Place(int g, Vector512<float> block, ref Vector512<float> r0, ref Vector512<float> r1, ref Vector512<float> r2, ref Vector512<float> r3)
+    {
+        switch (g)
+        {
+            case 0: r0 = block; break;
+            case 1: r1 = block; break;
+            case 2: r2 = block; break;
+            default: r3 = block; break;
+        }
+    }
+
+    /// <summary>Token groups r0..r3 with lanes [4h + j] (query h, token 4g + j) → four 16-token query rows at dst: query h's row
+    /// is 128-bit block h of r0..r3 (eight <c>vshuff32x4</c>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreQueries(Vector512<float> r0, Vector512<float> r1, Vector512<float> r2, Vector512<float> r3, float* dst)
+    {
         var u0 = Avx512F.Shuffle4x128(r0, r1, 0x44);
         var u1 = Avx512F.Shuffle4x128(r0, r1, 0xEE);
         var u2 = Avx512F.Shuffle4x128(r2, r3, 0x44);
@@ -174,13 +188,7 @@ internal unsafe struct Tile512 : IAttentionTile
                 a3 = Avx512F.FusedMultiplyAdd(w, v3, Avx512F.FusedMultiplyAdd(y, x3, a3));
             }
             var block = Reduce4(a0, a1, a2, a3); // 128-bit block b holds the four tokens' partial sums over lane block b
-            switch (g)
-            {
-                case 0: r0 = block; break;
-                case 1: r1 = block; break;
-                case 2: r2 = block; break;
-                default: r3 = block; break;
-            }
+            Place(g, block, ref r0, ref r1, ref r2, ref r3);
         }
         Reduce16(r0, r1, r2, r3).Store(dst);
     }
@@ -211,23 +219,9 @@ internal unsafe struct Tile512 : IAttentionTile
                 dots = Block4x4I8(c.Q16 + i * d, rows + 4 * g, d);
             }
             var block = Vector512.ConvertToSingle(dots) * qscale;
-            switch (g)
-            {
-                case 0: r0 = block; break;
-                case 1: r1 = block; break;
-                case 2: r2 = block; break;
-                default: r3 = block; break;
-            }
+            Place(g, block, ref r0, ref r1, ref r2, ref r3);
         }
-        float* dst = c.P + i * Tile;
-        var u0 = Avx512F.Shuffle4x128(r0, r1, 0x44);
-        var u1 = Avx512F.Shuffle4x128(r0, r1, 0xEE);
-        var u2 = Avx512F.Shuffle4x128(r2, r3, 0x44);
-        var u3 = Avx512F.Shuffle4x128(r2, r3, 0xEE);
-        Avx512F.Shuffle4x128(u0, u2, 0x88).Store(dst);
-        Avx512F.Shuffle4x128(u0, u2, 0xDD).Store(dst + Tile);
-        Avx512F.Shuffle4x128(u1, u3, 0x88).Store(dst + 2 * Tile);
-        Avx512F.Shuffle4x128(u1, u3, 0xDD).Store(dst + 3 * Tile);
+        StoreQueries(r0, r1, r2, r3, c.P + i * Tile);
     }
 
     /// <summary><see cref="QueryQuantization.Quantize"/> of one query row, vectorised and bit-identical to it (the same
@@ -291,34 +285,27 @@ internal unsafe struct Tile512 : IAttentionTile
             Vector512<byte> l2 = x & nib, h2 = (x.AsUInt16() >>> 4).AsByte() & nib;
             x = Vector512.Load(k3 + i);
             Vector512<byte> l3 = x & nib, h3 = (x.AsUInt16() >>> 4).AsByte() & nib;
-            var ql = Vector512.Load(q + i);
-            var qh = Vector512.Load(q + half + i);
-            a00 += Madd(l0, h0, ql, qh);
-            a01 += Madd(l1, h1, ql, qh);
-            a02 += Madd(l2, h2, ql, qh);
-            a03 += Madd(l3, h3, ql, qh);
-            ql = Vector512.Load(q + d + i);
-            qh = Vector512.Load(q + d + half + i);
-            a10 += Madd(l0, h0, ql, qh);
-            a11 += Madd(l1, h1, ql, qh);
-            a12 += Madd(l2, h2, ql, qh);
-            a13 += Madd(l3, h3, ql, qh);
-            ql = Vector512.Load(q + 2 * d + i);
-            qh = Vector512.Load(q + 2 * d + half + i);
-            a20 += Madd(l0, h0, ql, qh);
-            a21 += Madd(l1, h1, ql, qh);
-            a22 += Madd(l2, h2, ql, qh);
-            a23 += Madd(l3, h3, ql, qh);
-            ql = Vector512.Load(q + 3 * d + i);
-            qh = Vector512.Load(q + 3 * d + half + i);
-            a30 += Madd(l0, h0, ql, qh);
-            a31 += Madd(l1, h1, ql, qh);
-            a32 += Madd(l2, h2, ql, qh);
-            a33 += Madd(l3, h3, ql, qh);
+            MaddRows(Vector512.Load(q + i), Vector512.Load(q + half + i), l0, h0, l1, h1, l2, h2, l3, h3, ref a00, ref a01, ref a02, ref a03);
+            MaddRows(Vector512.Load(q + d + i), Vector512.Load(q + d + half + i), l0, h0, l1, h1, l2, h2, l3, h3, ref a10, ref a11, ref a12, ref a13);
+            MaddRows(Vector512.Load(q + 2 * d + i), Vector512.Load(q + 2 * d + half + i), l0, h0, l1, h1, l2, h2, l3, h3, ref a20, ref a21, ref a22, ref a23);
+            MaddRows(Vector512.Load(q + 3 * d + i), Vector512.Load(q + 3 * d + half + i), l0, h0, l1, h1, l2, h2, l3, h3, ref a30, ref a31, ref a32, ref a33);
         }
         return Reduce16(
             Reduce4(a00.AsSingle(), a01.AsSingle(), a02.AsSingle(), a03.AsSingle(), true), Reduce4(a10.AsSingle(), a11.AsSingle(), a12.AsSingle(), a13.AsSingle(), true),
             Reduce4(a20.AsSingle(), a21.AsSingle(), a22.AsSingle(), a23.AsSingle(), true), Reduce4(a30.AsSingle(), a31.AsSingle(), a32.AsSingle(), a33.AsSingle(), true), true).AsInt32();
+    }
+
+    /// <summary>a_t += one query's codes (ql: elements i…, qh: half + i…) · the int4 chunk of token t, for four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MaddRows(Vector512<sbyte> ql, Vector512<sbyte> qh,
+        Vector512<byte> l0, Vector512<byte> h0, Vector512<byte> l1, Vector512<byte> h1,
+        Vector512<byte> l2, Vector512<byte> h2, Vector512<byte> l3, Vector512<byte> h3,
+        ref Vector512<int> a0, ref Vector512<int> a1, ref Vector512<int> a2, ref Vector512<int> a3)
+    {
+        a0 += Madd(l0, h0, ql, qh);
+        a1 += Madd(l1, h1, ql, qh);
+        a2 += Madd(l2, h2, ql, qh);
+        a3 += Madd(l3, h3, ql, qh);
     }
 
     /// <summary>Σ over 64 element pairs of one int4 K chunk (low and high nibbles) × the query codes, as 16 int32 lanes.</summary>
