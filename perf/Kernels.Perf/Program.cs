@@ -107,7 +107,17 @@ foreach (var suite in suites)
             }
             double median = 0, min = 0;
             int iters = 0;
-            if (!verifyOnly && error is null) (median, min, iters) = Measure.Time(c.Run, quick ? budget / 3 : budget);
+            if (!verifyOnly && error is null)
+            {
+                (median, min, iters) = Measure.Time(c.Run, quick ? budget / 3 : budget);
+                // Verify again after timing: the first call ran tier-0 code, the timed calls the optimized code.
+                if (c.Verify?.Invoke() is { } late)
+                {
+                    failures++;
+                    verified = "FAIL";
+                    Console.Error.WriteLine($"VERIFY FAILED after timing (optimized code): {late}");
+                }
+            }
             double gbps = median > 0 ? c.Bytes / median / 1e9 : 0;
             double gflops = median > 0 && c.Flops > 0 ? c.Flops / median / 1e9 : 0;
             double bandwidth = c.Backend == "cpu" ? ctx.BandwidthBytesPerSecond : ctx.GpuBandwidthBytesPerSecond;
