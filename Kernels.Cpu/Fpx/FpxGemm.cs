@@ -267,6 +267,35 @@ public static unsafe class FpxGemm
         long hs = (long)blocks * hb, ls = (long)blocks * 32;
         var k = new FpxDecode.ConstsVbmi(0);
         int r = rowStart, end = rowStart + rowCount;
+        for (; r + 8 <= end; r += 8)
+        {
+            // Eight rows per pass, one accumulator each: every activation load serves eight rows.
+            byte* hi = a.High + r * hs, lo = a.Low + r * ls;
+            float* xb = a.X;
+            Vector512<float> p0 = default, p1 = default, p2 = default, p3 = default, p4 = default, p5 = default, p6 = default, p7 = default;
+            for (byte* stop = lo + ls; lo < stop; lo += 32, hi += hb, xb += 64)
+            {
+                Prefetch4Rows(hi, lo, hs, ls, hb);
+                Prefetch4Rows(hi + 4 * hs, lo + 4 * ls, hs, ls, hb);
+                Vector512<float> x0 = Vector512.Load(xb), x1 = Vector512.Load(xb + 16), x2 = Vector512.Load(xb + 32), x3 = Vector512.Load(xb + 48);
+                RowPatterns1<TK>(hi, lo, x0, x1, x2, x3, k, ref p0);
+                RowPatterns1<TK>(hi + hs, lo + ls, x0, x1, x2, x3, k, ref p1);
+                RowPatterns1<TK>(hi + 2 * hs, lo + 2 * ls, x0, x1, x2, x3, k, ref p2);
+                RowPatterns1<TK>(hi + 3 * hs, lo + 3 * ls, x0, x1, x2, x3, k, ref p3);
+                RowPatterns1<TK>(hi + 4 * hs, lo + 4 * ls, x0, x1, x2, x3, k, ref p4);
+                RowPatterns1<TK>(hi + 5 * hs, lo + 5 * ls, x0, x1, x2, x3, k, ref p5);
+                RowPatterns1<TK>(hi + 6 * hs, lo + 6 * ls, x0, x1, x2, x3, k, ref p6);
+                RowPatterns1<TK>(hi + 7 * hs, lo + 7 * ls, x0, x1, x2, x3, k, ref p7);
+            }
+            a.Y[r] = Finish(F32x16.Sum(new F32x16(p0)), a.Scales[r], a.Post[0]);
+            a.Y[r + 1] = Finish(F32x16.Sum(new F32x16(p1)), a.Scales[r + 1], a.Post[0]);
+            a.Y[r + 2] = Finish(F32x16.Sum(new F32x16(p2)), a.Scales[r + 2], a.Post[0]);
+            a.Y[r + 3] = Finish(F32x16.Sum(new F32x16(p3)), a.Scales[r + 3], a.Post[0]);
+            a.Y[r + 4] = Finish(F32x16.Sum(new F32x16(p4)), a.Scales[r + 4], a.Post[0]);
+            a.Y[r + 5] = Finish(F32x16.Sum(new F32x16(p5)), a.Scales[r + 5], a.Post[0]);
+            a.Y[r + 6] = Finish(F32x16.Sum(new F32x16(p6)), a.Scales[r + 6], a.Post[0]);
+            a.Y[r + 7] = Finish(F32x16.Sum(new F32x16(p7)), a.Scales[r + 7], a.Post[0]);
+        }
         for (; r + 4 <= end; r += 4)
         {
             byte* hi = a.High + r * hs, lo = a.Low + r * ls;
@@ -311,6 +340,15 @@ public static unsafe class FpxGemm
         Sse.Prefetch0(hi + hs + PrefetchBlocks * hb);
         Sse.Prefetch0(hi + 2 * hs + PrefetchBlocks * hb);
         Sse.Prefetch0(hi + 3 * hs + PrefetchBlocks * hb);
+    }
+
+    /// <summary>One row's block with a single accumulator (the 8-row pass: eight independent chains hide the FMA latency).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RowPatterns1<TK>(byte* hi, byte* lo, Vector512<float> x0, Vector512<float> x1, Vector512<float> x2, Vector512<float> x3,
+        in FpxDecode.ConstsVbmi k, ref Vector512<float> p) where TK : struct, ICodeKind
+    {
+        FpxDecode.Patterns512<TK>(hi, lo, k, out var f0, out var f1, out var f2, out var f3);
+        p = Avx512F.FusedMultiplyAdd(f3, x3, Avx512F.FusedMultiplyAdd(f2, x2, Avx512F.FusedMultiplyAdd(f1, x1, Avx512F.FusedMultiplyAdd(f0, x0, p))));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
