@@ -120,6 +120,20 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         c.Queries = c.QueryRows * c.PerRow;
         new Span<float>(c.ZeroRow, MaxD).Clear();
 
+        // The item's first page has no previous tile to prefetch it: start its K and V lines before the
+        // query setup below, which then overlaps the misses.
+        if (it.PageBegin < it.PageEnd)
+        {
+            long row0 = s.PageIds[it.PageBegin] * s.PageStride + (long)it.KvHead * s.HeadStride, tokenBytes = (long)s.TokenStride * s.RowBytes;
+            int n = Math.Min(Tile, s.PageTokens[it.PageBegin]);
+            for (int kk = 0; kk < it.KvHeads; kk++)
+            {
+                long r = row0 + (long)kk * s.HeadStride;
+                new PagePrefetch(s.K + r * s.RowBytes, tokenBytes, s.RowBytes).Rows(0, n);
+                new PagePrefetch(s.V + r * s.RowBytes, tokenBytes, s.RowBytes).Rows(0, n);
+            }
+        }
+
         // Query i = (r·KvHeads + kk)·GroupHeads + hh, as in the generic kernel.
         var qm = Vector256.Create(qMul);
         for (int r = 0; r < it.QueryRows; r++)
