@@ -18,6 +18,9 @@ internal unsafe interface IKvRow
 
     /// <summary>The 8-element (AVX2) form of <see cref="Load2(byte*, int, int, Vector512{int}, out Vector512{float}, out Vector512{float})"/>.</summary>
     static abstract void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi);
+
+    /// <summary>The 4-element (portable Vector128: SSE, Arm64 AdvSimd) form.</summary>
+    static abstract void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi);
 }
 
 /// <summary>fp32 rows, as stored (factor 1).</summary>
@@ -35,6 +38,13 @@ internal unsafe struct KvF32 : IKvRow
     {
         lo = Vector256.Load((float*)row + i);
         hi = Vector256.Load((float*)row + half + i);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
+    {
+        lo = Vector128.Load((float*)row + i);
+        hi = Vector128.Load((float*)row + half + i);
     }
 }
 
@@ -60,7 +70,21 @@ internal unsafe struct KvF16 : IKvRow
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
+    {
+        lo = Widen(Vector128.WidenLower(Load4x16((short*)row + i)));
+        hi = Widen(Vector128.WidenLower(Load4x16((short*)row + half + i)));
+    }
+
+    /// <summary>Four 16-bit values into the low half of a vector (one 8-byte load).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<short> Load4x16(short* p) => Vector128.CreateScalar(*(long*)p).AsInt16();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector512<float> Widen(Vector512<int> h) => ((h << 13) & Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<float> Widen(Vector128<int> h) => ((h << 13) & Vector128.Create(unchecked((int)0x8FFFE000))).AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<float> Widen(Vector256<int> h) => ((h << 13) & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
@@ -85,9 +109,23 @@ internal unsafe struct KvF16Special : IKvRow
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
+    {
+        lo = Widen(Vector128.WidenLower(KvF16.Load4x16((short*)row + i)));
+        hi = Widen(Vector128.WidenLower(KvF16.Load4x16((short*)row + half + i)));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Widen(Vector512<int> h)
     {
         var special = Vector512.Equals(h & Vector512.Create(0x7C00), Vector512.Create(0x7C00)) & Vector512.Create(0x7F800000);
+        return (KvF16.Widen(h).AsInt32() | special).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Widen(Vector128<int> h)
+    {
+        var special = Vector128.Equals(h & Vector128.Create(0x7C00), Vector128.Create(0x7C00)) & Vector128.Create(0x7F800000);
         return (KvF16.Widen(h).AsInt32() | special).AsSingle();
     }
 
@@ -120,6 +158,14 @@ internal unsafe struct KvF16Exact : IKvRow
         lo *= Vector256.Create(TwoPow112);
         hi *= Vector256.Create(TwoPow112);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
+    {
+        KvF16Special.Load2(row, i, half, zero, out lo, out hi);
+        lo *= Vector128.Create(TwoPow112);
+        hi *= Vector128.Create(TwoPow112);
+    }
 }
 
 /// <summary>bf16 rows, exact (<c>vpmovzxwd</c> + <c>vpslld 16</c>; factor 1).</summary>
@@ -138,6 +184,13 @@ internal unsafe struct KvBf16 : IKvRow
         lo = (Avx2.ConvertToVector256Int32((ushort*)row + i) << 16).AsSingle();
         hi = (Avx2.ConvertToVector256Int32((ushort*)row + half + i) << 16).AsSingle();
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
+    {
+        lo = (Vector128.WidenLower(KvF16.Load4x16((short*)row + i).AsUInt16()) << 16).AsSingle();
+        hi = (Vector128.WidenLower(KvF16.Load4x16((short*)row + half + i).AsUInt16()) << 16).AsSingle();
+    }
 }
 
 /// <summary>int8 rows as the integer codes (<c>vpmovsxbd</c> + <c>vcvtdq2ps</c>); the scale is the factor.</summary>
@@ -155,6 +208,13 @@ internal unsafe struct KvI8 : IKvRow
     {
         lo = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32((sbyte*)row + i));
         hi = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32((sbyte*)row + half + i));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
+    {
+        lo = Vector128.ConvertToSingle(Vector128.WidenLower(Vector128.WidenLower(Vector128.CreateScalar(*(int*)(row + i)).AsSByte())));
+        hi = Vector128.ConvertToSingle(Vector128.WidenLower(Vector128.WidenLower(Vector128.CreateScalar(*(int*)(row + half + i)).AsSByte())));
     }
 }
 
@@ -176,5 +236,13 @@ internal unsafe struct KvI4 : IKvRow
         var b = Avx2.ConvertToVector256Int32(row + i); // vpmovzxbd ymm: bytes i..i+7
         lo = Vector256.ConvertToSingle((b & Vector256.Create(15)) - zero);
         hi = Vector256.ConvertToSingle((b >>> 4) - zero);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
+    {
+        var b = Vector128.WidenLower(Vector128.WidenLower(Vector128.CreateScalar(*(int*)(row + i)).AsByte())).AsInt32(); // bytes i..i+3
+        lo = Vector128.ConvertToSingle((b & Vector128.Create(15)) - zero);
+        hi = Vector128.ConvertToSingle((b >>> 4) - zero);
     }
 }

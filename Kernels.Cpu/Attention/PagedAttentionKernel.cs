@@ -7,9 +7,9 @@ using Kernels.Cpu.Threading;
 namespace Kernels.Cpu.Attention;
 
 /// <summary>
-/// The work-item dispatcher behind paged decode, paged prefill and block-sparse attention, and the kernel of the Vector128
-/// and scalar paths: a work item's queries (query rows × the query heads of its kv heads) stream the item's pages once, with
-/// online softmax. AVX-512 and AVX2 run <see cref="PagedAttentionTiled{TTile}"/> instead.
+/// The work-item dispatcher behind paged decode, paged prefill and block-sparse attention, and the kernel of the scalar path:
+/// a work item's queries (query rows × the query heads of its kv heads) stream the item's pages once, with online softmax.
+/// The vector paths (AVX-512, AVX2, Vector128) run <see cref="PagedAttentionTiled{TTile}"/> instead.
 /// </summary>
 /// <remarks>
 /// <para>Per page, in tiles of up to 16 tokens: each K row is widened to fp32 once and dotted with every query of the item
@@ -50,15 +50,11 @@ internal static unsafe class PagedAttentionKernel
             {
                 case IsaPath.Avx512: PagedAttentionTiled<Tile512>.Run(ref s, chunk); break;
                 case IsaPath.Avx2: PagedAttentionTiled<Tile256>.Run(ref s, chunk); break;
-                case IsaPath.Vector128: Vector128(ref s, chunk); break;
+                case IsaPath.Vector128: PagedAttentionTiled<Tile128>.Run(ref s, chunk); break;
                 default: Scalar(ref s, chunk); break;
             }
         }
     }
-
-    /// <summary>The Vector128 path.</summary>
-    [SkipLocalsInit]
-    internal static void Vector128(ref State s, int item) => Run<Attention128>(ref s, item);
 
     /// <summary>The scalar path.</summary>
     [SkipLocalsInit]

@@ -8,7 +8,8 @@ using Kernels.Attention.Planning;
 namespace Kernels.Cpu.Attention;
 
 /// <summary>
-/// The register-tiled attention kernel (AVX-512 with <see cref="Tile512"/>, AVX2 with <see cref="Tile256"/>): the work item of
+/// The register-tiled attention kernel (AVX-512 with <see cref="Tile512"/>, AVX2 with <see cref="Tile256"/>, 128-bit with
+/// <see cref="Tile128"/>): the work item of
 /// <see cref="PagedAttentionKernel"/> with K and V widened in registers, logits of 16 tokens produced as one row per query,
 /// and per-token dequantization folded into logits and probabilities.
 /// </summary>
@@ -82,17 +83,17 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     private static bool QueriesBelow(ref PagedAttentionKernel.State s, AttentionWorkItem it, float limit)
     {
         int d = s.HeadDim;
-        var lim = Vector256.Create(limit);
-        var bad = Vector256<float>.Zero;
+        var lim = Vector128.Create(limit);
+        var bad = Vector128<float>.Zero;
         for (int r = 0; r < it.QueryRows; r++)
             for (int kk = 0; kk < it.KvHeads; kk++)
             {
                 int head = (it.KvHead + kk) * s.Group + it.GroupHead;
                 float* q = s.Q + ((long)(it.QueryRow + r) * s.QoHeads + head) * d;
-                for (int i = 0; i < it.GroupHeads * d; i += 8)
-                    bad |= ~Vector256.LessThan(Vector256.Abs(Vector256.Load(q + i)), lim); // NaN compares false: bad
+                for (int i = 0; i < it.GroupHeads * d; i += 4)
+                    bad |= ~Vector128.LessThan(Vector128.Abs(Vector128.Load(q + i)), lim); // NaN compares false: bad
             }
-        return bad == Vector256<float>.Zero;
+        return bad == Vector128<float>.Zero;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -135,7 +136,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         }
 
         // Query i = (r·KvHeads + kk)·GroupHeads + hh, as in the generic kernel.
-        var qm = Vector256.Create(qMul);
+        var qm = Vector128.Create(qMul);
         for (int r = 0; r < it.QueryRows; r++)
         {
             var (klo, khi) = AttentionMask.KeyRange(it.MaskQuery + r, it.MaskQoLen, it.MaskKvLen, s.Causal, s.WindowLeft);
@@ -160,7 +161,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                     }
                     else
                     {
-                        for (int j = 0; j < d; j += 8) (Vector256.Load(q + j) * qm).Store(qs + j); // exact: a power of two
+                        for (int j = 0; j < d; j += 4) (Vector128.Load(q + j) * qm).Store(qs + j); // exact: a power of two
                     }
                     acc[i] = it.PartialSlot < 0 ? s.Out + qRow * d : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
                     new Span<float>(acc[i], d).Clear();
