@@ -137,7 +137,27 @@ internal static unsafe class FpxDecode
                 0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0, 0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0);
             One = Vector512.Create((byte)0x01);
             Sign = Vector512.Create((byte)0x80);
+            // GF(2) affine matrices (vgf2p8affineqb): output bit i of a byte is the parity of (matrix byte 7 − i) & input byte,
+            // with one matrix per qword lane. Qwords 0–3 of the broadcast 4-bit plane hold codes 0–31 (low nibbles), 4–7 codes
+            // 32–63 (high nibbles); the 2-bit plane's 128-bit lane ℓ holds codes 16ℓ… in bits 2ℓ+1..2ℓ; the 1-bit plane's qword t
+            // holds codes 8t… in bit t.
+            Span<ulong> l = stackalloc ulong[8], e = stackalloc ulong[8], h6 = stackalloc ulong[8], h5 = stackalloc ulong[8];
+            for (int q = 0; q < 8; q++)
+            {
+                int off = q < 4 ? 0 : 4, lane = q / 2;
+                l[q] = (1ul << (2 + off)) | (1ul << (1 + off)) << 8 | (1ul << off) << 16;  // L bits 7, 6, 5 ← e0, m1, m0
+                e[q] = (1ul << (3 + off)) << 56;                                            // H bit 0 ← e1
+                h6[q] = (1ul << (2 * lane + 1)) | (1ul << (2 * lane)) << 48;                 // H bit 7 ← s, bit 1 ← e2
+                h5[q] = 1ul << q;                                                           // H bit 7 ← s
+            }
+            MatLow = Vector512.Create<ulong>(l).AsByte();
+            MatE1 = Vector512.Create<ulong>(e).AsByte();
+            MatHigh6 = Vector512.Create<ulong>(h6).AsByte();
+            MatHigh5 = Vector512.Create<ulong>(h5).AsByte();
         }
+
+        /// <summary>GFNI matrices: L from the 4-bit plane, H's e1 bit from the 4-bit plane, H's sign (and FP6 e2) from the high plane.</summary>
+        public readonly Vector512<byte> MatLow, MatE1, MatHigh6, MatHigh5;
     }
 
     /// <summary>
@@ -145,27 +165,49 @@ internal static unsafe class FpxDecode
     /// <c>s00000·e2·e1</c> (H) and its second byte <c>e0·m1·m0·00000</c> (L); bytes 1 and 0 are zero. H and L are built per code
     /// byte, then <c>vpunpck{l,h}bw(L, H)</c> and <c>vpunpck{l,h}wd(0, ·)</c> place them: pattern vector v, lane 4ℓ + t holds code
     /// <c>16ℓ + 4v + t</c> (the unpacks work inside 128-bit lanes), so the caller permutes the activations to match
-    /// (<see cref="PermuteForPatterns512"/>). 12 instructions per 64 weights instead of 18.
+    /// (<see cref="PermuteForPatterns512"/>). With GFNI, H and L come from three <c>vgf2p8affineqb</c> bit-matrix transforms and one
+    /// <c>vpord</c> (10 instructions per 64 weights); without it (<c>DOTNET_EnableGFNI=0</c>, tested in a child process) from shifts and
+    /// two <c>vpermb</c> tables (12), instead of 18 for the per-16 shift/mask path.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Patterns512<TK>(byte* hi, byte* lo, in ConstsVbmi k,
         out Vector512<float> f0, out Vector512<float> f1, out Vector512<float> f2, out Vector512<float> f3) where TK : struct, ICodeKind
     {
         Debug.Assert(Avx512Vbmi.IsSupported && TK.Kind != 2);
-        Vector512<byte> nib = Avx512F.ShiftRightLogicalVariable(Avx512F.BroadcastVector256ToVector512((ulong*)lo).AsUInt32(), k.NibShift).AsByte();
-        Vector512<byte> top = TK.Kind == 1
-            ? Avx512BW.ShiftLeftLogicalVariable(Vector512.Create(*(ulong*)hi).AsUInt16(), k.SignShift).AsByte() & k.Sign
-            : Avx512Vbmi.PermuteVar64x8(k.LutHigh,
-                Avx512F.ShiftRightLogicalVariable(Avx512F.BroadcastVector128ToVector512((uint*)hi), k.TwoShift).AsByte());
-        // H: bit 0 = e1 (nibble bit 3, via vpsrld 3), bits 7..1 from top; vpternlogd 0xE4 = C ? A : B.
-        Vector512<byte> h = Avx512F.TernaryLogic(Avx512F.ShiftRightLogical(nib.AsUInt32(), 3).AsByte(), top, k.One, 0xE4);
-        Vector512<byte> l = Avx512Vbmi.PermuteVar64x8(k.LutLow, nib);                         // vpermb: e0 m1 m0 → bits 7..5
+        Vector512<byte> h, l;
+        if (Gfni.V512.IsSupported)
+        {
+            // Three affine transforms and one OR build H and L straight from the planes (no shifts, no byte tables).
+            Vector512<byte> src = Avx512F.BroadcastVector256ToVector512((ulong*)lo).AsByte();
+            Vector512<byte> two = TK.Kind == 1 ? Vector512.Create(*(ulong*)hi).AsByte() : Avx512F.BroadcastVector128ToVector512((uint*)hi).AsByte();
+            l = Gfni.V512.GaloisFieldAffineTransform(src, k.MatLow, 0);
+            h = Gfni.V512.GaloisFieldAffineTransform(two, TK.Kind == 1 ? k.MatHigh5 : k.MatHigh6, 0)
+                | Gfni.V512.GaloisFieldAffineTransform(src, k.MatE1, 0);
+        }
+        else
+        {
+            Bytes<TK>(hi, lo, k, out h, out l);
+        }
         Vector512<ushort> w0 = Avx512BW.UnpackLow(l, h).AsUInt16(), w1 = Avx512BW.UnpackHigh(l, h).AsUInt16(); // vpunpck{l,h}bw
         Vector512<ushort> z = Vector512<ushort>.Zero;
         f0 = Avx512BW.UnpackLow(z, w0).AsSingle();                                              // vpunpcklwd: word → bits 31..16
         f1 = Avx512BW.UnpackHigh(z, w0).AsSingle();
         f2 = Avx512BW.UnpackLow(z, w1).AsSingle();
         f3 = Avx512BW.UnpackHigh(z, w1).AsSingle();
+    }
+
+    /// <summary>H and L by shifts and <c>vpermb</c> byte tables (AVX-512 VBMI without GFNI).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Bytes<TK>(byte* hi, byte* lo, in ConstsVbmi k, out Vector512<byte> h, out Vector512<byte> l) where TK : struct, ICodeKind
+    {
+        Vector512<byte> nib = Avx512F.ShiftRightLogicalVariable(Avx512F.BroadcastVector256ToVector512((ulong*)lo).AsUInt32(), k.NibShift).AsByte();
+        Vector512<byte> top = TK.Kind == 1
+            ? Avx512BW.ShiftLeftLogicalVariable(Vector512.Create(*(ulong*)hi).AsUInt16(), k.SignShift).AsByte() & k.Sign
+            : Avx512Vbmi.PermuteVar64x8(k.LutHigh,
+                Avx512F.ShiftRightLogicalVariable(Avx512F.BroadcastVector128ToVector512((uint*)hi), k.TwoShift).AsByte());
+        // H: bit 0 = e1 (nibble bit 3, via vpsrld 3), bits 7..1 from top; vpternlogd 0xE4 = C ? A : B.
+        h = Avx512F.TernaryLogic(Avx512F.ShiftRightLogical(nib.AsUInt32(), 3).AsByte(), top, k.One, 0xE4);
+        l = Avx512Vbmi.PermuteVar64x8(k.LutLow, nib);                                          // vpermb: e0 m1 m0 → bits 7..5
     }
 
     /// <summary>Reorders each 64-float block of <paramref name="x"/> to the lane order of <see cref="Patterns512"/>:

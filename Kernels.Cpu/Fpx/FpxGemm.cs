@@ -41,8 +41,8 @@ public static unsafe class FpxGemm
 
     [ThreadStatic] private static float[]? t_scratch;
 
-    /// <summary>Software prefetch distance of the 4-row GEMV weight streams, in 64-code blocks (4–64 measured; 8 best).</summary>
-    private const int PrefetchBlocks = 8;
+    /// <summary>Software prefetch distance of the 4-row GEMV weight streams, in 64-code blocks (2–32 measured; 6 best at one and two threads).</summary>
+    private const int PrefetchBlocks = 6;
 
     /// <summary>Computes <c>y = x · Wᵀ</c> with fp32 activations.</summary>
     /// <param name="weights">FP6/FP5 weights <c>[m, k]</c>.</param>

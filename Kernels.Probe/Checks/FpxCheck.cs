@@ -15,6 +15,7 @@ public sealed class FpxCheck : IProbeCheck
     {
         // Reported so a child-process test can assert that DOTNET_EnableAVX512v2=0 (VBMI off) took effect (the vpshufb fallbacks).
         Console.WriteLine($"fact Avx512Vbmi={System.Runtime.Intrinsics.X86.Avx512Vbmi.IsSupported}");
+        Console.WriteLine($"fact Gfni={System.Runtime.Intrinsics.X86.Gfni.V512.IsSupported}"); // DOTNET_EnableGFNI=0: the vpermb H/L decode
         var rng = new Random(42);
         foreach (var (m, k, n) in new[] { (1, 1, 1), (7, 65, 1), (17, 200, 3), (33, 515, 5), (9, 1024, 9) })
         {

@@ -92,6 +92,15 @@ public class FpxGemmTests
     }
 
     [Fact]
+    public void Probe_WithoutGfni_Passes()
+    {
+        // With GFNI the VBMI pattern decode builds its bytes by vgf2p8affineqb; DOTNET_EnableGFNI=0 runs the vpermb variant.
+        var report = ProbeRunner.Run(new Dictionary<string, string> { ["DOTNET_EnableGFNI"] = "0" }, "fpx");
+        Assert.Equal("False", report.Facts.GetValueOrDefault("Gfni")); // the switch took effect
+        Assert.True(report.ExitCode == 0 && report.Failed.Count == 0 && report.Passed.Contains("fpx"), report.Output);
+    }
+
+    [Fact]
     public void Gemm_SeveralColumnTiles_EachIsa_MatchesReference()
     {
         // k > FpxGemm.KTile: the decoded-tile path accumulates partial sums across column tiles (and a short last tile).
