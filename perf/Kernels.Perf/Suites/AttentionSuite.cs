@@ -41,6 +41,10 @@ public sealed class AttentionSuite : IBenchSuite
             // Batch 32 × 32k (4.3 GB of fp16 KV) runs only when a filter asks for it, e.g. --filter "b=32 ctx=32768".
             if ((long)batch * len > MaxTokens && !ctx.Filters.Any(f => f.Contains($"b={batch} ctx={len}", StringComparison.Ordinal))) continue;
             string shape = $"b={batch} ctx={len}";
+            // The memory floor of the paged/contiguous comparison at long contexts: the fp16 pools read with no arithmetic.
+            if (ctx.Cpu && len >= 32768)
+                foreach (bool paged in new[] { false, true })
+                    if (ctx.Wants(paged ? "page read" : "page read contiguous", "kv f16 bytes", shape, "cpu")) yield return ReadCase(ctx, batch, len, paged);
             foreach (var f in Formats)
             {
                 if (ctx.Quick && f.DType is DType.BF16 or DType.I8) continue;
@@ -134,6 +138,30 @@ public sealed class AttentionSuite : IBenchSuite
             ExtraBaselines = Extra(paged, q8, op, format, shapeText),
             Note = $"{plan.WorkItemCount} items, split {plan.SplitCount(0)}×{plan.ChunkPages} pages",
             Resources = new Disposables([template, .. caches]),
+        };
+    }
+
+    /// <summary>A pure read of the same fp16 K and V pools (32 KB per page and pool here) in the decode plan's page order and
+    /// work split: what the memory system alone charges for scattered pages.</summary>
+    private static BenchCase ReadCase(BenchContext ctx, int batch, int len, bool paged)
+    {
+        int pagesPerSeq = (len + PageSize - 1) / PageSize, numPages = batch * pagesPerSeq;
+        var indptr = Enumerable.Range(0, batch + 1).Select(b => b * pagesPerSeq).ToArray();
+        var table = new PageTable(indptr, Enumerable.Range(0, numPages).ToArray(), Enumerable.Repeat(len - (pagesPerSeq - 1) * PageSize, batch).ToArray(), PageSize);
+        var plan = DecodePlanner.Plan(table, new AttentionShape(QoHeads, KvHeads, HeadDim), numPages, new AttentionWorkspace());
+        int itemPages = plan.ChunkPages > 0 ? Math.Min(plan.ChunkPages, pagesPerSeq) : pagesPerSeq;
+        var read = new PageRead(numPages, (long)PageSize * KvHeads * HeadDim * 2, paged, itemPages);
+        string shape = $"b={batch} ctx={len}";
+        int threads = ctx.Options.EffectiveParallelism;
+        return new BenchCase
+        {
+            Op = paged ? "page read" : "page read contiguous", Format = "kv f16 bytes", Shape = shape, Backend = "cpu", Path = "Vector512 loads",
+            Bytes = read.Bytes,
+            Run = _ => read.Run(threads),
+            Verify = () => read.Verify() ? null : "a page was not read",
+            ExtraBaselines = paged ? new Dictionary<string, string> { ["vs contiguous"] = BenchCase.MakeKey("page read contiguous", "kv f16 bytes", shape, "cpu") } : null,
+            Note = $"no arithmetic; {itemPages} pages per item, next page prefetched",
+            Resources = read,
         };
     }
 
