@@ -74,7 +74,7 @@ internal readonly unsafe struct PagePrefetch(byte* first, long tokenBytes, int r
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Rows(int t0, int n)
     {
-        if (_first == null) return;
+        if (!Sse.IsSupported || _first == null) return; // no prefetch hint on Arm64 (the Vector128 path runs there)
         for (int t = t0; t < t0 + n; t++)
         {
             byte* r = _first + t * tokenBytes;

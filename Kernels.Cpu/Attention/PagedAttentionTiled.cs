@@ -180,8 +180,10 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             for (int t0 = 0; t0 < tokens; t0 += Tile)
             {
                 int tn = Math.Min(Tile, tokens - t0);
-                // On a page's last tile, prefetch the page PrefetchPages ahead (pages are scattered: hardware prefetchers cannot follow).
-                long next = t0 + Tile >= tokens && p + PrefetchPages < it.PageEnd ? s.PageIds[p + PrefetchPages] * s.PageStride + (long)it.KvHead * s.HeadStride : -1;
+                // Prefetch the next tile's rows: the same page's next 16 tokens, or on a page's last tile the first tile of the page
+                // PrefetchPages ahead (pages are scattered: hardware prefetchers cannot follow; NHD rows are strided by all heads).
+                long next = t0 + Tile < tokens ? pageRow + (long)(t0 + Tile) * s.TokenStride
+                    : p + PrefetchPages < it.PageEnd ? s.PageIds[p + PrefetchPages] * s.PageStride + (long)it.KvHead * s.HeadStride : -1;
                 if (special) TileStep<TLSpecial>(ref s, ref c, pageRow, next, t0, tn, key0 + t0, qMul);
                 else TileStep<TL>(ref s, ref c, pageRow, next, t0, tn, key0 + t0, qMul);
             }
@@ -211,7 +213,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     }
 
     /// <summary>One tile of up to 16 tokens starting at page token <paramref name="t0"/> (keys <paramref name="k0"/>…);
-    /// <paramref name="nextPageRow"/> ≥ 0 is the first row of the next tile's page, to prefetch (−1: none).</summary>
+    /// <paramref name="nextPageRow"/> ≥ 0 is the row of the next tile's first token (same page or the next page), to prefetch (−1: none).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void TileStep<TL>(ref PagedAttentionKernel.State s, ref TileItem c, long pageRow, long nextPageRow, int t0, int tn, int k0, float qMul)
         where TL : unmanaged, IKvRow
@@ -312,6 +314,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     /// beside the rows' page in the scale arrays, as scattered as the pages themselves.</summary>
     private static void PrefetchScales(ref PagedAttentionKernel.State s, long row, bool zeros)
     {
+        if (!Sse.IsSupported) return;
         long n = s.PageStride * sizeof(float);
         for (long b = 0; b < n; b += 64)
         {

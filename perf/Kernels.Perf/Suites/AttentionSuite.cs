@@ -16,7 +16,7 @@ namespace Kernels.Perf.Suites;
 /// contiguous) runs only when a filter names it, e.g. <c>attention --filter "b=32 ctx=32768"</c>.</remarks>
 public sealed class AttentionSuite : IBenchSuite
 {
-    private const int QoHeads = 32, KvHeads = 8, HeadDim = 128, PageSize = 16, TemplatePages = 64;
+    private const int QoHeads = 32, KvHeads = 8, HeadDim = 128, PageSize = 16, LargePageSize = 64, TemplatePages = 64;
     private const long MaxTokens = 256 * 1024;
 
     public string Name => "attention";
@@ -57,20 +57,25 @@ public sealed class AttentionSuite : IBenchSuite
                     if (ctx.Gpu is { } gpu && !f.Q8 && poolBytes <= int.MaxValue && ctx.Wants(op, f.Name, shape, gpu.Name)) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, false, paged, gpu);
                 }
             }
+            // fp16 with 64-token pages (128 KB per page and pool here) at long contexts: "vs base" is the page-16 row.
+            if (ctx.Cpu && len >= 32768)
+                foreach (bool paged in new[] { false, true })
+                    if (ctx.Wants(paged ? "decode" : "decode contiguous", "kv f16 page 64", shape, "cpu"))
+                        yield return Case(ctx, batch, len, DType.F16, KvScaleMode.None, "kv f16 page 64", false, paged, null, LargePageSize);
         }
     }
 
-    private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool q8, bool paged, Kernels.Gpu.GpuBackend? gpu = null)
+    private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool q8, bool paged, Kernels.Gpu.GpuBackend? gpu = null, int pageSize = PageSize)
     {
-        int pagesPerSeq = (len + PageSize - 1) / PageSize;
+        int pagesPerSeq = (len + pageSize - 1) / pageSize;
         int numPages = batch * pagesPerSeq;
         // A few template pages written (and quantized) once, then copied: fast to fill, same data paged and contiguous.
-        var template = new PagedKvCache(TemplatePages, PageSize, KvHeads, HeadDim, dtype, KvLayout.Nhd, mode);
+        var template = new PagedKvCache(TemplatePages, pageSize, KvHeads, HeadDim, dtype, KvLayout.Nhd, mode);
         var rng = new Random(7);
         var k = new float[KvHeads * HeadDim];
         var v = new float[k.Length];
         for (int p = 0; p < TemplatePages; p++)
-            for (int s = 0; s < PageSize; s++)
+            for (int s = 0; s < pageSize; s++)
             {
                 for (int i = 0; i < k.Length; i++)
                 {
@@ -81,18 +86,18 @@ public sealed class AttentionSuite : IBenchSuite
             }
         int[] placement = Enumerable.Range(0, numPages).ToArray();
         if (paged) new Random(11).Shuffle(placement);
-        var kvBytesPerPage = 2.0 * PageSize * KvHeads * (template.RowBytes + (template.HasRowScales ? 4 : 0) + (dtype == DType.I4 ? 4 : 0));
+        var kvBytesPerPage = 2.0 * pageSize * KvHeads * (template.RowBytes + (template.HasRowScales ? 4 : 0) + (dtype == DType.I4 ? 4 : 0));
         double kvBytes = kvBytesPerPage * numPages;
         int copies = gpu is null ? ctx.ColdCopies(kvBytes) : 1;
         var caches = new PagedKvCache[copies];
         for (int c = 0; c < copies; c++)
         {
-            caches[c] = new PagedKvCache(numPages, PageSize, KvHeads, HeadDim, dtype, KvLayout.Nhd, mode);
+            caches[c] = new PagedKvCache(numPages, pageSize, KvHeads, HeadDim, dtype, KvLayout.Nhd, mode);
             for (int i = 0; i < numPages; i++) caches[c].CopyPageFrom(template, i % TemplatePages, placement[i]);
         }
         var indptr = Enumerable.Range(0, batch + 1).Select(b => b * pagesPerSeq).ToArray();
-        var last = Enumerable.Repeat(len - (pagesPerSeq - 1) * PageSize, batch).ToArray();
-        var table = new PageTable(indptr, placement, last, PageSize);
+        var last = Enumerable.Repeat(len - (pagesPerSeq - 1) * pageSize, batch).ToArray();
+        var table = new PageTable(indptr, placement, last, pageSize);
         var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
         var plan = DecodePlanner.Plan(table, shape, numPages, new AttentionWorkspace(), new AttentionOptions { QuantizedQueryDot = q8 });
         float[] q = DenseSuite.RandomFloats(batch * QoHeads * HeadDim, 3);
@@ -134,7 +139,7 @@ public sealed class AttentionSuite : IBenchSuite
             Flops = 4.0 * batch * len * QoHeads * HeadDim,
             Run = it => PagedDecode.Run(plan, q, caches[it % copies], o, lse, options),
             Verify = () => VerifySequence0(caches[0], table, shape, plan, qRef, o, () => PagedDecode.Run(plan, q, caches[0], o, default)),
-            BaselineKey = dtype == DType.F16 ? null : BenchCase.MakeKey(op, "kv f16", shapeText, "cpu"),
+            BaselineKey = format == "kv f16" ? null : BenchCase.MakeKey(op, "kv f16", shapeText, "cpu"),
             ExtraBaselines = Extra(paged, q8, op, format, shapeText),
             Note = $"{plan.WorkItemCount} items, split {plan.SplitCount(0)}×{plan.ChunkPages} pages",
             Resources = new Disposables([template, .. caches]),
