@@ -27,10 +27,13 @@ namespace Kernels.Cpu.Fpx;
 /// <para>Threads: rows are split over <see cref="KernelOptions.MaxDegreeOfParallelism"/> workers; activations are pre-scaled into
 /// a pooled buffer (the only per-call work besides the kernel); decoded scratch rows live in a per-thread buffer reused across calls.</para>
 /// </remarks>
-public static unsafe class FpxGemm
+public static unsafe partial class FpxGemm
 {
     /// <summary>Tests set this to false to run the plain AVX-512 GEMV on a VBMI machine.</summary>
     internal static bool EnablePatterns512 = true;
+
+    /// <summary>Tests set this to false to run the decoded-tile GEMM for small batches on a VBMI machine.</summary>
+    internal static bool EnableFused = true;
 
     /// <summary>True when the AVX-512 VBMI pattern decode runs (GEMV: <see cref="GemvPatterns512{TK}"/>; GEMM: decoded tiles in
     /// pattern lane order), which needs permuted activations.</summary>
@@ -180,6 +183,11 @@ public static unsafe class FpxGemm
                 {
                     if (s.Fp5) GemvPatterns512<Fp5Kind>(ref s.A, r0, rows);
                     else GemvPatterns512<Fp6Kind>(ref s.A, r0, rows);
+                }
+                else if (EnableFused)
+                {
+                    if (s.Fp5) GemmPatterns512<Fp5Kind>(ref s.A, r0, rows);
+                    else GemmPatterns512<Fp6Kind>(ref s.A, r0, rows);
                 }
                 else if (s.Fp5) DecodedTiles<Fp5Kind, F32x16>(IsaPath.Avx512, ref s.A, r0, rows, patterns: true);
                 else DecodedTiles<Fp6Kind, F32x16>(IsaPath.Avx512, ref s.A, r0, rows, patterns: true);

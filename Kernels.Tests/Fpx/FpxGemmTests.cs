@@ -18,7 +18,7 @@ public class FpxGemmTests
     private static Arbitrary<Case> Cases =>
         (from m in Gen.OneOf(Gen.Constant(1), Gen.Choose(1, 9), Gen.Choose(10, 40))
          from k in Gen.OneOf(Gen.Constant(0), Gen.Choose(1, 70), Gen.Elements(63, 64, 65, 127, 129, 257))
-         from n in Gen.OneOf(Gen.Constant(1), Gen.Choose(1, 6), Gen.Elements(8, 9))
+         from n in Gen.OneOf(Gen.Constant(1), Gen.Choose(1, 6), Gen.Elements(8, 9, 17))
          from seed in Gen.Choose(0, int.MaxValue)
          from fp5 in Gen.Elements(false, true)
          from bf in Gen.Elements(false, true)
@@ -89,6 +89,31 @@ public class FpxGemmTests
         var report = ProbeRunner.Run(new Dictionary<string, string> { ["DOTNET_EnableAVX512v2"] = "0" }, "fpx");
         Assert.Equal("False", report.Facts.GetValueOrDefault("Avx512Vbmi")); // the switch took effect
         Assert.True(report.ExitCode == 0 && report.Failed.Count == 0 && report.Passed.Contains("fpx"), report.Output);
+    }
+
+    [Fact]
+    public void Gemm_VbmiWithoutFusedSmallBatch_MatchesReference()
+    {
+        // On VBMI machines n ≥ 2 runs the fused 2-row × 8-token kernel; this runs the decoded-tile GEMM in pattern order too.
+        if (!CpuIsa.IsSupported(IsaPath.Avx512)) return;
+        FpxGemm.EnableFused = false;
+        try
+        {
+            Prop.ForAll(Cases, c => Check(c, IsaPath.Avx512)).QuickCheckThrowOnFailure();
+        }
+        finally
+        {
+            FpxGemm.EnableFused = true;
+        }
+    }
+
+    [Fact]
+    public void Gemm_FusedSmallBatch_OddRowsAndTokenRemainders_MatchReference()
+    {
+        // Two 8-token passes plus three GEMV tokens, an odd last row, several column blocks; both formats, both activation types.
+        Check(new Case(33, 515, 19, 31, false, false), IsaPath.Auto);
+        Check(new Case(7, 1024, 8, 32, true, true), IsaPath.Auto);
+        Check(new Case(2, 64, 16, 33, false, true), IsaPath.Auto);
     }
 
     [Fact]
