@@ -85,9 +85,10 @@ public static unsafe partial class FpxGemm
         }
     }
 
-    /// <summary>One token's 64 activations against two rows' decoded block: each activation vector is loaded once.</summary>
+    /// <summary>One token's 64 activations against two rows' decoded block: each activation vector is loaded once (also used by
+    /// <see cref="Int6Gemm"/>'s fused W6A16).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Token(float* x, Vector512<float> f0, Vector512<float> f1, Vector512<float> f2, Vector512<float> f3,
+    internal static void Token(float* x, Vector512<float> f0, Vector512<float> f1, Vector512<float> f2, Vector512<float> f3,
         Vector512<float> g0, Vector512<float> g1, Vector512<float> g2, Vector512<float> g3, ref Vector512<float> c, ref Vector512<float> d)
     {
         var v = Vector512.Load(x);

@@ -29,7 +29,7 @@ namespace Kernels.Cpu.Fpx;
 /// in int32 (|Σ u·a| ≤ 128·63·128 &lt; 2^21). .NET 10 exposes no 512-bit VNNI, so this two-instruction form is used on AVX-512 and AVX2.</para>
 /// <para>Determinism: per ISA path, independent of the thread count. Integer parts are identical on every path.</para>
 /// </remarks>
-public static unsafe class Int6Gemm
+public static unsafe partial class Int6Gemm
 {
     [ThreadStatic] private static float[]? t_scratch;
 
@@ -182,7 +182,8 @@ public static unsafe class Int6Gemm
                 d[k..].Clear();
             }
             // The AVX-512 GEMV builds its weight vectors in the unpack lane order of FpxDecode.Patterns512; match it once here.
-            if (isa == IsaPath.Avx512 && n == 1) FpxDecode.PermuteForPatterns512(xs.AsSpan(0, kPad));
+            // So does the fused small-batch GEMM (every token).
+            if (isa == IsaPath.Avx512 && (n == 1 || FpxGemm.EnableFused)) FpxDecode.PermuteForPatterns512(xs.AsSpan(0, n * kPad));
             fixed (byte* ph = weights.HighBits)
             fixed (byte* pl = weights.LowBits)
             fixed (float* ps = weights.Scales, px = xs, py = y)
@@ -229,14 +230,16 @@ public static unsafe class Int6Gemm
         }
     }
 
-    /// <summary>W6A16, AVX-512: n = 1 fused (decode, scale, FMA per 16 weights); n &gt; 1 decoded rows in 4×4 tiles.</summary>
+    /// <summary>W6A16, AVX-512: n = 1 fused (decode, FMA, scale per group); n &gt; 1 fused two rows × eight tokens
+    /// (<see cref="W6A16Fused512"/>).</summary>
     [SkipLocalsInit]
     internal static void W6A16Avx512(ref A16Args a, int rowStart, int rowCount)
     {
         Debug.Assert(Avx512BW.IsSupported);
         if (a.N != 1)
         {
-            W6A16Decoded<F32x16>(IsaPath.Avx512, ref a, rowStart, rowCount);
+            if (FpxGemm.EnableFused) W6A16Fused512(ref a, rowStart, rowCount);
+            else W6A16Decoded<F32x16>(IsaPath.Avx512, ref a, rowStart, rowCount);
             return;
         }
         int blocks = a.KPad / 64, gb = a.GroupBlocks;

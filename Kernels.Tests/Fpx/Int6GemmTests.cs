@@ -18,7 +18,7 @@ public class Int6GemmTests
     private static Arbitrary<Case> Cases =>
         (from m in Gen.OneOf(Gen.Constant(1), Gen.Choose(1, 9), Gen.Choose(10, 30))
          from k in Gen.OneOf(Gen.Constant(0), Gen.Choose(1, 70), Gen.Elements(63, 64, 65, 128, 129, 300))
-         from n in Gen.OneOf(Gen.Constant(1), Gen.Choose(1, 6), Gen.Elements(8, 9))
+         from n in Gen.OneOf(Gen.Constant(1), Gen.Choose(1, 6), Gen.Elements(8, 9, 17))
          from g in Gen.Elements(64, 128)
          from seed in Gen.Choose(0, int.MaxValue)
          from bf in Gen.Elements(false, true)
@@ -68,6 +68,31 @@ public class Int6GemmTests
     {
         if (!CpuIsa.IsSupported(isa)) return;
         Prop.ForAll(Cases, c => CheckA16(c, isa)).QuickCheckThrowOnFailure();
+    }
+
+    [Fact]
+    public void GemmW6A16_Avx512WithoutFusedSmallBatch_MatchesReference()
+    {
+        // n ≥ 2 on AVX-512 runs the fused 2-row × 8-token kernel; this runs the decoded-tile path (unpermuted activations) too.
+        if (!CpuIsa.IsSupported(IsaPath.Avx512)) return;
+        FpxGemm.EnableFused = false;
+        try
+        {
+            Prop.ForAll(Cases, c => CheckA16(c, IsaPath.Avx512)).QuickCheckThrowOnFailure();
+        }
+        finally
+        {
+            FpxGemm.EnableFused = true;
+        }
+    }
+
+    [Fact]
+    public void GemmW6A16_FusedSmallBatch_OddRowsAndTokenRemainders_MatchReference()
+    {
+        // Two 8-token passes plus three single tokens, an odd last row, groups spanning two blocks; both activation types.
+        CheckA16(new Case(33, 515, 19, 128, 41, false), IsaPath.Auto);
+        CheckA16(new Case(7, 1024, 8, 64, 42, true), IsaPath.Auto);
+        CheckA16(new Case(2, 128, 16, 128, 43, false), IsaPath.Auto);
     }
 
     [Theory]
