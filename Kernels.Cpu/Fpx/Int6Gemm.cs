@@ -182,15 +182,16 @@ public static unsafe partial class Int6Gemm
                 d[k..].Clear();
             }
             // The AVX-512 GEMV builds its weight vectors in the unpack lane order of FpxDecode.Patterns512; match it once here.
-            // So does the fused small-batch GEMM (every token).
-            if (isa == IsaPath.Avx512 && (n == 1 || FpxGemm.EnableFused)) FpxDecode.PermuteForPatterns512(xs.AsSpan(0, n * kPad));
+            // So does the fused small-batch GEMM (every token). The switch is read once: the kernels must agree with the permutation.
+            bool fused = FpxGemm.EnableFused;
+            if (isa == IsaPath.Avx512 && (n == 1 || fused)) FpxDecode.PermuteForPatterns512(xs.AsSpan(0, n * kPad));
             fixed (byte* ph = weights.HighBits)
             fixed (byte* pl = weights.LowBits)
             fixed (float* ps = weights.Scales, px = xs, py = y)
             {
                 var state = new A16Chunks
                 {
-                    A = new A16Args { High = ph, Low = pl, Scales = ps, X = px, Y = py, M = m, KPad = kPad, N = n, Groups = weights.GroupsPerRow, GroupBlocks = weights.GroupSize / 64 },
+                    A = new A16Args { High = ph, Low = pl, Scales = ps, X = px, Y = py, M = m, KPad = kPad, N = n, Groups = weights.GroupsPerRow, GroupBlocks = weights.GroupSize / 64, Fused = fused },
                     Isa = isa, RowsPerChunk = Math.Max(4, (m / (Environment.ProcessorCount * 8)) & ~3),
                 };
                 int chunks = (m + state.RowsPerChunk - 1) / state.RowsPerChunk;
@@ -209,6 +210,7 @@ public static unsafe partial class Int6Gemm
         public byte* High, Low;
         public float* Scales, X, Y;
         public int M, KPad, N, Groups, GroupBlocks;
+        public bool Fused;
     }
 
     private struct A16Chunks : IChunkKernel<A16Chunks>
@@ -238,7 +240,7 @@ public static unsafe partial class Int6Gemm
         Debug.Assert(Avx512BW.IsSupported);
         if (a.N != 1)
         {
-            if (FpxGemm.EnableFused) W6A16Fused512(ref a, rowStart, rowCount);
+            if (a.Fused) W6A16Fused512(ref a, rowStart, rowCount);
             else W6A16Decoded<F32x16>(IsaPath.Avx512, ref a, rowStart, rowCount);
             return;
         }
@@ -375,6 +377,7 @@ public static unsafe partial class Int6Gemm
         public sbyte* X;
         public int* Corr;
         public int M, KPad, N, Groups, GroupBlocks;
+        public bool Fused;
     }
 
     private struct A8Chunks : IChunkKernel<A8Chunks>

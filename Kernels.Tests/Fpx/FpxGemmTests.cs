@@ -71,15 +71,7 @@ public class FpxGemmTests
         // On VBMI machines GEMV uses the byte-interleave path; this runs the plain AVX-512 GEMV too (both are correct, so other
         // tests running concurrently are unaffected by the switch).
         if (!CpuIsa.IsSupported(IsaPath.Avx512)) return;
-        FpxGemm.EnablePatterns512 = false;
-        try
-        {
-            Prop.ForAll(Cases, c => Check(c, IsaPath.Avx512)).QuickCheckThrowOnFailure();
-        }
-        finally
-        {
-            FpxGemm.EnablePatterns512 = true;
-        }
+        Switches.With(ref FpxGemm.EnablePatterns512, false, () => Prop.ForAll(Cases, c => Check(c, IsaPath.Avx512)).QuickCheckThrowOnFailure());
     }
 
     [Fact]
@@ -96,15 +88,7 @@ public class FpxGemmTests
     {
         // On VBMI machines n ≥ 2 runs the fused 2-row × 8-token kernel; this runs the decoded-tile GEMM in pattern order too.
         if (!CpuIsa.IsSupported(IsaPath.Avx512)) return;
-        FpxGemm.EnableFused = false;
-        try
-        {
-            Prop.ForAll(Cases, c => Check(c, IsaPath.Avx512)).QuickCheckThrowOnFailure();
-        }
-        finally
-        {
-            FpxGemm.EnableFused = true;
-        }
+        Switches.With(ref FpxGemm.EnableFused, false, () => Prop.ForAll(Cases, c => Check(c, IsaPath.Avx512)).QuickCheckThrowOnFailure());
     }
 
     [Fact]

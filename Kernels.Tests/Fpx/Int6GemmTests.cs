@@ -75,15 +75,7 @@ public class Int6GemmTests
     {
         // n ≥ 2 on AVX-512 runs the fused 2-row × 8-token kernel; this runs the decoded-tile path (unpermuted activations) too.
         if (!CpuIsa.IsSupported(IsaPath.Avx512)) return;
-        FpxGemm.EnableFused = false;
-        try
-        {
-            Prop.ForAll(Cases, c => CheckA16(c, IsaPath.Avx512)).QuickCheckThrowOnFailure();
-        }
-        finally
-        {
-            FpxGemm.EnableFused = true;
-        }
+        Switches.With(ref FpxGemm.EnableFused, false, () => Prop.ForAll(Cases, c => CheckA16(c, IsaPath.Avx512)).QuickCheckThrowOnFailure());
     }
 
     [Fact]
