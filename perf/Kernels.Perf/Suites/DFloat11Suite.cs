@@ -139,6 +139,79 @@ public sealed class DFloat11Suite : IBenchSuite
                 };
             }
         }
+        foreach (var c in RealWeightCases(ctx)) yield return c;
+    }
+
+    /// <summary>Real trained weights: the fp32 initializers of at least 4096 elements (22 tensors, 15.9 M weights) of the
+    /// ONNX ResNet-18 that ML.NET ships pretrained, rounded to bf16 and encoded one tensor at a time, as DFloat11 encodes a
+    /// model's weight matrices. The ONNX file comes from a NuGet package downloaded when the perf project is built.</summary>
+    private static IEnumerable<BenchCase> RealWeightCases(BenchContext ctx)
+    {
+        const string Shape = "resnet18";
+        if (!ctx.Cpu || !new[] { "df11", "df11 1T", "brotli", "zlib" }.Any(f => ctx.Wants("decompress", f, Shape, "cpu"))) yield break;
+        string path = Path.Combine(AppContext.BaseDirectory, "models", "ResNet18.onnx");
+        if (!File.Exists(path))
+        {
+            Console.WriteLine($"dfloat11: {path} is missing (the perf project's build downloads it); the real-weight cases are skipped.");
+            yield break;
+        }
+        var weights = OnnxInitializers.Read(File.ReadAllBytes(path))
+            .Where(t => t.Values.Length >= 4096)
+            .Select(t => Array.ConvertAll(t.Values, v => (BFloat16)v))
+            .ToArray();
+        long n = weights.Sum(a => (long)a.Length);
+        var encoded = weights.Select(a => DFloat11Encoder.Encode(a)).ToArray();
+        long compressed = encoded.Sum(t => t.CompressedBytes);
+        var histogram = new long[256];
+        foreach (var a in weights)
+        {
+            var h = DFloat11Encoder.ExponentHistogram(a);
+            for (int e = 0; e < histogram.Length; e++) histogram[e] += h[e];
+        }
+        double entropy = DFloat11Encoder.Entropy(histogram), bound = (8 + entropy) / 16;
+        string note = $"ML.NET's pretrained ResNet-18: {weights.Length} tensors, {n / 1e6:F2} M weights as bf16; size {100.0 * compressed / (2.0 * n):F2}% " +
+                      $"of bf16 (per-tensor LUTs, gaps, positions included); Shannon bound {100 * bound:F2}% (exponent entropy {entropy:F3} b)";
+        var outputs = weights.Select(a => new BFloat16[a.Length]).ToArray();
+        string? VerifyDecode()
+        {
+            for (int i = 0; i < weights.Length; i++)
+                if (!System.Runtime.InteropServices.MemoryMarshal.AsBytes(outputs[i].AsSpan()).SequenceEqual(System.Runtime.InteropServices.MemoryMarshal.AsBytes(weights[i].AsSpan())))
+                    return $"tensor {i} differs from the original bits";
+            return null;
+        }
+        foreach (int threads in new[] { 1, -1 })
+        {
+            var options = ctx.Options with { MaxDegreeOfParallelism = threads };
+            string fmt = threads == 1 ? "df11 1T" : "df11";
+            if (!ctx.Wants("decompress", fmt, Shape, "cpu")) continue;
+            yield return new BenchCase
+            {
+                Op = "decompress", Format = fmt, Shape = Shape, Backend = "cpu",
+                Path = $"{ctx.CpuPath} {(threads == 1 ? 1 : options.EffectiveParallelism)}T",
+                Bytes = 2.0 * n,
+                Run = _ =>
+                {
+                    for (int i = 0; i < encoded.Length; i++) DFloat11Decoder.Decompress(encoded[i], outputs[i], options);
+                },
+                Verify = VerifyDecode,
+                Note = note,
+            };
+        }
+        byte[] raw = weights.SelectMany(a => System.Runtime.InteropServices.MemoryMarshal.AsBytes(a.AsSpan()).ToArray()).ToArray();
+        foreach (var codec in new[] { "brotli", "zlib" })
+        {
+            if (!ctx.Wants("decompress", codec, Shape, "cpu")) continue;
+            byte[] packed = Compress(codec, raw);
+            var dst = new byte[raw.Length];
+            yield return new BenchCase
+            {
+                Op = "decompress", Format = codec, Shape = Shape, Backend = "cpu", Path = "1T (System.IO.Compression, Fastest)",
+                Bytes = raw.Length,
+                Run = _ => Decompress(codec, packed, dst),
+                Verify = () => dst.AsSpan().SequenceEqual(raw) ? null : $"{codec} round trip differs",
+                Note = $"{codec} level Fastest: {100.0 * packed.Length / raw.Length:F2}% of bf16",
+            };
+        }
     }
 
     private static IEnumerable<BenchCase> GpuCases(BenchContext ctx, Kernels.Gpu.GpuBackend gpu, int m, int k)
