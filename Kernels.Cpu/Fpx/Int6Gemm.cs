@@ -414,7 +414,37 @@ public static unsafe partial class Int6Gemm
             byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
             for (int b = 0; b < blocks; b++) FpxDecode.Codes512<Int6Kind>(hi + 16 * b, lo + 32 * b, k).Store(u + 64 * b);
             float* sc = a.Scales + (long)r * a.Groups;
-            for (int j = 0; j < a.N; j++)
+            int j = 0;
+            // Four tokens at a time: each code vector is loaded once for four dot products, and four independent
+            // accumulator chains hide the per-group convert + FMA latency that bounds a single token.
+            for (; j + 4 <= a.N; j += 4)
+            {
+                sbyte* x0 = a.X + (long)j * a.KPad, x1 = x0 + a.KPad, x2 = x1 + a.KPad, x3 = x2 + a.KPad;
+                int* corr = a.Corr + (long)j * a.Groups;
+                Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+                for (int g = 0, b = 0; g < a.Groups; g++)
+                {
+                    Vector512<int> d0 = Vector512<int>.Zero, d1 = d0, d2 = d0, d3 = d0;
+                    for (int e = Math.Min(blocks, b + a.GroupBlocks); b < e; b++)
+                    {
+                        var codes = Vector512.Load(u + 64 * b);
+                        d0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(codes, Vector512.Load(x0 + 64 * b)), ones);
+                        d1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(codes, Vector512.Load(x1 + 64 * b)), ones);
+                        d2 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(codes, Vector512.Load(x2 + 64 * b)), ones);
+                        d3 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(codes, Vector512.Load(x3 + 64 * b)), ones);
+                    }
+                    var scale = Vector512.Create(sc[g]);
+                    acc0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d0 - Vector512.CreateScalar(corr[g])), scale, acc0);
+                    acc1 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d1 - Vector512.CreateScalar(corr[a.Groups + g])), scale, acc1);
+                    acc2 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d2 - Vector512.CreateScalar(corr[2 * a.Groups + g])), scale, acc2);
+                    acc3 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d3 - Vector512.CreateScalar(corr[3 * a.Groups + g])), scale, acc3);
+                }
+                a.Y[(long)j * a.M + r] = F32x16.Sum(new F32x16(acc0)) * a.XScales[j];
+                a.Y[(long)(j + 1) * a.M + r] = F32x16.Sum(new F32x16(acc1)) * a.XScales[j + 1];
+                a.Y[(long)(j + 2) * a.M + r] = F32x16.Sum(new F32x16(acc2)) * a.XScales[j + 2];
+                a.Y[(long)(j + 3) * a.M + r] = F32x16.Sum(new F32x16(acc3)) * a.XScales[j + 3];
+            }
+            for (; j < a.N; j++)
             {
                 sbyte* x = a.X + (long)j * a.KPad;
                 int* corr = a.Corr + (long)j * a.Groups;

@@ -128,14 +128,14 @@ public class Int6GemmTests
         Assert.True(2 * (q + Int6Weights.Offset is > 0 ? 63 : 0) * 128 <= short.MaxValue);
         foreach (int g in new[] { 64, 128 })
         {
-            int m = 3, k = 256, n = 2;
+            int m = 3, k = 256, n = 5; // a four-token pass and a single token
             var values = Enumerable.Repeat((sbyte)q, m * k).ToArray();
             var w = Int6Weights.FromValues(values, Enumerable.Repeat(1f, m * (k / g)).ToArray(), m, k, g);
             var xq = Enumerable.Repeat((sbyte)xv, n * k).ToArray();
             float[] y = new float[m * n];
             foreach (var isa in IsaMatrix.All.Where(CpuIsa.IsSupported))
             {
-                Int6Gemm.GemmW6A8(w, xq, [1f, 1f], y, new KernelOptions { Isa = isa });
+                Int6Gemm.GemmW6A8(w, xq, Enumerable.Repeat(1f, n).ToArray(), y, new KernelOptions { Isa = isa });
                 Assert.All(y, v => Assert.Equal((float)(q * xv * k), v)); // |q·x·k| ≤ 31·128·256 < 2^24: exact in fp32
             }
         }
@@ -146,7 +146,7 @@ public class Int6GemmTests
     {
         // Mixed signs per pair (u = 63 with a = −128 next to u = 1 with a = 127) and random extremes, against exact integers.
         var rng = new Random(11);
-        int m = 4, k = 384, n = 3;
+        int m = 4, k = 384, n = 5;
         var values = Enumerable.Range(0, m * k).Select(i => (sbyte)(rng.Next(2) == 0 ? 31 : -31)).ToArray();
         var w = Int6Weights.FromValues(values, Enumerable.Repeat(1f, m * 3).ToArray(), m, k, 128);
         var xq = Enumerable.Range(0, n * k).Select(i => (sbyte)(rng.Next(2) == 0 ? -128 : 127)).ToArray();
@@ -157,7 +157,7 @@ public class Int6GemmTests
         var y = new float[m * n];
         foreach (var isa in IsaMatrix.All.Where(CpuIsa.IsSupported))
         {
-            Int6Gemm.GemmW6A8(w, xq, [1f, 1f, 1f], y, new KernelOptions { Isa = isa });
+            Int6Gemm.GemmW6A8(w, xq, Enumerable.Repeat(1f, n).ToArray(), y, new KernelOptions { Isa = isa });
             Assert.Equal(expected, y);
         }
     }
