@@ -81,21 +81,7 @@ public sealed class DFloat11Suite : IBenchSuite
             }
 
             // General-purpose codecs on the same bytes (decode throughput, same output-GB/s convention).
-            byte[] raw = System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan()).ToArray();
-            foreach (var codec in new[] { "brotli", "zlib" })
-            {
-                if (!ctx.Wants("decompress", codec, shape, "cpu")) continue;
-                byte[] packed = Compress(codec, raw);
-                var dst = new byte[raw.Length];
-                yield return new BenchCase
-                {
-                    Op = "decompress", Format = codec, Shape = shape, Backend = "cpu", Path = "1T (System.IO.Compression, Fastest)",
-                    Bytes = raw.Length,
-                    Run = _ => Decompress(codec, packed, dst),
-                    Verify = () => dst.AsSpan().SequenceEqual(raw) ? null : $"{codec} round trip differs",
-                    Note = $"{codec} level Fastest: {100.0 * packed.Length / raw.Length:F2}% of bf16",
-                };
-            }
+            foreach (var c in CodecCases(ctx, System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan()).ToArray(), shape)) yield return c;
 
             // Fused decompress + GEMV vs the dense bf16 GEMV (BaselineKey), and vs decompress-then-dense (ExtraBaselines).
             string gemvShape = DenseSuite.ShapeText(m, k, 1);
@@ -198,14 +184,20 @@ public sealed class DFloat11Suite : IBenchSuite
             };
         }
         byte[] raw = weights.SelectMany(a => System.Runtime.InteropServices.MemoryMarshal.AsBytes(a.AsSpan()).ToArray()).ToArray();
+        foreach (var c in CodecCases(ctx, raw, Shape)) yield return c;
+    }
+
+    /// <summary>Brotli and ZLib (Fastest) on the same bf16 bytes: size and single-thread decode GB/s of output.</summary>
+    private static IEnumerable<BenchCase> CodecCases(BenchContext ctx, byte[] raw, string shape)
+    {
         foreach (var codec in new[] { "brotli", "zlib" })
         {
-            if (!ctx.Wants("decompress", codec, Shape, "cpu")) continue;
+            if (!ctx.Wants("decompress", codec, shape, "cpu")) continue;
             byte[] packed = Compress(codec, raw);
             var dst = new byte[raw.Length];
             yield return new BenchCase
             {
-                Op = "decompress", Format = codec, Shape = Shape, Backend = "cpu", Path = "1T (System.IO.Compression, Fastest)",
+                Op = "decompress", Format = codec, Shape = shape, Backend = "cpu", Path = "1T (System.IO.Compression, Fastest)",
                 Bytes = raw.Length,
                 Run = _ => Decompress(codec, packed, dst),
                 Verify = () => dst.AsSpan().SequenceEqual(raw) ? null : $"{codec} round trip differs",
