@@ -18,10 +18,10 @@ public static unsafe partial class FpxGemm
         FusedSmallBatch.Run(ref rows, a.X, a.KPad, a.Y, a.M, a.N, rowStart, rowCount);
     }
 
-    /// <summary>The arguments for tokens <c>[j, j + n)</c>: x, y and the post-scales offset to token j.</summary>
-    private static FpxArgs TokenSlice(in FpxArgs a, int j, int n) => a with
+    /// <summary>The arguments for token j alone: x, y and the post-scale offset to token j.</summary>
+    private static FpxArgs SingleToken(in FpxArgs a, int j) => a with
     {
-        X = a.X + (long)j * a.KPad, Y = a.Y + (long)j * a.M, Post = a.Post + j, N = n,
+        X = a.X + (long)j * a.KPad, Y = a.Y + (long)j * a.M, Post = a.Post + j, N = 1,
     };
 
     /// <summary>FP6/FP5 planes as <see cref="IFusedRows"/>.</summary>
@@ -45,7 +45,7 @@ public static unsafe partial class FpxGemm
 
         public void Gemv(int token, int rowStart, int rowCount)
         {
-            var g = TokenSlice(_a, token, 1);
+            var g = SingleToken(_a, token);
             GemvPatterns512<TK>(ref g, rowStart, rowCount);
         }
     }

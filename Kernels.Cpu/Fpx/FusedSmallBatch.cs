@@ -27,7 +27,7 @@ internal unsafe interface IFusedRows
 /// W6A16 (<see cref="Int6Gemm"/>): per 64-code block two rows are decoded once into eight vectors that stay in registers and
 /// are multiplied into eight tokens' accumulators (2 × 8 zmm, 64 FMAs per block), so there is no fp32 scratch round trip and
 /// the decode is amortized over eight tokens. Tokens past a multiple of eight, and a last odd row, run the format's GEMV.
-/// Measured against the decoded-tile path (4096², two cores, FP6): n = 8 2.1 → 1.3 ms, n = 32 5.9 → 4.8 ms, n = 128 24 → 19 ms.
+/// Measured against the decoded-tile path (bench harness, 4096², two cores, FP6): n = 8 3.07 → 1.50 ms, n = 32 7.16 → 5.15 ms.
 /// </summary>
 internal static unsafe class FusedSmallBatch
 {

@@ -64,7 +64,12 @@ public static class OnnxInitializers
             else throw new InvalidDataException($"unsupported wire type {wire} at offset {p}");
         }
         if (type != 1) return null;
-        long count = dims.Aggregate(1L, (a, d) => a * d);
+        long count = 1;
+        foreach (long d in dims)
+        {
+            if (d < 0 || (d > 0 && count > Array.MaxLength / d)) throw new InvalidDataException($"tensor '{name}': dims [{string.Join(", ", dims)}] are negative or too large");
+            count *= d;
+        }
         float[] values;
         if (!raw.IsEmpty)
         {
