@@ -60,17 +60,18 @@ internal static unsafe class PagedAttentionKernel
     [SkipLocalsInit]
     internal static void Scalar(ref State s, int item) => Run<AttentionScalar>(ref s, item);
 
-    /// <summary>Floats of per-thread scratch: the logit tile, running max and sum, the widened K/V rows of a tile and a zero row.</summary>
+    /// <summary>Floats of per-thread scratch: the logit tile, running max and sum, the widened K/V rows of a tile, a zero row, the
+    /// dequantized queries and the output accumulators (plus 16 floats of alignment slack).</summary>
     private const int ScratchFloats = AttentionPlan.MaxQueriesPerItem * Tile + 2 * AttentionPlan.MaxQueriesPerItem + (Tile + 1) * 256
-        + AttentionPlan.MaxQueriesPerItem * 256;
+        + 2 * AttentionPlan.MaxQueriesPerItem * 256 + 16;
 
     [ThreadStatic] private static float[]? t_scratch;
 
-    /// <summary>This thread's pinned scratch (allocated once per thread, never per call).</summary>
+    /// <summary>This thread's pinned scratch, 64-byte aligned (allocated once per thread, never per call).</summary>
     private static float* Scratch()
     {
         var a = t_scratch ??= GC.AllocateArray<float>(ScratchFloats, pinned: true);
-        return (float*)Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(a));
+        return (float*)(((nint)Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(a)) + 63) & ~(nint)63);
     }
 
     // Fully optimised on first call: a decode step is a handful of calls, too few for tiered compilation to reach tier 1.
@@ -86,6 +87,7 @@ internal static unsafe class PagedAttentionKernel
         float* tile = l + MaxQ;                  // the tile's widened K (then V) rows [Tile][256], then one zero row
         float* zero = tile + Tile * 256;
         float* qDeq = zero + 256;                // QuantizedQueryDot: the dequantized int8 queries [query][256]
+        float* accs = qDeq + MaxQ * 256;         // output accumulators [query][256]: thread-private, so no cache line is shared
         sbyte* codes = stackalloc sbyte[256];
         new Span<float>(zero, 256).Clear();
         float** rows = stackalloc float*[Tile];
@@ -114,9 +116,7 @@ internal static unsafe class PagedAttentionKernel
                         for (int c = 0; c < d; c++) qd[c] = codes[c] * sq;
                         qp[i] = qd;
                     }
-                    acc[i] = it.PartialSlot < 0
-                        ? s.Out + qRow * d
-                        : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
+                    acc[i] = accs + i * 256;
                     new Span<float>(acc[i], d).Clear();
                     m[i] = float.NegativeInfinity;
                     l[i] = 0;
@@ -238,15 +238,18 @@ internal static unsafe class PagedAttentionKernel
                 {
                     int i = r * perRow + kk * gh + hh;
                     int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
+                    long qRow = (long)(it.QueryRow + r) * s.QoHeads + head;
+                    float* dst = it.PartialSlot < 0 ? s.Out + qRow * d : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
                     float lse;
                     if (l[i] > 0)
                     {
                         TV.Scale(acc[i], 1f / l[i], d);
+                        new ReadOnlySpan<float>(acc[i], d).CopyTo(new Span<float>(dst, d));
                         lse = m[i] + MathF.Log(l[i]);
                     }
                     else
                     {
-                        new Span<float>(acc[i], d).Clear();
+                        new Span<float>(dst, d).Clear();
                         lse = float.NegativeInfinity;
                     }
                     if (it.PartialSlot >= 0) s.Work[s.PartialLse + (long)it.PartialSlot * s.QoHeads + head] = lse;

@@ -54,7 +54,10 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     private const int Q16Offset = QCodesOffset + MaxQ * MaxD / 4;
     private const int QScaleOffset = Q16Offset + MaxQ * MaxD / 2;
     private const int QSumOffset = QScaleOffset + MaxQ;
-    private const int ScratchFloats = QSumOffset + MaxQ;
+    // Output accumulators [MaxQ][MaxD], 64-byte aligned: thread-private, so two threads never share an accumulator's cache line
+    // (the destination rows of neighbouring heads may share one; they are written once, at the end of the item).
+    private const int AccOffset = (QSumOffset + MaxQ + 15) & ~15;
+    private const int ScratchFloats = AccOffset + MaxQ * MaxD + 16;
 
     private const int PrefetchPages = 1;                      // software prefetch distance, in pages of the item's list (1–8 measured)
     private const float TwoPow112 = 5.192296858534828E+33f; // 2^112, exact
@@ -103,7 +106,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         AttentionWorkItem it = s.Items[index];
         int d = s.HeadDim;
         var a = t_scratch ??= GC.AllocateArray<float>(ScratchFloats, pinned: true);
-        float* scratch = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
+        float* scratch = (float*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a)) + 63) & ~(nint)63);
         float** acc = stackalloc float*[MaxQ];
         int* lo = stackalloc int[MaxQ];
         int* hi = stackalloc int[MaxQ];
@@ -163,7 +166,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                     {
                         for (int j = 0; j < d; j += 4) (Vector128.Load(q + j) * qm).Store(qs + j); // exact: a power of two
                     }
-                    acc[i] = it.PartialSlot < 0 ? s.Out + qRow * d : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
+                    acc[i] = scratch + AccOffset + i * d;
                     new Span<float>(acc[i], d).Clear();
                     c.M[i] = float.NegativeInfinity;
                     c.L[i] = 0;
@@ -195,16 +198,19 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 {
                     int i = r * c.PerRow + kk * it.GroupHeads + hh;
                     int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
+                    long qRow = (long)(it.QueryRow + r) * s.QoHeads + head;
+                    float* dst = it.PartialSlot < 0 ? s.Out + qRow * d : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
                     float lse;
                     float l = c.L[i];
                     if (l > 0)
                     {
                         TTile.Scale(acc[i], 1f / l, d);
+                        new ReadOnlySpan<float>(acc[i], d).CopyTo(new Span<float>(dst, d));
                         lse = c.M[i] + MathF.Log(l);
                     }
                     else
                     {
-                        new Span<float>(acc[i], d).Clear();
+                        new Span<float>(dst, d).Clear();
                         lse = float.NegativeInfinity;
                     }
                     if (it.PartialSlot >= 0) s.Work[s.PartialLse + (long)it.PartialSlot * s.QoHeads + head] = lse;
