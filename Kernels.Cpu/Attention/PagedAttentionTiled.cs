@@ -173,6 +173,20 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 }
         }
 
+        if (s.KScale == null || s.PerHeadScale)
+        {
+            // The same multipliers for every token of the item, set once: a per-head int8 scale, or fp16's 2^112 (probabilities
+            // × 2^112 against rows × 2^−112), or 1. (Per-token scales are read per tile in TileStep.)
+            for (int kk = 0; kk < c.KvHeads; kk++)
+            {
+                float ks = s.PerHeadScale ? s.KScale[c.KvHead + kk] : 1f, vs = s.PerHeadScale ? s.VScale[c.KvHead + kk] : qMul;
+                new Span<float>(c.KMul + kk * Tile, Tile).Fill(s.SmScale * ks);
+                new Span<float>(c.VMul + kk * Tile, Tile).Fill(vs);
+                new Span<int>(c.KZero + kk * Tile, Tile).Clear();
+                new Span<int>(c.VZero + kk * Tile, Tile).Clear();
+            }
+        }
+
         for (int p = it.PageBegin; p < it.PageEnd; p++)
         {
             int tokens = s.PageTokens[p], key0 = s.PageKeyStart[p];
@@ -259,15 +273,6 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                     kmul[t] = vmul[t] = 0f;
                     kz[t] = vz[t] = 0;
                 }
-            }
-            else
-            {
-                // Per-head int8 scale, or fp16's 2^112 (probabilities × 2^112 against rows × 2^−112), or 1.
-                float ks = s.PerHeadScale ? s.KScale[c.KvHead + kk] : 1f, vs = s.PerHeadScale ? s.VScale[c.KvHead + kk] : qMul;
-                new Span<float>(kmul, Tile).Fill(smScale * ks);
-                new Span<float>(vmul, Tile).Fill(vs);
-                new Span<int>(kz, Tile).Clear();
-                new Span<int>(vz, Tile).Clear();
             }
             for (int r = 0; r < c.QueryRows; r++)
             {
