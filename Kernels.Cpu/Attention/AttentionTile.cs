@@ -33,6 +33,10 @@ internal unsafe interface IAttentionTile
     /// and sum l, the accumulator rescaled when m grows; p becomes the probabilities × vmul.</summary>
     static abstract void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, ref float m, ref float l, float* acc, int d);
 
+    /// <summary><see cref="Softmax"/> for four queries that share the mask: rows p … p + 3·16, running maxima and sums
+    /// m[0..4) and l[0..4), accumulators acc[0..4).</summary>
+    static abstract void Softmax4(float* p, float* kmul, float* vmul, int lo, int hi, float* m, float* l, float** acc, int d);
+
     /// <summary>acc_j += Σ_t p_j[t]·v_t for four queries over tokens [tl, th); prefetches through pf on the first pass.</summary>
     static abstract void Accumulate4<TL>(float** acc, float* p, byte** rows, int* zero, int tl, int th, int half, ref PagePrefetch pf)
         where TL : unmanaged, IKvRow;

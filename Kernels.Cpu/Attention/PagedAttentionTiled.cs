@@ -298,8 +298,9 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             for (int kk = 0; kk < c.KvHeads; kk++)
             {
                 float* kmul = s.SoftCap > 0 ? null : c.KMul + kk * Tile, vmul = c.VMul + kk * Tile;
-                for (int i = r * c.PerRow + kk * gh, ie = i + gh; i < ie; i++)
-                    TTile.Softmax(c.P + i * Tile, kmul, vmul, lo, hi, ref c.M[i], ref c.L[i], c.Acc[i], d);
+                int i = r * c.PerRow + kk * gh, ie = i + gh;
+                for (; i + 4 <= ie; i += 4) TTile.Softmax4(c.P + i * Tile, kmul, vmul, lo, hi, c.M + i, c.L + i, c.Acc + i, d);
+                for (; i < ie; i++) TTile.Softmax(c.P + i * Tile, kmul, vmul, lo, hi, ref c.M[i], ref c.L[i], c.Acc[i], d);
             }
         }
 

@@ -102,6 +102,13 @@ internal unsafe struct Tile128 : IAttentionTile
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Softmax4(float* p, float* kmul, float* vmul, int lo, int hi, float* m, float* l, float** acc, int d)
+    {
+        for (int j = 0; j < 4; j++) Softmax(p + j * Tile, kmul, vmul, lo, hi, ref m[j], ref l[j], acc[j], d);
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, ref float m, ref float l, float* acc, int d)
     {
         var vlo = Vector128.Create(lo);

@@ -43,6 +43,75 @@ internal unsafe struct Tile512 : IAttentionTile
         (e * Vector512.Load(vmul)).Store(p);
     }
 
+    /// <summary>Four queries at once: the four maxima come from one transpose-and-max tree and the four sums from one
+    /// transpose-and-add tree (instead of a horizontal reduction per query), and the running maxima and sums are compared and
+    /// updated as one 4-lane vector; the rescale (rare once the maximum has settled) runs per query as in <see cref="Softmax"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Softmax4(float* p, float* kmul, float* vmul, int lo, int hi, float* m, float* l, float** acc, int d)
+    {
+        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var live = (Vector512.GreaterThanOrEqual(lane, Vector512.Create(lo)) & Vector512.LessThan(lane, Vector512.Create(hi))).AsSingle();
+        var ninf = Vector512.Create(float.NegativeInfinity);
+        var x0 = Vector512.Load(p);
+        var x1 = Vector512.Load(p + Tile);
+        var x2 = Vector512.Load(p + 2 * Tile);
+        var x3 = Vector512.Load(p + 3 * Tile);
+        if (kmul != null)
+        {
+            var km = Vector512.Load(kmul);
+            x0 *= km;
+            x1 *= km;
+            x2 *= km;
+            x3 *= km;
+        }
+        x0 = Vector512.ConditionalSelect(live, x0, ninf);
+        x1 = Vector512.ConditionalSelect(live, x1, ninf);
+        x2 = Vector512.ConditionalSelect(live, x2, ninf);
+        x3 = Vector512.ConditionalSelect(live, x3, ninf);
+        var tmax = Across4(x0, x1, x2, x3, max: true);                  // lanes 0..3: the tile maxima (vmaxps: a NaN lane may drop)
+        var mOld = Vector128.Load(m);
+        var grown = Vector128.GreaterThan(tmax, mOld);
+        if (grown != Vector128<float>.Zero)
+        {
+            for (int j = 0; j < 4; j++)
+            {
+                if (!(tmax.GetElement(j) > m[j])) continue;
+                if (l[j] > 0)
+                {
+                    float f = MathF.Exp(m[j] - tmax.GetElement(j));
+                    Scale(acc[j], f, d);
+                    l[j] *= f;
+                }
+                m[j] = tmax.GetElement(j);
+            }
+        }
+        var e0 = SoftmaxExp.Exp(x0 - Vector512.Create(m[0])); // e^(−∞) = 0 for masked lanes
+        var e1 = SoftmaxExp.Exp(x1 - Vector512.Create(m[1]));
+        var e2 = SoftmaxExp.Exp(x2 - Vector512.Create(m[2]));
+        var e3 = SoftmaxExp.Exp(x3 - Vector512.Create(m[3]));
+        (Vector128.Load(l) + Across4(e0, e1, e2, e3, max: false)).Store(l);
+        var vm = Vector512.Load(vmul);
+        (e0 * vm).Store(p);
+        (e1 * vm).Store(p + Tile);
+        (e2 * vm).Store(p + 2 * Tile);
+        (e3 * vm).Store(p + 3 * Tile);
+    }
+
+    /// <summary>[op over x, op over y, op over z, op over w] for op = max or +: a transpose tree within 128-bit blocks, then
+    /// across the four blocks (10 shuffles and 8 ops for four vectors).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Across4(Vector512<float> x, Vector512<float> y, Vector512<float> z, Vector512<float> w, bool max)
+    {
+        var xy = Op(Avx512F.UnpackLow(x, y), Avx512F.UnpackHigh(x, y), max);
+        var zw = Op(Avx512F.UnpackLow(z, w), Avx512F.UnpackHigh(z, w), max);
+        var b = Op(Avx512F.Shuffle(xy, zw, 0x44), Avx512F.Shuffle(xy, zw, 0xEE), max); // block k: [x, y, z, w] over block k
+        var h = Op(b, Avx512F.Shuffle4x128(b, b, 0x4E), max);                          // + the other 256-bit half
+        return Op(h, Avx512F.Shuffle4x128(h, h, 0xB1), max).GetLower().GetLower();      // + the neighbouring block
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Op(Vector512<float> a, Vector512<float> b, bool max) => max ? Avx512F.Max(a, b) : a + b;
+
     /// <summary>rows[t] = first + t·tokenBytes for live tokens [tl, th), else the zero row (two 8-lane 64-bit vectors).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void SetRows(byte** rows, byte* first, long tokenBytes, byte* zeroRow, int tl, int th)

@@ -11,6 +11,8 @@ namespace Kernels.Perf.Suites;
 /// Paged batch decode (Llama-3-8B attention: 32 query heads, 8 kv heads, head_dim 128) over fp16/bf16/int8/int4 KV caches.
 /// Each case runs twice: pages randomly permuted through the pool (page_size 16, the realistic case) and the same data in
 /// contiguous pages ("vs contiguous"). Bytes = KV payload + scales the kernel must read, so GB/s is effective KV bandwidth.
+/// The pools are NHD (vLLM's and FlashInfer's default); at 32k, "kv f16 hnd" rows repeat fp16 in the HND layout, where a kv
+/// head's 16 rows of a page are one 4 KB run, and "kv f16 page 64" rows use 64-token pages.
 /// </summary>
 /// <remarks>The default run caps batch·context at 256k tokens: batch 32 × 32k (4.3 GB of fp16 KV, twice: paged and
 /// contiguous) runs only when a filter names it, e.g. <c>attention --filter "b=32 ctx=32768"</c>.</remarks>
@@ -57,20 +59,27 @@ public sealed class AttentionSuite : IBenchSuite
                     if (ctx.Gpu is { } gpu && !f.Q8 && poolBytes <= int.MaxValue && ctx.Wants(op, f.Name, shape, gpu.Name)) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, false, paged, gpu);
                 }
             }
-            // fp16 with 64-token pages (128 KB per page and pool here) at long contexts: "vs base" is the page-16 row.
+            // fp16 with 64-token pages (128 KB per page and pool here), and fp16 in the HND layout (a page holds each kv head's 16
+            // rows together, 4 KB, instead of interleaving the heads token by token), at long contexts: "vs base" is the NHD page-16 row.
             if (ctx.Cpu && len >= 32768)
                 foreach (bool paged in new[] { false, true })
-                    if (ctx.Wants(paged ? "decode" : "decode contiguous", "kv f16 page 64", shape, "cpu"))
+                {
+                    string op = paged ? "decode" : "decode contiguous";
+                    if (ctx.Wants(op, "kv f16 page 64", shape, "cpu"))
                         yield return Case(ctx, batch, len, DType.F16, KvScaleMode.None, "kv f16 page 64", false, paged, null, LargePageSize);
+                    if (ctx.Wants(op, "kv f16 hnd", shape, "cpu"))
+                        yield return Case(ctx, batch, len, DType.F16, KvScaleMode.None, "kv f16 hnd", false, paged, null, PageSize, KvLayout.Hnd);
+                }
         }
     }
 
-    private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool q8, bool paged, Kernels.Gpu.GpuBackend? gpu = null, int pageSize = PageSize)
+    private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool q8, bool paged, Kernels.Gpu.GpuBackend? gpu = null, int pageSize = PageSize,
+        KvLayout layout = KvLayout.Nhd)
     {
         int pagesPerSeq = (len + pageSize - 1) / pageSize;
         int numPages = batch * pagesPerSeq;
         // A few template pages written (and quantized) once, then copied: fast to fill, same data paged and contiguous.
-        var template = new PagedKvCache(TemplatePages, pageSize, KvHeads, HeadDim, dtype, KvLayout.Nhd, mode);
+        var template = new PagedKvCache(TemplatePages, pageSize, KvHeads, HeadDim, dtype, layout, mode);
         var rng = new Random(7);
         var k = new float[KvHeads * HeadDim];
         var v = new float[k.Length];
@@ -92,7 +101,7 @@ public sealed class AttentionSuite : IBenchSuite
         var caches = new PagedKvCache[copies];
         for (int c = 0; c < copies; c++)
         {
-            caches[c] = new PagedKvCache(numPages, pageSize, KvHeads, HeadDim, dtype, KvLayout.Nhd, mode);
+            caches[c] = new PagedKvCache(numPages, pageSize, KvHeads, HeadDim, dtype, layout, mode);
             for (int i = 0; i < numPages; i++) caches[c].CopyPageFrom(template, i % TemplatePages, placement[i]);
         }
         var indptr = Enumerable.Range(0, batch + 1).Select(b => b * pagesPerSeq).ToArray();
