@@ -17,15 +17,19 @@ public sealed unsafe class PageRead : IDisposable
     private readonly int[] _order;
     private readonly long _pageBytes;
     private readonly Vector512<byte>[] _sinks;
+    private readonly int _itemsPerSequence;
 
     /// <summary>Allocates two pools of <paramref name="pages"/> × <paramref name="pageBytes"/> bytes (filled) and the page list.</summary>
     /// <param name="pages">Pages per pool.</param>
     /// <param name="pageBytes">Bytes per page, a multiple of 64.</param>
     /// <param name="shuffled">True: the list visits the pages in a random permutation; false: in address order.</param>
     /// <param name="itemPages">Consecutive list entries per work item.</param>
-    public PageRead(int pages, long pageBytes, bool shuffled, int itemPages)
+    /// <param name="sequencePages">List entries per sequence: like decode items, a work item never spans two sequences.</param>
+    public PageRead(int pages, long pageBytes, bool shuffled, int itemPages, int sequencePages)
     {
         if (pageBytes % 64 != 0) throw new ArgumentException($"pageBytes = {pageBytes} is not a multiple of 64.", nameof(pageBytes));
+        if (itemPages <= 0 || sequencePages <= 0 || pages % sequencePages != 0)
+            throw new ArgumentException($"pages = {pages} must be a whole number of sequences of {sequencePages} pages, with itemPages = {itemPages} > 0.");
         _pageBytes = pageBytes;
         long bytes = pages * pageBytes;
         _k = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 4096);
@@ -39,11 +43,16 @@ public sealed unsafe class PageRead : IDisposable
         _order = Enumerable.Range(0, pages).ToArray();
         if (shuffled) new Random(11).Shuffle(_order);
         ItemPages = itemPages;
-        _sinks = new Vector512<byte>[(pages + itemPages - 1) / itemPages];
+        SequencePages = sequencePages;
+        _itemsPerSequence = (sequencePages + itemPages - 1) / itemPages;
+        _sinks = new Vector512<byte>[pages / sequencePages * _itemsPerSequence];
     }
 
     /// <summary>List entries per work item.</summary>
     public int ItemPages { get; }
+
+    /// <summary>List entries per sequence.</summary>
+    public int SequencePages { get; }
 
     /// <summary>Bytes one <see cref="Run"/> reads (both pools).</summary>
     public double Bytes => 2.0 * _order.Length * _pageBytes;
@@ -54,7 +63,11 @@ public sealed unsafe class PageRead : IDisposable
         fixed (int* order = _order)
         fixed (Vector512<byte>* sinks = _sinks)
         {
-            var s = new Kernel { K = _k, V = _v, Order = order, Pages = _order.Length, PageBytes = _pageBytes, ItemPages = ItemPages, Sinks = sinks };
+            var s = new Kernel
+            {
+                K = _k, V = _v, Order = order, PageBytes = _pageBytes, ItemPages = ItemPages, SequencePages = SequencePages,
+                ItemsPerSequence = _itemsPerSequence, Sinks = sinks,
+            };
             WorkerPool.Run(_sinks.Length, threads, ref s);
         }
     }
@@ -67,7 +80,8 @@ public sealed unsafe class PageRead : IDisposable
         byte perPage = (byte)((_pageBytes / 64) % 2 == 1 ? 3 : 0);
         for (int c = 0; c < _sinks.Length; c++)
         {
-            int pages = Math.Min(ItemPages, _order.Length - c * ItemPages);
+            var (begin, end) = Kernel.Range(c, ItemPages, SequencePages, _itemsPerSequence);
+            int pages = end - begin;
             if (_sinks[c] != Vector512.Create(pages % 2 == 1 ? perPage : (byte)0)) return false;
         }
         return true;
@@ -84,13 +98,21 @@ public sealed unsafe class PageRead : IDisposable
     {
         public byte* K, V;
         public int* Order;
-        public int Pages, ItemPages;
+        public int ItemPages, SequencePages, ItemsPerSequence;
         public long PageBytes;
         public Vector512<byte>* Sinks;
 
+        /// <summary>Item <paramref name="chunk"/>'s list entries: item j of sequence b covers its pages [j·itemPages, …), clipped to the sequence.</summary>
+        public static (int Begin, int End) Range(int chunk, int itemPages, int sequencePages, int itemsPerSequence)
+        {
+            int b = chunk / itemsPerSequence, j = chunk % itemsPerSequence;
+            int begin = b * sequencePages + j * itemPages;
+            return (begin, Math.Min(begin + itemPages, (b + 1) * sequencePages));
+        }
+
         public static void Execute(ref Kernel s, int chunk)
         {
-            int begin = chunk * s.ItemPages, end = Math.Min(begin + s.ItemPages, s.Pages);
+            var (begin, end) = Range(chunk, s.ItemPages, s.SequencePages, s.ItemsPerSequence);
             Vector512<byte> acc = default;
             for (int p = begin; p < end; p++)
             {

@@ -164,7 +164,7 @@ public sealed class AttentionSuite : IBenchSuite
         var table = new PageTable(indptr, Enumerable.Range(0, numPages).ToArray(), Enumerable.Repeat(len - (pagesPerSeq - 1) * PageSize, batch).ToArray(), PageSize);
         var plan = DecodePlanner.Plan(table, new AttentionShape(QoHeads, KvHeads, HeadDim), numPages, new AttentionWorkspace());
         int itemPages = plan.ChunkPages > 0 ? Math.Min(plan.ChunkPages, pagesPerSeq) : pagesPerSeq;
-        var read = new PageRead(numPages, (long)PageSize * KvHeads * HeadDim * 2, paged, itemPages);
+        var read = new PageRead(numPages, (long)PageSize * KvHeads * HeadDim * 2, paged, itemPages, pagesPerSeq);
         string shape = $"b={batch} ctx={len}";
         int threads = ctx.Options.EffectiveParallelism;
         return new BenchCase
