@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Kernels.Attention.Paging;
 using Kernels.Attention.Planning;
 using Kernels.Attention.Reference;
@@ -103,6 +104,7 @@ internal static unsafe class AttentionLaunch
         public long PartialOut, PartialLse;
         public int QoHeads, HeadDim;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public static void Execute(ref MergeState s, int chunk)
         {
             int b = chunk / s.QoHeads, h = chunk % s.QoHeads;

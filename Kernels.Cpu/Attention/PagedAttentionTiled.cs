@@ -83,6 +83,9 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     }
 
     /// <summary>True when every query element of the item is finite with magnitude below <paramref name="limit"/>.</summary>
+    /// <remarks>Fully optimised from the first call, like the kernel: it runs once per work item, so a decode step calls it a
+    /// handful of times, and its tier-0 code cost 6 µs per item (32 queries) in a scratch benchmark, half of a 16-token call.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static bool QueriesBelow(ref PagedAttentionKernel.State s, AttentionWorkItem it, float limit)
     {
         int d = s.HeadDim;
