@@ -36,6 +36,7 @@ internal static unsafe class AttentionLaunch
         if (!lse.IsEmpty) ThrowHelper.ThrowIfOverlapping(q, lse, nameof(q));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs a few times per call: never worth tier-0 code
     internal static void Launch(AttentionPlan plan, ReadOnlySpan<float> q, PagedKvCache cache, Span<float> output, Span<float> lse,
         float[]? workspace, KernelOptions? options)
     {

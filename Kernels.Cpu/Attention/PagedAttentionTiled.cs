@@ -327,6 +327,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
 
     /// <summary>Prefetches the per-row scales (and int4 zero points) of a page's rows from <paramref name="row"/> on: they sit
     /// beside the rows' page in the scale arrays, as scattered as the pages themselves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs a few times per call: never worth tier-0 code
     private static void PrefetchScales(ref PagedAttentionKernel.State s, long row, bool zeros)
     {
         if (!Sse.IsSupported) return;

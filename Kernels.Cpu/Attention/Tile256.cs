@@ -253,6 +253,7 @@ internal unsafe struct Tile256 : IAttentionTile
     }
 
     /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs a few times per call: never worth tier-0 code
     public static float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum)
     {
         float s = QueryQuantization.Quantize(new ReadOnlySpan<float>(q, d), new Span<sbyte>(codes, d));

@@ -296,6 +296,7 @@ internal unsafe struct Tile512 : IAttentionTile
     /// <summary><see cref="QueryQuantization.Quantize"/> of one query row, vectorised and bit-identical to it (the same
     /// fp32 maximum, division and round-half-even), also writing the codes as int16, their sum and <c>code·s</c>.</summary>
     /// <returns>The scale.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs a few times per call: never worth tier-0 code
     public static float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum)
     {
         var amax = Vector512<float>.Zero;
