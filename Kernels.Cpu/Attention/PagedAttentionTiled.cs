@@ -251,6 +251,11 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
 
         // 1. Logits, one vector of 16 tokens per query, into c.P (raw dot products).
         long tokenBytes = (long)s.TokenStride * s.RowBytes;
+        // NHD with every kv head in the item: the next tile's rows of all heads are one contiguous block (16 tokens × all heads),
+        // so kv head kk's passes prefetch the kk-th 16-row share of it, in address order, instead of its own rows 2 KB apart
+        // (scratch, fp16 32k on two threads: contiguous +18 %, paged +7 %). Otherwise (HND, a subset of the heads, pages of fewer
+        // than 16 tokens) each head prefetches its own rows.
+        bool wholeRows = s.HeadStride == 1 && c.KvHeads == s.TokenStride && s.PageStride >= (long)Tile * s.TokenStride;
         if (rowScales && nextPageRow >= 0) PrefetchScales(ref s, nextPageRow, i4);
         for (int kk = 0; kk < c.KvHeads; kk++)
         {
@@ -258,7 +263,9 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             int* kz = c.KZero + kk * Tile, vz = c.VZero + kk * Tile;
             long r0 = pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride; // row index of tile token 0
             TTile.SetRows(rows, s.K + r0 * s.RowBytes, tokenBytes, (byte*)c.ZeroRow, tl, th);
-            var pfK = new PagePrefetch(nextPageRow >= 0 ? s.K + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
+            var pfK = wholeRows
+                ? new PagePrefetch(nextPageRow >= 0 ? s.K + (nextPageRow + (long)kk * Tile) * s.RowBytes : null, s.RowBytes, s.RowBytes)
+                : new PagePrefetch(nextPageRow >= 0 ? s.K + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
             if (rowScales)
             {
                 // Per-token scales (and int4 zero points); scalar loads: vgatherdps measured slower on this core.
@@ -311,7 +318,9 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         for (int kk = 0; kk < c.KvHeads; kk++)
         {
             TTile.SetRows(rows, s.V + (pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride) * s.RowBytes, tokenBytes, (byte*)c.ZeroRow, tl, th);
-            var pfV = new PagePrefetch(nextPageRow >= 0 ? s.V + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
+            var pfV = wholeRows
+                ? new PagePrefetch(nextPageRow >= 0 ? s.V + (nextPageRow + (long)kk * Tile) * s.RowBytes : null, s.RowBytes, s.RowBytes)
+                : new PagePrefetch(nextPageRow >= 0 ? s.V + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
             int* vz = c.VZero + kk * Tile;
             for (int r = 0; r < c.QueryRows; r++)
             {
