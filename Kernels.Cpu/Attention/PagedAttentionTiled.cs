@@ -59,6 +59,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     private const int AccOffset = (QSumOffset + MaxQ + 15) & ~15;
     private const int ScratchFloats = AccOffset + MaxQ * MaxD + 16;
 
+    private const int TlbPages = 2;                           // TLB warm-up distance, in pages of the item's list (1–3 measured alike)
     private const int PrefetchPages = 1;                      // software prefetch distance, in pages of the item's list (1–8 measured)
     private const float TwoPow112 = 5.192296858534828E+33f; // 2^112, exact
     private const float F16QueryLimit = 32768f;               // |q|·2^112 must stay finite: |q| < 2^15
@@ -197,6 +198,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             int pageId = s.PageIds[p];
             long pageRow = pageId * s.PageStride + (long)it.KvHead * s.HeadStride;
             bool special = typeof(TL) != typeof(TLSpecial) && s.PageFlags[pageId] != 0;
+            if (p + TlbPages < it.PageEnd && s.PageIds[p + TlbPages] != pageId + TlbPages) WarmTlb(ref s, ref c, s.PageIds[p + TlbPages]);
             for (int t0 = 0; t0 < tokens; t0 += Tile)
             {
                 int tn = Math.Min(Tile, tokens - t0);
@@ -330,6 +332,36 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 int i = r * c.PerRow + kk * gh, ie = i + gh;
                 for (; i + 4 <= ie; i += 4, pfV = default) TTile.Accumulate4<TL>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
                 for (; i < ie; i++, pfV = default) TTile.Accumulate1<TL>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
+            }
+        }
+    }
+
+    /// <summary>Starts the address translations of page <paramref name="pageId"/>'s rows of the item two pages before they
+    /// are read: one <c>prefetcht0</c> per 4 KB of its K and V rows (and one line of each scale array). Scattered pages miss
+    /// the TLB on every 4 KB; the data prefetch one tile ahead then waited for the page walk. Skipped when the page follows
+    /// the current one in the pool (hardware prefetchers and the TLB handle sequential pages). Scratch, fp16 32k on two
+    /// threads, paged: +14 % at batch 1, +17 % at batch 8 (1 GB pools).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WarmTlb(ref PagedAttentionKernel.State s, ref TileItem c, int pageId)
+    {
+        if (!Sse.IsSupported) return;
+        long row = pageId * s.PageStride + (long)c.KvHead * s.HeadStride;
+        long pageSize = s.HeadStride == 1 ? s.PageStride / s.TokenStride : s.HeadStride; // NHD: heads interleaved; HND: heads apart
+        long bytes = ((long)(c.KvHeads - 1) * s.HeadStride + (pageSize - 1) * s.TokenStride + 1) * s.RowBytes; // the item's rows
+        byte* k = s.K + row * s.RowBytes, v = s.V + row * s.RowBytes;
+        for (long b = 0; b < bytes; b += 4096)
+        {
+            Sse.Prefetch0(k + b);
+            Sse.Prefetch0(v + b);
+        }
+        if (s.KScale != null && !s.PerHeadScale)
+        {
+            Sse.Prefetch0(s.KScale + row);
+            Sse.Prefetch0(s.VScale + row);
+            if (s.DType == DType.I4)
+            {
+                Sse.Prefetch0(s.KZero + row);
+                Sse.Prefetch0(s.VZero + row);
             }
         }
     }
