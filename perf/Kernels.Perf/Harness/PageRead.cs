@@ -7,7 +7,7 @@ namespace Kernels.Perf.Harness;
 
 /// <summary>
 /// The memory-system floor of paged decode: a pure vectorised read of a K and a V pool page by page, in a given page order,
-/// with the same one-page-ahead software prefetch and the same work split (runs of consecutive list entries) as the decode
+/// with the same one-page-ahead software prefetch, the same TLB warm-up two pages ahead and the same work split (runs of consecutive list entries) as the decode
 /// kernel, but no arithmetic. Read in shuffled and in identity order, it shows how much of the paged/contiguous gap of
 /// decode the memory system itself imposes at this page size.
 /// </summary>
@@ -118,6 +118,12 @@ public sealed unsafe class PageRead : IDisposable
             {
                 byte* k = s.K + s.Order[p] * s.PageBytes, v = s.V + s.Order[p] * s.PageBytes;
                 byte* nk = p + 1 < end ? s.K + s.Order[p + 1] * s.PageBytes : null, nv = p + 1 < end ? s.V + s.Order[p + 1] * s.PageBytes : null;
+                if (p + 2 < end && s.Order[p + 2] != s.Order[p] + 2)
+                    for (long b = 0; b < s.PageBytes; b += 4096) // TLB warm-up two pages ahead, as the decode kernel does
+                    {
+                        Sse.Prefetch0(s.K + s.Order[p + 2] * s.PageBytes + b);
+                        Sse.Prefetch0(s.V + s.Order[p + 2] * s.PageBytes + b);
+                    }
                 Vector512<byte> page = default;
                 for (long b = 0; b < s.PageBytes; b += 64)
                 {
