@@ -154,6 +154,22 @@ public class PagedDecodeTests
     }
 
     [Fact]
+    public void Plan_TargetItems_SetsTheSplit()
+    {
+        // One sequence of 2048 pages (32k tokens, page 16): 64 items by default, 16 when asked; the minimum chunk (256 tokens)
+        // still bounds the split; a target below 1 is rejected.
+        var shape = new AttentionShape(32, 8, 128);
+        var table = new PageTable([0, 2048], Enumerable.Range(0, 2048).ToArray(), [16], 16);
+        Assert.Equal(32, DecodePlanner.Plan(table, shape, 2048, new AttentionWorkspace()).ChunkPages);
+        var plan = DecodePlanner.Plan(table, shape, 2048, new AttentionWorkspace(), targetItems: 16);
+        Assert.Equal(128, plan.ChunkPages);
+        Assert.Equal(16, plan.WorkItemCount);
+        Assert.Equal(16, DecodePlanner.Plan(table, shape, 2048, new AttentionWorkspace(), targetItems: 100_000).ChunkPages);
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => DecodePlanner.Plan(table, shape, 2048, new AttentionWorkspace(), targetItems: 0));
+        Assert.Contains("targetItems must be ≥ 1; got 0", ex.Message);
+    }
+
+    [Fact]
     public void Run_ShapesNotMatchingPlan_ThrowInvalidOperation()
     {
         var spec = new CacheSpec([20], 16, 2, 64, DType.F32, KvLayout.Nhd, KvScaleMode.None, 1);

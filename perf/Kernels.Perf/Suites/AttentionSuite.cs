@@ -108,7 +108,9 @@ public sealed class AttentionSuite : IBenchSuite
         var last = Enumerable.Repeat(len - (pagesPerSeq - 1) * pageSize, batch).ToArray();
         var table = new PageTable(indptr, placement, last, pageSize);
         var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
-        var plan = DecodePlanner.Plan(table, shape, numPages, new AttentionWorkspace(), new AttentionOptions { QuantizedQueryDot = q8 });
+        // CPU: a few work items per thread (each item costs a setup, a cold first page and a merge); GPU: the planner's default.
+        int targetItems = gpu is null ? CpuTargetItems(ctx) : DecodePlanner.TargetItems;
+        var plan = DecodePlanner.Plan(table, shape, numPages, new AttentionWorkspace(), new AttentionOptions { QuantizedQueryDot = q8 }, targetItems: targetItems);
         float[] q = DenseSuite.RandomFloats(batch * QoHeads * HeadDim, 3);
         float[] qRef = q8 ? QueryQuantization.Dequantized(q, HeadDim) : q; // what the kernel's logits are computed from
         float[] o = new float[q.Length], lse = new float[batch * QoHeads];
@@ -162,7 +164,7 @@ public sealed class AttentionSuite : IBenchSuite
         int pagesPerSeq = (len + PageSize - 1) / PageSize, numPages = batch * pagesPerSeq;
         var indptr = Enumerable.Range(0, batch + 1).Select(b => b * pagesPerSeq).ToArray();
         var table = new PageTable(indptr, Enumerable.Range(0, numPages).ToArray(), Enumerable.Repeat(len - (pagesPerSeq - 1) * PageSize, batch).ToArray(), PageSize);
-        var plan = DecodePlanner.Plan(table, new AttentionShape(QoHeads, KvHeads, HeadDim), numPages, new AttentionWorkspace());
+        var plan = DecodePlanner.Plan(table, new AttentionShape(QoHeads, KvHeads, HeadDim), numPages, new AttentionWorkspace(), targetItems: CpuTargetItems(ctx));
         int itemPages = plan.ChunkPages > 0 ? Math.Min(plan.ChunkPages, pagesPerSeq) : pagesPerSeq;
         var read = new PageRead(numPages, (long)PageSize * KvHeads * HeadDim * 2, paged, itemPages, pagesPerSeq);
         string shape = $"b={batch} ctx={len}";
@@ -178,6 +180,9 @@ public sealed class AttentionSuite : IBenchSuite
             Resources = read,
         };
     }
+
+    /// <summary>Split-KV work items for the CPU cases: eight per thread.</summary>
+    private static int CpuTargetItems(BenchContext ctx) => 8 * ctx.Options.EffectiveParallelism;
 
     private static Dictionary<string, string>? Extra(bool paged, bool q8, string op, string format, string shape)
     {
