@@ -64,21 +64,9 @@ public sealed class DFloat11Suite : IBenchSuite
                 return null;
             }
 
-            foreach (int threads in new[] { 1, -1 })
-            {
-                var options = ctx.Options with { MaxDegreeOfParallelism = threads };
-                string fmt = threads == 1 ? "df11 1T" : "df11";
-                if (!ctx.Wants("decompress", fmt, shape, "cpu")) continue;
-                yield return new BenchCase
-                {
-                    Op = "decompress", Format = fmt, Shape = shape, Backend = "cpu",
-                    Path = $"{ctx.CpuPath} {(threads == 1 ? 1 : options.EffectiveParallelism)}T",
-                    Bytes = 2.0 * m * k, // output bf16 bytes: GB/s column = decoded output GB/s
-                    Run = it => DFloat11Decoder.Decompress(tensors[it % copies], output, options),
-                    Verify = VerifyDecode,
-                    Note = note,
-                };
-            }
+            // Output bf16 bytes: GB/s column = decoded output GB/s.
+            foreach (var c in DecodeCases(ctx, shape, 2.0 * m * k, (it, options) => DFloat11Decoder.Decompress(tensors[it % copies], output, options), VerifyDecode, note))
+                yield return c;
 
             // General-purpose codecs on the same bytes (decode throughput, same output-GB/s convention).
             foreach (var c in CodecCases(ctx, System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan()).ToArray(), shape)) yield return c;
@@ -165,26 +153,35 @@ public sealed class DFloat11Suite : IBenchSuite
                     return $"tensor {i} differs from the original bits";
             return null;
         }
+        foreach (var c in DecodeCases(ctx, Shape, 2.0 * n, (_, options) =>
+                 {
+                     for (int i = 0; i < encoded.Length; i++) DFloat11Decoder.Decompress(encoded[i], outputs[i], options);
+                 }, VerifyDecode, note))
+            yield return c;
+        byte[] raw = weights.SelectMany(a => System.Runtime.InteropServices.MemoryMarshal.AsBytes(a.AsSpan()).ToArray()).ToArray();
+        foreach (var c in CodecCases(ctx, raw, Shape)) yield return c;
+    }
+
+    /// <summary>DFloat11 decode on one thread ("df11 1T") and on all threads ("df11"): <paramref name="run"/> gets the
+    /// iteration and the thread options; <paramref name="bytes"/> is the bf16 output size.</summary>
+    private static IEnumerable<BenchCase> DecodeCases(BenchContext ctx, string shape, double bytes, Action<int, KernelOptions> run,
+        Func<string?> verify, string note)
+    {
         foreach (int threads in new[] { 1, -1 })
         {
             var options = ctx.Options with { MaxDegreeOfParallelism = threads };
             string fmt = threads == 1 ? "df11 1T" : "df11";
-            if (!ctx.Wants("decompress", fmt, Shape, "cpu")) continue;
+            if (!ctx.Wants("decompress", fmt, shape, "cpu")) continue;
             yield return new BenchCase
             {
-                Op = "decompress", Format = fmt, Shape = Shape, Backend = "cpu",
+                Op = "decompress", Format = fmt, Shape = shape, Backend = "cpu",
                 Path = $"{ctx.CpuPath} {(threads == 1 ? 1 : options.EffectiveParallelism)}T",
-                Bytes = 2.0 * n,
-                Run = _ =>
-                {
-                    for (int i = 0; i < encoded.Length; i++) DFloat11Decoder.Decompress(encoded[i], outputs[i], options);
-                },
-                Verify = VerifyDecode,
+                Bytes = bytes,
+                Run = it => run(it, options),
+                Verify = verify,
                 Note = note,
             };
         }
-        byte[] raw = weights.SelectMany(a => System.Runtime.InteropServices.MemoryMarshal.AsBytes(a.AsSpan()).ToArray()).ToArray();
-        foreach (var c in CodecCases(ctx, raw, Shape)) yield return c;
     }
 
     /// <summary>Brotli and ZLib (Fastest) on the same bf16 bytes: size and single-thread decode GB/s of output.</summary>
