@@ -129,6 +129,12 @@ foreach (var suite in suites)
                 extra = string.Join(" ", eb.Where(kv => byKey.ContainsKey(kv.Value))
                     .Select(kv => $"{kv.Key} {byKey[kv.Value].MedianSeconds / median:F2}x"));
             }
+            if (c.RateBaselines is { } rb && gflops > 0)
+            {
+                var rates = rb.Where(kv => byKey.TryGetValue(kv.Value, out var x) && x.GFlops > 0)
+                    .Select(kv => $"{kv.Key} {gflops / byKey[kv.Value].GFlops:F2}x").ToList();
+                if (rates.Count > 0) extra = string.Join(" ", extra is null ? rates : [extra, .. rates]);
+            }
             var r = new BenchResult(suite.Name, c.Op, c.Format, c.Shape, c.Backend, c.Path, median, min, iters, gbps, gflops, pct, vs, verified, extra, c.Note);
             results.Add(r);
             byKey[r.Key] = r;

@@ -36,6 +36,10 @@ public sealed class BenchCase
     /// <summary>Further named comparisons (label → key), e.g. "vs dequant" for the LUT suite.</summary>
     public IReadOnlyDictionary<string, string>? ExtraBaselines { get; init; }
 
+    /// <summary>Named comparisons of rates (label → key): this case's GFLOP/s over the named case's, for cases of different
+    /// sizes doing the same work per unit (e.g. a long-context decode against the same kernel on a cache-resident pool).</summary>
+    public IReadOnlyDictionary<string, string>? RateBaselines { get; init; }
+
     /// <summary>Resources freed after the case ran.</summary>
     public IDisposable? Resources { get; init; }
 

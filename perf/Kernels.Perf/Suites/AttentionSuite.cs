@@ -13,6 +13,9 @@ namespace Kernels.Perf.Suites;
 /// contiguous pages ("vs contiguous"). Bytes = KV payload + scales the kernel must read, so GB/s is effective KV bandwidth.
 /// The pools are NHD (vLLM's and FlashInfer's default); at 32k, "kv f16 hnd" rows repeat fp16 in the HND layout, where a kv
 /// head's 16 rows of a page are one 4 KB run, and "kv f16 page 64" rows use 64-token pages.
+/// "decode in cache" rows run each format's kernel over a 2k-token pool that stays in cache (one work item per thread): the
+/// kernel's compute rate. Long-context rows quote the fraction of it they reach ("vs in-cache", GFLOP/s over GFLOP/s): near 1,
+/// the kernel is compute-bound there and a faster memory path cannot help; well below 1, memory is what it waits for.
 /// </summary>
 /// <remarks>The default run caps batch·context at 256k tokens: batch 32 × 32k (4.3 GB of fp16 KV, twice: paged and
 /// contiguous) runs only when a filter names it, e.g. <c>attention --filter "b=32 ctx=32768"</c>.</remarks>
@@ -20,6 +23,9 @@ public sealed class AttentionSuite : IBenchSuite
 {
     private const int QoHeads = 32, KvHeads = 8, HeadDim = 128, PageSize = 16, LargePageSize = 64, TemplatePages = 64;
     private const long MaxTokens = 256 * 1024;
+    private const int LongContext = 32768, InCacheContext = 2048;
+    private const string InCacheOp = "decode in cache";
+    private static readonly string InCacheShape = $"b=1 ctx={InCacheContext}";
 
     public string Name => "attention";
 
@@ -38,13 +44,24 @@ public sealed class AttentionSuite : IBenchSuite
         (int Batch, int Ctx)[] shapes = ctx.Quick
             ? [(1, 32768), (8, 4096)]
             : [(1, 512), (1, 4096), (1, 32768), (8, 512), (8, 4096), (8, 32768), (32, 512), (32, 4096), (32, 32768)];
+        // The compute-rate baselines: each format's kernel over a cache-resident pool, measured first so the long-context
+        // rows can quote the fraction of it they reach ("vs in-cache").
+        if (ctx.Cpu)
+            foreach (var f in Formats)
+            {
+                if (ctx.Quick && f.DType is DType.BF16 or DType.I8) continue;
+                bool referenced = shapes.Any(sh => sh.Ctx >= LongContext && (ctx.Wants("decode", f.Name, $"b={sh.Batch} ctx={sh.Ctx}", "cpu")
+                    || ctx.Wants("decode contiguous", f.Name, $"b={sh.Batch} ctx={sh.Ctx}", "cpu")));
+                if (referenced || ctx.Wants(InCacheOp, f.Name, InCacheShape, "cpu"))
+                    yield return Case(ctx, 1, InCacheContext, f.DType, f.Mode, f.Name, f.Q8, paged: false, inCache: true);
+            }
         foreach (var (batch, len) in shapes)
         {
             // Batch 32 × 32k (4.3 GB of fp16 KV) runs only when a filter asks for it, e.g. --filter "b=32 ctx=32768".
             if ((long)batch * len > MaxTokens && !ctx.Filters.Any(f => f.Contains($"b={batch} ctx={len}", StringComparison.Ordinal))) continue;
             string shape = $"b={batch} ctx={len}";
             // The memory floor of the paged/contiguous comparison at long contexts: the fp16 pools read with no arithmetic.
-            if (ctx.Cpu && len >= 32768)
+            if (ctx.Cpu && len >= LongContext)
                 foreach (bool paged in new[] { false, true })
                     if (ctx.Wants(paged ? "page read" : "page read contiguous", "kv f16 bytes", shape, "cpu")) yield return ReadCase(ctx, batch, len, paged);
             foreach (var f in Formats)
@@ -61,7 +78,7 @@ public sealed class AttentionSuite : IBenchSuite
             }
             // fp16 with 64-token pages (128 KB per page and pool here), and fp16 in the HND layout (a page holds each kv head's 16
             // rows together, 4 KB, instead of interleaving the heads token by token), at long contexts: "vs base" is the NHD page-16 row.
-            if (ctx.Cpu && len >= 32768)
+            if (ctx.Cpu && len >= LongContext)
                 foreach (bool paged in new[] { false, true })
                 {
                     string op = paged ? "decode" : "decode contiguous";
@@ -74,7 +91,7 @@ public sealed class AttentionSuite : IBenchSuite
     }
 
     private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool q8, bool paged, Kernels.Gpu.GpuBackend? gpu = null, int pageSize = PageSize,
-        KvLayout layout = KvLayout.Nhd)
+        KvLayout layout = KvLayout.Nhd, bool inCache = false)
     {
         int pagesPerSeq = (len + pageSize - 1) / pageSize;
         int numPages = batch * pagesPerSeq;
@@ -97,7 +114,7 @@ public sealed class AttentionSuite : IBenchSuite
         if (paged) new Random(11).Shuffle(placement);
         var kvBytesPerPage = 2.0 * pageSize * KvHeads * (template.RowBytes + (template.HasRowScales ? 4 : 0) + (dtype == DType.I4 ? 4 : 0));
         double kvBytes = kvBytesPerPage * numPages;
-        int copies = gpu is null ? ctx.ColdCopies(kvBytes) : 1;
+        int copies = gpu is null && !inCache ? ctx.ColdCopies(kvBytes) : 1;
         var caches = new PagedKvCache[copies];
         for (int c = 0; c < copies; c++)
         {
@@ -109,14 +126,15 @@ public sealed class AttentionSuite : IBenchSuite
         var table = new PageTable(indptr, placement, last, pageSize);
         var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
         // CPU: a few work items per thread (each item costs a setup, a cold first page and a merge); GPU: the planner's default.
-        int targetItems = gpu is null ? CpuTargetItems(ctx) : DecodePlanner.TargetItems;
+        // In cache: one item per thread, so the rate is the kernel's own, not the split-KV setup's.
+        int targetItems = gpu is not null ? DecodePlanner.TargetItems : inCache ? ctx.Options.EffectiveParallelism : CpuTargetItems(ctx);
         var plan = DecodePlanner.Plan(table, shape, numPages, new AttentionWorkspace(), new AttentionOptions { QuantizedQueryDot = q8 }, targetItems: targetItems);
         float[] q = DenseSuite.RandomFloats(batch * QoHeads * HeadDim, 3);
         float[] qRef = q8 ? QueryQuantization.Dequantized(q, HeadDim) : q; // what the kernel's logits are computed from
         float[] o = new float[q.Length], lse = new float[batch * QoHeads];
         var options = ctx.Options;
         string shapeText = $"b={batch} ctx={len}";
-        string op = paged ? "decode" : "decode contiguous";
+        string op = inCache ? InCacheOp : paged ? "decode" : "decode contiguous";
         if (gpu is not null)
         {
             var device = gpu.UploadKvCache(caches[0]);
@@ -151,8 +169,11 @@ public sealed class AttentionSuite : IBenchSuite
             Run = it => PagedDecode.Run(plan, q, caches[it % copies], o, lse, options),
             Verify = () => VerifySequence0(caches[0], table, shape, plan, qRef, o, () => PagedDecode.Run(plan, q, caches[0], o, default)),
             BaselineKey = format == "kv f16" ? null : BenchCase.MakeKey(op, "kv f16", shapeText, "cpu"),
-            ExtraBaselines = Extra(paged, q8, op, format, shapeText),
-            Note = $"{plan.WorkItemCount} items, split {plan.SplitCount(0)}×{plan.ChunkPages} pages",
+            ExtraBaselines = inCache ? null : Extra(paged, q8, op, format, shapeText),
+            RateBaselines = len >= LongContext && !inCache
+                ? new Dictionary<string, string> { ["vs in-cache"] = BenchCase.MakeKey(InCacheOp, format.StartsWith("kv f16", StringComparison.Ordinal) ? "kv f16" : format, InCacheShape, "cpu") }
+                : null,
+            Note = inCache ? $"{kvBytes / (1 << 20):F0} MB pool, read hot; {plan.WorkItemCount} items" : $"{plan.WorkItemCount} items, split {plan.SplitCount(0)}×{plan.ChunkPages} pages",
             Resources = new Disposables([template, .. caches]),
         };
     }
