@@ -13,9 +13,10 @@ namespace Kernels.Perf.Suites;
 /// contiguous pages ("vs contiguous"). Bytes = KV payload + scales the kernel must read, so GB/s is effective KV bandwidth.
 /// The pools are NHD (vLLM's and FlashInfer's default); at 32k, "kv f16 hnd" rows repeat fp16 in the HND layout, where a kv
 /// head's 16 rows of a page are one 4 KB run, and "kv f16 page 64" rows use 64-token pages.
-/// "decode in cache" rows run each format's kernel over a 1k-token pool (4 MB of fp16 K and V) that stays in cache (one work item per thread): the
-/// kernel's compute rate, timed right before that format's long-context rows. Long-context rows quote the fraction of it they reach ("vs in-cache", GFLOP/s over GFLOP/s): near 1,
-/// the kernel is compute-bound there and a faster memory path cannot help; well below 1, memory is what it waits for.
+/// "decode in cache" rows run each format's kernel over a 1k-token pool (4 MB of fp16 K and V) that stays in cache, one
+/// work item per thread: the kernel's compute rate, timed right before that format's long-context rows. Those rows quote
+/// the fraction of it they reach ("vs in-cache", GFLOP/s over GFLOP/s): near 1, the kernel is compute-bound there and a
+/// faster memory path cannot help; well below 1, memory is what it waits for.
 /// </summary>
 /// <remarks>The default run caps batch·context at 256k tokens: batch 32 × 32k (4.3 GB of fp16 KV, twice: paged and
 /// contiguous) runs only when a filter names it, e.g. <c>attention --filter "b=32 ctx=32768"</c>.</remarks>
