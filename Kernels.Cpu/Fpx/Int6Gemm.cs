@@ -377,7 +377,6 @@ public static unsafe partial class Int6Gemm
         public sbyte* X;
         public int* Corr;
         public int M, KPad, N, Groups, GroupBlocks;
-        public bool Fused;
     }
 
     private struct A8Chunks : IChunkKernel<A8Chunks>

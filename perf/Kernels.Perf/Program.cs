@@ -128,6 +128,7 @@ foreach (var suite in suites)
             {
                 extra = string.Join(" ", eb.Where(kv => byKey.ContainsKey(kv.Value))
                     .Select(kv => $"{kv.Key} {byKey[kv.Value].MedianSeconds / median:F2}x"));
+                if (extra.Length == 0) extra = null;
             }
             if (c.RateBaselines is { } rb && gflops > 0)
             {

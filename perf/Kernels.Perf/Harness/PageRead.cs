@@ -7,8 +7,8 @@ namespace Kernels.Perf.Harness;
 
 /// <summary>
 /// The memory-system floor of paged decode: a pure vectorised read of a K and a V pool page by page, in a given page order,
-/// with the same one-page-ahead software prefetch, the same TLB warm-up two pages ahead and the same work split (runs of consecutive list entries) as the decode
-/// kernel, but no arithmetic. Read in shuffled and in identity order, it shows how much of the paged/contiguous gap of
+/// with the same one-page-ahead software prefetch, the same TLB warm-up two pages ahead and the same work split (runs of
+/// consecutive list entries, never across a sequence) as the decode kernel, but no arithmetic. Read in shuffled and in identity order, it shows how much of the paged/contiguous gap of
 /// decode the memory system itself imposes at this page size.
 /// </summary>
 public sealed unsafe class PageRead : IDisposable
