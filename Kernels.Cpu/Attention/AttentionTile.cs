@@ -51,6 +51,13 @@ internal unsafe interface IAttentionTile
     /// <summary><see cref="Kernels.Attention.Reference.QueryQuantization.Quantize"/> of one query row, bit-identical, also
     /// writing the codes as int16, their sum and <c>code·s</c>; returns the scale.</summary>
     static abstract float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum);
+
+    /// <summary>One per-token array (a scale or a zero point) of a whole 16-token tile for the item's <paramref name="heads"/>
+    /// kv heads, into 16-lane rows per head: <c>dst[kk·16 + t] = src[t·tokenStride + kk·headStride] × mul</c> for live tokens
+    /// [tl, th) and 0 for the others (as int32 when <paramref name="toInt"/>, truncated as a cast does). All 16 tokens of
+    /// every head must be readable. Returns false, writing nothing, when this width has no vector path for the layout;
+    /// the caller then reads the values one by one.</summary>
+    static abstract bool TileScales(float* src, long tokenStride, long headStride, int heads, float mul, int tl, int th, void* dst, bool toInt);
 }
 
 /// <summary>The per-work-item state the tile passes share (pointers into the thread's scratch).</summary>

@@ -186,10 +186,12 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 float ks = s.PerHeadScale ? s.KScale[c.KvHead + kk] : 1f, vs = s.PerHeadScale ? s.VScale[c.KvHead + kk] : qMul;
                 new Span<float>(c.KMul + kk * Tile, Tile).Fill(s.SmScale * ks);
                 new Span<float>(c.VMul + kk * Tile, Tile).Fill(vs);
-                new Span<int>(c.KZero + kk * Tile, Tile).Clear();
-                new Span<int>(c.VZero + kk * Tile, Tile).Clear();
             }
         }
+        // Zero points: none but int4's (int8 per-token tiles leave them as they are here).
+        new Span<int>(c.KZero, c.KvHeads * Tile).Clear();
+        new Span<int>(c.VZero, c.KvHeads * Tile).Clear();
+        int pageTokens = (int)(s.HeadStride == 1 ? s.PageStride / s.TokenStride : s.HeadStride); // a page's capacity
 
         for (int p = it.PageBegin; p < it.PageEnd; p++)
         {
@@ -207,8 +209,9 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 // PrefetchPages ahead (pages are scattered: hardware prefetchers cannot follow; NHD rows are strided by all heads).
                 long next = t0 + Tile < tokens ? pageRow + (long)(t0 + Tile) * s.TokenStride
                     : p + PrefetchPages < it.PageEnd ? s.PageIds[p + PrefetchPages] * s.PageStride + (long)it.KvHead * s.HeadStride : -1;
-                if (special) TileStep<TLSpecial>(ref s, ref c, pageRow, next, t0, tn, key0 + t0, qMul);
-                else TileStep<TL>(ref s, ref c, pageRow, next, t0, tn, key0 + t0, qMul);
+                bool fullTile = t0 + Tile <= pageTokens; // all 16 rows are in the page (read by the vector scale path)
+                if (special) TileStep<TLSpecial>(ref s, ref c, pageRow, next, t0, tn, key0 + t0, fullTile);
+                else TileStep<TL>(ref s, ref c, pageRow, next, t0, tn, key0 + t0, fullTile);
             }
         }
 
@@ -239,9 +242,10 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     }
 
     /// <summary>One tile of up to 16 tokens starting at page token <paramref name="t0"/> (keys <paramref name="k0"/>…);
-    /// <paramref name="nextPageRow"/> ≥ 0 is the row of the next tile's first token (same page or the next page), to prefetch (−1: none).</summary>
+    /// <paramref name="nextPageRow"/> ≥ 0 is the row of the next tile's first token (same page or the next page), to prefetch (−1: none).
+    /// <paramref name="fullTile"/>: the page holds all 16 rows of the tile, live or not.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void TileStep<TL>(ref PagedAttentionKernel.State s, ref TileItem c, long pageRow, long nextPageRow, int t0, int tn, int k0, float qMul)
+    private static void TileStep<TL>(ref PagedAttentionKernel.State s, ref TileItem c, long pageRow, long nextPageRow, int t0, int tn, int k0, bool fullTile)
         where TL : unmanaged, IKvRow
     {
         // Live tokens [tl, th): inside the tile and inside some query's key range.
@@ -260,6 +264,21 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         // than 16 tokens) each head prefetches its own rows.
         bool wholeRows = s.HeadStride == 1 && c.KvHeads == s.TokenStride && s.PageStride >= (long)Tile * s.TokenStride;
         if (rowScales && nextPageRow >= 0) PrefetchScales(ref s, nextPageRow, i4);
+        if (rowScales && fullTile)
+        {
+            // Per-token scales (and int4 zero points) of all heads, as whole vectors where the tile's layout allows.
+            long r0 = pageRow + (long)t0 * s.TokenStride;
+            if (TTile.TileScales(s.KScale + r0, s.TokenStride, s.HeadStride, c.KvHeads, smScale, tl, th, c.KMul, toInt: false))
+            {
+                TTile.TileScales(s.VScale + r0, s.TokenStride, s.HeadStride, c.KvHeads, 1f, tl, th, c.VMul, toInt: false);
+                if (i4)
+                {
+                    TTile.TileScales(s.KZero + r0, s.TokenStride, s.HeadStride, c.KvHeads, 1f, tl, th, c.KZero, toInt: true);
+                    TTile.TileScales(s.VZero + r0, s.TokenStride, s.HeadStride, c.KvHeads, 1f, tl, th, c.VZero, toInt: true);
+                }
+                rowScales = false; // done
+            }
+        }
         for (int kk = 0; kk < c.KvHeads; kk++)
         {
             float* kmul = c.KMul + kk * Tile, vmul = c.VMul + kk * Tile;
@@ -271,7 +290,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 : new PagePrefetch(nextPageRow >= 0 ? s.K + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
             if (rowScales)
             {
-                // Per-token scales (and int4 zero points); scalar loads: vgatherdps measured slower on this core.
+                // Per-token scales (and int4 zero points), one by one: other layouts and widths, and pages' partial tiles.
                 for (int t = tl; t < th; t++)
                 {
                     long r = r0 + (long)t * s.TokenStride;

@@ -22,6 +22,9 @@ internal unsafe struct Tile256 : IAttentionTile
     public static bool SupportsIntDot => false;
 
     /// <inheritdoc />
+    public static bool TileScales(float* src, long tokenStride, long headStride, int heads, float mul, int tl, int th, void* dst, bool toInt) => false;
+
+    /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void SetRows(byte** rows, byte* first, long tokenBytes, byte* zeroRow, int tl, int th)
     {

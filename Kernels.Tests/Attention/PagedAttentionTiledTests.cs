@@ -49,6 +49,41 @@ public class PagedAttentionTiledTests
     }
 
     [Fact]
+    public unsafe void TileScales_MatchScalarReads()
+    {
+        // Tile512's vector read of a tile's per-token values against the scalar rule, for every head count, layout and live range;
+        // layouts it has no path for return false and leave the destination alone.
+        if (!Tile512.IsSupported) return;
+        var rng = new Random(4);
+        foreach (int heads in new[] { 1, 2, 3, 4, 8, 16 })
+            foreach (bool hnd in new[] { false, true })
+                foreach (bool toInt in new[] { false, true })
+                    for (int trial = 0; trial < 20; trial++)
+                    {
+                        int tl = rng.Next(0, 17), th = rng.Next(tl, 17);
+                        long tokenStride = hnd ? 1 : heads, headStride = hnd ? 16 + rng.Next(0, 5) : 1;
+                        var src = new float[(int)(15 * tokenStride + (heads - 1) * headStride + 1)];
+                        for (int i = 0; i < src.Length; i++) src[i] = toInt ? rng.Next(0, 16) : (float)rng.NextDouble() * 4 - 2;
+                        float mul = toInt ? 1f : 0.125f + (float)rng.NextDouble();
+                        var dst = new float[heads * 16];
+                        dst.AsSpan().Fill(-7f);
+                        bool done;
+                        fixed (float* ps = src, pd = dst) done = Tile512.TileScales(ps, tokenStride, headStride, heads, mul, tl, th, pd, toInt);
+                        string what = $"heads={heads} hnd={hnd} toInt={toInt} live=[{tl},{th})";
+                        Assert.True(done == (hnd || heads is 1 or 2 or 4 or 8), what);
+                        for (int kk = 0; kk < heads; kk++)
+                            for (int t = 0; t < 16; t++)
+                            {
+                                float want = t >= tl && t < th ? src[t * tokenStride + kk * headStride] * mul : 0f;
+                                float got = dst[kk * 16 + t];
+                                if (!done) Assert.Equal(-7f, got);
+                                else if (toInt) Assert.Equal((int)want, BitConverter.SingleToInt32Bits(got));
+                                else Assert.Equal(want, got);
+                            }
+                    }
+    }
+
+    [Fact]
     public void F16_SubnormalKeysAndValues_AreExact()
     {
         // fp16 subnormals (< 6.1e-5) become fp32 subnormals after the shift; exact, so the usual bound holds.

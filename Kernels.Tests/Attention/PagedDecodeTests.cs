@@ -74,6 +74,28 @@ public class PagedDecodeTests
         Prop.ForAll(quantized, c => Check(c, options, quantizedQ: true)).QuickCheckThrowOnFailure();
     }
 
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Run_PerTokenScales_ManyKvHeads_EachIsa_MatchesReference(IsaPath isa)
+    {
+        // Per-token scales and int4 zero points are read as whole vectors when an item covers every kv head of an NHD pool
+        // (a [16 tokens][heads] block, transposed in registers for 1, 2, 4 and 8 heads) or from HND's per-head runs, for tiles
+        // the page holds whole; partial tiles and other head counts read them one by one. Small groups keep all heads in one item.
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        var cases =
+            (from lens in Gen.ArrayOf(Gen.OneOf(Gen.Elements(1, 15, 16, 17, 33), Gen.Choose(0, 80)), 2)
+             from page in Gen.Elements(16, 32, 24, 5)
+             from kvHeads in Gen.Elements(3, 4, 8)
+             from fmt in Gen.Elements((DType.I8, KvScaleMode.PerToken), (DType.I4, KvScaleMode.None))
+             from layout in Gen.Elements(KvLayout.Nhd, KvLayout.Hnd)
+             from grp in Gen.Elements(1, 2, 4)
+             from window in Gen.Elements(-1, -1, 7)
+             from split in Gen.Elements(false, true)
+             from seed in Gen.Choose(0, int.MaxValue)
+             select new DecodeCase(new CacheSpec(lens, page, kvHeads, 64, fmt.Item1, layout, fmt.Item2, seed), grp, 0f, window, split)).ToArbitrary();
+        Prop.ForAll(cases, c => Check(c, options, quantizedQ: c.Cache.Seed % 2 == 0)).QuickCheckThrowOnFailure();
+    }
+
     [Fact]
     public void Run_LongSequencesSplitKv_MatchesReference()
     {
