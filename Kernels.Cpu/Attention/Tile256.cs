@@ -21,8 +21,68 @@ internal unsafe struct Tile256 : IAttentionTile
     /// <inheritdoc />
     public static bool SupportsIntDot => false;
 
-    /// <inheritdoc />
-    public static bool TileScales(float* src, long tokenStride, long headStride, int heads, float mul, int tl, int th, void* dst, bool toInt) => false;
+    /// <summary>HND (<paramref name="tokenStride"/> 1): two loads per head. NHD with the item covering 8 heads (the
+    /// common GQA case): each 8-token half of the [16 tokens][8 heads] block is an 8×8 transpose in registers (24 shuffles).
+    /// Other head counts return false (the caller reads one by one). See <see cref="Tile512.TileScales"/> for why.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TileScales(float* src, long tokenStride, long headStride, int heads, float mul, int tl, int th, void* dst, bool toInt)
+    {
+        var lane = Vector256<int>.Indices;
+        Vector256<int> tlv = Vector256.Create(tl), thv = Vector256.Create(th), lane8 = lane + Vector256.Create(8);
+        var live0 = (Vector256.GreaterThanOrEqual(lane, tlv) & Vector256.LessThan(lane, thv)).AsSingle();
+        var live1 = (Vector256.GreaterThanOrEqual(lane8, tlv) & Vector256.LessThan(lane8, thv)).AsSingle();
+        var m = Vector256.Create(mul);
+        if (tokenStride == 1)
+        {
+            for (int kk = 0; kk < heads; kk++)
+            {
+                PutRow(Vector256.Load(src + kk * headStride), kk * Tile, live0, m, dst, toInt);
+                PutRow(Vector256.Load(src + kk * headStride + 8), kk * Tile + 8, live1, m, dst, toInt);
+            }
+            return true;
+        }
+        if (headStride != 1 || tokenStride != 8 || heads != 8) return false;
+        for (int h = 0; h < 2; h++)
+        {
+            float* r = src + 64 * h; // tokens 8h … 8h + 7, one row of 8 heads each
+            var t0 = Avx.UnpackLow(Vector256.Load(r), Vector256.Load(r + 8));
+            var t1 = Avx.UnpackHigh(Vector256.Load(r), Vector256.Load(r + 8));
+            var t2 = Avx.UnpackLow(Vector256.Load(r + 16), Vector256.Load(r + 24));
+            var t3 = Avx.UnpackHigh(Vector256.Load(r + 16), Vector256.Load(r + 24));
+            var t4 = Avx.UnpackLow(Vector256.Load(r + 32), Vector256.Load(r + 40));
+            var t5 = Avx.UnpackHigh(Vector256.Load(r + 32), Vector256.Load(r + 40));
+            var t6 = Avx.UnpackLow(Vector256.Load(r + 48), Vector256.Load(r + 56));
+            var t7 = Avx.UnpackHigh(Vector256.Load(r + 48), Vector256.Load(r + 56));
+            var s0 = Avx.Shuffle(t0, t2, 0x44); // tokens 0–3 of heads 0 | 4
+            var s1 = Avx.Shuffle(t0, t2, 0xEE); // heads 1 | 5
+            var s2 = Avx.Shuffle(t1, t3, 0x44); // heads 2 | 6
+            var s3 = Avx.Shuffle(t1, t3, 0xEE); // heads 3 | 7
+            var s4 = Avx.Shuffle(t4, t6, 0x44); // tokens 4–7
+            var s5 = Avx.Shuffle(t4, t6, 0xEE);
+            var s6 = Avx.Shuffle(t5, t7, 0x44);
+            var s7 = Avx.Shuffle(t5, t7, 0xEE);
+            var live = h == 0 ? live0 : live1;
+            int o = 8 * h;
+            PutRow(Avx.Permute2x128(s0, s4, 0x20), o, live, m, dst, toInt);
+            PutRow(Avx.Permute2x128(s1, s5, 0x20), Tile + o, live, m, dst, toInt);
+            PutRow(Avx.Permute2x128(s2, s6, 0x20), 2 * Tile + o, live, m, dst, toInt);
+            PutRow(Avx.Permute2x128(s3, s7, 0x20), 3 * Tile + o, live, m, dst, toInt);
+            PutRow(Avx.Permute2x128(s0, s4, 0x31), 4 * Tile + o, live, m, dst, toInt);
+            PutRow(Avx.Permute2x128(s1, s5, 0x31), 5 * Tile + o, live, m, dst, toInt);
+            PutRow(Avx.Permute2x128(s2, s6, 0x31), 6 * Tile + o, live, m, dst, toInt);
+            PutRow(Avx.Permute2x128(s3, s7, 0x31), 7 * Tile + o, live, m, dst, toInt);
+        }
+        return true;
+    }
+
+    /// <summary>Eight lanes of a <see cref="TileScales"/> result at element <paramref name="at"/>: x × m on live lanes, 0 elsewhere.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PutRow(Vector256<float> x, int at, Vector256<float> live, Vector256<float> m, void* dst, bool toInt)
+    {
+        var v = Vector256.ConditionalSelect(live, x * m, Vector256<float>.Zero);
+        if (toInt) Vector256.ConvertToInt32(v).Store((int*)dst + at);
+        else v.Store((float*)dst + at);
+    }
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -49,11 +49,17 @@ public class PagedAttentionTiledTests
     }
 
     [Fact]
-    public unsafe void TileScales_MatchScalarReads()
+    public void TileScales_MatchScalarReads()
     {
-        // Tile512's vector read of a tile's per-token values against the scalar rule, for every head count, layout and live range;
-        // layouts it has no path for return false and leave the destination alone.
-        if (!Tile512.IsSupported) return;
+        // The vector read of a tile's per-token values against the scalar rule, for every head count, layout and live range;
+        // layouts a width has no path for return false and leave the destination alone.
+        if (Tile512.IsSupported) TileScales<Tile512>(heads => heads is 2 or 4 or 8); // one head: a token stride of 1, as HND
+        if (Tile256.IsSupported) TileScales<Tile256>(heads => heads == 8);
+        TileScales<Tile128>(_ => false);
+    }
+
+    private static unsafe void TileScales<TTile>(Func<int, bool> nhdPath) where TTile : struct, IAttentionTile
+    {
         var rng = new Random(4);
         foreach (int heads in new[] { 1, 2, 3, 4, 8, 16 })
             foreach (bool hnd in new[] { false, true })
@@ -68,9 +74,9 @@ public class PagedAttentionTiledTests
                         var dst = new float[heads * 16];
                         dst.AsSpan().Fill(-7f);
                         bool done;
-                        fixed (float* ps = src, pd = dst) done = Tile512.TileScales(ps, tokenStride, headStride, heads, mul, tl, th, pd, toInt);
-                        string what = $"heads={heads} hnd={hnd} toInt={toInt} live=[{tl},{th})";
-                        Assert.True(done == (hnd || heads is 1 or 2 or 4 or 8), what);
+                        fixed (float* ps = src, pd = dst) done = TTile.TileScales(ps, tokenStride, headStride, heads, mul, tl, th, pd, toInt);
+                        string what = $"{typeof(TTile).Name} heads={heads} hnd={hnd} toInt={toInt} live=[{tl},{th})";
+                        Assert.True(done == (typeof(TTile) != typeof(Tile128) && (hnd || heads == 1 || nhdPath(heads))), what);
                         for (int kk = 0; kk < heads; kk++)
                             for (int t = 0; t < 16; t++)
                             {

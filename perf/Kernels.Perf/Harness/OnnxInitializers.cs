@@ -60,7 +60,7 @@ public static class OnnxInitializers
                 if (field == 4) floats.Add(BinaryPrimitives.ReadSingleLittleEndian(m[p..]));
                 p += 4;
             }
-            else if (wire == 1) p += 8;
+            else if (wire == 1) Skip(m, ref p, 8);
             else throw new InvalidDataException($"unsupported wire type {wire} at offset {p}");
         }
         if (type != 1) return null;
@@ -98,14 +98,20 @@ public static class OnnxInitializers
             switch (wire)
             {
                 case 0: Varint(m, ref p); break;
-                case 1: p += 8; break;
-                case 5: p += 4; break;
+                case 1: Skip(m, ref p, 8); break;
+                case 5: Skip(m, ref p, 4); break;
                 case 2: list.Add((field, Bytes(m, ref p).ToArray())); break;
                 default: throw new InvalidDataException($"unsupported wire type {wire} at offset {p}");
             }
         }
-        if (p != m.Length) throw new InvalidDataException($"message overruns its length by {p - m.Length} bytes");
         return list;
+    }
+
+    /// <summary>Skips a fixed-size field of <paramref name="n"/> bytes.</summary>
+    private static void Skip(ReadOnlySpan<byte> m, ref int p, int n)
+    {
+        if (n > m.Length - p) throw new InvalidDataException($"truncated {n * 8}-bit field at offset {p}: {m.Length - p} bytes left");
+        p += n;
     }
 
     private static ReadOnlySpan<byte> Bytes(ReadOnlySpan<byte> m, scoped ref int p)
