@@ -222,7 +222,52 @@ internal unsafe struct Tile128 : IAttentionTile
         for (int i = 0; i < n; i += 4) (Vector128.Load(acc + i) * fv).Store(acc + i);
     }
 
-    /// <inheritdoc />
-    public static float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum) =>
-        Tile256.QuantizeQuery(q, d, codes, codes16, dequantized, out sum);
+    /// <summary><see cref="Tile256.QuantizeQuery"/> on 128-bit vectors (SSE, Arm64 AdvSimd): bit-identical to
+    /// <see cref="Kernels.Attention.Reference.QueryQuantization.Quantize"/>, 16 elements per step.</summary>
+    /// <returns>The scale.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs a few times per call: never worth tier-0 code
+    public static float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum)
+    {
+        var amax = Vector128<float>.Zero;
+        for (int j = 0; j < d; j += 4) amax = Vector128.Max(amax, Vector128.Abs(Vector128.Load(q + j))); // IEEE max: NaN propagates
+        float m = MathF.Max(MathF.Max(amax.GetElement(0), amax.GetElement(1)), MathF.Max(amax.GetElement(2), amax.GetElement(3)));
+        if (!(m > 0) || float.IsPositiveInfinity(m))
+        {
+            float s0 = m == 0 ? 0f : float.NaN;
+            for (int j = 0; j < d; j++)
+            {
+                codes[j] = 0;
+                codes16[j] = 0;
+                dequantized[j] = 0 * s0;
+            }
+            sum = 0;
+            return s0;
+        }
+        float s = m / 127f;
+        var sv = Vector128.Create(s);
+        var total = Vector128<int>.Zero;
+        for (int j = 0; j < d; j += 16)
+        {
+            var c0 = Code(q + j, sv);
+            var c1 = Code(q + j + 4, sv);
+            var c2 = Code(q + j + 8, sv);
+            var c3 = Code(q + j + 12, sv);
+            total += c0 + c1 + c2 + c3;
+            Vector128<short> lo = Vector128.Narrow(c0, c1), hi = Vector128.Narrow(c2, c3);
+            lo.Store(codes16 + j);
+            hi.Store(codes16 + j + 8);
+            Vector128.Narrow(lo, hi).Store(codes + j);
+            (Vector128.ConvertToSingle(c0) * sv).Store(dequantized + j);
+            (Vector128.ConvertToSingle(c1) * sv).Store(dequantized + j + 4);
+            (Vector128.ConvertToSingle(c2) * sv).Store(dequantized + j + 8);
+            (Vector128.ConvertToSingle(c3) * sv).Store(dequantized + j + 12);
+        }
+        sum = Vector128.Sum(total);
+        return s;
+    }
+
+    /// <summary>The int8 codes of four query elements: round-half-even of q/s, clamped to ±127.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> Code(float* q, Vector128<float> s) =>
+        Vector128.ConvertToInt32(Vector128.Clamp(Vector128.Round(Vector128.Load(q) / s), Vector128.Create(-127f), Vector128.Create(127f)));
 }

@@ -9,8 +9,8 @@ namespace Kernels.Cpu.Attention;
 /// <summary>The AVX2 + FMA vector kernels of <see cref="PagedAttentionTiled{TTile}"/>, sized for 16 ymm registers:
 /// 4 queries × 2 tokens per logit block (8 accumulators; each K chunk widened once for the four queries, a 15-instruction
 /// transpose-and-add tree to one register of 8 dot products), 1 query × 8 tokens for leftover heads, the 16-lane softmax as
-/// two halves, and 4 queries × 16 dims (i and half + i) of output accumulators. Quantized queries take the float path with
-/// their dequantized values (no 256-bit integer dot here).</summary>
+/// two halves, and 4 queries × 16 dims (i and half + i) of output accumulators, and integer K dot products for int8
+/// queries (4 queries × 2 tokens, <c>vpmaddwd</c>/<c>vpmaddubsw</c>).</summary>
 internal unsafe struct Tile256 : IAttentionTile
 {
     private const int Tile = PagedAttentionKernel.Tile;
@@ -19,12 +19,13 @@ internal unsafe struct Tile256 : IAttentionTile
     public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
 
     /// <inheritdoc />
-    public static bool SupportsIntDot => false;
+    public static bool SupportsIntDot => true;
 
     /// <summary>HND (<paramref name="tokenStride"/> 1): two loads per head. NHD with the item covering 8 heads (the
     /// common GQA case): each 8-token half of the [16 tokens][8 heads] block is an 8×8 transpose in registers (24 shuffles).
-    /// Other head counts return false (the caller reads one by one). See <see cref="Tile512.TileScales"/> for why.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    /// Other head counts return false (the caller reads one by one). See <see cref="Tile512.TileScales"/> for why.
+    /// Not inlined (a call per array and tile): inlined at its four call sites it used up the JIT's inline budget for the tile step.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static bool TileScales(float* src, long tokenStride, long headStride, int heads, float mul, int tl, int th, void* dst, bool toInt)
     {
         var lane = Vector256<int>.Indices;
@@ -180,9 +181,124 @@ internal unsafe struct Tile256 : IAttentionTile
         return Fma.MultiplyAdd(w, v, Fma.MultiplyAdd(y, x, a));
     }
 
-    /// <summary>Not used: <see cref="SupportsIntDot"/> is false, so quantized queries take <see cref="Logits4{TL}"/>.</summary>
+    /// <summary><see cref="Logits4{TL}"/> for int8/int4 K with int8 queries, as <see cref="Tile512.Logits4Int{TL}"/> does it
+    /// at half the width: exact int32 dot products <c>Σ code·(k − z) = Σ code·k − z·Σ code</c> of 4 queries × 2 tokens,
+    /// converted to fp32 and multiplied by the query scale. Not inlined: inside the tile step it used up the JIT's inline
+    /// budget, and the output pass's helpers then stayed calls (int8 with int8 queries ran 3× slower).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static void Logits4Int<TL>(ref TileItem c, int i, byte** rows, int* zero, int tl, int th, int d, int half, PagePrefetch pf)
-        where TL : unmanaged, IKvRow => throw new UnreachableException();
+        where TL : unmanaged, IKvRow
+    {
+        int s0 = c.QSum[i], s1 = c.QSum[i + 1], s2 = c.QSum[i + 2], s3 = c.QSum[i + 3];
+        float f0 = c.QScale[i], f1 = c.QScale[i + 1], f2 = c.QScale[i + 2], f3 = c.QScale[i + 3];
+        var qsum = Vector256.Create(s0, s0, s1, s1, s2, s2, s3, s3);       // lanes [2·query + token]
+        var qscale = Vector256.Create(f0, f0, f1, f1, f2, f2, f3, f3);
+        float* dst = c.P + i * Tile;
+        for (int g = tl >> 1; g < 8 && 2 * g < th; g++)
+        {
+            pf.Rows(2 * g, 2);
+            Vector256<int> dots;
+            if (typeof(TL) == typeof(KvI4))
+            {
+                dots = Block4x2I4(c.QCodes + i * d, rows + 2 * g, d, half);
+                var z = Vector256.Create(zero[2 * g], zero[2 * g + 1], zero[2 * g], zero[2 * g + 1], zero[2 * g], zero[2 * g + 1], zero[2 * g], zero[2 * g + 1]);
+                dots -= z * qsum;                                                  // vpmulld
+            }
+            else
+            {
+                dots = Block4x2I8(c.Q16 + i * d, rows + 2 * g, d);
+            }
+            var r = Vector256.ConvertToSingle(dots) * qscale;
+            var lower = r.GetLower();
+            var upper = r.GetUpper();
+            Sse.StoreLow(dst + 2 * g, lower);
+            Sse.StoreHigh(dst + Tile + 2 * g, lower);
+            Sse.StoreLow(dst + 2 * Tile + 2 * g, upper);
+            Sse.StoreHigh(dst + 3 * Tile + 2 * g, upper);
+        }
+    }
+
+    /// <summary>Four int8-query rows (codes, stride d) × two int4 K rows: per 32 bytes of a K row (elements i and half + i as
+    /// low/high nibbles) two <c>vpmaddubsw</c> per query (a pair is at most 2·15·127, the two summed below 7,620) and one
+    /// <c>vpmaddwd</c> by ones; lanes <c>[2·query + token]</c> after the reduction.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static Vector256<int> Block4x2I4(sbyte* q, byte** rows, int d, int half)
+    {
+        byte* k0 = rows[0], k1 = rows[1];
+        var nib = Vector256.Create((byte)0x0F);
+        Vector256<int> a00 = default, a01 = default, a10 = default, a11 = default;
+        Vector256<int> a20 = default, a21 = default, a30 = default, a31 = default;
+        for (int i = 0; i < half; i += 32)
+        {
+            var x = Vector256.Load(k0 + i);
+            Vector256<byte> l0 = x & nib, h0 = (x.AsUInt16() >>> 4).AsByte() & nib;
+            x = Vector256.Load(k1 + i);
+            Vector256<byte> l1 = x & nib, h1 = (x.AsUInt16() >>> 4).AsByte() & nib;
+            MaddRows(Vector256.Load(q + i), Vector256.Load(q + half + i), l0, h0, l1, h1, ref a00, ref a01);
+            MaddRows(Vector256.Load(q + d + i), Vector256.Load(q + d + half + i), l0, h0, l1, h1, ref a10, ref a11);
+            MaddRows(Vector256.Load(q + 2 * d + i), Vector256.Load(q + 2 * d + half + i), l0, h0, l1, h1, ref a20, ref a21);
+            MaddRows(Vector256.Load(q + 3 * d + i), Vector256.Load(q + 3 * d + half + i), l0, h0, l1, h1, ref a30, ref a31);
+        }
+        return ReduceInt(a00, a01, a10, a11, a20, a21, a30, a31);
+    }
+
+    /// <summary>a_t += one query's codes (ql: elements i…, qh: half + i…) · the int4 chunk of token t, for two tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MaddRows(Vector256<sbyte> ql, Vector256<sbyte> qh, Vector256<byte> l0, Vector256<byte> h0,
+        Vector256<byte> l1, Vector256<byte> h1, ref Vector256<int> a0, ref Vector256<int> a1)
+    {
+        var ones = Vector256.Create((short)1);
+        a0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(l0, ql) + Avx2.MultiplyAddAdjacent(h0, qh), ones);
+        a1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(l1, ql) + Avx2.MultiplyAddAdjacent(h1, qh), ones);
+    }
+
+    /// <summary>Four int8-query rows (codes widened to int16, stride d) × two int8 K rows: per 16 elements one
+    /// <c>vpmovsxbw</c> per K row and one <c>vpmaddwd</c> per (query, token).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static Vector256<int> Block4x2I8(short* q, byte** rows, int d)
+    {
+        sbyte* k0 = (sbyte*)rows[0], k1 = (sbyte*)rows[1];
+        Vector256<int> a00 = default, a01 = default, a10 = default, a11 = default;
+        Vector256<int> a20 = default, a21 = default, a30 = default, a31 = default;
+        for (int i = 0; i < d; i += 16)
+        {
+            var x0 = Avx2.ConvertToVector256Int16(k0 + i); // vpmovsxbw
+            var x1 = Avx2.ConvertToVector256Int16(k1 + i);
+            var y = Vector256.Load(q + i);
+            a00 += Avx2.MultiplyAddAdjacent(x0, y);
+            a01 += Avx2.MultiplyAddAdjacent(x1, y);
+            y = Vector256.Load(q + d + i);
+            a10 += Avx2.MultiplyAddAdjacent(x0, y);
+            a11 += Avx2.MultiplyAddAdjacent(x1, y);
+            y = Vector256.Load(q + 2 * d + i);
+            a20 += Avx2.MultiplyAddAdjacent(x0, y);
+            a21 += Avx2.MultiplyAddAdjacent(x1, y);
+            y = Vector256.Load(q + 3 * d + i);
+            a30 += Avx2.MultiplyAddAdjacent(x0, y);
+            a31 += Avx2.MultiplyAddAdjacent(x1, y);
+        }
+        return ReduceInt(a00, a01, a10, a11, a20, a21, a30, a31);
+    }
+
+    /// <summary><see cref="Reduce8"/>(<see cref="Reduce4"/>, <see cref="Reduce4"/>) with integer adds: lanes
+    /// <c>[2·query + token]</c> of the eight accumulators' sums (the same shuffles, <c>vpaddd</c> instead of <c>vaddps</c>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> ReduceInt(Vector256<int> a00, Vector256<int> a01, Vector256<int> a10, Vector256<int> a11,
+        Vector256<int> a20, Vector256<int> a21, Vector256<int> a30, Vector256<int> a31)
+    {
+        var lo = Reduce4I(a00, a01, a10, a11);
+        var hi = Reduce4I(a20, a21, a30, a31);
+        return Avx2.Permute2x128(lo, hi, 0x20) + Avx2.Permute2x128(lo, hi, 0x31);
+    }
+
+    /// <summary><see cref="Reduce4"/> on int32 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Reduce4I(Vector256<int> x, Vector256<int> y, Vector256<int> z, Vector256<int> w)
+    {
+        var xy = Avx2.UnpackLow(x, y) + Avx2.UnpackHigh(x, y);
+        var zw = Avx2.UnpackLow(z, w) + Avx2.UnpackHigh(z, w);
+        return Avx.Shuffle(xy.AsSingle(), zw.AsSingle(), 0x44).AsInt32() + Avx.Shuffle(xy.AsSingle(), zw.AsSingle(), 0xEE).AsInt32();
+    }
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -315,18 +431,46 @@ internal unsafe struct Tile256 : IAttentionTile
         for (int i = 0; i < n; i += 8) (Vector256.Load(acc + i) * fv).Store(acc + i);
     }
 
-    /// <inheritdoc />
+    /// <summary><see cref="QueryQuantization.Quantize"/> of one query row (head_dim a multiple of 16), vectorised and
+    /// bit-identical to it as <see cref="Tile512.QuantizeQuery"/> is: the same fp32 maximum (NaN kept), division and
+    /// round-half-even; also the codes as int16, their sum and <c>code·s</c>. (The scalar loop it replaces cost ≈ 10 % of
+    /// an int4 decode call with int8 queries from L2.)</summary>
+    /// <returns>The scale.</returns>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs a few times per call: never worth tier-0 code
     public static float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum)
     {
-        float s = QueryQuantization.Quantize(new ReadOnlySpan<float>(q, d), new Span<sbyte>(codes, d));
-        sum = 0;
-        for (int j = 0; j < d; j++)
+        var amax = Vector256<float>.Zero;
+        for (int j = 0; j < d; j += 8) amax = Vector256.Max(amax, Vector256.Abs(Vector256.Load(q + j))); // IEEE max: NaN propagates
+        float m = 0;
+        for (int k = 0; k < 8; k++) m = MathF.Max(m, amax.GetElement(k));
+        if (!(m > 0) || float.IsPositiveInfinity(m))
         {
-            sum += codes[j];
-            codes16[j] = codes[j];
-            dequantized[j] = codes[j] * s;
+            float s0 = m == 0 ? 0f : float.NaN;
+            for (int j = 0; j < d; j++)
+            {
+                codes[j] = 0;
+                codes16[j] = 0;
+                dequantized[j] = 0 * s0;
+            }
+            sum = 0;
+            return s0;
         }
+        float s = m / 127f;
+        var sv = Vector256.Create(s);
+        Vector256<float> lo = Vector256.Create(-127f), hi = Vector256.Create(127f);
+        var total = Vector256<int>.Zero;
+        for (int j = 0; j < d; j += 16)
+        {
+            var c0 = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(q + j) / sv), lo, hi)); // ties to even
+            var c1 = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(q + j + 8) / sv), lo, hi));
+            total += c0 + c1;
+            var c16 = Vector256.Narrow(c0, c1);
+            c16.Store(codes16 + j);
+            Vector128.Narrow(c16.GetLower(), c16.GetUpper()).Store(codes + j);
+            (Vector256.ConvertToSingle(c0) * sv).Store(dequantized + j);
+            (Vector256.ConvertToSingle(c1) * sv).Store(dequantized + j + 8);
+        }
+        sum = Vector256.Sum(total);
         return s;
     }
 }

@@ -24,8 +24,9 @@ internal unsafe struct Tile512 : IAttentionTile
     /// <c>vpermt2ps</c> splits (24 for 8 heads). Replaces 16 scalar reads and writes per head and array, whose narrow stores
     /// then stalled the 64-byte loads of the softmax and the 16-byte loads of the int4 logits (store-to-load forwarding
     /// fails from several small stores to one wide load): scratch, int4 with int8 queries from L2, 20 → 16.5 ns per token × kv head.
-    /// Unrolled per head count: a generic loop of rounds over vectors on the stack (any power of two) measured 3–6 % slower.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    /// Unrolled per head count: a generic loop of rounds over vectors on the stack (any power of two) measured 3–6 % slower.
+    /// Not inlined (a call per array and tile): inlined at its four call sites it used up the JIT's inline budget for the tile step.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static bool TileScales(float* src, long tokenStride, long headStride, int heads, float mul, int tl, int th, void* dst, bool toInt)
     {
         var lane = Vector512<int>.Indices;

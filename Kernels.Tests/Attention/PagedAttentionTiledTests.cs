@@ -223,9 +223,15 @@ public class PagedAttentionTiledTests
     }
 
     [Fact]
-    public unsafe void QuantizeQuery_Avx512_IsBitIdenticalToReference()
+    public void QuantizeQuery_EachWidth_IsBitIdenticalToReference()
     {
-        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) return;
+        if (Tile512.IsSupported) QuantizeQuery<Tile512>();
+        if (Tile256.IsSupported) QuantizeQuery<Tile256>();
+        QuantizeQuery<Tile128>();
+    }
+
+    private static unsafe void QuantizeQuery<TTile>() where TTile : struct, IAttentionTile
+    {
         var rng = new Random(31);
         const int d = 128;
         float* q = stackalloc float[d], deq = stackalloc float[d];
@@ -242,7 +248,7 @@ public class PagedAttentionTiledTests
             if (trial == 3) q[9] = float.NegativeInfinity;
             if (trial == 4) new Span<float>(q, d).Clear();
             float sw = QueryQuantization.Quantize(new ReadOnlySpan<float>(q, d), want);
-            float sg = Tile512.QuantizeQuery(q, d, codes, c16, deq, out int sum);
+            float sg = TTile.QuantizeQuery(q, d, codes, c16, deq, out int sum);
             Assert.Equal(BitConverter.SingleToInt32Bits(sw), BitConverter.SingleToInt32Bits(sg));
             Assert.Equal(want, new ReadOnlySpan<sbyte>(codes, d).ToArray());
             Assert.Equal(want.Sum(x => (int)x), sum);
