@@ -231,18 +231,7 @@ internal unsafe struct Tile128 : IAttentionTile
         var amax = Vector128<float>.Zero;
         for (int j = 0; j < d; j += 4) amax = Vector128.Max(amax, Vector128.Abs(Vector128.Load(q + j))); // IEEE max: NaN propagates
         float m = MathF.Max(MathF.Max(amax.GetElement(0), amax.GetElement(1)), MathF.Max(amax.GetElement(2), amax.GetElement(3)));
-        if (!(m > 0) || float.IsPositiveInfinity(m))
-        {
-            float s0 = m == 0 ? 0f : float.NaN;
-            for (int j = 0; j < d; j++)
-            {
-                codes[j] = 0;
-                codes16[j] = 0;
-                dequantized[j] = 0 * s0;
-            }
-            sum = 0;
-            return s0;
-        }
+        if (QueryCodes.Degenerate(m, d, codes, codes16, dequantized, out sum, out float s0)) return s0;
         float s = m / 127f;
         var sv = Vector128.Create(s);
         var total = Vector128<int>.Zero;

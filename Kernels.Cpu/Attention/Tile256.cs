@@ -443,18 +443,7 @@ internal unsafe struct Tile256 : IAttentionTile
         for (int j = 0; j < d; j += 8) amax = Vector256.Max(amax, Vector256.Abs(Vector256.Load(q + j))); // IEEE max: NaN propagates
         float m = 0;
         for (int k = 0; k < 8; k++) m = MathF.Max(m, amax.GetElement(k));
-        if (!(m > 0) || float.IsPositiveInfinity(m))
-        {
-            float s0 = m == 0 ? 0f : float.NaN;
-            for (int j = 0; j < d; j++)
-            {
-                codes[j] = 0;
-                codes16[j] = 0;
-                dequantized[j] = 0 * s0;
-            }
-            sum = 0;
-            return s0;
-        }
+        if (QueryCodes.Degenerate(m, d, codes, codes16, dequantized, out sum, out float s0)) return s0;
         float s = m / 127f;
         var sv = Vector256.Create(s);
         Vector256<float> lo = Vector256.Create(-127f), hi = Vector256.Create(127f);

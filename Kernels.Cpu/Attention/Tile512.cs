@@ -392,18 +392,7 @@ internal unsafe struct Tile512 : IAttentionTile
         float m = MaxAcross(amax);
         for (int j = 0; j < d && !float.IsNaN(m); j += 16)
             if (Vector512.IsNaN(Vector512.Load(q + j)) != Vector512<float>.Zero) m = float.NaN; // MaxAcross may drop a NaN lane
-        if (!(m > 0) || float.IsPositiveInfinity(m))
-        {
-            float s0 = m == 0 ? 0f : float.NaN;
-            for (int j = 0; j < d; j++)
-            {
-                codes[j] = 0;
-                codes16[j] = 0;
-                dequantized[j] = 0 * s0;
-            }
-            sum = 0;
-            return s0;
-        }
+        if (QueryCodes.Degenerate(m, d, codes, codes16, dequantized, out sum, out float s0)) return s0;
         float s = m / 127f;
         var sv = Vector512.Create(s);
         var total = Vector512<int>.Zero;
