@@ -66,6 +66,10 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
 
     [ThreadStatic] private static float[]? t_scratch;
 
+    /// <summary>Tokens a page holds: its rows over the kv heads, in either layout. (The token stride alone is not enough: an
+    /// HND pool with one-token pages has token and head strides of 1, like NHD with one head.)</summary>
+    internal static int PageCapacity(in PagedAttentionKernel.State s) => (int)(s.PageStride / (s.QoHeads / s.Group));
+
     /// <summary>Runs work item <paramref name="index"/>.</summary>
     public static void Run(ref PagedAttentionKernel.State s, int index)
     {
@@ -191,7 +195,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         // Zero points: none but int4's (int8 per-token tiles leave them as they are here).
         new Span<int>(c.KZero, c.KvHeads * Tile).Clear();
         new Span<int>(c.VZero, c.KvHeads * Tile).Clear();
-        int pageTokens = (int)(s.HeadStride == 1 ? s.PageStride / s.TokenStride : s.HeadStride); // a page's capacity
+        int pageTokens = PageCapacity(in s);
 
         for (int p = it.PageBegin; p < it.PageEnd; p++)
         {

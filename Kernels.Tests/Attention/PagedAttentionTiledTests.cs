@@ -48,6 +48,25 @@ public class PagedAttentionTiledTests
         }
     }
 
+    [Theory]
+    [InlineData(KvLayout.Nhd, 1, 16)]
+    [InlineData(KvLayout.Nhd, 16, 1)]
+    [InlineData(KvLayout.Nhd, 24, 8)]
+    [InlineData(KvLayout.Hnd, 1, 16)]
+    [InlineData(KvLayout.Hnd, 1, 1)]
+    [InlineData(KvLayout.Hnd, 16, 8)]
+    public void PageCapacity_IsThePageSize_InEitherLayout(KvLayout layout, int pageSize, int kvHeads)
+    {
+        // The vector scale reads take a tile's 16 rows only when the page holds them all; HND with one-token pages has token
+        // and head strides of 1, so a capacity derived from the strides alone would let them read past the page.
+        using var cache = new PagedKvCache(2, pageSize, kvHeads, 64, DType.I8, layout, KvScaleMode.PerToken);
+        var s = new PagedAttentionKernel.State
+        {
+            PageStride = cache.PageStride, TokenStride = cache.TokenStride, HeadStride = cache.HeadStride, QoHeads = 4 * kvHeads, Group = 4,
+        };
+        Assert.Equal(pageSize, PagedAttentionTiled<Tile128>.PageCapacity(in s));
+    }
+
     [Fact]
     public void TileScales_MatchScalarReads()
     {

@@ -84,8 +84,8 @@ public class PagedDecodeTests
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
         var cases =
             (from lens in Gen.ArrayOf(Gen.OneOf(Gen.Elements(1, 15, 16, 17, 33), Gen.Choose(0, 80)), 2)
-             from page in Gen.Elements(16, 32, 24, 5)
-             from kvHeads in Gen.Elements(3, 4, 8)
+             from page in Gen.Elements(16, 32, 24, 5, 1)
+             from kvHeads in Gen.Elements(3, 4, 8, 16)
              from fmt in Gen.Elements((DType.I8, KvScaleMode.PerToken), (DType.I4, KvScaleMode.None))
              from layout in Gen.Elements(KvLayout.Nhd, KvLayout.Hnd)
              from grp in Gen.Elements(1, 2, 4)
