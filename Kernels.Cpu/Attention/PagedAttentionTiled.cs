@@ -371,7 +371,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     {
         if (!Sse.IsSupported) return;
         long row = pageId * s.PageStride + (long)c.KvHead * s.HeadStride;
-        long pageSize = s.HeadStride == 1 ? s.PageStride / s.TokenStride : s.HeadStride; // NHD: heads interleaved; HND: heads apart
+        long pageSize = PageCapacity(in s);
         long bytes = ((long)(c.KvHeads - 1) * s.HeadStride + (pageSize - 1) * s.TokenStride + 1) * s.RowBytes; // the item's rows
         byte* k = s.K + row * s.RowBytes, v = s.V + row * s.RowBytes;
         for (long b = 0; b < bytes; b += 4096)
