@@ -289,9 +289,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             int* kz = c.KZero + kk * Tile, vz = c.VZero + kk * Tile;
             long r0 = pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride; // row index of tile token 0
             TTile.SetRows(rows, s.K + r0 * s.RowBytes, tokenBytes, (byte*)c.ZeroRow, tl, th);
-            var pfK = wholeRows
-                ? new PagePrefetch(nextPageRow >= 0 ? s.K + (nextPageRow + (long)kk * Tile) * s.RowBytes : null, s.RowBytes, s.RowBytes)
-                : new PagePrefetch(nextPageRow >= 0 ? s.K + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
+            var pfK = Prefetch(ref s, s.K, nextPageRow, kk, wholeRows);
             if (rowScales)
             {
                 // Per-token scales (and int4 zero points), one by one: other layouts and widths, and pages' partial tiles.
@@ -344,9 +342,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         for (int kk = 0; kk < c.KvHeads; kk++)
         {
             TTile.SetRows(rows, s.V + (pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride) * s.RowBytes, tokenBytes, (byte*)c.ZeroRow, tl, th);
-            var pfV = wholeRows
-                ? new PagePrefetch(nextPageRow >= 0 ? s.V + (nextPageRow + (long)kk * Tile) * s.RowBytes : null, s.RowBytes, s.RowBytes)
-                : new PagePrefetch(nextPageRow >= 0 ? s.V + (nextPageRow + (long)kk * s.HeadStride) * s.RowBytes : null, tokenBytes, s.RowBytes);
+            var pfV = Prefetch(ref s, s.V, nextPageRow, kk, wholeRows);
             int* vz = c.VZero + kk * Tile;
             for (int r = 0; r < c.QueryRows; r++)
             {
@@ -359,6 +355,15 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             }
         }
     }
+
+    /// <summary>Kv head <paramref name="kk"/>'s share of the prefetch of the tile whose token 0 is at row <paramref name="row"/>
+    /// of <paramref name="pool"/> (K or V): with <paramref name="wholeRows"/> the kk-th 16-row slice of the tile's block, in
+    /// address order, else the head's own rows; nothing when <paramref name="row"/> is −1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static PagePrefetch Prefetch(ref PagedAttentionKernel.State s, byte* pool, long row, int kk, bool wholeRows) =>
+        row < 0 ? default
+        : wholeRows ? new PagePrefetch(pool + (row + (long)kk * Tile) * s.RowBytes, s.RowBytes, s.RowBytes)
+        : new PagePrefetch(pool + (row + (long)kk * s.HeadStride) * s.RowBytes, (long)s.TokenStride * s.RowBytes, s.RowBytes);
 
     /// <summary>Starts the address translations of page <paramref name="pageId"/>'s rows of the item two pages before they
     /// are read: one <c>prefetcht0</c> per 4 KB of its K and V rows (and one line of each scale array). Scattered pages miss

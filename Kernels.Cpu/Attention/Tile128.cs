@@ -222,8 +222,10 @@ internal unsafe struct Tile128 : IAttentionTile
         for (int i = 0; i < n; i += 4) (Vector128.Load(acc + i) * fv).Store(acc + i);
     }
 
-    /// <summary><see cref="Tile256.QuantizeQuery"/> on 128-bit vectors (SSE, Arm64 AdvSimd): bit-identical to
-    /// <see cref="Kernels.Attention.Reference.QueryQuantization.Quantize"/>, 16 elements per step.</summary>
+    /// <summary><see cref="Kernels.Attention.Reference.QueryQuantization.Quantize"/> of one query row (head_dim a multiple
+    /// of 16) on 128-bit vectors (SSE, Arm64 AdvSimd; the AVX2 path uses it too), bit-identical to it: the same fp32 maximum
+    /// (NaN kept), division and round-half-even; also the codes as int16, their sum and <c>code·s</c>. (The scalar loop it
+    /// replaced cost ≈ 10 % of an AVX2 int4 decode call with int8 queries from L2, scratch.)</summary>
     /// <returns>The scale.</returns>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs a few times per call: never worth tier-0 code
     public static float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum)

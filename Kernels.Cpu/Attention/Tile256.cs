@@ -431,35 +431,10 @@ internal unsafe struct Tile256 : IAttentionTile
         for (int i = 0; i < n; i += 8) (Vector256.Load(acc + i) * fv).Store(acc + i);
     }
 
-    /// <summary><see cref="QueryQuantization.Quantize"/> of one query row (head_dim a multiple of 16), vectorised and
-    /// bit-identical to it as <see cref="Tile512.QuantizeQuery"/> is: the same fp32 maximum (NaN kept), division and
-    /// round-half-even; also the codes as int16, their sum and <c>code·s</c>. (The scalar loop it replaces cost ≈ 10 % of
-    /// an int4 decode call with int8 queries from L2.)</summary>
+    /// <summary>The 128-bit version (<see cref="Tile128.QuantizeQuery"/>), bit-identical to
+    /// <see cref="QueryQuantization.Quantize"/>: it runs once per query row and work item, so one portable implementation
+    /// serves both widths (a 256-bit copy measured alike).</summary>
     /// <returns>The scale.</returns>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs a few times per call: never worth tier-0 code
-    public static float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum)
-    {
-        var amax = Vector256<float>.Zero;
-        for (int j = 0; j < d; j += 8) amax = Vector256.Max(amax, Vector256.Abs(Vector256.Load(q + j))); // IEEE max: NaN propagates
-        float m = 0;
-        for (int k = 0; k < 8; k++) m = MathF.Max(m, amax.GetElement(k));
-        if (QueryCodes.Degenerate(m, d, codes, codes16, dequantized, out sum, out float s0)) return s0;
-        float s = m / 127f;
-        var sv = Vector256.Create(s);
-        Vector256<float> lo = Vector256.Create(-127f), hi = Vector256.Create(127f);
-        var total = Vector256<int>.Zero;
-        for (int j = 0; j < d; j += 16)
-        {
-            var c0 = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(q + j) / sv), lo, hi)); // ties to even
-            var c1 = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(q + j + 8) / sv), lo, hi));
-            total += c0 + c1;
-            var c16 = Vector256.Narrow(c0, c1);
-            c16.Store(codes16 + j);
-            Vector128.Narrow(c16.GetLower(), c16.GetUpper()).Store(codes + j);
-            (Vector256.ConvertToSingle(c0) * sv).Store(dequantized + j);
-            (Vector256.ConvertToSingle(c1) * sv).Store(dequantized + j + 8);
-        }
-        sum = Vector256.Sum(total);
-        return s;
-    }
+    public static float QuantizeQuery(float* q, int d, sbyte* codes, short* codes16, float* dequantized, out int sum) =>
+        Tile128.QuantizeQuery(q, d, codes, codes16, dequantized, out sum);
 }

@@ -18,8 +18,8 @@ internal unsafe struct Tile512 : IAttentionTile
     /// <inheritdoc />
     public static bool SupportsIntDot => true;
 
-    /// <summary>HND (<paramref name="tokenStride"/> 1): one load per head. NHD with the item covering every head
-    /// (<paramref name="headStride"/> 1, <paramref name="tokenStride"/> = <paramref name="heads"/> ∈ {1, 2, 4, 8}): the
+    /// <summary>HND (<paramref name="tokenStride"/> 1, which includes one head): one load per head. NHD with the item covering
+    /// every head (<paramref name="headStride"/> 1, <paramref name="tokenStride"/> = <paramref name="heads"/> ∈ {2, 4, 8}): the
     /// tile's values are one [16 tokens][heads] block, transposed in registers by log₂(heads) rounds of even/odd
     /// <c>vpermt2ps</c> splits (24 for 8 heads). Replaces 16 scalar reads and writes per head and array, whose narrow stores
     /// then stalled the 64-byte loads of the softmax and the 16-byte loads of the int4 logits (store-to-load forwarding
@@ -40,9 +40,6 @@ internal unsafe struct Tile512 : IAttentionTile
         if (headStride != 1 || tokenStride != heads) return false;
         switch (heads)
         {
-            case 1:
-                PutRow(Vector512.Load(src), 0, live, m, dst, toInt);
-                return true;
             case 2:
             {
                 Split(Vector512.Load(src), Vector512.Load(src + 16), out var h0, out var h1);

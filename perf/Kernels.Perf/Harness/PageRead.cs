@@ -118,7 +118,7 @@ public sealed unsafe class PageRead : IDisposable
             {
                 byte* k = s.K + s.Order[p] * s.PageBytes, v = s.V + s.Order[p] * s.PageBytes;
                 byte* nk = p + 1 < end ? s.K + s.Order[p + 1] * s.PageBytes : null, nv = p + 1 < end ? s.V + s.Order[p + 1] * s.PageBytes : null;
-                if (p + 2 < end && s.Order[p + 2] != s.Order[p] + 2)
+                if (Sse.IsSupported && p + 2 < end && s.Order[p + 2] != s.Order[p] + 2)
                     for (long b = 0; b < s.PageBytes; b += 4096) // TLB warm-up two pages ahead, as the decode kernel does
                     {
                         Sse.Prefetch0(s.K + s.Order[p + 2] * s.PageBytes + b);
@@ -127,7 +127,7 @@ public sealed unsafe class PageRead : IDisposable
                 Vector512<byte> page = default;
                 for (long b = 0; b < s.PageBytes; b += 64)
                 {
-                    if (nk != null)
+                    if (nk != null && Sse.IsSupported)
                     {
                         Sse.Prefetch0(nk + b);
                         Sse.Prefetch0(nv + b);
