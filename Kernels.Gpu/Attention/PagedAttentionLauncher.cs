@@ -17,8 +17,8 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
     public GpuKvCache(Accelerator accelerator, AcceleratorStream stream, PagedKvCache source) : base(source)
     {
         _stream = stream;
-        if (source.PoolBytes > int.MaxValue)
-            throw new NotSupportedException($"The GPU attention kernels address K/V with 32-bit offsets; this cache has {source.PoolBytes} bytes per pool (at most {int.MaxValue}).");
+        // Pools may exceed 2 GB: the kernels index K/V with 64-bit byte offsets (row · RowBytes as long), so a page past 2³¹
+        // bytes is read correctly (PagedAttentionGpuTests.Decode_PoolBeyond2GB).
         _k = accelerator.Allocate1D<byte>(source.PoolBytes);
         _v = accelerator.Allocate1D<byte>(source.PoolBytes);
         KScaleOffset = 0;

@@ -119,4 +119,45 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         AttentionReference.BlockSparse(mask, q, k, v, shape, opts, e, le, mag);
         RunBoth(plan, q, cache, 6, 2, 32, e, le, mag, LogitError(q, shape, plan.SmScale, [k]), 10, "block-sparse");
     }
+
+    [Fact]
+    public void Decode_PoolBeyond2GB_ReadsThePagePast2GB()
+    {
+        // 1,048,577 pages × 16 slots × 1 head × 128 B = 2^31 + 2 KiB per pool: the last page starts past 2^31 bytes. The source
+        // pools are lazily zeroed (untouched pages cost no memory); the device copies on the CPU accelerator are 2 GB each.
+        const int d = 64, pageSize = 16;
+        using var cache = new PagedKvCache(1_048_577, pageSize, 1, d, DType.F16);
+        Assert.True(cache.PoolBytes > int.MaxValue);
+        int last = cache.NumPages - 1;
+        var rng = new Random(43);
+        var k = new float[d];
+        var v = new float[d];
+        for (int slot = 0; slot < pageSize; slot++)
+        {
+            for (int j = 0; j < d; j++)
+            {
+                k[j] = (float)(rng.NextDouble() * 2 - 1);
+                v[j] = (float)(rng.NextDouble() * 2 - 1);
+            }
+            cache.WriteToken(last, slot, k, v);
+        }
+        var table = new PageTable([0, 2], [0, last], [pageSize], pageSize); // page 0 (zeros) then the last page
+        var shape = new AttentionShape(2, 1, d);
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace());
+        var q = Queries(new Random(44), 1, shape);
+        float[] e = new float[q.Length], le = new float[2];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, e, le, mag);
+        using (var kv = _gpu.UploadKvCache(cache))
+        {
+            using var qt = _gpu.Upload(q, 1, 2, d);
+            using var ot = _gpu.Allocate<float>(1, 2, d);
+            using var lt = _gpu.Allocate<float>(1, 2);
+            _gpu.Attention(plan, qt, kv, ot, lt);
+            _gpu.Synchronize();
+            AssertClose(e, ot.ToArray(), mag, le, lt.ToArray(), LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 2 * pageSize, "2 GB+ pool on the GPU backend");
+        }
+        // The last page's values matter: without them (page 0 alone is all zeros) the output would be 0.
+        Assert.Contains(e, x => Math.Abs(x) > 1e-3);
+    }
 }
