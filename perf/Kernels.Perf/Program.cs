@@ -72,7 +72,7 @@ if (backend is "gpu" or "all")
 }
 var ctx = new BenchContext { Options = options, Cpu = backend is "cpu" or "all", Gpu = gpu, Quick = quick, Filters = filters };
 var cpuInfo = new CpuBackend(options).Describe();
-string machine = $"{Environment.ProcessorCount} cores; {cpuInfo.Details}" + (gpu is null ? "" : $"; GPU: {gpu.Describe()}");
+string machine = $"{Environment.ProcessorCount} cores; {cpuInfo.Details}; {MemoryPages.Describe()}" + (gpu is null ? "" : $"; GPU: {gpu.Describe()}");
 Console.WriteLine($"Kernels bench — {machine}");
 
 Console.Error.Write("Measuring DRAM read bandwidth (1 GiB buffer, all threads)... ");
@@ -135,6 +135,12 @@ foreach (var suite in suites)
                 var rates = rb.Where(kv => byKey.TryGetValue(kv.Value, out var x) && x.GFlops > 0)
                     .Select(kv => $"{kv.Key} {gflops / byKey[kv.Value].GFlops:F2}x").ToList();
                 if (rates.Count > 0) extra = string.Join(" ", extra is null ? rates : [extra, .. rates]);
+            }
+            if (c.Paired is { } pair && median > 0)
+            {
+                var (ratio, pairs) = Measure.Interleaved(pair.Run, c.Run, quick ? budget / 3 : budget);
+                string text = $"{pair.Label} {ratio:F2}x (interleaved, {pairs} pairs)";
+                extra = extra is null ? text : $"{extra} {text}";
             }
             var r = new BenchResult(suite.Name, c.Op, c.Format, c.Shape, c.Backend, c.Path, median, min, iters, gbps, gflops, pct, vs, verified, extra, c.Note);
             results.Add(r);

@@ -40,6 +40,11 @@ public sealed class BenchCase
     /// sizes doing the same work per unit (e.g. a long-context decode against the same kernel on a cache-resident pool).</summary>
     public IReadOnlyDictionary<string, string>? RateBaselines { get; init; }
 
+    /// <summary>A second kernel timed in alternation with this one after the normal measurement, reported as its label
+    /// and the median over pairs of (its time / this time): a ratio of two kernels measured within milliseconds of each
+    /// other, which the VM's drift over minutes does not reach (separate rows are timed up to a minute apart).</summary>
+    public PairedRun? Paired { get; init; }
+
     /// <summary>Resources freed after the case ran.</summary>
     public IDisposable? Resources { get; init; }
 
@@ -52,6 +57,11 @@ public sealed class BenchCase
     /// <summary>Builds a baseline key.</summary>
     public static string MakeKey(string op, string format, string shape, string backend) => $"{op}|{format}|{shape}|{backend}";
 }
+
+/// <summary>The baseline of <see cref="BenchCase.Paired"/>.</summary>
+/// <param name="Label">Printed before the ratio, e.g. <c>vs contiguous</c>.</param>
+/// <param name="Run">Runs the baseline kernel once (same contract as <see cref="BenchCase.Run"/>).</param>
+public sealed record PairedRun(string Label, Action<int> Run);
 
 /// <summary>A measured case.</summary>
 public sealed record BenchResult(

@@ -10,7 +10,9 @@ namespace Kernels.Perf.Suites;
 /// <summary>
 /// Paged batch decode (Llama-3-8B attention: 32 query heads, 8 kv heads, head_dim 128) over fp16/bf16/int8/int4 KV caches.
 /// Each case runs twice: pages randomly permuted through the pool (page_size 16, the realistic case) and the same data in
-/// contiguous pages ("vs contiguous"). Bytes = KV payload + scales the kernel must read, so GB/s is effective KV bandwidth.
+/// contiguous pages. A paged row's "vs contiguous" comes from timing the two in alternation within the row
+/// (<see cref="BenchCase.Paired"/>: the median over pairs of contiguous time / paged time), not from the two rows, which
+/// are measured a minute apart on a VM whose speed drifts. Bytes = KV payload + scales the kernel must read, so GB/s is effective KV bandwidth.
 /// The pools are NHD (vLLM's and FlashInfer's default); at 32k, "kv f16 hnd" rows repeat fp16 in the HND layout, where a kv
 /// head's 16 rows of a page are one 4 KB run, and "kv f16 page 64" rows use 64-token pages.
 /// "decode in cache" rows run each format's kernel over a 1k-token pool (4 MB of fp16 K and V) that stays in cache, one
@@ -112,20 +114,24 @@ public sealed class AttentionSuite : IBenchSuite
         var kvBytesPerPage = 2.0 * pageSize * KvHeads * (template.RowBytes + (template.HasRowScales ? 4 : 0) + (dtype == DType.I4 ? 4 : 0));
         double kvBytes = kvBytesPerPage * numPages;
         int copies = gpu is null && !inCache ? ctx.ColdCopies(kvBytes) : 1;
-        var caches = new PagedKvCache[copies];
-        for (int c = 0; c < copies; c++)
-        {
-            caches[c] = new PagedKvCache(numPages, pageSize, KvHeads, HeadDim, dtype, layout, mode);
-            for (int i = 0; i < numPages; i++) caches[c].CopyPageFrom(template, i % TemplatePages, placement[i]);
-        }
         var indptr = Enumerable.Range(0, batch + 1).Select(b => b * pagesPerSeq).ToArray();
         var last = Enumerable.Repeat(len - (pagesPerSeq - 1) * pageSize, batch).ToArray();
-        var table = new PageTable(indptr, placement, last, pageSize);
         var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
         // CPU: a few work items per thread (each item costs a setup, a cold first page and a merge); GPU: the planner's default.
         // In cache: one item per thread, so the rate is the kernel's own, not the split-KV setup's.
         int targetItems = gpu is not null ? DecodePlanner.TargetItems : inCache ? ctx.Options.EffectiveParallelism : CpuTargetItems(ctx);
-        var plan = DecodePlanner.Plan(table, shape, numPages, new AttentionWorkspace(), new AttentionOptions { QuantizedQueryDot = q8 }, targetItems: targetItems);
+        (PagedKvCache[] Caches, PageTable Table, DecodePlan Plan) Build(int[] pages)
+        {
+            var built = new PagedKvCache[copies];
+            for (int c = 0; c < copies; c++)
+            {
+                built[c] = new PagedKvCache(numPages, pageSize, KvHeads, HeadDim, dtype, layout, mode);
+                for (int i = 0; i < numPages; i++) built[c].CopyPageFrom(template, i % TemplatePages, pages[i]);
+            }
+            var t = new PageTable(indptr, pages, last, pageSize);
+            return (built, t, DecodePlanner.Plan(t, shape, numPages, new AttentionWorkspace(), new AttentionOptions { QuantizedQueryDot = q8 }, targetItems: targetItems));
+        }
+        var (caches, table, plan) = Build(placement);
         float[] q = DenseSuite.RandomFloats(batch * QoHeads * HeadDim, 3);
         float[] qRef = q8 ? QueryQuantization.Dequantized(q, HeadDim) : q; // what the kernel's logits are computed from
         float[] o = new float[q.Length], lse = new float[batch * QoHeads];
@@ -158,6 +164,17 @@ public sealed class AttentionSuite : IBenchSuite
                 Resources = new Disposables([device, qT, oT, lseT, template, .. caches]),
             };
         }
+        // Paged rows also time the same data in contiguous pages in alternation with themselves (BenchCase.Paired): their
+        // "vs contiguous" is then a ratio of runs milliseconds apart, not of two rows a minute apart.
+        PagedKvCache[] twin = [];
+        PairedRun? pairedRun = null;
+        if (paged && !inCache)
+        {
+            var (twinCaches, _, twinPlan) = Build(Enumerable.Range(0, numPages).ToArray());
+            twin = twinCaches;
+            float[] o2 = new float[o.Length], lse2 = new float[lse.Length];
+            pairedRun = new PairedRun("vs contiguous", it => PagedDecode.Run(twinPlan, q, twin[it % copies], o2, lse2, options));
+        }
         return new BenchCase
         {
             Op = op, Format = format, Shape = shapeText, Backend = "cpu", Path = ctx.CpuPath,
@@ -166,12 +183,13 @@ public sealed class AttentionSuite : IBenchSuite
             Run = it => PagedDecode.Run(plan, q, caches[it % copies], o, lse, options),
             Verify = () => VerifySequence0(caches[0], table, shape, plan, qRef, o, () => PagedDecode.Run(plan, q, caches[0], o, default)),
             BaselineKey = format == "kv f16" ? null : BenchCase.MakeKey(op, "kv f16", shapeText, "cpu"),
-            ExtraBaselines = inCache ? null : Extra(paged, q8, op, format, shapeText),
+            ExtraBaselines = inCache ? null : Extra(q8, op, format, shapeText),
+            Paired = pairedRun,
             RateBaselines = len >= LongContext && !inCache
                 ? new Dictionary<string, string> { ["vs in-cache"] = BenchCase.MakeKey(InCacheOp, format.StartsWith("kv f16", StringComparison.Ordinal) ? "kv f16" : format, InCacheShape(batch), "cpu") }
                 : null,
             Note = inCache ? $"{kvBytes / (1 << 20):F0} MB pool, read hot; {plan.WorkItemCount} items" : $"{plan.WorkItemCount} items, split {plan.SplitCount(0)}×{plan.ChunkPages} pages",
-            Resources = new Disposables([template, .. caches]),
+            Resources = new Disposables([template, .. caches, .. twin]),
         };
     }
 
@@ -185,6 +203,7 @@ public sealed class AttentionSuite : IBenchSuite
         var plan = DecodePlanner.Plan(table, new AttentionShape(QoHeads, KvHeads, HeadDim), numPages, new AttentionWorkspace(), targetItems: CpuTargetItems(ctx));
         int itemPages = plan.ChunkPages > 0 ? Math.Min(plan.ChunkPages, pagesPerSeq) : pagesPerSeq;
         var read = new PageRead(numPages, (long)PageSize * KvHeads * HeadDim * 2, paged, itemPages, pagesPerSeq);
+        var twin = paged ? new PageRead(numPages, (long)PageSize * KvHeads * HeadDim * 2, false, itemPages, pagesPerSeq) : null;
         string shape = $"b={batch} ctx={len}";
         int threads = ctx.Options.EffectiveParallelism;
         return new BenchCase
@@ -193,19 +212,18 @@ public sealed class AttentionSuite : IBenchSuite
             Bytes = read.Bytes,
             Run = _ => read.Run(threads),
             Verify = () => read.Verify() ? null : "a page was not read",
-            ExtraBaselines = paged ? new Dictionary<string, string> { ["vs contiguous"] = BenchCase.MakeKey("page read contiguous", "kv f16 bytes", shape, "cpu") } : null,
+            Paired = twin is null ? null : new PairedRun("vs contiguous", _ => twin.Run(threads)),
             Note = $"no arithmetic; {itemPages} pages per item, next page prefetched",
-            Resources = read,
+            Resources = twin is null ? read : new Disposables([read, twin]),
         };
     }
 
     /// <summary>Split-KV work items for the CPU cases: eight per thread.</summary>
     private static int CpuTargetItems(BenchContext ctx) => 8 * ctx.Options.EffectiveParallelism;
 
-    private static Dictionary<string, string>? Extra(bool paged, bool q8, string op, string format, string shape)
+    private static Dictionary<string, string>? Extra(bool q8, string op, string format, string shape)
     {
         var extra = new Dictionary<string, string>();
-        if (paged) extra["vs contiguous"] = BenchCase.MakeKey("decode contiguous", format, shape, "cpu");
         if (q8) extra["vs fp32 q"] = BenchCase.MakeKey(op, format[..^3], shape, "cpu");
         return extra.Count == 0 ? null : extra;
     }
