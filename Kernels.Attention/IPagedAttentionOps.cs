@@ -54,7 +54,7 @@ public interface IPagedAttentionOps
     /// <param name="cache">The backend cache.</param>
     /// <param name="output">Outputs.</param>
     /// <param name="lse">Log-sum-exps, or null.</param>
-    /// <exception cref="NotSupportedException">The backend does not implement an option of the plan (the GPU backend:
-    /// <see cref="AttentionOptions.QuantizedQueryDot"/> on an int8/int4 cache).</exception>
+    /// <exception cref="NotSupportedException">The backend does not implement the plan's shape (the GPU backend: head_dim
+    /// not a multiple of 32, or above 256).</exception>
     void Attention(AttentionPlan plan, DeviceTensor<float> q, DeviceKvCache cache, DeviceTensor<float> output, DeviceTensor<float>? lse);
 }

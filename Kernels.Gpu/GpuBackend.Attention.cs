@@ -31,8 +31,6 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         var shape = plan.Shape;
         if (c.PageSize != plan.PageSize || c.KvHeads != shape.KvHeads || c.HeadDim != shape.HeadDim || c.NumPages <= plan.MaxPageId)
             throw new InvalidOperationException($"The cache (pages {c.NumPages}, page_size {c.PageSize}, kv_heads {c.KvHeads}, head_dim {c.HeadDim}) does not match the plan.");
-        if (plan.Options.QuantizedQueryDot && c.DType is DType.I8 or DType.I4)
-            throw new NotSupportedException("AttentionOptions.QuantizedQueryDot is implemented by the CPU backend only; plan without it for the GPU.");
         long rows = (long)plan.QueryRows * shape.QoHeads;
         if (q.Shape.ElementCount != rows * shape.HeadDim || output.Shape.ElementCount != rows * shape.HeadDim || (lse is not null && lse.Shape.ElementCount != rows))
             throw new InvalidOperationException($"q/output must have {rows * shape.HeadDim} elements and lse {rows} for this plan.");

@@ -28,9 +28,10 @@ public sealed record AttentionOptions
     /// <remarks>The logits are then those of the quantized queries: the oracle applies the same quantization, and the
     /// kernels match it to fp32 rounding (the integer dot products are exact). The added logit error against unquantized
     /// queries is at most <c>sm_scale·(s_q/2)·Σ_i |k_i|</c> with <c>s_q = max|q|/127</c>, below the int4/int8 K
-    /// quantization error it sits beside. Float caches ignore the option. The CPU AVX-512 kernel takes int4 dot products by
-    /// <c>vpmaddubsw</c>/<c>vpmaddwd</c> (head_dim a multiple of 128) and int8 by <c>vpmaddwd</c>; other paths compute with
-    /// the dequantized queries.</remarks>
+    /// quantization error it sits beside. Float caches ignore the option. The CPU AVX-512 and AVX2 kernels take int4 dot
+    /// products by <c>vpmaddubsw</c>/<c>vpmaddwd</c> (head_dim a multiple of 128) and int8 by <c>vpmaddwd</c>; other CPU
+    /// paths and the GPU backend (a small kernel quantizes the queries on the device first) compute with the dequantized
+    /// queries.</remarks>
     public bool QuantizedQueryDot { get; init; }
 
     /// <summary>The scale used for <paramref name="headDim"/>.</summary>

@@ -121,6 +121,38 @@ internal static class PagedAttentionKernels
         }
     }
 
+    /// <summary>The int8 query quantization of <c>AttentionOptions.QuantizedQueryDot</c>, dequantized: row
+    /// <paramref name="row"/> (head_dim <paramref name="d"/>) of <paramref name="q"/> becomes <c>code·s</c> in
+    /// <paramref name="dst"/>, bit for bit as <c>QueryQuantization.Dequantized</c> computes it (<c>s = max|q|/127</c>,
+    /// <c>code = clamp(round_half_even(q/s), −127, 127)</c>; a row with NaN or ±Inf becomes NaN, an all-zero row +0). The
+    /// attention kernel then takes its dot products with these values, as the CPU paths without integer dot products do.
+    /// One thread per row: a decode step has a few thousand rows of ≤ 256 elements.</summary>
+    public static void DequantizeQueries(Index1D row, ArrayView<float> q, ArrayView<float> dst, int d)
+    {
+        long b = (long)(int)row * d;
+        float amax = 0;
+        int bad = 0;
+        for (int i = 0; i < d; i++)
+        {
+            float a = XMath.Abs(q[b + i]);
+            if (!(a <= float.MaxValue)) bad = 1; // NaN or ±Inf: the scale is NaN (a max.f32 reduction would drop a NaN)
+            else if (a > amax) amax = a;
+        }
+        if (bad != 0 || amax == 0)
+        {
+            float fill = bad != 0 ? float.NaN : 0f; // codes 0 times a NaN scale, or 0 times 0
+            for (int i = 0; i < d; i++) dst[b + i] = fill;
+            return;
+        }
+        float s = amax / 127f;
+        for (int i = 0; i < d; i++)
+        {
+            float c = XMath.RoundToEven(q[b + i] / s);
+            c = XMath.Clamp(c, -127f, 127f);
+            dst[b + i] = (int)c * s; // through int: a code of −0 is 0, as the sbyte code is
+        }
+    }
+
     /// <summary>Merges split-KV partial states of (sequence, head) in chunk order (AttentionState.MergeInPlace). One thread each.</summary>
     public static void Merge(Index1D index, ArrayView<float> output, ArrayView<float> lse, ArrayView<float> work, ArrayView<int> meta, AttentionLaunchArgs a)
     {

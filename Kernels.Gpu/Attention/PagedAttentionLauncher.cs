@@ -124,7 +124,9 @@ internal sealed class PagedAttentionLauncher : IDisposable
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs> _merge;
     private readonly ConditionalWeakTable<AttentionPlan, GpuPlanData> _plans = [];
     private readonly List<GpuPlanData> _owned = [];
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int> _dequantizeQueries;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _dummy;
+    private MemoryBuffer1D<float, Stride1D.Dense>? _quantizedQueries; // QuantizedQueryDot: the dequantized int8 queries, grown on demand
 
     public PagedAttentionLauncher(Accelerator accelerator)
     {
@@ -132,6 +134,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
         _attend = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Attend);
         _merge = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Merge);
+        _dequantizeQueries = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(PagedAttentionKernels.DequantizeQueries);
         _dummy = accelerator.Allocate1D<float>(1);
     }
 
@@ -164,6 +167,18 @@ internal sealed class PagedAttentionLauncher : IDisposable
         a.KZeroOffset = cache.KZeroOffset;
         a.VZeroOffset = cache.VZeroOffset;
         var lseView = lse ?? _dummy.View;
+        if (plan.Options.QuantizedQueryDot && c.DType is DType.I8 or DType.I4 && q.Length > 0)
+        {
+            // int8 queries: the kernel reads code·s, which the oracle's logits are computed from.
+            if (_quantizedQueries is null || _quantizedQueries.Length < q.Length)
+            {
+                _quantizedQueries?.Dispose();
+                _quantizedQueries = _accelerator.Allocate1D<float>(q.Length);
+            }
+            var dq = _quantizedQueries.View.SubView(0, q.Length);
+            _dequantizeQueries(stream, (int)(q.Length / a.HeadDim), q, dq, a.HeadDim);
+            q = dq;
+        }
         if (a.QueryCount > 0)
         {
             int groups = (a.QueryCount + PagedAttentionKernels.WarpsPerGroup - 1) / PagedAttentionKernels.WarpsPerGroup;
@@ -176,6 +191,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
     public void Dispose()
     {
         foreach (var d in _owned) d.Dispose();
+        _quantizedQueries?.Dispose();
         _dummy.Dispose();
     }
 }

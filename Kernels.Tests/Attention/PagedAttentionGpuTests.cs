@@ -1,3 +1,5 @@
+using ILGPU;
+using ILGPU.Runtime;
 using Kernels.Attention;
 using Kernels.Attention.Masks;
 using Kernels.Attention.Paging;
@@ -42,17 +44,68 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         }
     }
 
-    [Fact]
-    public void QuantizedQueryDot_OnGpu_ThrowsNotSupported()
+    [Theory]
+    [InlineData(DType.I8, KvScaleMode.PerToken)]
+    [InlineData(DType.I4, KvScaleMode.None)]
+    public void QuantizedQueryDot_MatchesReference(DType dtype, KvScaleMode mode)
     {
-        var (cache, table) = Build(new CacheSpec([5], 4, 1, 64, DType.I4, KvLayout.Nhd, KvScaleMode.None, 9));
-        var shape = new AttentionShape(2, 1, 64);
-        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), new AttentionOptions { QuantizedQueryDot = true });
-        using var kv = _gpu.UploadKvCache(cache);
-        using var qt = _gpu.Upload(new float[2 * 64], 1, 2, 64);
-        using var ot = _gpu.Allocate<float>(1, 2, 64);
-        var ex = Assert.Throws<NotSupportedException>(() => _gpu.Attention(plan, qt, kv, ot, null));
-        Assert.Contains("QuantizedQueryDot", ex.Message);
+        // The oracle applies the same int8 query quantization, so both backends must match it to fp32 rounding.
+        var spec = new CacheSpec([0, 9, 21], 4, 2, 64, dtype, KvLayout.Nhd, mode, 9);
+        var (cache, table) = Build(spec);
+        var shape = new AttentionShape(4, 2, 64);
+        var opts = new AttentionOptions { QuantizedQueryDot = true };
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: 2);
+        var q = Queries(new Random(10), 3, shape, 2f);
+        float[] e = new float[q.Length], le = new float[12];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, opts, e, le, mag);
+        var qd = QueryQuantization.Dequantized(q, 64);
+        RunBoth(plan, q, cache, 3, 4, 64, e, le, mag, LogitError(qd, shape, plan.SmScale, GatherKeys(cache, table)), 21, $"QuantizedQueryDot {dtype}");
+        // And the option changed the answer: without it the outputs differ.
+        float[] plain = new float[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, plain, default);
+        Assert.NotEqual(plain, e);
+    }
+
+    [Fact]
+    public void DequantizeQueriesKernel_IsBitIdenticalToTheReference()
+    {
+        // Rows of 64: random values, ties (x/s = k + 0.5 exactly), a zero row, a row with NaN, one with +Inf, one with
+        // −Inf, negative values rounding to −0, and subnormals.
+        const int d = 64;
+        var rng = new Random(12);
+        var rows = new List<float[]>();
+        for (int r = 0; r < 6; r++) rows.Add(Enumerable.Range(0, d).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray());
+        var ties = new float[d];
+        ties[0] = 127f; // s = 1: every element is its own x/s
+        for (int i = 1; i < d; i++) ties[i] = (i % 2 == 0 ? -1 : 1) * (i / 2 + 0.5f);
+        rows.Add(ties);
+        rows.Add(new float[d]);
+        var withNaN = (float[])rows[0].Clone();
+        withNaN[5] = float.NaN;
+        rows.Add(withNaN);
+        var withInf = (float[])rows[1].Clone();
+        withInf[63] = float.PositiveInfinity;
+        rows.Add(withInf);
+        var withNegInf = (float[])rows[2].Clone();
+        withNegInf[0] = float.NegativeInfinity;
+        rows.Add(withNegInf);
+        var small = Enumerable.Range(0, d).Select(i => i == 0 ? 1f : -0.001f * i).ToArray();
+        rows.Add(small);
+        rows.Add(Enumerable.Range(0, d).Select(i => (i % 3 - 1) * 1e-40f).ToArray()); // subnormals only
+        float[] q = rows.SelectMany(x => x).ToArray();
+        float[] expected = QueryQuantization.Dequantized(q, d);
+
+        var acc = _gpu.Accelerator;
+        var kernel = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(Kernels.Gpu.Attention.PagedAttentionKernels.DequantizeQueries);
+        using var src = acc.Allocate1D(q);
+        using var dst = acc.Allocate1D<float>(q.Length);
+        kernel(rows.Count, src.View, dst.View, d);
+        acc.Synchronize();
+        float[] got = dst.GetAsArray1D();
+        for (int i = 0; i < q.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(got[i]),
+                $"row {i / d} element {i % d}: reference {expected[i]:R}, kernel {got[i]:R}");
     }
 
     [Theory]

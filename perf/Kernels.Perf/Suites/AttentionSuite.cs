@@ -38,7 +38,7 @@ public sealed class AttentionSuite : IBenchSuite
 
     public int Order => 40;
 
-    // "q8": AttentionOptions.QuantizedQueryDot (int8 queries, integer K dot products; CPU only).
+    // "q8": AttentionOptions.QuantizedQueryDot (int8 queries; integer K dot products on the CPU, dequantized queries on the GPU).
     private static readonly (DType DType, KvScaleMode Mode, string Name, bool Q8)[] Formats =
         [(DType.F16, KvScaleMode.None, "kv f16", false), (DType.BF16, KvScaleMode.None, "kv bf16", false),
          (DType.I8, KvScaleMode.PerToken, "kv i8", false), (DType.I4, KvScaleMode.None, "kv i4", false),
@@ -67,12 +67,11 @@ public sealed class AttentionSuite : IBenchSuite
                 if (ctx.Cpu && len >= LongContext && (ctx.Wants("decode", f.Name, shape, "cpu") || ctx.Wants("decode contiguous", f.Name, shape, "cpu")
                         || ctx.Wants(InCacheOp, f.Name, InCacheShape(batch), "cpu")))
                     yield return Case(ctx, 1, InCacheContext, f.DType, f.Mode, f.Name, f.Q8, paged: false, inCache: true, inCacheFor: batch);
-                long poolBytes = (long)batch * len * KvHeads * (f.DType switch { DType.F16 or DType.BF16 => 2 * HeadDim, DType.I8 => HeadDim, _ => HeadDim / 2 });
                 foreach (bool paged in new[] { false, true })
                 {
                     string op = paged ? "decode" : "decode contiguous";
                     if (ctx.Cpu && ctx.Wants(op, f.Name, shape, "cpu")) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, f.Q8, paged);
-                    if (ctx.Gpu is { } gpu && !f.Q8 && poolBytes <= int.MaxValue && ctx.Wants(op, f.Name, shape, gpu.Name)) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, false, paged, gpu);
+                    if (ctx.Gpu is { } gpu && ctx.Wants(op, f.Name, shape, gpu.Name)) yield return Case(ctx, batch, len, f.DType, f.Mode, f.Name, f.Q8, paged, gpu);
                 }
             }
             // fp16 with 64-token pages (128 KB per page and pool here), and fp16 in the HND layout (a page holds each kv head's 16
