@@ -136,7 +136,7 @@ foreach (var suite in suites)
                     .Select(kv => $"{kv.Key} {gflops / byKey[kv.Value].GFlops:F2}x").ToList();
                 if (rates.Count > 0) extra = string.Join(" ", extra is null ? rates : [extra, .. rates]);
             }
-            if (c.Paired is { } pair && median > 0)
+            foreach (var pair in median > 0 ? c.Paired ?? [] : [])
             {
                 var (ratio, pairs) = Measure.Interleaved(pair.Run, c.Run, quick ? budget / 3 : budget);
                 string text = $"{pair.Label} {ratio:F2}x (interleaved, {pairs} pairs)";

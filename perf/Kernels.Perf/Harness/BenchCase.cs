@@ -40,10 +40,10 @@ public sealed class BenchCase
     /// sizes doing the same work per unit (e.g. a long-context decode against the same kernel on a cache-resident pool).</summary>
     public IReadOnlyDictionary<string, string>? RateBaselines { get; init; }
 
-    /// <summary>A second kernel timed in alternation with this one after the normal measurement, reported as its label
+    /// <summary>Other kernels, each timed in alternation with this one after the normal measurement, reported as its label
     /// and the median over pairs of (its time / this time): a ratio of two kernels measured within milliseconds of each
     /// other, which the VM's drift over minutes does not reach (separate rows are timed up to a minute apart).</summary>
-    public PairedRun? Paired { get; init; }
+    public IReadOnlyList<PairedRun>? Paired { get; init; }
 
     /// <summary>Resources freed after the case ran.</summary>
     public IDisposable? Resources { get; init; }

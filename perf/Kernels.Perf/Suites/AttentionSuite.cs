@@ -12,7 +12,8 @@ namespace Kernels.Perf.Suites;
 /// Each case runs twice: pages randomly permuted through the pool (page_size 16, the realistic case) and the same data in
 /// contiguous pages. A paged row's "vs contiguous" comes from timing the two in alternation within the row
 /// (<see cref="BenchCase.Paired"/>: the median over pairs of contiguous time / paged time), not from the two rows, which
-/// are measured a minute apart on a VM whose speed drifts. Bytes = KV payload + scales the kernel must read, so GB/s is effective KV bandwidth.
+/// are measured a minute apart on a VM whose speed drifts. int8/int4 paged rows are timed the same way against the same
+/// values in an fp16 cache with the same page placement ("vs fp16"). Bytes = KV payload + scales the kernel must read, so GB/s is effective KV bandwidth.
 /// The pools are NHD (vLLM's and FlashInfer's default); at 32k, "kv f16 hnd" rows repeat fp16 in the HND layout, where a kv
 /// head's 16 rows of a page are one 4 KB run, and "kv f16 page 64" rows use 64-token pages.
 /// "decode in cache" rows run each format's kernel over a 1k-token pool (4 MB of fp16 K and V) that stays in cache, one
@@ -94,20 +95,7 @@ public sealed class AttentionSuite : IBenchSuite
         int pagesPerSeq = (len + pageSize - 1) / pageSize;
         int numPages = batch * pagesPerSeq;
         // A few template pages written (and quantized) once, then copied: fast to fill, same data paged and contiguous.
-        var template = new PagedKvCache(TemplatePages, pageSize, KvHeads, HeadDim, dtype, layout, mode);
-        var rng = new Random(7);
-        var k = new float[KvHeads * HeadDim];
-        var v = new float[k.Length];
-        for (int p = 0; p < TemplatePages; p++)
-            for (int s = 0; s < pageSize; s++)
-            {
-                for (int i = 0; i < k.Length; i++)
-                {
-                    k[i] = (float)(rng.NextDouble() * 2 - 1);
-                    v[i] = (float)(rng.NextDouble() * 2 - 1);
-                }
-                template.WriteToken(p, s, k, v);
-            }
+        var template = Template(pageSize, dtype, layout, mode);
         int[] placement = Enumerable.Range(0, numPages).ToArray();
         if (paged) new Random(11).Shuffle(placement);
         var kvBytesPerPage = 2.0 * pageSize * KvHeads * (template.RowBytes + (template.HasRowScales ? 4 : 0) + (dtype == DType.I4 ? 4 : 0));
@@ -119,18 +107,18 @@ public sealed class AttentionSuite : IBenchSuite
         // CPU: a few work items per thread (each item costs a setup, a cold first page and a merge); GPU: the planner's default.
         // In cache: one item per thread, so the rate is the kernel's own, not the split-KV setup's.
         int targetItems = gpu is not null ? DecodePlanner.TargetItems : inCache ? ctx.Options.EffectiveParallelism : CpuTargetItems(ctx);
-        (PagedKvCache[] Caches, PageTable Table, DecodePlan Plan) Build(int[] pages)
+        (PagedKvCache[] Caches, PageTable Table, DecodePlan Plan) Build(int[] pages, PagedKvCache from)
         {
             var built = new PagedKvCache[copies];
             for (int c = 0; c < copies; c++)
             {
-                built[c] = new PagedKvCache(numPages, pageSize, KvHeads, HeadDim, dtype, layout, mode);
-                for (int i = 0; i < numPages; i++) built[c].CopyPageFrom(template, i % TemplatePages, pages[i]);
+                built[c] = new PagedKvCache(numPages, pageSize, KvHeads, HeadDim, from.DType, layout, from.ScaleMode);
+                for (int i = 0; i < numPages; i++) built[c].CopyPageFrom(from, i % TemplatePages, pages[i]);
             }
             var t = new PageTable(indptr, pages, last, pageSize);
             return (built, t, DecodePlanner.Plan(t, shape, numPages, new AttentionWorkspace(), new AttentionOptions { QuantizedQueryDot = q8 }, targetItems: targetItems));
         }
-        var (caches, table, plan) = Build(placement);
+        var (caches, table, plan) = Build(placement, template);
         float[] q = DenseSuite.RandomFloats(batch * QoHeads * HeadDim, 3);
         float[] qRef = q8 ? QueryQuantization.Dequantized(q, HeadDim) : q; // what the kernel's logits are computed from
         float[] o = new float[q.Length], lse = new float[batch * QoHeads];
@@ -165,14 +153,24 @@ public sealed class AttentionSuite : IBenchSuite
         }
         // Paged rows also time the same data in contiguous pages in alternation with themselves (BenchCase.Paired): their
         // "vs contiguous" is then a ratio of runs milliseconds apart, not of two rows a minute apart.
-        PagedKvCache[] twin = [];
-        PairedRun? pairedRun = null;
+        // Quantized paged rows also time the same values in an fp16 cache with the same page placement ("vs fp16", the
+        // int4 ≥ 3× fp16 target's ratio), in alternation too.
+        PagedKvCache[] twin = [], fp16Twin = [];
+        var pairedRuns = new List<PairedRun>();
         if (paged && !inCache)
         {
-            var (twinCaches, _, twinPlan) = Build(Enumerable.Range(0, numPages).ToArray());
+            var (twinCaches, _, twinPlan) = Build(Enumerable.Range(0, numPages).ToArray(), template);
             twin = twinCaches;
             float[] o2 = new float[o.Length], lse2 = new float[lse.Length];
-            pairedRun = new PairedRun("vs contiguous", it => PagedDecode.Run(twinPlan, q, twin[it % copies], o2, lse2, options));
+            pairedRuns.Add(new PairedRun("vs contiguous", it => PagedDecode.Run(twinPlan, q, twin[it % copies], o2, lse2, options)));
+            if (dtype is DType.I8 or DType.I4)
+            {
+                using var fp16Template = Template(pageSize, DType.F16, layout, KvScaleMode.None);
+                var (fp16Caches, _, fp16Plan) = Build(placement, fp16Template);
+                fp16Twin = fp16Caches;
+                float[] o3 = new float[o.Length], lse3 = new float[lse.Length];
+                pairedRuns.Add(new PairedRun("vs fp16", it => PagedDecode.Run(fp16Plan, q, fp16Twin[it % copies], o3, lse3, options)));
+            }
         }
         return new BenchCase
         {
@@ -183,12 +181,12 @@ public sealed class AttentionSuite : IBenchSuite
             Verify = () => VerifySequence0(caches[0], table, shape, plan, qRef, o, () => PagedDecode.Run(plan, q, caches[0], o, default)),
             BaselineKey = format == "kv f16" ? null : BenchCase.MakeKey(op, "kv f16", shapeText, "cpu"),
             ExtraBaselines = inCache ? null : Extra(q8, op, format, shapeText),
-            Paired = pairedRun,
+            Paired = pairedRuns.Count == 0 ? null : pairedRuns,
             RateBaselines = len >= LongContext && !inCache
                 ? new Dictionary<string, string> { ["vs in-cache"] = BenchCase.MakeKey(InCacheOp, format.StartsWith("kv f16", StringComparison.Ordinal) ? "kv f16" : format, InCacheShape(batch), "cpu") }
                 : null,
             Note = inCache ? $"{kvBytes / (1 << 20):F0} MB pool, read hot; {plan.WorkItemCount} items" : $"{plan.WorkItemCount} items, split {plan.SplitCount(0)}×{plan.ChunkPages} pages",
-            Resources = new Disposables([template, .. caches, .. twin]),
+            Resources = new Disposables([template, .. caches, .. twin, .. fp16Twin]),
         };
     }
 
@@ -211,10 +209,30 @@ public sealed class AttentionSuite : IBenchSuite
             Bytes = read.Bytes,
             Run = _ => read.Run(threads),
             Verify = () => read.Verify() ? null : "a page was not read",
-            Paired = twin is null ? null : new PairedRun("vs contiguous", _ => twin.Run(threads)),
+            Paired = twin is null ? null : [new PairedRun("vs contiguous", _ => twin.Run(threads))],
             Note = $"no arithmetic; {itemPages} pages per item, next page prefetched",
             Resources = twin is null ? read : new Disposables([read, twin]),
         };
+    }
+
+    /// <summary>Template pages of one format: the same random values (seed 7) for every format, quantized as it stores them.</summary>
+    private static PagedKvCache Template(int pageSize, DType dtype, KvLayout layout, KvScaleMode mode)
+    {
+        var template = new PagedKvCache(TemplatePages, pageSize, KvHeads, HeadDim, dtype, layout, mode);
+        var rng = new Random(7);
+        var k = new float[KvHeads * HeadDim];
+        var v = new float[k.Length];
+        for (int p = 0; p < TemplatePages; p++)
+            for (int s = 0; s < pageSize; s++)
+            {
+                for (int i = 0; i < k.Length; i++)
+                {
+                    k[i] = (float)(rng.NextDouble() * 2 - 1);
+                    v[i] = (float)(rng.NextDouble() * 2 - 1);
+                }
+                template.WriteToken(p, s, k, v);
+            }
+        return template;
     }
 
     /// <summary>Split-KV work items for the CPU cases: eight per thread.</summary>
