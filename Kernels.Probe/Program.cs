@@ -10,6 +10,7 @@ Console.WriteLine($"fact Vector256={Vector256.IsHardwareAccelerated}");
 Console.WriteLine($"fact Vector128={Vector128.IsHardwareAccelerated}");
 Console.WriteLine($"fact Avx512F={Avx512F.IsSupported}");
 Console.WriteLine($"fact Avx2={Avx2.IsSupported}");
+Console.WriteLine($"fact AvxVnni={AvxVnni.IsSupported}");
 Console.WriteLine($"fact Best={CpuIsa.Best}");
 
 string? filter = args.Length > 0 ? args[0] : null;

@@ -204,6 +204,11 @@ internal unsafe struct Tile256 : IAttentionTile
                 var z = Vector256.Create(zero[2 * g], zero[2 * g + 1], zero[2 * g], zero[2 * g + 1], zero[2 * g], zero[2 * g + 1], zero[2 * g], zero[2 * g + 1]);
                 dots -= z * qsum;                                                  // vpmulld
             }
+            else if (AvxVnni.IsSupported && d % 32 == 0)
+            {
+                // Σ (k + 128)·code − 128·Σ code: vpdpbusd wants an unsigned operand, and k ^ 0x80 = k + 128.
+                dots = Block4x2I8Vnni(c.QCodes + i * d, rows + 2 * g, d) - (qsum << 7);
+            }
             else
             {
                 dots = Block4x2I8(c.Q16 + i * d, rows + 2 * g, d);
@@ -247,6 +252,13 @@ internal unsafe struct Tile256 : IAttentionTile
     private static void MaddRows(Vector256<sbyte> ql, Vector256<sbyte> qh, Vector256<byte> l0, Vector256<byte> h0,
         Vector256<byte> l1, Vector256<byte> h1, ref Vector256<int> a0, ref Vector256<int> a1)
     {
+        if (AvxVnni.IsSupported)
+        {
+            // vpdpbusd: four unsigned × signed byte products summed straight into int32 (2 instructions instead of 5).
+            a0 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(a0, l0, ql), h0, qh);
+            a1 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(a1, l1, ql), h1, qh);
+            return;
+        }
         var ones = Vector256.Create((short)1);
         a0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(l0, ql) + Avx2.MultiplyAddAdjacent(h0, qh), ones);
         a1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(l1, ql) + Avx2.MultiplyAddAdjacent(h1, qh), ones);
@@ -276,6 +288,36 @@ internal unsafe struct Tile256 : IAttentionTile
             y = Vector256.Load(q + 3 * d + i);
             a30 += Avx2.MultiplyAddAdjacent(x0, y);
             a31 += Avx2.MultiplyAddAdjacent(x1, y);
+        }
+        return ReduceInt(a00, a01, a10, a11, a20, a21, a30, a31);
+    }
+
+    /// <summary><see cref="Block4x2I8"/> by AVX-VNNI: four int8-query rows (codes, stride d) × two int8 K rows read as
+    /// <c>k + 128</c> (<c>k ^ 0x80</c>, unsigned), per 32 elements one <c>vpxor</c> per K row and one <c>vpdpbusd</c> per
+    /// (query, token). Returns <c>Σ (k + 128)·code</c>; the caller subtracts <c>128·Σ code</c> (exact in int32).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static Vector256<int> Block4x2I8Vnni(sbyte* q, byte** rows, int d)
+    {
+        byte* k0 = rows[0], k1 = rows[1];
+        var bias = Vector256.Create((byte)0x80);
+        Vector256<int> a00 = default, a01 = default, a10 = default, a11 = default;
+        Vector256<int> a20 = default, a21 = default, a30 = default, a31 = default;
+        for (int i = 0; i < d; i += 32)
+        {
+            var x0 = Vector256.Load(k0 + i) ^ bias;
+            var x1 = Vector256.Load(k1 + i) ^ bias;
+            var y = Vector256.Load(q + i);
+            a00 = AvxVnni.MultiplyWideningAndAdd(a00, x0, y);
+            a01 = AvxVnni.MultiplyWideningAndAdd(a01, x1, y);
+            y = Vector256.Load(q + d + i);
+            a10 = AvxVnni.MultiplyWideningAndAdd(a10, x0, y);
+            a11 = AvxVnni.MultiplyWideningAndAdd(a11, x1, y);
+            y = Vector256.Load(q + 2 * d + i);
+            a20 = AvxVnni.MultiplyWideningAndAdd(a20, x0, y);
+            a21 = AvxVnni.MultiplyWideningAndAdd(a21, x1, y);
+            y = Vector256.Load(q + 3 * d + i);
+            a30 = AvxVnni.MultiplyWideningAndAdd(a30, x0, y);
+            a31 = AvxVnni.MultiplyWideningAndAdd(a31, x1, y);
         }
         return ReduceInt(a00, a01, a10, a11, a20, a21, a30, a31);
     }

@@ -61,6 +61,38 @@ public sealed class AttentionCheck : IProbeCheck
             r = ResultComparer.Compare(pe, pa, pmag, 1e-5, 1e-30);
             if (!r.Passed) return $"prefill {dtype} seed=42: {r}";
         }
+        return QuantizedQueries();
+    }
+
+    /// <summary>Decode with <see cref="AttentionOptions.QuantizedQueryDot"/> on int4 and int8 caches at head_dim 128 (the
+    /// width the integer dot products need; AVX2 takes them by AVX-VNNI where present, else <c>vpmaddubsw</c>/<c>vpmaddwd</c>),
+    /// against the oracle, which quantizes the queries the same way.</summary>
+    private static string? QuantizedQueries()
+    {
+        foreach (var (dtype, mode) in new[] { (DType.I4, KvScaleMode.None), (DType.I8, KvScaleMode.PerToken) })
+        {
+            var rng = new Random(43);
+            const int page = 16, kvHeads = 2, d = 128, len = 70;
+            var shape = new AttentionShape(8, kvHeads, d);
+            int pages = (len + page - 1) / page;
+            var cache = new PagedKvCache(pages + 1, page, kvHeads, d, dtype, KvLayout.Nhd, mode);
+            int[] perm = Enumerable.Range(0, pages + 1).OrderBy(_ => rng.Next()).ToArray();
+            var row = new float[kvHeads * d];
+            for (int t = 0; t < len; t++)
+            {
+                for (int i = 0; i < row.Length; i++) row[i] = (float)(rng.NextDouble() * 2 - 1);
+                cache.WriteToken(perm[t / page], t % page, row, row);
+            }
+            var table = new PageTable([0, pages], perm[..pages], [len - (pages - 1) * page], page);
+            var opts = new AttentionOptions { QuantizedQueryDot = true };
+            var q = ProbeData.Floats(rng, shape.QoHeads * d);
+            float[] e = new float[q.Length], a = new float[q.Length];
+            double[] mag = new double[q.Length];
+            AttentionReference.Decode(q, cache, table, shape, opts, e, default, mag);
+            PagedDecode.Run(DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts), q, cache, a, default);
+            var r = ResultComparer.Compare(e, a, mag, 1e-5, 1e-30);
+            if (!r.Passed) return $"decode {dtype} with int8 queries, seed=43: {r}";
+        }
         return null;
     }
 }

@@ -39,4 +39,15 @@ public class DispatcherProcessTests
         Assert.NotEmpty(report.Passed);
         Assert.True(report.Failed.Count == 0 && report.ExitCode == 0, $"{variable}={value}: " + string.Join("\n", report.Failed) + "\n" + report.Output);
     }
+
+    [Fact]
+    public void Dispatchers_Avx2WithoutAvxVnni_MatchReference()
+    {
+        // The AVX2 attention kernel takes int8-query dot products by AVX-VNNI where the CPU has it: this runs the other branch.
+        var report = ProbeRunner.Run(new Dictionary<string, string> { ["DOTNET_EnableAVX512"] = "0", ["DOTNET_EnableAVXVNNI"] = "0" });
+        Assert.True(report.Facts.ContainsKey("Best"), "probe printed no facts:\n" + report.Output);
+        Assert.Equal("False", report.Facts["AvxVnni"]);
+        if (Kernels.Cpu.CpuIsa.IsSupported(IsaPath.Avx2)) Assert.Equal("Avx2", report.Facts["Best"]);
+        Assert.True(report.Failed.Count == 0 && report.ExitCode == 0, string.Join("\n", report.Failed) + "\n" + report.Output);
+    }
 }
