@@ -18,7 +18,7 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
     {
         _stream = stream;
         // Pools may exceed 2 GB: the kernels index K/V with 64-bit byte offsets (row · RowBytes as long), so a page past 2³¹
-        // bytes is read correctly (PagedAttentionGpuTests.Decode_PoolBeyond2GB).
+        // bytes is read correctly (PagedAttentionGpuTests.Decode_PoolBeyond2GB_ReadsThePagePast2GB).
         _k = accelerator.Allocate1D<byte>(source.PoolBytes);
         _v = accelerator.Allocate1D<byte>(source.PoolBytes);
         KScaleOffset = 0;
