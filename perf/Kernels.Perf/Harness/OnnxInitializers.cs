@@ -56,9 +56,9 @@ public static class OnnxInitializers
             }
             else if (wire == 5)
             {
-                if (p + 4 > m.Length) throw new InvalidDataException($"truncated fixed32 at offset {p}");
-                if (field == 4) floats.Add(BinaryPrimitives.ReadSingleLittleEndian(m[p..]));
-                p += 4;
+                int at = p;
+                Skip(m, ref p, 4);
+                if (field == 4) floats.Add(BinaryPrimitives.ReadSingleLittleEndian(m[at..]));
             }
             else if (wire == 1) Skip(m, ref p, 8);
             else throw new InvalidDataException($"unsupported wire type {wire} at offset {p}");
