@@ -14,95 +14,154 @@ internal struct AttentionLaunchArgs
     public int TokenStride, HeadStride, RowBytes, HeadDim, QoHeads, Group, DType, PerHeadScale, Causal, WindowLeft, WriteLse;
     public float SmScale, SoftCap;
     // Offsets in the int metadata view.
-    public int ItemsOffset, PageIdsOffset, PageTokensOffset, PageKeyOffset, QueriesOffset, QueryCount, SplitOffset, Batch;
+    public int ItemsOffset, PageIdsOffset, PageTokensOffset, PageKeyOffset, UnitsOffset, UnitCount, SplitOffset, Batch, PageCapacity;
     // Offsets in the float scale view.
     public int KScaleOffset, VScaleOffset, KZeroOffset, VZeroOffset;
 }
 
-/// <summary>ILGPU paged attention: one warp per query (query row × head) streams its work item's pages with online softmax.</summary>
+/// <summary>ILGPU paged attention: one thread group per (work item, query row, kv head, block of up to four of that kv
+/// head's query heads) streams the item's pages in chunks of tokens staged in shared memory.</summary>
 /// <remarks>
-/// Lanes own <c>head_dim/32</c> dimensions each (d = lane + 32·j), the dot product is a shuffle reduction, and the running
-/// max/sum/accumulator live in registers, so a query reads each K/V element once. Work items come from the same plans as the
-/// CPU (<c>DecodePlanner</c>, <c>PrefillPlanner</c>): split-KV partials go to the workspace and a second kernel merges them in
-/// chunk order. Elements are decoded from bytes exactly like <c>PagedKvCache.ReadKey</c> (fp16 by integer ops: ILGPU has no
-/// fp16 conversion on every accelerator). Straightforward and correct; not tuned (no shared-memory K/V reuse across a GQA group).
+/// <para>Per chunk (32 tokens for head_dim ≤ 128, else 16) the group's 128 threads load the chunk's live K and V rows with
+/// coalesced 4-byte loads, dequantize them exactly as <c>PagedKvCache.ReadKey</c> into shared memory (K rows padded to
+/// <c>d + 1</c> floats so that 32 lanes reading 32 rows hit 32 banks), and every warp then serves one query head from the
+/// same rows: lane t takes the dot product of token t, a warp reduction gives the chunk's maximum and the online softmax
+/// runs once per chunk (one rescale of the accumulator, not one per token), and lanes accumulate <c>Σ p_t·v_t</c> for their
+/// <c>d/32</c> dimensions from the staged V rows. So each K/V byte is read from memory once per group of up to four query
+/// heads (GQA), not once per query head, and masked or excluded tokens are never loaded (their rows are zero in shared
+/// memory and their probabilities 0).</para>
+/// <para>Work items come from the same plans as the CPU (<c>DecodePlanner</c>, <c>PrefillPlanner</c>): split-KV partials go
+/// to the workspace and a second kernel merges them in chunk order. Not done: asynchronous copies overlapping the next
+/// chunk's loads with this chunk's arithmetic, 16-byte loads, reuse of K/V across the query rows of a prefill tile, tensor
+/// cores.</para>
 /// </remarks>
 internal static class PagedAttentionKernels
 {
-    public const int WarpsPerGroup = 4;
+    /// <summary>Warps per group: one query head each.</summary>
+    public const int GroupWarps = 4;
+
+    /// <summary>Threads per group.</summary>
+    public const int GroupThreads = GroupWarps * 32;
+
+    private const uint NegativeZeroBits = 0x80000000u;
+
     public const int ItemInts = 12; // QueryRow, QueryRows, MaskQuery, MaskQoLen, MaskKvLen, KvHead, KvHeads, GroupHead, GroupHeads, PageBegin, PageEnd, PartialSlot
+
+    /// <summary>Ints per unit in the metadata: item index, query row in the item, kv head in the item, first group head.</summary>
+    public const int UnitInts = 4;
+
+    /// <summary>Shared floats: K chunk [T][d + 1], V chunk [T][d], queries [4][d], the largest over head_dim ≤ 256 (d = 256, T = 16).</summary>
+    public const int SharedFloats = 16 * (2 * 256 + 1) + GroupWarps * 256;
+
+    /// <summary>Tokens per chunk for head_dim <paramref name="d"/>: 32 up to 128, else 16 (the shared-memory budget).</summary>
+    public static int ChunkTokens(int d) => d <= 128 ? 32 : 16;
 
     public static void Attend(ArrayView<float> q, ArrayView<float> output, ArrayView<float> lse, ArrayView<float> work,
         ArrayView<byte> k, ArrayView<byte> v, ArrayView<float> scales, ArrayView<int> meta, AttentionLaunchArgs a)
     {
-        int query = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
-        if (query >= a.QueryCount) return;
-        int lane = Warp.LaneIdx;
-        int itemIndex = meta[a.QueriesOffset + 2 * query], local = meta[a.QueriesOffset + 2 * query + 1];
+        var sh = SharedMemory.Allocate<float>(SharedFloats);
+        var rowOf = SharedMemory.Allocate<long>(32); // chunk token → K/V row index, −1 when not live
+        int tid = Group.IdxX, warp = tid / 32, lane = tid % 32;
+        int ub = a.UnitsOffset + Grid.IdxX * UnitInts;
+        int itemIndex = meta[ub], r = meta[ub + 1], kk = meta[ub + 2], h0 = meta[ub + 3];
         int ib = a.ItemsOffset + itemIndex * ItemInts;
         int queryRow = meta[ib], maskQuery = meta[ib + 2], maskQoLen = meta[ib + 3], maskKvLen = meta[ib + 4];
-        int kvHead0 = meta[ib + 5], kvHeads = meta[ib + 6], groupHead = meta[ib + 7], groupHeads = meta[ib + 8];
+        int kvHead = meta[ib + 5] + kk, kvHeads = meta[ib + 6], groupHead = meta[ib + 7], groupHeads = meta[ib + 8];
         int pageBegin = meta[ib + 9], pageEnd = meta[ib + 10], slot = meta[ib + 11];
-        int perRow = kvHeads * groupHeads;
-        int r = local / perRow, rem = local % perRow;
-        int kvHead = kvHead0 + rem / groupHeads;
-        int head = kvHead * a.Group + groupHead + rem % groupHeads;
-        long qRow = (long)(queryRow + r) * a.QoHeads + head;
+        int heads = XMath.Min(GroupWarps, groupHeads - h0);
+        int d = a.HeadDim, per = d / 32, tokensPerChunk = ChunkTokens(d), kRow = d + 1;
+        int vBase = tokensPerChunk * kRow, qBase = vBase + tokensPerChunk * d;
 
-        // Bottom-right causal / window key range (AttentionMask.KeyRange).
+        // Bottom-right causal / window key range of this query row (AttentionMask.KeyRange).
         long diag = (long)maskKvLen - maskQoLen + maskQuery + r;
         long hiL = a.Causal != 0 ? XMath.Min((long)maskKvLen, diag + 1) : maskKvLen;
         long loL = a.WindowLeft >= 0 ? XMath.Max(0L, diag - a.WindowLeft) : 0;
         int hi = (int)XMath.Max(hiL, 0L), lo = (int)XMath.Min(loL, (long)maskKvLen);
 
-        // Registers, not local memory: head_dim ≤ 256 gives each lane at most 8 elements (lane + 32·j), unrolled by hand
-        // because a dynamically indexed local array lives in (slow) local memory.
-        int d = a.HeadDim, per = d / Warp.WarpSize;
-        long qb = qRow * d + lane;
-        float q0 = q[qb], q1 = per > 1 ? q[qb + 32] : 0, q2 = per > 2 ? q[qb + 64] : 0, q3 = per > 3 ? q[qb + 96] : 0;
-        float q4 = per > 4 ? q[qb + 128] : 0, q5 = per > 5 ? q[qb + 160] : 0, q6 = per > 6 ? q[qb + 192] : 0, q7 = per > 7 ? q[qb + 224] : 0;
+        // The unit's queries, staged once.
+        long qRow0 = (long)(queryRow + r) * a.QoHeads + (long)kvHead * a.Group + groupHead + h0;
+        for (int i = tid; i < heads * d; i += GroupThreads) sh[qBase + i] = q[qRow0 * d + i];
+
+        bool active = warp < heads;
         float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
         float m = float.NegativeInfinity, l = 0;
-        for (int p = pageBegin; p < pageEnd; p++)
+        int cap = a.PageCapacity;
+        int positions = (pageEnd - pageBegin) * cap; // item token j = list entry pageBegin + j / cap, slot j % cap
+        for (int j0 = 0; j0 < positions; j0 += tokensPerChunk)
         {
-            int tokens = meta[a.PageTokensOffset + p], key0 = meta[a.PageKeyOffset + p];
-            if (key0 >= hi || key0 + tokens <= lo) continue;
-            long pageRow = meta[a.PageIdsOffset + p] * a.PageStride + (long)kvHead * a.HeadStride;
-            for (int t = 0; t < tokens; t++)
+            // Skip a chunk none of whose pages is live, as every thread decides alike (no memory of it is touched).
+            int e0 = pageBegin + j0 / cap, e1 = pageBegin + (XMath.Min(j0 + tokensPerChunk, positions) - 1) / cap;
+            bool any = false;
+            for (int e = e0; e <= e1; e++)
             {
-                int key = key0 + t;
-                if (key < lo || key >= hi) continue;
-                long row = pageRow + (long)t * a.TokenStride;
-                int ks = a.KScaleOffset, kz = a.KZeroOffset;
-                float partial = q0 * Element(k, scales, ks, kz, a, row, kvHead, lane);
-                if (per > 1) partial += q1 * Element(k, scales, ks, kz, a, row, kvHead, lane + 32);
-                if (per > 2) partial += q2 * Element(k, scales, ks, kz, a, row, kvHead, lane + 64);
-                if (per > 3) partial += q3 * Element(k, scales, ks, kz, a, row, kvHead, lane + 96);
-                if (per > 4) partial += q4 * Element(k, scales, ks, kz, a, row, kvHead, lane + 128);
-                if (per > 5) partial += q5 * Element(k, scales, ks, kz, a, row, kvHead, lane + 160);
-                if (per > 6) partial += q6 * Element(k, scales, ks, kz, a, row, kvHead, lane + 192);
-                if (per > 7) partial += q7 * Element(k, scales, ks, kz, a, row, kvHead, lane + 224);
-                float dot = Warp.Shuffle(WarpSum(partial), 0);
+                int key0 = meta[a.PageKeyOffset + e], n = meta[a.PageTokensOffset + e];
+                if (n > 0 && key0 < hi && key0 + n > lo) any = true;
+            }
+            if (!any) continue;
+
+            Group.Barrier(); // the previous chunk's readers are done with the shared rows
+            if (tid < tokensPerChunk)
+            {
+                int j = j0 + tid;
+                long row = -1;
+                if (j < positions)
+                {
+                    int e = pageBegin + j / cap, t = j % cap;
+                    int key = meta[a.PageKeyOffset + e] + t;
+                    if (t < meta[a.PageTokensOffset + e] && key >= lo && key < hi)
+                        row = meta[a.PageIdsOffset + e] * a.PageStride + (long)kvHead * a.HeadStride + (long)t * a.TokenStride;
+                }
+                rowOf[tid] = row;
+            }
+            Group.Barrier();
+            Stage(k, scales, a.KScaleOffset, a.KZeroOffset, a, rowOf, sh, 0, kRow, kvHead, tid, tokensPerChunk);
+            Stage(v, scales, a.VScaleOffset, a.VZeroOffset, a, rowOf, sh, vBase, d, kvHead, tid, tokensPerChunk);
+            Group.Barrier();
+            if (!active) continue;
+
+            // Logits: lane t, token t of the chunk; then the chunk's online-softmax step for this warp's head.
+            bool live = lane < tokensPerChunk && rowOf[lane] >= 0;
+            float logit = float.NegativeInfinity;
+            if (live)
+            {
+                float dot = 0;
+                int kb = lane * kRow, qb = qBase + warp * d;
+                for (int i = 0; i < d; i++) dot += sh[qb + i] * sh[kb + i];
                 float x = a.SmScale * dot;
-                float logit = a.SoftCap > 0 ? a.SoftCap * XMath.Tanh(x / a.SoftCap) : x;
-                float mNew = XMath.Max(m, logit);
-                float f = l > 0 ? XMath.Exp(m - mNew) : 0f;
-                float pr = XMath.Exp(logit - mNew);
-                l = l * f + pr;
-                int vs = a.VScaleOffset, vz = a.VZeroOffset;
-                a0 = a0 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane);
-                if (per > 1) a1 = a1 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 32);
-                if (per > 2) a2 = a2 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 64);
-                if (per > 3) a3 = a3 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 96);
-                if (per > 4) a4 = a4 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 128);
-                if (per > 5) a5 = a5 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 160);
-                if (per > 6) a6 = a6 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 192);
-                if (per > 7) a7 = a7 * f + pr * Element(v, scales, vs, vz, a, row, kvHead, lane + 224);
-                m = mNew;
+                logit = a.SoftCap > 0 ? a.SoftCap * XMath.Tanh(x / a.SoftCap) : x;
+            }
+            float mNew = XMath.Max(m, WarpMax(logit));
+            float f = l > 0 ? XMath.Exp(m - mNew) : 0f;
+            // A token that is not live or whose logit is −∞ has no weight at all, as in the oracle (which skips it, so an
+            // Inf/NaN in its V row never meets a zero weight): −0 marks it, +0 is a weight that underflowed.
+            float p = live && logit != float.NegativeInfinity ? XMath.Exp(logit - mNew) : -0f;
+            l = l * f + WarpSum(p);
+            m = mNew;
+            a0 *= f; a1 *= f; a2 *= f; a3 *= f; a4 *= f; a5 *= f; a6 *= f; a7 *= f;
+            for (int t = 0; t < tokensPerChunk; t++)
+            {
+                float pt = Warp.Shuffle(p, t);
+                if (Interop.FloatAsInt(pt) == NegativeZeroBits) continue; // the same for every lane: no divergence
+                int vb = vBase + t * d + lane;
+                a0 += pt * sh[vb];
+                if (per > 1) a1 += pt * sh[vb + 32];
+                if (per > 2) a2 += pt * sh[vb + 64];
+                if (per > 3) a3 += pt * sh[vb + 96];
+                if (per > 4) a4 += pt * sh[vb + 128];
+                if (per > 5) a5 += pt * sh[vb + 160];
+                if (per > 6) a6 += pt * sh[vb + 192];
+                if (per > 7) a7 += pt * sh[vb + 224];
             }
         }
-        float inv = l > 0 ? 1f / l : 0f;
-        float outLse = l > 0 ? m + XMath.Log(l) : float.NegativeInfinity;
+        if (!active) return;
+
+        int head = kvHead * a.Group + groupHead + h0 + warp;
+        long qRow = (long)(queryRow + r) * a.QoHeads + head;
+        // No weight (or a NaN sum, from a NaN or +∞ logit): output 0 and lse −∞, as the oracle's `sum > 0` test gives.
+        bool weighted = l > 0;
+        float inv = weighted ? 1f / l : 0f;
+        if (!weighted) a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0;
+        float outLse = weighted ? m + XMath.Log(l) : float.NegativeInfinity;
         bool partialSlot = slot >= 0;
         long ob = partialSlot ? a.PartialOut + ((long)slot * a.QoHeads + head) * d + lane : qRow * d + lane;
         var dst = partialSlot ? work : output;
@@ -118,6 +177,59 @@ internal static class PagedAttentionKernels
         {
             if (partialSlot) work[a.PartialLse + (long)slot * a.QoHeads + head] = outLse;
             else if (a.WriteLse != 0) lse[qRow] = outLse;
+        }
+    }
+
+    /// <summary>Loads the chunk's rows of <paramref name="data"/> (K or V) into shared memory at <paramref name="dst"/>,
+    /// <paramref name="rowFloats"/> floats per token, dequantized exactly as <c>PagedKvCache.ReadKey</c>; rows that are not
+    /// live (−1 in <paramref name="rowOf"/>) become zeros without being read. Consecutive threads load consecutive 4-byte
+    /// words of a row, so a warp reads whole 128-byte lines.</summary>
+    private static void Stage(ArrayView<byte> data, ArrayView<float> scales, int scaleOffset, int zeroOffset, AttentionLaunchArgs a,
+        ArrayView<long> rowOf, ArrayView<float> sh, int dst, int rowFloats, int kvHead, int tid, int tokens)
+    {
+        int words = a.RowBytes / 4, d = a.HeadDim;
+        var w32 = data.Cast<uint>();
+        for (int w = tid; w < tokens * words; w += GroupThreads)
+        {
+            int t = w / words, wi = w % words;
+            long row = rowOf[t];
+            int o = dst + t * rowFloats;
+            uint bits = row >= 0 ? w32[row * words + wi] : 0u;
+            switch (a.DType)
+            {
+                case 0: // F32
+                    sh[o + wi] = Interop.IntAsFloat(bits);
+                    break;
+                case 1: // F16
+                    sh[o + 2 * wi] = HalfToFloat(bits & 0xFFFF);
+                    sh[o + 2 * wi + 1] = HalfToFloat(bits >> 16);
+                    break;
+                case 2: // BF16
+                    sh[o + 2 * wi] = Interop.IntAsFloat(bits << 16);
+                    sh[o + 2 * wi + 1] = Interop.IntAsFloat(bits & 0xFFFF0000u);
+                    break;
+                case 3: // I8: code · scale (per head or per token)
+                    {
+                        float s = row < 0 ? 0f : a.PerHeadScale != 0 ? scales[scaleOffset + kvHead] : scales[scaleOffset + row];
+                        sh[o + 4 * wi] = (sbyte)(byte)bits * s;
+                        sh[o + 4 * wi + 1] = (sbyte)(byte)(bits >> 8) * s;
+                        sh[o + 4 * wi + 2] = (sbyte)(byte)(bits >> 16) * s;
+                        sh[o + 4 * wi + 3] = (sbyte)(byte)(bits >> 24) * s;
+                        break;
+                    }
+                default: // I4: byte j holds element j (low nibble) and j + d/2 (high nibble); (code − zero) · scale
+                    {
+                        float s = row < 0 ? 0f : scales[scaleOffset + row], z = row < 0 ? 0f : scales[zeroOffset + row];
+                        int half = d / 2;
+                        for (int b = 0; b < 4; b++)
+                        {
+                            uint by = (bits >> (8 * b)) & 0xFF;
+                            sh[o + 4 * wi + b] = ((int)(by & 0xF) - z) * s;
+                            sh[o + 4 * wi + b + half] = ((int)(by >> 4) - z) * s;
+                        }
+                        break;
+                    }
+            }
         }
     }
 
@@ -186,39 +298,6 @@ internal static class PagedAttentionKernels
         if (a.WriteLse != 0) lse[index] = s;
     }
 
-    /// <summary>Element i of row <paramref name="row"/>, dequantized exactly as <c>PagedKvCache.ReadKey</c>.</summary>
-    private static float Element(ArrayView<byte> data, ArrayView<float> scales, int scaleOffset, int zeroOffset, AttentionLaunchArgs a, long row, int kvHead, int i)
-    {
-        long b = row * a.RowBytes;
-        switch (a.DType)
-        {
-            case 0: // F32
-                {
-                    // Rows start at multiples of RowBytes = 4·head_dim, so a 4-byte view is aligned: one load, not four.
-                    return Interop.IntAsFloat(data.Cast<uint>()[(b >> 2) + i]);
-                }
-            case 1: // F16
-                {
-                    return HalfToFloat(data.Cast<ushort>()[(b >> 1) + i]);
-                }
-            case 2: // BF16
-                {
-                    return Interop.IntAsFloat((uint)data.Cast<ushort>()[(b >> 1) + i] << 16);
-                }
-            case 3: // I8
-                {
-                    float s = a.PerHeadScale != 0 ? scales[scaleOffset + kvHead] : scales[scaleOffset + row];
-                    return (sbyte)data[b + i] * s;
-                }
-            default: // I4: byte j holds element j (low nibble) and j + d/2 (high nibble)
-                {
-                    int half = a.HeadDim / 2;
-                    int qv = i < half ? data[b + i] & 0xF : data[b + i - half] >> 4;
-                    return (qv - scales[zeroOffset + row]) * scales[scaleOffset + row];
-                }
-        }
-    }
-
     /// <summary>fp16 bits → fp32: magnitude shifted into place times 2¹¹² (exact for normals and subnormals), Inf/NaN exponent forced.</summary>
     private static float HalfToFloat(uint h)
     {
@@ -228,9 +307,17 @@ internal static class PagedAttentionKernels
         return Interop.IntAsFloat(bits | ((h & 0x8000) << 16));
     }
 
+    /// <summary>The sum over the warp's lanes, in every lane.</summary>
     private static float WarpSum(float v)
     {
-        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) v += Warp.ShuffleDown(v, offset);
+        for (int offset = 16; offset > 0; offset >>= 1) v += Warp.ShuffleXor(v, offset);
+        return v;
+    }
+
+    /// <summary>The maximum over the warp's lanes, in every lane.</summary>
+    private static float WarpMax(float v)
+    {
+        for (int offset = 16; offset > 0; offset >>= 1) v = XMath.Max(v, Warp.ShuffleXor(v, offset));
         return v;
     }
 }

@@ -77,14 +77,18 @@ internal sealed class GpuPlanData : IDisposable
         meta.AddRange(plan.PageListTokens.ToArray());
         args.PageKeyOffset = meta.Count;
         meta.AddRange(plan.PageListKeyStart.ToArray());
-        args.QueriesOffset = meta.Count;
-        int queries = 0;
+        // Units: one thread group per (item, query row, kv head, block of up to GroupWarps of its query heads).
+        args.UnitsOffset = meta.Count;
+        int units = 0;
         for (int i = 0; i < plan.Items.Length; i++)
         {
             var it = plan.Items[i];
-            for (int j = 0, n = it.QueryRows * it.KvHeads * it.GroupHeads; j < n; j++, queries++) meta.AddRange([i, j]);
+            for (int r = 0; r < it.QueryRows; r++)
+                for (int kk = 0; kk < it.KvHeads; kk++)
+                    for (int h0 = 0; h0 < it.GroupHeads; h0 += PagedAttentionKernels.GroupWarps, units++)
+                        meta.AddRange([i, r, kk, h0]);
         }
-        args.QueryCount = queries;
+        args.UnitCount = units;
         args.SplitOffset = meta.Count;
         long workFloats = 1;
         if (plan is DecodePlan d)
@@ -130,6 +134,8 @@ internal sealed class PagedAttentionLauncher : IDisposable
 
     public PagedAttentionLauncher(Accelerator accelerator)
     {
+        if (accelerator.WarpSize != 32)
+            throw new NotSupportedException($"GPU attention needs a warp of 32 lanes (lane t of a warp takes chunk token t); this accelerator's warp is {accelerator.WarpSize}.");
         _accelerator = accelerator;
         _attend = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Attend);
@@ -179,10 +185,10 @@ internal sealed class PagedAttentionLauncher : IDisposable
             _dequantizeQueries(stream, (int)(q.Length / a.HeadDim), q, dq, a.HeadDim);
             q = dq;
         }
-        if (a.QueryCount > 0)
+        a.PageCapacity = c.PageSize;
+        if (a.UnitCount > 0)
         {
-            int groups = (a.QueryCount + PagedAttentionKernels.WarpsPerGroup - 1) / PagedAttentionKernels.WarpsPerGroup;
-            _attend(stream, new KernelConfig(groups, PagedAttentionKernels.WarpsPerGroup * _accelerator.WarpSize),
+            _attend(stream, new KernelConfig(a.UnitCount, PagedAttentionKernels.GroupThreads),
                 q, output, lseView, data.Work.View, cache.K, cache.V, cache.Scales, data.Meta.View, a);
         }
         if (data.HasSplits) _merge(stream, a.Batch * a.QoHeads, output, lseView, data.Work.View, data.Meta.View, a);

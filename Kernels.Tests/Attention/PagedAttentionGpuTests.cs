@@ -124,6 +124,54 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         RunBoth(plan, q, cache, 3, 4, 64, e, le, mag, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 23, $"decode {dtype} {mode} {layout} page {pageSize}");
     }
 
+    [Theory]
+    [InlineData(10, 2, 128, 64, DType.F16, KvScaleMode.None)]   // 5 query heads per kv head: groups of 4 + 1; 64-token pages, 32-token chunks
+    [InlineData(3, 1, 256, 16, DType.I4, KvScaleMode.None)]     // head_dim 256: 16-token chunks; 3 heads per group
+    [InlineData(2, 2, 32, 7, DType.I8, KvScaleMode.PerToken)]  // MHA (one head per group), pages of 7 straddling chunks
+    public void Decode_GroupSizesAndHeadDims_MatchReference(int qoHeads, int kvHeads, int d, int pageSize, DType dtype, KvScaleMode mode)
+    {
+        var spec = new CacheSpec([0, 33, 70], pageSize, kvHeads, d, dtype, KvLayout.Nhd, mode, 13);
+        var (cache, table) = Build(spec);
+        var shape = new AttentionShape(qoHeads, kvHeads, d);
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), AttentionOptions.Default, fixedChunkPages: pageSize == 64 ? 1 : 3);
+        var q = Queries(new Random(14), 3, shape);
+        float[] e = new float[q.Length], le = new float[3 * qoHeads];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, e, le, mag);
+        RunBoth(plan, q, cache, 3, qoHeads, d, e, le, mag, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 70, $"decode {qoHeads}/{kvHeads} d={d} page {pageSize}");
+    }
+
+    [Fact]
+    public void Decode_F16InfAndNaN_PropagateAsInReference()
+    {
+        // +Inf, an fp16 overflow and NaN in a live page's V rows: both backends propagate them as the oracle does. (Inf in K
+        // rows, which makes logits ±∞, is outside what the kernels match: docs/attention.md, "What is left".)
+        var spec = new CacheSpec([40], 16, 2, 64, DType.F16, KvLayout.Nhd, KvScaleMode.None, 15);
+        var (cache, table) = Build(spec);
+        var k = new float[128];
+        var v = new float[128];
+        var rng = new Random(16);
+        for (int j = 0; j < 128; j++)
+        {
+            k[j] = (float)rng.NextDouble();
+            v[j] = (float)rng.NextDouble();
+        }
+        v[3] = float.PositiveInfinity; // head 0, dim 3
+        v[75] = float.NaN;             // head 1, dim 11
+        v[70] = 1e6f;                  // head 1, dim 6: overflows fp16 to +Inf
+        cache.WriteToken(table.Indices[1], 5, k, v); // token 21
+        var shape = new AttentionShape(8, 2, 64);
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), AttentionOptions.Default, fixedChunkPages: 2);
+        var q = Queries(new Random(17), 1, shape);
+        float[] e = new float[q.Length], le = new float[8];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, e, le, mag);
+        Assert.Contains(e, float.IsNaN);
+        Assert.Contains(e, float.IsPositiveInfinity);
+        Assert.Contains(e, x => !float.IsNaN(x));
+        RunBoth(plan, q, cache, 1, 8, 64, e, le, mag, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 40, "fp16 Inf/NaN");
+    }
+
     [Fact]
     public void Prefill_CausalWindow_MatchesReference()
     {

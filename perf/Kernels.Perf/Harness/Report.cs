@@ -52,7 +52,7 @@ public static class Report
         var sb = new StringBuilder();
         sb.AppendLine($"# Kernels bench, {stamp} ({tag})").AppendLine();
         sb.AppendLine($"Machine: {machine}").AppendLine();
-        sb.AppendLine($"Measured DRAM read bandwidth: {bandwidth / 1e9:F1} GB/s (all threads, best of the measurements at the start and end of the run)" + (gpuBandwidth > 0 ? $"; GPU memory read bandwidth: {gpuBandwidth / 1e9:F0} GB/s" : "") + @". GB/s = bytes the kernel must move / median time; % BW is against that bandwidth; 'vs base' = baseline time / this time (>1 is faster).").AppendLine();
+        sb.AppendLine($"Measured DRAM read bandwidth: {bandwidth / 1e9:F1} GB/s (all threads; the better of a plain vector sum and a software-prefetched two-stream read over 1 GiB, best of the measurements at the start and end of the run)" + (gpuBandwidth > 0 ? $"; GPU memory read bandwidth: {gpuBandwidth / 1e9:F0} GB/s" : "") + @". GB/s = bytes the kernel must move / median time; % BW is against that bandwidth; 'vs base' = baseline time / this time (>1 is faster).").AppendLine();
         sb.Append(Table(results, markdown: true));
         var notes = results.Where(r => r.Note is not null).ToList();
         if (notes.Count > 0)
