@@ -12,6 +12,12 @@ namespace Kernels.Attention.Reference;
 /// <para><c>logit_j = c·tanh(sm_scale·q·k_j / c)</c> (soft cap <c>c &gt; 0</c>) or <c>sm_scale·q·k_j</c>;
 /// <c>o = Σ_j e^(logit_j − lse)·v_j</c>, <c>lse = ln Σ_j e^(logit_j)</c> over the kept keys. A row with no kept key has
 /// <c>o = 0</c>, <c>lse = −∞</c>. FlashInfer returns <c>lse</c> in base 2; multiply ours by <c>1/ln 2</c> to compare.</para>
+/// <para>Non-finite logits (an Inf or NaN in a K row or a query) follow IEEE arithmetic over the kept keys, with
+/// <c>m = max_j logit_j</c> and <c>p_j = e^(logit_j − m)</c>: a kept key whose logit is −∞ has weight exactly 0 and still
+/// contributes <c>0·v_j</c> (NaN when its V row holds Inf or NaN, as in <c>softmax(QKᵀ)·V</c>); a row whose kept logits are
+/// all −∞ is treated like a row with no kept key (<c>o = 0</c>, <c>lse = −∞</c>); a NaN or +∞ logit makes the row's
+/// normaliser NaN, so <c>o</c> and <c>lse</c> are NaN. Masked keys (causal, window, block-sparse) are never read. Every
+/// kernel follows this rule, with or without split-KV (a NaN partial stays NaN through <see cref="AttentionState"/>'s merge).</para>
 /// <para>Layouts: q and output <c>[tokens, qo_heads, head_dim]</c>, lse <c>[tokens, qo_heads]</c>, dense K/V
 /// <c>[kv_len, kv_heads, head_dim]</c>. Query head <c>h</c> reads kv head <c>h / (qo_heads / kv_heads)</c>.
 /// Paged caches are checked as <c>Dense(Gather(pages))</c>, the FlashInfer test pattern.</para>
@@ -46,6 +52,7 @@ public static class AttentionReference
         if (!magnitude.IsEmpty) ThrowHelper.ThrowIfLengthMismatch(nameof(magnitude), magnitude.Length, output.Length);
         double scale = options.ScaleFor(d), cap = options.LogitsSoftCap;
         var logits = new double[kvLen];
+        var kept = new bool[kvLen];
         var acc = new double[d];
         var mag = new double[d];
         for (int i = 0; i < qoLen; i++)
@@ -53,15 +60,11 @@ public static class AttentionReference
             {
                 int kh = h / g;
                 var qi = q.Slice((i * hq + h) * d, d);
-                double max = double.NegativeInfinity;
+                double max = double.NegativeInfinity; // Math.Max propagates NaN
                 for (int j = 0; j < kvLen; j++)
                 {
-                    bool kept = AttentionMask.IsKept(i, j, qoLen, kvLen, options.Causal, options.WindowLeft) && (keep is null || keep(i, j));
-                    if (!kept)
-                    {
-                        logits[j] = double.NegativeInfinity;
-                        continue;
-                    }
+                    kept[j] = AttentionMask.IsKept(i, j, qoLen, kvLen, options.Causal, options.WindowLeft) && (keep is null || keep(i, j));
+                    if (!kept[j]) continue;
                     var kj = k.Slice((j * hk + kh) * d, d);
                     double dot = 0;
                     for (int c = 0; c < d; c++) dot += (double)qi[c] * kj[c];
@@ -71,13 +74,13 @@ public static class AttentionReference
                 }
                 Array.Clear(acc);
                 Array.Clear(mag);
-                double sum = 0;
+                double sum = 0; // stays 0 when no key is kept or every kept logit is −∞; NaN for a NaN or +∞ logit
                 if (!double.IsNegativeInfinity(max))
                 {
                     for (int j = 0; j < kvLen; j++)
                     {
-                        if (double.IsNegativeInfinity(logits[j])) continue;
-                        double p = Math.Exp(logits[j] - max);
+                        if (!kept[j]) continue;
+                        double p = Math.Exp(logits[j] - max); // 0 for a −∞ logit, which still multiplies its V row
                         sum += p;
                         var vj = v.Slice((j * hk + kh) * d, d);
                         for (int c = 0; c < d; c++)
@@ -88,10 +91,11 @@ public static class AttentionReference
                     }
                 }
                 var o = output.Slice((i * hq + h) * d, d);
-                for (int c = 0; c < d; c++) o[c] = sum > 0 ? (float)(acc[c] / sum) : 0f;
+                bool weighted = sum != 0; // sum > 0, or NaN
+                for (int c = 0; c < d; c++) o[c] = weighted ? (float)(acc[c] / sum) : 0f;
                 if (!magnitude.IsEmpty)
-                    for (int c = 0; c < d; c++) magnitude[(i * hq + h) * d + c] = sum > 0 ? mag[c] / sum : 0;
-                if (!lse.IsEmpty) lse[i * hq + h] = sum > 0 ? (float)(max + Math.Log(sum)) : float.NegativeInfinity;
+                    for (int c = 0; c < d; c++) magnitude[(i * hq + h) * d + c] = weighted ? mag[c] / sum : 0;
+                if (!lse.IsEmpty) lse[i * hq + h] = weighted ? (float)(max + Math.Log(sum)) : float.NegativeInfinity;
             }
     }
 

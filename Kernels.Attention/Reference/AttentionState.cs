@@ -9,7 +9,8 @@ namespace Kernels.Attention.Reference;
 /// <c>v = (w_a·v_a + w_b·v_b)/(w_a + w_b)</c>, <c>s += ln(w_a + w_b)</c> (FlashInfer <c>state.cuh</c> / <c>cascade.cuh</c>, which
 /// keeps <c>s</c> in base 2: <c>s₂ = s / ln 2</c>). The operation is associative and commutative up to rounding.
 /// An empty state has <c>s = −∞</c> (its <c>v</c> is ignored); merging two empty states gives <c>v = 0, s = −∞</c> and never NaN,
-/// because the exponents are taken relative to a finite maximum or skipped.</para>
+/// because the exponents are taken relative to a finite maximum or skipped. A NaN state (a row that met a NaN or +∞ logit:
+/// see <see cref="AttentionReference"/>) makes the merged state NaN.</para>
 /// </remarks>
 public static class AttentionState
 {

@@ -241,7 +241,7 @@ internal static unsafe class PagedAttentionKernel
                     long qRow = (long)(it.QueryRow + r) * s.QoHeads + head;
                     float* dst = it.PartialSlot < 0 ? s.Out + qRow * d : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
                     float lse;
-                    if (l[i] > 0)
+                    if (l[i] != 0) // > 0, or NaN (a NaN or +∞ logit): NaN output and lse, as the oracle
                     {
                         TV.Scale(acc[i], 1f / l[i], d);
                         new ReadOnlySpan<float>(acc[i], d).CopyTo(new Span<float>(dst, d));

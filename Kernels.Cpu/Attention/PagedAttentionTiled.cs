@@ -229,7 +229,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                     float* dst = it.PartialSlot < 0 ? s.Out + qRow * d : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
                     float lse;
                     float l = c.L[i];
-                    if (l > 0)
+                    if (l != 0) // > 0, or NaN (a NaN or +∞ logit): NaN output and lse, as the oracle
                     {
                         TTile.Scale(acc[i], 1f / l, d);
                         new ReadOnlySpan<float>(acc[i], d).CopyTo(new Span<float>(dst, d));

@@ -18,6 +18,12 @@ internal static class SoftmaxExp
     private const float Ln2Hi = -0.693359375f, Ln2Lo = 2.12194440e-4f;
     private const float P0 = 1.9875691500E-4f, P1 = 1.3981999507E-3f, P2 = 8.3334519073E-3f, P3 = 4.1665795894E-2f, P4 = 1.6666665459E-1f, P5 = 5.0000001201E-1f;
 
+    /// <summary>The shift subtracted from a row's logits before <c>Exp</c>: the running maximum, or 0 while it is −∞ (every
+    /// logit seen so far is −∞ or masked), so that those lanes give e^(−∞) = 0 rather than e^(−∞ + ∞) = NaN. This keeps a
+    /// first tile of −∞ logits (an Inf in K rows) from poisoning a row whose later logits are finite.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Shift(float max) => float.IsNegativeInfinity(max) ? 0f : max;
+
     /// <summary>AVX-512.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Exp(Vector512<float> x)

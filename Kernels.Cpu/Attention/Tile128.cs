@@ -134,7 +134,7 @@ internal unsafe struct Tile128 : IAttentionTile
             }
             m = tmax;
         }
-        var mv = Vector128.Create(m);
+        var mv = Vector128.Create(SoftmaxExp.Shift(m));
         var e0 = SoftmaxExp.Exp(x0 - mv);
         var e1 = SoftmaxExp.Exp(x1 - mv);
         var e2 = SoftmaxExp.Exp(x2 - mv);

@@ -384,7 +384,7 @@ internal unsafe struct Tile256 : IAttentionTile
             }
             m = tmax;
         }
-        var mv = Vector256.Create(m);
+        var mv = Vector256.Create(SoftmaxExp.Shift(m));
         var e0 = SoftmaxExp.Exp(x0 - mv);
         var e1 = SoftmaxExp.Exp(x1 - mv);
         var s = e0 + e1;

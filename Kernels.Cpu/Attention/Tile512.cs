@@ -127,7 +127,7 @@ internal unsafe struct Tile512 : IAttentionTile
             }
             m = tmax;
         }
-        var e = SoftmaxExp.Exp(x - Vector512.Create(m)); // e^(−∞) = 0 for masked lanes
+        var e = SoftmaxExp.Exp(x - Vector512.Create(SoftmaxExp.Shift(m))); // e^(−∞) = 0 for masked lanes
         l += SumAcross(e);
         (e * Vector512.Load(vmul)).Store(p);
     }
@@ -174,10 +174,10 @@ internal unsafe struct Tile512 : IAttentionTile
                 m[j] = tmax.GetElement(j);
             }
         }
-        var e0 = SoftmaxExp.Exp(x0 - Vector512.Create(m[0])); // e^(−∞) = 0 for masked lanes
-        var e1 = SoftmaxExp.Exp(x1 - Vector512.Create(m[1]));
-        var e2 = SoftmaxExp.Exp(x2 - Vector512.Create(m[2]));
-        var e3 = SoftmaxExp.Exp(x3 - Vector512.Create(m[3]));
+        var e0 = SoftmaxExp.Exp(x0 - Vector512.Create(SoftmaxExp.Shift(m[0]))); // e^(−∞) = 0 for masked lanes
+        var e1 = SoftmaxExp.Exp(x1 - Vector512.Create(SoftmaxExp.Shift(m[1])));
+        var e2 = SoftmaxExp.Exp(x2 - Vector512.Create(SoftmaxExp.Shift(m[2])));
+        var e3 = SoftmaxExp.Exp(x3 - Vector512.Create(SoftmaxExp.Shift(m[3])));
         (Vector128.Load(l) + Across4(e0, e1, e2, e3, max: false)).Store(l);
         var vm = Vector512.Load(vmul);
         (e0 * vm).Store(p);

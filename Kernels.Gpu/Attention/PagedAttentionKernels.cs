@@ -43,8 +43,6 @@ internal static class PagedAttentionKernels
     /// <summary>Threads per group.</summary>
     public const int GroupThreads = GroupWarps * 32;
 
-    private const uint NegativeZeroBits = 0x80000000u;
-
     public const int ItemInts = 12; // QueryRow, QueryRows, MaskQuery, MaskQoLen, MaskKvLen, KvHead, KvHeads, GroupHead, GroupHeads, PageBegin, PageEnd, PartialSlot
 
     /// <summary>Ints per unit in the metadata: item index, query row in the item, kv head in the item, first group head.</summary>
@@ -132,16 +130,15 @@ internal static class PagedAttentionKernels
             }
             float mNew = XMath.Max(m, WarpMax(logit));
             float f = l > 0 ? XMath.Exp(m - mNew) : 0f;
-            // A token that is not live or whose logit is −∞ has no weight at all, as in the oracle (which skips it, so an
-            // Inf/NaN in its V row never meets a zero weight): −0 marks it, +0 is a weight that underflowed.
-            float p = live && logit != float.NegativeInfinity ? XMath.Exp(logit - mNew) : -0f;
+            // While every logit so far is −∞ the shift is 0, so they weigh e^(−∞) = 0, not NaN (AttentionReference's rule:
+            // a −∞ logit weighs 0 and still multiplies its V row). Tokens that are not live have zero rows and weight 0.
+            float p = live ? XMath.Exp(logit - (mNew == float.NegativeInfinity ? 0f : mNew)) : 0f;
             l = l * f + WarpSum(p);
             m = mNew;
             a0 *= f; a1 *= f; a2 *= f; a3 *= f; a4 *= f; a5 *= f; a6 *= f; a7 *= f;
             for (int t = 0; t < tokensPerChunk; t++)
             {
                 float pt = Warp.Shuffle(p, t);
-                if (Interop.FloatAsInt(pt) == NegativeZeroBits) continue; // the same for every lane: no divergence
                 int vb = vBase + t * d + lane;
                 a0 += pt * sh[vb];
                 if (per > 1) a1 += pt * sh[vb + 32];
@@ -157,8 +154,9 @@ internal static class PagedAttentionKernels
 
         int head = kvHead * a.Group + groupHead + h0 + warp;
         long qRow = (long)(queryRow + r) * a.QoHeads + head;
-        // No weight (or a NaN sum, from a NaN or +∞ logit): output 0 and lse −∞, as the oracle's `sum > 0` test gives.
-        bool weighted = l > 0;
+        // No weight (no live key, or every logit −∞): output 0 and lse −∞. A NaN sum (a NaN or +∞ logit) gives NaN output
+        // and lse, as in the oracle.
+        bool weighted = l != 0;
         float inv = weighted ? 1f / l : 0f;
         if (!weighted) a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0;
         float outLse = weighted ? m + XMath.Log(l) : float.NegativeInfinity;

@@ -144,8 +144,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
     [Fact]
     public void Decode_F16InfAndNaN_PropagateAsInReference()
     {
-        // +Inf, an fp16 overflow and NaN in a live page's V rows: both backends propagate them as the oracle does. (Inf in K
-        // rows, which makes logits ±∞, is outside what the kernels match: docs/attention.md, "What is left".)
+        // +Inf, an fp16 overflow and NaN in a live page's V rows: both backends propagate them as the oracle does.
         var spec = new CacheSpec([40], 16, 2, 64, DType.F16, KvLayout.Nhd, KvScaleMode.None, 15);
         var (cache, table) = Build(spec);
         var k = new float[128];
@@ -170,6 +169,40 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         Assert.Contains(e, float.IsPositiveInfinity);
         Assert.Contains(e, x => !float.IsNaN(x));
         RunBoth(plan, q, cache, 1, 8, 64, e, le, mag, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 40, "fp16 Inf/NaN");
+    }
+
+    [Fact]
+    public void Decode_F16InfInKeys_FollowsTheOraclesRule()
+    {
+        // An fp16 overflow in a K row (token 21, dim 20 of kv head 0) with V = +Inf at dim 3 of the same token: query head 0
+        // (q[20] > 0) has a +∞ logit, so NaN output and lse; head 1 (q[20] < 0) a −∞ logit, weight 0 but 0·Inf = NaN at
+        // dim 3 only; the other kv head is untouched. Split over 2-page chunks: the NaN partial must survive the merge.
+        var spec = new CacheSpec([40], 16, 2, 64, DType.F16, KvLayout.Nhd, KvScaleMode.None, 18);
+        var (cache, table) = Build(spec);
+        var k = new float[128];
+        var v = new float[128];
+        var rng = new Random(19);
+        for (int j = 0; j < 128; j++)
+        {
+            k[j] = (float)rng.NextDouble();
+            v[j] = (float)rng.NextDouble();
+        }
+        k[20] = 1e6f;
+        v[3] = float.PositiveInfinity;
+        cache.WriteToken(table.Indices[1], 5, k, v);
+        var shape = new AttentionShape(8, 2, 64);
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), AttentionOptions.Default, fixedChunkPages: 2);
+        var q = Queries(new Random(20), 1, shape);
+        q[20] = 0.5f;
+        q[64 + 20] = -0.5f;
+        float[] e = new float[q.Length], le = new float[8];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, e, le, mag);
+        Assert.True(float.IsNaN(le[0]) && e.Take(64).All(float.IsNaN));
+        Assert.True(float.IsFinite(le[1]) && float.IsNaN(e[64 + 3]) && float.IsFinite(e[64 + 4]));
+        Assert.True(e.Skip(4 * 64).All(float.IsFinite));
+        var finiteKeys = GatherKeys(cache, table).Select(ks => ks.Select(x => float.IsFinite(x) ? x : 0f).ToArray()).ToArray();
+        RunBoth(plan, q, cache, 1, 8, 64, e, le, mag, LogitError(q, shape, plan.SmScale, finiteKeys), 40, "fp16 Inf in K");
     }
 
     [Fact]

@@ -32,13 +32,14 @@ public class PagedAttentionTiledTests
         return (cache, new PageTable([0, pages], ids, [len - (pages - 1) * 16], 16));
     }
 
-    private static void CheckAgainstReference(PagedKvCache cache, PageTable table, AttentionShape shape, float[] q, string what)
+    private static void CheckAgainstReference(PagedKvCache cache, PageTable table, AttentionShape shape, float[] q, string what,
+        IEnumerable<float[]>? boundKeys = null)
     {
         var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), AttentionOptions.Default, fixedChunkPages: 2);
         float[] e = new float[q.Length], le = new float[shape.QoHeads];
         double[] mag = new double[q.Length];
         AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, e, le, mag);
-        double eps = LogitError(q, shape, plan.SmScale, GatherKeys(cache, table));
+        double eps = LogitError(q, shape, plan.SmScale, boundKeys ?? GatherKeys(cache, table));
         foreach (var isa in IsaMatrix.All)
         {
             if (IsaMatrix.OptionsOrSkip(isa) is not { } options) continue;
@@ -142,6 +143,38 @@ public class PagedAttentionTiledTests
         // A copied page carries the flag.
         cache.CopyPage(page, table.Indices[0]);
         Assert.Equal(1, cache.NonFinitePageArray[table.Indices[0]]);
+    }
+
+    [Theory]
+    [InlineData(40, 16)] // the first tile's logits are all −∞ (an fp16 overflow in K), the rest finite: finite output
+    [InlineData(20, 20)] // every logit −∞: output 0, lse −∞, like a row with no key
+    public void F16_MinusInfinityLogits_WeighZero(int len, int infTokens)
+    {
+        // K[dim 0] = 1e6 overflows fp16 to +Inf and every query has q[0] < 0, so those tokens' logits are −∞. Before the
+        // shift of SoftmaxExp.Shift, a first tile of −∞ logits gave e^(−∞ + ∞) = NaN on the tiled paths.
+        var (cache, table) = Cache(len, 2, 64, r => (float)(r.NextDouble() * 2 - 1), 8);
+        var k = new float[128];
+        var v = new float[128];
+        var rng = new Random(9);
+        for (int t = 0; t < infTokens; t++)
+        {
+            for (int j = 0; j < 128; j++)
+            {
+                k[j] = (float)(rng.NextDouble() * 2 - 1);
+                v[j] = (float)(rng.NextDouble() * 2 - 1);
+            }
+            k[0] = k[64] = 1e6f;
+            cache.WriteToken(table.Indices[t / 16], t % 16, k, v);
+        }
+        var shape = new AttentionShape(8, 2, 64);
+        var q = Queries(new Random(10), 1, shape);
+        for (int h = 0; h < 8; h++) q[h * 64] = -0.5f - h * 0.1f;
+        float[] e = new float[q.Length], le = new float[8];
+        AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, e, le, default);
+        if (infTokens == len) Assert.All(le, x => Assert.True(float.IsNegativeInfinity(x)));
+        else Assert.All(e, x => Assert.True(float.IsFinite(x)));
+        var finiteKeys = GatherKeys(cache, table).Select(ks => ks.Select(x => float.IsFinite(x) ? x : 0f).ToArray()).ToArray();
+        CheckAgainstReference(cache, table, shape, q, $"−∞ logits ({infTokens} of {len})", finiteKeys);
     }
 
     [Fact]

@@ -101,6 +101,13 @@ public class PagingTests
         Assert.Equal(0f, o[0]);
         Assert.Equal(1f, AttentionState.Merge(a, float.NegativeInfinity, b, 1f, o));
         Assert.Equal(6f, o[0]);
+        // A NaN state (a row that met a NaN or +∞ logit) stays NaN, whichever side it is on and whatever it meets.
+        float[] nan = [float.NaN];
+        Assert.True(float.IsNaN(AttentionState.Merge(a, 0f, nan, float.NaN, o)) && float.IsNaN(o[0]));
+        Assert.True(float.IsNaN(AttentionState.Merge(nan, float.NaN, b, 1f, o)) && float.IsNaN(o[0]));
+        Assert.True(float.IsNaN(AttentionState.Merge(nan, float.NaN, b, float.NegativeInfinity, o)) && float.IsNaN(o[0]));
+        float[] many = new float[1];
+        Assert.True(float.IsNaN(AttentionState.MergeMany([3f, float.NaN, 6f], [0f, float.NaN, 1f], many)) && float.IsNaN(many[0]));
     }
 
     [Fact]
