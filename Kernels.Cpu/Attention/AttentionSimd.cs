@@ -37,24 +37,24 @@ internal unsafe interface IAttentionSimd<TSelf> where TSelf : struct, IAttention
         TSelf.Dot4(q0, q1, q2, q3, k1, n, result + 4);
     }
 
-    /// <summary>acc_j[i] += Σ_t p_j[t]·v_t[i] for four queries over a 16-token tile (rows <paramref name="v"/>[t]), with the
-    /// four accumulators held in registers across the tile.</summary>
-    static virtual void Accumulate4(float* a0, float* a1, float* a2, float* a3, float* p0, float* p1, float* p2, float* p3, float** v, int n)
+    /// <summary>acc_j[i] += Σ_t p_j[t]·v_t[i] for four queries of one row over the tile tokens [<paramref name="tl"/>,
+    /// <paramref name="th"/>) that row may see (rows <paramref name="v"/>[t]). Every token of the range contributes, a zero
+    /// weight too (0·v is NaN when v holds Inf or NaN, as in the oracle); tokens outside it are never read.</summary>
+    static virtual void Accumulate4(float* a0, float* a1, float* a2, float* a3, float* p0, float* p1, float* p2, float* p3, float** v, int n, int tl, int th)
     {
-        for (int t = 0; t < 16; t++)
+        for (int t = tl; t < th; t++)
         {
-            if (p0[t] != 0) TSelf.Axpy(a0, p0[t], v[t], n);
-            if (p1[t] != 0) TSelf.Axpy(a1, p1[t], v[t], n);
-            if (p2[t] != 0) TSelf.Axpy(a2, p2[t], v[t], n);
-            if (p3[t] != 0) TSelf.Axpy(a3, p3[t], v[t], n);
+            TSelf.Axpy(a0, p0[t], v[t], n);
+            TSelf.Axpy(a1, p1[t], v[t], n);
+            TSelf.Axpy(a2, p2[t], v[t], n);
+            TSelf.Axpy(a3, p3[t], v[t], n);
         }
     }
 
-    /// <summary>acc[i] += Σ_t p[t]·v_t[i] over a 16-token tile.</summary>
-    static virtual void Accumulate1(float* a, float* p, float** v, int n)
+    /// <summary>acc[i] += Σ_t p[t]·v_t[i] over the tile tokens [<paramref name="tl"/>, <paramref name="th"/>), as <see cref="Accumulate4"/>.</summary>
+    static virtual void Accumulate1(float* a, float* p, float** v, int n, int tl, int th)
     {
-        for (int t = 0; t < 16; t++)
-            if (p[t] != 0) TSelf.Axpy(a, p[t], v[t], n);
+        for (int t = tl; t < th; t++) TSelf.Axpy(a, p[t], v[t], n);
     }
 
     /// <summary>acc[i] *= f over n floats.</summary>

@@ -190,12 +190,7 @@ internal static unsafe class PagedAttentionKernel
                 for (int i = 0; i < nq; i++)
                 {
                     float* li = logits + i * Tile;
-                    float tmax = TV.Max16(li);
-                    if (float.IsNegativeInfinity(tmax))
-                    {
-                        new Span<float>(li, Tile).Clear();
-                        continue;
-                    }
+                    float tmax = TV.Max16(li); // may skip a NaN lane: its e^(NaN) below still makes the sum NaN
                     if (tmax > m[i])
                     {
                         if (l[i] > 0)
@@ -206,11 +201,11 @@ internal static unsafe class PagedAttentionKernel
                         }
                         m[i] = tmax;
                     }
-                    l[i] += TV.ExpShift16(li, m[i]);
+                    l[i] += TV.ExpShift16(li, SoftmaxExp.Shift(m[i]));
                 }
 
                 // 3. acc[i] += Σ_t p[i, t]·v_t: per kv head, the tile's V rows are widened once, then four queries at a time
-                //    accumulate in registers across the tile (masked tokens have p = 0 and a zero row).
+                //    accumulate across the row's own tokens (a −∞ logit's weight 0 still multiplies its row, as in the oracle).
                 for (int kk = 0; kk < nkv; kk++)
                 {
                     for (int t = 0; t < Tile; t++)
@@ -223,10 +218,14 @@ internal static unsafe class PagedAttentionKernel
                     for (int r = 0; r < it.QueryRows; r++)
                     {
                         int i = r * perRow + kk * gh, ie = i + gh;
+                        // This row's tokens only: a token masked for it (past the page, or outside its causal/window range) is
+                        // never read, so its V cannot leak a NaN through a zero weight.
+                        int rl = Math.Max(lo[i] - k0, 0), rh = Math.Min(hi[i] - k0, tn);
+                        if (rl >= rh) continue;
                         for (; i + 4 <= ie; i += 4)
                             TV.Accumulate4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3],
-                                logits + i * Tile, logits + (i + 1) * Tile, logits + (i + 2) * Tile, logits + (i + 3) * Tile, rows, d);
-                        for (; i < ie; i++) TV.Accumulate1(acc[i], logits + i * Tile, rows, d);
+                                logits + i * Tile, logits + (i + 1) * Tile, logits + (i + 2) * Tile, logits + (i + 3) * Tile, rows, d, rl, rh);
+                        for (; i < ie; i++) TV.Accumulate1(acc[i], logits + i * Tile, rows, d, rl, rh);
                     }
                 }
             }

@@ -105,4 +105,38 @@ public static class AttentionTestData
     {
         for (int b = 0; b < table.BatchSize; b++) yield return AttentionReference.Gather(cache, table, b).Keys;
     }
+
+    /// <summary>The keys of <see cref="GatherKeys"/> with non-finite elements as 0: the error bound's scale for the finite part.</summary>
+    public static IEnumerable<float[]> FiniteKeys(PagedKvCache cache, PageTable table) =>
+        GatherKeys(cache, table).Select(ks => ks.Select(x => float.IsFinite(x) ? x : 0f).ToArray()).ToArray();
+
+    /// <summary>Writes <paramref name="count"/> non-finite values (+Inf, −Inf, NaN, or 1e6, which overflows fp16 and bf16 to
+    /// +Inf) into random elements of random live tokens' K or V rows of a float-format cache; returns what it did.</summary>
+    public static string InjectNonFinite(PagedKvCache cache, PageTable table, Random rng, int count)
+    {
+        int hk = cache.KvHeads, d = cache.HeadDim;
+        var live = Enumerable.Range(0, table.BatchSize).SelectMany(b => Enumerable.Range(0, table.KvLength(b)).Select(t => (b, t))).ToArray();
+        if (live.Length == 0) return "none";
+        float[] values = [float.PositiveInfinity, float.NegativeInfinity, float.NaN, 1e6f];
+        var k = new float[hk * d];
+        var v = new float[hk * d];
+        var what = new List<string>();
+        for (int n = 0; n < count; n++)
+        {
+            var (b, t) = live[rng.Next(live.Length)];
+            int page = table.Indices[table.Indptr[b] + t / table.PageSize], slot = t % table.PageSize;
+            for (int h = 0; h < hk; h++)
+            {
+                cache.ReadKey(page, slot, h, k.AsSpan(h * d, d));
+                cache.ReadValue(page, slot, h, v.AsSpan(h * d, d));
+            }
+            bool inK = rng.Next(2) == 0;
+            int e = rng.Next(hk * d);
+            float x = values[rng.Next(values.Length)];
+            (inK ? k : v)[e] = x;
+            cache.WriteToken(page, slot, k, v);
+            what.Add($"{(inK ? 'K' : 'V')}[seq {b}, token {t}, head {e / d}, dim {e % d}] = {x}");
+        }
+        return string.Join("; ", what);
+    }
 }

@@ -1,3 +1,5 @@
+using FsCheck;
+using FsCheck.Fluent;
 using ILGPU;
 using ILGPU.Runtime;
 using Kernels.Attention;
@@ -203,6 +205,31 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         Assert.True(e.Skip(4 * 64).All(float.IsFinite));
         var finiteKeys = GatherKeys(cache, table).Select(ks => ks.Select(x => float.IsFinite(x) ? x : 0f).ToArray()).ToArray();
         RunBoth(plan, q, cache, 1, 8, 64, e, le, mag, LogitError(q, shape, plan.SmScale, finiteKeys), 40, "fp16 Inf in K");
+    }
+
+    [Fact]
+    public void Decode_NonFiniteKeysAndValues_FollowTheOraclesRule()
+    {
+        // The CPU property PagedDecodeTests.Run_NonFiniteKeysAndValues_EachIsa_FollowTheOraclesRule, on the GPU kernel
+        // (fewer, smaller cases: the CPU accelerator runs one OS thread per GPU thread).
+        var small = PagedDecodeTests.NonFiniteCases.Generator
+            .Where(x => x.Case.Group <= 8 && x.Case.Cache.SeqLens.Sum() <= 90)
+            .ToArbitrary();
+        Prop.ForAll(small, x =>
+        {
+            PagedDecodeTests.CheckNonFinite(x.Case, x.Count, (plan, q, cache, o, lse) =>
+            {
+                int rows = lse.Length / plan.Shape.QoHeads, hq = plan.Shape.QoHeads, d = plan.Shape.HeadDim;
+                using var kv = _gpu.UploadKvCache(cache);
+                using var qt = _gpu.Upload(q, rows, hq, d);
+                using var ot = _gpu.Allocate<float>(rows, hq, d);
+                using var lt = _gpu.Allocate<float>(rows, hq);
+                _gpu.Attention(plan, qt, kv, ot, lt);
+                _gpu.Synchronize();
+                ot.ToArray().CopyTo(o, 0);
+                lt.ToArray().CopyTo(lse, 0);
+            }, "gpu");
+        }).Check(Config.QuickThrowOnFailure.WithMaxTest(25));
     }
 
     [Fact]

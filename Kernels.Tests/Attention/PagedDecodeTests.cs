@@ -74,6 +74,45 @@ public class PagedDecodeTests
         Prop.ForAll(quantized, c => Check(c, options, quantizedQ: true)).QuickCheckThrowOnFailure();
     }
 
+    /// <summary>Float-format caches (fp32, fp16, bf16) with 1–3 random ±Inf/NaN/overflowing values in live K or V rows.</summary>
+    internal static Arbitrary<(DecodeCase Case, int Count)> NonFiniteCases =>
+        (from c in Cases.Generator
+         where c.Cache.DType is DType.F32 or DType.F16 or DType.BF16
+         from count in Gen.Choose(1, 3)
+         select (c, count)).ToArbitrary();
+
+    /// <summary>Checks a case after <see cref="AttentionTestData.InjectNonFinite"/>, against the oracle's rule for non-finite logits and values.</summary>
+    internal static void CheckNonFinite(DecodeCase c, int count, Action<DecodePlan, float[], PagedKvCache, float[], float[]> run, string what)
+    {
+        var (cache, table) = Build(c.Cache);
+        var rng = new Random(c.Cache.Seed + 2);
+        string injected = InjectNonFinite(cache, table, rng, count);
+        var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
+        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window };
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: c.ForceSplit ? 2 : null);
+        int batch = table.BatchSize;
+        float[] q = Queries(rng, batch, shape, 2f);
+        float[] expected = new float[q.Length], actual = new float[q.Length];
+        float[] lseE = new float[batch * shape.QoHeads], lseA = new float[lseE.Length];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, opts, expected, lseE, mag);
+        actual.AsSpan().Fill(-12345f);
+        run(plan, q, cache, actual, lseA);
+        double eps = LogitError(q, shape, plan.SmScale, FiniteKeys(cache, table));
+        AssertClose(expected, actual, mag, lseE, lseA, eps, c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {what}; injected {injected}");
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Run_NonFiniteKeysAndValues_EachIsa_FollowTheOraclesRule(IsaPath isa)
+    {
+        // ±Inf and NaN in K rows (logits ±∞ or NaN) and V rows, anywhere in live tokens, with and without split-KV:
+        // every path follows AttentionReference's IEEE rule (−∞ logits weigh 0 yet multiply their V rows; NaN/+∞ → NaN).
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        Prop.ForAll(NonFiniteCases, x => CheckNonFinite(x.Case, x.Count, (plan, q, cache, o, lse) => PagedDecode.Run(plan, q, cache, o, lse, options), isa.ToString()))
+            .QuickCheckThrowOnFailure();
+    }
+
     [Theory]
     [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
     public void Run_PerTokenScales_ManyKvHeads_EachIsa_MatchesReference(IsaPath isa)
