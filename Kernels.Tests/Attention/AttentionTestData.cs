@@ -106,6 +106,20 @@ public static class AttentionTestData
         for (int b = 0; b < table.BatchSize; b++) yield return AttentionReference.Gather(cache, table, b).Keys;
     }
 
+    /// <summary>A token's K and V rows of <paramref name="n"/> values uniform in [0, 1).</summary>
+    public static (float[] K, float[] V) RandomRows(int seed, int n)
+    {
+        var rng = new Random(seed);
+        var k = new float[n];
+        var v = new float[n];
+        for (int j = 0; j < n; j++)
+        {
+            k[j] = (float)rng.NextDouble();
+            v[j] = (float)rng.NextDouble();
+        }
+        return (k, v);
+    }
+
     /// <summary>The keys of <see cref="GatherKeys"/> with non-finite elements as 0: the error bound's scale for the finite part.</summary>
     public static IEnumerable<float[]> FiniteKeys(PagedKvCache cache, PageTable table) =>
         GatherKeys(cache, table).Select(ks => ks.Select(x => float.IsFinite(x) ? x : 0f).ToArray()).ToArray();

@@ -149,14 +149,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         // +Inf, an fp16 overflow and NaN in a live page's V rows: both backends propagate them as the oracle does.
         var spec = new CacheSpec([40], 16, 2, 64, DType.F16, KvLayout.Nhd, KvScaleMode.None, 15);
         var (cache, table) = Build(spec);
-        var k = new float[128];
-        var v = new float[128];
-        var rng = new Random(16);
-        for (int j = 0; j < 128; j++)
-        {
-            k[j] = (float)rng.NextDouble();
-            v[j] = (float)rng.NextDouble();
-        }
+        var (k, v) = RandomRows(16, 128);
         v[3] = float.PositiveInfinity; // head 0, dim 3
         v[75] = float.NaN;             // head 1, dim 11
         v[70] = 1e6f;                  // head 1, dim 6: overflows fp16 to +Inf
@@ -181,14 +174,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         // dim 3 only; the other kv head is untouched. Split over 2-page chunks: the NaN partial must survive the merge.
         var spec = new CacheSpec([40], 16, 2, 64, DType.F16, KvLayout.Nhd, KvScaleMode.None, 18);
         var (cache, table) = Build(spec);
-        var k = new float[128];
-        var v = new float[128];
-        var rng = new Random(19);
-        for (int j = 0; j < 128; j++)
-        {
-            k[j] = (float)rng.NextDouble();
-            v[j] = (float)rng.NextDouble();
-        }
+        var (k, v) = RandomRows(19, 128);
         k[20] = 1e6f;
         v[3] = float.PositiveInfinity;
         cache.WriteToken(table.Indices[1], 5, k, v);

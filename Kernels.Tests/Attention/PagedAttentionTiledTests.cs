@@ -124,14 +124,7 @@ public class PagedAttentionTiledTests
         var (cache, table) = Cache(40, 2, 64, r => (float)(r.NextDouble() * 2 - 1), 3);
         int page = table.Indices[1];
         Assert.Equal(0, cache.NonFinitePageArray[page]);
-        var k = new float[128];
-        var v = new float[128];
-        var rng = new Random(4);
-        for (int j = 0; j < 128; j++)
-        {
-            k[j] = (float)rng.NextDouble();
-            v[j] = (float)rng.NextDouble();
-        }
+        var (k, v) = RandomRows(4, 128);
         v[3] = float.PositiveInfinity;  // head 0, dim 3
         v[70] = 1e6f;                   // head 1, dim 6: overflows fp16 to +Inf
         v[75] = float.NaN;              // head 1, dim 11
