@@ -1,0 +1,59 @@
+using System.Reflection;
+using ILGPU;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using Kernels.Gpu.Attention;
+using Kernels.Gpu.DFloat11;
+using Kernels.Gpu.Dense;
+using Kernels.Gpu.Fpx;
+using Kernels.Gpu.Lut;
+
+namespace Kernels.Tests.Gpu;
+
+/// <summary>
+/// Every kernel the GPU backend loads, compiled by ILGPU's PTX backend for an sm_90 device (PTX ISA 8.8; ILGPU 1.5.3 emits
+/// <c>.target sm_80</c> code for it), with no GPU and no driver:
+/// the CPU accelerator the other GPU tests use runs a kernel's IL directly, so only this test sees what the CUDA code
+/// generator makes of it (unsupported intrinsics, shared memory, shuffles, 64-bit addressing).
+/// </summary>
+public class PtxCompilationTests
+{
+    public static TheoryData<string> Kernels => new(Entries.Keys);
+
+    private static readonly Dictionary<string, (MethodInfo Method, bool ExplicitlyGrouped)> Entries = new()
+    {
+        ["attention"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.Attend)), true),
+        ["attention merge"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.Merge)), false),
+        ["attention query quantization"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.DequantizeQueries)), false),
+        ["dense gemm"] = (Method(typeof(DenseGemmKernels), nameof(DenseGemmKernels.Vector)), true),
+        ["dense gemm scalar"] = (Method(typeof(DenseGemmKernels), nameof(DenseGemmKernels.Scalar)), true),
+        ["dense gemv"] = (Method(typeof(DenseGemmKernels), nameof(DenseGemmKernels.Gemv)), true),
+        ["fpx gemm"] = (Method(typeof(FpxGemmKernels), nameof(FpxGemmKernels.Gemm)), true),
+        ["fpx activation quantization"] = (Method(typeof(FpxGemmKernels), nameof(FpxGemmKernels.QuantizeActivations)), true),
+        ["fpx gemm w6a8"] = (Method(typeof(FpxGemmKernels), nameof(FpxGemmKernels.GemmW6A8)), true),
+        ["lut gemm"] = (Method(typeof(LutGemmKernels), nameof(LutGemmKernels.Gemm)), true),
+        ["dfloat11 decode"] = (Method(typeof(DFloat11Kernels), nameof(DFloat11Kernels.Decode)), true),
+    };
+
+    private static MethodInfo Method(Type type, string name) =>
+        type.GetMethod(name, BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static) ?? throw new MissingMethodException(type.Name, name);
+
+    [Theory]
+    [MemberData(nameof(Kernels))]
+    public void Kernel_CompilesToPtx_ForSm90(string kernel)
+    {
+        var (method, explicitlyGrouped) = Entries[kernel];
+        using var context = Context.Create(b => b.CPU().EnableAlgorithms());
+        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null);
+        var entry = explicitlyGrouped
+            ? EntryPointDescription.FromExplicitlyGroupedKernel(method)
+            : EntryPointDescription.FromImplicitlyGroupedKernel(method);
+        var compiled = (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
+        Assert.Contains(".entry", compiled.PTXAssembly);
+        Assert.Contains(".target sm_", compiled.PTXAssembly); // ILGPU 1.5.3 emits sm_80 code for an sm_90 device
+        Assert.Contains(".version 8.8", compiled.PTXAssembly);
+    }
+}
