@@ -55,5 +55,9 @@ public class PtxCompilationTests
         Assert.Contains(".entry", compiled.PTXAssembly);
         Assert.Contains(".target sm_", compiled.PTXAssembly); // ILGPU 1.5.3 emits sm_80 code for an sm_90 device
         Assert.Contains(".version 8.8", compiled.PTXAssembly);
+        // An intrinsic ILGPU cannot lower (MathF.FusedMultiplyAdd without libdevice, for one) becomes an external function
+        // that the PTX compiles against and the driver then fails to link: none may remain.
+        var externs = System.Text.RegularExpressions.Regex.Matches(compiled.PTXAssembly, @"\.extern \.func[^\n]*").Select(m => m.Value).ToArray();
+        Assert.True(externs.Length == 0, $"{kernel}: unresolved external functions: {string.Join("; ", externs)}");
     }
 }
