@@ -187,9 +187,16 @@ internal static class PagedAttentionKernels
     {
         int words = a.RowBytes / 4, d = a.HeadDim;
         var w32 = data.Cast<uint>();
-        for (int w = tid; w < tokens * words; w += GroupThreads)
+        // Word w = t·words + wi, stepped by GroupThreads without a division per word (two at the start).
+        int t = tid / words, wi = tid % words, stepT = GroupThreads / words, stepW = GroupThreads % words;
+        for (; t < tokens; t += stepT, wi += stepW)
         {
-            int t = w / words, wi = w % words;
+            if (wi >= words)
+            {
+                wi -= words;
+                t++;
+                if (t >= tokens) break;
+            }
             long row = rowOf[t];
             int o = dst + t * rowFloats;
             uint bits = row >= 0 ? w32[row * words + wi] : 0u;
