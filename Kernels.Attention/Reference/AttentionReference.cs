@@ -14,7 +14,8 @@ namespace Kernels.Attention.Reference;
 /// <c>o = 0</c>, <c>lse = −∞</c>. FlashInfer returns <c>lse</c> in base 2; multiply ours by <c>1/ln 2</c> to compare.</para>
 /// <para>Non-finite logits (an Inf or NaN in a K row or a query) follow IEEE arithmetic over the kept keys, with
 /// <c>m = max_j logit_j</c> and <c>p_j = e^(logit_j − m)</c>: a kept key whose logit is −∞ has weight exactly 0 and still
-/// contributes <c>0·v_j</c> (NaN when its V row holds Inf or NaN, as in <c>softmax(QKᵀ)·V</c>); a row whose kept logits are
+/// contributes <c>0·v_j</c> (NaN when its V row holds Inf or NaN, as in <c>softmax(QKᵀ)·V</c>), and so does a weight below
+/// 2⁻¹²⁶ (the smallest normal fp32 number: kernels compute weights in fp32 and flush there); a row whose kept logits are
 /// all −∞ is treated like a row with no kept key (<c>o = 0</c>, <c>lse = −∞</c>); a NaN or +∞ logit makes the row's
 /// normaliser NaN, so <c>o</c> and <c>lse</c> are NaN. Masked keys (causal, window, block-sparse) are never read. Every
 /// kernel follows this rule, with or without split-KV (a NaN partial stays NaN through <see cref="AttentionState"/>'s merge).</para>
@@ -24,6 +25,10 @@ namespace Kernels.Attention.Reference;
 /// </remarks>
 public static class AttentionReference
 {
+    /// <summary>ln 2⁻¹²⁶: a weight <c>e^(logit − max)</c> below the smallest normal fp32 number is 0 (every kernel computes
+    /// weights in fp32 and flushes there; it matters only when such a weight meets an Inf or NaN in a V row).</summary>
+    private const double LnMinNormalWeight = -87.33654475055310898657;
+
     /// <summary>Attention of one request over dense K/V with the options' causal/window mask (bottom-right aligned) and an optional extra mask.</summary>
     /// <param name="q"><c>qoLen·qo_heads·head_dim</c> queries.</param>
     /// <param name="k"><c>kvLen·kv_heads·head_dim</c> keys.</param>
@@ -80,7 +85,9 @@ public static class AttentionReference
                     for (int j = 0; j < kvLen; j++)
                     {
                         if (!kept[j]) continue;
-                        double p = Math.Exp(logits[j] - max); // 0 for a −∞ logit, which still multiplies its V row
+                        // 0 for a −∞ logit, which still multiplies its V row; 0 below 2⁻¹²⁶, as fp32 kernels compute it.
+                        double x = logits[j] - max;
+                        double p = x < LnMinNormalWeight ? 0 : Math.Exp(x);
                         sum += p;
                         var vj = v.Slice((j * hk + kh) * d, d);
                         for (int c = 0; c < d; c++)

@@ -118,7 +118,7 @@ internal unsafe struct AttentionScalar : IAttentionSimd<AttentionScalar>
         float sum = 0;
         for (int i = 0; i < 16; i++)
         {
-            x[i] = MathF.Exp(x[i] - m);
+            x[i] = SoftmaxExp.Weight(x[i] - m);
             sum += x[i];
         }
         return sum;

@@ -195,7 +195,7 @@ internal static unsafe class PagedAttentionKernel
                     {
                         if (l[i] > 0)
                         {
-                            float f = MathF.Exp(m[i] - tmax);
+                            float f = SoftmaxExp.Weight(m[i] - tmax);
                             TV.Scale(acc[i], f, d);
                             l[i] *= f;
                         }

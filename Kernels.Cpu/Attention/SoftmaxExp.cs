@@ -24,6 +24,12 @@ internal static class SoftmaxExp
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Shift(float max) => float.IsNegativeInfinity(max) ? 0f : max;
 
+    /// <summary>A scalar softmax weight <c>e^x</c> (x ≤ 0) under the same rule as the vector <c>Exp</c>: 0 below ln 2⁻¹²⁶, where
+    /// <see cref="MathF.Exp"/> would give a subnormal (the oracle flushes there too, so a weight that fp32 cannot hold as a
+    /// normal number meets an Inf/NaN V row as 0 on every path); NaN stays NaN.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Weight(float x) => x < Lo ? 0f : MathF.Exp(x);
+
     /// <summary>AVX-512.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Exp(Vector512<float> x)

@@ -128,7 +128,7 @@ internal unsafe struct Tile128 : IAttentionTile
         {
             if (l > 0)
             {
-                float f = MathF.Exp(m - tmax);
+                float f = SoftmaxExp.Weight(m - tmax);
                 Scale(acc, f, d);
                 l *= f;
             }

@@ -378,7 +378,7 @@ internal unsafe struct Tile256 : IAttentionTile
         {
             if (l > 0)
             {
-                float f = MathF.Exp(m - tmax);
+                float f = SoftmaxExp.Weight(m - tmax);
                 Scale(acc, f, d);
                 l *= f;
             }

@@ -121,7 +121,7 @@ internal unsafe struct Tile512 : IAttentionTile
         {
             if (l > 0)
             {
-                float f = MathF.Exp(m - tmax);
+                float f = SoftmaxExp.Weight(m - tmax);
                 Scale(acc, f, d);
                 l *= f;
             }
@@ -167,7 +167,7 @@ internal unsafe struct Tile512 : IAttentionTile
                 if (!(tmax.GetElement(j) > m[j])) continue;
                 if (l[j] > 0)
                 {
-                    float f = MathF.Exp(m[j] - tmax.GetElement(j));
+                    float f = SoftmaxExp.Weight(m[j] - tmax.GetElement(j));
                     Scale(acc[j], f, d);
                     l[j] *= f;
                 }

@@ -129,10 +129,10 @@ internal static class PagedAttentionKernels
                 logit = a.SoftCap > 0 ? a.SoftCap * XMath.Tanh(x / a.SoftCap) : x;
             }
             float mNew = XMath.Max(m, WarpMax(logit));
-            float f = l > 0 ? XMath.Exp(m - mNew) : 0f;
+            float f = l > 0 ? Weight(m - mNew) : 0f;
             // While every logit so far is −∞ the shift is 0, so they weigh e^(−∞) = 0, not NaN (AttentionReference's rule:
             // a −∞ logit weighs 0 and still multiplies its V row). Tokens that are not live have zero rows and weight 0.
-            float p = live ? XMath.Exp(logit - (mNew == float.NegativeInfinity ? 0f : mNew)) : 0f;
+            float p = live ? Weight(logit - (mNew == float.NegativeInfinity ? 0f : mNew)) : 0f;
             l = l * f + WarpSum(p);
             m = mNew;
             a0 *= f; a1 *= f; a2 *= f; a3 *= f; a4 *= f; a5 *= f; a6 *= f; a7 *= f;
@@ -311,6 +311,10 @@ internal static class PagedAttentionKernels
         if ((h & 0x7C00) == 0x7C00) bits |= 0x7F800000;
         return Interop.IntAsFloat(bits | ((h & 0x8000) << 16));
     }
+
+    /// <summary>A softmax weight <c>e^x</c> (x ≤ 0): 0 below ln 2⁻¹²⁶, as on the CPU paths and in the oracle (a weight fp32
+    /// cannot hold as a normal number is 0, also when it meets an Inf/NaN V row); NaN stays NaN.</summary>
+    private static float Weight(float x) => x < -87.33654f ? 0f : XMath.Exp(x);
 
     /// <summary>The sum over the warp's lanes, in every lane.</summary>
     private static float WarpSum(float v)
