@@ -1,0 +1,62 @@
+using Kernels;
+using Kernels.Attention;
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
+using Kernels.Cpu;
+using Kernels.Gpu;
+
+// A serving-style decode step over a paged KV cache (Llama-3-8B attention shape: 32 query heads, 8 kv heads, head_dim 128):
+// a prompt is prefilled into pages, a second request forks it (shared prefix pages, copy-on-write), both grow, and one
+// decode plan serves every layer. The CPU result is checked against the double-precision oracle, and a GPU's when ILGPU
+// finds one.
+const int qoHeads = 32, kvHeads = 8, headDim = 128, pageSize = 16, layers = 2;
+var shape = new AttentionShape(qoHeads, kvHeads, headDim);
+var rng = new Random(1);
+float[] Values(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+float[] Row(int tokens) => Values(tokens * kvHeads * headDim); // K or V of `tokens` tokens, [tokens, kv_heads, head_dim]
+
+// One pool and allocator per layer; the same operations on each give every layer the same page ids.
+var caches = new PagedKvCache[layers];
+var allocators = new PageAllocator[layers];
+int a = 0, b = 0;
+for (int layer = 0; layer < layers; layer++)
+{
+    caches[layer] = new PagedKvCache(numPages: 64, pageSize, kvHeads, headDim, DType.F16);
+    var alloc = allocators[layer] = new PageAllocator(caches[layer]);
+    a = alloc.Create();
+    alloc.Append(a, Row(100), Row(100), 100);  // the prompt
+    b = alloc.Fork(a);                          // a second request sharing the prompt's pages
+    alloc.Append(b, Row(20), Row(20), 20);      // copies the shared partial last page first
+    alloc.Append(a, Row(5), Row(5), 5);
+}
+var table = allocators[0].BuildPageTable([a, b]);
+Console.WriteLine($"sequences: {table.KvLength(0)} and {table.KvLength(1)} tokens over {table.Indices.Length} page-table entries; " +
+    $"{allocators[0].FreePages} of {caches[0].NumPages} pages free");
+
+// Plan once per step (validates the table against the pool, splits long sequences), run it for every layer.
+var plan = DecodePlanner.Plan(table, shape, caches[0].NumPages, new AttentionWorkspace());
+Console.WriteLine($"plan: {plan.WorkItemCount} work items");
+float[] q = Values(2 * qoHeads * headDim); // one query token per sequence, [2, qo_heads, head_dim]
+using var cpu = new CpuBackend();
+GpuBackend? gpu = GpuBackend.IsCudaAvailable() ? GpuBackend.CreateCuda() : null;
+for (int layer = 0; layer < layers; layer++)
+{
+    float[] expected = new float[q.Length], expectedLse = new float[2 * qoHeads];
+    AttentionReference.Decode(q, caches[layer], table, shape, AttentionOptions.Default, expected, expectedLse);
+    foreach (IPagedAttentionOps ops in gpu is null ? [cpu] : new IPagedAttentionOps[] { cpu, gpu })
+    {
+        var backend = (IKernelBackend)ops;
+        using var kv = ops.UploadKvCache(caches[layer]);   // the CPU backend wraps the pool; a GPU copies it once
+        using DeviceTensor<float> qt = backend is GpuBackend g ? g.Upload(q, 2, qoHeads, headDim) : cpu.Upload(q, 2, qoHeads, headDim);
+        using var output = backend.Allocate<float>(2, qoHeads, headDim);
+        using var lse = backend.Allocate<float>(2, qoHeads);
+        ops.Attention(plan, qt, kv, output, lse);
+        backend.Synchronize();
+        double maxError = output.ToArray().Zip(expected, (x, y) => Math.Abs(x - (double)y)).Max();
+        Console.WriteLine($"layer {layer}, {backend.Name}: max |output − oracle| = {maxError:E2}");
+        if (!(maxError < 1e-4)) throw new InvalidOperationException($"{backend.Name} differs from the oracle by {maxError}");
+    }
+}
+gpu?.Dispose();
+foreach (var c in caches) c.Dispose();
