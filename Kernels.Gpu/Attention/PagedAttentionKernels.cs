@@ -29,7 +29,8 @@ internal struct AttentionLaunchArgs
 /// runs once per chunk (one rescale of the accumulator, not one per token), and lanes accumulate <c>Σ p_t·v_t</c> for their
 /// <c>d/32</c> dimensions from the staged V rows. So each K/V byte is read from memory once per group of up to four query
 /// heads (GQA), not once per query head, and masked or excluded tokens are never loaded (their rows are zero in shared
-/// memory and their probabilities 0).</para>
+/// memory and their probabilities 0). Non-finite values follow <c>AttentionReference</c>'s rule: the running maximum
+/// shifts logits only once finite, weights below 2⁻¹²⁶ are 0, and a NaN normaliser gives NaN output and lse.</para>
 /// <para>Work items come from the same plans as the CPU (<c>DecodePlanner</c>, <c>PrefillPlanner</c>): split-KV partials go
 /// to the workspace and a second kernel merges them in chunk order. Not done: asynchronous copies overlapping the next
 /// chunk's loads with this chunk's arithmetic, 16-byte loads, reuse of K/V across the query rows of a prefill tile, tensor
@@ -54,6 +55,8 @@ internal static class PagedAttentionKernels
     /// <summary>Tokens per chunk for head_dim <paramref name="d"/>: 32 up to 128, else 16 (the shared-memory budget).</summary>
     public static int ChunkTokens(int d) => d <= 128 ? 32 : 16;
 
+    /// <summary>One unit per group (grid = the plan's units, <see cref="GroupThreads"/> threads): writes its query heads'
+    /// outputs and lse, or split-KV partials to <paramref name="work"/>.</summary>
     public static void Attend(ArrayView<float> q, ArrayView<float> output, ArrayView<float> lse, ArrayView<float> work,
         ArrayView<byte> k, ArrayView<byte> v, ArrayView<float> scales, ArrayView<int> meta, AttentionLaunchArgs a)
     {
