@@ -10,7 +10,8 @@ namespace Kernels.Attention.Reference;
 /// keeps <c>s</c> in base 2: <c>s₂ = s / ln 2</c>). The operation is associative and commutative up to rounding.
 /// An empty state has <c>s = −∞</c> (its <c>v</c> is ignored); merging two empty states gives <c>v = 0, s = −∞</c> and never NaN,
 /// because the exponents are taken relative to a finite maximum or skipped. A NaN state (a row that met a NaN or +∞ logit:
-/// see <see cref="AttentionReference"/>) makes the merged state NaN.</para>
+/// see <see cref="AttentionReference"/>) makes the merged state NaN. A state whose weight <c>e^(s_x − s)</c> is below 2⁻¹²⁶
+/// counts 0, as the oracle's weights do (so its Inf/NaN values give NaN, as they would unsplit).</para>
 /// </remarks>
 public static class AttentionState
 {
@@ -31,7 +32,7 @@ public static class AttentionState
             return;
         }
         float max = MathF.Max(lse, otherLse);
-        float wa = MathF.Exp(lse - max), wb = MathF.Exp(otherLse - max);
+        float wa = Weight(lse - max), wb = Weight(otherLse - max);
         float inv = 1f / (wa + wb);
         float ca = wa * inv, cb = wb * inv;
         for (int i = 0; i < v.Length; i++) v[i] = v[i] * ca + other[i] * cb;
@@ -81,4 +82,7 @@ public static class AttentionState
         for (int i = 0; i < lses.Length; i++) MergeInPlace(destination, ref lse, values.Slice(i * dim, dim), lses[i]);
         return lse;
     }
+
+    /// <summary><c>e^x</c> (x ≤ 0), 0 below ln 2⁻¹²⁶: the attention weights' fp32 rule (see <see cref="AttentionReference"/>).</summary>
+    private static float Weight(float x) => x < -87.33654f ? 0f : MathF.Exp(x);
 }

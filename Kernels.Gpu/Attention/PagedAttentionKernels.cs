@@ -295,7 +295,7 @@ internal static class PagedAttentionKernels
                 continue;
             }
             float mx = XMath.Max(s, so);
-            float wa = XMath.Exp(s - mx), wb = XMath.Exp(so - mx);
+            float wa = Weight(s - mx), wb = Weight(so - mx);
             float inv = 1f / (wa + wb);
             float ca = wa * inv, cb = wb * inv;
             for (int i = 0; i < d; i++) output[o + i] = output[o + i] * ca + work[src + i] * cb;
