@@ -25,9 +25,10 @@ namespace Kernels.Attention.Reference;
 /// </remarks>
 public static class AttentionReference
 {
-    /// <summary>ln 2⁻¹²⁶: a weight <c>e^(logit − max)</c> below the smallest normal fp32 number is 0 (every kernel computes
-    /// weights in fp32 and flushes there; it matters only when such a weight meets an Inf or NaN in a V row).</summary>
-    private const double LnMinNormalWeight = -87.33654475055310898657;
+    /// <summary>ln 2⁻¹²⁶ in fp32: a weight <c>e^(logit − max)</c> whose exponent is below it (the weight would be smaller than
+    /// the smallest normal fp32 number) is 0, here and in every kernel and merge, which compute weights in fp32 and flush
+    /// there. It matters only when such a weight meets an Inf or NaN in a V row.</summary>
+    public const float SmallestWeightExponent = -87.33654f;
 
     /// <summary>Attention of one request over dense K/V with the options' causal/window mask (bottom-right aligned) and an optional extra mask.</summary>
     /// <param name="q"><c>qoLen·qo_heads·head_dim</c> queries.</param>
@@ -87,7 +88,7 @@ public static class AttentionReference
                         if (!kept[j]) continue;
                         // 0 for a −∞ logit, which still multiplies its V row; 0 below 2⁻¹²⁶, as fp32 kernels compute it.
                         double x = logits[j] - max;
-                        double p = x < LnMinNormalWeight ? 0 : Math.Exp(x);
+                        double p = x < SmallestWeightExponent ? 0 : Math.Exp(x);
                         sum += p;
                         var vj = v.Slice((j * hk + kh) * d, d);
                         for (int c = 0; c < d; c++)

@@ -83,6 +83,6 @@ public static class AttentionState
         return lse;
     }
 
-    /// <summary><c>e^x</c> (x ≤ 0), 0 below ln 2⁻¹²⁶: the attention weights' fp32 rule (see <see cref="AttentionReference"/>).</summary>
-    private static float Weight(float x) => x < -87.33654f ? 0f : MathF.Exp(x);
+    /// <summary><c>e^x</c> (x ≤ 0), 0 below <see cref="AttentionReference.SmallestWeightExponent"/>: the attention weights' fp32 rule.</summary>
+    private static float Weight(float x) => x < AttentionReference.SmallestWeightExponent ? 0f : MathF.Exp(x);
 }

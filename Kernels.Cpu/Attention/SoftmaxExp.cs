@@ -12,7 +12,7 @@ namespace Kernels.Cpu.Attention;
 /// versions use <c>MultiplyAddEstimate</c> (fused where the hardware has FMA), so they also serve Arm64 and non-FMA x64.</remarks>
 internal static class SoftmaxExp
 {
-    private const float Lo = -87.33654f;             // ln 2^−126: below it the result would be subnormal; returns 0
+    private const float Lo = Kernels.Attention.Reference.AttentionReference.SmallestWeightExponent; // ln 2^−126: below it the result would be subnormal; returns 0
     private const float Magic = 12582912f;           // 1.5·2^23
     private const float Log2E = 1.44269504088896341f;
     private const float Ln2Hi = -0.693359375f, Ln2Lo = 2.12194440e-4f;

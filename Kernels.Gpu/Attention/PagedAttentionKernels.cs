@@ -317,7 +317,7 @@ internal static class PagedAttentionKernels
 
     /// <summary>A softmax weight <c>e^x</c> (x ≤ 0): 0 below ln 2⁻¹²⁶, as on the CPU paths and in the oracle (a weight fp32
     /// cannot hold as a normal number is 0, also when it meets an Inf/NaN V row); NaN stays NaN.</summary>
-    private static float Weight(float x) => x < -87.33654f ? 0f : XMath.Exp(x);
+    private static float Weight(float x) => x < Kernels.Attention.Reference.AttentionReference.SmallestWeightExponent ? 0f : XMath.Exp(x);
 
     /// <summary>The sum over the warp's lanes, in every lane.</summary>
     private static float WarpSum(float v)
