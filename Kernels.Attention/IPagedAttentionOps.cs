@@ -48,7 +48,7 @@ public interface IPagedAttentionOps
     /// <returns>The backend cache (dispose it).</returns>
     DeviceKvCache UploadKvCache(PagedKvCache cache);
 
-    /// <summary>Runs a decode, prefill or block-sparse plan.</summary>
+    /// <summary>Runs a decode, prefill, block-sparse or cascade plan.</summary>
     /// <param name="plan">The plan.</param>
     /// <param name="q">Queries.</param>
     /// <param name="cache">The backend cache.</param>
@@ -57,4 +57,39 @@ public interface IPagedAttentionOps
     /// <exception cref="NotSupportedException">The backend does not implement the plan's shape (the GPU backend: head_dim
     /// not a multiple of 32, or above 256).</exception>
     void Attention(AttentionPlan plan, DeviceTensor<float> q, DeviceKvCache cache, DeviceTensor<float> output, DeviceTensor<float>? lse);
+
+    /// <summary>Merges attention states in place, per row: <c>(v, lse) ← (v, lse) ⊕ (other, otherLse)</c> with the rule of
+    /// <see cref="Reference.AttentionState"/> (FlashInfer's <c>merge_state_in_place</c>): how split-KV partials, cascade levels
+    /// or results computed on different devices combine.</summary>
+    /// <param name="v">States' values <c>[rows, …, head_dim]</c> (updated): its last dimension is head_dim.</param>
+    /// <param name="lse">States' log-sum-exps, one per row of head_dim values (updated).</param>
+    /// <param name="other">The other states' values, shaped like <paramref name="v"/>.</param>
+    /// <param name="otherLse">The other states' log-sum-exps, as many as <paramref name="lse"/>.</param>
+    /// <exception cref="ArgumentException">The element counts disagree (the message names them).</exception>
+    void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse);
+}
+
+/// <summary>Checks of <see cref="IPagedAttentionOps.MergeStates"/> arguments, shared by the backends.</summary>
+internal static class MergeStatesArguments
+{
+    /// <summary>Returns head_dim (the last dimension of <paramref name="v"/>) after checking that the four tensors agree.</summary>
+    /// <param name="v">States' values.</param>
+    /// <param name="lse">States' log-sum-exps.</param>
+    /// <param name="other">Other values.</param>
+    /// <param name="otherLse">Other log-sum-exps.</param>
+    /// <returns>head_dim.</returns>
+    /// <exception cref="ArgumentException">The element counts disagree.</exception>
+    public static int Check(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse)
+    {
+        ArgumentNullException.ThrowIfNull(v);
+        ArgumentNullException.ThrowIfNull(lse);
+        ArgumentNullException.ThrowIfNull(other);
+        ArgumentNullException.ThrowIfNull(otherLse);
+        int d = v.Shape.Rank == 0 ? 1 : v.Shape[v.Shape.Rank - 1];
+        if (v.Shape.ElementCount != lse.Shape.ElementCount * d)
+            ThrowHelper.Argument(nameof(lse), $"v has {v.Shape.ElementCount} values (head_dim {d}) but lse has {lse.Shape.ElementCount} rows; need {(d == 0 ? 0 : v.Shape.ElementCount / d)}.");
+        ThrowHelper.ThrowIfLengthMismatch(nameof(other), other.Shape.ElementCount, v.Shape.ElementCount);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(otherLse), otherLse.Shape.ElementCount, lse.Shape.ElementCount);
+        return d;
+    }
 }

@@ -1,6 +1,7 @@
 using Kernels.Attention;
 using Kernels.Attention.Paging;
 using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
 using Kernels.Cpu.Attention;
 
 namespace Kernels.Cpu;
@@ -30,7 +31,17 @@ public sealed partial class CpuBackend : IPagedAttentionOps
         {
             case DecodePlan d: PagedDecode.Run(d, qs, cache.Source, os, ls, Options); break;
             case PrefillPlan p: PagedPrefill.Run(p, qs, cache.Source, os, ls, Options); break;
-            default: throw new NotSupportedException($"Plan type {plan.GetType().Name} is not supported; use DecodePlanner or PrefillPlanner.");
+            case CascadePlan c: CascadeDecode.Run(c, qs, cache.Source, os, ls, Options); break;
+            default: throw new NotSupportedException($"Plan type {plan.GetType().Name} is not supported; use DecodePlanner, PrefillPlanner or CascadePlanner.");
         }
+    }
+
+    /// <inheritdoc/>
+    public void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse)
+    {
+        int d = MergeStatesArguments.Check(v, lse, other, otherLse);
+        Span<float> vs = ((CpuTensor<float>)v).Span, ls = ((CpuTensor<float>)lse).Span;
+        ReadOnlySpan<float> os = ((CpuTensor<float>)other).Span, ols = ((CpuTensor<float>)otherLse).Span;
+        for (int r = 0; r < ls.Length; r++) AttentionState.MergeInPlace(vs.Slice(r * d, d), ref ls[r], os.Slice(r * d, d), ols[r]);
     }
 }

@@ -2,6 +2,7 @@ using Kernels.Attention;
 using Kernels.Attention.Paging;
 using Kernels.Attention.Planning;
 using Kernels.Gpu.Attention;
+using ILGPU;
 
 namespace Kernels.Gpu;
 
@@ -39,7 +40,25 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         _attention ??= Own(new PagedAttentionLauncher(Accelerator));
         Wrap(() =>
         {
-            _attention.Launch(Stream, plan, gc, ((GpuTensor<float>)q).View, ((GpuTensor<float>)output).View, lse is null ? null : ((GpuTensor<float>)lse).View);
+            ArrayView<float> qv = ((GpuTensor<float>)q).View, ov = ((GpuTensor<float>)output).View;
+            ArrayView<float>? lv = lse is null ? null : ((GpuTensor<float>)lse).View;
+            if (plan is CascadePlan cascade) _attention.LaunchCascade(Stream, cascade, gc, qv, ov, lv);
+            else _attention.Launch(Stream, plan, gc, qv, ov, lv);
+            return 0;
+        });
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>One GPU thread per state row (it walks the row's head_dim values).</remarks>
+    public void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        int d = MergeStatesArguments.Check(v, lse, other, otherLse);
+        _attention ??= Own(new PagedAttentionLauncher(Accelerator));
+        Wrap(() =>
+        {
+            _attention.MergeStates(Stream, ((GpuTensor<float>)v).View, ((GpuTensor<float>)lse).View, ((GpuTensor<float>)other).View,
+                ((GpuTensor<float>)otherLse).View, d);
             return 0;
         });
     }

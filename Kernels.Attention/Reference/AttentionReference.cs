@@ -177,6 +177,46 @@ public static class AttentionReference
         }
     }
 
+    /// <summary>Cascade (shared-prefix) decode: sequence <c>b</c> of group <c>g</c> attends, with its one query, to group
+    /// <c>g</c>'s shared keys (sequence <c>g</c> of <paramref name="prefixes"/>) followed by its own keys (sequence <c>b</c>
+    /// of <paramref name="suffixes"/>), as flat decode over the concatenated keys would.</summary>
+    /// <param name="groupIndptr"><c>groups + 1</c> sequence offsets.</param>
+    /// <param name="q"><c>batch·qo_heads·head_dim</c> queries.</param>
+    /// <param name="cache">The cache both tables refer to.</param>
+    /// <param name="prefixes">Shared pages per group.</param>
+    /// <param name="suffixes">Own pages per sequence.</param>
+    /// <param name="shape">Heads and head_dim.</param>
+    /// <param name="options">Options (a window counts from the sequence's last key, across both levels).</param>
+    /// <param name="output"><c>batch·qo_heads·head_dim</c> outputs.</param>
+    /// <param name="lse"><c>batch·qo_heads</c> log-sum-exps, or empty.</param>
+    /// <param name="magnitude">Optional error scale per output, or empty.</param>
+    /// <exception cref="ArgumentException">groupIndptr disagrees with the tables.</exception>
+    public static void Cascade(ReadOnlySpan<int> groupIndptr, ReadOnlySpan<float> q, PagedKvCache cache, PageTable prefixes, PageTable suffixes,
+        AttentionShape shape, AttentionOptions options, Span<float> output, Span<float> lse, Span<double> magnitude = default)
+    {
+        ArgumentNullException.ThrowIfNull(prefixes);
+        ArgumentNullException.ThrowIfNull(suffixes);
+        ArgumentNullException.ThrowIfNull(shape);
+        ArgumentNullException.ThrowIfNull(options);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(groupIndptr), groupIndptr.Length, prefixes.BatchSize + 1);
+        if (groupIndptr[0] != 0 || groupIndptr[^1] != suffixes.BatchSize)
+            ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr must run from 0 to the batch size ({suffixes.BatchSize}); got {groupIndptr[0]} … {groupIndptr[^1]}.");
+        int hq = shape.QoHeads, d = shape.HeadDim;
+        if (options.QuantizedQueryDot && cache.DType is DType.I8 or DType.I4) q = QueryQuantization.Dequantized(q, d);
+        for (int g = 0; g < prefixes.BatchSize; g++)
+        {
+            var (pk, pv) = Gather(cache, prefixes, g);
+            for (int b = groupIndptr[g]; b < groupIndptr[g + 1]; b++)
+            {
+                var (sk, sv) = Gather(cache, suffixes, b);
+                int len = prefixes.KvLength(g) + suffixes.KvLength(b);
+                Dense(q.Slice(b * hq * d, hq * d), [.. pk, .. sk], [.. pv, .. sv], 1, len, shape, options,
+                    output.Slice(b * hq * d, hq * d), lse.IsEmpty ? default : lse.Slice(b * hq, hq), null,
+                    magnitude.IsEmpty ? default : magnitude.Slice(b * hq * d, hq * d));
+            }
+        }
+    }
+
     /// <summary>Block-sparse attention over dense K/V: score (i, j) is kept when its block is in the mask (and the options' causal/window mask keeps it, with <c>qo_len = M</c>, <c>kv_len = N</c>).</summary>
     /// <param name="mask">The block mask.</param>
     /// <param name="q"><c>M·qo_heads·head_dim</c> queries.</param>

@@ -1,3 +1,5 @@
+using System.Numerics.Tensors;
+
 namespace Kernels.Attention.Reference;
 
 /// <summary>
@@ -35,7 +37,16 @@ public static class AttentionState
         float wa = Weight(lse - max), wb = Weight(otherLse - max);
         float inv = 1f / (wa + wb);
         float ca = wa * inv, cb = wb * inv;
-        for (int i = 0; i < v.Length; i++) v[i] = v[i] * ca + other[i] * cb;
+        if (other.Overlaps(v))
+        {
+            for (int i = 0; i < v.Length; i++) v[i] = v[i] * ca + other[i] * cb;
+        }
+        else
+        {
+            // The same arithmetic, vectorized: each product rounded, then the sum (TensorPrimitives does not fuse the two steps).
+            TensorPrimitives.Multiply(v, ca, v);
+            TensorPrimitives.MultiplyAdd(other, cb, v, v);
+        }
         lse = max + MathF.Log(wa + wb);
     }
 
@@ -56,13 +67,20 @@ public static class AttentionState
             destination.Clear();
             return float.NegativeInfinity;
         }
-        if (!a.Overlaps(destination)) a.CopyTo(destination);
-        float lse = lseA;
         if (float.IsNegativeInfinity(lseA))
         {
             b.CopyTo(destination);
             return lseB;
         }
+        if (b.Overlaps(destination) && !a.Overlaps(destination))
+        {
+            // destination is b: merge a into it (the merge is symmetric, bit for bit).
+            float lb = lseB;
+            MergeInPlace(destination, ref lb, a, lseA);
+            return lb;
+        }
+        a.CopyTo(destination);
+        float lse = lseA;
         MergeInPlace(destination, ref lse, b, lseB);
         return lse;
     }

@@ -285,25 +285,39 @@ internal static class PagedAttentionKernels
         for (int c = 0; c < n; c++)
         {
             long slot = start + c;
-            float so = work[a.PartialLse + slot * a.QoHeads + h];
-            long src = a.PartialOut + (slot * a.QoHeads + h) * d;
-            if (so == float.NegativeInfinity) continue;
-            if (s == float.NegativeInfinity)
-            {
-                for (int i = 0; i < d; i++) output[o + i] = work[src + i];
-                s = so;
-                continue;
-            }
-            float mx = XMath.Max(s, so);
-            float wa = Weight(s - mx), wb = Weight(so - mx);
-            float inv = 1f / (wa + wb);
-            float ca = wa * inv, cb = wb * inv;
-            for (int i = 0; i < d; i++) output[o + i] = output[o + i] * ca + work[src + i] * cb;
-            s = mx + XMath.Log(wa + wb);
+            MergeInto(output, o, ref s, work, a.PartialOut + (slot * a.QoHeads + h) * d, work[a.PartialLse + slot * a.QoHeads + h], d);
         }
         if (s == float.NegativeInfinity)
             for (int i = 0; i < d; i++) output[o + i] = 0;
         if (a.WriteLse != 0) lse[index] = s;
+    }
+
+    /// <summary>Merges state row <c>index</c> of (other, otherLse) into (v, lse) in place (<c>IPagedAttentionOps.MergeStates</c>,
+    /// and the cascade's two levels). One thread per row of <paramref name="d"/> values.</summary>
+    public static void MergeStates(Index1D index, ArrayView<float> v, ArrayView<float> lse, ArrayView<float> other, ArrayView<float> otherLse, int d)
+    {
+        long o = (long)(int)index * d;
+        float s = lse[index];
+        MergeInto(v, o, ref s, other, o, otherLse[index], d);
+        lse[index] = s;
+    }
+
+    /// <summary><c>(dst[o…o+d), s) ← (dst, s) ⊕ (src[so…so+d), sLse)</c>: <c>AttentionState.MergeInPlace</c>, step for step.</summary>
+    private static void MergeInto(ArrayView<float> dst, long o, ref float s, ArrayView<float> src, long srcOffset, float sLse, int d)
+    {
+        if (sLse == float.NegativeInfinity) return;
+        if (s == float.NegativeInfinity)
+        {
+            for (int i = 0; i < d; i++) dst[o + i] = src[srcOffset + i];
+            s = sLse;
+            return;
+        }
+        float mx = XMath.Max(s, sLse);
+        float wa = Weight(s - mx), wb = Weight(sLse - mx);
+        float inv = 1f / (wa + wb);
+        float ca = wa * inv, cb = wb * inv;
+        for (int i = 0; i < d; i++) dst[o + i] = dst[o + i] * ca + src[srcOffset + i] * cb;
+        s = mx + XMath.Log(wa + wb);
     }
 
     /// <summary>fp16 bits → fp32: magnitude shifted into place times 2¹¹² (exact for normals and subnormals), Inf/NaN exponent forced.</summary>

@@ -129,6 +129,8 @@ internal sealed class PagedAttentionLauncher : IDisposable
     private readonly ConditionalWeakTable<AttentionPlan, GpuPlanData> _plans = [];
     private readonly List<GpuPlanData> _owned = [];
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int> _dequantizeQueries;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _mergeStates;
+    private MemoryBuffer1D<float, Stride1D.Dense>? _cascadeScratch; // cascade plans: suffix states and, without a caller lse, the prefix lse
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _dummy;
     private MemoryBuffer1D<float, Stride1D.Dense>? _quantizedQueries; // QuantizedQueryDot: the dequantized int8 queries, grown on demand
 
@@ -141,7 +143,33 @@ internal sealed class PagedAttentionLauncher : IDisposable
             ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Attend);
         _merge = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Merge);
         _dequantizeQueries = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(PagedAttentionKernels.DequantizeQueries);
+        _mergeStates = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(PagedAttentionKernels.MergeStates);
         _dummy = accelerator.Allocate1D<float>(1);
+    }
+
+    /// <summary>Merges the states (one per element of <paramref name="lse"/>, <paramref name="d"/> values each) in place.</summary>
+    public void MergeStates(AcceleratorStream stream, ArrayView<float> v, ArrayView<float> lse, ArrayView<float> other, ArrayView<float> otherLse, int d)
+    {
+        if (lse.Length > 0 && d > 0) _mergeStates(stream, (int)lse.Length, v, lse, other, otherLse, d);
+    }
+
+    /// <summary>Runs a cascade plan: the prefix level into output (and lse), the suffix level into scratch, then the merge.</summary>
+    public void LaunchCascade(AcceleratorStream stream, CascadePlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse)
+    {
+        int d = plan.Shape.HeadDim;
+        long rows = (long)plan.QueryRows * plan.Shape.QoHeads;
+        if (_cascadeScratch is null || _cascadeScratch.Length < rows * (d + 2))
+        {
+            _cascadeScratch?.Dispose();
+            _cascadeScratch = _accelerator.Allocate1D<float>(Math.Max(1, rows * (d + 2)));
+        }
+        var scratch = _cascadeScratch.View;
+        var suffixOut = scratch.SubView(0, rows * d);
+        var suffixLse = scratch.SubView(rows * d, rows);
+        var prefixLse = lse ?? scratch.SubView(rows * (d + 1), rows);
+        Launch(stream, plan.Prefix, cache, q, output, prefixLse);
+        Launch(stream, plan.Suffix, cache, q, suffixOut, suffixLse);
+        MergeStates(stream, output, prefixLse, suffixOut, suffixLse, d);
     }
 
     public void Launch(AcceleratorStream stream, AttentionPlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse)
@@ -198,6 +226,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
     {
         foreach (var d in _owned) d.Dispose();
         _quantizedQueries?.Dispose();
+        _cascadeScratch?.Dispose();
         _dummy.Dispose();
     }
 }

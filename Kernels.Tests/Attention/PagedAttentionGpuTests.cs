@@ -234,6 +234,40 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         RunBoth(plan, q, cache, 8, 2, 32, e, le, mag, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 12, "prefill");
     }
 
+    [Theory]
+    [InlineData(DType.F16, KvScaleMode.None, KvLayout.Nhd, 4, 1)]   // the suffix level split into chunks
+    [InlineData(DType.I4, KvScaleMode.None, KvLayout.Hnd, 3, 64)]
+    [InlineData(DType.I8, KvScaleMode.PerToken, KvLayout.Nhd, 1, 64)]
+    public void Cascade_MatchesReference(DType dtype, KvScaleMode mode, KvLayout layout, int pageSize, int targetItems)
+    {
+        // Two groups (3 sequences on a 9-token prefix, 1 on an empty one), then a group with no sequence; suffixes of 0–11 tokens.
+        var c = new CascadeTests.CascadeCase(new CacheSpec([9, 0, 5, 11, 0, 7, 1], pageSize, 2, 64, dtype, layout, mode, 21), [3, 1, 0], 2, 0, targetItems);
+        var (cache, prefixes, suffixes, groupIndptr) = CascadeTests.BuildCascade(c);
+        var shape = new AttentionShape(4, 2, 64);
+        var opts = AttentionOptions.Default;
+        var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, targetItems);
+        var (q, e, le, mag, eps, maxLen) = CascadeTests.Oracle(c, cache, prefixes, suffixes, groupIndptr, shape, opts);
+        RunBoth(plan, q, cache, 4, 4, 64, e, le, mag, eps, maxLen, $"cascade {dtype} {layout} page {pageSize}");
+    }
+
+    [Fact]
+    public void MergeStates_MatchesAttentionStateBitForBit()
+    {
+        // Weights are computed as on the CPU (XMath.Exp/Log on the CPU accelerator are the BCL's), so the bits agree there.
+        const int d = 40;
+        var (v, l, o, ol) = CascadeTests.MergeInputs(8, rows: 12, d);
+        var (ev, el) = CascadeTests.MergeExpected(v, l, o, ol, d);
+        using var vt = _gpu.Upload(v, 12, d);
+        using var lt = _gpu.Upload(l, 12);
+        using var ot = _gpu.Upload(o, 12, d);
+        using var olt = _gpu.Upload(ol, 12);
+        _gpu.MergeStates(vt, lt, ot, olt);
+        _gpu.Synchronize();
+        Assert.Equal(ev, vt.ToArray());
+        Assert.Equal(el, lt.ToArray());
+        Assert.Throws<ArgumentException>(() => _gpu.MergeStates(vt, lt, olt, olt));
+    }
+
     [Fact]
     public void BlockSparse_MatchesReference()
     {

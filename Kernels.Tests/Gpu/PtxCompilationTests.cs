@@ -27,6 +27,7 @@ public class PtxCompilationTests
     {
         ["attention"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.Attend)), true),
         ["attention merge"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.Merge)), false),
+        ["attention state merge"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.MergeStates)), false),
         ["attention query quantization"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.DequantizeQueries)), false),
         ["dense gemm"] = (Method(typeof(DenseGemmKernels), nameof(DenseGemmKernels.Vector)), true),
         ["dense gemm scalar"] = (Method(typeof(DenseGemmKernels), nameof(DenseGemmKernels.Scalar)), true),

@@ -1,0 +1,50 @@
+using System.Buffers;
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
+
+namespace Kernels.Cpu.Attention;
+
+/// <summary>Cascade (shared-prefix) decode over a paged KV cache: each group's shared keys once for all its sequences, then
+/// each sequence's own keys, merged per (sequence, head).</summary>
+/// <remarks>
+/// <para>The prefix level runs the prefill kernel with the group's sequences as query rows, so each shared K/V row is loaded
+/// and widened once for up to <see cref="AttentionPlan.MaxQueriesPerItem"/> queries (16 sequences × 4 heads with GQA 4)
+/// instead of once per sequence. The suffix level is <see cref="PagedDecode"/>. The two states merge by
+/// <see cref="AttentionState.MergeInPlace"/>. The oracle is <see cref="AttentionReference.Cascade"/>; the error bound is
+/// <see cref="PagedDecode"/>'s over the concatenated keys.</para>
+/// <para>Scratch for the suffix states (<c>batch·qo_heads·(head_dim + 2)</c> floats) comes from
+/// <see cref="ArrayPool{T}.Shared"/>: no allocation once the pool holds a buffer of that size.</para>
+/// </remarks>
+public static class CascadeDecode
+{
+    /// <summary>Runs a cascade plan.</summary>
+    /// <param name="plan">The plan (from <see cref="CascadePlanner.Plan"/>).</param>
+    /// <param name="q"><c>batch·qo_heads·head_dim</c> queries.</param>
+    /// <param name="cache">The cache both levels' pages live in.</param>
+    /// <param name="output"><c>batch·qo_heads·head_dim</c> outputs (overwritten; must not overlap q).</param>
+    /// <param name="lse"><c>batch·qo_heads</c> log-sum-exps, or an empty span to skip them.</param>
+    /// <param name="options">ISA and thread options; null for the defaults.</param>
+    /// <exception cref="InvalidOperationException">The cache or a buffer does not match the plan.</exception>
+    /// <exception cref="NotSupportedException">head_dim is unsupported, or the forced ISA path is unsupported.</exception>
+    /// <exception cref="ArgumentException">output overlaps q.</exception>
+    public static void Run(CascadePlan plan, ReadOnlySpan<float> q, PagedKvCache cache, Span<float> output, Span<float> lse, KernelOptions? options = null)
+    {
+        AttentionLaunch.Check(plan, q, cache, output, lse);
+        int rows = plan.QueryRows * plan.Shape.QoHeads, d = plan.Shape.HeadDim;
+        float[] scratch = ArrayPool<float>.Shared.Rent(rows * (d + 2));
+        try
+        {
+            Span<float> suffixOut = scratch.AsSpan(0, rows * d), suffixLse = scratch.AsSpan(rows * d, rows);
+            Span<float> prefixLse = lse.IsEmpty ? scratch.AsSpan(rows * (d + 1), rows) : lse;
+            PagedPrefill.Run(plan.Prefix, q, cache, output, prefixLse, options);
+            PagedDecode.Run(plan.Suffix, q, cache, suffixOut, suffixLse, options);
+            for (int r = 0; r < rows; r++)
+                AttentionState.MergeInPlace(output.Slice(r * d, d), ref prefixLse[r], suffixOut.Slice(r * d, d), suffixLse[r]);
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(scratch);
+        }
+    }
+}

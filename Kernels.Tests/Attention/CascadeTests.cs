@@ -1,0 +1,221 @@
+using FsCheck;
+using FsCheck.Fluent;
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
+using Kernels.Cpu;
+using Kernels.Cpu.Attention;
+using Kernels.Tests.TestUtilities;
+using static Kernels.Tests.Attention.AttentionTestData;
+
+namespace Kernels.Tests.Attention;
+
+/// <summary>Cascade (shared-prefix) decode against <see cref="AttentionReference.Cascade"/>, and the state merge it rests on.</summary>
+public class CascadeTests
+{
+    /// <summary>Cache.SeqLens holds the groups' prefix lengths, then the sequences' suffix lengths.</summary>
+    public sealed record CascadeCase(CacheSpec Cache, int[] GroupSizes, int Group, float SoftCap, int TargetItems)
+    {
+        public override string ToString() => $"{Cache} groups=[{string.Join(',', GroupSizes)}] group={Group} cap={SoftCap} targetItems={TargetItems}";
+    }
+
+    private static readonly (DType, KvScaleMode)[] Formats =
+        [(DType.F32, KvScaleMode.None), (DType.F16, KvScaleMode.None), (DType.BF16, KvScaleMode.None),
+         (DType.I8, KvScaleMode.PerToken), (DType.I8, KvScaleMode.PerHead), (DType.I4, KvScaleMode.None)];
+
+    private static Gen<int> Length => Gen.OneOf(Gen.Elements(0, 1, 2, 15, 16, 17), Gen.Choose(0, 60));
+
+    internal static Arbitrary<CascadeCase> Cases =>
+        (from groups in Gen.Choose(1, 3)
+         from sizes in Gen.ArrayOf(Gen.Elements(0, 1, 2, 5, 20), groups)
+         from prefixLens in Gen.ArrayOf(Length, groups)
+         from suffixLens in Gen.ArrayOf(Length, sizes.Sum())
+         from page in Gen.Elements(1, 16, 5)
+         from kvHeads in Gen.Elements(1, 2)
+         from d in Gen.Elements(64, 128, 32)
+         from fmt in Gen.Elements(Formats)
+         from layout in Gen.Elements(KvLayout.Nhd, KvLayout.Hnd)
+         from grp in Gen.Elements(1, 4, 8, 20)
+         from cap in Gen.Elements(0f, 0f, 5f)
+         from target in Gen.Elements(1, 64)
+         from seed in Gen.Choose(0, int.MaxValue)
+         select new CascadeCase(new CacheSpec([.. prefixLens, .. suffixLens], page, kvHeads, d, fmt.Item1, layout, fmt.Item2, seed), sizes, grp, cap, target))
+        .ToArbitrary();
+
+    /// <summary>The cache of <paramref name="c"/> with its table cut into the prefix table (one entry per group) and the suffix table.</summary>
+    internal static (PagedKvCache Cache, PageTable Prefixes, PageTable Suffixes, int[] GroupIndptr) BuildCascade(CascadeCase c)
+    {
+        var (cache, table) = Build(c.Cache);
+        int groups = c.GroupSizes.Length;
+        var groupIndptr = new int[groups + 1];
+        for (int g = 0; g < groups; g++) groupIndptr[g + 1] = groupIndptr[g] + c.GroupSizes[g];
+        return (cache, Slice(table, 0, groups), Slice(table, groups, table.BatchSize), groupIndptr);
+    }
+
+    private static PageTable Slice(PageTable t, int from, int to)
+    {
+        int p0 = t.Indptr[from];
+        var indptr = new int[to - from + 1];
+        for (int i = from; i < to; i++) indptr[i - from + 1] = t.Indptr[i + 1] - p0;
+        return new PageTable(indptr, t.Indices[p0..t.Indptr[to]], t.LastPageLen[from..to], t.PageSize);
+    }
+
+    internal static (float[] Q, float[] Expected, float[] LseE, double[] Mag, double Eps, int MaxLen) Oracle(CascadeCase c, PagedKvCache cache,
+        PageTable prefixes, PageTable suffixes, int[] groupIndptr, AttentionShape shape, AttentionOptions opts)
+    {
+        int batch = suffixes.BatchSize;
+        float[] q = Queries(new Random(c.Cache.Seed + 1), batch, shape, 2f);
+        float[] expected = new float[q.Length], lseE = new float[batch * shape.QoHeads];
+        double[] mag = new double[q.Length];
+        AttentionReference.Cascade(groupIndptr, q, cache, prefixes, suffixes, shape, opts, expected, lseE, mag);
+        double eps = LogitError(q, shape, opts.ScaleFor(shape.HeadDim), GatherKeys(cache, prefixes).Concat(GatherKeys(cache, suffixes)));
+        int maxLen = 0;
+        for (int g = 0; g < prefixes.BatchSize; g++)
+            for (int b = groupIndptr[g]; b < groupIndptr[g + 1]; b++) maxLen = Math.Max(maxLen, prefixes.KvLength(g) + suffixes.KvLength(b));
+        return (q, expected, lseE, mag, eps, maxLen);
+    }
+
+    private static void Check(CascadeCase c, KernelOptions options)
+    {
+        var (cache, prefixes, suffixes, groupIndptr) = BuildCascade(c);
+        var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
+        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap };
+        var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, c.TargetItems);
+        var (q, expected, lseE, mag, eps, maxLen) = Oracle(c, cache, prefixes, suffixes, groupIndptr, shape, opts);
+        float[] qCopy = (float[])q.Clone(), actual = new float[q.Length], lseA = new float[lseE.Length];
+        actual.AsSpan().Fill(float.NaN);
+        CascadeDecode.Run(plan, q, cache, actual, lseA, options);
+        AssertClose(expected, actual, mag, lseE, lseA, eps, maxLen, $"{c} {options.Isa}");
+        Assert.Equal(qCopy, q);
+
+        // Without an lse buffer the outputs are the same.
+        float[] noLse = new float[q.Length];
+        CascadeDecode.Run(plan, q, cache, noLse, default, options);
+        Assert.Equal(actual, noLse);
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Run_EachIsa_MatchesReference(IsaPath isa)
+    {
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        Prop.ForAll(Cases, c => Check(c, options)).QuickCheckThrowOnFailure();
+    }
+
+    [Fact]
+    public void Run_EqualsFlatDecodeOverTheConcatenatedPages()
+    {
+        // A page-aligned shared prefix can also be run as flat decode (each sequence's table = prefix pages + own pages): the
+        // two must agree to rounding, and the cascade reads the prefix once per group tile.
+        var c = new CascadeCase(new CacheSpec([64, 5, 30, 17], 16, 2, 128, DType.F16, KvLayout.Nhd, KvScaleMode.None, 3), [3], 4, 0, 64);
+        var (cache, prefixes, suffixes, groupIndptr) = BuildCascade(c);
+        var shape = new AttentionShape(8, 2, 128);
+        var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace());
+        var indptr = new List<int> { 0 };
+        var indices = new List<int>();
+        for (int b = 0; b < 3; b++)
+        {
+            indices.AddRange(prefixes.Indices.ToArray());
+            indices.AddRange(suffixes.Indices[suffixes.Indptr[b]..suffixes.Indptr[b + 1]].ToArray());
+            indptr.Add(indices.Count);
+        }
+        var flat = new PageTable([.. indptr], [.. indices], suffixes.LastPageLen, 16);
+        var flatPlan = DecodePlanner.Plan(flat, shape, cache.NumPages, new AttentionWorkspace());
+        float[] q = Queries(new Random(4), 3, shape);
+        float[] a = new float[q.Length], b2 = new float[q.Length], la = new float[24], lb = new float[24];
+        CascadeDecode.Run(plan, q, cache, a, la);
+        PagedDecode.Run(flatPlan, q, cache, b2, lb);
+        for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b2[i]) <= 1e-5f, $"output[{i}]: cascade {a[i]}, flat {b2[i]}");
+        for (int i = 0; i < la.Length; i++) Assert.True(Math.Abs(la[i] - lb[i]) <= 1e-5f, $"lse[{i}]: cascade {la[i]}, flat {lb[i]}");
+    }
+
+    [Fact]
+    public void Plan_InvalidInput_ThrowsBeforeAnyWork()
+    {
+        var c = new CascadeCase(new CacheSpec([20, 3, 4], 4, 1, 64, DType.F32, KvLayout.Nhd, KvScaleMode.None, 5), [2], 1, 0, 64);
+        var (cache, prefixes, suffixes, groupIndptr) = BuildCascade(c);
+        var shape = new AttentionShape(1, 1, 64);
+        var ws = new AttentionWorkspace();
+        var e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, ws, new AttentionOptions { WindowLeft = 8 }));
+        Assert.Contains("WindowLeft = 8", e.Message);
+        e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([0, 1], prefixes, suffixes, shape, cache.NumPages, ws));
+        Assert.Contains("groupIndptr[1] = 1", e.Message);
+        e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([0, 1, 2], prefixes, suffixes, shape, cache.NumPages, ws));
+        Assert.Contains("groupIndptr", e.Message);
+        e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan(groupIndptr, prefixes, new PageTable([0, 1], [0], [2], 8), shape, cache.NumPages, ws));
+        Assert.Contains("page size (4)", e.Message);
+        e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, 3, ws));
+        Assert.Contains("past", e.Message, StringComparison.OrdinalIgnoreCase);
+
+        var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, ws);
+        Assert.Throws<InvalidOperationException>(() => CascadeDecode.Run(plan, new float[64], cache, new float[128], default));
+        var other = new PagedKvCache(cache.NumPages, 8, 1, 64, DType.F32, KvLayout.Nhd, KvScaleMode.None);
+        Assert.Throws<InvalidOperationException>(() => CascadeDecode.Run(plan, new float[128], other, new float[128], default));
+    }
+
+    [Fact]
+    public void Merge_DestinationIsEitherInput_GivesTheSameBits()
+    {
+        var rng = new Random(6);
+        for (int trial = 0; trial < 50; trial++)
+        {
+            float[] a = Enumerable.Range(0, 37).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            float[] b = Enumerable.Range(0, 37).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            float la = trial % 7 == 0 ? float.NegativeInfinity : (float)(rng.NextDouble() * 20 - 10);
+            float lb = trial % 5 == 0 ? float.NegativeInfinity : (float)(rng.NextDouble() * 20 - 10);
+            float[] fresh = new float[37];
+            float l = AttentionState.Merge(a, la, b, lb, fresh);
+            float[] intoA = (float[])a.Clone(), intoB = (float[])b.Clone();
+            Assert.Equal(l, AttentionState.Merge(intoA, la, b, lb, intoA));
+            Assert.Equal(l, AttentionState.Merge(a, la, intoB, lb, intoB));
+            Assert.Equal(fresh, intoA);
+            Assert.Equal(fresh, intoB);
+            // In place with the other state aliased to itself: merging a state with itself keeps its values.
+            float[] self = (float[])a.Clone();
+            float ls = la;
+            AttentionState.MergeInPlace(self, ref ls, self, la);
+            if (!float.IsNegativeInfinity(la))
+                for (int i = 0; i < 37; i++) Assert.True(Math.Abs(self[i] - a[i]) <= 1e-6f);
+        }
+    }
+
+    [Fact]
+    public void MergeStates_CpuBackend_MatchesAttentionState()
+    {
+        var cpu = new CpuBackend();
+        var (v, l, o, ol) = MergeInputs(7, rows: 9, d: 48);
+        var (ev, el) = MergeExpected(v, l, o, ol, 48);
+        using var vt = cpu.Upload(v, 3, 3, 48);
+        using var lt = cpu.Upload(l, 3, 3);
+        using var ot = cpu.Upload(o, 3, 3, 48);
+        using var olt = cpu.Upload(ol, 3, 3);
+        cpu.MergeStates(vt, lt, ot, olt);
+        Assert.Equal(ev, vt.ToArray());
+        Assert.Equal(el, lt.ToArray());
+        Assert.Equal(o, ot.ToArray()); // the other state is not modified
+        using var shortLse = cpu.Upload(new float[8], 8);
+        var e = Assert.Throws<ArgumentException>(() => cpu.MergeStates(vt, shortLse, ot, olt));
+        Assert.Contains("8 rows", e.Message);
+    }
+
+    /// <summary>Random states with −∞ (empty), NaN, far-apart and equal log-sum-exps.</summary>
+    internal static (float[] V, float[] Lse, float[] Other, float[] OtherLse) MergeInputs(int seed, int rows, int d)
+    {
+        var rng = new Random(seed);
+        float[] v = Enumerable.Range(0, rows * d).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] o = Enumerable.Range(0, rows * d).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] special = [float.NegativeInfinity, float.NaN, 3f, -200f, 0f];
+        float[] l = Enumerable.Range(0, rows).Select(i => i < special.Length ? special[i] : (float)(rng.NextDouble() * 10)).ToArray();
+        float[] ol = Enumerable.Range(0, rows).Select(i => i < special.Length ? special[(i + 2) % special.Length] : (float)(rng.NextDouble() * 10)).ToArray();
+        ol[^1] = float.NegativeInfinity;
+        l[^1] = float.NegativeInfinity;
+        return (v, l, o, ol);
+    }
+
+    internal static (float[] V, float[] Lse) MergeExpected(float[] v, float[] l, float[] o, float[] ol, int d)
+    {
+        float[] ev = (float[])v.Clone(), el = (float[])l.Clone();
+        for (int r = 0; r < el.Length; r++) AttentionState.MergeInPlace(ev.AsSpan(r * d, d), ref el[r], o.AsSpan(r * d, d), ol[r]);
+        return (ev, el);
+    }
+}
