@@ -23,7 +23,7 @@ namespace Kernels.Perf.Suites;
 /// </summary>
 /// <remarks>The default run caps batch·context at 256k tokens: batch 32 × 32k (4.3 GB of fp16 KV, twice: paged and
 /// contiguous) runs only when a filter names it, e.g. <c>attention --filter "b=32 ctx=32768"</c>.</remarks>
-public sealed class AttentionSuite : IBenchSuite
+public sealed partial class AttentionSuite : IBenchSuite
 {
     private const int QoHeads = 32, KvHeads = 8, HeadDim = 128, PageSize = 16, LargePageSize = 64, TemplatePages = 64;
     private const long MaxTokens = 256 * 1024;
@@ -87,6 +87,7 @@ public sealed class AttentionSuite : IBenchSuite
                         yield return Case(ctx, batch, len, DType.F16, KvScaleMode.None, "kv f16 hnd", false, paged, null, PageSize, KvLayout.Hnd);
                 }
         }
+        foreach (var c in CascadeCases(ctx)) yield return c;
     }
 
     private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool q8, bool paged, Kernels.Gpu.GpuBackend? gpu = null, int pageSize = PageSize,
@@ -246,7 +247,7 @@ public sealed class AttentionSuite : IBenchSuite
     }
 
     /// <summary>Checks the first kv head's query group of sequence 0 against a double-precision softmax over the dequantized cache.</summary>
-    private static string? VerifySequence0(PagedKvCache cache, PageTable table, AttentionShape shape, DecodePlan plan, float[] q, float[] o, Action run)
+    private static string? VerifySequence0(PagedKvCache cache, PageTable table, AttentionShape shape, AttentionPlan plan, float[] q, float[] o, Action run)
     {
         run();
         int len = table.KvLength(0), d = shape.HeadDim, g = shape.GroupSize;
