@@ -16,6 +16,11 @@ internal unsafe interface IAttentionTile
     /// <summary>rows[t] = first + t·tokenBytes for live tokens [tl, th), else the zero row.</summary>
     static abstract void SetRows(byte** rows, byte* first, long tokenBytes, byte* zeroRow, int tl, int th);
 
+    /// <summary>Rows [tl, th) widened to fp32 once, exactly as <typeparamref name="TL"/> reads them (value / factor, int4 codes
+    /// minus their zero), <c>2·half</c> floats each at <c>dst + t·2·half</c>: for items whose many queries would otherwise
+    /// widen every row once per block of four.</summary>
+    static abstract void WidenRows<TL>(byte** rows, int* zero, int tl, int th, int half, float* dst) where TL : unmanaged, IKvRow;
+
     /// <summary>Raw dot products of four queries (rows of q, stride d) with the tile's rows, into four 16-float rows at dst
     /// (lanes outside [tl, th) may hold anything: the softmax masks them).</summary>
     static abstract void Logits4<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
@@ -70,6 +75,8 @@ internal unsafe ref struct TileItem
     public bool IntDot;
     public int* KZero, VZero;
     public float** Acc;
+    public float* KWide, VWide;
+    public bool Widen;
     public int* Lo, Hi;
     public int QueryRows, KvHeads, GroupHeads, PerRow, Queries, KvHead, MinLo, MaxHi;
 }

@@ -57,7 +57,10 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     // Output accumulators [MaxQ][MaxD], 64-byte aligned: thread-private, so two threads never share an accumulator's cache line
     // (the destination rows of neighbouring heads may share one; they are written once, at the end of the item).
     private const int AccOffset = (QSumOffset + MaxQ + 15) & ~15;
-    private const int ScratchFloats = AccOffset + MaxQ * MaxD + 16;
+    // Prefill-type items (several query rows): the tile's K and V rows of one kv head widened to fp32 once [Tile][MaxD] each.
+    private const int KWideOffset = AccOffset + MaxQ * MaxD;
+    private const int VWideOffset = KWideOffset + Tile * MaxD;
+    private const int ScratchFloats = VWideOffset + Tile * MaxD + 16;
 
     private const int TlbPages = 2;                           // TLB warm-up distance, in pages of the item's list (1–3 measured alike)
     private const int PrefetchPages = 1;                      // software prefetch distance, in pages of the item's list (1–8 measured)
@@ -126,10 +129,14 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             IntDot = s.QuantizedQ && TTile.SupportsIntDot && (s.DType == DType.I8 || s.HeadDim % 128 == 0),
             KMul = scratch + KMulOffset, VMul = scratch + VMulOffset, KZero = (int*)(scratch + KZeroOffset),
             VZero = (int*)(scratch + VZeroOffset), ZeroRow = scratch + ZeroRowOffset, Acc = acc, Lo = lo, Hi = hi,
+            KWide = scratch + KWideOffset, VWide = scratch + VWideOffset,
             QueryRows = it.QueryRows, KvHeads = it.KvHeads, GroupHeads = it.GroupHeads, PerRow = it.KvHeads * it.GroupHeads,
             KvHead = it.KvHead, MinLo = int.MaxValue, MaxHi = int.MinValue,
         };
         c.Queries = c.QueryRows * c.PerRow;
+        // Widen each K/V row once per tile when it feeds ≥ 8 queries of several rows (prefill, cascade prefixes, block-sparse):
+        // otherwise every block of four queries widens it again. Decode (one row) keeps reading the rows in place.
+        c.Widen = typeof(TL) != typeof(KvF32) && !c.IntDot && c.QueryRows > 1 && c.QueryRows * c.GroupHeads >= 8;
         new Span<float>(c.ZeroRow, MaxD).Clear();
 
         // The item's first page has no previous tile to prefetch it: start its K and V lines before the
@@ -308,6 +315,19 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                     kz[t] = vz[t] = 0;
                 }
             }
+            if (c.Widen)
+            {
+                TTile.WidenRows<TL>(rows, kz, tl, th, half, c.KWide);
+                TTile.SetRows(rows, (byte*)c.KWide, d * sizeof(float), (byte*)c.ZeroRow, tl, th);
+                for (int r = 0; r < c.QueryRows; r++)
+                {
+                    int i = r * c.PerRow + kk * gh, ie = i + gh;
+                    if (k0 + tl >= c.Hi[r] || k0 + th <= c.Lo[r]) continue; // masked below
+                    for (; i + 4 <= ie; i += 4, pfK = default) TTile.Logits4<KvF32>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
+                    for (; i < ie; i++, pfK = default) TTile.Logits1<KvF32>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
+                }
+                continue;
+            }
             for (int r = 0; r < c.QueryRows; r++)
             {
                 int i = r * c.PerRow + kk * gh, ie = i + gh;
@@ -344,6 +364,20 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             TTile.SetRows(rows, s.V + (pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride) * s.RowBytes, tokenBytes, (byte*)c.ZeroRow, tl, th);
             var pfV = Prefetch(ref s, s.V, nextPageRow, kk, wholeRows);
             int* vz = c.VZero + kk * Tile;
+            if (c.Widen)
+            {
+                TTile.WidenRows<TL>(rows, vz, tl, th, half, c.VWide);
+                TTile.SetRows(rows, (byte*)c.VWide, d * sizeof(float), (byte*)c.ZeroRow, tl, th);
+                for (int r = 0; r < c.QueryRows; r++)
+                {
+                    int rl = Math.Max(c.Lo[r] - k0, tl), rh = Math.Min(c.Hi[r] - k0, th);
+                    if (rl >= rh) continue;
+                    int i = r * c.PerRow + kk * gh, ie = i + gh;
+                    for (; i + 4 <= ie; i += 4, pfV = default) TTile.Accumulate4<KvF32>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
+                    for (; i < ie; i++, pfV = default) TTile.Accumulate1<KvF32>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
+                }
+                continue;
+            }
             for (int r = 0; r < c.QueryRows; r++)
             {
                 // This row's live tokens only: a masked token's V is never read (0·NaN would leak into the row).

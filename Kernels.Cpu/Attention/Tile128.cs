@@ -23,6 +23,23 @@ internal unsafe struct Tile128 : IAttentionTile
     public static bool TileScales(float* src, long tokenStride, long headStride, int heads, float mul, int tl, int th, void* dst, bool toInt) => false;
 
     /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void WidenRows<TL>(byte** rows, int* zero, int tl, int th, int half, float* dst) where TL : unmanaged, IKvRow
+    {
+        for (int t = tl; t < th; t++)
+        {
+            var z = Vector128.Create(zero[t]);
+            float* o = dst + t * 2 * half;
+            for (int i = 0; i < half; i += 4)
+            {
+                TL.Load2(rows[t], i, half, z, out var lo, out var hi);
+                lo.Store(o + i);
+                hi.Store(o + half + i);
+            }
+        }
+    }
+
+    /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void SetRows(byte** rows, byte* first, long tokenBytes, byte* zeroRow, int tl, int th)
     {

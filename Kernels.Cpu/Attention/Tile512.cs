@@ -201,6 +201,23 @@ internal unsafe struct Tile512 : IAttentionTile
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Op(Vector512<float> a, Vector512<float> b, bool max) => max ? Avx512F.Max(a, b) : a + b;
 
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void WidenRows<TL>(byte** rows, int* zero, int tl, int th, int half, float* dst) where TL : unmanaged, IKvRow
+    {
+        for (int t = tl; t < th; t++)
+        {
+            var z = Vector512.Create(zero[t]);
+            float* o = dst + t * 2 * half;
+            for (int i = 0; i < half; i += 16)
+            {
+                TL.Load2(rows[t], i, half, z, out var lo, out var hi);
+                lo.Store(o + i);
+                hi.Store(o + half + i);
+            }
+        }
+    }
+
     /// <summary>rows[t] = first + t·tokenBytes for live tokens [tl, th), else the zero row (two 8-lane 64-bit vectors).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void SetRows(byte** rows, byte* first, long tokenBytes, byte* zeroRow, int tl, int th)
