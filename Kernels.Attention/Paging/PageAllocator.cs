@@ -159,6 +159,59 @@ public sealed class PageAllocator
         return new PageTable(indptr, indices.ToArray(), last, _cache.PageSize);
     }
 
+    /// <summary>Builds the two tables of a cascade plan (<c>CascadePlanner.Plan</c>) for groups of sequences that share
+    /// pages, e.g. forks of one prompt: group <c>g</c>'s shared prefix is the run of leading pages that all its sequences
+    /// hold with the same id and the same tokens, and each sequence's suffix is the rest of its pages.</summary>
+    /// <param name="sequences">Sequence ids, grouped: group <c>g</c> is <c>sequences[groupIndptr[g] .. groupIndptr[g+1])</c>.</param>
+    /// <param name="groupIndptr"><c>groups + 1</c> offsets into <paramref name="sequences"/>, from 0 to its length.</param>
+    /// <returns>One prefix entry per group (empty for a group of fewer than two sequences, which gains nothing from
+    /// sharing) and one suffix entry per sequence, in the order given.</returns>
+    /// <exception cref="KeyNotFoundException">An id is not a live sequence.</exception>
+    /// <exception cref="ArgumentException">groupIndptr does not run from 0 to the number of sequences, non-decreasing.</exception>
+    public (PageTable Prefixes, PageTable Suffixes) BuildCascadeTables(ReadOnlySpan<int> sequences, ReadOnlySpan<int> groupIndptr)
+    {
+        if (groupIndptr.Length < 1 || groupIndptr[0] != 0 || groupIndptr[^1] != sequences.Length)
+            ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr must run from 0 to the number of sequences ({sequences.Length}).");
+        int groups = groupIndptr.Length - 1, ps = _cache.PageSize;
+        var prefixIndptr = new int[groups + 1];
+        var prefixLast = new int[groups];
+        var prefixPages = new List<int>();
+        var suffixIndptr = new int[sequences.Length + 1];
+        var suffixLast = new int[sequences.Length];
+        var suffixPages = new List<int>();
+        for (int g = 0; g < groups; g++)
+        {
+            int s0 = groupIndptr[g], s1 = groupIndptr[g + 1];
+            if (s1 < s0) ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr is not monotone at {g}: {s1} < {s0}.");
+            var members = new Sequence[s1 - s0];
+            for (int i = 0; i < members.Length; i++) members[i] = Get(sequences[s0 + i]);
+            // Page j is shared when every member holds the same id there with the same token count; a partial page ends the run.
+            int common = 0, commonTokens = 0;
+            while (members.Length > 1 && members.All(m => m.Pages.Count > common && m.Pages[common] == members[0].Pages[common]))
+            {
+                int tokens = TokensIn(members[0], common);
+                if (members.Any(m => TokensIn(m, common) != tokens)) break;
+                common++;
+                commonTokens += tokens;
+                if (tokens < ps) break;
+            }
+            for (int j = 0; j < common; j++) prefixPages.Add(members[0].Pages[j]);
+            prefixIndptr[g + 1] = prefixPages.Count;
+            prefixLast[g] = common == 0 ? 0 : commonTokens - (common - 1) * ps;
+            for (int i = 0; i < members.Length; i++)
+            {
+                var m = members[i];
+                for (int j = common; j < m.Pages.Count; j++) suffixPages.Add(m.Pages[j]);
+                suffixIndptr[s0 + i + 1] = suffixPages.Count;
+                suffixLast[s0 + i] = m.Pages.Count == common ? 0 : TokensIn(m, m.Pages.Count - 1);
+            }
+        }
+        return (new PageTable(prefixIndptr, prefixPages.ToArray(), prefixLast, ps), new PageTable(suffixIndptr, suffixPages.ToArray(), suffixLast, ps));
+    }
+
+    /// <summary>Tokens of sequence <paramref name="s"/> in its page <paramref name="j"/>.</summary>
+    private int TokensIn(Sequence s, int j) => Math.Min(_cache.PageSize, s.Length - j * _cache.PageSize);
+
     private int Take()
     {
         int p = _free.Pop();

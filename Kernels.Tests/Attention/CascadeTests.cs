@@ -129,6 +129,55 @@ public class CascadeTests
         for (int i = 0; i < la.Length; i++) Assert.True(Math.Abs(la[i] - lb[i]) <= 1e-5f, $"lse[{i}]: cascade {la[i]}, flat {lb[i]}");
     }
 
+    [Theory]
+    [InlineData(DType.F16, 8)]
+    [InlineData(DType.I4, 5)]
+    public void AllocatorForks_CascadeTables_GiveFlatDecodesAnswer(DType dtype, int pageSize)
+    {
+        // A 37-token prompt forked twice; the forks and the parent grow by different amounts (copy-on-write of the shared
+        // partial page), plus a lone sequence in a group of its own, and two forks that have not grown (their shared run
+        // ends with the partial page).
+        const int kvHeads = 2, d = 64;
+        var cache = new PagedKvCache(64, pageSize, kvHeads, d, dtype);
+        var alloc = new PageAllocator(cache);
+        var rng = new Random(pageSize);
+        void Append(int seq, int n)
+        {
+            var k = Enumerable.Range(0, n * kvHeads * d).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            var v = Enumerable.Range(0, n * kvHeads * d).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            alloc.Append(seq, k, v, n);
+        }
+        int a = alloc.Create();
+        Append(a, 37);
+        int b = alloc.Fork(a), c = alloc.Fork(a);
+        Append(b, 3);
+        Append(c, 20);
+        int lone = alloc.Create();
+        Append(lone, 11);
+        int e = alloc.Create();
+        Append(e, 13);
+        int f = alloc.Fork(e);
+        int[] seqs = [a, b, c, lone, e, f], groups = [0, 3, 4, 6];
+        var (prefixes, suffixes) = alloc.BuildCascadeTables(seqs, groups);
+        Assert.Equal(37 / pageSize * pageSize, prefixes.KvLength(0)); // the full shared pages only
+        Assert.Equal(0, prefixes.KvLength(1));                        // a group of one shares nothing
+        Assert.Equal(13, prefixes.KvLength(2));                       // unchanged forks share everything
+        Assert.Equal([0, 0], new[] { suffixes.KvLength(4), suffixes.KvLength(5) });
+        for (int i = 0; i < 3; i++) Assert.Equal(alloc.Length(seqs[i]) - prefixes.KvLength(0), suffixes.KvLength(i));
+
+        var shape = new AttentionShape(8, kvHeads, d);
+        var plan = CascadePlanner.Plan(groups, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace());
+        var flat = alloc.BuildPageTable(seqs);
+        float[] q = Queries(new Random(3), seqs.Length, shape);
+        float[] expected = new float[q.Length], lseE = new float[seqs.Length * 8], actual = new float[q.Length], lseA = new float[lseE.Length];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, flat, shape, AttentionOptions.Default, expected, lseE, mag);
+        CascadeDecode.Run(plan, q, cache, actual, lseA);
+        AssertClose(expected, actual, mag, lseE, lseA, LogitError(q, shape, plan.SmScale, GatherKeys(cache, flat)), 60, $"allocator cascade {dtype}");
+        Assert.Throws<ArgumentException>(() => alloc.BuildCascadeTables(seqs, [0, 3]));
+        Assert.Throws<KeyNotFoundException>(() => alloc.BuildCascadeTables([a, 99], [0, 2]));
+    }
+
     [Fact]
     public void Plan_InvalidInput_ThrowsBeforeAnyWork()
     {

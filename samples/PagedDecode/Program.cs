@@ -8,8 +8,8 @@ using Kernels.Gpu;
 
 // A serving-style decode step over a paged KV cache (Llama-3-8B attention shape: 32 query heads, 8 kv heads, head_dim 128):
 // a prompt is prefilled into pages, a second request forks it (shared prefix pages, copy-on-write), both grow, and one
-// decode plan serves every layer. The CPU result is checked against the double-precision oracle, and a GPU's when ILGPU
-// finds one.
+// decode plan serves every layer. A cascade plan runs the same step reading the shared prompt pages once for both
+// requests. The CPU results are checked against the double-precision oracle, and a GPU's when ILGPU finds one.
 const int qoHeads = 32, kvHeads = 8, headDim = 128, pageSize = 16, layers = 2;
 var shape = new AttentionShape(qoHeads, kvHeads, headDim);
 var rng = new Random(1);
@@ -37,6 +37,12 @@ Console.WriteLine($"sequences: {table.KvLength(0)} and {table.KvLength(1)} token
 // Plan once per step (validates the table against the pool, splits long sequences), run it for every layer.
 var plan = DecodePlanner.Plan(table, shape, caches[0].NumPages, new AttentionWorkspace());
 Console.WriteLine($"plan: {plan.WorkItemCount} work items");
+
+// The same step as a cascade: the pages both requests still share (the prompt's full pages; the partial one was copied on
+// write) once for the pair, then each request's own pages, merged per head.
+var (prefixes, suffixes) = allocators[0].BuildCascadeTables([a, b], [0, 2]);
+var cascade = CascadePlanner.Plan([0, 2], prefixes, suffixes, shape, caches[0].NumPages, new AttentionWorkspace());
+Console.WriteLine($"cascade: {prefixes.KvLength(0)} shared tokens, then {suffixes.KvLength(0)} and {suffixes.KvLength(1)} own tokens");
 float[] q = Values(2 * qoHeads * headDim); // one query token per sequence, [2, qo_heads, head_dim]
 using var cpu = new CpuBackend();
 GpuBackend? gpu = GpuBackend.IsCudaAvailable() ? GpuBackend.CreateCuda() : null;
@@ -51,11 +57,14 @@ for (int layer = 0; layer < layers; layer++)
         using DeviceTensor<float> qt = backend is GpuBackend g ? g.Upload(q, 2, qoHeads, headDim) : cpu.Upload(q, 2, qoHeads, headDim);
         using var output = backend.Allocate<float>(2, qoHeads, headDim);
         using var lse = backend.Allocate<float>(2, qoHeads);
-        ops.Attention(plan, qt, kv, output, lse);
-        backend.Synchronize();
-        double maxError = output.ToArray().Zip(expected, (x, y) => Math.Abs(x - (double)y)).Max();
-        Console.WriteLine($"layer {layer}, {backend.Name}: max |output − oracle| = {maxError:E2}");
-        if (!(maxError < 1e-4)) throw new InvalidOperationException($"{backend.Name} differs from the oracle by {maxError}");
+        foreach (AttentionPlan step in new AttentionPlan[] { plan, cascade })
+        {
+            ops.Attention(step, qt, kv, output, lse);
+            backend.Synchronize();
+            double maxError = output.ToArray().Zip(expected, (x, y) => Math.Abs(x - (double)y)).Max();
+            Console.WriteLine($"layer {layer}, {backend.Name}, {(step is CascadePlan ? "cascade" : "flat")}: max |output − oracle| = {maxError:E2}");
+            if (!(maxError < 1e-4)) throw new InvalidOperationException($"{backend.Name} differs from the oracle by {maxError}");
+        }
     }
 }
 gpu?.Dispose();
