@@ -317,15 +317,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             }
             if (c.Widen)
             {
-                TTile.WidenRows<TL>(rows, kz, tl, th, half, c.KWide);
-                TTile.SetRows(rows, (byte*)c.KWide, d * sizeof(float), (byte*)c.ZeroRow, tl, th);
-                for (int r = 0; r < c.QueryRows; r++)
-                {
-                    int i = r * c.PerRow + kk * gh, ie = i + gh;
-                    if (k0 + tl >= c.Hi[r] || k0 + th <= c.Lo[r]) continue; // masked below
-                    for (; i + 4 <= ie; i += 4, pfK = default) TTile.Logits4<KvF32>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
-                    for (; i < ie; i++, pfK = default) TTile.Logits1<KvF32>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
-                }
+                WideLogits<TL>(ref c, rows, kz, kk, tl, th, k0, d, pfK);
                 continue;
             }
             for (int r = 0; r < c.QueryRows; r++)
@@ -366,16 +358,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             int* vz = c.VZero + kk * Tile;
             if (c.Widen)
             {
-                TTile.WidenRows<TL>(rows, vz, tl, th, half, c.VWide);
-                TTile.SetRows(rows, (byte*)c.VWide, d * sizeof(float), (byte*)c.ZeroRow, tl, th);
-                for (int r = 0; r < c.QueryRows; r++)
-                {
-                    int rl = Math.Max(c.Lo[r] - k0, tl), rh = Math.Min(c.Hi[r] - k0, th);
-                    if (rl >= rh) continue;
-                    int i = r * c.PerRow + kk * gh, ie = i + gh;
-                    for (; i + 4 <= ie; i += 4, pfV = default) TTile.Accumulate4<KvF32>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
-                    for (; i < ie; i++, pfV = default) TTile.Accumulate1<KvF32>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
-                }
+                WideOutput<TL>(ref c, rows, vz, kk, tl, th, k0, d, pfV);
                 continue;
             }
             for (int r = 0; r < c.QueryRows; r++)
@@ -387,6 +370,45 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 for (; i + 4 <= ie; i += 4, pfV = default) TTile.Accumulate4<TL>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
                 for (; i < ie; i++, pfV = default) TTile.Accumulate1<TL>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
             }
+        }
+    }
+
+    /// <summary>Step 1 of <see cref="TileStep{TL}"/> for a prefill-type item (<see cref="TileItem.Widen"/>): kv head
+    /// <paramref name="kk"/>'s rows widened to fp32 once, then every query's logits from those rows. Kept out of the tile step,
+    /// whose inlining budget the decode path needs (with these loops inside, a prefetcher constructor stayed a call).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void WideLogits<TL>(ref TileItem c, byte** rows, int* kz, int kk, int tl, int th, int k0, int d, PagePrefetch pf)
+        where TL : unmanaged, IKvRow
+    {
+        int half = d / 2, gh = c.GroupHeads;
+        TTile.WidenRows<TL>(rows, kz, tl, th, half, c.KWide);
+        TTile.SetRows(rows, (byte*)c.KWide, d * sizeof(float), (byte*)c.ZeroRow, tl, th);
+        for (int r = 0; r < c.QueryRows; r++)
+        {
+            int i = r * c.PerRow + kk * gh, ie = i + gh;
+            if (k0 + tl >= c.Hi[r] || k0 + th <= c.Lo[r]) continue; // masked in the softmax
+            for (; i + 4 <= ie; i += 4, pf = default) TTile.Logits4<KvF32>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pf);
+            for (; i < ie; i++, pf = default) TTile.Logits1<KvF32>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pf);
+        }
+    }
+
+    /// <summary>Step 3 of <see cref="TileStep{TL}"/> for a prefill-type item: kv head <paramref name="kk"/>'s V rows widened
+    /// once, then each query row's live tokens accumulated from them.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void WideOutput<TL>(ref TileItem c, byte** rows, int* vz, int kk, int tl, int th, int k0, int d, PagePrefetch pf)
+        where TL : unmanaged, IKvRow
+    {
+        int half = d / 2, gh = c.GroupHeads;
+        TTile.WidenRows<TL>(rows, vz, tl, th, half, c.VWide);
+        TTile.SetRows(rows, (byte*)c.VWide, d * sizeof(float), (byte*)c.ZeroRow, tl, th);
+        for (int r = 0; r < c.QueryRows; r++)
+        {
+            // This row's live tokens only: a masked token's V is never used (0·NaN would leak into the row).
+            int rl = Math.Max(c.Lo[r] - k0, tl), rh = Math.Min(c.Hi[r] - k0, th);
+            if (rl >= rh) continue;
+            int i = r * c.PerRow + kk * gh, ie = i + gh;
+            for (; i + 4 <= ie; i += 4, pf = default) TTile.Accumulate4<KvF32>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half, ref pf);
+            for (; i < ie; i++, pf = default) TTile.Accumulate1<KvF32>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half, ref pf);
         }
     }
 
