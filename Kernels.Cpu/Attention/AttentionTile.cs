@@ -75,8 +75,10 @@ internal unsafe ref struct TileItem
     public bool IntDot;
     public int* KZero, VZero;
     public float** Acc;
-    public float* KWide, VWide;
-    public bool Widen;
+    public float* KWide, VWide, Qt, LaneLogits;
+    public bool Widen, QueryLanes;
+    public int QueriesPadded;
+    public int* LaneLo, LaneHi;
     public int* Lo, Hi;
     public int QueryRows, KvHeads, GroupHeads, PerRow, Queries, KvHead, MinLo, MaxHi;
 }

@@ -60,7 +60,12 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     // Prefill-type items (several query rows): the tile's K and V rows of one kv head widened to fp32 once [Tile][MaxD] each.
     private const int KWideOffset = AccOffset + MaxQ * MaxD;
     private const int VWideOffset = KWideOffset + Tile * MaxD;
-    private const int ScratchFloats = VWideOffset + Tile * MaxD + 16;
+    // AVX-512 prefill-type items with ≥ 16 queries: the queries transposed [MaxD][MaxQ], and the logits as [Tile][MaxQ].
+    private const int QtOffset = VWideOffset + Tile * MaxD;
+    private const int LanesOffset = QtOffset + MaxD * MaxQ;
+    private const int LaneLoOffset = LanesOffset + Tile * MaxQ;
+    private const int LaneHiOffset = LaneLoOffset + MaxQ;
+    private const int ScratchFloats = LaneHiOffset + MaxQ + 16;
 
     private const int TlbPages = 2;                           // TLB warm-up distance, in pages of the item's list (1–3 measured alike)
     private const int PrefetchPages = 1;                      // software prefetch distance, in pages of the item's list (1–8 measured)
@@ -129,7 +134,8 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             IntDot = s.QuantizedQ && TTile.SupportsIntDot && (s.DType == DType.I8 || s.HeadDim % 128 == 0),
             KMul = scratch + KMulOffset, VMul = scratch + VMulOffset, KZero = (int*)(scratch + KZeroOffset),
             VZero = (int*)(scratch + VZeroOffset), ZeroRow = scratch + ZeroRowOffset, Acc = acc, Lo = lo, Hi = hi,
-            KWide = scratch + KWideOffset, VWide = scratch + VWideOffset,
+            KWide = scratch + KWideOffset, VWide = scratch + VWideOffset, Qt = scratch + QtOffset, LaneLogits = scratch + LanesOffset,
+            LaneLo = (int*)(scratch + LaneLoOffset), LaneHi = (int*)(scratch + LaneHiOffset),
             QueryRows = it.QueryRows, KvHeads = it.KvHeads, GroupHeads = it.GroupHeads, PerRow = it.KvHeads * it.GroupHeads,
             KvHead = it.KvHead, MinLo = int.MaxValue, MaxHi = int.MinValue,
         };
@@ -186,6 +192,15 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                     c.M[i] = float.NegativeInfinity;
                     c.L[i] = 0;
                 }
+        }
+
+        // AVX-512 prefill-type items of one kv head and ≥ 16 queries take logits and softmax with the queries in the lanes.
+        c.QueryLanes = c.Widen && typeof(TTile) == typeof(Tile512) && QueryLanes.IsSupported && c.KvHeads == 1 && c.Queries >= 16
+            && s.SoftCap == 0;
+        if (c.QueryLanes)
+        {
+            c.QueriesPadded = (c.Queries + 15) & ~15;
+            QueryLanes.Prepare(c.Qs, c.Queries, d, c.Qt, c.QueriesPadded, lo, hi, c.GroupHeads, c.LaneLo, c.LaneHi);
         }
 
         if (s.KScale == null || s.PerHeadScale)
@@ -332,7 +347,8 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         }
 
         // 2. Online softmax per query; c.P becomes the probabilities times the token's V factor.
-        for (int r = 0; r < c.QueryRows; r++)
+        if (c.QueryLanes) QueryLanes.Softmax(ref c, k0, tl, th, d);
+        else for (int r = 0; r < c.QueryRows; r++)
         {
             int lo = Math.Max(c.Lo[r], k0 + tl) - k0, hi = Math.Min(c.Hi[r], k0 + th) - k0; // this row's live lanes
             if (lo >= hi)
@@ -382,6 +398,12 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     {
         int half = d / 2, gh = c.GroupHeads;
         TTile.WidenRows<TL>(rows, kz, tl, th, half, c.KWide);
+        if (c.QueryLanes)
+        {
+            pf.Rows(0, Tile); // the next tile's K rows (the other kernels spread these over their blocks)
+            QueryLanes.Logits(c.Qt, c.QueriesPadded, c.KWide, d, tl, th, c.LaneLogits);
+            return;
+        }
         TTile.SetRows(rows, (byte*)c.KWide, d * sizeof(float), (byte*)c.ZeroRow, tl, th);
         for (int r = 0; r < c.QueryRows; r++)
         {
