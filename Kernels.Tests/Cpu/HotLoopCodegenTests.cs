@@ -38,6 +38,8 @@ public class HotLoopCodegenTests
             var listings = File.ReadAllText(file).Split("; Assembly listing for method ", StringSplitOptions.RemoveEmptyEntries)
                 .Where(l => l.StartsWith("Kernels.Cpu.", StringComparison.Ordinal)).ToList();
             Assert.Contains(listings, l => l.Contains("TileStep", StringComparison.Ordinal)); // the pattern matched the kernels
+            if (variable.Length == 0 && System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+                Assert.Contains(listings, l => l.StartsWith("Kernels.Cpu.Attention.QueryLanes:Logits", StringComparison.Ordinal)); // the probe's prefill reaches them
             foreach (var listing in listings)
             {
                 string method = listing[..listing.IndexOf('\n')];
