@@ -29,6 +29,10 @@ namespace Kernels.Cpu.Attention;
 /// 2¹⁵ read rows at their true value instead) and probabilities by 2¹¹²; all these factors are powers of two or one multiply per token, so
 /// products are the same as with widened rows up to rounding. Pages flagged as holding fp16 Inf/NaN
 /// (<c>PagedKvCache.NonFinitePageArray</c>) are read with the Inf/NaN-aware loader.</para>
+/// <para><b>Prefill-type items</b> (several query rows, ≥ 8 queries per kv head: prefill, cascade prefixes, block-sparse) widen
+/// each tile's K and V rows to fp32 scratch once (<see cref="IAttentionTile.WidenRows{TL}"/>) and run the passes on those
+/// rows; on AVX-512, with ≥ 16 queries and no soft cap, logits and softmax take the queries in the vector lanes
+/// (<see cref="QueryLanes"/>).</para>
 /// <para>Only live tokens are read: rows outside every query's key range are replaced by a zero row, and the V pass visits
 /// the live range only. Results are deterministic for a given plan; they differ from the other ISA paths by rounding.</para>
 /// </remarks>
