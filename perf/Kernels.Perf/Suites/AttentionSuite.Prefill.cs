@@ -12,7 +12,7 @@ public sealed partial class AttentionSuite
 {
     private const int SparseTokens = 1024, SparseBlock = 64;
 
-    /// <summary>Prefill and block-sparse attention, fp16 KV, same heads as decode. "prefill": causal, one 2048-token prompt
+    /// <summary>Prefill and block-sparse attention, fp16 KV, same heads as decode. "prefill": causal, one 2048-token prompt (not with --quick)
     /// and a ragged batch of four (1024, 512, 256, 256), each attending to its own keys (qo_len = kv_len), pages scattered.
     /// "block-sparse": 1024 queries × 1024 keys in 64 × 64 blocks, each block row keeping its diagonal block and 6 random
     /// others of 16 (7/16 ≈ 44 %, non-causal), against the same kernel with every block kept ("block-sparse dense"): the
@@ -22,9 +22,11 @@ public sealed partial class AttentionSuite
         (string Shape, int[] Lens)[] prefill = [("b=1 qo=kv=2048 causal", [2048]), ("b=4 qo=kv=1024+512+256+256 causal", [1024, 512, 256, 256])];
         foreach (var (shape, lens) in prefill)
         {
+            if (ctx.Quick && lens.Length == 1) continue; // --quick: the ragged batch only
             if (ctx.Cpu && ctx.Wants("prefill", "kv f16", shape, "cpu")) yield return PrefillCase(ctx, shape, lens, null);
             if (ctx.Gpu is { } gpu && ctx.Wants("prefill", "kv f16", shape, gpu.Name)) yield return PrefillCase(ctx, shape, lens, gpu);
         }
+        if (ctx.Quick) yield break; // --quick: no block-sparse pair
         string sparseShape = $"M=N={SparseTokens} R=C={SparseBlock}";
         foreach (bool dense in new[] { true, false })
         {
