@@ -40,6 +40,11 @@ public abstract class AttentionPlan
     /// <summary>The softmax scale in use.</summary>
     public float SmScale => Options.ScaleFor(Shape.HeadDim);
 
+    /// <summary>Set on the levels of a <see cref="CascadePlan"/>: a row with no weight keeps <c>Σ 0·v_j</c> (0, or NaN from an
+    /// Inf/NaN V row of a key whose logit was −∞) with lse −∞ instead of writing 0, as split-KV chunks do, so that the merge
+    /// of the levels carries the unsplit oracle's 0·NaN; the cascade clears rows left empty after the merge.</summary>
+    internal bool KeepsEmptyStates { get; set; }
+
     internal int[] PageIds { get; }
     internal int[] PageTokens { get; }
     internal int[] PageKeyStart { get; }

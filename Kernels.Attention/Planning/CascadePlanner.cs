@@ -42,6 +42,7 @@ public static class CascadePlanner
         // that groupIndptr starts at 0 and is monotone, and the page ids).
         var prefix = PrefillPlanner.Plan(groupIndptr, prefixes, shape, numPages, options with { Causal = false });
         var suffix = DecodePlanner.Plan(suffixes, shape, numPages, workspace, options, targetItems: targetItems);
+        prefix.KeepsEmptyStates = suffix.KeepsEmptyStates = true; // fresh plans, owned by the cascade
         return new CascadePlan(prefix, suffix, groupIndptr.ToArray());
     }
 }

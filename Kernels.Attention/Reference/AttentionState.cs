@@ -10,9 +10,13 @@ namespace Kernels.Attention.Reference;
 /// <para><c>s = max(s_a, s_b)</c>, <c>w_a = e^(s_a − s)</c>, <c>w_b = e^(s_b − s)</c>,
 /// <c>v = (w_a·v_a + w_b·v_b)/(w_a + w_b)</c>, <c>s += ln(w_a + w_b)</c> (FlashInfer <c>state.cuh</c> / <c>cascade.cuh</c>, which
 /// keeps <c>s</c> in base 2: <c>s₂ = s / ln 2</c>). The operation is associative and commutative up to rounding.
-/// An empty state has <c>s = −∞</c> (its <c>v</c> is ignored); merging two empty states gives <c>v = 0, s = −∞</c> and never NaN,
-/// because the exponents are taken relative to a finite maximum or skipped. A NaN state (a row that met a NaN or +∞ logit:
-/// see <see cref="AttentionReference"/>) makes the merged state NaN. A state whose weight <c>e^(s_x − s)</c> is below 2⁻¹²⁶
+/// An empty state has <c>s = −∞</c> and weight 0: it adds <c>0·v</c>, so its finite values drop out (merging two empty states
+/// gives <c>v = 0, s = −∞</c>) while a NaN or Inf in its <c>v</c> reaches the merged state as NaN at that position. That is
+/// how a split chunk whose keys all had −∞ logits carries the oracle's <c>0·v</c> of an Inf/NaN V row among them (the
+/// kernels write such a chunk as <c>(Σ 0·v_j, −∞)</c>, which is 0 unless a V row was not finite); a final output whose
+/// merged <c>s</c> is −∞ is 0, as the oracle's. The exponents are taken relative to a finite maximum or skipped, so
+/// empty states never make NaN from their <c>s</c>. A NaN state (a row that met a NaN or +∞ logit: see
+/// <see cref="AttentionReference"/>) makes the merged state NaN. A state whose weight <c>e^(s_x − s)</c> is below 2⁻¹²⁶
 /// counts 0, as the oracle's weights do (so its Inf/NaN values give NaN, as they would unsplit).</para>
 /// </remarks>
 public static class AttentionState
@@ -26,28 +30,34 @@ public static class AttentionState
     public static void MergeInPlace(Span<float> v, ref float lse, ReadOnlySpan<float> other, float otherLse)
     {
         ThrowHelper.ThrowIfLengthMismatch(nameof(other), other.Length, v.Length);
-        if (float.IsNegativeInfinity(otherLse)) return;
-        if (float.IsNegativeInfinity(lse))
+        bool empty = float.IsNegativeInfinity(lse), otherEmpty = float.IsNegativeInfinity(otherLse);
+        if (empty || otherEmpty)
         {
-            other.CopyTo(v);
-            lse = otherLse;
+            // An empty side has weight 0: v·(empty ? 0 : 1) + other·(otherEmpty ? 0 : 1), so only its NaN/Inf values survive.
+            Combine(v, empty ? 0f : 1f, other, otherEmpty ? 0f : 1f);
+            if (!otherEmpty) lse = otherLse;
             return;
         }
         float max = MathF.Max(lse, otherLse);
         float wa = Weight(lse - max), wb = Weight(otherLse - max);
         float inv = 1f / (wa + wb);
-        float ca = wa * inv, cb = wb * inv;
+        Combine(v, wa * inv, other, wb * inv);
+        lse = max + MathF.Log(wa + wb);
+    }
+
+    /// <summary><c>v = v·ca + other·cb</c>, each product rounded, then the sum.</summary>
+    private static void Combine(Span<float> v, float ca, ReadOnlySpan<float> other, float cb)
+    {
         if (other.Overlaps(v))
         {
             for (int i = 0; i < v.Length; i++) v[i] = v[i] * ca + other[i] * cb;
         }
         else
         {
-            // The same arithmetic, vectorized: each product rounded, then the sum (TensorPrimitives does not fuse the two steps).
+            // The same arithmetic, vectorized (TensorPrimitives does not fuse the two steps).
             TensorPrimitives.Multiply(v, ca, v);
             TensorPrimitives.MultiplyAdd(other, cb, v, v);
         }
-        lse = max + MathF.Log(wa + wb);
     }
 
     /// <summary>Merges two states into a third.</summary>
@@ -62,16 +72,6 @@ public static class AttentionState
     {
         ThrowHelper.ThrowIfLengthMismatch(nameof(b), b.Length, a.Length);
         ThrowHelper.ThrowIfLengthMismatch(nameof(destination), destination.Length, a.Length);
-        if (float.IsNegativeInfinity(lseA) && float.IsNegativeInfinity(lseB))
-        {
-            destination.Clear();
-            return float.NegativeInfinity;
-        }
-        if (float.IsNegativeInfinity(lseA))
-        {
-            b.CopyTo(destination);
-            return lseB;
-        }
         if (b.Overlaps(destination) && !a.Overlaps(destination))
         {
             // destination is b: merge a into it (the merge is symmetric, bit for bit).
@@ -79,17 +79,19 @@ public static class AttentionState
             MergeInPlace(destination, ref lb, a, lseA);
             return lb;
         }
-        a.CopyTo(destination);
+        if (!a.Overlaps(destination)) a.CopyTo(destination);
         float lse = lseA;
         MergeInPlace(destination, ref lse, b, lseB);
         return lse;
     }
 
-    /// <summary>Merges <c>n</c> states <c>[n, dim]</c> in index order (the order split-KV uses, so results are reproducible).</summary>
+    /// <summary>Merges <c>n</c> states <c>[n, dim]</c> in index order (the order split-KV uses, so results are reproducible),
+    /// starting from an empty state of zeros.</summary>
     /// <param name="values"><c>n·dim</c> values.</param>
     /// <param name="lses"><c>n</c> log-sum-exps.</param>
     /// <param name="destination"><c>dim</c> merged values.</param>
-    /// <returns>The merged log-sum-exp (−∞ when every state is empty; destination is then zero).</returns>
+    /// <returns>The merged log-sum-exp (−∞ when every state is empty; destination is then 0, NaN where an empty state held
+    /// Inf/NaN).</returns>
     /// <exception cref="ArgumentException">The lengths disagree.</exception>
     public static float MergeMany(ReadOnlySpan<float> values, ReadOnlySpan<float> lses, Span<float> destination)
     {

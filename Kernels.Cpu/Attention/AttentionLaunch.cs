@@ -65,7 +65,7 @@ internal static unsafe class AttentionLaunch
                 PageStride = cache.PageStride, TokenStride = cache.TokenStride, HeadStride = cache.HeadStride, RowBytes = cache.RowBytes,
                 HeadDim = plan.Shape.HeadDim, QoHeads = plan.Shape.QoHeads, Group = plan.Shape.GroupSize, DType = cache.DType,
                 PerHeadScale = cache.DType == DType.I8 && cache.ScaleMode == KvScaleMode.PerHead,
-                Causal = plan.Options.Causal, WindowLeft = plan.Options.WindowLeft,
+                Causal = plan.Options.Causal, WindowLeft = plan.Options.WindowLeft, KeepEmpty = plan.KeepsEmptyStates,
                 QuantizedQ = plan.Options.QuantizedQueryDot && cache.DType is DType.I8 or DType.I4,
                 SmScale = plan.SmScale, SoftCap = plan.Options.LogitsSoftCap, Isa = isa,
             };
@@ -89,7 +89,7 @@ internal static unsafe class AttentionLaunch
                     {
                         Work = pw, Out = po, Lse = lse.IsEmpty ? null : pl, SplitStart = ss, SplitCount = sc,
                         PartialOut = decode.PartialOutputOffset, PartialLse = decode.PartialLseOffset,
-                        QoHeads = plan.Shape.QoHeads, HeadDim = plan.Shape.HeadDim,
+                        QoHeads = plan.Shape.QoHeads, HeadDim = plan.Shape.HeadDim, KeepEmpty = plan.KeepsEmptyStates,
                     };
                     WorkerPool.Run(decode.BatchSize * plan.Shape.QoHeads, threads, ref merge);
                 }
@@ -104,6 +104,7 @@ internal static unsafe class AttentionLaunch
         public int* SplitStart, SplitCount;
         public long PartialOut, PartialLse;
         public int QoHeads, HeadDim;
+        public bool KeepEmpty;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public static void Execute(ref MergeState s, int chunk)
@@ -121,6 +122,7 @@ internal static unsafe class AttentionLaunch
                 var part = new ReadOnlySpan<float>(s.Work + s.PartialOut + (slot * s.QoHeads + h) * d, d);
                 AttentionState.MergeInPlace(dst, ref lse, part, s.Work[s.PartialLse + slot * s.QoHeads + h]);
             }
+            if (float.IsNegativeInfinity(lse) && !s.KeepEmpty) dst.Clear(); // no key had weight: 0, as the oracle
             if (s.Lse != null) s.Lse[chunk] = lse;
         }
     }

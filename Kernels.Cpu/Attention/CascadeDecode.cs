@@ -40,7 +40,10 @@ public static class CascadeDecode
             PagedPrefill.Run(plan.Prefix, q, cache, output, prefixLse, options);
             PagedDecode.Run(plan.Suffix, q, cache, suffixOut, suffixLse, options);
             for (int r = 0; r < rows; r++)
+            {
                 AttentionState.MergeInPlace(output.Slice(r * d, d), ref prefixLse[r], suffixOut.Slice(r * d, d), suffixLse[r]);
+                if (float.IsNegativeInfinity(prefixLse[r])) output.Slice(r * d, d).Clear(); // no key had weight: 0, as the oracle
+            }
         }
         finally
         {

@@ -263,7 +263,11 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                     }
                     else
                     {
-                        new Span<float>(dst, d).Clear();
+                        // No weight. A split chunk keeps Σ 0·v_j (0, or NaN from an Inf/NaN V row of a key whose logit was
+                        // −∞), which the merge carries into the sequence's result as the unsplit oracle's 0·NaN; a final
+                        // output is 0.
+                        if (it.PartialSlot >= 0 || s.KeepEmpty) new ReadOnlySpan<float>(acc[i], d).CopyTo(new Span<float>(dst, d));
+                        else new Span<float>(dst, d).Clear();
                         lse = float.NegativeInfinity;
                     }
                     if (it.PartialSlot >= 0) s.Work[s.PartialLse + (long)it.PartialSlot * s.QoHeads + head] = lse;

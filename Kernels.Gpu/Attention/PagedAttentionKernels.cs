@@ -11,7 +11,7 @@ namespace Kernels.Gpu.Attention;
 internal struct AttentionLaunchArgs
 {
     public long PageStride, PartialOut, PartialLse;
-    public int TokenStride, HeadStride, RowBytes, HeadDim, QoHeads, Group, DType, PerHeadScale, Causal, WindowLeft, WriteLse;
+    public int TokenStride, HeadStride, RowBytes, HeadDim, QoHeads, Group, DType, PerHeadScale, Causal, WindowLeft, WriteLse, KeepEmpty;
     public float SmScale, SoftCap;
     // Offsets in the int metadata view.
     public int ItemsOffset, PageIdsOffset, PageTokensOffset, PageKeyOffset, UnitsOffset, UnitCount, SplitOffset, Batch, PageCapacity;
@@ -157,13 +157,14 @@ internal static class PagedAttentionKernels
 
         int head = kvHead * a.Group + groupHead + h0 + warp;
         long qRow = (long)(queryRow + r) * a.QoHeads + head;
-        // No weight (no live key, or every logit −∞): output 0 and lse −∞. A NaN sum (a NaN or +∞ logit) gives NaN output
-        // and lse, as in the oracle.
+        // No weight (no live key, or every logit −∞): output 0 and lse −∞; a split chunk keeps 0·Σ v_j instead (0, or NaN
+        // from an Inf/NaN V row of a −∞-logit key), which the merge carries on as the unsplit oracle's 0·NaN. A NaN sum (a
+        // NaN or +∞ logit) gives NaN output and lse, as in the oracle.
         bool weighted = l != 0;
-        float inv = weighted ? 1f / l : 0f;
-        if (!weighted) a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0;
-        float outLse = weighted ? m + XMath.Log(l) : float.NegativeInfinity;
         bool partialSlot = slot >= 0;
+        float inv = weighted ? 1f / l : 0f;
+        if (!weighted && !partialSlot && a.KeepEmpty == 0) a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0;
+        float outLse = weighted ? m + XMath.Log(l) : float.NegativeInfinity;
         long ob = partialSlot ? a.PartialOut + ((long)slot * a.QoHeads + head) * d + lane : qRow * d + lane;
         var dst = partialSlot ? work : output;
         dst[ob] = a0 * inv;
@@ -282,42 +283,51 @@ internal static class PagedAttentionKernels
         int d = a.HeadDim;
         long o = (long)(int)index * d;
         float s = float.NegativeInfinity;
+        for (int i = 0; i < d; i++) output[o + i] = 0; // an empty state of zeros, as AttentionState.MergeMany starts from
         for (int c = 0; c < n; c++)
         {
             long slot = start + c;
             MergeInto(output, o, ref s, work, a.PartialOut + (slot * a.QoHeads + h) * d, work[a.PartialLse + slot * a.QoHeads + h], d);
         }
-        if (s == float.NegativeInfinity)
+        if (s == float.NegativeInfinity && a.KeepEmpty == 0)
             for (int i = 0; i < d; i++) output[o + i] = 0;
         if (a.WriteLse != 0) lse[index] = s;
     }
 
     /// <summary>Merges state row <c>index</c> of (other, otherLse) into (v, lse) in place (<c>IPagedAttentionOps.MergeStates</c>,
     /// and the cascade's two levels). One thread per row of <paramref name="d"/> values.</summary>
-    public static void MergeStates(Index1D index, ArrayView<float> v, ArrayView<float> lse, ArrayView<float> other, ArrayView<float> otherLse, int d)
+    public static void MergeStates(Index1D index, ArrayView<float> v, ArrayView<float> lse, ArrayView<float> other, ArrayView<float> otherLse, int d, int clearEmpty)
     {
         long o = (long)(int)index * d;
         float s = lse[index];
         MergeInto(v, o, ref s, other, o, otherLse[index], d);
+        if (clearEmpty != 0 && s == float.NegativeInfinity)
+            for (int i = 0; i < d; i++) v[o + i] = 0; // a final output with no weight is 0, as the oracle's
         lse[index] = s;
     }
 
     /// <summary><c>(dst[o…o+d), s) ← (dst, s) ⊕ (src[so…so+d), sLse)</c>: <c>AttentionState.MergeInPlace</c>, step for step.</summary>
     private static void MergeInto(ArrayView<float> dst, long o, ref float s, ArrayView<float> src, long srcOffset, float sLse, int d)
     {
-        if (sLse == float.NegativeInfinity) return;
-        if (s == float.NegativeInfinity)
+        bool empty = s == float.NegativeInfinity, otherEmpty = sLse == float.NegativeInfinity;
+        float ca, cb;
+        if (empty || otherEmpty)
         {
-            for (int i = 0; i < d; i++) dst[o + i] = src[srcOffset + i];
-            s = sLse;
-            return;
+            // An empty side has weight 0: only its NaN/Inf values survive (0·NaN).
+            ca = empty ? 0f : 1f;
+            cb = otherEmpty ? 0f : 1f;
+            if (!otherEmpty) s = sLse;
         }
-        float mx = XMath.Max(s, sLse);
-        float wa = Weight(s - mx), wb = Weight(sLse - mx);
-        float inv = 1f / (wa + wb);
-        float ca = wa * inv, cb = wb * inv;
+        else
+        {
+            float mx = XMath.Max(s, sLse);
+            float wa = Weight(s - mx), wb = Weight(sLse - mx);
+            float inv = 1f / (wa + wb);
+            ca = wa * inv;
+            cb = wb * inv;
+            s = mx + XMath.Log(wa + wb);
+        }
         for (int i = 0; i < d; i++) dst[o + i] = dst[o + i] * ca + src[srcOffset + i] * cb;
-        s = mx + XMath.Log(wa + wb);
     }
 
     /// <summary>fp16 bits → fp32: magnitude shifted into place times 2¹¹² (exact for normals and subnormals), Inf/NaN exponent forced.</summary>

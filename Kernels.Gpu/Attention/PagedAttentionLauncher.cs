@@ -129,7 +129,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
     private readonly ConditionalWeakTable<AttentionPlan, GpuPlanData> _plans = [];
     private readonly List<GpuPlanData> _owned = [];
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int> _dequantizeQueries;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _mergeStates;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _mergeStates;
     private MemoryBuffer1D<float, Stride1D.Dense>? _cascadeScratch; // cascade plans: suffix states and, without a caller lse, the prefix lse
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _dummy;
     private MemoryBuffer1D<float, Stride1D.Dense>? _quantizedQueries; // QuantizedQueryDot: the dequantized int8 queries, grown on demand
@@ -143,14 +143,16 @@ internal sealed class PagedAttentionLauncher : IDisposable
             ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Attend);
         _merge = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Merge);
         _dequantizeQueries = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(PagedAttentionKernels.DequantizeQueries);
-        _mergeStates = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(PagedAttentionKernels.MergeStates);
+        _mergeStates = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(PagedAttentionKernels.MergeStates);
         _dummy = accelerator.Allocate1D<float>(1);
     }
 
-    /// <summary>Merges the states (one per element of <paramref name="lse"/>, <paramref name="d"/> values each) in place.</summary>
-    public void MergeStates(AcceleratorStream stream, ArrayView<float> v, ArrayView<float> lse, ArrayView<float> other, ArrayView<float> otherLse, int d)
+    /// <summary>Merges the states (one per element of <paramref name="lse"/>, <paramref name="d"/> values each) in place; with
+    /// <paramref name="clearEmpty"/>, rows left with no weight become 0 (final outputs).</summary>
+    public void MergeStates(AcceleratorStream stream, ArrayView<float> v, ArrayView<float> lse, ArrayView<float> other, ArrayView<float> otherLse, int d,
+        bool clearEmpty = false)
     {
-        if (lse.Length > 0 && d > 0) _mergeStates(stream, (int)lse.Length, v, lse, other, otherLse, d);
+        if (lse.Length > 0 && d > 0) _mergeStates(stream, (int)lse.Length, v, lse, other, otherLse, d, clearEmpty ? 1 : 0);
     }
 
     /// <summary>Runs a cascade plan: the prefix level into output (and lse), the suffix level into scratch, then the merge.</summary>
@@ -169,7 +171,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
         var prefixLse = lse ?? scratch.SubView(rows * (d + 1), rows);
         Launch(stream, plan.Prefix, cache, q, output, prefixLse);
         Launch(stream, plan.Suffix, cache, q, suffixOut, suffixLse);
-        MergeStates(stream, output, prefixLse, suffixOut, suffixLse, d);
+        MergeStates(stream, output, prefixLse, suffixOut, suffixLse, d, clearEmpty: true);
     }
 
     public void Launch(AcceleratorStream stream, AttentionPlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse)
@@ -196,6 +198,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
         a.SmScale = plan.SmScale;
         a.SoftCap = plan.Options.LogitsSoftCap;
         a.WriteLse = lse is null ? 0 : 1;
+        a.KeepEmpty = plan.KeepsEmptyStates ? 1 : 0;
         a.KScaleOffset = cache.KScaleOffset;
         a.VScaleOffset = cache.VScaleOffset;
         a.KZeroOffset = cache.KZeroOffset;

@@ -43,9 +43,11 @@ public class CascadeTests
         .ToArbitrary();
 
     /// <summary>The cache of <paramref name="c"/> with its table cut into the prefix table (one entry per group) and the suffix table.</summary>
-    internal static (PagedKvCache Cache, PageTable Prefixes, PageTable Suffixes, int[] GroupIndptr) BuildCascade(CascadeCase c)
+    internal static (PagedKvCache Cache, PageTable Prefixes, PageTable Suffixes, int[] GroupIndptr) BuildCascade(CascadeCase c,
+        Func<PagedKvCache, PageTable, string>? alter = null)
     {
         var (cache, table) = Build(c.Cache);
+        alter?.Invoke(cache, table);
         int groups = c.GroupSizes.Length;
         var groupIndptr = new int[groups + 1];
         for (int g = 0; g < groups; g++) groupIndptr[g + 1] = groupIndptr[g] + c.GroupSizes[g];
@@ -100,6 +102,108 @@ public class CascadeTests
     {
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
         Prop.ForAll(Cases, c => Check(c, options)).QuickCheckThrowOnFailure();
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Run_NonFiniteKeysAndValues_EachIsa_FollowTheOraclesRule(IsaPath isa)
+    {
+        // 1–3 random ±Inf/NaN values in live K or V rows of either level (float formats): a level whose keys all have −∞
+        // logits must still carry the oracle's 0·NaN of an Inf/NaN V row into the merged result.
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        var cases = (from c in Cases.Generator
+                     where c.Cache.DType is DType.F32 or DType.F16 or DType.BF16
+                     from count in Gen.Choose(1, 3)
+                     select (c, count)).ToArbitrary();
+        Prop.ForAll(cases, x =>
+        {
+            string injected = "";
+            var (cache, prefixes, suffixes, groupIndptr) = BuildCascade(x.c, (k, t) => injected = InjectNonFinite(k, t, new Random(x.c.Cache.Seed + 2), x.count));
+            var shape = new AttentionShape(x.c.Cache.KvHeads * x.c.Group, x.c.Cache.KvHeads, x.c.Cache.HeadDim);
+            var opts = new AttentionOptions { LogitsSoftCap = x.c.SoftCap };
+            var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, x.c.TargetItems);
+            var (q, expected, lseE, mag, _, maxLen) = Oracle(x.c, cache, prefixes, suffixes, groupIndptr, shape, opts);
+            double eps = LogitError(q, shape, plan.SmScale, FiniteKeys(cache, prefixes).Concat(FiniteKeys(cache, suffixes)));
+            float[] actual = new float[q.Length], lseA = new float[lseE.Length];
+            CascadeDecode.Run(plan, q, cache, actual, lseA, options);
+            AssertClose(expected, actual, mag, lseE, lseA, eps, maxLen, $"{x.c} {options.Isa}; injected {injected}");
+        }).QuickCheckThrowOnFailure();
+    }
+
+    /// <summary>A sequence whose last token has a −∞ logit (K element −Inf against positive query elements) and a NaN in its
+    /// V row, the rest finite: the oracle's output is NaN in that V column (0·NaN), for every head.</summary>
+    internal static (PagedKvCache Cache, PageTable Table, float[] Q, AttentionShape Shape) MinusInfinityKeyWithNaNValue(DType dtype)
+    {
+        var (cache, table) = Build(new CacheSpec([0, 15], 1, 1, 32, dtype, KvLayout.Nhd, KvScaleMode.None, 4));
+        var k = new float[32];
+        var v = new float[32];
+        int page = table.Indices[table.Indptr[1] + 14];
+        cache.ReadKey(page, 0, 0, k);
+        cache.ReadValue(page, 0, 0, v);
+        k[26] = float.NegativeInfinity;
+        v[27] = float.NaN;
+        cache.WriteToken(page, 0, k, v);
+        var shape = new AttentionShape(4, 1, 32);
+        float[] q = Queries(new Random(5), 2, shape);
+        for (int i = 26; i < q.Length; i += 32) q[i] = 1f; // every head: q·k = −∞ for that token
+        return (cache, table, q, shape);
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void MinusInfinityLogitWithNaNValue_SplitAndCascade_KeepTheOraclesNaN(IsaPath isa)
+    {
+        // Split-KV with one token per chunk leaves that token alone in a chunk with no weight; the cascade with the last token as
+        // the own part leaves it alone in a level with no weight. Both must still give NaN in column 27, as unsplit.
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        foreach (var dtype in new[] { DType.F32, DType.F16, DType.BF16 })
+        {
+            var (cache, table, q, shape) = MinusInfinityKeyWithNaNValue(dtype);
+            float[] expected = new float[q.Length], lseE = new float[8];
+            double[] mag = new double[q.Length];
+            AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, expected, lseE, mag);
+            Assert.True(float.IsNaN(expected[4 * 32 + 27]) && float.IsFinite(expected[4 * 32 + 26]));
+            double eps = LogitError(q, shape, AttentionOptions.Default.ScaleFor(32), FiniteKeys(cache, table));
+
+            float[] actual = new float[q.Length], lseA = new float[8];
+            var split = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), fixedChunkPages: 1);
+            PagedDecode.Run(split, q, cache, actual, lseA, options);
+            AssertClose(expected, actual, mag, lseE, lseA, eps, 15, $"split {dtype} {isa}");
+
+            var prefixes = new PageTable([0, 0, 14], table.Indices[..14], [0, 1], 1);
+            var suffixes = new PageTable([0, 0, 1], table.Indices[14..15], [0, 1], 1);
+            var cascade = CascadePlanner.Plan([0, 1, 2], prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace());
+            Array.Clear(actual);
+            CascadeDecode.Run(cascade, q, cache, actual, lseA, options);
+            AssertClose(expected, actual, mag, lseE, lseA, eps, 15, $"cascade {dtype} {isa}");
+        }
+    }
+
+    [Fact]
+    public void MergeInPlace_EmptyStates_DropFiniteValuesAndKeepNaN()
+    {
+        float[] v = [1f, 2f, 3f], poisoned = [0f, float.NaN, 0f];
+        float lse = 0.5f;
+        AttentionState.MergeInPlace(v, ref lse, poisoned, float.NegativeInfinity);
+        Assert.Equal(0.5f, lse);
+        Assert.Equal(1f, v[0]);
+        Assert.True(float.IsNaN(v[1]));
+        Assert.Equal(3f, v[2]);
+
+        float[] empty = [0f, float.NaN, 7f]; // an empty state's finite values drop out
+        lse = float.NegativeInfinity;
+        AttentionState.MergeInPlace(empty, ref lse, [4f, 5f, 6f], 2f);
+        Assert.Equal(2f, lse);
+        Assert.Equal(4f, empty[0]);
+        Assert.True(float.IsNaN(empty[1]));
+        Assert.Equal(6f, empty[2]);
+
+        float[] both = [5f, 0f, float.PositiveInfinity];
+        lse = float.NegativeInfinity;
+        AttentionState.MergeInPlace(both, ref lse, [1f, float.NaN, 2f], float.NegativeInfinity);
+        Assert.Equal(float.NegativeInfinity, lse);
+        Assert.Equal(0f, both[0]);
+        Assert.True(float.IsNaN(both[1]) && float.IsNaN(both[2])); // 0·Inf is NaN too
     }
 
     [Fact]

@@ -251,6 +251,22 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
     }
 
     [Fact]
+    public void MinusInfinityLogitWithNaNValue_SplitAndCascade_KeepTheOraclesNaN()
+    {
+        var (cache, table, q, shape) = CascadeTests.MinusInfinityKeyWithNaNValue(DType.F16);
+        float[] expected = new float[q.Length], lseE = new float[8];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, expected, lseE, mag);
+        double eps = LogitError(q, shape, AttentionOptions.Default.ScaleFor(32), FiniteKeys(cache, table));
+        var split = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), fixedChunkPages: 1);
+        RunBoth(split, q, cache, 2, 4, 32, expected, lseE, mag, eps, 15, "split, −∞ logit with NaN V");
+        var prefixes = new PageTable([0, 0, 14], table.Indices[..14], [0, 1], 1);
+        var suffixes = new PageTable([0, 0, 1], table.Indices[14..15], [0, 1], 1);
+        var cascade = CascadePlanner.Plan([0, 1, 2], prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace());
+        RunBoth(cascade, q, cache, 2, 4, 32, expected, lseE, mag, eps, 15, "cascade, −∞ logit with NaN V");
+    }
+
+    [Fact]
     public void MergeStates_MatchesAttentionStateBitForBit()
     {
         // Weights are computed as on the CPU (XMath.Exp/Log on the CPU accelerator are the BCL's), so the bits agree there.
