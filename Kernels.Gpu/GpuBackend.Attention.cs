@@ -49,7 +49,7 @@ public sealed partial class GpuBackend : IPagedAttentionOps
     }
 
     /// <inheritdoc/>
-    /// <remarks>One GPU thread per state row (it walks the row's head_dim values).</remarks>
+    /// <remarks>32 GPU threads per state row, lane i on elements i, i + 32, … (coalesced).</remarks>
     public void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);

@@ -274,60 +274,86 @@ internal static class PagedAttentionKernels
         }
     }
 
-    /// <summary>Merges split-KV partial states of (sequence, head) in chunk order (AttentionState.MergeInPlace). One thread each.</summary>
+    /// <summary>Threads per merged state row: lane i takes elements i, i + 32, …, so a warp reads and writes whole lines.</summary>
+    public const int MergeLanes = 32;
+
+    /// <summary>Merges the split-KV partial states of each (sequence, head) in one pass (<see cref="MergeLanes"/> threads per row):
+    /// with <c>m</c> the largest chunk lse, <c>o = Σ_c w_c·o_c / Σ_c w_c</c>, <c>w_c = e^(lse_c − m)</c> (0 below 2⁻¹²⁶, and 0
+    /// for empty chunks, whose values then only add their NaN), <c>lse = m + ln Σ w_c</c>: the pairwise rule of
+    /// <c>AttentionState</c> up to rounding, without a thread walking every chunk's row alone. A NaN chunk lse gives NaN; a row
+    /// whose chunks are all empty is 0 (or keeps <c>Σ 0·o_c</c> for a cascade level) with lse −∞.</summary>
     public static void Merge(Index1D index, ArrayView<float> output, ArrayView<float> lse, ArrayView<float> work, ArrayView<int> meta, AttentionLaunchArgs a)
     {
-        int b = index / a.QoHeads, h = index % a.QoHeads;
+        int row = index / MergeLanes, lane = index % MergeLanes;
+        int b = row / a.QoHeads, h = row % a.QoHeads;
         int start = meta[a.SplitOffset + 2 * b], n = meta[a.SplitOffset + 2 * b + 1];
         if (n <= 1) return;
         int d = a.HeadDim;
-        long o = (long)(int)index * d;
-        float s = float.NegativeInfinity;
-        for (int i = 0; i < d; i++) output[o + i] = 0; // an empty state of zeros, as AttentionState.MergeMany starts from
+        long o = (long)row * d;
+        float mx = float.NegativeInfinity;
+        bool nan = false;
         for (int c = 0; c < n; c++)
         {
-            long slot = start + c;
-            MergeInto(output, o, ref s, work, a.PartialOut + (slot * a.QoHeads + h) * d, work[a.PartialLse + slot * a.QoHeads + h], d);
+            float sc = work[a.PartialLse + (start + c) * (long)a.QoHeads + h];
+            if (float.IsNaN(sc)) nan = true;
+            else if (sc > mx) mx = sc;
         }
-        if (s == float.NegativeInfinity && a.KeepEmpty == 0)
-            for (int i = 0; i < d; i++) output[o + i] = 0;
-        if (a.WriteLse != 0) lse[index] = s;
+        float total = 0;
+        for (int c = 0; c < n; c++) total += ChunkWeight(work[a.PartialLse + (start + c) * (long)a.QoHeads + h], mx);
+        if (nan) total = float.NaN;
+        bool empty = mx == float.NegativeInfinity && !nan;
+        float inv = empty ? 1f : 1f / total;
+        for (int i = lane; i < d; i += MergeLanes)
+        {
+            float acc = 0;
+            for (int c = 0; c < n; c++)
+            {
+                long slot = start + c;
+                acc += ChunkWeight(work[a.PartialLse + slot * a.QoHeads + h], mx) * work[a.PartialOut + (slot * a.QoHeads + h) * d + i];
+            }
+            output[o + i] = empty && a.KeepEmpty == 0 ? 0f : acc * inv;
+        }
+        if (lane == 0 && a.WriteLse != 0) lse[row] = empty ? float.NegativeInfinity : mx + XMath.Log(total);
     }
 
-    /// <summary>Merges state row <c>index</c> of (other, otherLse) into (v, lse) in place (<c>IPagedAttentionOps.MergeStates</c>,
-    /// and the cascade's two levels). One thread per row of <paramref name="d"/> values.</summary>
+    /// <summary>A chunk's weight against the largest chunk lse: 0 for an empty chunk (and for all when every chunk is empty),
+    /// <see cref="Weight"/> otherwise (NaN for a NaN lse).</summary>
+    private static float ChunkWeight(float lseChunk, float max) =>
+        lseChunk == float.NegativeInfinity || max == float.NegativeInfinity ? 0f : Weight(lseChunk - max);
+
+    /// <summary>Merges state row <c>index / 32</c> of (other, otherLse) into (v, lse) in place (<c>IPagedAttentionOps.MergeStates</c>,
+    /// and the cascade's two levels), <see cref="MergeLanes"/> threads per row; with <paramref name="clearEmpty"/>, a row left
+    /// with no weight becomes 0 (a final output, as the oracle's).</summary>
     public static void MergeStates(Index1D index, ArrayView<float> v, ArrayView<float> lse, ArrayView<float> other, ArrayView<float> otherLse, int d, int clearEmpty)
     {
-        long o = (long)(int)index * d;
-        float s = lse[index];
-        MergeInto(v, o, ref s, other, o, otherLse[index], d);
-        if (clearEmpty != 0 && s == float.NegativeInfinity)
-            for (int i = 0; i < d; i++) v[o + i] = 0; // a final output with no weight is 0, as the oracle's
-        lse[index] = s;
+        int row = index / MergeLanes, lane = index % MergeLanes;
+        long o = (long)row * d;
+        float s = lse[row];
+        MergeCoefficients(ref s, otherLse[row], out float ca, out float cb);
+        bool clear = clearEmpty != 0 && s == float.NegativeInfinity;
+        for (int i = lane; i < d; i += MergeLanes) v[o + i] = clear ? 0f : v[o + i] * ca + other[o + i] * cb;
+        Warp.Barrier(); // every lane has read lse[row] before lane 0 replaces it
+        if (lane == 0) lse[row] = s;
     }
 
-    /// <summary><c>(dst[o…o+d), s) ← (dst, s) ⊕ (src[so…so+d), sLse)</c>: <c>AttentionState.MergeInPlace</c>, step for step.</summary>
-    private static void MergeInto(ArrayView<float> dst, long o, ref float s, ArrayView<float> src, long srcOffset, float sLse, int d)
+    /// <summary>The coefficients of <c>v·ca + other·cb</c> and the merged lse (in <paramref name="s"/>): <c>AttentionState.MergeInPlace</c>,
+    /// step for step (an empty side has weight 0, so only its NaN/Inf values survive).</summary>
+    private static void MergeCoefficients(ref float s, float sLse, out float ca, out float cb)
     {
         bool empty = s == float.NegativeInfinity, otherEmpty = sLse == float.NegativeInfinity;
-        float ca, cb;
         if (empty || otherEmpty)
         {
-            // An empty side has weight 0: only its NaN/Inf values survive (0·NaN).
             ca = empty ? 0f : 1f;
             cb = otherEmpty ? 0f : 1f;
             if (!otherEmpty) s = sLse;
+            return;
         }
-        else
-        {
-            float mx = XMath.Max(s, sLse);
-            float wa = Weight(s - mx), wb = Weight(sLse - mx);
-            float inv = 1f / (wa + wb);
-            ca = wa * inv;
-            cb = wb * inv;
-            s = mx + XMath.Log(wa + wb);
-        }
-        for (int i = 0; i < d; i++) dst[o + i] = dst[o + i] * ca + src[srcOffset + i] * cb;
+        float mx = XMath.Max(s, sLse);
+        float wa = Weight(s - mx), wb = Weight(sLse - mx);
+        float inv = 1f / (wa + wb);
+        ca = wa * inv;
+        cb = wb * inv;
+        s = mx + XMath.Log(wa + wb);
     }
 
     /// <summary>fp16 bits → fp32: magnitude shifted into place times 2¹¹² (exact for normals and subnormals), Inf/NaN exponent forced.</summary>

@@ -152,7 +152,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
     public void MergeStates(AcceleratorStream stream, ArrayView<float> v, ArrayView<float> lse, ArrayView<float> other, ArrayView<float> otherLse, int d,
         bool clearEmpty = false)
     {
-        if (lse.Length > 0 && d > 0) _mergeStates(stream, (int)lse.Length, v, lse, other, otherLse, d, clearEmpty ? 1 : 0);
+        if (lse.Length > 0 && d > 0) _mergeStates(stream, (int)lse.Length * PagedAttentionKernels.MergeLanes, v, lse, other, otherLse, d, clearEmpty ? 1 : 0);
     }
 
     /// <summary>Runs a cascade plan: the prefix level into output (and lse), the suffix level into scratch, then the merge.</summary>
@@ -222,7 +222,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
             _attend(stream, new KernelConfig(a.UnitCount, PagedAttentionKernels.GroupThreads),
                 q, output, lseView, data.Work.View, cache.K, cache.V, cache.Scales, data.Meta.View, a);
         }
-        if (data.HasSplits) _merge(stream, a.Batch * a.QoHeads, output, lseView, data.Work.View, data.Meta.View, a);
+        if (data.HasSplits) _merge(stream, a.Batch * a.QoHeads * PagedAttentionKernels.MergeLanes, output, lseView, data.Work.View, data.Meta.View, a);
     }
 
     public void Dispose()
