@@ -61,25 +61,14 @@ public sealed partial class AttentionSuite
             : $"{flatPlan.WorkItemCount} items; shared prompt read once per sequence";
         if (gpu is not null)
         {
-            var device = gpu.UploadKvCache(caches[0]);
-            var qT = gpu.Upload(q, CascadeBatch, QoHeads, HeadDim);
-            var oT = (Kernels.Gpu.GpuTensor<float>)gpu.Allocate<float>(CascadeBatch, QoHeads, HeadDim);
-            var lseT = gpu.Allocate<float>(CascadeBatch, QoHeads);
+            var g = GpuRunner(gpu, plan, caches[0], q, o, CascadeBatch);
             return new BenchCase
             {
                 Op = op, Format = "kv f16", Shape = shapeText, Backend = gpu.Name, Path = gpu.Accelerator.Name, Bytes = bytes, Flops = flops,
-                Run = _ =>
-                {
-                    gpu.Attention(plan, qT, device, oT, lseT);
-                    gpu.Synchronize();
-                },
-                Verify = () => VerifySequence0(caches[0], flat, shape, plan, q, o, () =>
-                {
-                    gpu.Attention(plan, qT, device, oT, lseT);
-                    oT.CopyTo(o);
-                }),
+                Run = g.Run,
+                Verify = () => VerifySequence0(caches[0], flat, shape, plan, q, o, g.RunAndRead),
                 BaselineKey = baseline, Note = note,
-                Resources = new Disposables([device, qT, oT, lseT, .. caches]),
+                Resources = new Disposables([g.Resources, .. caches]),
             };
         }
         var options = ctx.Options;

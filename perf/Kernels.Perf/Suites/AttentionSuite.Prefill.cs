@@ -135,28 +135,12 @@ public sealed partial class AttentionSuite
         };
     }
 
-    /// <summary>How a prefill-type plan runs on the CPU or the GPU: <c>Run</c> for timing, <c>RunAndRead</c> leaves the output in
-    /// <paramref name="o"/>.</summary>
+    /// <summary>How a prefill-type plan runs on the CPU or the GPU (<see cref="GpuRunner"/>).</summary>
     private static (Action<int> Run, Action RunAndRead, IDisposable Resources) AttentionRunner(BenchContext ctx, PrefillPlan plan, PagedKvCache cache,
         float[] q, float[] o, float[] lse, int rows, Kernels.Gpu.GpuBackend? gpu)
     {
-        if (gpu is null)
-        {
-            var options = ctx.Options;
-            return (_ => PagedPrefill.Run(plan, q, cache, o, lse, options), () => PagedPrefill.Run(plan, q, cache, o, lse, options), new Disposables());
-        }
-        var device = gpu.UploadKvCache(cache);
-        var qT = gpu.Upload(q, rows, QoHeads, HeadDim);
-        var oT = (Kernels.Gpu.GpuTensor<float>)gpu.Allocate<float>(rows, QoHeads, HeadDim);
-        var lseT = gpu.Allocate<float>(rows, QoHeads);
-        return (_ =>
-        {
-            gpu.Attention(plan, qT, device, oT, lseT);
-            gpu.Synchronize();
-        }, () =>
-        {
-            gpu.Attention(plan, qT, device, oT, lseT);
-            oT.CopyTo(o);
-        }, new Disposables([device, qT, oT, lseT]));
+        if (gpu is not null) return GpuRunner(gpu, plan, cache, q, o, rows);
+        var options = ctx.Options;
+        return (_ => PagedPrefill.Run(plan, q, cache, o, lse, options), () => PagedPrefill.Run(plan, q, cache, o, lse, options), new Disposables());
     }
 }

@@ -129,28 +129,17 @@ public sealed partial class AttentionSuite : IBenchSuite
         string op = inCache ? InCacheOp : paged ? "decode" : "decode contiguous";
         if (gpu is not null)
         {
-            var device = gpu.UploadKvCache(caches[0]);
-            var qT = gpu.Upload(q, batch, QoHeads, HeadDim);
-            var oT = (Kernels.Gpu.GpuTensor<float>)gpu.Allocate<float>(batch, QoHeads, HeadDim);
-            var lseT = gpu.Allocate<float>(batch, QoHeads);
+            var g = GpuRunner(gpu, plan, caches[0], q, o, batch);
             return new BenchCase
             {
                 Op = op, Format = format, Shape = shapeText, Backend = gpu.Name, Path = gpu.Accelerator.Name,
                 Bytes = kvBytes + 8.0 * q.Length,
                 Flops = 4.0 * batch * len * QoHeads * HeadDim,
-                Run = _ =>
-                {
-                    gpu.Attention(plan, qT, device, oT, lseT);
-                    gpu.Synchronize();
-                },
-                Verify = () => VerifySequence0(caches[0], table, shape, plan, qRef, o, () =>
-                {
-                    gpu.Attention(plan, qT, device, oT, lseT);
-                    oT.CopyTo(o);
-                }),
+                Run = g.Run,
+                Verify = () => VerifySequence0(caches[0], table, shape, plan, qRef, o, g.RunAndRead),
                 BaselineKey = dtype == DType.F16 ? null : BenchCase.MakeKey(op, "kv f16", shapeText, gpu.Name),
                 ExtraBaselines = paged ? new Dictionary<string, string> { ["vs contiguous"] = BenchCase.MakeKey("decode contiguous", format, shapeText, gpu.Name) } : null,
-                Resources = new Disposables([device, qT, oT, lseT, template, .. caches]),
+                Resources = new Disposables([g.Resources, template, .. caches]),
             };
         }
         // Paged rows also time the same data in contiguous pages in alternation with themselves (BenchCase.Paired): their
@@ -190,6 +179,26 @@ public sealed partial class AttentionSuite : IBenchSuite
             Note = inCache ? $"{kvBytes / (1 << 20):F0} MB pool, read hot; {plan.WorkItemCount} items" : $"{plan.WorkItemCount} items, split {plan.SplitCount(0)}×{plan.ChunkPages} pages",
             Resources = new Disposables([template, .. caches, .. twin, .. fp16Twin]),
         };
+    }
+
+    /// <summary>A plan on the GPU backend: the cache, queries, outputs and lse uploaded once; <c>Run</c> launches and synchronizes
+    /// (for timing), <c>RunAndRead</c> leaves the outputs in <paramref name="o"/> (for the check).</summary>
+    private static (Action<int> Run, Action RunAndRead, IDisposable Resources) GpuRunner(Kernels.Gpu.GpuBackend gpu, AttentionPlan plan,
+        PagedKvCache cache, float[] q, float[] o, int rows)
+    {
+        var device = gpu.UploadKvCache(cache);
+        var qT = gpu.Upload(q, rows, QoHeads, HeadDim);
+        var oT = (Kernels.Gpu.GpuTensor<float>)gpu.Allocate<float>(rows, QoHeads, HeadDim);
+        var lseT = gpu.Allocate<float>(rows, QoHeads);
+        return (_ =>
+        {
+            gpu.Attention(plan, qT, device, oT, lseT);
+            gpu.Synchronize();
+        }, () =>
+        {
+            gpu.Attention(plan, qT, device, oT, lseT);
+            oT.CopyTo(o);
+        }, new Disposables([device, qT, oT, lseT]));
     }
 
     /// <summary>A pure read of the same fp16 K and V pools (32 KB per page and pool here) in the decode plan's page order and
