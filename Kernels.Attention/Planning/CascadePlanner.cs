@@ -35,11 +35,14 @@ public static class CascadePlanner
             ThrowHelper.Argument(nameof(suffixes), $"The prefix table's page size ({prefixes.PageSize}) differs from the suffix table's ({suffixes.PageSize}).");
         int groups = prefixes.BatchSize, batch = suffixes.BatchSize;
         ThrowHelper.ThrowIfLengthMismatch(nameof(groupIndptr), groupIndptr.Length, groups + 1);
+        if (groupIndptr[0] != 0) ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr[0] must be 0; got {groupIndptr[0]}.");
+        for (int g = 0; g < groups; g++)
+            if (groupIndptr[g + 1] < groupIndptr[g])
+                ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr is not monotone: groupIndptr[{g + 1}] = {groupIndptr[g + 1]} < groupIndptr[{g}] = {groupIndptr[g]}.");
         if (groupIndptr[groups] != batch)
             ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr[{groups}] = {groupIndptr[groups]} must equal the suffix table's batch size ({batch}).");
 
-        // Level 1: the groups' query rows as prefill requests over the shared pages, every key kept (the prefill planner checks
-        // that groupIndptr starts at 0 and is monotone, and the page ids).
+        // Level 1: the groups' query rows as prefill requests over the shared pages, every key kept (the planners check the page ids).
         var prefix = PrefillPlanner.Plan(groupIndptr, prefixes, shape, numPages, options with { Causal = false });
         var suffix = DecodePlanner.Plan(suffixes, shape, numPages, workspace, options, targetItems: targetItems);
         prefix.KeepsEmptyStates = suffix.KeepsEmptyStates = true; // fresh plans, owned by the cascade

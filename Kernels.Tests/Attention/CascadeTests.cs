@@ -295,6 +295,11 @@ public class CascadeTests
         Assert.Contains("groupIndptr[1] = 1", e.Message);
         e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([0, 1, 2], prefixes, suffixes, shape, cache.NumPages, ws));
         Assert.Contains("groupIndptr", e.Message);
+        var twoGroups = new PageTable([0, 0, 0], [], [0, 0], 4);
+        e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([0, 2, 1], twoGroups, suffixes, shape, cache.NumPages, ws));
+        Assert.Contains("not monotone: groupIndptr[2] = 1 < groupIndptr[1] = 2", e.Message);
+        e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([1, 2], prefixes, suffixes, shape, cache.NumPages, ws));
+        Assert.Contains("groupIndptr[0] must be 0", e.Message);
         e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan(groupIndptr, prefixes, new PageTable([0, 1], [0], [2], 8), shape, cache.NumPages, ws));
         Assert.Contains("page size (4)", e.Message);
         e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, 3, ws));
