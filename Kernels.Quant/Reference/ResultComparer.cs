@@ -58,4 +58,13 @@ public static class ResultComparer
     /// <param name="k">Reduction length.</param>
     /// <returns>The relative tolerance.</returns>
     public static double DotTolerance(int k) => 1.01 * Math.Max(k, 1) * Math.ScaleB(1.0, -24) + Math.ScaleB(1.0, -24);
+
+    /// <summary>The absolute error an fp32 dot product of length <paramref name="k"/> can add by underflow, which the relative
+    /// bound of <see cref="DotTolerance"/> does not cover when <c>Σ|w·x|</c> is itself subnormal: half the smallest subnormal
+    /// (2⁻¹⁵⁰) per rounding, for k products and sums plus a lane reduction. Pass it as <c>absTol</c> with
+    /// <see cref="DotTolerance"/>. (Without it, two subnormal products that cancel gave −2⁻¹⁴⁹ against the oracle's −0 in one
+    /// case of about 20,000 random edge-value GEMMs.)</summary>
+    /// <param name="k">Reduction length.</param>
+    /// <returns>The absolute tolerance.</returns>
+    public static double DotUnderflow(int k) => (Math.Max(k, 0) + 16) * Math.ScaleB(1.0, -150);
 }

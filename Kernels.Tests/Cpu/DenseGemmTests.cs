@@ -37,7 +37,7 @@ public class DenseGemmTests
         float[] xCopy = (float[])x.Clone();
         if (typeof(TW) == typeof(float)) DenseGemm.Gemm((float[])(object)w, x, actual, c.M, c.K, c.N, new KernelOptions { Isa = isa });
         else DenseGemm.Gemm((BFloat16[])(object)w, x, actual, c.M, c.K, c.N, new KernelOptions { Isa = isa });
-        var r = ResultComparer.Compare(expected, actual, mag, ResultComparer.DotTolerance(c.K));
+        var r = ResultComparer.Compare(expected, actual, mag, ResultComparer.DotTolerance(c.K), ResultComparer.DotUnderflow(c.K));
         Assert.True(r.Passed, $"{typeof(TW).Name} {isa} {c}: {r}");
         Assert.Equal(xCopy, x); // inputs are never modified
     }

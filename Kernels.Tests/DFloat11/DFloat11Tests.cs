@@ -204,7 +204,7 @@ public class DFloat11Tests
             DenseReference.Gemm(w, x, expected, m, k, n);
             DenseReference.AbsGemm(w.Select(b => (float)b).ToArray(), x, mag, m, k, n);
             DFloat11Decoder.Gemm(t, x, actual, m, k, n, new KernelOptions { Isa = isa });
-            var r = ResultComparer.Compare(expected, actual, mag, ResultComparer.DotTolerance(k));
+            var r = ResultComparer.Compare(expected, actual, mag, ResultComparer.DotTolerance(k), ResultComparer.DotUnderflow(k));
             Assert.True(r.Passed, $"{isa} m={m} k={k} n={n}: {r}");
         }
     }

@@ -46,7 +46,7 @@ public class FpxGemmTests
         var opt = new KernelOptions { Isa = isa };
         if (c.Bf16X) FpxGemm.Gemm(w, xb, actual, c.N, opt);
         else FpxGemm.Gemm(w, x, actual, c.N, opt);
-        var r = ResultComparer.Compare(expected, actual, mag, ResultComparer.DotTolerance(c.K));
+        var r = ResultComparer.Compare(expected, actual, mag, ResultComparer.DotTolerance(c.K), ResultComparer.DotUnderflow(c.K));
         Assert.True(r.Passed, $"{isa} {c}: {r}");
     }
 

@@ -32,7 +32,7 @@ public class DenseGemmGpuTests(GpuFixture fixture)
         using var xt = _gpu.Upload(x, n, k);
         using var yt = _gpu.Allocate<float>(n, m);
         _gpu.Gemm(wt, xt, yt);
-        var r = ResultComparer.Compare(expected, yt.ToArray(), mag, ResultComparer.DotTolerance(k));
+        var r = ResultComparer.Compare(expected, yt.ToArray(), mag, ResultComparer.DotTolerance(k), ResultComparer.DotUnderflow(k));
         Assert.True(r.Passed, $"f32 m={m} k={k} n={n}: {r}");
 
         var wb = w.Select(v => (BFloat16)v).ToArray();
@@ -40,7 +40,7 @@ public class DenseGemmGpuTests(GpuFixture fixture)
         DenseReference.AbsGemm(wb.Select(v => (float)v).ToArray(), x, mag, m, k, n);
         using var wbt = _gpu.Upload(wb, m, k);
         _gpu.Gemm(wbt, xt, yt);
-        r = ResultComparer.Compare(expected, yt.ToArray(), mag, ResultComparer.DotTolerance(k));
+        r = ResultComparer.Compare(expected, yt.ToArray(), mag, ResultComparer.DotTolerance(k), ResultComparer.DotUnderflow(k));
         Assert.True(r.Passed, $"bf16 m={m} k={k} n={n}: {r}");
     }
 
