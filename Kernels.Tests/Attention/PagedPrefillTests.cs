@@ -35,6 +35,26 @@ public class PagedPrefillTests
          let qo = lens.Select((l, i) => Math.Min(l + 2, (l + 2) * qfrac[i] / 100 + 1)).ToArray()
          select new PrefillCase(new CacheSpec(lens, page, kvHeads, d, fmt.Item1, layout, fmt.Item2, seed), qo, grp, causal, window, cap)).ToArbitrary();
 
+    /// <summary>Items of 48 queries (12 rows × 4 heads: the AVX-512 query-lane kernels' 32-query and 16-query blocks), with
+    /// 5-token pages (tiles of fewer than 8 live tokens) and a sliding window over 16-token pages (tiles whose live tokens
+    /// start past token 8), for every format.</summary>
+    public static TheoryData<DType, KvScaleMode, int, int> QueryLaneShapes => new()
+    {
+        { DType.F16, KvScaleMode.None, 5, -1 }, { DType.BF16, KvScaleMode.None, 16, 5 }, { DType.F32, KvScaleMode.None, 16, 5 },
+        { DType.I8, KvScaleMode.PerToken, 5, -1 }, { DType.I4, KvScaleMode.None, 16, 5 },
+    };
+
+    [Theory]
+    [MemberData(nameof(QueryLaneShapes))]
+    public void Run_48QueriesPerItem_EachIsa_MatchesReference(DType dtype, KvScaleMode mode, int pageSize, int window)
+    {
+        foreach (var isa in IsaMatrix.All)
+        {
+            if (IsaMatrix.OptionsOrSkip(isa) is not { } options) continue;
+            Check(new PrefillCase(new CacheSpec([40, 23], pageSize, 1, 64, dtype, KvLayout.Nhd, mode, 31), [12, 12], 4, true, window, 0f), options);
+        }
+    }
+
     internal static void Check(PrefillCase c, KernelOptions options, bool quantizedQ = false, int nonFinite = 0)
     {
         var (cache, table) = Build(c.Cache);
