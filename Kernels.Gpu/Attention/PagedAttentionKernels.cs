@@ -17,73 +17,87 @@ internal struct AttentionLaunchArgs
     public int ItemsOffset, PageIdsOffset, PageTokensOffset, PageKeyOffset, UnitsOffset, UnitCount, SplitOffset, Batch, PageCapacity;
     // Offsets in the float scale view.
     public int KScaleOffset, VScaleOffset, KZeroOffset, VZeroOffset;
+    // Unit tile: warp w serves query head h0 + w % UnitHeads of query row r0 + w / UnitHeads (Warps = UnitHeads · UnitRows).
+    public int UnitHeads, UnitRows, Warps;
 }
 
-/// <summary>ILGPU paged attention: one thread group per (work item, query row, kv head, block of up to four of that kv
-/// head's query heads) streams the item's pages in chunks of tokens staged in shared memory.</summary>
+/// <summary>ILGPU paged attention: one thread group per unit, a tile of (query row, query head) pairs of one work item and one
+/// kv head (up to 16 pairs: a decode row's query heads of that kv head, or for prefill its rows × those heads), streams
+/// the item's pages in chunks of tokens staged in shared memory once for the whole tile.</summary>
 /// <remarks>
-/// <para>Per chunk (32 tokens for head_dim ≤ 128, else 16) the group's 128 threads load the chunk's live K and V rows with
+/// <para>Per chunk (32 tokens for head_dim ≤ 128, else 16) the group's threads load the chunk's live K and V rows with
 /// coalesced 4-byte loads, dequantize them exactly as <c>PagedKvCache.ReadKey</c> into shared memory (K rows padded to
-/// <c>d + 1</c> floats so that 32 lanes reading 32 rows hit 32 banks), and every warp then serves one query head from the
-/// same rows: lane t takes the dot product of token t, a warp reduction gives the chunk's maximum and the online softmax
-/// runs once per chunk (one rescale of the accumulator, not one per token), and lanes accumulate <c>Σ p_t·v_t</c> for their
-/// <c>d/32</c> dimensions from the staged V rows. So each K/V byte is read from memory once per group of up to four query
-/// heads (GQA), not once per query head, and masked or excluded tokens are never loaded (their rows are zero in shared
-/// memory and their probabilities 0). Non-finite values follow <c>AttentionReference</c>'s rule: the running maximum
+/// <c>d + 1</c> floats so that 32 lanes reading 32 rows hit 32 banks), and every warp then serves one (query row, query
+/// head) pair from the same rows: lane t takes the dot product of token t, a warp reduction gives the chunk's maximum and
+/// the online softmax runs once per chunk (one rescale of the accumulator, not one per token), and lanes accumulate
+/// <c>Σ p_t·v_t</c> for their <c>d/32</c> dimensions from the staged V rows. So each K/V byte is read from memory once per
+/// tile, not once per query head (GQA) and, for prefill, not once per query row: the query rows × group heads of a tile are
+/// flattened into its warps as FlashInfer fuses GQA heads into the rows of a prefill tile. The staged keys are the union of
+/// the tile rows' causal/window ranges; each warp weighs only its own row's keys (a key outside them is skipped, not
+/// multiplied by 0, so an Inf/NaN V row of another row's key cannot reach it). Masked or excluded tokens are never loaded
+/// (their rows are zero in shared memory). Non-finite values follow <c>AttentionReference</c>'s rule: the running maximum
 /// shifts logits only once finite, weights below 2⁻¹²⁶ are 0, and a NaN normaliser gives NaN output and lse.</para>
 /// <para>Work items come from the same plans as the CPU (<c>DecodePlanner</c>, <c>PrefillPlanner</c>): split-KV partials go
 /// to the workspace and a second kernel merges them in chunk order. Not done: asynchronous copies overlapping the next
-/// chunk's loads with this chunk's arithmetic, 16-byte loads, reuse of K/V across the query rows of a prefill tile, tensor
-/// cores.</para>
+/// chunk's loads with this chunk's arithmetic, 16-byte loads, tensor cores.</para>
 /// </remarks>
 internal static class PagedAttentionKernels
 {
-    /// <summary>Warps per group: one query head each.</summary>
-    public const int GroupWarps = 4;
-
-    /// <summary>Threads per group.</summary>
-    public const int GroupThreads = GroupWarps * 32;
-
     public const int ItemInts = 12; // QueryRow, QueryRows, MaskQuery, MaskQoLen, MaskKvLen, KvHead, KvHeads, GroupHead, GroupHeads, PageBegin, PageEnd, PartialSlot
 
-    /// <summary>Ints per unit in the metadata: item index, query row in the item, kv head in the item, first group head.</summary>
+    /// <summary>Ints per unit in the metadata: item index, first query row in the item, kv head in the item, first group head.</summary>
     public const int UnitInts = 4;
 
-    /// <summary>Shared floats: K chunk [T][d + 1], V chunk [T][d], queries [4][d], the largest over head_dim ≤ 256 (d = 256, T = 16).</summary>
-    public const int SharedFloats = 16 * (2 * 256 + 1) + GroupWarps * 256;
+    /// <summary>Shared floats: K chunk [T][d + 1], V chunk [T][d], queries [pairs][d]: 10,272 floats (41 KB, under the 48 KB
+    /// of static shared memory), enough for 16 pairs up to head_dim 128 (T = 32) and 8 pairs at head_dim 256 (T = 16).</summary>
+    public const int SharedFloats = 32 * (2 * 128 + 1) + 16 * 128;
 
     /// <summary>Tokens per chunk for head_dim <paramref name="d"/>: 32 up to 128, else 16 (the shared-memory budget).</summary>
     public static int ChunkTokens(int d) => d <= 128 ? 32 : 16;
 
-    /// <summary>One unit per group (grid = the plan's units, <see cref="GroupThreads"/> threads): writes its query heads'
-    /// outputs and lse, or split-KV partials to <paramref name="work"/>.</summary>
+    /// <summary>The most (query row, query head) pairs, one warp each, a unit may hold at head_dim <paramref name="d"/>: 16,
+    /// fewer where the staged chunk and queries would pass <see cref="SharedFloats"/>.</summary>
+    public static int MaxWarps(int d)
+    {
+        int t = ChunkTokens(d);
+        return Math.Min(16, (SharedFloats - t * (2 * d + 1)) / d);
+    }
+
+    /// <summary>One unit per group (grid = the plan's units, <c>32 · a.Warps</c> threads): writes its pairs' outputs and
+    /// lse, or split-KV partials to <paramref name="work"/>.</summary>
     public static void Attend(ArrayView<float> q, ArrayView<float> output, ArrayView<float> lse, ArrayView<float> work,
         ArrayView<byte> k, ArrayView<byte> v, ArrayView<float> scales, ArrayView<int> meta, AttentionLaunchArgs a)
     {
         var sh = SharedMemory.Allocate<float>(SharedFloats);
-        var rowOf = SharedMemory.Allocate<long>(32); // chunk token → K/V row index, −1 when not live
-        int tid = Group.IdxX, warp = tid / 32, lane = tid % 32;
+        var rowOf = SharedMemory.Allocate<long>(32); // chunk token → K/V row index, −1 when not staged
+        var keyOf = SharedMemory.Allocate<int>(32);  // chunk token → key position, −1 when not staged
+        int threads = Group.DimX, tid = Group.IdxX, warp = tid / 32, lane = tid % 32;
         int ub = a.UnitsOffset + Grid.IdxX * UnitInts;
-        int itemIndex = meta[ub], r = meta[ub + 1], kk = meta[ub + 2], h0 = meta[ub + 3];
+        int itemIndex = meta[ub], r0 = meta[ub + 1], kk = meta[ub + 2], h0 = meta[ub + 3];
         int ib = a.ItemsOffset + itemIndex * ItemInts;
-        int queryRow = meta[ib], maskQuery = meta[ib + 2], maskQoLen = meta[ib + 3], maskKvLen = meta[ib + 4];
+        int queryRow = meta[ib], queryRows = meta[ib + 1], maskQuery = meta[ib + 2], maskQoLen = meta[ib + 3], maskKvLen = meta[ib + 4];
         int kvHead = meta[ib + 5] + kk, kvHeads = meta[ib + 6], groupHead = meta[ib + 7], groupHeads = meta[ib + 8];
         int pageBegin = meta[ib + 9], pageEnd = meta[ib + 10], slot = meta[ib + 11];
-        int heads = XMath.Min(GroupWarps, groupHeads - h0);
+        int heads = XMath.Min(a.UnitHeads, groupHeads - h0), rows = XMath.Min(a.UnitRows, queryRows - r0);
         int d = a.HeadDim, per = d / 32, tokensPerChunk = ChunkTokens(d), kRow = d + 1;
         int vBase = tokensPerChunk * kRow, qBase = vBase + tokensPerChunk * d;
 
-        // Bottom-right causal / window key range of this query row (AttentionMask.KeyRange).
-        long diag = (long)maskKvLen - maskQoLen + maskQuery + r;
-        long hiL = a.Causal != 0 ? XMath.Min((long)maskKvLen, diag + 1) : maskKvLen;
-        long loL = a.WindowLeft >= 0 ? XMath.Max(0L, diag - a.WindowLeft) : 0;
-        int hi = (int)XMath.Max(hiL, 0L), lo = (int)XMath.Min(loL, (long)maskKvLen);
+        // This warp's pair, and the key ranges: its own row's, and the union over the tile's rows that is staged.
+        int wh = warp % a.UnitHeads, wr = warp / a.UnitHeads;
+        bool active = wh < heads && wr < rows;
+        int r = r0 + XMath.Min(wr, rows - 1);
+        KeyRange(a, maskQuery + r, maskQoLen, maskKvLen, out int lo, out int hi);
+        KeyRange(a, maskQuery + r0, maskQoLen, maskKvLen, out int unionLo, out int _);
+        KeyRange(a, maskQuery + r0 + rows - 1, maskQoLen, maskKvLen, out int _, out int unionHi);
 
-        // The unit's queries, staged once.
-        long qRow0 = (long)(queryRow + r) * a.QoHeads + (long)kvHead * a.Group + groupHead + h0;
-        for (int i = tid; i < heads * d; i += GroupThreads) sh[qBase + i] = q[qRow0 * d + i];
+        // The unit's queries, staged once: pair w's row at qBase + w·d (zeros for idle warps).
+        for (int i = tid; i < a.Warps * d; i += threads)
+        {
+            int w = i / d, pr = w / a.UnitHeads, ph = w % a.UnitHeads;
+            long qr = (long)(queryRow + r0 + pr) * a.QoHeads + (long)kvHead * a.Group + groupHead + h0 + ph;
+            sh[qBase + i] = ph < heads && pr < rows ? q[qr * d + i % d] : 0f;
+        }
 
-        bool active = warp < heads;
         float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
         float m = float.NegativeInfinity, l = 0;
         int cap = a.PageCapacity;
@@ -96,7 +110,7 @@ internal static class PagedAttentionKernels
             for (int e = e0; e <= e1; e++)
             {
                 int key0 = meta[a.PageKeyOffset + e], n = meta[a.PageTokensOffset + e];
-                if (n > 0 && key0 < hi && key0 + n > lo) any = true;
+                if (n > 0 && key0 < unionHi && key0 + n > unionLo) any = true;
             }
             if (!any) continue;
 
@@ -105,23 +119,29 @@ internal static class PagedAttentionKernels
             {
                 int j = j0 + tid;
                 long row = -1;
+                int staged = -1;
                 if (j < positions)
                 {
                     int e = pageBegin + j / cap, t = j % cap;
                     int key = meta[a.PageKeyOffset + e] + t;
-                    if (t < meta[a.PageTokensOffset + e] && key >= lo && key < hi)
+                    if (t < meta[a.PageTokensOffset + e] && key >= unionLo && key < unionHi)
+                    {
                         row = meta[a.PageIdsOffset + e] * a.PageStride + (long)kvHead * a.HeadStride + (long)t * a.TokenStride;
+                        staged = key;
+                    }
                 }
                 rowOf[tid] = row;
+                keyOf[tid] = staged;
             }
             Group.Barrier();
-            Stage(k, scales, a.KScaleOffset, a.KZeroOffset, a, rowOf, sh, 0, kRow, kvHead, tid, tokensPerChunk);
-            Stage(v, scales, a.VScaleOffset, a.VZeroOffset, a, rowOf, sh, vBase, d, kvHead, tid, tokensPerChunk);
+            Stage(k, scales, a.KScaleOffset, a.KZeroOffset, a, rowOf, sh, 0, kRow, kvHead, tid, threads, tokensPerChunk);
+            Stage(v, scales, a.VScaleOffset, a.VZeroOffset, a, rowOf, sh, vBase, d, kvHead, tid, threads, tokensPerChunk);
             Group.Barrier();
             if (!active) continue;
 
-            // Logits: lane t, token t of the chunk; then the chunk's online-softmax step for this warp's head.
-            bool live = lane < tokensPerChunk && rowOf[lane] >= 0;
+            // Logits: lane t, token t of the chunk, if it is one of this row's keys; then the chunk's online-softmax step.
+            int myKey = lane < tokensPerChunk ? keyOf[lane] : -1;
+            bool live = myKey >= lo && myKey < hi; // lo ≥ 0, so a token not staged (−1) is not live
             float logit = float.NegativeInfinity;
             if (live)
             {
@@ -134,7 +154,7 @@ internal static class PagedAttentionKernels
             float mNew = XMath.Max(m, WarpMax(logit));
             float f = l > 0 ? Weight(m - mNew) : 0f;
             // While every logit so far is −∞ the shift is 0, so they weigh e^(−∞) = 0, not NaN (AttentionReference's rule:
-            // a −∞ logit weighs 0 and still multiplies its V row). Tokens that are not live have zero rows and weight 0.
+            // a −∞ logit weighs 0 and still multiplies its V row). Tokens that are not this row's keys are skipped below.
             float p = live ? Weight(logit - (mNew == float.NegativeInfinity ? 0f : mNew)) : 0f;
             l = l * f + WarpSum(p);
             m = mNew;
@@ -142,6 +162,8 @@ internal static class PagedAttentionKernels
             for (int t = 0; t < tokensPerChunk; t++)
             {
                 float pt = Warp.Shuffle(p, t);
+                int key = keyOf[t]; // the same for the whole warp: a uniform branch
+                if (key < lo || key >= hi) continue;
                 int vb = vBase + t * d + lane;
                 a0 += pt * sh[vb];
                 if (per > 1) a1 += pt * sh[vb + 32];
@@ -155,7 +177,7 @@ internal static class PagedAttentionKernels
         }
         if (!active) return;
 
-        int head = kvHead * a.Group + groupHead + h0 + warp;
+        int head = kvHead * a.Group + groupHead + h0 + wh;
         long qRow = (long)(queryRow + r) * a.QoHeads + head;
         // No weight (no live key, or every logit −∞): output 0 and lse −∞; a split chunk keeps 0·Σ v_j instead (0, or NaN
         // from an Inf/NaN V row of a −∞-logit key), which the merge carries on as the unsplit oracle's 0·NaN. A NaN sum (a
@@ -182,17 +204,29 @@ internal static class PagedAttentionKernels
         }
     }
 
+    /// <summary>The bottom-right causal / window key range [lo, hi) of mask query <paramref name="query"/>
+    /// (<c>AttentionMask.KeyRange</c>): both ends are non-decreasing in the query, so a tile's rows together need
+    /// [lo of its first row, hi of its last).</summary>
+    private static void KeyRange(AttentionLaunchArgs a, int query, int qoLen, int kvLen, out int lo, out int hi)
+    {
+        long diag = (long)kvLen - qoLen + query;
+        long hiL = a.Causal != 0 ? XMath.Min((long)kvLen, diag + 1) : kvLen;
+        long loL = a.WindowLeft >= 0 ? XMath.Max(0L, diag - a.WindowLeft) : 0;
+        hi = (int)XMath.Max(hiL, 0L);
+        lo = (int)XMath.Min(loL, (long)kvLen);
+    }
+
     /// <summary>Loads the chunk's rows of <paramref name="data"/> (K or V) into shared memory at <paramref name="dst"/>,
     /// <paramref name="rowFloats"/> floats per token, dequantized exactly as <c>PagedKvCache.ReadKey</c>; rows that are not
     /// live (−1 in <paramref name="rowOf"/>) become zeros without being read. Consecutive threads load consecutive 4-byte
     /// words of a row, so a warp reads whole 128-byte lines.</summary>
     private static void Stage(ArrayView<byte> data, ArrayView<float> scales, int scaleOffset, int zeroOffset, AttentionLaunchArgs a,
-        ArrayView<long> rowOf, ArrayView<float> sh, int dst, int rowFloats, int kvHead, int tid, int tokens)
+        ArrayView<long> rowOf, ArrayView<float> sh, int dst, int rowFloats, int kvHead, int tid, int threads, int tokens)
     {
         int words = a.RowBytes / 4, d = a.HeadDim;
         var w32 = data.Cast<uint>();
-        // Word w = t·words + wi, stepped by GroupThreads without a division per word (two at the start).
-        int t = tid / words, wi = tid % words, stepT = GroupThreads / words, stepW = GroupThreads % words;
+        // Word w = t·words + wi, stepped by the group's threads without a division per word (two at the start).
+        int t = tid / words, wi = tid % words, stepT = threads / words, stepW = threads % words;
         for (; t < tokens; t += stepT, wi += stepW)
         {
             if (wi >= words)

@@ -77,15 +77,28 @@ internal sealed class GpuPlanData : IDisposable
         meta.AddRange(plan.PageListTokens.ToArray());
         args.PageKeyOffset = meta.Count;
         meta.AddRange(plan.PageListKeyStart.ToArray());
-        // Units: one thread group per (item, query row, kv head, block of up to GroupWarps of its query heads).
+        // Units: one thread group per (item, block of UnitRows query rows, kv head, block of UnitHeads of its query heads).
+        // One warp per (row, head) pair, up to MaxWarps: decode plans (one row per item) take a kv head's query heads
+        // (GQA); plans with multi-row items (prefill, block-sparse, a cascade's shared level) tile rows × group heads, so a
+        // staged chunk of K/V serves every row of the tile.
+        int maxRows = 1, maxHeads = 1;
+        foreach (var it in plan.Items)
+        {
+            maxRows = Math.Max(maxRows, it.QueryRows);
+            maxHeads = Math.Max(maxHeads, it.GroupHeads);
+        }
+        int warps = PagedAttentionKernels.MaxWarps(plan.Shape.HeadDim);
+        args.UnitHeads = Math.Min(maxHeads, warps);
+        args.UnitRows = Math.Min(maxRows, warps / args.UnitHeads);
+        args.Warps = args.UnitHeads * args.UnitRows;
         args.UnitsOffset = meta.Count;
         int units = 0;
         for (int i = 0; i < plan.Items.Length; i++)
         {
             var it = plan.Items[i];
-            for (int r = 0; r < it.QueryRows; r++)
+            for (int r = 0; r < it.QueryRows; r += args.UnitRows)
                 for (int kk = 0; kk < it.KvHeads; kk++)
-                    for (int h0 = 0; h0 < it.GroupHeads; h0 += PagedAttentionKernels.GroupWarps, units++)
+                    for (int h0 = 0; h0 < it.GroupHeads; h0 += args.UnitHeads, units++)
                         meta.AddRange([i, r, kk, h0]);
         }
         args.UnitCount = units;
@@ -219,7 +232,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
         a.PageCapacity = c.PageSize;
         if (a.UnitCount > 0)
         {
-            _attend(stream, new KernelConfig(a.UnitCount, PagedAttentionKernels.GroupThreads),
+            _attend(stream, new KernelConfig(a.UnitCount, 32 * a.Warps),
                 q, output, lseView, data.Work.View, cache.K, cache.V, cache.Scales, data.Meta.View, a);
         }
         if (data.HasSplits) _merge(stream, a.Batch * a.QoHeads * PagedAttentionKernels.MergeLanes, output, lseView, data.Work.View, data.Meta.View, a);

@@ -234,6 +234,45 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         RunBoth(plan, q, cache, 8, 2, 32, e, le, mag, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 12, "prefill");
     }
 
+    /// <summary>Runs a prefill plan on the GPU backend into the oracle check's output and lse arrays.</summary>
+    private void RunGpu(PrefillPlan plan, float[] q, PagedKvCache cache, float[] o, float[] lse)
+    {
+        int rows = plan.QueryRows, hq = plan.Shape.QoHeads, d = plan.Shape.HeadDim;
+        using var kv = _gpu.UploadKvCache(cache);
+        using var qt = _gpu.Upload(q, rows, hq, d);
+        using var ot = _gpu.Allocate<float>(rows, hq, d);
+        using var lt = _gpu.Allocate<float>(rows, hq);
+        _gpu.Attention(plan, qt, kv, ot, lt);
+        _gpu.Synchronize();
+        ot.ToArray().CopyTo(o, 0);
+        lt.ToArray().CopyTo(lse, 0);
+    }
+
+    [Fact]
+    public void Prefill_RandomCases_MatchReference()
+    {
+        // The CPU property PagedPrefillTests.Run_EachIsa_MatchesReference (ragged rows, GQA, causal, windows, soft cap, every
+        // format and layout) with up to 3 Inf/NaN values injected into K/V, on the GPU kernel's row × head tiles: units of
+        // up to 16 (row, head) pairs whose rows see different key ranges, a partial last tile, items of more rows than a
+        // tile. Fewer, smaller cases: the CPU accelerator runs one OS thread per GPU thread.
+        var small = (from c in PagedPrefillTests.Cases.Generator
+                     where c.Cache.SeqLens.Sum() <= 60 && c.QoLens.Sum() <= 24
+                     from n in Gen.Elements(0, 0, 2)
+                     select (c, n)).ToArbitrary();
+        Prop.ForAll(small, x => PagedPrefillTests.Check(x.c, RunGpu, "gpu", nonFinite: x.c.Cache.DType is DType.F32 or DType.F16 or DType.BF16 ? x.n : 0))
+            .Check(Config.QuickThrowOnFailure.WithMaxTest(20));
+    }
+
+    [Theory]
+    [InlineData(256, 4, 9, -1)] // head_dim 256: 8 pairs per tile (2 rows × 4 heads), 16-token chunks
+    [InlineData(64, 8, 5, 6)]   // 8 query heads per kv head: 2 rows × 8 heads per tile, a sliding window
+    [InlineData(32, 1, 37, -1)] // MHA: 16 rows per tile, a partial last tile of 5 rows
+    public void Prefill_TileShapes_MatchReference(int d, int group, int qoLen, int window)
+    {
+        var c = new PagedPrefillTests.PrefillCase(new CacheSpec([40, 3], 16, 1, d, DType.F16, KvLayout.Nhd, KvScaleMode.None, 33 + d), [qoLen, 2], group, true, window, 0f);
+        PagedPrefillTests.Check(c, RunGpu, "gpu", nonFinite: 2);
+    }
+
     [Theory]
     [InlineData(DType.F16, KvScaleMode.None, KvLayout.Nhd, 4, 1)]   // the suffix level split into chunks
     [InlineData(DType.I4, KvScaleMode.None, KvLayout.Hnd, 3, 64)]

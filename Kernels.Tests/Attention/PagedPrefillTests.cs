@@ -55,7 +55,12 @@ public class PagedPrefillTests
         }
     }
 
-    internal static void Check(PrefillCase c, KernelOptions options, bool quantizedQ = false, int nonFinite = 0)
+    internal static void Check(PrefillCase c, KernelOptions options, bool quantizedQ = false, int nonFinite = 0) =>
+        Check(c, (plan, q, cache, o, lse) => PagedPrefill.Run(plan, q, cache, o, lse, options), options.Isa.ToString(), quantizedQ, nonFinite);
+
+    /// <summary>Runs case <paramref name="c"/> (with <paramref name="nonFinite"/> Inf/NaN values injected into K/V) through
+    /// <paramref name="run"/> (plan, queries, cache, output, lse) and compares with the oracle.</summary>
+    internal static void Check(PrefillCase c, Action<PrefillPlan, float[], PagedKvCache, float[], float[]> run, string what, bool quantizedQ = false, int nonFinite = 0)
     {
         var (cache, table) = Build(c.Cache);
         string injected = nonFinite > 0 ? "; injected " + InjectNonFinite(cache, table, new Random(c.Cache.Seed + 3), nonFinite) : "";
@@ -70,9 +75,9 @@ public class PagedPrefillTests
         double[] mag = new double[q.Length];
         AttentionReference.Prefill(qoIndptr, q, cache, table, shape, opts, e, le, mag);
         a.AsSpan().Fill(float.NaN);
-        PagedPrefill.Run(plan, q, cache, a, la, options);
+        run(plan, q, cache, a, la);
         AssertClose(e, a, mag, le, la, LogitError(quantizedQ ? QueryQuantization.Dequantized(q, shape.HeadDim) : q, shape, plan.SmScale, FiniteKeys(cache, table)),
-            c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {options.Isa} quantizedQ={quantizedQ}{injected}");
+            c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {what} quantizedQ={quantizedQ}{injected}");
     }
 
     [Theory]
