@@ -40,6 +40,12 @@ public enum DType
     DFloat11,
     /// <summary>Packed signed 4-bit integer (KV4 caches).</summary>
     I4,
+    /// <summary>OCP FP8 E4M3 (the "fn" variant: bias 7, no infinities, NaN = S.1111.111, largest finite ±448), one byte per
+    /// element; conversions in <see cref="Float8"/>.</summary>
+    F8E4M3,
+    /// <summary>OCP FP8 E5M2 (bias 15, IEEE-style ±Inf and NaN, largest finite ±57344: the top byte of an fp16), one byte per
+    /// element; conversions in <see cref="Float8"/>.</summary>
+    F8E5M2,
 }
 
 /// <summary>Sizes and classification of <see cref="DType"/> values.</summary>
@@ -53,7 +59,7 @@ public static class DTypeInfo
     {
         DType.F32 or DType.I32 => 4,
         DType.F16 or DType.BF16 => 2,
-        DType.I8 or DType.U8 => 1,
+        DType.I8 or DType.U8 or DType.F8E4M3 or DType.F8E5M2 => 1,
         _ => throw new NotSupportedException($"DType {type} is packed and has no per-element byte size; use BitsPerElement."),
     };
 
@@ -75,7 +81,7 @@ public static class DTypeInfo
     /// <summary>True for packed weight types that only format objects can hold.</summary>
     /// <param name="type">The element type.</param>
     /// <returns>Whether the type is packed (sub-byte or compressed).</returns>
-    public static bool IsPacked(this DType type) => type >= DType.U1;
+    public static bool IsPacked(this DType type) => type is >= DType.U1 and not (DType.F8E4M3 or DType.F8E5M2);
 
     /// <summary>Maps a CLR element type to its <see cref="DType"/>.</summary>
     /// <typeparam name="T">float, Half, BFloat16, sbyte, byte or int.</typeparam>

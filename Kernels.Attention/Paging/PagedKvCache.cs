@@ -4,7 +4,7 @@ namespace Kernels.Attention.Paging;
 
 /// <summary>
 /// A page pool for the keys and values of one attention layer: <c>num_pages × page_size × kv_heads × head_dim</c> for K
-/// and the same for V, in fp32, fp16, bf16, int8 or int4 (FlashInfer's paged KV cache).
+/// and the same for V, in fp32, fp16, bf16, fp8 (E4M3, E5M2), int8 or int4 (FlashInfer's paged KV cache).
 /// </summary>
 /// <remarks>
 /// <para><b>Rows.</b> The unit of storage is a <i>row</i>: the <c>head_dim</c> values of one (page, slot, head). Row index
@@ -15,6 +15,9 @@ namespace Kernels.Attention.Paging;
 /// <c>(k_cache, v_cache)</c> tuple form) in 64-byte aligned native memory, so a pool may exceed 2 GB; dispose the cache to
 /// free them (the finalizer frees them otherwise).</para>
 /// <para><b>Element formats.</b> fp32, fp16 (IEEE binary16), bf16: little-endian, <c>RowBytes = head_dim·size</c>.
+/// fp8 E4M3 / E5M2 (OCP; FlashInfer's and vLLM's fp8 KV without scales): one byte per value, written with
+/// <see cref="Float8"/>'s saturating round-to-nearest-even (a value past ±448 / ±57344, or ±Inf, is stored as that
+/// largest finite value; NaN as NaN).
 /// int8: one signed byte per value, <c>x = s·q</c> (see <see cref="KvScaleMode"/>). int4 (QServe KV4): <c>RowBytes = head_dim/2</c>;
 /// byte <c>i</c> holds element <c>i</c> in its low nibble and element <c>i + head_dim/2</c> in its high nibble (so a
 /// vector of bytes unpacks into two contiguous halves of the row without a shuffle); <c>x = s·(q − z)</c> with a float
@@ -30,14 +33,15 @@ public sealed unsafe class PagedKvCache : IDisposable
 {
     private readonly NativePool _k, _v; // native: a pool may exceed the 2 GB of a managed array
     private readonly float[] _kScale, _vScale, _kZero, _vZero;
-    private readonly byte[] _nonFinite; // per page: 1 once a non-finite fp16 value was stored in its K or V
+    private readonly byte[] _nonFinite; // per page: 1 once a non-finite fp16/fp8 value was stored in its K or V
 
     /// <summary>Creates a zero-filled cache.</summary>
     /// <param name="numPages">Pages in the pool (≥ 1).</param>
     /// <param name="pageSize">Tokens per page (≥ 1).</param>
     /// <param name="kvHeads">Key/value heads (≥ 1).</param>
     /// <param name="headDim">Values per head (≥ 1; even for int4).</param>
-    /// <param name="dtype"><see cref="DType.F32"/>, <see cref="DType.F16"/>, <see cref="DType.BF16"/>, <see cref="DType.I8"/> or <see cref="DType.I4"/>.</param>
+    /// <param name="dtype"><see cref="DType.F32"/>, <see cref="DType.F16"/>, <see cref="DType.BF16"/>, <see cref="DType.F8E4M3"/>,
+    /// <see cref="DType.F8E5M2"/>, <see cref="DType.I8"/> or <see cref="DType.I4"/>.</param>
     /// <param name="layout">Page layout.</param>
     /// <param name="scaleMode">int8 only: <see cref="KvScaleMode.PerHead"/> or <see cref="KvScaleMode.PerToken"/> (default).</param>
     /// <param name="keyHeadScales">int8 per-head: one positive scale per kv head for K.</param>
@@ -59,10 +63,10 @@ public sealed unsafe class PagedKvCache : IDisposable
         {
             DType.F32 => 4 * headDim,
             DType.F16 or DType.BF16 => 2 * headDim,
-            DType.I8 => headDim,
+            DType.I8 or DType.F8E4M3 or DType.F8E5M2 => headDim,
             DType.I4 when headDim % 2 == 0 => headDim / 2,
             DType.I4 => throw new NotSupportedException($"int4 KV needs an even head_dim; got {headDim}."),
-            _ => throw new NotSupportedException($"KV dtype {dtype} is not supported; supported: F32, F16, BF16, I8, I4."),
+            _ => throw new NotSupportedException($"KV dtype {dtype} is not supported; supported: F32, F16, BF16, F8E4M3, F8E5M2, I8, I4."),
         };
         if (dtype == DType.I8 && scaleMode == KvScaleMode.None) scaleMode = KvScaleMode.PerToken;
         if (dtype != DType.I8 && scaleMode != KvScaleMode.None)
@@ -212,9 +216,10 @@ public sealed unsafe class PagedKvCache : IDisposable
     internal float[] KeyZeroArray => _kZero;
     internal float[] ValueZeroArray => _vZero;
 
-    /// <summary>One byte per page, non-zero once a non-finite fp16 value (±Inf, NaN, or a float that overflowed fp16) was
-    /// stored in the page's K or V, or copied there with a page. Sticky until the page is overwritten by a page copy. The CPU
-    /// kernels widen fp16 by a shift that is exact for finite values only, and take an Inf/NaN-aware widening on flagged pages.</summary>
+    /// <summary>One byte per page, non-zero once a non-finite fp16 or fp8 value (±Inf, NaN, or a float that overflowed fp16)
+    /// was stored in the page's K or V, or copied there with a page. Sticky until the page is overwritten by a page copy. The
+    /// CPU kernels widen fp16 and fp8 by shifts that are exact for finite values only, and take an Inf/NaN-aware widening on
+    /// flagged pages.</summary>
     internal byte[] NonFinitePageArray => _nonFinite;
 
     /// <summary>The row index of (page, slot, head).</summary>
@@ -353,6 +358,12 @@ public sealed unsafe class PagedKvCache : IDisposable
                 var b = MemoryMarshal.Cast<byte, ushort>(bytes);
                 for (int i = 0; i < HeadDim; i++) dst[i] = BitConverter.Int32BitsToSingle(b[i] << 16);
                 break;
+            case DType.F8E4M3:
+                for (int i = 0; i < HeadDim; i++) dst[i] = Float8.E4M3ToSingle(bytes[i]);
+                break;
+            case DType.F8E5M2:
+                for (int i = 0; i < HeadDim; i++) dst[i] = Float8.E5M2ToSingle(bytes[i]);
+                break;
             case DType.I8:
                 float s8 = ScaleMode == KvScaleMode.PerHead ? scales[head] : scales[row];
                 for (int i = 0; i < HeadDim; i++) dst[i] = (sbyte)bytes[i] * s8;
@@ -390,6 +401,24 @@ public sealed unsafe class PagedKvCache : IDisposable
             case DType.BF16:
                 var b = MemoryMarshal.Cast<byte, BFloat16>(bytes);
                 for (int i = 0; i < x.Length; i++) b[i] = (BFloat16)x[i];
+                break;
+            case DType.F8E4M3:
+                bool nan = false;
+                for (int i = 0; i < x.Length; i++)
+                {
+                    bytes[i] = Float8.SingleToE4M3(x[i]);
+                    nan |= Float8.IsE4M3NonFinite(bytes[i]);
+                }
+                if (nan) _nonFinite[page] = 1;
+                break;
+            case DType.F8E5M2:
+                bool special = false;
+                for (int i = 0; i < x.Length; i++)
+                {
+                    bytes[i] = Float8.SingleToE5M2(x[i]);
+                    special |= Float8.IsE5M2NonFinite(bytes[i]);
+                }
+                if (special) _nonFinite[page] = 1;
                 break;
             case DType.I8:
                 float s;

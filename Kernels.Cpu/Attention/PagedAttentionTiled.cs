@@ -75,6 +75,8 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     private const int PrefetchPages = 1;                      // software prefetch distance, in pages of the item's list (1–8 measured)
     private const float TwoPow112 = 5.192296858534828E+33f; // 2^112, exact
     private const float F16QueryLimit = 32768f;               // |q|·2^112 must stay finite: |q| < 2^15
+    private const float TwoPow120 = 1.329227995784916E+36f;  // 2^120, exact (fp8 E4M3)
+    private const float E4M3QueryLimit = 256f;                // |q|·2^120 must stay finite: |q| < 2^8
 
     [ThreadStatic] private static float[]? t_scratch;
 
@@ -91,8 +93,17 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             case DType.BF16: Run<KvBf16, KvBf16>(ref s, index, 1f); break;
             case DType.I8: Run<KvI8, KvI8>(ref s, index, 1f); break;
             case DType.I4: Run<KvI4, KvI4>(ref s, index, 1f); break;
+            // fp16 and fp8 rows come in ×2^−112 (E4M3: ×2^−120) and queries are pre-scaled to match, unless a query is too
+            // large (or not finite); the probabilities take the same factor for V.
+            case DType.F8E5M2:
+                if (QueriesBelow(ref s, s.Items[index], F16QueryLimit)) Run<KvF8E5M2, KvF8E5M2Special>(ref s, index, TwoPow112);
+                else Run<KvF8E5M2Exact, KvF8E5M2Exact>(ref s, index, 1f);
+                break;
+            case DType.F8E4M3:
+                if (QueriesBelow(ref s, s.Items[index], E4M3QueryLimit)) Run<KvF8E4M3, KvF8E4M3Special>(ref s, index, TwoPow120);
+                else Run<KvF8E4M3Exact, KvF8E4M3Exact>(ref s, index, 1f);
+                break;
             default:
-                // fp16 rows come in ×2^−112 and queries are pre-scaled by 2^112, unless a query is too large (or not finite).
                 if (QueriesBelow(ref s, s.Items[index], F16QueryLimit)) Run<KvF16, KvF16Special>(ref s, index, TwoPow112);
                 else Run<KvF16Exact, KvF16Exact>(ref s, index, 1f);
                 break;

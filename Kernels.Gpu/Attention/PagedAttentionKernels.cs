@@ -260,6 +260,12 @@ internal static class PagedAttentionKernels
                         sh[o + 4 * wi + 3] = (sbyte)(byte)(bits >> 24) * s;
                         break;
                     }
+                case 5: // F8E4M3
+                    for (int b = 0; b < 4; b++) sh[o + 4 * wi + b] = E4M3ToFloat((bits >> (8 * b)) & 0xFF);
+                    break;
+                case 6: // F8E5M2: the top byte of an fp16
+                    for (int b = 0; b < 4; b++) sh[o + 4 * wi + b] = HalfToFloat(((bits >> (8 * b)) & 0xFF) << 8);
+                    break;
                 default: // I4: byte j holds element j (low nibble) and j + d/2 (high nibble); (code − zero) · scale
                     {
                         float s = row < 0 ? 0f : scales[scaleOffset + row], z = row < 0 ? 0f : scales[zeroOffset + row];
@@ -397,6 +403,16 @@ internal static class PagedAttentionKernels
         uint bits = Interop.FloatAsInt(f);
         if ((h & 0x7C00) == 0x7C00) bits |= 0x7F800000;
         return Interop.IntAsFloat(bits | ((h & 0x8000) << 16));
+    }
+
+    /// <summary>fp8 E4M3 bits → fp32: magnitude shifted into place times 2¹²⁰ (exact for normals and subnormals), S.1111.111
+    /// forced to NaN.</summary>
+    private static float E4M3ToFloat(uint b)
+    {
+        float f = Interop.IntAsFloat((b & 0x7F) << 20) * 1.329228E+36f; // 2^120
+        uint bits = Interop.FloatAsInt(f);
+        if ((b & 0x7F) == 0x7F) bits |= 0x7F800000;
+        return Interop.IntAsFloat(bits | ((b & 0x80) << 24));
     }
 
     /// <summary>A softmax weight <c>e^x</c> (x ≤ 0): 0 below ln 2⁻¹²⁶, as on the CPU paths and in the oracle (a weight fp32

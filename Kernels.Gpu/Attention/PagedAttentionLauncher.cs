@@ -204,7 +204,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
         a.HeadDim = plan.Shape.HeadDim;
         a.QoHeads = plan.Shape.QoHeads;
         a.Group = plan.Shape.GroupSize;
-        a.DType = c.DType switch { DType.F32 => 0, DType.F16 => 1, DType.BF16 => 2, DType.I8 => 3, _ => 4 };
+        a.DType = c.DType switch { DType.F32 => 0, DType.F16 => 1, DType.BF16 => 2, DType.I8 => 3, DType.F8E4M3 => 5, DType.F8E5M2 => 6, _ => 4 };
         a.PerHeadScale = c.DType == DType.I8 && c.ScaleMode == KvScaleMode.PerHead ? 1 : 0;
         a.Causal = plan.Options.Causal ? 1 : 0;
         a.WindowLeft = plan.Options.WindowLeft;

@@ -47,7 +47,7 @@ public static class AttentionTestData
                 }
                 cache.WriteToken(indices[indptr[i] + t / s.PageSize], t % s.PageSize, k, v);
             }
-        if (s.DType is DType.F32 or DType.F16 or DType.BF16)
+        if (s.DType is DType.F32 or DType.F16 or DType.BF16 or DType.F8E4M3 or DType.F8E5M2)
         {
             Array.Fill(k, float.NaN);
             foreach (int p in perm[indptr[^1]..])

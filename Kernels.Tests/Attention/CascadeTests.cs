@@ -21,6 +21,7 @@ public class CascadeTests
 
     private static readonly (DType, KvScaleMode)[] Formats =
         [(DType.F32, KvScaleMode.None), (DType.F16, KvScaleMode.None), (DType.BF16, KvScaleMode.None),
+         (DType.F8E4M3, KvScaleMode.None), (DType.F8E5M2, KvScaleMode.None),
          (DType.I8, KvScaleMode.PerToken), (DType.I8, KvScaleMode.PerHead), (DType.I4, KvScaleMode.None)];
 
     private static Gen<int> Length => Gen.OneOf(Gen.Elements(0, 1, 2, 15, 16, 17), Gen.Choose(0, 60));
@@ -112,7 +113,7 @@ public class CascadeTests
         // logits must still carry the oracle's 0·NaN of an Inf/NaN V row into the merged result.
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
         var cases = (from c in Cases.Generator
-                     where c.Cache.DType is DType.F32 or DType.F16 or DType.BF16
+                     where c.Cache.DType is DType.F32 or DType.F16 or DType.BF16 or DType.F8E4M3 or DType.F8E5M2
                      from count in Gen.Choose(1, 3)
                      select (c, count)).ToArbitrary();
         Prop.ForAll(cases, x =>

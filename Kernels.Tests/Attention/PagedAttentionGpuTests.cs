@@ -29,6 +29,8 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         { DType.I8, KvScaleMode.PerToken, KvLayout.Nhd, 16, true },
         { DType.I8, KvScaleMode.PerHead, KvLayout.Hnd, 4, false },
         { DType.I4, KvScaleMode.None, KvLayout.Nhd, 3, true },
+        { DType.F8E4M3, KvScaleMode.None, KvLayout.Nhd, 16, true },
+        { DType.F8E5M2, KvScaleMode.None, KvLayout.Hnd, 5, false },
     };
 
     private void RunBoth(AttentionPlan plan, float[] q, PagedKvCache cache, int rows, int qoHeads, int d, float[] expected, float[] lseE, double[] mag, double eps, int maxLen, string what)

@@ -12,11 +12,11 @@ namespace Kernels.Tests.Attention;
 /// Inf/NaN-aware on flagged pages), queries too large to pre-scale (generic fallback), and its inline exponential.</summary>
 public class PagedAttentionTiledTests
 {
-    private static (PagedKvCache Cache, PageTable Table) Cache(int len, int kvHeads, int d, Func<Random, float> value, int seed)
+    private static (PagedKvCache Cache, PageTable Table) Cache(int len, int kvHeads, int d, Func<Random, float> value, int seed, DType dtype = DType.F16)
     {
         var rng = new Random(seed);
         int pages = (len + 15) / 16;
-        var cache = new PagedKvCache(pages + 2, 16, kvHeads, d, DType.F16);
+        var cache = new PagedKvCache(pages + 2, 16, kvHeads, d, dtype);
         int[] ids = Enumerable.Range(0, pages + 2).OrderBy(_ => rng.Next()).Take(pages).ToArray();
         var k = new float[kvHeads * d];
         var v = new float[k.Length];
@@ -179,6 +179,40 @@ public class PagedAttentionTiledTests
         var q = Queries(new Random(7), 1, shape, 1f);
         q[0] = 40000f;
         CheckAgainstReference(cache, table, shape, q, "large q");
+    }
+
+    [Theory]
+    [InlineData(DType.F8E4M3, 0.004f, 300f)]   // subnormals below 2^-6; queries past 2^8 cannot be pre-scaled by 2^120
+    [InlineData(DType.F8E5M2, 3e-5f, 40000f)]  // subnormals below 2^-14; queries past 2^15 cannot be pre-scaled by 2^112
+    public void F8_SubnormalsLargeValuesNaNAndLargeQueries_MatchReference(DType dtype, float tiny, float largeQ)
+    {
+        // fp8 rows are widened by a shift (E5M2 ×2^-112, E4M3 ×2^-120): exact for subnormals and for the largest codes.
+        var (cache, table) = Cache(70, 2, 64, r => (float)(r.NextDouble() * 2 - 1) * tiny, 11, dtype);
+        var shape = new AttentionShape(8, 2, 64);
+        CheckAgainstReference(cache, table, shape, Queries(new Random(12), 1, shape, 4f), $"{dtype} subnormal");
+
+        float max = dtype == DType.F8E4M3 ? Float8.E4M3MaxValue : Float8.E5M2MaxValue;
+        (cache, table) = Cache(40, 2, 64, r => (float)(r.NextDouble() * 2 - 1) * max * 1.1f, 13, dtype); // saturates past max
+        CheckAgainstReference(cache, table, shape, Queries(new Random(14), 1, shape, 1f / max), $"{dtype} large values");
+
+        // NaN in K and V on one page: the page is flagged and read by the NaN-aware widening.
+        (cache, table) = Cache(40, 2, 64, r => (float)(r.NextDouble() * 2 - 1), 15, dtype);
+        int page = table.Indices[1];
+        Assert.Equal(0, cache.NonFinitePageArray[page]);
+        var (k, v) = RandomRows(16, 128);
+        v[3] = float.NaN;              // head 0, dim 3
+        k[64 + 9] = float.NaN;         // head 1, dim 9: every head-1 query's logit is NaN
+        v[70] = float.PositiveInfinity; // saturates to the largest finite value
+        cache.WriteToken(page, 5, k, v);
+        Assert.Equal(1, cache.NonFinitePageArray[page]);
+        CheckAgainstReference(cache, table, shape, Queries(new Random(17), 1, shape), $"{dtype} NaN", FiniteKeys(cache, table));
+
+        // Queries too large to pre-scale: the item reads the rows at their true value.
+        (cache, table) = Cache(50, 2, 128, r => (float)(r.NextDouble() * 2 - 1), 18, dtype);
+        shape = new AttentionShape(8, 2, 128);
+        var q = Queries(new Random(19), 1, shape, 1f);
+        q[0] = largeQ;
+        CheckAgainstReference(cache, table, shape, q, $"{dtype} large q");
     }
 
     [Theory]

@@ -19,6 +19,7 @@ public class PagedDecodeTests
 
     private static readonly (DType, KvScaleMode)[] Formats =
         [(DType.F32, KvScaleMode.None), (DType.F16, KvScaleMode.None), (DType.BF16, KvScaleMode.None),
+         (DType.F8E4M3, KvScaleMode.None), (DType.F8E5M2, KvScaleMode.None),
          (DType.I8, KvScaleMode.PerToken), (DType.I8, KvScaleMode.PerHead), (DType.I4, KvScaleMode.None)];
 
     internal static Arbitrary<DecodeCase> Cases =>
@@ -77,7 +78,7 @@ public class PagedDecodeTests
     /// <summary>Float-format caches (fp32, fp16, bf16) with 1–3 random ±Inf/NaN/overflowing values in live K or V rows.</summary>
     internal static Arbitrary<(DecodeCase Case, int Count)> NonFiniteCases =>
         (from c in Cases.Generator
-         where c.Cache.DType is DType.F32 or DType.F16 or DType.BF16
+         where c.Cache.DType is DType.F32 or DType.F16 or DType.BF16 or DType.F8E4M3 or DType.F8E5M2
          from count in Gen.Choose(1, 3)
          select (c, count)).ToArbitrary();
 

@@ -25,7 +25,7 @@ public class PagedPrefillTests
          from page in Gen.Elements(1, 16, 3)
          from kvHeads in Gen.Elements(1, 2)
          from d in Gen.Elements(64, 128)
-         from fmt in Gen.Elements((DType.F32, KvScaleMode.None), (DType.BF16, KvScaleMode.None), (DType.F16, KvScaleMode.None), (DType.I8, KvScaleMode.PerToken), (DType.I4, KvScaleMode.None))
+         from fmt in Gen.Elements((DType.F32, KvScaleMode.None), (DType.BF16, KvScaleMode.None), (DType.F16, KvScaleMode.None), (DType.F8E4M3, KvScaleMode.None), (DType.F8E5M2, KvScaleMode.None), (DType.I8, KvScaleMode.PerToken), (DType.I4, KvScaleMode.None))
          from layout in Gen.Elements(KvLayout.Nhd, KvLayout.Hnd)
          from grp in Gen.Elements(1, 2, 5)
          from causal in Gen.Elements(true, false)
@@ -42,6 +42,7 @@ public class PagedPrefillTests
     {
         { DType.F16, KvScaleMode.None, 5, -1 }, { DType.BF16, KvScaleMode.None, 16, 5 }, { DType.F32, KvScaleMode.None, 16, 5 },
         { DType.I8, KvScaleMode.PerToken, 5, -1 }, { DType.I4, KvScaleMode.None, 16, 5 },
+        { DType.F8E4M3, KvScaleMode.None, 5, -1 }, { DType.F8E5M2, KvScaleMode.None, 16, 5 },
     };
 
     [Theory]
@@ -87,7 +88,7 @@ public class PagedPrefillTests
         // Prefill rows see different key ranges (causal, window): a NaN/Inf in a V row masked for one row must not reach
         // it, while a −∞ logit inside a row's range weighs 0 and still multiplies its V row (AttentionReference's rule).
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
-        var floats = (from c in Cases.Generator where c.Cache.DType is DType.F32 or DType.F16 or DType.BF16
+        var floats = (from c in Cases.Generator where c.Cache.DType is DType.F32 or DType.F16 or DType.BF16 or DType.F8E4M3 or DType.F8E5M2
                       from n in Gen.Choose(1, 3) select (c, n)).ToArbitrary();
         Prop.ForAll(floats, x => Check(x.c, options, nonFinite: x.n)).QuickCheckThrowOnFailure();
     }

@@ -29,6 +29,8 @@ public class PagingTests
     [InlineData(DType.I8, KvScaleMode.PerToken)]
     [InlineData(DType.I8, KvScaleMode.PerHead)]
     [InlineData(DType.I4, KvScaleMode.None)]
+    [InlineData(DType.F8E4M3, KvScaleMode.None)]
+    [InlineData(DType.F8E5M2, KvScaleMode.None)]
     public void WriteRead_RoundTripWithinFormatBound(DType dtype, KvScaleMode mode)
     {
         var rng = new Random(42);
@@ -50,11 +52,13 @@ public class PagingTests
                 DType.F32 => 0,
                 DType.F16 => Math.ScaleB(1, -11),
                 DType.BF16 => Math.ScaleB(1, -8),
+                DType.F8E4M3 => Math.ScaleB(1, -4), // relative; absolute 2^-10 below 2^-6 (subnormals)
+                DType.F8E5M2 => Math.ScaleB(1, -3), // relative; absolute 2^-17 below 2^-14
                 DType.I8 when mode == KvScaleMode.PerToken => amax / 127 / 2 * 1.001,
                 DType.I8 => Math.Max(heads[h] / 2 * 1.001, amax - 127 * heads[h]), // saturates beyond 127·s
                 _ => range / 15 / 2 * 1.001 + range / 15 * 0.5, // asymmetric: rounding of x/s plus the rounded zero
             };
-            for (int i = 0; i < 32; i++) Assert.True(Math.Abs(back[i] - row[i]) <= bound * Math.Max(1, dtype is DType.F16 or DType.BF16 ? Math.Abs(row[i]) : 1), $"{dtype} {h} {i}: {row[i]} → {back[i]}");
+            for (int i = 0; i < 32; i++) Assert.True(Math.Abs(back[i] - row[i]) <= bound * Math.Max(1, dtype is DType.F16 or DType.BF16 or DType.F8E4M3 or DType.F8E5M2 ? Math.Abs(row[i]) : 1), $"{dtype} {h} {i}: {row[i]} → {back[i]}");
         }
     }
 

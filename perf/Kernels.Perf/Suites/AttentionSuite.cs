@@ -35,13 +35,14 @@ public sealed partial class AttentionSuite : IBenchSuite
 
     public string Name => "attention";
 
-    public string Description => "paged decode (32 q heads, 8 kv heads, d=128, page 16): fp16/bf16/int8/int4 KV, paged vs contiguous";
+    public string Description => "paged decode (32 q heads, 8 kv heads, d=128, page 16): fp16/bf16/fp8/int8/int4 KV, paged vs contiguous";
 
     public int Order => 40;
 
     // "q8": AttentionOptions.QuantizedQueryDot (int8 queries; integer K dot products on the CPU, dequantized queries on the GPU).
     private static readonly (DType DType, KvScaleMode Mode, string Name, bool Q8)[] Formats =
         [(DType.F16, KvScaleMode.None, "kv f16", false), (DType.BF16, KvScaleMode.None, "kv bf16", false),
+         (DType.F8E4M3, KvScaleMode.None, "kv fp8 e4m3", false), (DType.F8E5M2, KvScaleMode.None, "kv fp8 e5m2", false),
          (DType.I8, KvScaleMode.PerToken, "kv i8", false), (DType.I4, KvScaleMode.None, "kv i4", false),
          (DType.I8, KvScaleMode.PerToken, "kv i8 q8", true), (DType.I4, KvScaleMode.None, "kv i4 q8", true)];
 
@@ -61,7 +62,7 @@ public sealed partial class AttentionSuite : IBenchSuite
                     if (ctx.Wants(paged ? "page read" : "page read contiguous", "kv f16 bytes", shape, "cpu")) yield return ReadCase(ctx, batch, len, paged);
             foreach (var f in Formats)
             {
-                if (ctx.Quick && f.DType is DType.BF16 or DType.I8) continue;
+                if (ctx.Quick && f.DType is DType.BF16 or DType.I8 or DType.F8E5M2) continue;
                 if (f.Q8 && (long)batch * len < 4096) continue; // the integer-dot mode matters for long contexts
                 // The compute-rate baseline of a long-context row: the same format's kernel over a cache-resident pool, timed
                 // right before it (the VM's speed drifts over minutes), so the row can quote the fraction it reaches.
@@ -144,7 +145,7 @@ public sealed partial class AttentionSuite : IBenchSuite
         }
         // Paged rows also time the same data in contiguous pages in alternation with themselves (BenchCase.Paired): their
         // "vs contiguous" is then a ratio of runs milliseconds apart, not of two rows a minute apart.
-        // Quantized paged rows also time the same values in an fp16 cache with the same page placement ("vs fp16", the
+        // Quantized and fp8 paged rows also time the same values in an fp16 cache with the same page placement ("vs fp16", the
         // int4 ≥ 3× fp16 target's ratio), in alternation too.
         PagedKvCache[] twin = [], fp16Twin = [];
         var pairedRuns = new List<PairedRun>();
@@ -154,7 +155,7 @@ public sealed partial class AttentionSuite : IBenchSuite
             twin = twinCaches;
             float[] o2 = new float[o.Length], lse2 = new float[lse.Length];
             pairedRuns.Add(new PairedRun("vs contiguous", it => PagedDecode.Run(twinPlan, q, twin[it % copies], o2, lse2, options)));
-            if (dtype is DType.I8 or DType.I4)
+            if (dtype is DType.I8 or DType.I4 or DType.F8E4M3 or DType.F8E5M2)
             {
                 using var fp16Template = Template(pageSize, DType.F16, layout, KvScaleMode.None);
                 var (fp16Caches, _, fp16Plan) = Build(placement, fp16Template);
