@@ -43,9 +43,10 @@ public sealed unsafe class PagedKvCache : IDisposable
     /// <param name="dtype"><see cref="DType.F32"/>, <see cref="DType.F16"/>, <see cref="DType.BF16"/>, <see cref="DType.F8E4M3"/>,
     /// <see cref="DType.F8E5M2"/>, <see cref="DType.I8"/> or <see cref="DType.I4"/>.</param>
     /// <param name="layout">Page layout.</param>
-    /// <param name="scaleMode">int8 only: <see cref="KvScaleMode.PerHead"/> or <see cref="KvScaleMode.PerToken"/> (default).</param>
-    /// <param name="keyHeadScales">int8 per-head: one positive scale per kv head for K.</param>
-    /// <param name="valueHeadScales">int8 per-head: one positive scale per kv head for V.</param>
+    /// <param name="scaleMode">int8: <see cref="KvScaleMode.PerHead"/> or <see cref="KvScaleMode.PerToken"/> (default); fp8:
+    /// <see cref="KvScaleMode.None"/> (default) or <see cref="KvScaleMode.PerHead"/>.</param>
+    /// <param name="keyHeadScales">Per-head mode: one positive scale per kv head for K.</param>
+    /// <param name="valueHeadScales">Per-head mode: one positive scale per kv head for V.</param>
     /// <exception cref="ArgumentOutOfRangeException">A size is not positive.</exception>
     /// <exception cref="NotSupportedException">The dtype or scale mode is not supported (the message lists what is).</exception>
     /// <exception cref="ArgumentException">Per-head scales are missing, of the wrong length or not positive; or a row-scaled
@@ -69,8 +70,9 @@ public sealed unsafe class PagedKvCache : IDisposable
             _ => throw new NotSupportedException($"KV dtype {dtype} is not supported; supported: F32, F16, BF16, F8E4M3, F8E5M2, I8, I4."),
         };
         if (dtype == DType.I8 && scaleMode == KvScaleMode.None) scaleMode = KvScaleMode.PerToken;
-        if (dtype != DType.I8 && scaleMode != KvScaleMode.None)
-            throw new NotSupportedException($"Scale mode {scaleMode} applies to I8 KV only; {dtype} takes KvScaleMode.None.");
+        bool fp8 = dtype is DType.F8E4M3 or DType.F8E5M2;
+        if (dtype != DType.I8 && scaleMode != KvScaleMode.None && !(fp8 && scaleMode == KvScaleMode.PerHead))
+            throw new NotSupportedException($"Scale mode {scaleMode} applies to I8 KV (PerHead, PerToken) and fp8 KV (PerHead) only; {dtype} takes KvScaleMode.None.");
         NumPages = numPages;
         PageSize = pageSize;
         KvHeads = kvHeads;
@@ -86,7 +88,7 @@ public sealed unsafe class PagedKvCache : IDisposable
         _v = new NativePool(bytes);
         _kZero = _vZero = [];
         _nonFinite = GC.AllocateArray<byte>(numPages, pinned: true);
-        if (dtype == DType.I8 && scaleMode == KvScaleMode.PerHead)
+        if (scaleMode == KvScaleMode.PerHead)
         {
             _kScale = CheckHeadScales(keyHeadScales, kvHeads, nameof(keyHeadScales));
             _vScale = CheckHeadScales(valueHeadScales, kvHeads, nameof(valueHeadScales));
@@ -138,7 +140,7 @@ public sealed unsafe class PagedKvCache : IDisposable
     /// <summary>Page layout.</summary>
     public KvLayout Layout { get; }
 
-    /// <summary>Scale mode (int8); <see cref="KvScaleMode.None"/> otherwise.</summary>
+    /// <summary>Scale mode (int8, fp8); <see cref="KvScaleMode.None"/> otherwise.</summary>
     public KvScaleMode ScaleMode { get; }
 
     /// <summary>Bytes of one (token, head) row.</summary>
@@ -359,10 +361,12 @@ public sealed unsafe class PagedKvCache : IDisposable
                 for (int i = 0; i < HeadDim; i++) dst[i] = BitConverter.Int32BitsToSingle(b[i] << 16);
                 break;
             case DType.F8E4M3:
-                for (int i = 0; i < HeadDim; i++) dst[i] = Float8.E4M3ToSingle(bytes[i]);
+                float s43 = ScaleMode == KvScaleMode.PerHead ? scales[head] : 1f;
+                for (int i = 0; i < HeadDim; i++) dst[i] = Float8.E4M3ToSingle(bytes[i]) * s43;
                 break;
             case DType.F8E5M2:
-                for (int i = 0; i < HeadDim; i++) dst[i] = Float8.E5M2ToSingle(bytes[i]);
+                float s52 = ScaleMode == KvScaleMode.PerHead ? scales[head] : 1f;
+                for (int i = 0; i < HeadDim; i++) dst[i] = Float8.E5M2ToSingle(bytes[i]) * s52;
                 break;
             case DType.I8:
                 float s8 = ScaleMode == KvScaleMode.PerHead ? scales[head] : scales[row];
@@ -404,18 +408,20 @@ public sealed unsafe class PagedKvCache : IDisposable
                 break;
             case DType.F8E4M3:
                 bool nan = false;
+                float scale43 = ScaleMode == KvScaleMode.PerHead ? scales[head] : 1f;
                 for (int i = 0; i < x.Length; i++)
                 {
-                    bytes[i] = Float8.SingleToE4M3(x[i]);
+                    bytes[i] = Float8.SingleToE4M3(x[i] / scale43);
                     nan |= Float8.IsE4M3NonFinite(bytes[i]);
                 }
                 if (nan) _nonFinite[page] = 1;
                 break;
             case DType.F8E5M2:
                 bool special = false;
+                float scale52 = ScaleMode == KvScaleMode.PerHead ? scales[head] : 1f;
                 for (int i = 0; i < x.Length; i++)
                 {
-                    bytes[i] = Float8.SingleToE5M2(x[i]);
+                    bytes[i] = Float8.SingleToE5M2(x[i] / scale52);
                     special |= Float8.IsE5M2NonFinite(bytes[i]);
                 }
                 if (special) _nonFinite[page] = 1;

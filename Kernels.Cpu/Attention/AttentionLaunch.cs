@@ -64,7 +64,7 @@ internal static unsafe class AttentionLaunch
                 Items = pi, PageIds = pids, PageTokens = ptok, PageKeyStart = pkey, PageFlags = pflags,
                 PageStride = cache.PageStride, TokenStride = cache.TokenStride, HeadStride = cache.HeadStride, RowBytes = cache.RowBytes,
                 HeadDim = plan.Shape.HeadDim, QoHeads = plan.Shape.QoHeads, Group = plan.Shape.GroupSize, DType = cache.DType,
-                PerHeadScale = cache.DType == DType.I8 && cache.ScaleMode == KvScaleMode.PerHead,
+                PerHeadScale = cache.ScaleMode == KvScaleMode.PerHead, // int8 or fp8
                 Causal = plan.Options.Causal, WindowLeft = plan.Options.WindowLeft, KeepEmpty = plan.KeepsEmptyStates,
                 QuantizedQ = plan.Options.QuantizedQueryDot && cache.DType is DType.I8 or DType.I4,
                 SmScale = plan.SmScale, SoftCap = plan.Options.LogitsSoftCap, Isa = isa,

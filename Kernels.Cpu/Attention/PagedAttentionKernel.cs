@@ -260,10 +260,10 @@ internal static unsafe class PagedAttentionKernel
                 }
     }
 
-    /// <summary>dst[i] = table[src[i]] (fp8: the code's exact value) for n bytes.</summary>
-    private static void WidenByTable(byte* src, ReadOnlySpan<float> table, float* dst, int n)
+    /// <summary>dst[i] = table[src[i]]·scale (fp8: the code's exact value times the head's scale, or 1) for n bytes.</summary>
+    private static void WidenByTable(byte* src, ReadOnlySpan<float> table, float scale, float* dst, int n)
     {
-        for (int i = 0; i < n; i++) dst[i] = table[src[i]];
+        for (int i = 0; i < n; i++) dst[i] = table[src[i]] * scale;
     }
 
     /// <summary><c>c·tanh(sm_scale·dot / c)</c> with a soft cap, else <c>sm_scale·dot</c>.</summary>
@@ -286,8 +286,8 @@ internal static unsafe class PagedAttentionKernel
             case DType.F16: TV.WidenF16((ushort*)src, scratch, s.HeadDim); break;
             case DType.BF16: TV.WidenBf16((ushort*)src, scratch, s.HeadDim); break;
             case DType.I8: TV.WidenI8((sbyte*)src, s.PerHeadScale ? scale[kvHead] : scale[r], scratch, s.HeadDim); break;
-            case DType.F8E4M3: WidenByTable(src, Float8.E4M3Values, scratch, s.HeadDim); break;
-            case DType.F8E5M2: WidenByTable(src, Float8.E5M2Values, scratch, s.HeadDim); break;
+            case DType.F8E4M3: WidenByTable(src, Float8.E4M3Values, s.PerHeadScale ? scale[kvHead] : 1f, scratch, s.HeadDim); break;
+            case DType.F8E5M2: WidenByTable(src, Float8.E5M2Values, s.PerHeadScale ? scale[kvHead] : 1f, scratch, s.HeadDim); break;
             default: TV.WidenI4(src, scale[r], zero[r], scratch, s.HeadDim); break;
         }
         return scratch;

@@ -96,11 +96,13 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             // fp16 and fp8 rows come in ×2^−112 (E4M3: ×2^−120) and queries are pre-scaled to match, unless a query is too
             // large (or not finite); the probabilities take the same factor for V.
             case DType.F8E5M2:
-                if (QueriesBelow(ref s, s.Items[index], F16QueryLimit)) Run<KvF8E5M2, KvF8E5M2Special>(ref s, index, TwoPow112);
+                if (QueriesBelow(ref s, s.Items[index], F16QueryLimit) && HeadScalesBelow(ref s, s.Items[index], F16QueryLimit))
+                    Run<KvF8E5M2, KvF8E5M2Special>(ref s, index, TwoPow112);
                 else Run<KvF8E5M2Exact, KvF8E5M2Exact>(ref s, index, 1f);
                 break;
             case DType.F8E4M3:
-                if (QueriesBelow(ref s, s.Items[index], E4M3QueryLimit)) Run<KvF8E4M3, KvF8E4M3Special>(ref s, index, TwoPow120);
+                if (QueriesBelow(ref s, s.Items[index], E4M3QueryLimit) && HeadScalesBelow(ref s, s.Items[index], E4M3QueryLimit))
+                    Run<KvF8E4M3, KvF8E4M3Special>(ref s, index, TwoPow120);
                 else Run<KvF8E4M3Exact, KvF8E4M3Exact>(ref s, index, 1f);
                 break;
             default:
@@ -108,6 +110,16 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 else Run<KvF16Exact, KvF16Exact>(ref s, index, 1f);
                 break;
         }
+    }
+
+    /// <summary>True without per-head scales, or when the V scales of the item's kv heads are below <paramref name="limit"/>
+    /// (an fp8 probability multiplier is the scale times 2^112 or 2^120, which must stay finite).</summary>
+    private static bool HeadScalesBelow(ref PagedAttentionKernel.State s, AttentionWorkItem it, float limit)
+    {
+        if (!s.PerHeadScale) return true;
+        for (int kk = 0; kk < it.KvHeads; kk++)
+            if (!(s.VScale[it.KvHead + kk] < limit)) return false;
+        return true;
     }
 
     /// <summary>True when every query element of the item is finite with magnitude below <paramref name="limit"/>.</summary>
@@ -220,11 +232,12 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
 
         if (s.KScale == null || s.PerHeadScale)
         {
-            // The same multipliers for every token of the item, set once: a per-head int8 scale, or fp16's 2^112 (probabilities
-            // × 2^112 against rows × 2^−112), or 1. (Per-token scales are read per tile in TileStep.)
+            // The same multipliers for every token of the item, set once: a per-head int8 or fp8 scale, fp16's 2^112
+            // (probabilities × 2^112 against rows × 2^−112; fp8: 2^112 or 2^120, times the head's scale), or 1. (Per-token
+            // scales are read per tile in TileStep.)
             for (int kk = 0; kk < c.KvHeads; kk++)
             {
-                float ks = s.PerHeadScale ? s.KScale[c.KvHead + kk] : 1f, vs = s.PerHeadScale ? s.VScale[c.KvHead + kk] : qMul;
+                float ks = s.PerHeadScale ? s.KScale[c.KvHead + kk] : 1f, vs = s.PerHeadScale ? s.VScale[c.KvHead + kk] * qMul : qMul;
                 new Span<float>(c.KMul + kk * Tile, Tile).Fill(s.SmScale * ks);
                 new Span<float>(c.VMul + kk * Tile, Tile).Fill(vs);
             }

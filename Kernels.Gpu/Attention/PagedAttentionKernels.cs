@@ -260,12 +260,18 @@ internal static class PagedAttentionKernels
                         sh[o + 4 * wi + 3] = (sbyte)(byte)(bits >> 24) * s;
                         break;
                     }
-                case 5: // F8E4M3
-                    for (int b = 0; b < 4; b++) sh[o + 4 * wi + b] = E4M3ToFloat((bits >> (8 * b)) & 0xFF);
-                    break;
+                case 5: // F8E4M3 (times the head's scale, or 1)
+                    {
+                        float s = a.PerHeadScale != 0 && row >= 0 ? scales[scaleOffset + kvHead] : 1f;
+                        for (int b = 0; b < 4; b++) sh[o + 4 * wi + b] = E4M3ToFloat((bits >> (8 * b)) & 0xFF) * s;
+                        break;
+                    }
                 case 6: // F8E5M2: the top byte of an fp16
-                    for (int b = 0; b < 4; b++) sh[o + 4 * wi + b] = HalfToFloat(((bits >> (8 * b)) & 0xFF) << 8);
-                    break;
+                    {
+                        float s = a.PerHeadScale != 0 && row >= 0 ? scales[scaleOffset + kvHead] : 1f;
+                        for (int b = 0; b < 4; b++) sh[o + 4 * wi + b] = HalfToFloat(((bits >> (8 * b)) & 0xFF) << 8) * s;
+                        break;
+                    }
                 default: // I4: byte j holds element j (low nibble) and j + d/2 (high nibble); (code − zero) · scale
                     {
                         float s = row < 0 ? 0f : scales[scaleOffset + row], z = row < 0 ? 0f : scales[zeroOffset + row];

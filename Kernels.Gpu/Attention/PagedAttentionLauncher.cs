@@ -205,7 +205,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
         a.QoHeads = plan.Shape.QoHeads;
         a.Group = plan.Shape.GroupSize;
         a.DType = c.DType switch { DType.F32 => 0, DType.F16 => 1, DType.BF16 => 2, DType.I8 => 3, DType.F8E4M3 => 5, DType.F8E5M2 => 6, _ => 4 };
-        a.PerHeadScale = c.DType == DType.I8 && c.ScaleMode == KvScaleMode.PerHead ? 1 : 0;
+        a.PerHeadScale = c.ScaleMode == KvScaleMode.PerHead ? 1 : 0; // int8 or fp8
         a.Causal = plan.Options.Causal ? 1 : 0;
         a.WindowLeft = plan.Options.WindowLeft;
         a.SmScale = plan.SmScale;

@@ -6,7 +6,7 @@ using Kernels.Quant.Reference;
 
 namespace Kernels.Probe.Checks;
 
-/// <summary>PagedDecode and PagedPrefill's public dispatchers (fp16, int4 and int8 caches, scattered pages, split-KV) against AttentionReference.</summary>
+/// <summary>PagedDecode and PagedPrefill's public dispatchers (fp16, fp8 E4M3, int4 and int8 caches, scattered pages, split-KV) against AttentionReference.</summary>
 public sealed class AttentionCheck : IProbeCheck
 {
     /// <inheritdoc/>
@@ -15,7 +15,7 @@ public sealed class AttentionCheck : IProbeCheck
     /// <inheritdoc/>
     public string? Run()
     {
-        foreach (var (dtype, mode) in new[] { (DType.F16, KvScaleMode.None), (DType.I4, KvScaleMode.None), (DType.I8, KvScaleMode.PerToken) })
+        foreach (var (dtype, mode) in new[] { (DType.F16, KvScaleMode.None), (DType.F8E4M3, KvScaleMode.None), (DType.I4, KvScaleMode.None), (DType.I8, KvScaleMode.PerToken) })
         {
             var rng = new Random(42);
             int[] lens = [37, 0, 5];

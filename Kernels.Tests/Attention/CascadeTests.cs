@@ -21,7 +21,7 @@ public class CascadeTests
 
     private static readonly (DType, KvScaleMode)[] Formats =
         [(DType.F32, KvScaleMode.None), (DType.F16, KvScaleMode.None), (DType.BF16, KvScaleMode.None),
-         (DType.F8E4M3, KvScaleMode.None), (DType.F8E5M2, KvScaleMode.None),
+         (DType.F8E4M3, KvScaleMode.None), (DType.F8E5M2, KvScaleMode.None), (DType.F8E4M3, KvScaleMode.PerHead),
          (DType.I8, KvScaleMode.PerToken), (DType.I8, KvScaleMode.PerHead), (DType.I4, KvScaleMode.None)];
 
     private static Gen<int> Length => Gen.OneOf(Gen.Elements(0, 1, 2, 15, 16, 17), Gen.Choose(0, 60));

@@ -31,6 +31,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         { DType.I4, KvScaleMode.None, KvLayout.Nhd, 3, true },
         { DType.F8E4M3, KvScaleMode.None, KvLayout.Nhd, 16, true },
         { DType.F8E5M2, KvScaleMode.None, KvLayout.Hnd, 5, false },
+        { DType.F8E4M3, KvScaleMode.PerHead, KvLayout.Hnd, 4, true },
     };
 
     private void RunBoth(AttentionPlan plan, float[] q, PagedKvCache cache, int rows, int qoHeads, int d, float[] expected, float[] lseE, double[] mag, double eps, int maxLen, string what)

@@ -216,6 +216,32 @@ public class PagedAttentionTiledTests
     }
 
     [Theory]
+    [InlineData(DType.F8E4M3, 1000f)] // scale · 2^120 would overflow fp32: the item reads rows at their true value
+    [InlineData(DType.F8E5M2, 1e5f)]  // scale · 2^112 would overflow
+    [InlineData(DType.F8E4M3, 0.01f)]
+    public void F8_PerHeadScales_MatchReference(DType dtype, float scale)
+    {
+        var rng = new Random(21);
+        float[] scales = [scale, 0.5f];
+        var cache = new PagedKvCache(6, 16, 2, 64, dtype, KvLayout.Nhd, KvScaleMode.PerHead, scales, scales);
+        int[] ids = [4, 1, 5, 0];
+        var k = new float[128];
+        var v = new float[128];
+        for (int t = 0; t < 60; t++)
+        {
+            for (int j = 0; j < 128; j++)
+            {
+                k[j] = (float)(rng.NextDouble() * 2 - 1) * scales[j / 64] * 100;
+                v[j] = (float)(rng.NextDouble() * 2 - 1) * scales[j / 64] * 100;
+            }
+            cache.WriteToken(ids[t / 16], t % 16, k, v);
+        }
+        var table = new PageTable([0, 4], ids, [12], 16);
+        var shape = new AttentionShape(8, 2, 64);
+        CheckAgainstReference(cache, table, shape, Queries(new Random(22), 1, shape, 1f / (scale * 100)), $"{dtype} per-head scale {scale}");
+    }
+
+    [Theory]
     [InlineData(512)]
     [InlineData(256)]
     [InlineData(128)]

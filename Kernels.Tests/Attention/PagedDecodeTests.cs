@@ -19,7 +19,7 @@ public class PagedDecodeTests
 
     private static readonly (DType, KvScaleMode)[] Formats =
         [(DType.F32, KvScaleMode.None), (DType.F16, KvScaleMode.None), (DType.BF16, KvScaleMode.None),
-         (DType.F8E4M3, KvScaleMode.None), (DType.F8E5M2, KvScaleMode.None),
+         (DType.F8E4M3, KvScaleMode.None), (DType.F8E5M2, KvScaleMode.None), (DType.F8E4M3, KvScaleMode.PerHead),
          (DType.I8, KvScaleMode.PerToken), (DType.I8, KvScaleMode.PerHead), (DType.I4, KvScaleMode.None)];
 
     internal static Arbitrary<DecodeCase> Cases =>

@@ -25,7 +25,7 @@ public class PagedPrefillTests
          from page in Gen.Elements(1, 16, 3)
          from kvHeads in Gen.Elements(1, 2)
          from d in Gen.Elements(64, 128)
-         from fmt in Gen.Elements((DType.F32, KvScaleMode.None), (DType.BF16, KvScaleMode.None), (DType.F16, KvScaleMode.None), (DType.F8E4M3, KvScaleMode.None), (DType.F8E5M2, KvScaleMode.None), (DType.I8, KvScaleMode.PerToken), (DType.I4, KvScaleMode.None))
+         from fmt in Gen.Elements((DType.F32, KvScaleMode.None), (DType.BF16, KvScaleMode.None), (DType.F16, KvScaleMode.None), (DType.F8E4M3, KvScaleMode.None), (DType.F8E5M2, KvScaleMode.None), (DType.F8E5M2, KvScaleMode.PerHead), (DType.I8, KvScaleMode.PerToken), (DType.I4, KvScaleMode.None))
          from layout in Gen.Elements(KvLayout.Nhd, KvLayout.Hnd)
          from grp in Gen.Elements(1, 2, 5)
          from causal in Gen.Elements(true, false)

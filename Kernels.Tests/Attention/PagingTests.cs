@@ -31,6 +31,7 @@ public class PagingTests
     [InlineData(DType.I4, KvScaleMode.None)]
     [InlineData(DType.F8E4M3, KvScaleMode.None)]
     [InlineData(DType.F8E5M2, KvScaleMode.None)]
+    [InlineData(DType.F8E4M3, KvScaleMode.PerHead)]
     public void WriteRead_RoundTripWithinFormatBound(DType dtype, KvScaleMode mode)
     {
         var rng = new Random(42);
