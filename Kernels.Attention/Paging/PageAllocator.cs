@@ -1,3 +1,5 @@
+using Kernels.Attention.Planning;
+
 namespace Kernels.Attention.Paging;
 
 /// <summary>
@@ -170,43 +172,83 @@ public sealed class PageAllocator
     /// <exception cref="ArgumentException">groupIndptr does not run from 0 to the number of sequences, non-decreasing.</exception>
     public (PageTable Prefixes, PageTable Suffixes) BuildCascadeTables(ReadOnlySpan<int> sequences, ReadOnlySpan<int> groupIndptr)
     {
-        if (groupIndptr.Length < 1 || groupIndptr[0] != 0 || groupIndptr[^1] != sequences.Length)
-            ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr must run from 0 to the number of sequences ({sequences.Length}).");
-        int groups = groupIndptr.Length - 1, ps = _cache.PageSize;
-        var prefixIndptr = new int[groups + 1];
-        var prefixLast = new int[groups];
-        var prefixPages = new List<int>();
-        var suffixIndptr = new int[sequences.Length + 1];
-        var suffixLast = new int[sequences.Length];
-        var suffixPages = new List<int>();
-        for (int g = 0; g < groups; g++)
+        var (levels, suffixes) = BuildCascadeLevels(sequences, [groupIndptr.ToArray()]);
+        return (levels[0].Pages, suffixes);
+    }
+
+    /// <summary>Builds the levels of a multi-level cascade plan (<c>CascadePlanner.Plan(sharedLevels, …)</c>) for nested
+    /// groups of sequences that share pages, e.g. a system prompt shared by every sequence, then each conversation's
+    /// prompt shared by its forks: at each level, a group's shared pages are the run of pages, after those of its group
+    /// one level up, that all its sequences hold with the same id and the same tokens; each sequence's suffix is the rest.</summary>
+    /// <param name="sequences">Sequence ids, in the order of the plan's batch.</param>
+    /// <param name="groupIndptrs">One <c>groups + 1</c> offset array per level, outermost first, each from 0 to the number of
+    /// sequences, non-decreasing; every group of a level lies within one group of the level above.</param>
+    /// <returns>The levels (a group of fewer than two sequences shares nothing at its level) and one suffix entry per
+    /// sequence.</returns>
+    /// <exception cref="KeyNotFoundException">An id is not a live sequence.</exception>
+    /// <exception cref="ArgumentException">No level; an offset array is malformed; or a group spans two groups of the level
+    /// above.</exception>
+    public (CascadeLevel[] Levels, PageTable Suffixes) BuildCascadeLevels(ReadOnlySpan<int> sequences, IReadOnlyList<int[]> groupIndptrs)
+    {
+        ArgumentNullException.ThrowIfNull(groupIndptrs);
+        if (groupIndptrs.Count == 0) ThrowHelper.Argument(nameof(groupIndptrs), "At least one level is needed.");
+        int n = sequences.Length, ps = _cache.PageSize;
+        var members = new Sequence[n];
+        for (int i = 0; i < n; i++) members[i] = Get(sequences[i]);
+        var start = new int[n]; // pages of each sequence taken by the levels so far
+        var levels = new CascadeLevel[groupIndptrs.Count];
+        for (int l = 0; l < levels.Length; l++)
         {
-            int s0 = groupIndptr[g], s1 = groupIndptr[g + 1];
-            if (s1 < s0) ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr is not monotone at {g}: {s1} < {s0}.");
-            var members = new Sequence[s1 - s0];
-            for (int i = 0; i < members.Length; i++) members[i] = Get(sequences[s0 + i]);
-            // Page j is shared when every member holds the same id there with the same token count; a partial page ends the run.
-            int common = 0, commonTokens = 0;
-            while (members.Length > 1 && members.All(m => m.Pages.Count > common && m.Pages[common] == members[0].Pages[common]))
+            int[] indptr = groupIndptrs[l] ?? throw new ArgumentNullException(nameof(groupIndptrs), $"groupIndptrs[{l}] is null.");
+            if (indptr.Length < 1 || indptr[0] != 0 || indptr[^1] != n)
+                ThrowHelper.Argument(nameof(groupIndptrs), $"groupIndptrs[{l}] must run from 0 to the number of sequences ({n}).");
+            int groups = indptr.Length - 1;
+            var levelIndptr = new int[groups + 1];
+            var levelLast = new int[groups];
+            var levelPages = new List<int>();
+            for (int g = 0; g < groups; g++)
             {
-                int tokens = TokensIn(members[0], common);
-                if (members.Any(m => TokensIn(m, common) != tokens)) break;
-                common++;
-                commonTokens += tokens;
-                if (tokens < ps) break;
+                int s0 = indptr[g], s1 = indptr[g + 1];
+                if (s1 < s0) ThrowHelper.Argument(nameof(groupIndptrs), $"groupIndptrs[{l}] is not monotone at {g}: {s1} < {s0}.");
+                if (l > 0 && s1 > s0 && CascadeLevel.GroupOf(groupIndptrs[l - 1], s0) != CascadeLevel.GroupOf(groupIndptrs[l - 1], s1 - 1))
+                    ThrowHelper.Argument(nameof(groupIndptrs), $"Group {g} of level {l} (sequences {s0}..{s1 - 1}) spans two groups of level {l - 1}.");
+                // Page j is shared when every member holds the same id there with the same token count; a partial page ends the run.
+                int first = s1 > s0 ? start[s0] : 0, common = first;
+                while (s1 - s0 > 1 && Shared(members.AsSpan(s0, s1 - s0), common, out int tokens))
+                {
+                    common++;
+                    if (tokens < ps) break;
+                }
+                for (int j = first; j < common; j++) levelPages.Add(members[s0].Pages[j]);
+                levelIndptr[g + 1] = levelPages.Count;
+                levelLast[g] = common == first ? 0 : TokensIn(members[s0], common - 1);
+                for (int i = s0; i < s1; i++) start[i] = common;
             }
-            for (int j = 0; j < common; j++) prefixPages.Add(members[0].Pages[j]);
-            prefixIndptr[g + 1] = prefixPages.Count;
-            prefixLast[g] = common == 0 ? 0 : commonTokens - (common - 1) * ps;
-            for (int i = 0; i < members.Length; i++)
-            {
-                var m = members[i];
-                for (int j = common; j < m.Pages.Count; j++) suffixPages.Add(m.Pages[j]);
-                suffixIndptr[s0 + i + 1] = suffixPages.Count;
-                suffixLast[s0 + i] = m.Pages.Count == common ? 0 : TokensIn(m, m.Pages.Count - 1);
-            }
+            levels[l] = new CascadeLevel(indptr, new PageTable(levelIndptr, levelPages.ToArray(), levelLast, ps));
         }
-        return (new PageTable(prefixIndptr, prefixPages.ToArray(), prefixLast, ps), new PageTable(suffixIndptr, suffixPages.ToArray(), suffixLast, ps));
+        var suffixIndptr = new int[n + 1];
+        var suffixLast = new int[n];
+        var suffixPages = new List<int>();
+        for (int i = 0; i < n; i++)
+        {
+            var m = members[i];
+            for (int j = start[i]; j < m.Pages.Count; j++) suffixPages.Add(m.Pages[j]);
+            suffixIndptr[i + 1] = suffixPages.Count;
+            suffixLast[i] = m.Pages.Count == start[i] ? 0 : TokensIn(m, m.Pages.Count - 1);
+        }
+        return (levels, new PageTable(suffixIndptr, suffixPages.ToArray(), suffixLast, ps));
+    }
+
+    /// <summary>Whether every member holds the same page id at page <paramref name="j"/> with the same token count.</summary>
+    private bool Shared(ReadOnlySpan<Sequence> group, int j, out int tokens)
+    {
+        tokens = 0;
+        foreach (var m in group)
+            if (m.Pages.Count <= j || m.Pages[j] != group[0].Pages[j]) return false;
+        tokens = TokensIn(group[0], j);
+        foreach (var m in group)
+            if (TokensIn(m, j) != tokens) return false;
+        return true;
     }
 
     /// <summary>Tokens of sequence <paramref name="s"/> in its page <paramref name="j"/>.</summary>

@@ -2,12 +2,12 @@ using Kernels.Attention.Paging;
 
 namespace Kernels.Attention.Planning;
 
-/// <summary>Builds <see cref="CascadePlan"/>s: shared-prefix (cascade) decode.</summary>
+/// <summary>Builds <see cref="CascadePlan"/>s: shared-prefix (cascade) decode, with one or more shared levels.</summary>
 public static class CascadePlanner
 {
-    /// <summary>Plans cascade decode. Group <c>g</c> is sequences <c>[groupIndptr[g], groupIndptr[g+1])</c>; its shared keys
-    /// are sequence <c>g</c> of <paramref name="prefixes"/>, and sequence <c>b</c>'s own keys, which follow them, are sequence
-    /// <c>b</c> of <paramref name="suffixes"/>.</summary>
+    /// <summary>Plans two-level cascade decode. Group <c>g</c> is sequences <c>[groupIndptr[g], groupIndptr[g+1])</c>; its shared
+    /// keys are sequence <c>g</c> of <paramref name="prefixes"/>, and sequence <c>b</c>'s own keys, which follow them, are
+    /// sequence <c>b</c> of <paramref name="suffixes"/>.</summary>
     /// <param name="groupIndptr"><c>groups + 1</c> sequence offsets: starts at 0, non-decreasing, ends at the batch size.</param>
     /// <param name="prefixes">The shared pages of each group (one entry per group; an empty entry is allowed).</param>
     /// <param name="suffixes">Each sequence's own pages (one entry per sequence; an empty entry is allowed).</param>
@@ -24,6 +24,27 @@ public static class CascadePlanner
         AttentionWorkspace workspace, AttentionOptions? options = null, int targetItems = DecodePlanner.TargetItems)
     {
         ArgumentNullException.ThrowIfNull(prefixes);
+        return Plan([new CascadeLevel(groupIndptr, prefixes)], suffixes, shape, numPages, workspace, options, targetItems);
+    }
+
+    /// <summary>Plans multi-level cascade decode (FlashInfer's <c>MultiLevelCascadeAttentionWrapper</c>): sequence <c>b</c>
+    /// attends to its group's pages at every shared level in turn, then to its own pages (sequence <c>b</c> of
+    /// <paramref name="suffixes"/>).</summary>
+    /// <param name="sharedLevels">The shared levels, outermost first (at least one); each covers every sequence of the batch.
+    /// Groups need not nest across levels, though they usually do.</param>
+    /// <param name="suffixes">Each sequence's own pages (one entry per sequence; an empty entry is allowed).</param>
+    /// <param name="shape">Heads and head_dim.</param>
+    /// <param name="numPages">Pages of the pool (every page id of every table is checked against it).</param>
+    /// <param name="workspace">Workspace for the suffix level's split-KV partial states; grown as needed.</param>
+    /// <param name="options">As for the two-level overload: no sliding window.</param>
+    /// <param name="targetItems">Split-KV target of the suffix level.</param>
+    /// <returns>The plan.</returns>
+    /// <exception cref="ArgumentException">No shared level; a level's groups do not cover the batch; the tables' page sizes
+    /// differ; a page id is past the pool; an option is out of range; or a sliding window is set.</exception>
+    public static CascadePlan Plan(IReadOnlyList<CascadeLevel> sharedLevels, PageTable suffixes, AttentionShape shape, int numPages,
+        AttentionWorkspace workspace, AttentionOptions? options = null, int targetItems = DecodePlanner.TargetItems)
+    {
+        ArgumentNullException.ThrowIfNull(sharedLevels);
         ArgumentNullException.ThrowIfNull(suffixes);
         ArgumentNullException.ThrowIfNull(shape);
         ArgumentNullException.ThrowIfNull(workspace);
@@ -31,21 +52,22 @@ public static class CascadePlanner
         options.Validate();
         if (options.WindowLeft >= 0)
             ThrowHelper.Argument(nameof(options), $"Cascade plans do not support a sliding window (WindowLeft = {options.WindowLeft}): the window's cut through the shared keys depends on each sequence's length.");
-        if (prefixes.PageSize != suffixes.PageSize)
-            ThrowHelper.Argument(nameof(suffixes), $"The prefix table's page size ({prefixes.PageSize}) differs from the suffix table's ({suffixes.PageSize}).");
-        int groups = prefixes.BatchSize, batch = suffixes.BatchSize;
-        ThrowHelper.ThrowIfLengthMismatch(nameof(groupIndptr), groupIndptr.Length, groups + 1);
-        if (groupIndptr[0] != 0) ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr[0] must be 0; got {groupIndptr[0]}.");
-        for (int g = 0; g < groups; g++)
-            if (groupIndptr[g + 1] < groupIndptr[g])
-                ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr is not monotone: groupIndptr[{g + 1}] = {groupIndptr[g + 1]} < groupIndptr[{g}] = {groupIndptr[g]}.");
-        if (groupIndptr[groups] != batch)
-            ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr[{groups}] = {groupIndptr[groups]} must equal the suffix table's batch size ({batch}).");
-
-        // Level 1: the groups' query rows as prefill requests over the shared pages, every key kept (the planners check the page ids).
-        var prefix = PrefillPlanner.Plan(groupIndptr, prefixes, shape, numPages, options with { Causal = false });
+        if (sharedLevels.Count == 0) ThrowHelper.Argument(nameof(sharedLevels), "A cascade needs at least one shared level.");
+        int batch = suffixes.BatchSize;
+        var levels = new PrefillPlan[sharedLevels.Count];
+        for (int l = 0; l < levels.Length; l++)
+        {
+            var level = sharedLevels[l] ?? throw new ArgumentNullException(nameof(sharedLevels), $"sharedLevels[{l}] is null.");
+            if (level.Pages.PageSize != suffixes.PageSize)
+                ThrowHelper.Argument(nameof(sharedLevels), $"Level {l}'s page size ({level.Pages.PageSize}) differs from the suffix table's ({suffixes.PageSize}).");
+            if (level.BatchSize != batch)
+                ThrowHelper.Argument(nameof(sharedLevels), $"Level {l}'s groups cover {level.BatchSize} sequences (groupIndptr[{level.Groups}] = {level.BatchSize}); the suffix table has {batch}.");
+            // The level's groups as prefill requests over their shared pages, every key kept (the planner checks the page ids).
+            levels[l] = PrefillPlanner.Plan(level.GroupIndptr, level.Pages, shape, numPages, options with { Causal = false });
+            levels[l].KeepsEmptyStates = true; // fresh plans, owned by the cascade
+        }
         var suffix = DecodePlanner.Plan(suffixes, shape, numPages, workspace, options, targetItems: targetItems);
-        prefix.KeepsEmptyStates = suffix.KeepsEmptyStates = true; // fresh plans, owned by the cascade
-        return new CascadePlan(prefix, suffix, groupIndptr.ToArray());
+        suffix.KeepsEmptyStates = true;
+        return new CascadePlan(levels, suffix, [.. sharedLevels]);
     }
 }

@@ -196,24 +196,57 @@ public static class AttentionReference
     {
         ArgumentNullException.ThrowIfNull(prefixes);
         ArgumentNullException.ThrowIfNull(suffixes);
-        ArgumentNullException.ThrowIfNull(shape);
-        ArgumentNullException.ThrowIfNull(options);
         ThrowHelper.ThrowIfLengthMismatch(nameof(groupIndptr), groupIndptr.Length, prefixes.BatchSize + 1);
         if (groupIndptr[0] != 0 || groupIndptr[^1] != suffixes.BatchSize)
             ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr must run from 0 to the batch size ({suffixes.BatchSize}); got {groupIndptr[0]} … {groupIndptr[^1]}.");
+        Cascade([new CascadeLevel(groupIndptr, prefixes)], q, cache, suffixes, shape, options, output, lse, magnitude);
+    }
+
+    /// <summary>Multi-level cascade decode: sequence <c>b</c> attends, with its one query, to its group's shared keys at every
+    /// level of <paramref name="levels"/> in turn, then to its own keys (sequence <c>b</c> of <paramref name="suffixes"/>),
+    /// as flat decode over the concatenated keys would.</summary>
+    /// <param name="levels">The shared levels, outermost first; each must cover the batch.</param>
+    /// <param name="q"><c>batch·qo_heads·head_dim</c> queries.</param>
+    /// <param name="cache">The cache every table refers to.</param>
+    /// <param name="suffixes">Own pages per sequence.</param>
+    /// <param name="shape">Heads and head_dim.</param>
+    /// <param name="options">Options (a window counts from the sequence's last key, across every level).</param>
+    /// <param name="output"><c>batch·qo_heads·head_dim</c> outputs.</param>
+    /// <param name="lse"><c>batch·qo_heads</c> log-sum-exps, or empty.</param>
+    /// <param name="magnitude">Optional error scale per output, or empty.</param>
+    /// <exception cref="ArgumentException">A level does not cover the batch.</exception>
+    public static void Cascade(IReadOnlyList<CascadeLevel> levels, ReadOnlySpan<float> q, PagedKvCache cache, PageTable suffixes,
+        AttentionShape shape, AttentionOptions options, Span<float> output, Span<float> lse, Span<double> magnitude = default)
+    {
+        ArgumentNullException.ThrowIfNull(levels);
+        ArgumentNullException.ThrowIfNull(suffixes);
+        ArgumentNullException.ThrowIfNull(shape);
+        ArgumentNullException.ThrowIfNull(options);
+        foreach (var level in levels)
+            if (level.BatchSize != suffixes.BatchSize)
+                ThrowHelper.Argument(nameof(levels), $"A level's groups cover {level.BatchSize} sequences; the suffix table has {suffixes.BatchSize}.");
         int hq = shape.QoHeads, d = shape.HeadDim;
         if (options.QuantizedQueryDot && cache.DType is DType.I8 or DType.I4) q = QueryQuantization.Dequantized(q, d);
-        for (int g = 0; g < prefixes.BatchSize; g++)
+        for (int b = 0; b < suffixes.BatchSize; b++)
         {
-            var (pk, pv) = Gather(cache, prefixes, g);
-            for (int b = groupIndptr[g]; b < groupIndptr[g + 1]; b++)
+            var keys = new List<float>();
+            var values = new List<float>();
+            int len = 0;
+            foreach (var level in levels)
             {
-                var (sk, sv) = Gather(cache, suffixes, b);
-                int len = prefixes.KvLength(g) + suffixes.KvLength(b);
-                Dense(q.Slice(b * hq * d, hq * d), [.. pk, .. sk], [.. pv, .. sv], 1, len, shape, options,
-                    output.Slice(b * hq * d, hq * d), lse.IsEmpty ? default : lse.Slice(b * hq, hq), null,
-                    magnitude.IsEmpty ? default : magnitude.Slice(b * hq * d, hq * d));
+                int g = level.GroupOf(b);
+                var (lk, lv) = Gather(cache, level.Pages, g);
+                keys.AddRange(lk);
+                values.AddRange(lv);
+                len += level.Pages.KvLength(g);
             }
+            var (sk, sv) = Gather(cache, suffixes, b);
+            keys.AddRange(sk);
+            values.AddRange(sv);
+            len += suffixes.KvLength(b);
+            Dense(q.Slice(b * hq * d, hq * d), keys.ToArray(), values.ToArray(), 1, len, shape, options,
+                output.Slice(b * hq * d, hq * d), lse.IsEmpty ? default : lse.Slice(b * hq, hq), null,
+                magnitude.IsEmpty ? default : magnitude.Slice(b * hq * d, hq * d));
         }
     }
 

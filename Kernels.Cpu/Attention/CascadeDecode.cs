@@ -5,21 +5,21 @@ using Kernels.Attention.Reference;
 
 namespace Kernels.Cpu.Attention;
 
-/// <summary>Cascade (shared-prefix) decode over a paged KV cache: each group's shared keys once for all its sequences, then
-/// each sequence's own keys, merged per (sequence, head).</summary>
+/// <summary>Cascade (shared-prefix) decode over a paged KV cache: each group's shared keys once for all its sequences, at
+/// every shared level, then each sequence's own keys, merged per (sequence, head).</summary>
 /// <remarks>
-/// <para>The prefix level runs the prefill kernel with the group's sequences as query rows, so each shared K/V row is loaded
+/// <para>Each shared level runs the prefill kernel with the group's sequences as query rows, so each shared K/V row is loaded
 /// and widened once for up to <see cref="AttentionPlan.MaxQueriesPerItem"/> queries (16 sequences × 4 heads with GQA 4)
-/// instead of once per sequence. The suffix level is <see cref="PagedDecode"/>. The two states merge by
-/// <see cref="AttentionState.MergeInPlace"/>. The oracle is <see cref="AttentionReference.Cascade"/>; the error bound is
-/// <see cref="PagedDecode"/>'s over the concatenated keys.</para>
-/// <para>Scratch for the suffix states (<c>batch·qo_heads·(head_dim + 2)</c> floats) comes from
+/// instead of once per sequence. The suffix level is <see cref="PagedDecode"/>. The states merge level by level by
+/// <see cref="AttentionState.MergeInPlace"/>. The oracle is <see cref="AttentionReference"/>'s <c>Cascade</c>; the error
+/// bound is <see cref="PagedDecode"/>'s over the concatenated keys.</para>
+/// <para>Scratch for one level's states (<c>batch·qo_heads·(head_dim + 2)</c> floats) comes from
 /// <see cref="ArrayPool{T}.Shared"/>: no allocation once the pool holds a buffer of that size.</para>
 /// </remarks>
 public static class CascadeDecode
 {
     /// <summary>Runs a cascade plan.</summary>
-    /// <param name="plan">The plan (from <see cref="CascadePlanner.Plan"/>).</param>
+    /// <param name="plan">The plan (from <see cref="CascadePlanner"/>).</param>
     /// <param name="q"><c>batch·qo_heads·head_dim</c> queries.</param>
     /// <param name="cache">The cache both levels' pages live in.</param>
     /// <param name="output"><c>batch·qo_heads·head_dim</c> outputs (overwritten; must not overlap q).</param>
@@ -35,15 +35,18 @@ public static class CascadeDecode
         float[] scratch = ArrayPool<float>.Shared.Rent(rows * (d + 2));
         try
         {
-            Span<float> suffixOut = scratch.AsSpan(0, rows * d), suffixLse = scratch.AsSpan(rows * d, rows);
-            Span<float> prefixLse = lse.IsEmpty ? scratch.AsSpan(rows * (d + 1), rows) : lse;
-            PagedPrefill.Run(plan.Prefix, q, cache, output, prefixLse, options);
-            PagedDecode.Run(plan.Suffix, q, cache, suffixOut, suffixLse, options);
-            for (int r = 0; r < rows; r++)
+            Span<float> levelOut = scratch.AsSpan(0, rows * d), levelLse = scratch.AsSpan(rows * d, rows);
+            Span<float> stateLse = lse.IsEmpty ? scratch.AsSpan(rows * (d + 1), rows) : lse;
+            PagedPrefill.Run(plan.Prefix, q, cache, output, stateLse, options);
+            for (int l = 1; l <= plan.SharedLevels.Count; l++)
             {
-                AttentionState.MergeInPlace(output.Slice(r * d, d), ref prefixLse[r], suffixOut.Slice(r * d, d), suffixLse[r]);
-                if (float.IsNegativeInfinity(prefixLse[r])) output.Slice(r * d, d).Clear(); // no key had weight: 0, as the oracle
+                if (l < plan.SharedLevels.Count) PagedPrefill.Run(plan.SharedLevels[l], q, cache, levelOut, levelLse, options);
+                else PagedDecode.Run(plan.Suffix, q, cache, levelOut, levelLse, options);
+                for (int r = 0; r < rows; r++)
+                    AttentionState.MergeInPlace(output.Slice(r * d, d), ref stateLse[r], levelOut.Slice(r * d, d), levelLse[r]);
             }
+            for (int r = 0; r < rows; r++)
+                if (float.IsNegativeInfinity(stateLse[r])) output.Slice(r * d, d).Clear(); // no key had weight: 0, as the oracle
         }
         finally
         {

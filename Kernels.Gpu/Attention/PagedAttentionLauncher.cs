@@ -168,7 +168,8 @@ internal sealed class PagedAttentionLauncher : IDisposable
         if (lse.Length > 0 && d > 0) _mergeStates(stream, (int)lse.Length * PagedAttentionKernels.MergeLanes, v, lse, other, otherLse, d, clearEmpty ? 1 : 0);
     }
 
-    /// <summary>Runs a cascade plan: the prefix level into output (and lse), the suffix level into scratch, then the merge.</summary>
+    /// <summary>Runs a cascade plan: the first shared level into output (and lse); every further level (the suffix last) into
+    /// scratch, merged in after it.</summary>
     public void LaunchCascade(AcceleratorStream stream, CascadePlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse)
     {
         int d = plan.Shape.HeadDim;
@@ -179,12 +180,17 @@ internal sealed class PagedAttentionLauncher : IDisposable
             _cascadeScratch = _accelerator.Allocate1D<float>(Math.Max(1, rows * (d + 2)));
         }
         var scratch = _cascadeScratch.View;
-        var suffixOut = scratch.SubView(0, rows * d);
-        var suffixLse = scratch.SubView(rows * d, rows);
-        var prefixLse = lse ?? scratch.SubView(rows * (d + 1), rows);
-        Launch(stream, plan.Prefix, cache, q, output, prefixLse);
-        Launch(stream, plan.Suffix, cache, q, suffixOut, suffixLse);
-        MergeStates(stream, output, prefixLse, suffixOut, suffixLse, d, clearEmpty: true);
+        var levelOut = scratch.SubView(0, rows * d);
+        var levelLse = scratch.SubView(rows * d, rows);
+        var stateLse = lse ?? scratch.SubView(rows * (d + 1), rows);
+        Launch(stream, plan.Prefix, cache, q, output, stateLse);
+        for (int l = 1; l < plan.SharedLevels.Count; l++)
+        {
+            Launch(stream, plan.SharedLevels[l], cache, q, levelOut, levelLse);
+            MergeStates(stream, output, stateLse, levelOut, levelLse, d);
+        }
+        Launch(stream, plan.Suffix, cache, q, levelOut, levelLse);
+        MergeStates(stream, output, stateLse, levelOut, levelLse, d, clearEmpty: true);
     }
 
     public void Launch(AcceleratorStream stream, AttentionPlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse)

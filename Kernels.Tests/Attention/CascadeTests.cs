@@ -283,6 +283,148 @@ public class CascadeTests
         Assert.Throws<KeyNotFoundException>(() => alloc.BuildCascadeTables([a, 99], [0, 2]));
     }
 
+    /// <summary>A multi-level cascade: Cache.SeqLens holds each level's group lengths (level by level), then the sequences'
+    /// own lengths; each level partitions the batch independently (groups need not nest for the planner and kernels).</summary>
+    public sealed record MultiLevelCase(CacheSpec Cache, int[][] LevelIndptrs, int Group)
+    {
+        public override string ToString() =>
+            $"{Cache} levels=[{string.Join(" | ", LevelIndptrs.Select(l => string.Join(',', l)))}] group={Group}";
+    }
+
+    internal static Arbitrary<MultiLevelCase> MultiLevelCases =>
+        (from batch in Gen.Choose(0, 7)
+         from levels in Gen.Choose(2, 3)
+         from seed in Gen.Choose(0, int.MaxValue)
+         from page in Gen.Elements(1, 16, 5)
+         from kvHeads in Gen.Elements(1, 2)
+         from d in Gen.Elements(64, 32)
+         from fmt in Gen.Elements(Formats)
+         from grp in Gen.Elements(1, 4, 5)
+         select Multi(batch, levels, seed, page, kvHeads, d, fmt, grp)).ToArbitrary();
+
+    private static MultiLevelCase Multi(int batch, int levels, int seed, int page, int kvHeads, int d, (DType, KvScaleMode) fmt, int grp)
+    {
+        var rng = new Random(seed);
+        var indptrs = new int[levels][];
+        var lens = new List<int>();
+        for (int l = 0; l < levels; l++)
+        {
+            // Random cut points (repeats give empty groups), always from 0 to the batch.
+            var cuts = Enumerable.Range(0, rng.Next(0, 3)).Select(_ => rng.Next(0, batch + 1)).Order();
+            indptrs[l] = [0, .. cuts, batch];
+            for (int g = 0; g < indptrs[l].Length - 1; g++) lens.Add(rng.Next(4) == 0 ? 0 : rng.Next(1, 40));
+        }
+        for (int b = 0; b < batch; b++) lens.Add(rng.Next(0, 30));
+        return new MultiLevelCase(new CacheSpec([.. lens], page, kvHeads, d, fmt.Item1, KvLayout.Nhd, fmt.Item2, seed), indptrs, grp);
+    }
+
+    internal static (PagedKvCache Cache, CascadeLevel[] Levels, PageTable Suffixes) BuildMultiLevel(MultiLevelCase c)
+    {
+        var (cache, table) = Build(c.Cache);
+        var levels = new CascadeLevel[c.LevelIndptrs.Length];
+        int at = 0;
+        for (int l = 0; l < levels.Length; l++)
+        {
+            int groups = c.LevelIndptrs[l].Length - 1;
+            levels[l] = new CascadeLevel(c.LevelIndptrs[l], Slice(table, at, at + groups));
+            at += groups;
+        }
+        return (cache, levels, Slice(table, at, table.BatchSize));
+    }
+
+    internal static (float[] Q, float[] Expected, float[] LseE, double[] Mag, double Eps, int MaxLen) MultiLevelOracle(MultiLevelCase c, PagedKvCache cache,
+        CascadeLevel[] levels, PageTable suffixes, AttentionShape shape)
+    {
+        int batch = suffixes.BatchSize;
+        float[] q = Queries(new Random(c.Cache.Seed + 1), batch, shape, 2f);
+        float[] expected = new float[q.Length], lseE = new float[batch * shape.QoHeads];
+        double[] mag = new double[q.Length];
+        AttentionReference.Cascade(levels, q, cache, suffixes, shape, AttentionOptions.Default, expected, lseE, mag);
+        var keys = levels.SelectMany(l => GatherKeys(cache, l.Pages)).Concat(GatherKeys(cache, suffixes));
+        double eps = LogitError(q, shape, AttentionOptions.Default.ScaleFor(shape.HeadDim), keys);
+        int maxLen = 0;
+        for (int b = 0; b < batch; b++) maxLen = Math.Max(maxLen, levels.Sum(l => l.Pages.KvLength(l.GroupOf(b))) + suffixes.KvLength(b));
+        return (q, expected, lseE, mag, eps, maxLen);
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void MultiLevel_EachIsa_MatchesReference(IsaPath isa)
+    {
+        // 2 or 3 shared levels, each a random partition of the batch (empty groups, empty levels, groups that do not nest),
+        // then the sequences' own pages; every format; against flat attention over the concatenated keys.
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        Prop.ForAll(MultiLevelCases, c =>
+        {
+            var (cache, levels, suffixes) = BuildMultiLevel(c);
+            var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
+            var plan = CascadePlanner.Plan(levels, suffixes, shape, cache.NumPages, new AttentionWorkspace(), targetItems: 8);
+            Assert.Equal(levels.Length, plan.SharedLevels.Count);
+            var (q, expected, lseE, mag, eps, maxLen) = MultiLevelOracle(c, cache, levels, suffixes, shape);
+            float[] actual = new float[q.Length], lseA = new float[lseE.Length];
+            actual.AsSpan().Fill(float.NaN);
+            CascadeDecode.Run(plan, q, cache, actual, lseA, options);
+            AssertClose(expected, actual, mag, lseE, lseA, eps, maxLen, $"{c} {options.Isa}");
+        }).QuickCheckThrowOnFailure();
+    }
+
+    [Fact]
+    public void AllocatorForkTree_ThreeLevels_GiveFlatDecodesAnswer()
+    {
+        // A 40-token system prompt; two conversations fork from it and add 21 and 9 tokens; each conversation forks into
+        // beams that add 0–7 tokens; plus a sequence on the system prompt alone. Levels: the whole batch shares the system
+        // prompt, each conversation's beams share its pages, then each beam's own.
+        const int kvHeads = 2, d = 64, page = 8;
+        var cache = new PagedKvCache(96, page, kvHeads, d, DType.F16);
+        var alloc = new PageAllocator(cache);
+        var rng = new Random(31);
+        void Append(int seq, int n)
+        {
+            var k = Enumerable.Range(0, n * kvHeads * d).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            var v = Enumerable.Range(0, n * kvHeads * d).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            alloc.Append(seq, k, v, n);
+        }
+        int system = alloc.Create();
+        Append(system, 40);
+        int conv1 = alloc.Fork(system), conv2 = alloc.Fork(system);
+        Append(conv1, 21);
+        Append(conv2, 9);
+        int[] beams1 = [alloc.Fork(conv1), alloc.Fork(conv1), alloc.Fork(conv1)], beams2 = [alloc.Fork(conv2), alloc.Fork(conv2)];
+        for (int i = 0; i < beams1.Length; i++) Append(beams1[i], 1 + 3 * i);
+        Append(beams2[0], 7);
+        int[] seqs = [.. beams1, .. beams2, system];
+        int[][] levels = [[0, 6], [0, 3, 5, 6]];
+        var (built, suffixes) = alloc.BuildCascadeLevels(seqs, levels);
+        Assert.Equal(40, built[0].Pages.KvLength(0));                  // the system prompt: five full pages
+        Assert.Equal([16, 8, 0], Enumerable.Range(0, 3).Select(built[1].Pages.KvLength)); // each conversation's full pages past it
+        Assert.Equal(alloc.Length(beams2[1]) - 48, suffixes.KvLength(4));
+
+        var shape = new AttentionShape(8, kvHeads, d);
+        var plan = CascadePlanner.Plan(built, suffixes, shape, cache.NumPages, new AttentionWorkspace());
+        var flat = alloc.BuildPageTable(seqs);
+        float[] q = Queries(new Random(3), seqs.Length, shape);
+        float[] expected = new float[q.Length], lseE = new float[seqs.Length * 8];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, flat, shape, AttentionOptions.Default, expected, lseE, mag);
+        double eps = LogitError(q, shape, plan.SmScale, GatherKeys(cache, flat));
+        foreach (var isa in IsaMatrix.All)
+        {
+            if (IsaMatrix.OptionsOrSkip(isa) is not { } options) continue;
+            float[] actual = new float[q.Length], lseA = new float[lseE.Length];
+            CascadeDecode.Run(plan, q, cache, actual, lseA, options);
+            AssertClose(expected, actual, mag, lseE, lseA, eps, 80, $"three-level cascade {isa}");
+        }
+
+        var e = Assert.Throws<ArgumentException>(() => alloc.BuildCascadeLevels(seqs, [[0, 3, 6], [0, 4, 6]]));
+        Assert.Contains("spans two groups of level 0", e.Message);
+        Assert.Throws<ArgumentException>(() => alloc.BuildCascadeLevels(seqs, []));
+        Assert.Throws<ArgumentException>(() => alloc.BuildCascadeLevels(seqs, [[0, 5]]));
+        e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([], suffixes, shape, cache.NumPages, new AttentionWorkspace()));
+        Assert.Contains("at least one shared level", e.Message);
+        e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([built[0], new CascadeLevel([0, 5], new PageTable([0, 0], [], [0], page))], suffixes, shape, cache.NumPages, new AttentionWorkspace()));
+        Assert.Contains("Level 1's groups cover 5 sequences", e.Message);
+    }
+
     [Fact]
     public void Plan_InvalidInput_ThrowsBeforeAnyWork()
     {

@@ -293,6 +293,19 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
     }
 
     [Fact]
+    public void MultiLevelCascade_MatchesReference()
+    {
+        // Three shared levels (whole batch; 2 + 3 sequences; groups that do not nest with the level above) and split suffixes.
+        var c = new CascadeTests.MultiLevelCase(new CacheSpec([20, 9, 17, 0, 5, 11, 3, 7, 0, 12, 4], 4, 2, 64, DType.F16, KvLayout.Nhd, KvScaleMode.None, 41),
+            [[0, 5], [0, 2, 5], [0, 1, 3, 5]], 4);
+        var (cache, levels, suffixes) = CascadeTests.BuildMultiLevel(c);
+        var shape = new AttentionShape(8, 2, 64);
+        var plan = CascadePlanner.Plan(levels, suffixes, shape, cache.NumPages, new AttentionWorkspace(), targetItems: 64);
+        var (q, e, le, mag, eps, maxLen) = CascadeTests.MultiLevelOracle(c, cache, levels, suffixes, shape);
+        RunBoth(plan, q, cache, 5, 8, 64, e, le, mag, eps, maxLen, "three-level cascade");
+    }
+
+    [Fact]
     public void MinusInfinityLogitWithNaNValue_SplitAndCascade_KeepTheOraclesNaN()
     {
         var (cache, table, q, shape) = CascadeTests.MinusInfinityKeyWithNaNValue(DType.F16);

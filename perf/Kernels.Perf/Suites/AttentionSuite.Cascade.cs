@@ -9,25 +9,38 @@ public sealed partial class AttentionSuite
 {
     private const int CascadeBatch = 32, SharedTokens = 4096, OwnTokens = 256;
 
-    /// <summary>Cascade (shared-prefix) decode against flat decode of the same sequences: 32 sequences on one 4096-token
-    /// prompt with 256 tokens of their own each (parallel sampling, or many requests on one system prompt), fp16, pages
-    /// scattered through the pool. Flat decode's table repeats the prompt's pages in every sequence, so it reads them 32
-    /// times; the cascade reads them once per tile of 16 sequences. Bytes count the unique KV (the prompt once), so the
-    /// two rows' GB/s compare like their times; "vs flat" is timed in alternation.</summary>
+    /// <summary>One shared level of a cascade bench case: <paramref name="Groups"/> equal groups of the batch, each sharing
+    /// <paramref name="Tokens"/> tokens.</summary>
+    private readonly record struct SharedLevel(int Groups, int Tokens);
+
+    /// <summary>Cascade (shared-prefix) decode against flat decode of the same sequences, fp16, pages scattered through the
+    /// pool: 32 sequences on one 4096-token prompt with 256 tokens of their own each (parallel sampling, or many requests on
+    /// one system prompt), and a three-level case: a 2048-token system prompt shared by all 32, four conversations of 2048
+    /// tokens shared by 8 sequences each, 128 tokens of their own. Flat decode's table repeats the shared pages in every
+    /// sequence, so it reads them once per sequence; the cascade reads each level's pages once per tile of 16 sequences of a
+    /// group. Bytes count the unique KV (each shared page once), so the rows' GB/s compare like their times; "vs flat" is
+    /// timed in alternation.</summary>
     private static IEnumerable<BenchCase> CascadeCases(BenchContext ctx)
     {
-        string shape = $"b={CascadeBatch} shared={SharedTokens} own={OwnTokens}";
-        foreach (bool cascade in new[] { false, true })
+        (SharedLevel[] Levels, int Own)[] cases = [([new(1, SharedTokens)], OwnTokens), ([new(1, 2048), new(4, 2048)], 128)];
+        foreach (var (levels, own) in cases)
         {
-            string op = cascade ? "cascade decode" : "decode flat";
-            if (ctx.Cpu && ctx.Wants(op, "kv f16", shape, "cpu")) yield return CascadeCase(ctx, cascade, shape, null);
-            if (ctx.Gpu is { } gpu && ctx.Wants(op, "kv f16", shape, gpu.Name)) yield return CascadeCase(ctx, cascade, shape, gpu);
+            string shape = levels.Length == 1 ? $"b={CascadeBatch} shared={levels[0].Tokens} own={own}"
+                : $"b={CascadeBatch} shared={string.Join('+', levels.Select(l => l.Groups == 1 ? $"{l.Tokens}" : $"{l.Groups}x{l.Tokens}"))} own={own}";
+            foreach (bool cascade in new[] { false, true })
+            {
+                string op = cascade ? "cascade decode" : "decode flat";
+                if (ctx.Quick && levels.Length > 1) continue;
+                if (ctx.Cpu && ctx.Wants(op, "kv f16", shape, "cpu")) yield return CascadeCase(ctx, cascade, shape, levels, own, null);
+                if (ctx.Gpu is { } gpu && ctx.Wants(op, "kv f16", shape, gpu.Name)) yield return CascadeCase(ctx, cascade, shape, levels, own, gpu);
+            }
         }
     }
 
-    private static BenchCase CascadeCase(BenchContext ctx, bool cascade, string shapeText, Kernels.Gpu.GpuBackend? gpu)
+    private static BenchCase CascadeCase(BenchContext ctx, bool cascade, string shapeText, SharedLevel[] levels, int ownTokens, Kernels.Gpu.GpuBackend? gpu)
     {
-        int sharedPages = SharedTokens / PageSize, ownPages = OwnTokens / PageSize, numPages = sharedPages + CascadeBatch * ownPages;
+        int ownPages = ownTokens / PageSize;
+        int numPages = levels.Sum(l => l.Groups * (l.Tokens / PageSize)) + CascadeBatch * ownPages;
         using var template = Template(PageSize, DType.F16, KvLayout.Nhd, KvScaleMode.None);
         double kvBytes = 2.0 * PageSize * KvHeads * template.RowBytes * numPages;
         int copies = gpu is null ? ctx.ColdCopies(kvBytes) : 1;
@@ -39,25 +52,37 @@ public sealed partial class AttentionSuite
             caches[c] = new PagedKvCache(numPages, PageSize, KvHeads, HeadDim, DType.F16, KvLayout.Nhd, KvScaleMode.None);
             for (int i = 0; i < numPages; i++) caches[c].CopyPageFrom(template, i % TemplatePages, placement[i]);
         }
-        int[] shared = placement[..sharedPages];
-        var prefixes = new PageTable([0, sharedPages], shared, [PageSize], PageSize);
-        var suffixes = new PageTable(Enumerable.Range(0, CascadeBatch + 1).Select(b => b * ownPages).ToArray(), placement[sharedPages..],
+        // Pages in placement order: each level's groups, then each sequence's own pages. Flat rows repeat the shared pages.
+        var cascadeLevels = new CascadeLevel[levels.Length];
+        var flatRows = Enumerable.Range(0, CascadeBatch).Select(_ => new List<int>()).ToArray();
+        int next = 0;
+        for (int l = 0; l < levels.Length; l++)
+        {
+            int per = levels[l].Tokens / PageSize, size = CascadeBatch / levels[l].Groups;
+            int[] pages = placement[next..(next + levels[l].Groups * per)];
+            next += pages.Length;
+            for (int b = 0; b < CascadeBatch; b++) flatRows[b].AddRange(pages.Skip(b / size * per).Take(per));
+            cascadeLevels[l] = new CascadeLevel(Enumerable.Range(0, levels[l].Groups + 1).Select(g => g * size).ToArray(),
+                new PageTable(Enumerable.Range(0, levels[l].Groups + 1).Select(g => g * per).ToArray(), pages, Enumerable.Repeat(PageSize, levels[l].Groups).ToArray(), PageSize));
+        }
+        var suffixes = new PageTable(Enumerable.Range(0, CascadeBatch + 1).Select(b => b * ownPages).ToArray(), placement[next..],
             Enumerable.Repeat(PageSize, CascadeBatch).ToArray(), PageSize);
-        var flatIndices = Enumerable.Range(0, CascadeBatch).SelectMany(b => shared.Concat(placement.Skip(sharedPages + b * ownPages).Take(ownPages))).ToArray();
-        var flat = new PageTable(Enumerable.Range(0, CascadeBatch + 1).Select(b => b * (sharedPages + ownPages)).ToArray(), flatIndices,
-            Enumerable.Repeat(PageSize, CascadeBatch).ToArray(), PageSize);
+        for (int b = 0; b < CascadeBatch; b++) flatRows[b].AddRange(placement.Skip(next + b * ownPages).Take(ownPages));
+        var flat = new PageTable(Enumerable.Range(0, CascadeBatch + 1).Select(b => flatRows.Take(b).Sum(r => r.Count)).ToArray(),
+            flatRows.SelectMany(r => r).ToArray(), Enumerable.Repeat(PageSize, CascadeBatch).ToArray(), PageSize);
+        int tokensPerSequence = levels.Sum(l => l.Tokens) + ownTokens;
 
         var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
         int targetItems = gpu is null ? CpuTargetItems(ctx) : DecodePlanner.TargetItems;
         var flatPlan = DecodePlanner.Plan(flat, shape, numPages, new AttentionWorkspace(), targetItems: targetItems);
-        var cascadePlan = CascadePlanner.Plan([0, CascadeBatch], prefixes, suffixes, shape, numPages, new AttentionWorkspace(), targetItems: targetItems);
+        var cascadePlan = CascadePlanner.Plan(cascadeLevels, suffixes, shape, numPages, new AttentionWorkspace(), targetItems: targetItems);
         AttentionPlan plan = cascade ? cascadePlan : flatPlan;
         float[] q = DenseSuite.RandomFloats(CascadeBatch * QoHeads * HeadDim, 3);
         float[] o = new float[q.Length], lse = new float[CascadeBatch * QoHeads];
         string op = cascade ? "cascade decode" : "decode flat";
-        double bytes = kvBytes + 8.0 * q.Length, flops = 4.0 * CascadeBatch * (SharedTokens + OwnTokens) * QoHeads * HeadDim;
+        double bytes = kvBytes + 8.0 * q.Length, flops = 4.0 * CascadeBatch * tokensPerSequence * QoHeads * HeadDim;
         string? baseline = cascade ? BenchCase.MakeKey("decode flat", "kv f16", shapeText, gpu?.Name ?? "cpu") : null;
-        string note = cascade ? $"{cascadePlan.Prefix.WorkItemCount} + {cascadePlan.Suffix.WorkItemCount} items; shared prompt read once per 16 sequences"
+        string note = cascade ? $"{string.Join(" + ", cascadePlan.SharedLevels.Select(l => l.WorkItemCount))} + {cascadePlan.Suffix.WorkItemCount} items; shared pages read once per 16 sequences of a group"
             : $"{flatPlan.WorkItemCount} items; shared prompt read once per sequence";
         if (gpu is not null)
         {
