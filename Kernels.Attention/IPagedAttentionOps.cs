@@ -22,8 +22,16 @@ public abstract class DeviceKvCache : IDisposable
     /// <summary>True once disposed.</summary>
     public bool IsDisposed { get; private set; }
 
-    /// <summary>Copies the host cache's current contents to the device (no-op on the CPU).</summary>
+    /// <summary>Copies the host cache's current contents to the device (no-op on the CPU). After
+    /// <see cref="IPagedAttentionOps.AppendKv"/> on a device, the device holds rows the host cache lacks: call
+    /// <see cref="Download"/> first if both are to agree.</summary>
     public abstract void Update();
+
+    /// <summary>Copies the device's contents (K/V bytes, scales and zero points) back into the host cache, e.g. after
+    /// <see cref="IPagedAttentionOps.AppendKv"/> on a GPU (no-op on the CPU, where the host cache is the device cache).</summary>
+    public virtual void Download()
+    {
+    }
 
     /// <summary>Frees device memory.</summary>
     /// <param name="disposing">True from <see cref="Dispose()"/>.</param>
@@ -67,4 +75,16 @@ public interface IPagedAttentionOps
     /// <param name="otherLse">The other states' log-sum-exps, as many as <paramref name="lse"/>.</param>
     /// <exception cref="ArgumentException">The element counts disagree (the message names them).</exception>
     void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse);
+
+    /// <summary>Writes a batch of new tokens' keys and values into the backend cache where <paramref name="plan"/> puts them
+    /// (FlashInfer's <c>append_paged_kv_cache</c>, vLLM's <c>reshape_and_cache</c>), converting or quantizing exactly as
+    /// <see cref="PagedKvCache.WriteToken"/> does (fp16/bf16/fp8 rounding, int8 per-token or per-head scales, int4 scale and
+    /// zero per row), so the K/V the projection produced on a device never leave it.</summary>
+    /// <param name="plan">The tokens' (page, slot) targets.</param>
+    /// <param name="keys"><c>[tokens, kv_heads, head_dim]</c> fp32 keys.</param>
+    /// <param name="values">The values, shaped like <paramref name="keys"/>.</param>
+    /// <param name="cache">The backend cache. On the GPU only the device copy changes (see <see cref="DeviceKvCache.Download"/>).</param>
+    /// <exception cref="ArgumentException">The plan does not fit the cache, or keys/values have the wrong element count (the
+    /// message names the sizes).</exception>
+    void AppendKv(KvAppendPlan plan, DeviceTensor<float> keys, DeviceTensor<float> values, DeviceKvCache cache);
 }

@@ -40,12 +40,28 @@ public static class Float8
     /// <summary>Rounds <paramref name="value"/> to E4M3 (nearest, ties to even, saturating to ±448; NaN stays NaN).</summary>
     /// <param name="value">The value.</param>
     /// <returns>The code.</returns>
-    public static byte SingleToE4M3(float value) => Encode(value, mantissaBits: 3, bias: 7, maxCode: 0x7E);
+    public static byte SingleToE4M3(float value)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value), sign = (bits >> 24) & 0x80, abs = bits & 0x7FFF_FFFF;
+        if (abs > 0x7F80_0000) return (byte)(sign | 0x7F);
+        if (abs >= 0x43E0_0000) return (byte)(sign | 0x7E);                                              // ≥ 448, ±Inf: saturate
+        if (abs < 0x3C80_0000) return (byte)(sign | (uint)MathF.Round(BitConverter.UInt32BitsToSingle(abs) * 512f)); // < 2^-6: units of 2^-9
+        uint code = ((abs + 0x7_FFFF + ((abs >> 20) & 1)) >> 20) - (120 << 3);                            // rebias 127 → 7, 3 mantissa bits
+        return (byte)(sign | Math.Min(code, 0x7Eu));
+    }
 
     /// <summary>Rounds <paramref name="value"/> to E5M2 (nearest, ties to even, saturating to ±57344; NaN stays NaN).</summary>
     /// <param name="value">The value.</param>
     /// <returns>The code.</returns>
-    public static byte SingleToE5M2(float value) => Encode(value, mantissaBits: 2, bias: 15, maxCode: 0x7B);
+    public static byte SingleToE5M2(float value)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value), sign = (bits >> 24) & 0x80, abs = bits & 0x7FFF_FFFF;
+        if (abs > 0x7F80_0000) return (byte)(sign | 0x7F);
+        if (abs >= 0x4760_0000) return (byte)(sign | 0x7B);                                                // ≥ 57344, ±Inf: saturate
+        if (abs < 0x3880_0000) return (byte)(sign | (uint)MathF.Round(BitConverter.UInt32BitsToSingle(abs) * 65536f)); // < 2^-14: units of 2^-16
+        uint code = ((abs + 0xF_FFFF + ((abs >> 21) & 1)) >> 21) - (112 << 2);                             // rebias 127 → 15, 2 mantissa bits
+        return (byte)(sign | Math.Min(code, 0x7Bu));
+    }
 
     /// <summary>Whether an E4M3 code is NaN (the format's only non-finite code).</summary>
     /// <param name="code">The byte.</param>
@@ -56,28 +72,6 @@ public static class Float8
     /// <param name="code">The byte.</param>
     /// <returns>True when the exponent bits are all ones.</returns>
     public static bool IsE5M2NonFinite(byte code) => (code & 0x7C) == 0x7C;
-
-    private static byte Encode(float value, int mantissaBits, int bias, int maxCode)
-    {
-        uint bits = BitConverter.SingleToUInt32Bits(value);
-        byte sign = (byte)((bits >> 24) & 0x80);
-        if (float.IsNaN(value)) return (byte)(sign | 0x7F);
-        double a = Math.Abs((double)value);
-        if (double.IsPositiveInfinity(a)) return (byte)(sign | maxCode);
-        // The step between neighbouring codes at a's binade (the subnormal step below the smallest normal).
-        int e = a == 0 ? int.MinValue : Math.ILogB(a);
-        int minNormal = 1 - bias;
-        double step = Math.ScaleB(1.0, Math.Max(e, minNormal) - mantissaBits);
-        double units = Math.Round(a / step, MidpointRounding.ToEven); // exact: a / step is a power-of-two scaling
-        double r = units * step;
-        double max = DecodeMagnitude(maxCode, mantissaBits, bias);
-        if (!(r < max)) return (byte)(sign | maxCode); // saturate (±Inf included)
-        if (r == 0) return sign;
-        int re = Math.ILogB(r);
-        if (re < minNormal) return (byte)(sign | (int)(r / Math.ScaleB(1.0, minNormal - mantissaBits))); // subnormal
-        int mant = (int)(r / Math.ScaleB(1.0, re - mantissaBits)) - (1 << mantissaBits);
-        return (byte)(sign | ((re + bias) << mantissaBits) | mant);
-    }
 
     private static double DecodeMagnitude(int code, int mantissaBits, int bias)
     {

@@ -37,6 +37,16 @@ public sealed partial class CpuBackend : IPagedAttentionOps
     }
 
     /// <inheritdoc/>
+    public void AppendKv(KvAppendPlan plan, DeviceTensor<float> keys, DeviceTensor<float> values, DeviceKvCache cache)
+    {
+        ArgumentNullException.ThrowIfNull(keys);
+        ArgumentNullException.ThrowIfNull(values);
+        ArgumentNullException.ThrowIfNull(cache);
+        ObjectDisposedException.ThrowIf(cache.IsDisposed, cache);
+        cache.Source.WriteTokens(plan, ((CpuTensor<float>)keys).Span, ((CpuTensor<float>)values).Span);
+    }
+
+    /// <inheritdoc/>
     public void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse)
     {
         int d = MergeStatesArguments.Check(v, lse, other, otherLse);

@@ -49,6 +49,27 @@ public sealed partial class GpuBackend : IPagedAttentionOps
     }
 
     /// <inheritdoc/>
+    /// <remarks>One warp per (token, kv head, K or V) row, the (page, slot) targets uploaded per call; the host cache is not
+    /// touched (<see cref="DeviceKvCache.Download"/> copies the device pools back).</remarks>
+    public void AppendKv(KvAppendPlan plan, DeviceTensor<float> keys, DeviceTensor<float> values, DeviceKvCache cache)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(keys);
+        ArgumentNullException.ThrowIfNull(values);
+        ArgumentNullException.ThrowIfNull(cache);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (cache is not GpuKvCache gc) throw new ArgumentException("The cache was not made by this GPU backend's UploadKvCache.", nameof(cache));
+        ObjectDisposedException.ThrowIf(gc.IsDisposed, gc);
+        gc.Source.CheckAppend(plan, keys.Shape.ElementCount, values.Shape.ElementCount);
+        _attention ??= Own(new PagedAttentionLauncher(Accelerator));
+        Wrap(() =>
+        {
+            _attention.Append(Stream, plan, gc, ((GpuTensor<float>)keys).View, ((GpuTensor<float>)values).View);
+            return 0;
+        });
+    }
+
+    /// <inheritdoc/>
     /// <remarks>32 GPU threads per state row, lane i on elements i, i + 32, … (coalesced).</remarks>
     public void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse)
     {

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 
 namespace Kernels.Attention.Paging;
@@ -254,6 +255,82 @@ public sealed unsafe class PagedKvCache : IDisposable
         }
     }
 
+    /// <summary>Writes a batch of tokens' keys and values where <paramref name="plan"/> puts them, converting or quantizing to
+    /// <see cref="DType"/> exactly as <see cref="WriteToken"/> does (FlashInfer's <c>append_paged_kv_cache</c> on the host).</summary>
+    /// <param name="plan">The tokens' (page, slot) targets, checked against a pool of at most this cache's pages.</param>
+    /// <param name="keys"><c>tokens·kv_heads·head_dim</c> keys, token-major, head-major within a token.</param>
+    /// <param name="values">The values, shaped like <paramref name="keys"/>.</param>
+    /// <exception cref="ArgumentException">The plan was made for another page size or a larger pool, or keys/values have the
+    /// wrong length.</exception>
+    public void WriteTokens(KvAppendPlan plan, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
+    {
+        CheckAppend(plan, keys.Length, values.Length);
+        int row = KvHeads * HeadDim;
+        if ((long)plan.Tokens * row < ParallelAppendElements)
+        {
+            for (int i = 0; i < plan.Tokens; i++)
+                WriteToken(plan.Pages[i], plan.Slots[i], keys.Slice(i * row, row), values.Slice(i * row, row));
+            return;
+        }
+        // Large appends (prefill) on every core: tokens write distinct rows (the plan has no duplicate slot), and the only shared
+        // state, a page's non-finite flag, is only ever set to 1.
+        fixed (float* pk = keys)
+        fixed (float* pv = values)
+        {
+            float* k = pk, v = pv;
+            Parallel.For(0, plan.Tokens, i => WriteToken(plan.Pages[i], plan.Slots[i], new ReadOnlySpan<float>(k + (long)i * row, row), new ReadOnlySpan<float>(v + (long)i * row, row)));
+        }
+    }
+
+    /// <summary>Appends of at least this many elements per pool (K or V) run in parallel.</summary>
+    private const int ParallelAppendElements = 1 << 16;
+
+    /// <summary>Checks an append plan and its key/value element counts against this cache (every backend's append).</summary>
+    internal void CheckAppend(KvAppendPlan plan, long keys, long values)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        if (plan.PageSize != PageSize)
+            ThrowHelper.Argument(nameof(plan), $"The plan was made for pages of {plan.PageSize} tokens; the cache's pages hold {PageSize}.");
+        if (plan.NumPages > NumPages)
+            ThrowHelper.Argument(nameof(plan), $"The plan was checked against a pool of {plan.NumPages} pages; the cache has {NumPages}.");
+        ThrowHelper.ThrowIfLengthMismatch(nameof(keys), keys, (long)plan.Tokens * KvHeads * HeadDim);
+        ThrowHelper.ThrowIfLengthMismatch(nameof(values), values, (long)plan.Tokens * KvHeads * HeadDim);
+    }
+
+    /// <summary>Recomputes every page's non-finite flag from its K and V bytes (fp16, fp8), after the pools were written
+    /// other than through <see cref="WriteToken"/> (a device copy read back).</summary>
+    internal void RefreshNonFiniteFlags()
+    {
+        long pageBytes = PageStride * RowBytes;
+        for (int p = 0; p < NumPages; p++)
+        {
+            var k = new ReadOnlySpan<byte>(_k.Pointer + p * pageBytes, checked((int)pageBytes));
+            var v = new ReadOnlySpan<byte>(_v.Pointer + p * pageBytes, checked((int)pageBytes));
+            _nonFinite[p] = (byte)(HasNonFinite(k) || HasNonFinite(v) ? 1 : 0);
+        }
+    }
+
+    private bool HasNonFinite(ReadOnlySpan<byte> bytes)
+    {
+        switch (DType)
+        {
+            case DType.F16:
+                foreach (ushort h in MemoryMarshal.Cast<byte, ushort>(bytes))
+                    if ((h & 0x7C00) == 0x7C00) return true;
+                return false;
+            case DType.F8E4M3:
+                foreach (byte b in bytes)
+                    if (Float8.IsE4M3NonFinite(b)) return true;
+                return false;
+            case DType.F8E5M2:
+                foreach (byte b in bytes)
+                    if (Float8.IsE5M2NonFinite(b)) return true;
+                return false;
+            default:
+                return false;
+        }
+    }
+
     /// <summary>Reads the dequantized key row of (page, slot, head): the exact values every kernel computes with.</summary>
     /// <param name="page">Page id.</param>
     /// <param name="slot">Slot.</param>
@@ -393,38 +470,17 @@ public sealed unsafe class PagedKvCache : IDisposable
                 x.CopyTo(MemoryMarshal.Cast<byte, float>(bytes));
                 break;
             case DType.F16:
-                var h = MemoryMarshal.Cast<byte, Half>(bytes);
-                bool finite = true;
-                for (int i = 0; i < x.Length; i++)
-                {
-                    h[i] = (Half)x[i];
-                    finite &= Half.IsFinite(h[i]);
-                }
-                if (!finite) _nonFinite[page] = 1;
+                TensorPrimitives.ConvertToHalf(x, MemoryMarshal.Cast<byte, Half>(bytes)); // (Half)x for each, vectorized
+                var h = MemoryMarshal.Cast<byte, ushort>(bytes);
+                if (h.IndexOfAnyInRange((ushort)0x7C00, (ushort)0x7FFF) >= 0 || h.IndexOfAnyInRange((ushort)0xFC00, (ushort)0xFFFF) >= 0)
+                    _nonFinite[page] = 1; // ±Inf or NaN
                 break;
             case DType.BF16:
-                var b = MemoryMarshal.Cast<byte, BFloat16>(bytes);
-                for (int i = 0; i < x.Length; i++) b[i] = (BFloat16)x[i];
+                KvRowCodec.ToBf16(x, MemoryMarshal.Cast<byte, ushort>(bytes));
                 break;
             case DType.F8E4M3:
-                bool nan = false;
-                float scale43 = ScaleMode == KvScaleMode.PerHead ? scales[head] : 1f;
-                for (int i = 0; i < x.Length; i++)
-                {
-                    bytes[i] = Float8.SingleToE4M3(x[i] / scale43);
-                    nan |= Float8.IsE4M3NonFinite(bytes[i]);
-                }
-                if (nan) _nonFinite[page] = 1;
-                break;
             case DType.F8E5M2:
-                bool special = false;
-                float scale52 = ScaleMode == KvScaleMode.PerHead ? scales[head] : 1f;
-                for (int i = 0; i < x.Length; i++)
-                {
-                    bytes[i] = Float8.SingleToE5M2(x[i] / scale52);
-                    special |= Float8.IsE5M2NonFinite(bytes[i]);
-                }
-                if (special) _nonFinite[page] = 1;
+                if (KvRowCodec.ToFloat8(x, ScaleMode == KvScaleMode.PerHead ? scales[head] : 1f, DType == DType.F8E4M3, bytes)) _nonFinite[page] = 1;
                 break;
             case DType.I8:
                 float s;
@@ -434,28 +490,18 @@ public sealed unsafe class PagedKvCache : IDisposable
                 }
                 else
                 {
-                    float amax = 0;
-                    foreach (float v in x) amax = MathF.Max(amax, MathF.Abs(v));
+                    // max(0, max|x|), NaN if any is NaN (MathF.Max's rule, which the GPU append kernel follows).
+                    float amax = KvRowCodec.HasNaN(x) ? float.NaN : MathF.Abs(TensorPrimitives.MaxMagnitude(x));
                     s = amax / 127f;
                     scales[row] = s;
                 }
-                for (int i = 0; i < x.Length; i++)
-                {
-                    float q = s == 0 ? 0 : MathF.Round(x[i] / s);
-                    bytes[i] = (byte)(sbyte)Math.Clamp(q, -127f, 127f);
-                }
+                KvRowCodec.ToInt8(x, s, bytes);
                 break;
             default:
                 var (s4, z) = Int4Params(x);
                 scales[row] = s4;
                 zeros[row] = z;
-                int half = x.Length / 2;
-                for (int i = 0; i < half; i++)
-                {
-                    int lo = (int)Math.Clamp(MathF.Round(x[i] / s4) + z, 0f, 15f);
-                    int hi = (int)Math.Clamp(MathF.Round(x[i + half] / s4) + z, 0f, 15f);
-                    bytes[i] = (byte)(lo | (hi << 4));
-                }
+                KvRowCodec.ToInt4(x, s4, z, bytes);
                 break;
         }
     }
@@ -464,12 +510,9 @@ public sealed unsafe class PagedKvCache : IDisposable
     /// row <c>c</c> gets <c>s = |c|</c> (or 1 for zeros) so that it is represented exactly.</summary>
     internal static (float Scale, float Zero) Int4Params(ReadOnlySpan<float> x)
     {
-        float min = float.PositiveInfinity, max = float.NegativeInfinity;
-        foreach (float v in x)
-        {
-            min = MathF.Min(min, v);
-            max = MathF.Max(max, v);
-        }
+        // MathF.Min/Max over the row (−0 below +0; NaN if any is NaN), as the GPU append kernel reduces it.
+        bool nan = KvRowCodec.HasNaN(x);
+        float min = nan ? float.NaN : TensorPrimitives.Min(x), max = nan ? float.NaN : TensorPrimitives.Max(x);
         float s = (max - min) / 15f;
         if (!(s > 0)) s = MathF.Max(MathF.Abs(min), MathF.Abs(max)) is > 0 and var a ? a : 1f;
         float z = Math.Clamp(MathF.Round(-min / s), 0f, 15f);

@@ -37,6 +37,25 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
     public ArrayView<byte> V => _v.View;
     public ArrayView<float> Scales => _scales.View;
 
+    /// <summary>Copies the device pools, scales and zero points back into the host cache and recomputes its non-finite page
+    /// flags (the CPU kernels' Inf/NaN-aware widening depends on them).</summary>
+    public override void Download()
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        _stream.Synchronize();
+        _k.View.CopyToCPU(_stream, ref *Source.KeyPointer, Source.PoolBytes);
+        _v.View.CopyToCPU(_stream, ref *Source.ValuePointer, Source.PoolBytes);
+        var all = new float[VZeroOffset + Source.ValueZeros.Length];
+        if (all.Length > 0) _scales.View.SubView(0, all.Length).CopyToCPU(_stream, all);
+        _stream.Synchronize();
+        all.AsSpan(KScaleOffset, Source.KeyScaleArray.Length).CopyTo(Source.KeyScaleArray);
+        all.AsSpan(VScaleOffset, Source.ValueScaleArray.Length).CopyTo(Source.ValueScaleArray);
+        all.AsSpan(KZeroOffset, Source.KeyZeroArray.Length).CopyTo(Source.KeyZeroArray);
+        all.AsSpan(VZeroOffset, Source.ValueZeroArray.Length).CopyTo(Source.ValueZeroArray);
+        Source.RefreshNonFiniteFlags();
+        GC.KeepAlive(Source);
+    }
+
     public override void Update()
     {
         ObjectDisposedException.ThrowIf(IsDisposed, this);
@@ -146,6 +165,9 @@ internal sealed class PagedAttentionLauncher : IDisposable
     private MemoryBuffer1D<float, Stride1D.Dense>? _cascadeScratch; // cascade plans: suffix states and, without a caller lse, the prefix lse
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _dummy;
     private MemoryBuffer1D<float, Stride1D.Dense>? _quantizedQueries; // QuantizedQueryDot: the dequantized int8 queries, grown on demand
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<byte>, ArrayView<byte>, ArrayView<float>,
+        ArrayView<int>, KvAppendArgs> _append;
+    private MemoryBuffer1D<int, Stride1D.Dense>? _appendTargets; // (page, slot) per appended token, grown on demand
 
     public PagedAttentionLauncher(Accelerator accelerator)
     {
@@ -158,6 +180,37 @@ internal sealed class PagedAttentionLauncher : IDisposable
         _dequantizeQueries = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(PagedAttentionKernels.DequantizeQueries);
         _mergeStates = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(PagedAttentionKernels.MergeStates);
         _dummy = accelerator.Allocate1D<float>(1);
+        _append = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, KvAppendArgs>(KvAppendKernels.Append);
+    }
+
+    /// <summary>Writes the plan's tokens' K/V rows into the device pools (one warp per row; see <see cref="KvAppendKernels"/>).</summary>
+    public void Append(AcceleratorStream stream, KvAppendPlan plan, GpuKvCache cache, ArrayView<float> keys, ArrayView<float> values)
+    {
+        if (plan.Tokens == 0) return;
+        var c = cache.Source;
+        var targets = new int[2 * plan.Tokens];
+        for (int i = 0; i < plan.Tokens; i++)
+        {
+            targets[2 * i] = plan.Pages[i];
+            targets[2 * i + 1] = plan.Slots[i];
+        }
+        if (_appendTargets is null || _appendTargets.Length < targets.Length)
+        {
+            _appendTargets?.Dispose();
+            _appendTargets = _accelerator.Allocate1D<int>(Math.Max(targets.Length, 256));
+        }
+        _appendTargets.View.SubView(0, targets.Length).CopyFromCPU(stream, targets);
+        var a = new KvAppendArgs
+        {
+            PageStride = c.PageStride, Tokens = plan.Tokens, KvHeads = c.KvHeads, HeadDim = c.HeadDim, RowBytes = c.RowBytes,
+            TokenStride = c.TokenStride, HeadStride = c.HeadStride,
+            DType = c.DType switch { DType.F32 => 0, DType.F16 => 1, DType.BF16 => 2, DType.I8 => 3, DType.F8E4M3 => 5, DType.F8E5M2 => 6, _ => 4 },
+            PerHeadScale = c.ScaleMode == KvScaleMode.PerHead ? 1 : 0,
+            KScaleOffset = cache.KScaleOffset, VScaleOffset = cache.VScaleOffset, KZeroOffset = cache.KZeroOffset, VZeroOffset = cache.VZeroOffset,
+        };
+        long rows = 2L * plan.Tokens * c.KvHeads;
+        int groups = checked((int)((rows + KvAppendKernels.RowsPerGroup - 1) / KvAppendKernels.RowsPerGroup));
+        _append(stream, new KernelConfig(groups, 32 * KvAppendKernels.RowsPerGroup), keys, values, cache.K, cache.V, cache.Scales, _appendTargets.View, a);
     }
 
     /// <summary>Merges the states (one per element of <paramref name="lse"/>, <paramref name="d"/> values each) in place; with
@@ -248,6 +301,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
     {
         foreach (var d in _owned) d.Dispose();
         _quantizedQueries?.Dispose();
+        _appendTargets?.Dispose();
         _cascadeScratch?.Dispose();
         _dummy.Dispose();
     }

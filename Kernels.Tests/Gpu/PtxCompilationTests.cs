@@ -29,6 +29,7 @@ public class PtxCompilationTests
         ["attention merge"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.Merge)), false),
         ["attention state merge"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.MergeStates)), false),
         ["attention query quantization"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.DequantizeQueries)), false),
+        ["kv append"] = (Method(typeof(KvAppendKernels), nameof(KvAppendKernels.Append)), true),
         ["dense gemm"] = (Method(typeof(DenseGemmKernels), nameof(DenseGemmKernels.Vector)), true),
         ["dense gemm scalar"] = (Method(typeof(DenseGemmKernels), nameof(DenseGemmKernels.Scalar)), true),
         ["dense gemv"] = (Method(typeof(DenseGemmKernels), nameof(DenseGemmKernels.Gemv)), true),
