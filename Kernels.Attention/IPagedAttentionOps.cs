@@ -87,4 +87,11 @@ public interface IPagedAttentionOps
     /// <exception cref="ArgumentException">The plan does not fit the cache, or keys/values have the wrong element count (the
     /// message names the sizes).</exception>
     void AppendKv(KvAppendPlan plan, DeviceTensor<float> keys, DeviceTensor<float> values, DeviceKvCache cache);
+
+    /// <summary>Copies whole pages (K, V, scales and zero points) within the backend cache, in order: the copy-on-write
+    /// copies <see cref="PageAllocator.Reserve"/> returns, replayed on a device (vLLM's <c>copy_blocks</c>).</summary>
+    /// <param name="cache">The backend cache.</param>
+    /// <param name="copies">The copies, applied one after another.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A page id is outside the pool (checked before any copy).</exception>
+    void CopyPages(DeviceKvCache cache, ReadOnlySpan<PageCopy> copies);
 }

@@ -47,6 +47,15 @@ public sealed partial class CpuBackend : IPagedAttentionOps
     }
 
     /// <inheritdoc/>
+    public void CopyPages(DeviceKvCache cache, ReadOnlySpan<PageCopy> copies)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        ObjectDisposedException.ThrowIf(cache.IsDisposed, cache);
+        cache.Source.CheckCopies(copies);
+        foreach (var c in copies) cache.Source.CopyPage(c.Source, c.Destination);
+    }
+
+    /// <inheritdoc/>
     public void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse)
     {
         int d = MergeStatesArguments.Check(v, lse, other, otherLse);

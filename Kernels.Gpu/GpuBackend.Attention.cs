@@ -70,6 +70,24 @@ public sealed partial class GpuBackend : IPagedAttentionOps
     }
 
     /// <inheritdoc/>
+    /// <remarks>Device-to-device copies of each page's K and V bytes and of its rows' scales and zero points, on the
+    /// backend's stream.</remarks>
+    public void CopyPages(DeviceKvCache cache, ReadOnlySpan<PageCopy> copies)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (cache is not GpuKvCache gc) throw new ArgumentException("The cache was not made by this GPU backend's UploadKvCache.", nameof(cache));
+        ObjectDisposedException.ThrowIf(gc.IsDisposed, gc);
+        gc.Source.CheckCopies(copies);
+        var list = copies.ToArray();
+        Wrap(() =>
+        {
+            foreach (var c in list) gc.CopyPage(Stream, c.Source, c.Destination);
+            return 0;
+        });
+    }
+
+    /// <inheritdoc/>
     /// <remarks>32 GPU threads per state row, lane i on elements i, i + 32, … (coalesced).</remarks>
     public void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse)
     {

@@ -89,28 +89,52 @@ public sealed class PageAllocator
         int row = _cache.KvHeads * _cache.HeadDim;
         ThrowHelper.ThrowIfLengthMismatch(nameof(keys), keys.Length, (long)tokens * row);
         ThrowHelper.ThrowIfLengthMismatch(nameof(values), values.Length, (long)tokens * row);
-        if (tokens == 0) return;
+        int start = s.Length, ps = _cache.PageSize;
+        Reserve(sequence, tokens);
+        for (int t = 0; t < tokens; t++)
+        {
+            int pos = start + t;
+            _cache.WriteToken(s.Pages[pos / ps], pos % ps, keys.Slice(t * row, row), values.Slice(t * row, row));
+        }
+    }
+
+    /// <summary>Reserves <paramref name="tokens"/> slots at the end of a sequence without writing them, for a runtime that
+    /// writes the K/V itself (<see cref="KvAppendPlan.ForAppend"/> over <see cref="BuildPageTable"/>, then
+    /// <see cref="IPagedAttentionOps.AppendKv"/>, e.g. on a GPU): allocates pages and, when the sequence's partial last page is
+    /// shared, moves the sequence to a fresh copy of it (copy-on-write).</summary>
+    /// <param name="sequence">Sequence id.</param>
+    /// <param name="tokens">Slots to reserve (≥ 0).</param>
+    /// <param name="copyOnHost">Copy a copy-on-write page in the host cache too (keeps the host cache complete; pass false
+    /// when the K/V live only on a device).</param>
+    /// <returns>The copy-on-write page copy the caller must apply to a device cache (<see cref="IPagedAttentionOps.CopyPages"/>)
+    /// before writing into the reserved slots, or null when there is none.</returns>
+    /// <exception cref="KeyNotFoundException">No such live sequence.</exception>
+    /// <exception cref="InvalidOperationException">The pool has too few free pages (nothing was changed).</exception>
+    public PageCopy? Reserve(int sequence, int tokens, bool copyOnHost = true)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
+        var s = Get(sequence);
+        if (tokens == 0) return null;
         int ps = _cache.PageSize;
         int used = s.Length % ps;
         bool cow = used != 0 && _refCount[s.Pages[^1]] > 1;
         int newPages = (int)(((long)s.Length + tokens + ps - 1) / ps) - s.Pages.Count + (cow ? 1 : 0);
         if (newPages > _free.Count)
             throw new InvalidOperationException($"The pool has {_free.Count} free pages; appending {tokens} tokens to sequence {sequence} needs {newPages}.");
+        PageCopy? copy = null;
         if (cow)
         {
             int shared = s.Pages[^1];
-            int copy = Take();
-            _cache.CopyPage(shared, copy);
+            int fresh = Take();
+            if (copyOnHost) _cache.CopyPage(shared, fresh);
             _refCount[shared]--;
-            s.Pages[^1] = copy;
+            s.Pages[^1] = fresh;
+            copy = new PageCopy(shared, fresh);
         }
-        for (int t = 0; t < tokens; t++)
-        {
-            int pos = s.Length + t;
-            if (pos / ps == s.Pages.Count) s.Pages.Add(Take());
-            _cache.WriteToken(s.Pages[pos / ps], pos % ps, keys.Slice(t * row, row), values.Slice(t * row, row));
-        }
-        s.Length += tokens;
+        int total = s.Length + tokens;
+        while ((long)s.Pages.Count * ps < total) s.Pages.Add(Take());
+        s.Length = total;
+        return copy;
     }
 
     /// <summary>Forks a sequence: the child shares every page of the parent (reference counts rise by one).</summary>

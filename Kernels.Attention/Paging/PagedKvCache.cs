@@ -297,6 +297,14 @@ public sealed unsafe class PagedKvCache : IDisposable
         ThrowHelper.ThrowIfLengthMismatch(nameof(values), values, (long)plan.Tokens * KvHeads * HeadDim);
     }
 
+    /// <summary>Checks page copies against the pool before any is applied (every backend's <c>CopyPages</c>).</summary>
+    internal void CheckCopies(ReadOnlySpan<PageCopy> copies)
+    {
+        for (int i = 0; i < copies.Length; i++)
+            if ((uint)copies[i].Source >= (uint)NumPages || (uint)copies[i].Destination >= (uint)NumPages)
+                throw new ArgumentOutOfRangeException(nameof(copies), $"copies[{i}] = ({copies[i].Source} → {copies[i].Destination}) is outside the pool's {NumPages} pages.");
+    }
+
     /// <summary>Recomputes every page's non-finite flag from its K and V bytes (fp16, fp8), after the pools were written
     /// other than through <see cref="WriteToken"/> (a device copy read back).</summary>
     internal void RefreshNonFiniteFlags()

@@ -37,6 +37,29 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
     public ArrayView<byte> V => _v.View;
     public ArrayView<float> Scales => _scales.View;
 
+    /// <summary>Copies page <paramref name="source"/> onto page <paramref name="destination"/> on the device: K and V bytes,
+    /// and the rows' scales and zero points where the format keeps them per row.</summary>
+    public void CopyPage(AcceleratorStream stream, int source, int destination)
+    {
+        if (source == destination) return;
+        var c = Source;
+        long rows = c.PageStride, bytes = rows * c.RowBytes;
+        _k.View.SubView(source * bytes, bytes).CopyTo(stream, _k.View.SubView(destination * bytes, bytes));
+        _v.View.SubView(source * bytes, bytes).CopyTo(stream, _v.View.SubView(destination * bytes, bytes));
+        if (c.HasRowScales)
+        {
+            var sc = _scales.View;
+            sc.SubView(KScaleOffset + source * rows, rows).CopyTo(stream, sc.SubView(KScaleOffset + destination * rows, rows));
+            sc.SubView(VScaleOffset + source * rows, rows).CopyTo(stream, sc.SubView(VScaleOffset + destination * rows, rows));
+        }
+        if (c.DType == DType.I4)
+        {
+            var sc = _scales.View;
+            sc.SubView(KZeroOffset + source * rows, rows).CopyTo(stream, sc.SubView(KZeroOffset + destination * rows, rows));
+            sc.SubView(VZeroOffset + source * rows, rows).CopyTo(stream, sc.SubView(VZeroOffset + destination * rows, rows));
+        }
+    }
+
     /// <summary>Copies the device pools, scales and zero points back into the host cache and recomputes its non-finite page
     /// flags (the CPU kernels' Inf/NaN-aware widening depends on them).</summary>
     public override void Download()

@@ -131,6 +131,65 @@ public class KvAppendTests(GpuFixture fixture)
         }
     }
 
+    [Theory]
+    [InlineData(DType.F16, KvScaleMode.None, false)]
+    [InlineData(DType.I4, KvScaleMode.None, false)]
+    [InlineData(DType.F8E4M3, KvScaleMode.None, true)]
+    [InlineData(DType.I8, KvScaleMode.PerToken, true)]
+    public void DeviceServingLoop_ReserveCopyPagesAppendKv_EqualsHostAppend(DType dtype, KvScaleMode mode, bool gpu)
+    {
+        // The host path: PageAllocator.Append writes K/V (and copies shared partial pages) in the host cache. The device path:
+        // the allocator only reserves slots (copyOnHost: false), the copy-on-write copies are replayed by CopyPages and the
+        // K/V written by AppendKv on the backend's cache; read back, the two caches must hold the same rows.
+        using var hostCache = NewCache(dtype, mode, pages: 24);
+        using var deviceHost = NewCache(dtype, mode, pages: 24);
+        var host = new PageAllocator(hostCache);
+        var dev = new PageAllocator(deviceHost);
+        IPagedAttentionOps ops = gpu ? _gpu : new CpuBackend();
+        var backend = (IKernelBackend)ops;
+        using var device = ops.UploadKvCache(deviceHost);
+        int seed = 10;
+        void Step(Func<PageAllocator, int> pick, int tokens)
+        {
+            float[] k = Rows(tokens, seed++), v = Rows(tokens, seed++);
+            host.Append(pick(host), k, v, tokens);
+            int seq = pick(dev);
+            if (dev.Reserve(seq, tokens, copyOnHost: false) is { } copy) ops.CopyPages(device, [copy]);
+            var plan = KvAppendPlan.ForAppend(dev.BuildPageTable([seq]), [tokens], deviceHost.NumPages);
+            using DeviceTensor<float> kt = backend is GpuBackend g ? g.Upload(k, tokens, 2, 64) : ((CpuBackend)backend).Upload(k, tokens, 2, 64);
+            using DeviceTensor<float> vt = backend is GpuBackend g2 ? g2.Upload(v, tokens, 2, 64) : ((CpuBackend)backend).Upload(v, tokens, 2, 64);
+            ops.AppendKv(plan, kt, vt, device);
+        }
+        int a = 0, b = 0, c = 0;
+        Step(x => a = x.Create(), 9);              // a prompt of 9 tokens (4-token pages: the last one partial)
+        Step(x => { b = x.Fork(a); return b; }, 2);  // a fork writes into the shared partial page: copy-on-write
+        Step(_ => a, 1);                           // the parent's partial page is now its own: no copy
+        Step(x => { c = x.Fork(b); return c; }, 5);
+        Step(_ => b, 3);
+        backend.Synchronize();
+        device.Download();
+        Assert.Equal(host.BuildPageTable([a, b, c]).Indices.ToArray(), dev.BuildPageTable([a, b, c]).Indices.ToArray());
+        var table = host.BuildPageTable([a, b, c]);
+        var e = new float[64];
+        var g3 = new float[64];
+        for (int sq = 0; sq < 3; sq++)
+            for (int t = 0; t < table.KvLength(sq); t++)
+            {
+                int page = table.Indices[table.Indptr[sq] + t / 4];
+                for (int h = 0; h < 2; h++)
+                {
+                    hostCache.ReadKey(page, t % 4, h, e);
+                    deviceHost.ReadKey(page, t % 4, h, g3);
+                    Assert.True(e.Zip(g3).All(z => z.First.Equals(z.Second)), $"sequence {sq} token {t} head {h} K");
+                    hostCache.ReadValue(page, t % 4, h, e);
+                    deviceHost.ReadValue(page, t % 4, h, g3);
+                    Assert.True(e.Zip(g3).All(z => z.First.Equals(z.Second)), $"sequence {sq} token {t} head {h} V");
+                }
+            }
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => ops.CopyPages(device, [new PageCopy(0, 24)]));
+        Assert.Contains("(0 → 24)", ex.Message);
+    }
+
     [Fact]
     public void GpuConversions_MatchTheHostsBitForBit()
     {
