@@ -43,6 +43,10 @@ internal struct AttentionLaunchArgs
 /// </remarks>
 internal static class PagedAttentionKernels
 {
+    /// <summary>The largest group a launch uses (16 warps): the kernel is compiled for it (PTX <c>.maxntid</c>), so the
+    /// register allocator keeps within the 128 registers per thread a 512-thread group may have.</summary>
+    public const int MaxGroupThreads = 512;
+
     public const int ItemInts = 12; // QueryRow, QueryRows, MaskQuery, MaskQoLen, MaskKvLen, KvHead, KvHeads, GroupHead, GroupHeads, PageBegin, PageEnd, PartialSlot
 
     /// <summary>Ints per unit in the metadata: item index, first query row in the item, kv head in the item, first group head.</summary>
@@ -60,7 +64,7 @@ internal static class PagedAttentionKernels
     public static int MaxWarps(int d)
     {
         int t = ChunkTokens(d);
-        return Math.Min(16, (SharedFloats - t * (2 * d + 1)) / d);
+        return Math.Min(MaxGroupThreads / 32, (SharedFloats - t * (2 * d + 1)) / d);
     }
 
     /// <summary>One unit per group (grid = the plan's units, <c>32 · a.Warps</c> threads): writes its pairs' outputs and

@@ -198,7 +198,8 @@ internal sealed class PagedAttentionLauncher : IDisposable
             throw new NotSupportedException($"GPU attention needs a warp of 32 lanes (lane t of a warp takes chunk token t); this accelerator's warp is {accelerator.WarpSize}.");
         _accelerator = accelerator;
         _attend = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Attend);
+            ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Attend,
+            new KernelSpecialization(PagedAttentionKernels.MaxGroupThreads, null));
         _merge = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Merge);
         _dequantizeQueries = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(PagedAttentionKernels.DequantizeQueries);
         _mergeStates = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(PagedAttentionKernels.MergeStates);

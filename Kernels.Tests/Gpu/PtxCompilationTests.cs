@@ -53,7 +53,11 @@ public class PtxCompilationTests
         var entry = explicitlyGrouped
             ? EntryPointDescription.FromExplicitlyGroupedKernel(method)
             : EntryPointDescription.FromImplicitlyGroupedKernel(method);
-        var compiled = (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
+        // The attention kernel is loaded for groups of up to 512 threads: ptxas must see that bound (.maxntid) or it may
+        // allocate more registers than a 512-thread group can have, and the launch would fail on a GPU only.
+        var specialization = kernel == "attention" ? new KernelSpecialization(PagedAttentionKernels.MaxGroupThreads, null) : KernelSpecialization.Empty;
+        var compiled = (PTXCompiledKernel)backend.Compile(entry, specialization);
+        if (kernel == "attention") Assert.Contains(".maxntid 512", compiled.PTXAssembly);
         Assert.Contains(".entry", compiled.PTXAssembly);
         Assert.Contains(".target sm_", compiled.PTXAssembly); // ILGPU 1.5.3 emits sm_80 code for an sm_90 device
         Assert.Contains(".version 8.8", compiled.PTXAssembly);
