@@ -247,229 +247,142 @@ internal unsafe struct KvI4 : IKvRow
     }
 }
 
-/// <summary>fp8 E5M2 rows scaled by 2⁻¹¹² (factor 2¹¹², as <see cref="KvF16"/>: an E5M2 byte is the top byte of an fp16),
-/// finite values only: <c>vpmovsxbd</c> copies the sign into bits 31..8, <c>vpslld 21</c> moves exponent and mantissa to
-/// bits 27..21 with the sign at bit 31, <c>vpandd 0x8FE00000</c> clears the rest; the pattern's fp32 value is exactly
-/// <c>x·2⁻¹¹²</c>, subnormals included. Pages that may hold ±Inf/NaN use <see cref="KvF8E5M2Special"/>.</summary>
-internal unsafe struct KvF8E5M2 : IKvRow
+/// <summary>Widens 16 / 8 / 4 sign-extended bytes (one fp8 code per int32 lane) to fp32 for <see cref="KvF8{TW}"/>.</summary>
+internal interface IFp8Widener
 {
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
-    {
-        lo = Widen(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + i)));
-        hi = Widen(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + half + i)));
-    }
+    /// <summary>16 codes.</summary>
+    static abstract Vector512<float> Widen(Vector512<int> b);
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
-    {
-        lo = Widen(Avx2.ConvertToVector256Int32((sbyte*)row + i));
-        hi = Widen(Avx2.ConvertToVector256Int32((sbyte*)row + half + i));
-    }
+    /// <summary>8 codes.</summary>
+    static abstract Vector256<float> Widen(Vector256<int> b);
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
-    {
-        lo = Widen(KvF8E4M3.Load4(row + i));
-        hi = Widen(KvF8E4M3.Load4(row + half + i));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector512<float> Widen(Vector512<int> b) => ((b << 21) & Vector512.Create(unchecked((int)0x8FE00000))).AsSingle();
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<float> Widen(Vector256<int> b) => ((b << 21) & Vector256.Create(unchecked((int)0x8FE00000))).AsSingle();
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector128<float> Widen(Vector128<int> b) => ((b << 21) & Vector128.Create(unchecked((int)0x8FE00000))).AsSingle();
+    /// <summary>4 codes.</summary>
+    static abstract Vector128<float> Widen(Vector128<int> b);
 }
 
-/// <summary><see cref="KvF8E5M2"/> with exponent 31 (±Inf, NaN) kept: the exponent field forced to all ones (three more
-/// instructions), for pages flagged as holding such values.</summary>
-internal unsafe struct KvF8E5M2Special : IKvRow
+/// <summary>fp8 rows (one byte per value): <c>vpmovsxbd</c> copies each code's sign into bits 31..8, then
+/// <typeparamref name="TW"/> shifts exponent and mantissa into place (<see cref="E5M2"/>, <see cref="E4M3"/> and their
+/// NaN-aware and true-value forms).</summary>
+internal unsafe struct KvF8<TW> : IKvRow where TW : struct, IFp8Widener
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
     {
-        lo = Widen(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + i)));
-        hi = Widen(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + half + i)));
+        lo = TW.Widen(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + i)));
+        hi = TW.Widen(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + half + i)));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
     {
-        lo = Widen(Avx2.ConvertToVector256Int32((sbyte*)row + i));
-        hi = Widen(Avx2.ConvertToVector256Int32((sbyte*)row + half + i));
+        lo = TW.Widen(Avx2.ConvertToVector256Int32((sbyte*)row + i));
+        hi = TW.Widen(Avx2.ConvertToVector256Int32((sbyte*)row + half + i));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
     {
-        lo = Widen(KvF8E4M3.Load4(row + i));
-        hi = Widen(KvF8E4M3.Load4(row + half + i));
-    }
-
-    private static Vector512<float> Widen(Vector512<int> b)
-    {
-        var special = Vector512.Equals(b & Vector512.Create(0x7C), Vector512.Create(0x7C)) & Vector512.Create(0x7F800000);
-        return (KvF8E5M2.Widen(b).AsInt32() | special).AsSingle();
-    }
-
-    private static Vector256<float> Widen(Vector256<int> b)
-    {
-        var special = Vector256.Equals(b & Vector256.Create(0x7C), Vector256.Create(0x7C)) & Vector256.Create(0x7F800000);
-        return (KvF8E5M2.Widen(b).AsInt32() | special).AsSingle();
-    }
-
-    private static Vector128<float> Widen(Vector128<int> b)
-    {
-        var special = Vector128.Equals(b & Vector128.Create(0x7C), Vector128.Create(0x7C)) & Vector128.Create(0x7F800000);
-        return (KvF8E5M2.Widen(b).AsInt32() | special).AsSingle();
-    }
-}
-
-/// <summary>fp8 E5M2 rows at their true value (factor 1): <see cref="KvF8E5M2Special"/> times 2¹¹², for items whose queries
-/// are too large to pre-scale.</summary>
-internal unsafe struct KvF8E5M2Exact : IKvRow
-{
-    private const float TwoPow112 = 5.192296858534828E+33f;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
-    {
-        KvF8E5M2Special.Load2(row, i, half, zero, out lo, out hi);
-        lo *= Vector512.Create(TwoPow112);
-        hi *= Vector512.Create(TwoPow112);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
-    {
-        KvF8E5M2Special.Load2(row, i, half, zero, out lo, out hi);
-        lo *= Vector256.Create(TwoPow112);
-        hi *= Vector256.Create(TwoPow112);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
-    {
-        KvF8E5M2Special.Load2(row, i, half, zero, out lo, out hi);
-        lo *= Vector128.Create(TwoPow112);
-        hi *= Vector128.Create(TwoPow112);
-    }
-}
-
-/// <summary>fp8 E4M3 rows scaled by 2⁻¹²⁰ (factor 2¹²⁰), finite values only: <c>vpmovsxbd</c>, <c>vpslld 20</c> (exponent
-/// and mantissa to bits 26..20, the sign at bit 31), <c>vpandd 0x87F00000</c>; the pattern's fp32 value is exactly
-/// <c>x·2⁻¹²⁰</c>, subnormals included. Pages that may hold NaN (<c>S.1111.111</c>) use <see cref="KvF8E4M3Special"/>.</summary>
-internal unsafe struct KvF8E4M3 : IKvRow
-{
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
-    {
-        lo = Widen(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + i)));
-        hi = Widen(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + half + i)));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
-    {
-        lo = Widen(Avx2.ConvertToVector256Int32((sbyte*)row + i));
-        hi = Widen(Avx2.ConvertToVector256Int32((sbyte*)row + half + i));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
-    {
-        lo = Widen(Load4(row + i));
-        hi = Widen(Load4(row + half + i));
+        lo = TW.Widen(Load4(row + i));
+        hi = TW.Widen(Load4(row + half + i));
     }
 
     /// <summary>Four signed bytes at <paramref name="p"/>, sign-extended to int32 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector128<int> Load4(byte* p) => Vector128.WidenLower(Vector128.WidenLower(Vector128.CreateScalar(*(int*)p).AsSByte()));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector512<float> Widen(Vector512<int> b) => ((b << 20) & Vector512.Create(unchecked((int)0x87F00000))).AsSingle();
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<float> Widen(Vector256<int> b) => ((b << 20) & Vector256.Create(unchecked((int)0x87F00000))).AsSingle();
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector128<float> Widen(Vector128<int> b) => ((b << 20) & Vector128.Create(unchecked((int)0x87F00000))).AsSingle();
+    private static Vector128<int> Load4(byte* p) => Vector128.WidenLower(Vector128.WidenLower(Vector128.CreateScalar(*(int*)p).AsSByte()));
 }
 
-/// <summary><see cref="KvF8E4M3"/> with NaN kept (<c>S.1111.111</c>: the exponent field forced to all ones), for pages
-/// flagged as holding NaN.</summary>
-internal unsafe struct KvF8E4M3Special : IKvRow
+/// <summary>E5M2 scaled by 2⁻¹¹² (factor 2¹¹², as fp16: an E5M2 byte is the top byte of an fp16), finite values only:
+/// <c>vpslld 21</c> moves exponent and mantissa to bits 27..21 below the sign at bit 31, <c>vpandd 0x8FE00000</c> clears
+/// the rest; the pattern's fp32 value is exactly <c>x·2⁻¹¹²</c>, subnormals included.</summary>
+internal struct E5M2 : IFp8Widener
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
-    {
-        lo = Widen(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + i)));
-        hi = Widen(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + half + i)));
-    }
+    public static Vector512<float> Widen(Vector512<int> b) => ((b << 21) & Vector512.Create(unchecked((int)0x8FE00000))).AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
-    {
-        lo = Widen(Avx2.ConvertToVector256Int32((sbyte*)row + i));
-        hi = Widen(Avx2.ConvertToVector256Int32((sbyte*)row + half + i));
-    }
+    public static Vector256<float> Widen(Vector256<int> b) => ((b << 21) & Vector256.Create(unchecked((int)0x8FE00000))).AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
-    {
-        lo = Widen(KvF8E4M3.Load4(row + i));
-        hi = Widen(KvF8E4M3.Load4(row + half + i));
-    }
-
-    private static Vector512<float> Widen(Vector512<int> b)
-    {
-        var nan = Vector512.Equals(b & Vector512.Create(0x7F), Vector512.Create(0x7F)) & Vector512.Create(0x7F800000);
-        return (KvF8E4M3.Widen(b).AsInt32() | nan).AsSingle();
-    }
-
-    private static Vector256<float> Widen(Vector256<int> b)
-    {
-        var nan = Vector256.Equals(b & Vector256.Create(0x7F), Vector256.Create(0x7F)) & Vector256.Create(0x7F800000);
-        return (KvF8E4M3.Widen(b).AsInt32() | nan).AsSingle();
-    }
-
-    private static Vector128<float> Widen(Vector128<int> b)
-    {
-        var nan = Vector128.Equals(b & Vector128.Create(0x7F), Vector128.Create(0x7F)) & Vector128.Create(0x7F800000);
-        return (KvF8E4M3.Widen(b).AsInt32() | nan).AsSingle();
-    }
+    public static Vector128<float> Widen(Vector128<int> b) => ((b << 21) & Vector128.Create(unchecked((int)0x8FE00000))).AsSingle();
 }
 
-/// <summary>fp8 E4M3 rows at their true value (factor 1): <see cref="KvF8E4M3Special"/> times 2¹²⁰, for items whose queries
-/// are too large to pre-scale (|q| ≥ 2⁸).</summary>
-internal unsafe struct KvF8E4M3Exact : IKvRow
+/// <summary><see cref="E5M2"/> with exponent 31 (±Inf, NaN) kept: the exponent field forced to all ones (three more
+/// instructions), for pages flagged as holding such values.</summary>
+internal struct E5M2Special : IFp8Widener
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Widen(Vector512<int> b) =>
+        (E5M2.Widen(b).AsInt32() | (Vector512.Equals(b & Vector512.Create(0x7C), Vector512.Create(0x7C)) & Vector512.Create(0x7F800000))).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Widen(Vector256<int> b) =>
+        (E5M2.Widen(b).AsInt32() | (Vector256.Equals(b & Vector256.Create(0x7C), Vector256.Create(0x7C)) & Vector256.Create(0x7F800000))).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Widen(Vector128<int> b) =>
+        (E5M2.Widen(b).AsInt32() | (Vector128.Equals(b & Vector128.Create(0x7C), Vector128.Create(0x7C)) & Vector128.Create(0x7F800000))).AsSingle();
+}
+
+/// <summary>E5M2 at its true value (factor 1): <see cref="E5M2Special"/> times 2¹¹², for items whose queries are too
+/// large to pre-scale.</summary>
+internal struct E5M2Exact : IFp8Widener
+{
+    private const float TwoPow112 = 5.192296858534828E+33f;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Widen(Vector512<int> b) => E5M2Special.Widen(b) * Vector512.Create(TwoPow112);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Widen(Vector256<int> b) => E5M2Special.Widen(b) * Vector256.Create(TwoPow112);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Widen(Vector128<int> b) => E5M2Special.Widen(b) * Vector128.Create(TwoPow112);
+}
+
+/// <summary>E4M3 scaled by 2⁻¹²⁰ (factor 2¹²⁰), finite values only: <c>vpslld 20</c> (exponent and mantissa to bits
+/// 26..20 below the sign at bit 31), <c>vpandd 0x87F00000</c>; the pattern's fp32 value is exactly <c>x·2⁻¹²⁰</c>,
+/// subnormals included.</summary>
+internal struct E4M3 : IFp8Widener
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Widen(Vector512<int> b) => ((b << 20) & Vector512.Create(unchecked((int)0x87F00000))).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Widen(Vector256<int> b) => ((b << 20) & Vector256.Create(unchecked((int)0x87F00000))).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Widen(Vector128<int> b) => ((b << 20) & Vector128.Create(unchecked((int)0x87F00000))).AsSingle();
+}
+
+/// <summary><see cref="E4M3"/> with NaN kept (<c>S.1111.111</c>: the exponent field forced to all ones), for pages flagged
+/// as holding NaN.</summary>
+internal struct E4M3Special : IFp8Widener
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Widen(Vector512<int> b) =>
+        (E4M3.Widen(b).AsInt32() | (Vector512.Equals(b & Vector512.Create(0x7F), Vector512.Create(0x7F)) & Vector512.Create(0x7F800000))).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Widen(Vector256<int> b) =>
+        (E4M3.Widen(b).AsInt32() | (Vector256.Equals(b & Vector256.Create(0x7F), Vector256.Create(0x7F)) & Vector256.Create(0x7F800000))).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Widen(Vector128<int> b) =>
+        (E4M3.Widen(b).AsInt32() | (Vector128.Equals(b & Vector128.Create(0x7F), Vector128.Create(0x7F)) & Vector128.Create(0x7F800000))).AsSingle();
+}
+
+/// <summary>E4M3 at its true value (factor 1): <see cref="E4M3Special"/> times 2¹²⁰, for items whose queries are too
+/// large to pre-scale (|q| ≥ 2⁸).</summary>
+internal struct E4M3Exact : IFp8Widener
 {
     private const float TwoPow120 = 1.329227995784916E+36f;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
-    {
-        KvF8E4M3Special.Load2(row, i, half, zero, out lo, out hi);
-        lo *= Vector512.Create(TwoPow120);
-        hi *= Vector512.Create(TwoPow120);
-    }
+    public static Vector512<float> Widen(Vector512<int> b) => E4M3Special.Widen(b) * Vector512.Create(TwoPow120);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi)
-    {
-        KvF8E4M3Special.Load2(row, i, half, zero, out lo, out hi);
-        lo *= Vector256.Create(TwoPow120);
-        hi *= Vector256.Create(TwoPow120);
-    }
+    public static Vector256<float> Widen(Vector256<int> b) => E4M3Special.Widen(b) * Vector256.Create(TwoPow120);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Load2(byte* row, int i, int half, Vector128<int> zero, out Vector128<float> lo, out Vector128<float> hi)
-    {
-        KvF8E4M3Special.Load2(row, i, half, zero, out lo, out hi);
-        lo *= Vector128.Create(TwoPow120);
-        hi *= Vector128.Create(TwoPow120);
-    }
+    public static Vector128<float> Widen(Vector128<int> b) => E4M3Special.Widen(b) * Vector128.Create(TwoPow120);
 }

@@ -97,13 +97,13 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             // large (or not finite); the probabilities take the same factor for V.
             case DType.F8E5M2:
                 if (QueriesBelow(ref s, s.Items[index], F16QueryLimit) && HeadScalesBelow(ref s, s.Items[index], F16QueryLimit))
-                    Run<KvF8E5M2, KvF8E5M2Special>(ref s, index, TwoPow112);
-                else Run<KvF8E5M2Exact, KvF8E5M2Exact>(ref s, index, 1f);
+                    Run<KvF8<E5M2>, KvF8<E5M2Special>>(ref s, index, TwoPow112);
+                else Run<KvF8<E5M2Exact>, KvF8<E5M2Exact>>(ref s, index, 1f);
                 break;
             case DType.F8E4M3:
                 if (QueriesBelow(ref s, s.Items[index], E4M3QueryLimit) && HeadScalesBelow(ref s, s.Items[index], E4M3QueryLimit))
-                    Run<KvF8E4M3, KvF8E4M3Special>(ref s, index, TwoPow120);
-                else Run<KvF8E4M3Exact, KvF8E4M3Exact>(ref s, index, 1f);
+                    Run<KvF8<E4M3>, KvF8<E4M3Special>>(ref s, index, TwoPow120);
+                else Run<KvF8<E4M3Exact>, KvF8<E4M3Exact>>(ref s, index, 1f);
                 break;
             default:
                 if (QueriesBelow(ref s, s.Items[index], F16QueryLimit)) Run<KvF16, KvF16Special>(ref s, index, TwoPow112);

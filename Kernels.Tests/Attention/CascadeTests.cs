@@ -234,6 +234,15 @@ public class CascadeTests
         for (int i = 0; i < la.Length; i++) Assert.True(Math.Abs(la[i] - lb[i]) <= 1e-5f, $"lse[{i}]: cascade {la[i]}, flat {lb[i]}");
     }
 
+    /// <summary>Appends <paramref name="n"/> tokens of random K/V in [−1, 1) to a sequence.</summary>
+    private static void AppendRandom(PageAllocator alloc, Random rng, int seq, int n)
+    {
+        int row = alloc.Cache.KvHeads * alloc.Cache.HeadDim;
+        var k = Enumerable.Range(0, n * row).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var v = Enumerable.Range(0, n * row).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        alloc.Append(seq, k, v, n);
+    }
+
     [Theory]
     [InlineData(DType.F16, 8)]
     [InlineData(DType.I4, 5)]
@@ -246,12 +255,7 @@ public class CascadeTests
         var cache = new PagedKvCache(64, pageSize, kvHeads, d, dtype);
         var alloc = new PageAllocator(cache);
         var rng = new Random(pageSize);
-        void Append(int seq, int n)
-        {
-            var k = Enumerable.Range(0, n * kvHeads * d).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-            var v = Enumerable.Range(0, n * kvHeads * d).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-            alloc.Append(seq, k, v, n);
-        }
+        void Append(int seq, int n) => AppendRandom(alloc, rng, seq, n);
         int a = alloc.Create();
         Append(a, 37);
         int b = alloc.Fork(a), c = alloc.Fork(a);
@@ -378,12 +382,7 @@ public class CascadeTests
         var cache = new PagedKvCache(96, page, kvHeads, d, DType.F16);
         var alloc = new PageAllocator(cache);
         var rng = new Random(31);
-        void Append(int seq, int n)
-        {
-            var k = Enumerable.Range(0, n * kvHeads * d).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-            var v = Enumerable.Range(0, n * kvHeads * d).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-            alloc.Append(seq, k, v, n);
-        }
+        void Append(int seq, int n) => AppendRandom(alloc, rng, seq, n);
         int system = alloc.Create();
         Append(system, 40);
         int conv1 = alloc.Fork(system), conv2 = alloc.Fork(system);

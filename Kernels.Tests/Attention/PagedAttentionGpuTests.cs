@@ -206,18 +206,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
             .ToArbitrary();
         Prop.ForAll(small, x =>
         {
-            PagedDecodeTests.CheckNonFinite(x.Case, x.Count, (plan, q, cache, o, lse) =>
-            {
-                int rows = lse.Length / plan.Shape.QoHeads, hq = plan.Shape.QoHeads, d = plan.Shape.HeadDim;
-                using var kv = _gpu.UploadKvCache(cache);
-                using var qt = _gpu.Upload(q, rows, hq, d);
-                using var ot = _gpu.Allocate<float>(rows, hq, d);
-                using var lt = _gpu.Allocate<float>(rows, hq);
-                _gpu.Attention(plan, qt, kv, ot, lt);
-                _gpu.Synchronize();
-                ot.ToArray().CopyTo(o, 0);
-                lt.ToArray().CopyTo(lse, 0);
-            }, "gpu");
+            PagedDecodeTests.CheckNonFinite(x.Case, x.Count, RunGpu, "gpu");
         }).Check(Config.QuickThrowOnFailure.WithMaxTest(25));
     }
 
@@ -237,8 +226,8 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         RunBoth(plan, q, cache, 8, 2, 32, e, le, mag, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 12, "prefill");
     }
 
-    /// <summary>Runs a prefill plan on the GPU backend into the oracle check's output and lse arrays.</summary>
-    private void RunGpu(PrefillPlan plan, float[] q, PagedKvCache cache, float[] o, float[] lse)
+    /// <summary>Runs a plan on the GPU backend into the oracle check's output and lse arrays.</summary>
+    private void RunGpu(AttentionPlan plan, float[] q, PagedKvCache cache, float[] o, float[] lse)
     {
         int rows = plan.QueryRows, hq = plan.Shape.QoHeads, d = plan.Shape.HeadDim;
         using var kv = _gpu.UploadKvCache(cache);
