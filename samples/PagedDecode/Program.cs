@@ -9,7 +9,8 @@ using Kernels.Gpu;
 // A serving-style decode step over a paged KV cache (Llama-3-8B attention shape: 32 query heads, 8 kv heads, head_dim 128):
 // a prompt is prefilled into pages, a second request forks it (shared prefix pages, copy-on-write), both grow, and one
 // decode plan serves every layer. A cascade plan runs the same step reading the shared prompt pages once for both
-// requests. The CPU results are checked against the double-precision oracle, and a GPU's when ILGPU finds one.
+// requests. Then a next step as a device-resident runtime runs it (slots reserved, copy-on-write replayed and K/V appended
+// on the backend). The CPU results are checked against the double-precision oracle, and a GPU's when ILGPU finds one.
 const int qoHeads = 32, kvHeads = 8, headDim = 128, pageSize = 16, layers = 2;
 var shape = new AttentionShape(qoHeads, kvHeads, headDim);
 var rng = new Random(1);
@@ -67,5 +68,55 @@ for (int layer = 0; layer < layers; layer++)
         }
     }
 }
+
+// The next decode step as a runtime whose K/V come out of the model on the backend would run it: a third request forks
+// the second, and each of the three gets one new token. The allocator only reserves slots (the copy-on-write of the
+// partial page the fork shares is returned, not done on the host); the backend replays the page copy (CopyPages) and
+// writes the new K/V (AppendKv); attention runs over the grown sequences. Checked against the host path
+// (PageAllocator.Append) and the oracle.
+float[] newK = Row(3), newV = Row(3), q3 = Values(3 * qoHeads * headDim);
+int row = kvHeads * headDim;
+(PagedKvCache Pool, PageAllocator Alloc, int[] Seqs) Replay()
+{
+    // Layer 0's pool and bookkeeping (same operations, same page ids), without rewriting its data.
+    var pool = new PagedKvCache(caches[0].NumPages, pageSize, kvHeads, headDim, DType.F16);
+    for (int p = 0; p < pool.NumPages; p++) pool.CopyPageFrom(caches[0], p, p);
+    var alloc = new PageAllocator(pool);
+    int x = alloc.Create();
+    alloc.Reserve(x, 100, copyOnHost: false);
+    int y = alloc.Fork(x);
+    alloc.Reserve(y, 20, copyOnHost: false);
+    alloc.Reserve(x, 5, copyOnHost: false);
+    return (pool, alloc, [x, y, alloc.Fork(y)]);
+}
+var (hostPool, hostAlloc, hostSeqs) = Replay();
+for (int i = 0; i < 3; i++) hostAlloc.Append(hostSeqs[i], newK.AsSpan(i * row, row), newV.AsSpan(i * row, row), 1);
+float[] expected3 = new float[q3.Length];
+AttentionReference.Decode(q3, hostPool, hostAlloc.BuildPageTable(hostSeqs), shape, AttentionOptions.Default, expected3, default);
+foreach (IPagedAttentionOps ops in gpu is null ? [cpu] : new IPagedAttentionOps[] { cpu, gpu })
+{
+    var backend = (IKernelBackend)ops;
+    var (pool, alloc, seqs) = Replay();
+    using var kv = ops.UploadKvCache(pool);
+    var copies = new List<PageCopy>();
+    foreach (int seq in seqs)
+        if (alloc.Reserve(seq, 1, copyOnHost: false) is { } copy) copies.Add(copy);
+    ops.CopyPages(kv, copies.ToArray());
+    var grown = alloc.BuildPageTable(seqs);
+    DeviceTensor<float> Upload(float[] data, int rows, int heads) =>
+        backend is GpuBackend g ? g.Upload(data, rows, heads, headDim) : cpu.Upload(data, rows, heads, headDim);
+    using var kT = Upload(newK, 3, kvHeads);
+    using var vT = Upload(newV, 3, kvHeads);
+    ops.AppendKv(KvAppendPlan.ForDecode(grown, pool.NumPages), kT, vT, kv);
+    using var qT = Upload(q3, 3, qoHeads);
+    using var output = backend.Allocate<float>(3, qoHeads, headDim);
+    ops.Attention(DecodePlanner.Plan(grown, shape, pool.NumPages, new AttentionWorkspace()), qT, kv, output, null);
+    backend.Synchronize();
+    double maxError = output.ToArray().Zip(expected3, (x, y) => Math.Abs(x - (double)y)).Max();
+    Console.WriteLine($"next step, {backend.Name}: {copies.Count} copy-on-write page copy, K/V appended on the backend; max |output − oracle| = {maxError:E2}");
+    if (!(maxError < 1e-4)) throw new InvalidOperationException($"{backend.Name} differs from the oracle by {maxError}");
+    pool.Dispose();
+}
+hostPool.Dispose();
 gpu?.Dispose();
 foreach (var c in caches) c.Dispose();
