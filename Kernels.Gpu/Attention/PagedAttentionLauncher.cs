@@ -191,6 +191,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<byte>, ArrayView<byte>, ArrayView<float>,
         ArrayView<int>, KvAppendArgs> _append;
     private MemoryBuffer1D<int, Stride1D.Dense>? _appendTargets; // (page, slot) per appended token, grown on demand
+    private int[]? _appendHost;                                   // its host staging, reused across calls
 
     public PagedAttentionLauncher(Accelerator accelerator)
     {
@@ -212,18 +213,19 @@ internal sealed class PagedAttentionLauncher : IDisposable
     {
         if (plan.Tokens == 0) return;
         var c = cache.Source;
-        var targets = new int[2 * plan.Tokens];
-        for (int i = 0; i < plan.Tokens; i++)
-        {
-            targets[2 * i] = plan.Pages[i];
-            targets[2 * i + 1] = plan.Slots[i];
-        }
-        if (_appendTargets is null || _appendTargets.Length < targets.Length)
+        int n = 2 * plan.Tokens;
+        if (_appendTargets is null || _appendTargets.Length < n)
         {
             _appendTargets?.Dispose();
-            _appendTargets = _accelerator.Allocate1D<int>(Math.Max(targets.Length, 256));
+            _appendTargets = _accelerator.Allocate1D<int>(Math.Max(n, 256));
+            _appendHost = new int[_appendTargets.Length];
         }
-        _appendTargets.View.SubView(0, targets.Length).CopyFromCPU(stream, targets);
+        for (int i = 0; i < plan.Tokens; i++)
+        {
+            _appendHost![2 * i] = plan.Pages[i];
+            _appendHost[2 * i + 1] = plan.Slots[i];
+        }
+        _appendTargets.View.SubView(0, n).CopyFromCPU(stream, new ReadOnlySpan<int>(_appendHost, 0, n));
         var a = new KvAppendArgs
         {
             PageStride = c.PageStride, Tokens = plan.Tokens, KvHeads = c.KvHeads, HeadDim = c.HeadDim, RowBytes = c.RowBytes,
