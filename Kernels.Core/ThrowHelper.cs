@@ -21,6 +21,19 @@ public static class ThrowHelper
         if (actual < required) Argument(paramName, $"{paramName} has {actual} elements; {required} required.");
     }
 
+    /// <summary>Throws unless <paramref name="offsets"/> (a CSR/BSR offset array: indptr, qo_indptr, …) starts at 0 and
+    /// never decreases; the message names the first offending entries.</summary>
+    /// <param name="paramName">The array's parameter name.</param>
+    /// <param name="offsets">At least one offset.</param>
+    public static void ThrowIfNotOffsets(string paramName, ReadOnlySpan<int> offsets)
+    {
+        if (offsets.IsEmpty) Argument(paramName, $"{paramName} needs at least one entry; got 0.");
+        if (offsets[0] != 0) Argument(paramName, $"{paramName}[0] must be 0; got {offsets[0]}.");
+        for (int i = 0; i + 1 < offsets.Length; i++)
+            if (offsets[i + 1] < offsets[i])
+                Argument(paramName, $"{paramName} is not monotone: {paramName}[{i + 1}] = {offsets[i + 1]} < {paramName}[{i}] = {offsets[i]}.");
+    }
+
     /// <summary>Throws unless <paramref name="actual"/> equals <paramref name="expected"/>.</summary>
     /// <param name="paramName">The buffer's parameter name.</param>
     /// <param name="actual">Elements given.</param>

@@ -32,12 +32,7 @@ public sealed class BlockSparseMask
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(c);
         int mb = (int)(((long)m + r - 1) / r), nb = (int)(((long)n + c - 1) / c);
         ThrowHelper.ThrowIfLengthMismatch(nameof(indptr), indptr.Length, mb + 1);
-        if (indptr[0] != 0) ThrowHelper.Argument(nameof(indptr), $"indptr[0] must be 0; got {indptr[0]}.");
-        for (int i = 0; i < mb; i++)
-        {
-            if (indptr[i + 1] < indptr[i])
-                ThrowHelper.Argument(nameof(indptr), $"indptr is not monotone: indptr[{i + 1}] = {indptr[i + 1]} < indptr[{i}] = {indptr[i]}.");
-        }
+        ThrowHelper.ThrowIfNotOffsets(nameof(indptr), indptr);
         if (indptr[mb] != indices.Length)
             ThrowHelper.Argument(nameof(indices), $"indices has {indices.Length} entries but indptr[{mb}] = {indptr[mb]}.");
         for (int i = 0; i < mb; i++)

@@ -23,10 +23,7 @@ public sealed class CascadeLevel
         ArgumentNullException.ThrowIfNull(pages);
         int groups = pages.BatchSize;
         ThrowHelper.ThrowIfLengthMismatch(nameof(groupIndptr), groupIndptr.Length, groups + 1);
-        if (groupIndptr[0] != 0) ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr[0] must be 0; got {groupIndptr[0]}.");
-        for (int g = 0; g < groups; g++)
-            if (groupIndptr[g + 1] < groupIndptr[g])
-                ThrowHelper.Argument(nameof(groupIndptr), $"groupIndptr is not monotone: groupIndptr[{g + 1}] = {groupIndptr[g + 1]} < groupIndptr[{g}] = {groupIndptr[g]}.");
+        ThrowHelper.ThrowIfNotOffsets(nameof(groupIndptr), groupIndptr);
         _groupIndptr = groupIndptr.ToArray();
         Pages = pages;
     }

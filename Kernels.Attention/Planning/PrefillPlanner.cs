@@ -25,10 +25,7 @@ public static class PrefillPlanner
         table.Validate(numPages);
         int batch = table.BatchSize;
         ThrowHelper.ThrowIfLengthMismatch(nameof(qoIndptr), qoIndptr.Length, batch + 1);
-        if (qoIndptr[0] != 0) ThrowHelper.Argument(nameof(qoIndptr), $"qoIndptr[0] must be 0; got {qoIndptr[0]}.");
-        for (int i = 0; i < batch; i++)
-            if (qoIndptr[i + 1] < qoIndptr[i])
-                ThrowHelper.Argument(nameof(qoIndptr), $"qoIndptr is not monotone: qoIndptr[{i + 1}] = {qoIndptr[i + 1]} < qoIndptr[{i}] = {qoIndptr[i]}.");
+        ThrowHelper.ThrowIfNotOffsets(nameof(qoIndptr), qoIndptr);
         int ps = table.PageSize;
         var pageIds = table.Indices.ToArray();
         var tokens = new int[pageIds.Length];
