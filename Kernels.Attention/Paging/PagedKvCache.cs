@@ -318,22 +318,18 @@ public sealed unsafe class PagedKvCache : IDisposable
         }
     }
 
+    /// <summary>Whether the bytes hold an Inf/NaN code of the cache's fp16/fp8 format (vectorized searches).</summary>
     private bool HasNonFinite(ReadOnlySpan<byte> bytes)
     {
         switch (DType)
         {
             case DType.F16:
-                foreach (ushort h in MemoryMarshal.Cast<byte, ushort>(bytes))
-                    if ((h & 0x7C00) == 0x7C00) return true;
-                return false;
+                var h = MemoryMarshal.Cast<byte, ushort>(bytes);
+                return h.IndexOfAnyInRange((ushort)0x7C00, (ushort)0x7FFF) >= 0 || h.IndexOfAnyInRange((ushort)0xFC00, (ushort)0xFFFF) >= 0;
             case DType.F8E4M3:
-                foreach (byte b in bytes)
-                    if (Float8.IsE4M3NonFinite(b)) return true;
-                return false;
+                return bytes.IndexOfAny((byte)0x7F, (byte)0xFF) >= 0;
             case DType.F8E5M2:
-                foreach (byte b in bytes)
-                    if (Float8.IsE5M2NonFinite(b)) return true;
-                return false;
+                return bytes.IndexOfAnyInRange((byte)0x7C, (byte)0x7F) >= 0 || bytes.IndexOfAnyInRange((byte)0xFC, (byte)0xFF) >= 0;
             default:
                 return false;
         }
