@@ -4,7 +4,7 @@ using Kernels.Attention.Planning;
 namespace Kernels.Attention;
 
 /// <summary>A paged KV cache as a backend holds it: the host cache itself on the CPU, a device copy on a GPU.</summary>
-/// <remarks>Made by <see cref="IPagedAttentionOps.UploadKvCache"/>. A device copy is a snapshot: call <see cref="Update"/>
+/// <remarks>Made by <see cref="IPagedAttentionOps.UploadKvCache"/>. A device copy is a snapshot: call <see cref="Update()"/> (or <see cref="Update(ReadOnlySpan{int})"/> with the pages written)
 /// after appending to the host cache. Dispose it before its backend.</remarks>
 public abstract class DeviceKvCache : IDisposable
 {
@@ -26,6 +26,26 @@ public abstract class DeviceKvCache : IDisposable
     /// <see cref="IPagedAttentionOps.AppendKv"/> on a device, the device holds rows the host cache lacks: call
     /// <see cref="Download"/> first if both are to agree.</summary>
     public abstract void Update();
+
+    /// <summary>Copies the given pages of the host cache (K/V bytes, scales and zero points) to the device: after host writes
+    /// into a few pages (a decode step's appends), instead of the whole pool. This base implementation checks the ids and
+    /// copies everything (<see cref="Update()"/>); the GPU backend copies the pages only.</summary>
+    /// <param name="pages">Page ids.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A page id is outside the pool (checked before any copy).</exception>
+    public virtual void Update(ReadOnlySpan<int> pages)
+    {
+        CheckPages(pages);
+        Update();
+    }
+
+    /// <summary>Throws unless every id in <paramref name="pages"/> is a page of the pool.</summary>
+    /// <param name="pages">Page ids.</param>
+    protected void CheckPages(ReadOnlySpan<int> pages)
+    {
+        for (int i = 0; i < pages.Length; i++)
+            if ((uint)pages[i] >= (uint)Source.NumPages)
+                throw new ArgumentOutOfRangeException(nameof(pages), $"pages[{i}] = {pages[i]} is outside the pool's {Source.NumPages} pages.");
+    }
 
     /// <summary>Copies the device's contents (K/V bytes, scales and zero points) back into the host cache, e.g. after
     /// <see cref="IPagedAttentionOps.AppendKv"/> on a GPU (no-op on the CPU, where the host cache is the device cache).</summary>

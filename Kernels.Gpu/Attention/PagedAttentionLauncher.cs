@@ -37,6 +37,34 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
     public ArrayView<byte> V => _v.View;
     public ArrayView<float> Scales => _scales.View;
 
+    /// <summary>Copies the given host pages (K/V bytes, and the rows' scales and zero points where the format keeps them per
+    /// row) to the device.</summary>
+    public override void Update(ReadOnlySpan<int> pages)
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        CheckPages(pages);
+        var c = Source;
+        long rows = c.PageStride, bytes = rows * c.RowBytes;
+        _stream.Synchronize();
+        foreach (int p in pages)
+        {
+            _k.View.SubView(p * bytes, bytes).CopyFromCPU(_stream, ref *(c.KeyPointer + p * bytes), bytes);
+            _v.View.SubView(p * bytes, bytes).CopyFromCPU(_stream, ref *(c.ValuePointer + p * bytes), bytes);
+            if (c.HasRowScales)
+            {
+                _scales.View.SubView(KScaleOffset + p * rows, rows).CopyFromCPU(_stream, new ReadOnlySpan<float>(c.KeyScaleArray, (int)(p * rows), (int)rows));
+                _scales.View.SubView(VScaleOffset + p * rows, rows).CopyFromCPU(_stream, new ReadOnlySpan<float>(c.ValueScaleArray, (int)(p * rows), (int)rows));
+            }
+            if (c.DType == DType.I4)
+            {
+                _scales.View.SubView(KZeroOffset + p * rows, rows).CopyFromCPU(_stream, new ReadOnlySpan<float>(c.KeyZeroArray, (int)(p * rows), (int)rows));
+                _scales.View.SubView(VZeroOffset + p * rows, rows).CopyFromCPU(_stream, new ReadOnlySpan<float>(c.ValueZeroArray, (int)(p * rows), (int)rows));
+            }
+        }
+        _stream.Synchronize();
+        GC.KeepAlive(c);
+    }
+
     /// <summary>Copies page <paramref name="source"/> onto page <paramref name="destination"/> on the device: K and V bytes,
     /// and the rows' scales and zero points where the format keeps them per row.</summary>
     public void CopyPage(AcceleratorStream stream, int source, int destination)

@@ -190,6 +190,42 @@ public class KvAppendTests(GpuFixture fixture)
         Assert.Contains("(0 → 24)", ex.Message);
     }
 
+    [Theory]
+    [InlineData(DType.F16, KvScaleMode.None)]
+    [InlineData(DType.I4, KvScaleMode.None)]
+    public void UpdatePages_CopiesTheGivenPagesOnly(DType dtype, KvScaleMode mode)
+    {
+        using var cache = NewCache(dtype, mode);
+        using var before = NewCache(dtype, mode);
+        using var after = NewCache(dtype, mode);
+        var all = KvAppendPlan.ForAppend(new PageTable([0, 7], [0, 1, 2, 3, 4, 5, 6], [4], 4), [28], 7);
+        cache.WriteTokens(all, Rows(28, 30), Rows(28, 31));
+        for (int p = 0; p < 7; p++) before.CopyPageFrom(cache, p, p);
+        using var device = _gpu.UploadKvCache(cache);
+        var some = KvAppendPlan.Create(new PageTable([0, 3], [2, 3, 5], [4], 4), [0, 0, 0, 0, 0, 0], [0, 1, 4, 7, 8, 11], 7);
+        cache.WriteTokens(some, Rows(6, 32), Rows(6, 33));   // pages 2, 3 and 5 change on the host
+        for (int p = 0; p < 7; p++) after.CopyPageFrom(cache, p, p);
+        device.Update([2, 5]);                               // page 3 is left out
+        device.Download();
+        var e = new float[64];
+        var a = new float[64];
+        for (int p = 0; p < 7; p++)
+        {
+            var expected = p is 2 or 5 ? after : before;
+            for (int t = 0; t < 4; t++)
+                for (int h = 0; h < 2; h++)
+                {
+                    expected.ReadKey(p, t, h, e);
+                    cache.ReadKey(p, t, h, a);
+                    Assert.True(e.Zip(a).All(z => z.First.Equals(z.Second)), $"page {p} slot {t} head {h} K");
+                    expected.ReadValue(p, t, h, e);
+                    cache.ReadValue(p, t, h, a);
+                    Assert.True(e.Zip(a).All(z => z.First.Equals(z.Second)), $"page {p} slot {t} head {h} V");
+                }
+        }
+        Assert.Contains("pages[1] = 7", Assert.Throws<ArgumentOutOfRangeException>(() => device.Update([0, 7])).Message);
+    }
+
     [Fact]
     public void GpuConversions_MatchTheHostsBitForBit()
     {
