@@ -16,6 +16,9 @@ internal unsafe interface IKvRow
     /// zero point (ignored by other formats).</summary>
     static abstract void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi);
 
+    /// <summary>Whether the loader reads the <c>zero</c> argument (int4's zero point); callers skip loading it otherwise.</summary>
+    static virtual bool UsesZero => false;
+
     /// <summary>The 8-element (AVX2) form of <see cref="Load2(byte*, int, int, Vector512{int}, out Vector512{float}, out Vector512{float})"/>.</summary>
     static abstract void Load2(byte* row, int i, int half, Vector256<int> zero, out Vector256<float> lo, out Vector256<float> hi);
 
@@ -222,6 +225,9 @@ internal unsafe struct KvI8 : IKvRow
 /// Element <c>i &lt; half</c> is the low nibble of byte <c>i</c>, element <c>i + half</c> its high nibble.</summary>
 internal unsafe struct KvI4 : IKvRow
 {
+    /// <inheritdoc/>
+    public static bool UsesZero => true;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Load2(byte* row, int i, int half, Vector512<int> zero, out Vector512<float> lo, out Vector512<float> hi)
     {

@@ -28,7 +28,7 @@ internal unsafe struct Tile128 : IAttentionTile
     {
         for (int t = tl; t < th; t++)
         {
-            var z = Vector128.Create(zero[t]);
+            var z = TL.UsesZero ? Vector128.Create(zero[t]) : default;
             float* o = dst + t * 2 * half;
             for (int i = 0; i < half; i += 4)
             {
@@ -56,8 +56,8 @@ internal unsafe struct Tile128 : IAttentionTile
         {
             pf.Rows(t, 2);
             byte* k0 = rows[t], k1 = rows[t + 1];
-            var z0 = Vector128.Create(zero[t]);
-            var z1 = Vector128.Create(zero[t + 1]);
+            var z0 = TL.UsesZero ? Vector128.Create(zero[t]) : default;
+            var z1 = TL.UsesZero ? Vector128.Create(zero[t + 1]) : default;
             Vector128<float> a00 = default, a01 = default, a10 = default, a11 = default;
             Vector128<float> a20 = default, a21 = default, a30 = default, a31 = default;
             for (int i = 0; i < half; i += 4)
@@ -101,8 +101,8 @@ internal unsafe struct Tile128 : IAttentionTile
         {
             pf.Rows(t, 2);
             byte* k0 = rows[t], k1 = rows[t + 1];
-            var z0 = Vector128.Create(zero[t]);
-            var z1 = Vector128.Create(zero[t + 1]);
+            var z0 = TL.UsesZero ? Vector128.Create(zero[t]) : default;
+            var z1 = TL.UsesZero ? Vector128.Create(zero[t + 1]) : default;
             Vector128<float> a0 = default, a1 = default;
             for (int i = 0; i < half; i += 4)
             {
@@ -179,7 +179,7 @@ internal unsafe struct Tile128 : IAttentionTile
         where TL : unmanaged, IKvRow
     {
         float* a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-        float* p0 = p, p1 = p + Tile, p2 = p + 2 * Tile, p3 = p + 3 * Tile;
+        float* p0 = p; // query j's probabilities at p0 + j·Tile
         for (int i = 0; i < half; i += 4)
         {
             int j = half + i;
@@ -194,11 +194,12 @@ internal unsafe struct Tile128 : IAttentionTile
             for (int t = tl; t < th; t++)
             {
                 if (i == 0) pf.Rows(t, 1); // spread over the first pass, one row per token
-                TL.Load2(rows[t], i, half, Vector128.Create(zero[t]), out var va, out var vb);
-                Fma2(Vector128.Create(p0[t]), va, vb, ref x0, ref y0);
-                Fma2(Vector128.Create(p1[t]), va, vb, ref x1, ref y1);
-                Fma2(Vector128.Create(p2[t]), va, vb, ref x2, ref y2);
-                Fma2(Vector128.Create(p3[t]), va, vb, ref x3, ref y3);
+                TL.Load2(rows[t], i, half, TL.UsesZero ? Vector128.Create(zero[t]) : default, out var va, out var vb);
+                float* pt = p0 + t; // the four queries' probabilities at constant offsets from one pointer
+                Fma2(Vector128.Create(pt[0]), va, vb, ref x0, ref y0);
+                Fma2(Vector128.Create(pt[Tile]), va, vb, ref x1, ref y1);
+                Fma2(Vector128.Create(pt[2 * Tile]), va, vb, ref x2, ref y2);
+                Fma2(Vector128.Create(pt[3 * Tile]), va, vb, ref x3, ref y3);
             }
             x0.Store(a0 + i);
             x1.Store(a1 + i);
@@ -223,7 +224,7 @@ internal unsafe struct Tile128 : IAttentionTile
             for (int t = tl; t < th; t++)
             {
                 if (i == 0) pf.Rows(t, 1);
-                TL.Load2(rows[t], i, half, Vector128.Create(zero[t]), out var va, out var vb);
+                TL.Load2(rows[t], i, half, TL.UsesZero ? Vector128.Create(zero[t]) : default, out var va, out var vb);
                 Fma2(Vector128.Create(p[t]), va, vb, ref x, ref y);
             }
             x.Store(acc + i);

@@ -91,7 +91,7 @@ internal unsafe struct Tile256 : IAttentionTile
     {
         for (int t = tl; t < th; t++)
         {
-            var z = Vector256.Create(zero[t]);
+            var z = TL.UsesZero ? Vector256.Create(zero[t]) : default;
             float* o = dst + t * 2 * half;
             for (int i = 0; i < half; i += 8)
             {
@@ -132,8 +132,8 @@ internal unsafe struct Tile256 : IAttentionTile
     private static Vector256<float> Block4x2<TL>(float* q, byte** rows, int* zero, int d, int half) where TL : unmanaged, IKvRow
     {
         byte* k0 = rows[0], k1 = rows[1];
-        var z0 = Vector256.Create(zero[0]);
-        var z1 = Vector256.Create(zero[1]);
+        var z0 = TL.UsesZero ? Vector256.Create(zero[0]) : default;
+        var z1 = TL.UsesZero ? Vector256.Create(zero[1]) : default;
         float* q0 = q, q1 = q + d, q2 = q + 2 * d, q3 = q + 3 * d;
         Vector256<float> a00 = default, a01 = default, a10 = default, a11 = default;
         Vector256<float> a20 = default, a21 = default, a30 = default, a31 = default;
@@ -218,7 +218,7 @@ internal unsafe struct Tile256 : IAttentionTile
             if (typeof(TL) == typeof(KvI4))
             {
                 dots = Block4x2I4(c.QCodes + i * d, rows + 2 * g, d, half);
-                var z = Vector256.Create(zero[2 * g], zero[2 * g + 1], zero[2 * g], zero[2 * g + 1], zero[2 * g], zero[2 * g + 1], zero[2 * g], zero[2 * g + 1]);
+                var z = TL.UsesZero ? Vector256.Create(zero[2 * g], zero[2 * g + 1], zero[2 * g], zero[2 * g + 1], zero[2 * g], zero[2 * g + 1], zero[2 * g], zero[2 * g + 1]) : default;
                 dots -= z * qsum;                                                  // vpmulld
             }
             else if (AvxVnni.IsSupported && d % 32 == 0)
@@ -416,7 +416,7 @@ internal unsafe struct Tile256 : IAttentionTile
         where TL : unmanaged, IKvRow
     {
         float* a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-        float* p0 = p, p1 = p + Tile, p2 = p + 2 * Tile, p3 = p + 3 * Tile;
+        float* p0 = p; // query j's probabilities at p0 + j·Tile
         for (int i = 0; i < half; i += 8)
         {
             int j = half + i;
@@ -431,11 +431,12 @@ internal unsafe struct Tile256 : IAttentionTile
             for (int t = tl; t < th; t++)
             {
                 if (i == 0) pf.Rows(t, 1); // spread over the first pass, one row per token
-                TL.Load2(rows[t], i, half, Vector256.Create(zero[t]), out var va, out var vb);
-                Fma2(Vector256.Create(p0[t]), va, vb, ref x0, ref y0);
-                Fma2(Vector256.Create(p1[t]), va, vb, ref x1, ref y1);
-                Fma2(Vector256.Create(p2[t]), va, vb, ref x2, ref y2);
-                Fma2(Vector256.Create(p3[t]), va, vb, ref x3, ref y3);
+                TL.Load2(rows[t], i, half, TL.UsesZero ? Vector256.Create(zero[t]) : default, out var va, out var vb);
+                float* pt = p0 + t; // the four queries' probabilities at constant offsets from one pointer
+                Fma2(Vector256.Create(pt[0]), va, vb, ref x0, ref y0);
+                Fma2(Vector256.Create(pt[Tile]), va, vb, ref x1, ref y1);
+                Fma2(Vector256.Create(pt[2 * Tile]), va, vb, ref x2, ref y2);
+                Fma2(Vector256.Create(pt[3 * Tile]), va, vb, ref x3, ref y3);
             }
             x0.Store(a0 + i);
             x1.Store(a1 + i);
@@ -460,7 +461,7 @@ internal unsafe struct Tile256 : IAttentionTile
             for (int t = tl; t < th; t++)
             {
                 if (i == 0) pf.Rows(t, 1);
-                TL.Load2(rows[t], i, half, Vector256.Create(zero[t]), out var va, out var vb);
+                TL.Load2(rows[t], i, half, TL.UsesZero ? Vector256.Create(zero[t]) : default, out var va, out var vb);
                 Fma2(Vector256.Create(p[t]), va, vb, ref x, ref y);
             }
             x.Store(acc + i);

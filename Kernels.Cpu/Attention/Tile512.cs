@@ -207,7 +207,7 @@ internal unsafe struct Tile512 : IAttentionTile
     {
         for (int t = tl; t < th; t++)
         {
-            var z = Vector512.Create(zero[t]);
+            var z = TL.UsesZero ? Vector512.Create(zero[t]) : default;
             float* o = dst + t * 2 * half;
             for (int i = 0; i < half; i += 16)
             {
@@ -249,10 +249,10 @@ internal unsafe struct Tile512 : IAttentionTile
         {
             pf.Rows(4 * g, 4);
             byte* k0 = rows[4 * g], k1 = rows[4 * g + 1], k2 = rows[4 * g + 2], k3 = rows[4 * g + 3];
-            var z0 = Vector512.Create(zero[4 * g]);
-            var z1 = Vector512.Create(zero[4 * g + 1]);
-            var z2 = Vector512.Create(zero[4 * g + 2]);
-            var z3 = Vector512.Create(zero[4 * g + 3]);
+            var z0 = TL.UsesZero ? Vector512.Create(zero[4 * g]) : default;
+            var z1 = TL.UsesZero ? Vector512.Create(zero[4 * g + 1]) : default;
+            var z2 = TL.UsesZero ? Vector512.Create(zero[4 * g + 2]) : default;
+            var z3 = TL.UsesZero ? Vector512.Create(zero[4 * g + 3]) : default;
             Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
             Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
             Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
@@ -340,10 +340,10 @@ internal unsafe struct Tile512 : IAttentionTile
         {
             pf.Rows(4 * g, 4);
             byte* k0 = rows[4 * g], k1 = rows[4 * g + 1], k2 = rows[4 * g + 2], k3 = rows[4 * g + 3];
-            var z0 = Vector512.Create(zero[4 * g]);
-            var z1 = Vector512.Create(zero[4 * g + 1]);
-            var z2 = Vector512.Create(zero[4 * g + 2]);
-            var z3 = Vector512.Create(zero[4 * g + 3]);
+            var z0 = TL.UsesZero ? Vector512.Create(zero[4 * g]) : default;
+            var z1 = TL.UsesZero ? Vector512.Create(zero[4 * g + 1]) : default;
+            var z2 = TL.UsesZero ? Vector512.Create(zero[4 * g + 2]) : default;
+            var z3 = TL.UsesZero ? Vector512.Create(zero[4 * g + 3]) : default;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (int i = 0; i < half; i += 16)
             {
@@ -531,7 +531,7 @@ internal unsafe struct Tile512 : IAttentionTile
         where TL : unmanaged, IKvRow
     {
         float* a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-        float* p0 = p, p1 = p + Tile, p2 = p + 2 * Tile, p3 = p + 3 * Tile;
+        float* p0 = p; // query j's probabilities at p0 + j·Tile
         int i = 0;
         for (; i + 32 <= half; i += 32)
         {
@@ -555,13 +555,15 @@ internal unsafe struct Tile512 : IAttentionTile
             for (int t = tl; t < th; t++)
             {
                 if (i == 0) pf.Rows(t, 1); // spread over the first pass, one row per token
-                var z = Vector512.Create(zero[t]);
+                var z = TL.UsesZero ? Vector512.Create(zero[t]) : default;
                 TL.Load2(rows[t], i, half, z, out var va, out var vc);
                 TL.Load2(rows[t], i + 16, half, z, out var vb, out var vd);
-                Fma4(Vector512.Create(p0[t]), va, vb, vc, vd, ref x0, ref y0, ref u0, ref w0);
-                Fma4(Vector512.Create(p1[t]), va, vb, vc, vd, ref x1, ref y1, ref u1, ref w1);
-                Fma4(Vector512.Create(p2[t]), va, vb, vc, vd, ref x2, ref y2, ref u2, ref w2);
-                Fma4(Vector512.Create(p3[t]), va, vb, vc, vd, ref x3, ref y3, ref u3, ref w3);
+                // The four queries' probabilities at constant offsets from one pointer (no base pointers to keep in registers).
+                float* pt = p0 + t;
+                Fma4(Vector512.Create(pt[0]), va, vb, vc, vd, ref x0, ref y0, ref u0, ref w0);
+                Fma4(Vector512.Create(pt[Tile]), va, vb, vc, vd, ref x1, ref y1, ref u1, ref w1);
+                Fma4(Vector512.Create(pt[2 * Tile]), va, vb, vc, vd, ref x2, ref y2, ref u2, ref w2);
+                Fma4(Vector512.Create(pt[3 * Tile]), va, vb, vc, vd, ref x3, ref y3, ref u3, ref w3);
             }
             x0.Store(a0 + i);
             x1.Store(a1 + i);
@@ -593,17 +595,18 @@ internal unsafe struct Tile512 : IAttentionTile
             for (int t = tl; t < th; t++)
             {
                 if (i == 0) pf.Rows(t, 1); // spread over the first pass, one row per token
-                TL.Load2(rows[t], i, half, Vector512.Create(zero[t]), out var va, out var vb);
-                var b = Vector512.Create(p0[t]);
+                TL.Load2(rows[t], i, half, TL.UsesZero ? Vector512.Create(zero[t]) : default, out var va, out var vb);
+                float* pt = p0 + t;
+                var b = Vector512.Create(pt[0]);
                 x0 = Avx512F.FusedMultiplyAdd(b, va, x0);
                 y0 = Avx512F.FusedMultiplyAdd(b, vb, y0);
-                b = Vector512.Create(p1[t]);
+                b = Vector512.Create(pt[Tile]);
                 x1 = Avx512F.FusedMultiplyAdd(b, va, x1);
                 y1 = Avx512F.FusedMultiplyAdd(b, vb, y1);
-                b = Vector512.Create(p2[t]);
+                b = Vector512.Create(pt[2 * Tile]);
                 x2 = Avx512F.FusedMultiplyAdd(b, va, x2);
                 y2 = Avx512F.FusedMultiplyAdd(b, vb, y2);
-                b = Vector512.Create(p3[t]);
+                b = Vector512.Create(pt[3 * Tile]);
                 x3 = Avx512F.FusedMultiplyAdd(b, va, x3);
                 y3 = Avx512F.FusedMultiplyAdd(b, vb, y3);
             }
@@ -630,7 +633,7 @@ internal unsafe struct Tile512 : IAttentionTile
             for (int t = tl; t < th; t++)
             {
                 if (i == 0) pf.Rows(t, 1); // spread over the first pass, one row per token
-                TL.Load2(rows[t], i, half, Vector512.Create(zero[t]), out var va, out var vb);
+                TL.Load2(rows[t], i, half, TL.UsesZero ? Vector512.Create(zero[t]) : default, out var va, out var vb);
                 var b = Vector512.Create(p[t]);
                 x = Avx512F.FusedMultiplyAdd(b, va, x);
                 y = Avx512F.FusedMultiplyAdd(b, vb, y);
