@@ -97,8 +97,15 @@ internal readonly unsafe struct PagePrefetch(byte* first, long tokenBytes, int r
         if (!Sse.IsSupported || _first == null) return; // no prefetch hint on Arm64 (the Vector128 path runs there)
         for (int t = t0; t < t0 + n; t++)
         {
-            byte* r = _first + t * tokenBytes;
-            for (int b = 0; b < rowBytes; b += 64) Sse.Prefetch0(r + b);
+            byte* r = _first + t * tokenBytes, end = r + rowBytes;
+            for (; r + 256 <= end; r += 256) // four lines per step: an fp16 row of head_dim 128 is one step, no loop counter per line
+            {
+                Sse.Prefetch0(r);
+                Sse.Prefetch0(r + 64);
+                Sse.Prefetch0(r + 128);
+                Sse.Prefetch0(r + 192);
+            }
+            for (; r < end; r += 64) Sse.Prefetch0(r);
         }
     }
 }
