@@ -224,8 +224,10 @@ public sealed class PageAllocator
         for (int l = 0; l < levels.Length; l++)
         {
             int[] indptr = groupIndptrs[l] ?? throw new ArgumentNullException(nameof(groupIndptrs), $"groupIndptrs[{l}] is null.");
-            if (indptr.Length < 1 || indptr[0] != 0 || indptr[^1] != n)
-                ThrowHelper.Argument(nameof(groupIndptrs), $"groupIndptrs[{l}] must run from 0 to the number of sequences ({n}).");
+            // Start at 0, never decrease, end at n: every offset is then within the sequences (checked before any is used).
+            ThrowHelper.ThrowIfNotOffsets($"{nameof(groupIndptrs)}[{l}]", indptr);
+            if (indptr[^1] != n)
+                ThrowHelper.Argument(nameof(groupIndptrs), $"groupIndptrs[{l}] must run from 0 to the number of sequences ({n}); it ends at {indptr[^1]}.");
             int groups = indptr.Length - 1;
             var levelIndptr = new int[groups + 1];
             var levelLast = new int[groups];
@@ -233,7 +235,6 @@ public sealed class PageAllocator
             for (int g = 0; g < groups; g++)
             {
                 int s0 = indptr[g], s1 = indptr[g + 1];
-                if (s1 < s0) ThrowHelper.Argument(nameof(groupIndptrs), $"groupIndptrs[{l}] is not monotone at {g}: {s1} < {s0}.");
                 if (l > 0 && s1 > s0 && CascadeLevel.GroupOf(groupIndptrs[l - 1], s0) != CascadeLevel.GroupOf(groupIndptrs[l - 1], s1 - 1))
                     ThrowHelper.Argument(nameof(groupIndptrs), $"Group {g} of level {l} (sequences {s0}..{s1 - 1}) spans two groups of level {l - 1}.");
                 // Page j is shared when every member holds the same id there with the same token count; a partial page ends the run.

@@ -50,16 +50,8 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
         {
             _k.View.SubView(p * bytes, bytes).CopyFromCPU(_stream, ref *(c.KeyPointer + p * bytes), bytes);
             _v.View.SubView(p * bytes, bytes).CopyFromCPU(_stream, ref *(c.ValuePointer + p * bytes), bytes);
-            if (c.HasRowScales)
-            {
-                _scales.View.SubView(KScaleOffset + p * rows, rows).CopyFromCPU(_stream, new ReadOnlySpan<float>(c.KeyScaleArray, (int)(p * rows), (int)rows));
-                _scales.View.SubView(VScaleOffset + p * rows, rows).CopyFromCPU(_stream, new ReadOnlySpan<float>(c.ValueScaleArray, (int)(p * rows), (int)rows));
-            }
-            if (c.DType == DType.I4)
-            {
-                _scales.View.SubView(KZeroOffset + p * rows, rows).CopyFromCPU(_stream, new ReadOnlySpan<float>(c.KeyZeroArray, (int)(p * rows), (int)rows));
-                _scales.View.SubView(VZeroOffset + p * rows, rows).CopyFromCPU(_stream, new ReadOnlySpan<float>(c.ValueZeroArray, (int)(p * rows), (int)rows));
-            }
+            foreach (var (offset, host) in RowArrays())
+                _scales.View.SubView(offset + p * rows, rows).CopyFromCPU(_stream, new ReadOnlySpan<float>(host, (int)(p * rows), (int)rows));
         }
         _stream.Synchronize();
         GC.KeepAlive(c);
@@ -74,18 +66,20 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
         long rows = c.PageStride, bytes = rows * c.RowBytes;
         _k.View.SubView(source * bytes, bytes).CopyTo(stream, _k.View.SubView(destination * bytes, bytes));
         _v.View.SubView(source * bytes, bytes).CopyTo(stream, _v.View.SubView(destination * bytes, bytes));
-        if (c.HasRowScales)
-        {
-            var sc = _scales.View;
-            sc.SubView(KScaleOffset + source * rows, rows).CopyTo(stream, sc.SubView(KScaleOffset + destination * rows, rows));
-            sc.SubView(VScaleOffset + source * rows, rows).CopyTo(stream, sc.SubView(VScaleOffset + destination * rows, rows));
-        }
-        if (c.DType == DType.I4)
-        {
-            var sc = _scales.View;
-            sc.SubView(KZeroOffset + source * rows, rows).CopyTo(stream, sc.SubView(KZeroOffset + destination * rows, rows));
-            sc.SubView(VZeroOffset + source * rows, rows).CopyTo(stream, sc.SubView(VZeroOffset + destination * rows, rows));
-        }
+        var sc = _scales.View;
+        foreach (var (offset, _) in RowArrays())
+            sc.SubView(offset + source * rows, rows).CopyTo(stream, sc.SubView(offset + destination * rows, rows));
+    }
+
+    /// <summary>The host arrays kept per row (K/V scales of int8 per-token and int4, K/V zero points of int4) with their
+    /// offsets in the packed device buffer; per-head scales are not per row and never change.</summary>
+    private (long Offset, float[] Host)[] RowArrays()
+    {
+        var c = Source;
+        if (!c.HasRowScales) return [];
+        return c.DType == DType.I4
+            ? [(KScaleOffset, c.KeyScaleArray), (VScaleOffset, c.ValueScaleArray), (KZeroOffset, c.KeyZeroArray), (VZeroOffset, c.ValueZeroArray)]
+            : [(KScaleOffset, c.KeyScaleArray), (VScaleOffset, c.ValueScaleArray)];
     }
 
     /// <summary>Copies the device pools, scales and zero points back into the host cache and recomputes its non-finite page

@@ -418,6 +418,8 @@ public class CascadeTests
         Assert.Contains("spans two groups of level 0", e.Message);
         Assert.Throws<ArgumentException>(() => alloc.BuildCascadeLevels(seqs, []));
         Assert.Throws<ArgumentException>(() => alloc.BuildCascadeLevels(seqs, [[0, 5]]));
+        e = Assert.Throws<ArgumentException>(() => alloc.BuildCascadeLevels(seqs, [[0, 9, 6]])); // an offset past the sequences
+        Assert.Contains("groupIndptrs[0] is not monotone", e.Message);
         e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([], suffixes, shape, cache.NumPages, new AttentionWorkspace()));
         Assert.Contains("at least one shared level", e.Message);
         e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([built[0], new CascadeLevel([0, 5], new PageTable([0, 0], [], [0], page))], suffixes, shape, cache.NumPages, new AttentionWorkspace()));

@@ -132,6 +132,26 @@ public class KvAppendTests(GpuFixture fixture)
     }
 
     [Theory]
+    [InlineData(DType.F16, KvScaleMode.None)]
+    [InlineData(DType.F8E5M2, KvScaleMode.None)]
+    [InlineData(DType.I4, KvScaleMode.None)]
+    public void WriteTokens_LargeAppend_TakesTheParallelPath_AndEqualsWriteToken(DType dtype, KvScaleMode mode)
+    {
+        // 512 tokens × 2 heads × 64 = 65,536 values per pool: the size from which WriteTokens writes tokens on every core.
+        const int tokens = 512, pageSize = 4;
+        int pages = tokens / pageSize;
+        var table = new PageTable([0, pages], Enumerable.Range(0, pages).Reverse().ToArray(), [pageSize], pageSize);
+        var plan = KvAppendPlan.ForAppend(table, [tokens], pages);
+        float[] k = Rows(tokens, 40), v = Rows(tokens, 41);
+        using var byToken = NewCache(dtype, mode, pages, pageSize);
+        for (int i = 0; i < plan.Tokens; i++)
+            byToken.WriteToken(plan.Pages[i], plan.Slots[i], k.AsSpan(i * 128, 128), v.AsSpan(i * 128, 128));
+        using var batched = NewCache(dtype, mode, pages, pageSize);
+        batched.WriteTokens(plan, k, v);
+        AssertSameContents(byToken, batched, $"{dtype} parallel append");
+    }
+
+    [Theory]
     [InlineData(DType.F16, KvScaleMode.None, false)]
     [InlineData(DType.I4, KvScaleMode.None, false)]
     [InlineData(DType.F8E4M3, KvScaleMode.None, true)]
