@@ -9,12 +9,16 @@ namespace Kernels.Attention.Planning;
 public sealed class PrefillPlan : AttentionPlan
 {
     internal PrefillPlan(AttentionShape shape, AttentionOptions options, int pageSize, int maxPageId, int queryRows, int requests,
-        int[] pageIds, int[] pageTokens, int[] pageKeyStart, AttentionWorkItem[] items, bool blockSparse)
+        int[] pageIds, int[] pageTokens, int[] pageKeyStart, AttentionWorkItem[] items, bool blockSparse, Masks.CustomMask? customMask = null)
         : base(shape, options, pageSize, maxPageId, queryRows, pageIds, pageTokens, pageKeyStart, items)
     {
         Requests = requests;
         IsBlockSparse = blockSparse;
+        CustomMask = customMask;
     }
+
+    /// <summary>The element-wise mask the plan applies on top of the options' causal/window masks, or null.</summary>
+    public Masks.CustomMask? CustomMask { get; }
 
     /// <summary>Requests (sequences, or block rows for block-sparse plans).</summary>
     public int Requests { get; }

@@ -13,9 +13,14 @@ public static class PrefillPlanner
     /// <param name="shape">Heads and head_dim.</param>
     /// <param name="numPages">Pages of the pool (every page id is checked against it).</param>
     /// <param name="options">Scale, soft cap, window, causal; null for the defaults.</param>
+    /// <param name="customMask">An element-wise (query, key) mask ANDed with the options' causal/window masks (FlashInfer's
+    /// <c>custom_mask</c>, which replaces causal: pass <c>Causal = false</c> for that), made for the same query offsets and the
+    /// table's key lengths; null for none.</param>
     /// <returns>The plan.</returns>
-    /// <exception cref="ArgumentException">qoIndptr is malformed or disagrees with the table, a page id is past the pool, or an option is out of range.</exception>
-    public static PrefillPlan Plan(ReadOnlySpan<int> qoIndptr, PageTable table, AttentionShape shape, int numPages, AttentionOptions? options = null)
+    /// <exception cref="ArgumentException">qoIndptr is malformed or disagrees with the table, a page id is past the pool, an option is
+    /// out of range, or the custom mask was made for other query or key lengths.</exception>
+    public static PrefillPlan Plan(ReadOnlySpan<int> qoIndptr, PageTable table, AttentionShape shape, int numPages, AttentionOptions? options = null,
+        CustomMask? customMask = null)
     {
         ArgumentNullException.ThrowIfNull(table);
         ArgumentNullException.ThrowIfNull(shape);
@@ -26,6 +31,7 @@ public static class PrefillPlanner
         int batch = table.BatchSize;
         ThrowHelper.ThrowIfLengthMismatch(nameof(qoIndptr), qoIndptr.Length, batch + 1);
         ThrowHelper.ThrowIfNotOffsets(nameof(qoIndptr), qoIndptr);
+        customMask?.CheckMatches(qoIndptr, table, nameof(customMask));
         int ps = table.PageSize;
         var pageIds = table.Indices.ToArray();
         var tokens = new int[pageIds.Length];
@@ -41,7 +47,8 @@ public static class PrefillPlanner
             }
             AddTiles(items, shape, qoIndptr[b], qoIndptr[b + 1] - qoIndptr[b], 0, qoIndptr[b + 1] - qoIndptr[b], kvLen, p0, p0 + n);
         }
-        return new PrefillPlan(shape, options, ps, table.MaxPageId, qoIndptr[batch], batch, pageIds, tokens, keyStart, [.. items], blockSparse: false);
+        return new PrefillPlan(shape, options, ps, table.MaxPageId, qoIndptr[batch], batch, pageIds, tokens, keyStart, [.. items], blockSparse: false,
+            customMask);
     }
 
     /// <summary>Plans block-sparse attention (FlashInfer's mapping onto paged prefill): the keys live in a cache with page size

@@ -159,12 +159,15 @@ public static class AttentionReference
     /// <param name="output">Outputs, like q.</param>
     /// <param name="lse"><c>qoIndptr[^1]·qo_heads</c> log-sum-exps, or empty.</param>
     /// <param name="magnitude">Optional error scale per output, or empty.</param>
+    /// <param name="customMask">An element-wise mask ANDed with the options' (see <see cref="CustomMask"/>), or null.</param>
     public static void Prefill(ReadOnlySpan<int> qoIndptr, ReadOnlySpan<float> q, PagedKvCache cache, PageTable table, AttentionShape shape,
-        AttentionOptions options, Span<float> output, Span<float> lse, Span<double> magnitude = default)
+        AttentionOptions options, Span<float> output, Span<float> lse, Span<double> magnitude = default, CustomMask? customMask = null)
     {
         ArgumentNullException.ThrowIfNull(shape);
+        ArgumentNullException.ThrowIfNull(table);
         ThrowHelper.ThrowIfLengthMismatch(nameof(qoIndptr), qoIndptr.Length, table.BatchSize + 1);
         ArgumentNullException.ThrowIfNull(options);
+        customMask?.CheckMatches(qoIndptr, table, nameof(customMask));
         int hq = shape.QoHeads, d = shape.HeadDim;
         if (options.QuantizedQueryDot && cache.DType is DType.I8 or DType.I4) q = QueryQuantization.Dequantized(q, d);
         for (int b = 0; b < table.BatchSize; b++)
@@ -172,7 +175,8 @@ public static class AttentionReference
             int q0 = qoIndptr[b], qn = qoIndptr[b + 1] - q0;
             var (keys, values) = Gather(cache, table, b);
             Dense(q.Slice(q0 * hq * d, qn * hq * d), keys, values, qn, table.KvLength(b), shape, options,
-                output.Slice(q0 * hq * d, qn * hq * d), lse.IsEmpty ? default : lse.Slice(q0 * hq, qn * hq), null,
+                output.Slice(q0 * hq * d, qn * hq * d), lse.IsEmpty ? default : lse.Slice(q0 * hq, qn * hq),
+                customMask is null ? null : (i, j) => customMask.IsKept(q0 + i, j),
                 magnitude.IsEmpty ? default : magnitude.Slice(q0 * hq * d, qn * hq * d));
         }
     }

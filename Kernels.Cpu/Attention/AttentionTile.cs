@@ -34,13 +34,14 @@ internal unsafe interface IAttentionTile
     static abstract void Logits4Int<TL>(ref TileItem c, int i, byte** rows, int* zero, int tl, int th, int d, int half, PagePrefetch pf)
         where TL : unmanaged, IKvRow;
 
-    /// <summary>Online softmax of one query over a tile: logits (× kmul unless null) masked to lanes [lo, hi), running max m
-    /// and sum l, the accumulator rescaled when m grows; p becomes the probabilities × vmul.</summary>
-    static abstract void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, ref float m, ref float l, float* acc, int d);
+    /// <summary>Online softmax of one query over a tile: logits (× kmul unless null) masked to lanes [lo, hi) whose bit is set
+    /// in <paramref name="keep"/> (bit t: lane t; <c>0xFFFF</c> without a custom mask), running max m and sum l, the
+    /// accumulator rescaled when m grows; p becomes the probabilities × vmul.</summary>
+    static abstract void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, uint keep, ref float m, ref float l, float* acc, int d);
 
     /// <summary><see cref="Softmax"/> for four queries that share the mask: rows p … p + 3·16, running maxima and sums
     /// m[0..4) and l[0..4), accumulators acc[0..4).</summary>
-    static abstract void Softmax4(float* p, float* kmul, float* vmul, int lo, int hi, float* m, float* l, float** acc, int d);
+    static abstract void Softmax4(float* p, float* kmul, float* vmul, int lo, int hi, uint keep, float* m, float* l, float** acc, int d);
 
     /// <summary>acc_j += Σ_t p_j[t]·v_t for four queries over tokens [tl, th); prefetches through pf on the first pass.</summary>
     static abstract void Accumulate4<TL>(float** acc, float* p, byte** rows, int* zero, int tl, int th, int half, ref PagePrefetch pf)
@@ -80,6 +81,8 @@ internal unsafe ref struct TileItem
     public int QueriesPadded;
     public int* LaneLo, LaneHi;
     public int* Lo, Hi;
+    public uint** MaskRow; // custom mask: per query row of the item, its bits (key j: bit j % 32 of word j / 32); null without one
+    public byte** MaskedRows; // custom mask: a tile's row pointers with the excluded keys' rows replaced by the zero row
     public int QueryRows, KvHeads, GroupHeads, PerRow, Queries, KvHead, MinLo, MaxHi;
 }
 

@@ -36,6 +36,9 @@ internal static unsafe class PagedAttentionKernel
         public AttentionWorkItem* Items;
         public int* PageIds, PageTokens, PageKeyStart;
         public byte* PageFlags;
+        // Custom mask (null without one): row-aligned bits, and per query row its word offset and kept key range.
+        public uint* MaskWords;
+        public int* MaskRowWord, MaskRowLo, MaskRowHi;
         public long PageStride, PartialOut, PartialLse;
         public int TokenStride, HeadStride, RowBytes, HeadDim, QoHeads, Group;
         public DType DType;
@@ -91,6 +94,7 @@ internal static unsafe class PagedAttentionKernel
         sbyte* codes = stackalloc sbyte[256];
         new Span<float>(zero, 256).Clear();
         float** rows = stackalloc float*[Tile];
+        float** rowsMasked = stackalloc float*[Tile];
         float* dots = stackalloc float[8];
         int* lo = stackalloc int[MaxQ];
         int* hi = stackalloc int[MaxQ];
@@ -102,6 +106,11 @@ internal static unsafe class PagedAttentionKernel
         for (int r = 0; r < it.QueryRows; r++)
         {
             var (klo, khi) = AttentionMask.KeyRange(it.MaskQuery + r, it.MaskQoLen, it.MaskKvLen, s.Causal, s.WindowLeft);
+            if (s.MaskWords != null)
+            {
+                klo = Math.Max(klo, s.MaskRowLo[it.QueryRow + r]);
+                khi = Math.Min(khi, s.MaskRowHi[it.QueryRow + r]);
+            }
             for (int kk = 0; kk < nkv; kk++)
                 for (int hh = 0; hh < gh; hh++)
                 {
@@ -176,11 +185,11 @@ internal static unsafe class PagedAttentionKernel
                             }
                         for (; i < ie; i++)
                             for (int t = 0; t < Tile; t++) logits[i * Tile + t] = Logit(ref s, TV.Dot(qp[i], rows[t], d));
-                        // Mask: tokens past the page, or outside this row's causal/window range.
+                        // Mask: tokens past the page, outside this row's causal/window range, or excluded by the custom mask.
                         for (int t = 0; t < Tile; t++)
                         {
                             int key = k0 + t;
-                            if (t < tn && key >= klo && key < khi) continue;
+                            if (t < tn && key >= klo && key < khi && Kept(ref s, it.QueryRow + r, key)) continue;
                             for (int j = r * perRow + kk * gh; j < ie; j++) logits[j * Tile + t] = float.NegativeInfinity;
                         }
                     }
@@ -222,10 +231,17 @@ internal static unsafe class PagedAttentionKernel
                         // never read, so its V cannot leak a NaN through a zero weight.
                         int rl = Math.Max(lo[i] - k0, 0), rh = Math.Min(hi[i] - k0, tn);
                         if (rl >= rh) continue;
+                        float** rr = rows;
+                        if (s.MaskWords != null)
+                        {
+                            // Keys the custom mask excludes for this row read the zero row instead.
+                            for (int t = 0; t < Tile; t++) rowsMasked[t] = t >= rl && t < rh && !Kept(ref s, it.QueryRow + r, k0 + t) ? zero : rows[t];
+                            rr = rowsMasked;
+                        }
                         for (; i + 4 <= ie; i += 4)
                             TV.Accumulate4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3],
-                                logits + i * Tile, logits + (i + 1) * Tile, logits + (i + 2) * Tile, logits + (i + 3) * Tile, rows, d, rl, rh);
-                        for (; i < ie; i++) TV.Accumulate1(acc[i], logits + i * Tile, rows, d, rl, rh);
+                                logits + i * Tile, logits + (i + 1) * Tile, logits + (i + 2) * Tile, logits + (i + 3) * Tile, rr, d, rl, rh);
+                        for (; i < ie; i++) TV.Accumulate1(acc[i], logits + i * Tile, rr, d, rl, rh);
                     }
                 }
             }
@@ -265,6 +281,11 @@ internal static unsafe class PagedAttentionKernel
     {
         for (int i = 0; i < n; i++) dst[i] = table[src[i]] * scale;
     }
+
+    /// <summary>Whether the custom mask (if any) keeps key <paramref name="key"/> for query row <paramref name="row"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool Kept(ref State s, int row, int key) =>
+        s.MaskWords == null || ((s.MaskWords[s.MaskRowWord[row] + (key >> 5)] >> (key & 31)) & 1) != 0;
 
     /// <summary><c>c·tanh(sm_scale·dot / c)</c> with a soft cap, else <c>sm_scale·dot</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -153,6 +153,8 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         float** acc = stackalloc float*[MaxQ];
         int* lo = stackalloc int[MaxQ];
         int* hi = stackalloc int[MaxQ];
+        uint** maskRow = stackalloc uint*[MaxQ];
+        byte** maskedRows = stackalloc byte*[Tile];
         var c = new TileItem
         {
             Qs = scratch + QsOffset, P = scratch + POffset, M = scratch + MOffset, L = scratch + LOffset,
@@ -161,6 +163,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             IntDot = s.QuantizedQ && TTile.SupportsIntDot && (s.DType == DType.I8 || s.HeadDim % 128 == 0),
             KMul = scratch + KMulOffset, VMul = scratch + VMulOffset, KZero = (int*)(scratch + KZeroOffset),
             VZero = (int*)(scratch + VZeroOffset), ZeroRow = scratch + ZeroRowOffset, Acc = acc, Lo = lo, Hi = hi,
+            MaskRow = s.MaskWords == null ? null : maskRow, MaskedRows = maskedRows,
             KWide = scratch + KWideOffset, VWide = scratch + VWideOffset, Qt = scratch + QtOffset, LaneLogits = scratch + LanesOffset,
             LaneLo = (int*)(scratch + LaneLoOffset), LaneHi = (int*)(scratch + LaneHiOffset),
             QueryRows = it.QueryRows, KvHeads = it.KvHeads, GroupHeads = it.GroupHeads, PerRow = it.KvHeads * it.GroupHeads,
@@ -191,6 +194,14 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         for (int r = 0; r < it.QueryRows; r++)
         {
             var (klo, khi) = AttentionMask.KeyRange(it.MaskQuery + r, it.MaskQoLen, it.MaskKvLen, s.Causal, s.WindowLeft);
+            if (s.MaskWords != null)
+            {
+                // Custom mask: only keys between the row's first and last kept key are visited; the bits mask the rest.
+                int row = it.QueryRow + r;
+                klo = Math.Max(klo, s.MaskRowLo[row]);
+                khi = Math.Min(khi, s.MaskRowHi[row]);
+                maskRow[r] = s.MaskWords + s.MaskRowWord[row];
+            }
             lo[r] = klo;
             hi[r] = khi;
             if (klo < khi)
@@ -223,7 +234,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
 
         // AVX-512 prefill-type items of one kv head and ≥ 16 queries take logits and softmax with the queries in the lanes.
         c.QueryLanes = c.Widen && typeof(TTile) == typeof(Tile512) && QueryLanes.IsSupported && c.KvHeads == 1 && c.Queries >= 16
-            && s.SoftCap == 0;
+            && s.SoftCap == 0 && c.MaskRow == null;
         if (c.QueryLanes)
         {
             c.QueriesPadded = (c.Queries + 15) & ~15;
@@ -389,12 +400,13 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 continue;
             }
             if (s.SoftCap > 0) SoftCapRow(ref c, r, s.SoftCap); // logits scaled and capped in place (rare: kept out of the loop below)
+            uint keep = KeepBits(ref c, r, k0);
             for (int kk = 0; kk < c.KvHeads; kk++)
             {
                 float* kmul = s.SoftCap > 0 ? null : c.KMul + kk * Tile, vmul = c.VMul + kk * Tile;
                 int i = r * c.PerRow + kk * gh, ie = i + gh;
-                for (; i + 4 <= ie; i += 4) TTile.Softmax4(c.P + i * Tile, kmul, vmul, lo, hi, c.M + i, c.L + i, c.Acc + i, d);
-                for (; i < ie; i++) TTile.Softmax(c.P + i * Tile, kmul, vmul, lo, hi, ref c.M[i], ref c.L[i], c.Acc[i], d);
+                for (; i + 4 <= ie; i += 4) TTile.Softmax4(c.P + i * Tile, kmul, vmul, lo, hi, keep, c.M + i, c.L + i, c.Acc + i, d);
+                for (; i < ie; i++) TTile.Softmax(c.P + i * Tile, kmul, vmul, lo, hi, keep, ref c.M[i], ref c.L[i], c.Acc[i], d);
             }
         }
 
@@ -414,9 +426,10 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 // This row's live tokens only: a masked token's V is never read (0·NaN would leak into the row).
                 int rl = Math.Max(c.Lo[r] - k0, tl), rh = Math.Min(c.Hi[r] - k0, th);
                 if (rl >= rh) continue;
+                byte** rr = c.MaskRow == null ? rows : MaskedRows(ref c, r, k0, rows, rl, rh);
                 int i = r * c.PerRow + kk * gh, ie = i + gh;
-                for (; i + 4 <= ie; i += 4, pfV = default) TTile.Accumulate4<TL>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
-                for (; i < ie; i++, pfV = default) TTile.Accumulate1<TL>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half, ref pfV);
+                for (; i + 4 <= ie; i += 4, pfV = default) TTile.Accumulate4<TL>(c.Acc + i, c.P + i * Tile, rr, vz, rl, rh, half, ref pfV);
+                for (; i < ie; i++, pfV = default) TTile.Accumulate1<TL>(c.Acc[i], c.P + i * Tile, rr, vz, rl, rh, half, ref pfV);
             }
         }
     }
@@ -460,9 +473,10 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             // This row's live tokens only: a masked token's V is never used (0·NaN would leak into the row).
             int rl = Math.Max(c.Lo[r] - k0, tl), rh = Math.Min(c.Hi[r] - k0, th);
             if (rl >= rh) continue;
+            byte** rr = c.MaskRow == null ? rows : MaskedRows(ref c, r, k0, rows, rl, rh);
             int i = r * c.PerRow + kk * gh, ie = i + gh;
-            for (; i + 4 <= ie; i += 4, pf = default) TTile.Accumulate4<KvF32>(c.Acc + i, c.P + i * Tile, rows, vz, rl, rh, half, ref pf);
-            for (; i < ie; i++, pf = default) TTile.Accumulate1<KvF32>(c.Acc[i], c.P + i * Tile, rows, vz, rl, rh, half, ref pf);
+            for (; i + 4 <= ie; i += 4, pf = default) TTile.Accumulate4<KvF32>(c.Acc + i, c.P + i * Tile, rr, vz, rl, rh, half, ref pf);
+            for (; i < ie; i++, pf = default) TTile.Accumulate1<KvF32>(c.Acc[i], c.P + i * Tile, rr, vz, rl, rh, half, ref pf);
         }
     }
 
@@ -523,6 +537,30 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 Sse.Prefetch0((byte*)(s.VZero + row) + b);
             }
         }
+    }
+
+    /// <summary>The custom mask's bits of item row <paramref name="r"/> for keys <paramref name="k0"/> … + 15 (bit t: key
+    /// k0 + t), or all 16 set without a mask. Reads two words: the row's bits are followed by another row's or the padding word.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint KeepBits(ref TileItem c, int r, int k0)
+    {
+        if (c.MaskRow == null) return 0xFFFF;
+        uint* w = c.MaskRow[r] + (k0 >> 5);
+        ulong x = w[0] | ((ulong)w[1] << 32);
+        return (uint)(x >> (k0 & 31)) & 0xFFFF;
+    }
+
+    /// <summary>Item row <paramref name="r"/>'s rows for the output pass: <paramref name="rows"/> itself without a custom mask
+    /// or when the mask keeps every token in [rl, rh); else a copy in <see cref="TileItem.MaskedRows"/> with the excluded tokens' rows
+    /// replaced by the zero row, so an excluded key's V row is never read (its Inf/NaN would leak through the zero weight).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static byte** MaskedRows(ref TileItem c, int r, int k0, byte** rows, int rl, int rh)
+    {
+        byte** dst = c.MaskedRows;
+        uint keep = KeepBits(ref c, r, k0), span = (uint)(((1 << rh) - 1) & ~((1 << rl) - 1));
+        if ((keep & span) == span) return rows;
+        for (int t = 0; t < Tile; t++) dst[t] = (keep >> t & 1) != 0 ? rows[t] : (byte*)c.ZeroRow;
+        return dst;
     }
 
     /// <summary>Row <paramref name="r"/>'s logits in place: times the K multiplier (sm_scale·scale), then <c>cap·tanh(x/cap)</c>

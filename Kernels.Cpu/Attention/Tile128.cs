@@ -122,21 +122,21 @@ internal unsafe struct Tile128 : IAttentionTile
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Softmax4(float* p, float* kmul, float* vmul, int lo, int hi, float* m, float* l, float** acc, int d)
+    public static void Softmax4(float* p, float* kmul, float* vmul, int lo, int hi, uint keep, float* m, float* l, float** acc, int d)
     {
-        for (int j = 0; j < 4; j++) Softmax(p + j * Tile, kmul, vmul, lo, hi, ref m[j], ref l[j], acc[j], d);
+        for (int j = 0; j < 4; j++) Softmax(p + j * Tile, kmul, vmul, lo, hi, keep, ref m[j], ref l[j], acc[j], d);
     }
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, ref float m, ref float l, float* acc, int d)
+    public static void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, uint keep, ref float m, ref float l, float* acc, int d)
     {
         var vlo = Vector128.Create(lo);
         var vhi = Vector128.Create(hi);
         var ninf = Vector128.Create(float.NegativeInfinity);
         var lane = Vector128.Create(0, 1, 2, 3);
-        Vector128<float> x0 = Logits(p, kmul, 0, lane, vlo, vhi, ninf), x1 = Logits(p, kmul, 4, lane + Vector128.Create(4), vlo, vhi, ninf);
-        Vector128<float> x2 = Logits(p, kmul, 8, lane + Vector128.Create(8), vlo, vhi, ninf), x3 = Logits(p, kmul, 12, lane + Vector128.Create(12), vlo, vhi, ninf);
+        Vector128<float> x0 = Logits(p, kmul, 0, lane, vlo, vhi, keep, ninf), x1 = Logits(p, kmul, 4, lane + Vector128.Create(4), vlo, vhi, keep, ninf);
+        Vector128<float> x2 = Logits(p, kmul, 8, lane + Vector128.Create(8), vlo, vhi, keep, ninf), x3 = Logits(p, kmul, 12, lane + Vector128.Create(12), vlo, vhi, keep, ninf);
         var mx = Vector128.MaxNative(Vector128.MaxNative(x0, x1), Vector128.MaxNative(x2, x3)); // a NaN lane's exp is NaN anyway
         mx = Vector128.MaxNative(mx, Vector128.Shuffle(mx, Vector128.Create(2, 3, 0, 1)));
         mx = Vector128.MaxNative(mx, Vector128.Shuffle(mx, Vector128.Create(1, 0, 3, 2)));
@@ -165,11 +165,14 @@ internal unsafe struct Tile128 : IAttentionTile
 
     /// <summary>Lanes j … j + 3 of a logit row, × kmul unless null, −∞ outside [lo, hi).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Logits(float* p, float* kmul, int j, Vector128<int> lane, Vector128<int> lo, Vector128<int> hi, Vector128<float> ninf)
+    private static Vector128<float> Logits(float* p, float* kmul, int j, Vector128<int> lane, Vector128<int> lo, Vector128<int> hi, uint keep,
+        Vector128<float> ninf)
     {
         var x = Vector128.Load(p + j);
         if (kmul != null) x *= Vector128.Load(kmul + j);
-        var live = (Vector128.GreaterThanOrEqual(lane, lo) & Vector128.LessThan(lane, hi)).AsSingle();
+        var bit = Vector128.Create(1, 2, 4, 8);
+        var live = (Vector128.GreaterThanOrEqual(lane, lo) & Vector128.LessThan(lane, hi)
+            & Vector128.Equals(Vector128.Create((int)(keep >> j)) & bit, bit)).AsSingle();
         return Vector128.ConditionalSelect(live, x, ninf);
     }
 

@@ -361,21 +361,24 @@ internal unsafe struct Tile256 : IAttentionTile
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Softmax4(float* p, float* kmul, float* vmul, int lo, int hi, float* m, float* l, float** acc, int d)
+    public static void Softmax4(float* p, float* kmul, float* vmul, int lo, int hi, uint keep, float* m, float* l, float** acc, int d)
     {
-        for (int j = 0; j < 4; j++) Softmax(p + j * Tile, kmul, vmul, lo, hi, ref m[j], ref l[j], acc[j], d);
+        for (int j = 0; j < 4; j++) Softmax(p + j * Tile, kmul, vmul, lo, hi, keep, ref m[j], ref l[j], acc[j], d);
     }
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, ref float m, ref float l, float* acc, int d)
+    public static void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, uint keep, ref float m, ref float l, float* acc, int d)
     {
         var lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
         var vlo = Vector256.Create(lo);
         var vhi = Vector256.Create(hi);
-        var live0 = (Vector256.GreaterThanOrEqual(lane, vlo) & Vector256.LessThan(lane, vhi)).AsSingle();
+        var bit = Vector256.Create(1, 2, 4, 8, 16, 32, 64, 128);
+        var bits0 = Vector256.Create((int)keep) & bit;
+        var bits1 = Vector256.Create((int)(keep >> 8)) & bit;
+        var live0 = (Vector256.GreaterThanOrEqual(lane, vlo) & Vector256.LessThan(lane, vhi) & Vector256.Equals(bits0, bit)).AsSingle();
         lane += Vector256.Create(8);
-        var live1 = (Vector256.GreaterThanOrEqual(lane, vlo) & Vector256.LessThan(lane, vhi)).AsSingle();
+        var live1 = (Vector256.GreaterThanOrEqual(lane, vlo) & Vector256.LessThan(lane, vhi) & Vector256.Equals(bits1, bit)).AsSingle();
         var x0 = Vector256.Load(p);
         var x1 = Vector256.Load(p + 8);
         if (kmul != null)

@@ -109,10 +109,9 @@ internal unsafe struct Tile512 : IAttentionTile
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, ref float m, ref float l, float* acc, int d)
+    public static void Softmax(float* p, float* kmul, float* vmul, int lo, int hi, uint keep, ref float m, ref float l, float* acc, int d)
     {
-        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        var live = (Vector512.GreaterThanOrEqual(lane, Vector512.Create(lo)) & Vector512.LessThan(lane, Vector512.Create(hi))).AsSingle();
+        var live = Live(lo, hi, keep);
         var x = Vector512.Load(p);
         if (kmul != null) x *= Vector512.Load(kmul);
         x = Vector512.ConditionalSelect(live, x, Vector512.Create(float.NegativeInfinity));
@@ -136,10 +135,9 @@ internal unsafe struct Tile512 : IAttentionTile
     /// transpose-and-add tree (instead of a horizontal reduction per query), and the running maxima and sums are compared and
     /// updated as one 4-lane vector; the rescale (rare once the maximum has settled) runs per query as in <see cref="Softmax"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Softmax4(float* p, float* kmul, float* vmul, int lo, int hi, float* m, float* l, float** acc, int d)
+    public static void Softmax4(float* p, float* kmul, float* vmul, int lo, int hi, uint keep, float* m, float* l, float** acc, int d)
     {
-        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        var live = (Vector512.GreaterThanOrEqual(lane, Vector512.Create(lo)) & Vector512.LessThan(lane, Vector512.Create(hi))).AsSingle();
+        var live = Live(lo, hi, keep);
         var ninf = Vector512.Create(float.NegativeInfinity);
         var x0 = Vector512.Load(p);
         var x1 = Vector512.Load(p + Tile);
@@ -184,6 +182,16 @@ internal unsafe struct Tile512 : IAttentionTile
         (e1 * vm).Store(p + Tile);
         (e2 * vm).Store(p + 2 * Tile);
         (e3 * vm).Store(p + 3 * Tile);
+    }
+
+    /// <summary>All-ones in the lanes t with lo ≤ t &lt; hi whose bit t of <paramref name="keep"/> is set.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Live(int lo, int hi, uint keep)
+    {
+        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var bit = Vector512.Create(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768);
+        return (Vector512.GreaterThanOrEqual(lane, Vector512.Create(lo)) & Vector512.LessThan(lane, Vector512.Create(hi))
+            & Vector512.Equals(Vector512.Create((int)keep) & bit, bit)).AsSingle();
     }
 
     /// <summary>[op over x, op over y, op over z, op over w] for op = max or +: a transpose tree within 128-bit blocks, then

@@ -15,6 +15,8 @@ internal struct AttentionLaunchArgs
     public float SmScale, SoftCap;
     // Offsets in the int metadata view.
     public int ItemsOffset, PageIdsOffset, PageTokensOffset, PageKeyOffset, UnitsOffset, UnitCount, SplitOffset, Batch, PageCapacity;
+    // Custom mask (−1 without one): per query row (word offset, first kept key, one past the last), and the row-aligned bits.
+    public int MaskRowOffset, MaskWordsOffset;
     // Offsets in the float scale view.
     public int KScaleOffset, VScaleOffset, KZeroOffset, VZeroOffset;
     // Unit tile: warp w serves query head h0 + w % UnitHeads of query row r0 + w / UnitHeads (Warps = UnitHeads · UnitRows).
@@ -93,6 +95,29 @@ internal static class PagedAttentionKernels
         KeyRange(a, maskQuery + r, maskQoLen, maskKvLen, out int lo, out int hi);
         KeyRange(a, maskQuery + r0, maskQoLen, maskKvLen, out int unionLo, out int _);
         KeyRange(a, maskQuery + r0 + rows - 1, maskQoLen, maskKvLen, out int _, out int unionHi);
+        int maskWord = 0;
+        if (a.MaskRowOffset >= 0)
+        {
+            // Custom mask: each row's range narrows to its first..last kept key, so the union is taken row by row.
+            int mb = a.MaskRowOffset + 3 * (queryRow + r);
+            maskWord = a.MaskWordsOffset + meta[mb];
+            lo = XMath.Max(lo, meta[mb + 1]);
+            hi = XMath.Min(hi, meta[mb + 2]);
+            unionLo = int.MaxValue;
+            unionHi = int.MinValue;
+            for (int i = 0; i < rows; i++)
+            {
+                KeyRange(a, maskQuery + r0 + i, maskQoLen, maskKvLen, out int rl, out int rh);
+                int ib2 = a.MaskRowOffset + 3 * (queryRow + r0 + i);
+                rl = XMath.Max(rl, meta[ib2 + 1]);
+                rh = XMath.Min(rh, meta[ib2 + 2]);
+                if (rl < rh)
+                {
+                    unionLo = XMath.Min(unionLo, rl);
+                    unionHi = XMath.Max(unionHi, rh);
+                }
+            }
+        }
 
         // The unit's queries, staged once: pair w's row at qBase + w·d (zeros for idle warps).
         for (int i = tid; i < a.Warps * d; i += threads)
@@ -146,6 +171,7 @@ internal static class PagedAttentionKernels
             // Logits: lane t, token t of the chunk, if it is one of this row's keys; then the chunk's online-softmax step.
             int myKey = lane < tokensPerChunk ? keyOf[lane] : -1;
             bool live = myKey >= lo && myKey < hi; // lo ≥ 0, so a token not staged (−1) is not live
+            if (live && a.MaskRowOffset >= 0) live = ((meta[maskWord + (myKey >> 5)] >> (myKey & 31)) & 1) != 0;
             float logit = float.NegativeInfinity;
             if (live)
             {
@@ -163,11 +189,11 @@ internal static class PagedAttentionKernels
             l = l * f + WarpSum(p);
             m = mNew;
             a0 *= f; a1 *= f; a2 *= f; a3 *= f; a4 *= f; a5 *= f; a6 *= f; a7 *= f;
+            float pLive = live ? p : -1f; // −1: not this row's key (a weight is ≥ 0 or NaN)
             for (int t = 0; t < tokensPerChunk; t++)
             {
-                float pt = Warp.Shuffle(p, t);
-                int key = keyOf[t]; // the same for the whole warp: a uniform branch
-                if (key < lo || key >= hi) continue;
+                float pt = Warp.Shuffle(pLive, t); // the same for the whole warp: a uniform branch
+                if (pt < 0f) continue;
                 int vb = vBase + t * d + lane;
                 a0 += pt * sh[vb];
                 if (per > 1) a1 += pt * sh[vb + 32];

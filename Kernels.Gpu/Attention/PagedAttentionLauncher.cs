@@ -141,6 +141,17 @@ internal sealed class GpuPlanData : IDisposable
         meta.AddRange(plan.PageListTokens.ToArray());
         args.PageKeyOffset = meta.Count;
         meta.AddRange(plan.PageListKeyStart.ToArray());
+        args.MaskRowOffset = args.MaskWordsOffset = -1;
+        if (plan is PrefillPlan { CustomMask: { } mask })
+        {
+            // Per query row: word offset, first kept key, one past the last; then the row-aligned bits (with a padding word).
+            args.MaskRowOffset = meta.Count;
+            for (int r = 0; r < mask.QueryRows; r++) meta.AddRange([mask.RowWord[r], mask.RowLo[r], mask.RowHi[r]]);
+            args.MaskWordsOffset = meta.Count;
+            if ((long)meta.Count + mask.Words.Length > int.MaxValue)
+                throw new NotSupportedException($"The custom mask's {mask.Words.Length} words do not fit the GPU plan's 32-bit metadata offsets.");
+            foreach (uint w in mask.Words) meta.Add((int)w);
+        }
         // Units: one thread group per (item, block of UnitRows query rows, kv head, block of UnitHeads of its query heads).
         // One warp per (row, head) pair, up to MaxWarps: decode plans (one row per item) take a kv head's query heads
         // (GQA); plans with multi-row items (prefill, block-sparse, a cascade's shared level) tile rows × group heads, so a

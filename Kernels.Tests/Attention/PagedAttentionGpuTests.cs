@@ -255,6 +255,19 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
             .Check(Config.QuickThrowOnFailure.WithMaxTest(20));
     }
 
+    [Fact]
+    public void Prefill_CustomMask_RandomCases_MatchReference()
+    {
+        // CustomMaskTests' property on the GPU kernel: random and token-tree masks, rows of one tile keeping different keys
+        // (the staged union is taken row by row), Inf/NaN injected into keys the mask may exclude.
+        var small = (from x in CustomMaskTests.Cases.Generator
+                     where x.Case.Cache.SeqLens.Sum() <= 60 && x.Case.QoLens.Sum() <= 24
+                     from n in Gen.Elements(0, 2)
+                     select (x.Case, x.Mask, n)).ToArbitrary();
+        Prop.ForAll(small, x => PagedPrefillTests.Check(x.Case, RunGpu, "gpu", nonFinite: x.Case.Cache.DType is DType.F32 or DType.F16 or DType.BF16 ? x.n : 0,
+            maskOf: x.Mask.Make)).Check(Config.QuickThrowOnFailure.WithMaxTest(15));
+    }
+
     [Theory]
     [InlineData(256, 4, 9, -1)] // head_dim 256: 8 pairs per tile (2 rows × 4 heads), 16-token chunks
     [InlineData(64, 8, 5, 6)]   // 8 query heads per kv head: 2 rows × 8 heads per tile, a sliding window

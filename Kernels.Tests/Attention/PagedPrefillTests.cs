@@ -56,12 +56,14 @@ public class PagedPrefillTests
         }
     }
 
-    internal static void Check(PrefillCase c, KernelOptions options, bool quantizedQ = false, int nonFinite = 0) =>
-        Check(c, (plan, q, cache, o, lse) => PagedPrefill.Run(plan, q, cache, o, lse, options), options.Isa.ToString(), quantizedQ, nonFinite);
+    internal static void Check(PrefillCase c, KernelOptions options, bool quantizedQ = false, int nonFinite = 0, Func<int[], int[], CustomMask>? maskOf = null) =>
+        Check(c, (plan, q, cache, o, lse) => PagedPrefill.Run(plan, q, cache, o, lse, options), options.Isa.ToString(), quantizedQ, nonFinite, maskOf);
 
     /// <summary>Runs case <paramref name="c"/> (with <paramref name="nonFinite"/> Inf/NaN values injected into K/V) through
-    /// <paramref name="run"/> (plan, queries, cache, output, lse) and compares with the oracle.</summary>
-    internal static void Check(PrefillCase c, Action<PrefillPlan, float[], PagedKvCache, float[], float[]> run, string what, bool quantizedQ = false, int nonFinite = 0)
+    /// <paramref name="run"/> (plan, queries, cache, output, lse) and compares with the oracle; <paramref name="maskOf"/>
+    /// makes a custom mask from (qo_indptr, kv lengths).</summary>
+    internal static void Check(PrefillCase c, Action<PrefillPlan, float[], PagedKvCache, float[], float[]> run, string what, bool quantizedQ = false, int nonFinite = 0,
+        Func<int[], int[], CustomMask>? maskOf = null)
     {
         var (cache, table) = Build(c.Cache);
         string injected = nonFinite > 0 ? "; injected " + InjectNonFinite(cache, table, new Random(c.Cache.Seed + 3), nonFinite) : "";
@@ -69,12 +71,13 @@ public class PagedPrefillTests
         var opts = new AttentionOptions { Causal = c.Causal, WindowLeft = c.Window, LogitsSoftCap = c.SoftCap, QuantizedQueryDot = quantizedQ };
         var qoIndptr = new int[c.QoLens.Length + 1];
         for (int i = 0; i < c.QoLens.Length; i++) qoIndptr[i + 1] = qoIndptr[i] + c.QoLens[i];
-        var plan = PrefillPlanner.Plan(qoIndptr, table, shape, cache.NumPages, opts);
+        var mask = maskOf?.Invoke(qoIndptr, c.Cache.SeqLens);
+        var plan = PrefillPlanner.Plan(qoIndptr, table, shape, cache.NumPages, opts, mask);
         int rows = qoIndptr[^1];
         var q = Queries(new Random(c.Cache.Seed + 2), rows, shape, 2f);
         float[] e = new float[q.Length], a = new float[q.Length], le = new float[rows * shape.QoHeads], la = new float[le.Length];
         double[] mag = new double[q.Length];
-        AttentionReference.Prefill(qoIndptr, q, cache, table, shape, opts, e, le, mag);
+        AttentionReference.Prefill(qoIndptr, q, cache, table, shape, opts, e, le, mag, mask);
         a.AsSpan().Fill(float.NaN);
         run(plan, q, cache, a, la);
         AssertClose(e, a, mag, le, la, LogitError(quantizedQ ? QueryQuantization.Dequantized(q, shape.HeadDim) : q, shape, plan.SmScale, FiniteKeys(cache, table)),

@@ -26,7 +26,14 @@ public sealed partial class AttentionSuite
             if (ctx.Cpu && ctx.Wants("prefill", "kv f16", shape, "cpu")) yield return PrefillCase(ctx, shape, lens, null);
             if (ctx.Gpu is { } gpu && ctx.Wants("prefill", "kv f16", shape, gpu.Name)) yield return PrefillCase(ctx, shape, lens, gpu);
         }
-        if (ctx.Quick) yield break; // --quick: no block-sparse pair
+        if (ctx.Quick) yield break; // --quick: no block-sparse pair or tree verification
+        string treeShape = $"b={TreeBatch} prompt={TreePrompt} tree={TreeNodes}";
+        foreach (bool masked in new[] { false, true })
+        {
+            string op = masked ? "tree verify" : "tree verify causal";
+            if (ctx.Cpu && ctx.Wants(op, "kv f16", treeShape, "cpu")) yield return TreeCase(ctx, treeShape, masked, null);
+            if (ctx.Gpu is { } gpu && ctx.Wants(op, "kv f16", treeShape, gpu.Name)) yield return TreeCase(ctx, treeShape, masked, gpu);
+        }
         string sparseShape = $"M=N={SparseTokens} R=C={SparseBlock}";
         foreach (bool dense in new[] { true, false })
         {
@@ -131,6 +138,69 @@ public sealed partial class AttentionSuite
             Run = c.Run, Verify = () => Verify(c.RunAndRead),
             BaselineKey = dense ? null : BenchCase.MakeKey("block-sparse dense", "kv f16", shapeText, gpu?.Name ?? "cpu"),
             Note = $"{indices.Count} of {blocks * blocks} blocks kept; {plan.WorkItemCount} items",
+            Resources = new Disposables([c.Resources, cache, template]),
+        };
+    }
+
+    private const int TreeBatch = 8, TreePrompt = 2048, TreeNodes = 64;
+
+    /// <summary>Tree speculative decoding's verification step (<see cref="CustomMask"/>): 8 requests, each a 2048-token prompt
+    /// followed by a 64-node draft tree (random parents) whose nodes are the request's last 64 keys and its 64 query rows;
+    /// each node attends to the prompt and its own ancestors. "tree verify causal" runs the same shape with the causal mask
+    /// instead (every node sees every earlier node), so the pair shows what the element-wise mask costs. FLOPs count the kept
+    /// (query, key) pairs; bytes the K/V read once plus q and output.</summary>
+    private static BenchCase TreeCase(BenchContext ctx, string shapeText, bool masked, Kernels.Gpu.GpuBackend? gpu)
+    {
+        int len = TreePrompt + TreeNodes, pagesPer = (len + PageSize - 1) / PageSize, numPages = TreeBatch * pagesPer;
+        int[] placement = Enumerable.Range(0, numPages).ToArray();
+        new Random(15).Shuffle(placement);
+        var template = Template(PageSize, DType.F16, KvLayout.Nhd, KvScaleMode.None);
+        var cache = new PagedKvCache(numPages, PageSize, KvHeads, HeadDim, DType.F16, KvLayout.Nhd, KvScaleMode.None);
+        for (int i = 0; i < numPages; i++) cache.CopyPageFrom(template, i % TemplatePages, placement[i]);
+        int[] indptr = Enumerable.Range(0, TreeBatch + 1).Select(b => b * pagesPer).ToArray();
+        int[] qoIndptr = Enumerable.Range(0, TreeBatch + 1).Select(b => b * TreeNodes).ToArray();
+        int[] kvLens = Enumerable.Repeat(len, TreeBatch).ToArray();
+        var table = new PageTable(indptr, placement, Enumerable.Repeat(len - (pagesPer - 1) * PageSize, TreeBatch).ToArray(), PageSize);
+        var rng = new Random(16);
+        int[][] parent = Enumerable.Range(0, TreeBatch).Select(_ => Enumerable.Range(0, TreeNodes).Select(i => i == 0 ? -1 : rng.Next(0, i)).ToArray()).ToArray();
+        var mask = CustomMask.Create(qoIndptr, kvLens, (b, i, j) =>
+        {
+            if (j < TreePrompt) return true;
+            for (int n = i; n >= 0; n = parent[b][n])
+                if (n == j - TreePrompt) return true;
+            return false;
+        });
+        var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
+        var options = new AttentionOptions { Causal = !masked };
+        var plan = PrefillPlanner.Plan(qoIndptr, table, shape, numPages, options, masked ? mask : null);
+        int rows = qoIndptr[^1];
+        float[] q = DenseSuite.RandomFloats(rows * QoHeads * HeadDim, 7), o = new float[q.Length], lse = new float[rows * QoHeads];
+        double pairs = 0;
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < len; j++)
+                if (masked ? mask.IsKept(r, j) : j <= TreePrompt + r % TreeNodes) pairs++;
+        double bytes = 2.0 * numPages * PageSize * KvHeads * cache.RowBytes + 8.0 * q.Length;
+        // The last node of request 0 (and, with the mask, its ancestors only) against the oracle over the gathered keys.
+        var (keys, values) = AttentionReference.Gather(cache, table, 0);
+        string? Verify(Action run)
+        {
+            run();
+            int i = TreeNodes - 1, n = QoHeads * HeadDim;
+            float[] expected = new float[n];
+            double[] magnitude = new double[n];
+            Func<int, int, bool> keep = masked ? (_, j) => mask.IsKept(i, j) : (_, j) => j <= TreePrompt + i;
+            AttentionReference.Dense(q.AsSpan(i * n, n), keys, values, 1, len, shape, new AttentionOptions { Causal = false }, expected, default, keep, magnitude);
+            var r = ResultComparer.Compare(expected, o.AsSpan(i * n, n), magnitude, 1e-4, 1e-30);
+            return r.Passed ? null : $"row {i}: {r}";
+        }
+        var c = AttentionRunner(ctx, plan, cache, q, o, lse, rows, gpu);
+        return new BenchCase
+        {
+            Op = masked ? "tree verify" : "tree verify causal", Format = "kv f16", Shape = shapeText, Backend = gpu?.Name ?? "cpu",
+            Path = gpu?.Accelerator.Name ?? ctx.CpuPath, Bytes = bytes, Flops = 4.0 * pairs * QoHeads * HeadDim,
+            Run = c.Run, Verify = () => Verify(c.RunAndRead),
+            BaselineKey = masked ? BenchCase.MakeKey("tree verify causal", "kv f16", shapeText, gpu?.Name ?? "cpu") : null,
+            Note = $"{pairs / rows:F0} keys kept per row; {plan.WorkItemCount} items",
             Resources = new Disposables([c.Resources, cache, template]),
         };
     }
