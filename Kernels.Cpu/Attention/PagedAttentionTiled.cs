@@ -234,7 +234,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
 
         // AVX-512 prefill-type items of one kv head and ≥ 16 queries take logits and softmax with the queries in the lanes.
         c.QueryLanes = c.Widen && typeof(TTile) == typeof(Tile512) && QueryLanes.IsSupported && c.KvHeads == 1 && c.Queries >= 16
-            && s.SoftCap == 0 && c.MaskRow == null;
+            && s.SoftCap == 0;
         if (c.QueryLanes)
         {
             c.QueriesPadded = (c.Queries + 15) & ~15;
@@ -542,7 +542,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     /// <summary>The custom mask's bits of item row <paramref name="r"/> for keys <paramref name="k0"/> … + 15 (bit t: key
     /// k0 + t), or all 16 set without a mask. Reads two words: the row's bits are followed by another row's or the padding word.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint KeepBits(ref TileItem c, int r, int k0)
+    internal static uint KeepBits(ref TileItem c, int r, int k0)
     {
         if (c.MaskRow == null) return 0xFFFF;
         uint* w = c.MaskRow[r] + (k0 >> 5);

@@ -15,7 +15,7 @@ namespace Kernels.Cpu.Attention;
 /// loads, 8 broadcasts and 16 FMAs, with no horizontal reduction (the 4 × 4 blocks spend a 45-instruction transpose-and-add
 /// tree per 16 dot products). The result is a [token][query] tile.</para>
 /// <para><b>Softmax.</b> On that tile, 16 queries per vector: × the token's K multiplier, the mask from each query's key range
-/// (a compare of its row's bounds with the key index), the tile maximum by <c>vmaxps</c> down the 16 tokens, the running
+/// (a compare of its row's bounds with the key index, and its row's custom-mask bit), the tile maximum by <c>vmaxps</c> down the 16 tokens, the running
 /// maximum and sum as vectors, <c>e^(x − max)</c>, the sum down the tokens, × the token's V multiplier; then the
 /// probabilities are transposed in 16 × 16 blocks into the per-query rows of 16 tokens that the output pass reads. The rules
 /// are those of <see cref="Tile512.Softmax"/> lane by lane: masked lanes and lanes outside the tile's live tokens are −∞
@@ -70,15 +70,25 @@ internal static unsafe class QueryLanes
         int padded = c.QueriesPadded;
         float* s = c.LaneLogits, kmul = c.KMul, vmul = c.VMul;
         var ninf = Vector512.Create(float.NegativeInfinity);
+        int* keepBits = stackalloc int[16];
         for (int j = 0; j < padded; j += 16)
         {
             var lo = Vector512.Load(c.LaneLo + j);
             var hi = Vector512.Load(c.LaneHi + j);
+            // Custom mask: each lane's row's 16 bits for the tile (bit t: token t); all set without a mask.
+            var keep = Vector512.Create(0xFFFF);
+            if (c.MaskRow != null)
+            {
+                for (int i = 0; i < 16; i++)
+                    keepBits[i] = j + i < c.Queries ? (int)PagedAttentionTiled<Tile512>.KeepBits(ref c, (j + i) / c.GroupHeads, k0) : 0;
+                keep = Vector512.Load(keepBits);
+            }
             var tmax = ninf;
             for (int t = tl; t < th; t++)
             {
                 var key = Vector512.Create(k0 + t);
-                var live = (Vector512.GreaterThanOrEqual(key, lo) & Vector512.LessThan(key, hi)).AsSingle();
+                var kept = Vector512.Equals(Vector512.ShiftRightLogical(keep, t) & Vector512<int>.One, Vector512<int>.One);
+                var live = (Vector512.GreaterThanOrEqual(key, lo) & Vector512.LessThan(key, hi) & kept).AsSingle();
                 var x = Vector512.ConditionalSelect(live, Vector512.Load(s + t * padded + j) * Vector512.Create(kmul[t]), ninf);
                 x.Store(s + t * padded + j);
                 tmax = Avx512F.Max(tmax, x); // vmaxps keeps x when it is NaN; a NaN may drop later, as in Tile512.Softmax

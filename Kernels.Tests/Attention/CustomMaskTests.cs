@@ -72,7 +72,7 @@ public class CustomMaskTests
     [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
     public void Run_48QueriesPerItem_EachIsa_MatchesReference(IsaPath isa)
     {
-        // Items of 48 queries: without a mask the AVX-512 path puts the queries in the vector lanes; with one it must not.
+        // Items of 48 queries: the AVX-512 path puts the queries in the vector lanes, each lane testing its row's bits.
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
         foreach (int density in new[] { -1, 30 })
         {
