@@ -28,6 +28,7 @@ namespace Kernels.Cpu.Attention;
 internal static unsafe class QueryLanes
 {
     private const int Tile = PagedAttentionKernel.Tile;
+    private const int AttentionPlanMaxQ = Kernels.Attention.Planning.AttentionPlan.MaxQueriesPerItem;
 
     /// <summary>True when the hardware has the 512-bit instructions used here.</summary>
     public static bool IsSupported => Avx512F.IsSupported;
@@ -70,19 +71,22 @@ internal static unsafe class QueryLanes
         int padded = c.QueriesPadded;
         float* s = c.LaneLogits, kmul = c.KMul, vmul = c.VMul;
         var ninf = Vector512.Create(float.NegativeInfinity);
-        int* keepBits = stackalloc int[16];
+        // Custom mask: each lane's row's 16 bits for the tile (bit t: token t), once per row; all set without a mask.
+        int* laneKeep = stackalloc int[AttentionPlanMaxQ];
+        if (c.MaskRow != null)
+        {
+            for (int r = 0, i = 0; r < c.QueryRows; r++)
+            {
+                int bits = (int)PagedAttentionTiled<Tile512>.KeepBits(ref c, r, k0);
+                for (int h = 0; h < c.GroupHeads; h++) laneKeep[i++] = bits;
+            }
+            new Span<int>(laneKeep + c.Queries, padded - c.Queries).Clear();
+        }
         for (int j = 0; j < padded; j += 16)
         {
             var lo = Vector512.Load(c.LaneLo + j);
             var hi = Vector512.Load(c.LaneHi + j);
-            // Custom mask: each lane's row's 16 bits for the tile (bit t: token t); all set without a mask.
-            var keep = Vector512.Create(0xFFFF);
-            if (c.MaskRow != null)
-            {
-                for (int i = 0; i < 16; i++)
-                    keepBits[i] = j + i < c.Queries ? (int)PagedAttentionTiled<Tile512>.KeepBits(ref c, (j + i) / c.GroupHeads, k0) : 0;
-                keep = Vector512.Load(keepBits);
-            }
+            var keep = c.MaskRow != null ? Vector512.Load(laneKeep + j) : Vector512.Create(0xFFFF);
             var tmax = ninf;
             for (int t = tl; t < th; t++)
             {
