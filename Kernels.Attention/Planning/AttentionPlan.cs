@@ -20,6 +20,7 @@ public abstract class AttentionPlan
         PageTokens = pageTokens;
         PageKeyStart = pageKeyStart;
         WorkItems = items;
+        AlibiSlopes = options.AlibiArray();
     }
 
     /// <summary>Heads and head_dim.</summary>
@@ -44,6 +45,9 @@ public abstract class AttentionPlan
     /// Inf/NaN V row of a key whose logit was −∞) with lse −∞ instead of writing 0, as split-KV chunks do, so that the merge
     /// of the levels carries the unsplit oracle's 0·NaN; the cascade clears rows left empty after the merge.</summary>
     internal bool KeepsEmptyStates { get; set; }
+
+    /// <summary>The ALiBi slopes per query head, copied from the options when the plan was made; null without ALiBi.</summary>
+    internal float[]? AlibiSlopes { get; }
 
     internal int[] PageIds { get; }
     internal int[] PageTokens { get; }

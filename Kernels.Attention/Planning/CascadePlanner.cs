@@ -49,7 +49,9 @@ public static class CascadePlanner
         ArgumentNullException.ThrowIfNull(shape);
         ArgumentNullException.ThrowIfNull(workspace);
         options ??= AttentionOptions.Default;
-        options.Validate();
+        options.Validate(shape);
+        if (options.AlibiSlopes is not null)
+            ThrowHelper.Argument(nameof(options), "Cascade plans do not support ALiBi: a shared level's key positions differ from each sequence's.");
         if (options.WindowLeft >= 0)
             ThrowHelper.Argument(nameof(options), $"Cascade plans do not support a sliding window (WindowLeft = {options.WindowLeft}): the window's cut through the shared keys depends on each sequence's length.");
         if (sharedLevels.Count == 0) ThrowHelper.Argument(nameof(sharedLevels), "A cascade needs at least one shared level.");

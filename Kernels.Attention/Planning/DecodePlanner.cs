@@ -43,7 +43,7 @@ public static class DecodePlanner
         ArgumentNullException.ThrowIfNull(workspace);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numPages);
         options ??= AttentionOptions.Default;
-        options.Validate();
+        options.Validate(shape);
         table.Validate(numPages);
         if (fixedChunkPages is < 1) throw new ArgumentOutOfRangeException(nameof(fixedChunkPages), "fixedChunkPages must be ≥ 1.");
         if (targetItems < 1) throw new ArgumentOutOfRangeException(nameof(targetItems), $"targetItems must be ≥ 1; got {targetItems}.");

@@ -26,7 +26,7 @@ public static class PrefillPlanner
         ArgumentNullException.ThrowIfNull(shape);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numPages);
         options ??= AttentionOptions.Default;
-        options.Validate();
+        options.Validate(shape);
         table.Validate(numPages);
         int batch = table.BatchSize;
         ThrowHelper.ThrowIfLengthMismatch(nameof(qoIndptr), qoIndptr.Length, batch + 1);
@@ -65,7 +65,7 @@ public static class PrefillPlanner
         ArgumentNullException.ThrowIfNull(mask);
         ArgumentNullException.ThrowIfNull(shape);
         options ??= AttentionOptions.Default;
-        options.Validate();
+        options.Validate(shape);
         if (numPages < mask.BlockColumns)
             ThrowHelper.Argument(nameof(numPages), $"The pool has {numPages} pages; the mask has {mask.BlockColumns} key blocks of {mask.C}.");
         var pageIds = mask.Indices.ToArray();

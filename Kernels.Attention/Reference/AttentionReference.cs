@@ -57,6 +57,9 @@ public static class AttentionReference
         if (!lse.IsEmpty) ThrowHelper.ThrowIfLengthMismatch(nameof(lse), lse.Length, (long)qoLen * hq);
         if (!magnitude.IsEmpty) ThrowHelper.ThrowIfLengthMismatch(nameof(magnitude), magnitude.Length, output.Length);
         double scale = options.ScaleFor(d), cap = options.LogitsSoftCap;
+        var alibi = options.AlibiSlopes;
+        if (alibi is not null && alibi.Count != hq)
+            ThrowHelper.Argument(nameof(options), $"AlibiSlopes has {alibi.Count} entries; the shape has {hq} query heads.");
         var logits = new double[kvLen];
         var kept = new bool[kvLen];
         var acc = new double[d];
@@ -74,7 +77,7 @@ public static class AttentionReference
                     var kj = k.Slice((j * hk + kh) * d, d);
                     double dot = 0;
                     for (int c = 0; c < d; c++) dot += (double)qi[c] * kj[c];
-                    double s = scale * dot;
+                    double s = scale * dot + (alibi is null ? 0 : (double)alibi[h] * (j - ((long)kvLen - qoLen + i)));
                     logits[j] = cap > 0 ? cap * Math.Tanh(s / cap) : s;
                     max = Math.Max(max, logits[j]);
                 }

@@ -84,6 +84,8 @@ internal unsafe ref struct TileItem
     public uint** MaskRow; // custom mask: per query row of the item, its bits (key j: bit j % 32 of word j / 32); null without one
     public byte** MaskedRows; // custom mask: a tile's row pointers with the excluded keys' rows replaced by the zero row
     public int QueryRows, KvHeads, GroupHeads, PerRow, Queries, KvHead, MinLo, MaxHi;
+    public float* Alibi;                   // ALiBi slopes per query head, or null
+    public int Group, GroupHead, QueryPos0; // query heads per kv head, the item's first group head, row 0's key position
 }
 
 /// <summary>Prefetches rows of a page that a later tile will read (<c>prefetcht0</c>, every 64-byte line; every other

@@ -38,6 +38,7 @@ internal static unsafe class PagedAttentionKernel
         public byte* PageFlags;
         // Custom mask (null without one): row-aligned bits, and per query row its word offset and kept key range.
         public uint* MaskWords;
+        public float* Alibi; // ALiBi slopes per query head, or null
         public int* MaskRowWord, MaskRowLo, MaskRowHi;
         public long PageStride, PartialOut, PartialLse;
         public int TokenStride, HeadStride, RowBytes, HeadDim, QoHeads, Group;
@@ -95,6 +96,7 @@ internal static unsafe class PagedAttentionKernel
         new Span<float>(zero, 256).Clear();
         float** rows = stackalloc float*[Tile];
         float** rowsMasked = stackalloc float*[Tile];
+        float* slopeOf = stackalloc float[MaxQ]; // ALiBi slope per query (0 without)
         float* dots = stackalloc float[8];
         int* lo = stackalloc int[MaxQ];
         int* hi = stackalloc int[MaxQ];
@@ -118,6 +120,7 @@ internal static unsafe class PagedAttentionKernel
                     int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
                     long qRow = (long)(it.QueryRow + r) * s.QoHeads + head;
                     qp[i] = s.Q + qRow * d;
+                    slopeOf[i] = s.Alibi == null ? 0f : s.Alibi[head];
                     if (s.QuantizedQ)
                     {
                         float* qd = qDeq + i * 256;
@@ -168,6 +171,7 @@ internal static unsafe class PagedAttentionKernel
                     {
                         int i = r * perRow + kk * gh, ie = i + gh;
                         int klo = lo[i], khi = hi[i];
+                        float d0 = k0 - (it.MaskKvLen - it.MaskQoLen + it.MaskQuery + r); // ALiBi distance of tile token 0
                         if (!any || k0 >= khi || k0 + tn <= klo)
                         {
                             new Span<float>(logits + i * Tile, gh * Tile).Fill(float.NegativeInfinity);
@@ -179,12 +183,12 @@ internal static unsafe class PagedAttentionKernel
                                 TV.Dot4x2(qp[i], qp[i + 1], qp[i + 2], qp[i + 3], rows[t], rows[t + 1], d, dots);
                                 for (int j = 0; j < 4; j++)
                                 {
-                                    logits[(i + j) * Tile + t] = Logit(ref s, dots[j]);
-                                    logits[(i + j) * Tile + t + 1] = Logit(ref s, dots[4 + j]);
+                                    logits[(i + j) * Tile + t] = Logit(ref s, dots[j], slopeOf[i + j] * (d0 + t));
+                                    logits[(i + j) * Tile + t + 1] = Logit(ref s, dots[4 + j], slopeOf[i + j] * (d0 + t + 1));
                                 }
                             }
                         for (; i < ie; i++)
-                            for (int t = 0; t < Tile; t++) logits[i * Tile + t] = Logit(ref s, TV.Dot(qp[i], rows[t], d));
+                            for (int t = 0; t < Tile; t++) logits[i * Tile + t] = Logit(ref s, TV.Dot(qp[i], rows[t], d), slopeOf[i] * (d0 + t));
                         // Mask: tokens past the page, outside this row's causal/window range, or excluded by the custom mask.
                         for (int t = 0; t < Tile; t++)
                         {
@@ -287,11 +291,11 @@ internal static unsafe class PagedAttentionKernel
     private static bool Kept(ref State s, int row, int key) =>
         s.MaskWords == null || ((s.MaskWords[s.MaskRowWord[row] + (key >> 5)] >> (key & 31)) & 1) != 0;
 
-    /// <summary><c>c·tanh(sm_scale·dot / c)</c> with a soft cap, else <c>sm_scale·dot</c>.</summary>
+    /// <summary><c>c·tanh((sm_scale·dot + bias) / c)</c> with a soft cap, else <c>sm_scale·dot + bias</c> (bias: ALiBi's, or 0).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Logit(ref State s, float dot)
+    private static float Logit(ref State s, float dot, float bias)
     {
-        float x = s.SmScale * dot;
+        float x = s.SmScale * dot + bias;
         return s.SoftCap > 0 ? s.SoftCap * MathF.Tanh(x / s.SoftCap) : x;
     }
 

@@ -164,6 +164,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             KMul = scratch + KMulOffset, VMul = scratch + VMulOffset, KZero = (int*)(scratch + KZeroOffset),
             VZero = (int*)(scratch + VZeroOffset), ZeroRow = scratch + ZeroRowOffset, Acc = acc, Lo = lo, Hi = hi,
             MaskRow = s.MaskWords == null ? null : maskRow, MaskedRows = maskedRows,
+            Alibi = s.Alibi, Group = s.Group, GroupHead = it.GroupHead, QueryPos0 = it.MaskKvLen - it.MaskQoLen + it.MaskQuery,
             KWide = scratch + KWideOffset, VWide = scratch + VWideOffset, Qt = scratch + QtOffset, LaneLogits = scratch + LanesOffset,
             LaneLo = (int*)(scratch + LaneLoOffset), LaneHi = (int*)(scratch + LaneHiOffset),
             QueryRows = it.QueryRows, KvHeads = it.KvHeads, GroupHeads = it.GroupHeads, PerRow = it.KvHeads * it.GroupHeads,
@@ -234,7 +235,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
 
         // AVX-512 prefill-type items of one kv head and ≥ 16 queries take logits and softmax with the queries in the lanes.
         c.QueryLanes = c.Widen && typeof(TTile) == typeof(Tile512) && QueryLanes.IsSupported && c.KvHeads == 1 && c.Queries >= 16
-            && s.SoftCap == 0;
+            && s.SoftCap == 0 && s.Alibi == null;
         if (c.QueryLanes)
         {
             c.QueriesPadded = (c.Queries + 15) & ~15;
@@ -399,11 +400,13 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 new Span<float>(c.P + r * c.PerRow * Tile, c.PerRow * Tile).Clear();
                 continue;
             }
-            if (s.SoftCap > 0) SoftCapRow(ref c, r, s.SoftCap); // logits scaled and capped in place (rare: kept out of the loop below)
+            // Soft cap or ALiBi: logits scaled, biased and capped in place (rare: kept out of the loop below).
+            bool transformed = s.SoftCap > 0 || s.Alibi != null;
+            if (transformed) TransformRow(ref c, r, k0, s.SoftCap);
             uint keep = KeepBits(ref c, r, k0);
             for (int kk = 0; kk < c.KvHeads; kk++)
             {
-                float* kmul = s.SoftCap > 0 ? null : c.KMul + kk * Tile, vmul = c.VMul + kk * Tile;
+                float* kmul = transformed ? null : c.KMul + kk * Tile, vmul = c.VMul + kk * Tile;
                 int i = r * c.PerRow + kk * gh, ie = i + gh;
                 for (; i + 4 <= ie; i += 4) TTile.Softmax4(c.P + i * Tile, kmul, vmul, lo, hi, keep, c.M + i, c.L + i, c.Acc + i, d);
                 for (; i < ie; i++) TTile.Softmax(c.P + i * Tile, kmul, vmul, lo, hi, keep, ref c.M[i], ref c.L[i], c.Acc[i], d);
@@ -563,15 +566,28 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         return dst;
     }
 
-    /// <summary>Row <paramref name="r"/>'s logits in place: times the K multiplier (sm_scale·scale), then <c>cap·tanh(x/cap)</c>
-    /// lane by lane with <see cref="MathF.Tanh"/> (the generic kernel's arithmetic).</summary>
+    /// <summary>Row <paramref name="r"/>'s logits in place (keys <paramref name="k0"/> … + 15): times the K multiplier
+    /// (sm_scale·scale), plus the ALiBi bias <c>slope·(key − query position)</c> if any, then <c>cap·tanh(x/cap)</c> lane by
+    /// lane with <see cref="MathF.Tanh"/> when <paramref name="cap"/> &gt; 0 (the generic kernel's arithmetic).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void SoftCapRow(ref TileItem c, int r, float cap)
+    private static void TransformRow(ref TileItem c, int r, int k0, float cap)
     {
+        float d0 = k0 - (c.QueryPos0 + r); // distance of tile token 0 from the row's query position (exact below 2^24)
+        var lane = Vector128.Create(0f, 1f, 2f, 3f);
         for (int j = 0; j < c.PerRow; j++)
         {
-            float* pi = c.P + (r * c.PerRow + j) * Tile, kmul = c.KMul + j / c.GroupHeads * Tile;
-            for (int t = 0; t < Tile; t++) pi[t] = cap * MathF.Tanh(pi[t] * kmul[t] / cap);
+            int kk = j / c.GroupHeads;
+            float* pi = c.P + (r * c.PerRow + j) * Tile, kmul = c.KMul + kk * Tile;
+            float slope = c.Alibi == null ? 0f : c.Alibi[(c.KvHead + kk) * c.Group + c.GroupHead + j % c.GroupHeads];
+            var vs = Vector128.Create(slope);
+            for (int t = 0; t < Tile; t += 4)
+            {
+                var x = Vector128.Load(pi + t) * Vector128.Load(kmul + t);
+                if (c.Alibi != null) x += vs * (Vector128.Create(d0 + t) + lane);
+                x.Store(pi + t);
+            }
+            if (cap > 0)
+                for (int t = 0; t < Tile; t++) pi[t] = cap * MathF.Tanh(pi[t] / cap);
         }
     }
 

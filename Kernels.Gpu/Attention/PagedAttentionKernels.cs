@@ -17,6 +17,8 @@ internal struct AttentionLaunchArgs
     public int ItemsOffset, PageIdsOffset, PageTokensOffset, PageKeyOffset, UnitsOffset, UnitCount, SplitOffset, Batch, PageCapacity;
     // Custom mask (−1 without one): per query row (word offset, first kept key, one past the last), and the row-aligned bits.
     public int MaskRowOffset, MaskWordsOffset;
+    // ALiBi slopes per query head as float bits in the metadata (−1 without).
+    public int AlibiOffset;
     // Offsets in the float scale view.
     public int KScaleOffset, VScaleOffset, KZeroOffset, VZeroOffset;
     // Unit tile: warp w serves query head h0 + w % UnitHeads of query row r0 + w / UnitHeads (Warps = UnitHeads · UnitRows).
@@ -95,6 +97,9 @@ internal static class PagedAttentionKernels
         KeyRange(a, maskQuery + r, maskQoLen, maskKvLen, out int lo, out int hi);
         KeyRange(a, maskQuery + r0, maskQoLen, maskKvLen, out int unionLo, out int _);
         KeyRange(a, maskQuery + r0 + rows - 1, maskQoLen, maskKvLen, out int _, out int unionHi);
+        int head = kvHead * a.Group + groupHead + h0 + XMath.Min(wh, heads - 1); // idle warps read a real head's slope
+        float slope = a.AlibiOffset >= 0 ? Interop.IntAsFloat((uint)meta[a.AlibiOffset + head]) : 0f;
+        int queryPos = maskKvLen - maskQoLen + maskQuery + r; // the row's own key position (ALiBi distances count from it)
         int maskWord = 0;
         if (a.MaskRowOffset >= 0)
         {
@@ -179,6 +184,7 @@ internal static class PagedAttentionKernels
                 int kb = lane * kRow, qb = qBase + warp * d;
                 for (int i = 0; i < d; i++) dot += sh[qb + i] * sh[kb + i];
                 float x = a.SmScale * dot;
+                if (a.AlibiOffset >= 0) x += slope * (myKey - queryPos);
                 logit = a.SoftCap > 0 ? a.SoftCap * XMath.Tanh(x / a.SoftCap) : x;
             }
             float mNew = XMath.Max(m, WarpMax(logit));
@@ -207,7 +213,6 @@ internal static class PagedAttentionKernels
         }
         if (!active) return;
 
-        int head = kvHead * a.Group + groupHead + h0 + wh;
         long qRow = (long)(queryRow + r) * a.QoHeads + head;
         // No weight (no live key, or every logit −∞): output 0 and lse −∞; a split chunk keeps 0·Σ v_j instead (0, or NaN
         // from an Inf/NaN V row of a −∞-logit key), which the merge carries on as the unsplit oracle's 0·NaN. A NaN sum (a

@@ -141,7 +141,12 @@ internal sealed class GpuPlanData : IDisposable
         meta.AddRange(plan.PageListTokens.ToArray());
         args.PageKeyOffset = meta.Count;
         meta.AddRange(plan.PageListKeyStart.ToArray());
-        args.MaskRowOffset = args.MaskWordsOffset = -1;
+        args.MaskRowOffset = args.MaskWordsOffset = args.AlibiOffset = -1;
+        if (plan.AlibiSlopes is { } slopes)
+        {
+            args.AlibiOffset = meta.Count;
+            foreach (float x in slopes) meta.Add(BitConverter.SingleToInt32Bits(x));
+        }
         if (plan is PrefillPlan { CustomMask: { } mask })
         {
             // Per query row: word offset, first kept key, one past the last; then the row-aligned bits (with a padding word).

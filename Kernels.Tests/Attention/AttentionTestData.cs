@@ -81,6 +81,11 @@ public static class AttentionTestData
         return (1.01 * d + 2) * Math.ScaleB(1.0, -24) * mag + Math.ScaleB(1.0, -24);
     }
 
+    /// <summary>The fp32 error of the ALiBi bias in a logit: <c>slope·distance</c> is rounded once and added once, each within
+    /// 2⁻²⁴ of the bias's magnitude (the logit's own part is in <see cref="LogitError"/>); 0 without ALiBi.</summary>
+    public static double AlibiError(AttentionOptions options, int maxKvLen) =>
+        options.AlibiSlopes is { Count: > 0 } a ? 2.0 * a.Max(Math.Abs) * (maxKvLen + 1) * Math.ScaleB(1.0, -24) : 0;
+
     /// <summary>Checks output and lse against the reference under the stated bound.</summary>
     public static void AssertClose(float[] expected, float[] actual, double[] magnitude, float[] lseExpected, float[] lseActual,
         double logitError, int maxKvLen, string what)

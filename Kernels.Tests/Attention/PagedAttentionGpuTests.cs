@@ -268,6 +268,22 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
             maskOf: x.Mask.Make)).Check(Config.QuickThrowOnFailure.WithMaxTest(15));
     }
 
+    [Fact]
+    public void Alibi_RandomCases_MatchReference()
+    {
+        // AlibiTests' properties on the GPU kernel: prefill tiles (rows at different query positions) and decode with split-KV.
+        var prefill = (from c in PagedPrefillTests.Cases.Generator
+                       where c.Cache.SeqLens.Sum() <= 60 && c.QoLens.Sum() <= 24
+                       from s in AlibiTests.Slopes
+                       select (c, s)).ToArbitrary();
+        Prop.ForAll(prefill, x => PagedPrefillTests.Check(x.c, RunGpu, "gpu", alibiFor: x.s.For)).Check(Config.QuickThrowOnFailure.WithMaxTest(10));
+        var decode = (from c in PagedDecodeTests.Cases.Generator
+                      where c.Cache.SeqLens.Sum() <= 80
+                      from s in AlibiTests.Slopes
+                      select (c, s)).ToArbitrary();
+        Prop.ForAll(decode, x => PagedDecodeTests.CheckNonFinite(x.c, 0, RunGpu, "gpu", x.s.For)).Check(Config.QuickThrowOnFailure.WithMaxTest(10));
+    }
+
     [Theory]
     [InlineData(256, 4, 9, -1)] // head_dim 256: 8 pairs per tile (2 rows × 4 heads), 16-token chunks
     [InlineData(64, 8, 5, 6)]   // 8 query heads per kv head: 2 rows × 8 heads per tile, a sliding window

@@ -37,11 +37,11 @@ public class PagedDecodeTests
          from seed in Gen.Choose(0, int.MaxValue)
          select new DecodeCase(new CacheSpec(lens, page, kvHeads, d, fmt.Item1, layout, fmt.Item2, seed), grp, cap, window, split)).ToArbitrary();
 
-    internal static void Check(DecodeCase c, KernelOptions options, bool quantizedQ = false)
+    internal static void Check(DecodeCase c, KernelOptions options, bool quantizedQ = false, Func<int, float[]>? alibiFor = null)
     {
         var (cache, table) = Build(c.Cache);
         var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window, QuantizedQueryDot = quantizedQ };
+        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window, QuantizedQueryDot = quantizedQ, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads) };
         var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: c.ForceSplit ? 2 : null);
         var rng = new Random(c.Cache.Seed + 1);
         int batch = table.BatchSize;
@@ -52,8 +52,9 @@ public class PagedDecodeTests
         AttentionReference.Decode(q, cache, table, shape, opts, expected, lseE, mag);
         actual.AsSpan().Fill(float.NaN);
         PagedDecode.Run(plan, q, cache, actual, lseA, options);
-        double eps = LogitError(quantizedQ ? QueryQuantization.Dequantized(q, shape.HeadDim) : q, shape, plan.SmScale, GatherKeys(cache, table));
-        AssertClose(expected, actual, mag, lseE, lseA, eps, c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {options.Isa} quantizedQ={quantizedQ}");
+        double eps = LogitError(quantizedQ ? QueryQuantization.Dequantized(q, shape.HeadDim) : q, shape, plan.SmScale, GatherKeys(cache, table))
+            + AlibiError(opts, c.Cache.SeqLens.DefaultIfEmpty(0).Max());
+        AssertClose(expected, actual, mag, lseE, lseA, eps, c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {options.Isa} quantizedQ={quantizedQ} alibi={opts.AlibiSlopes is not null}");
         Assert.Equal(qCopy, q);
     }
 
@@ -83,13 +84,14 @@ public class PagedDecodeTests
          select (c, count)).ToArbitrary();
 
     /// <summary>Checks a case after <see cref="AttentionTestData.InjectNonFinite"/>, against the oracle's rule for non-finite logits and values.</summary>
-    internal static void CheckNonFinite(DecodeCase c, int count, Action<DecodePlan, float[], PagedKvCache, float[], float[]> run, string what)
+    internal static void CheckNonFinite(DecodeCase c, int count, Action<DecodePlan, float[], PagedKvCache, float[], float[]> run, string what,
+        Func<int, float[]>? alibiFor = null)
     {
         var (cache, table) = Build(c.Cache);
         var rng = new Random(c.Cache.Seed + 2);
         string injected = InjectNonFinite(cache, table, rng, count);
         var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window };
+        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads) };
         var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: c.ForceSplit ? 2 : null);
         int batch = table.BatchSize;
         float[] q = Queries(rng, batch, shape, 2f);
@@ -99,7 +101,7 @@ public class PagedDecodeTests
         AttentionReference.Decode(q, cache, table, shape, opts, expected, lseE, mag);
         actual.AsSpan().Fill(-12345f);
         run(plan, q, cache, actual, lseA);
-        double eps = LogitError(q, shape, plan.SmScale, FiniteKeys(cache, table));
+        double eps = LogitError(q, shape, plan.SmScale, FiniteKeys(cache, table)) + AlibiError(opts, c.Cache.SeqLens.DefaultIfEmpty(0).Max());
         AssertClose(expected, actual, mag, lseE, lseA, eps, c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {what}; injected {injected}");
     }
 

@@ -56,19 +56,23 @@ public class PagedPrefillTests
         }
     }
 
-    internal static void Check(PrefillCase c, KernelOptions options, bool quantizedQ = false, int nonFinite = 0, Func<int[], int[], CustomMask>? maskOf = null) =>
-        Check(c, (plan, q, cache, o, lse) => PagedPrefill.Run(plan, q, cache, o, lse, options), options.Isa.ToString(), quantizedQ, nonFinite, maskOf);
+    internal static void Check(PrefillCase c, KernelOptions options, bool quantizedQ = false, int nonFinite = 0, Func<int[], int[], CustomMask>? maskOf = null,
+        Func<int, float[]>? alibiFor = null) =>
+        Check(c, (plan, q, cache, o, lse) => PagedPrefill.Run(plan, q, cache, o, lse, options), options.Isa.ToString(), quantizedQ, nonFinite, maskOf, alibiFor);
 
     /// <summary>Runs case <paramref name="c"/> (with <paramref name="nonFinite"/> Inf/NaN values injected into K/V) through
     /// <paramref name="run"/> (plan, queries, cache, output, lse) and compares with the oracle; <paramref name="maskOf"/>
     /// makes a custom mask from (qo_indptr, kv lengths).</summary>
     internal static void Check(PrefillCase c, Action<PrefillPlan, float[], PagedKvCache, float[], float[]> run, string what, bool quantizedQ = false, int nonFinite = 0,
-        Func<int[], int[], CustomMask>? maskOf = null)
+        Func<int[], int[], CustomMask>? maskOf = null, Func<int, float[]>? alibiFor = null)
     {
         var (cache, table) = Build(c.Cache);
         string injected = nonFinite > 0 ? "; injected " + InjectNonFinite(cache, table, new Random(c.Cache.Seed + 3), nonFinite) : "";
         var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-        var opts = new AttentionOptions { Causal = c.Causal, WindowLeft = c.Window, LogitsSoftCap = c.SoftCap, QuantizedQueryDot = quantizedQ };
+        var opts = new AttentionOptions
+        {
+            Causal = c.Causal, WindowLeft = c.Window, LogitsSoftCap = c.SoftCap, QuantizedQueryDot = quantizedQ, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads),
+        };
         var qoIndptr = new int[c.QoLens.Length + 1];
         for (int i = 0; i < c.QoLens.Length; i++) qoIndptr[i + 1] = qoIndptr[i] + c.QoLens[i];
         var mask = maskOf?.Invoke(qoIndptr, c.Cache.SeqLens);
@@ -80,8 +84,9 @@ public class PagedPrefillTests
         AttentionReference.Prefill(qoIndptr, q, cache, table, shape, opts, e, le, mag, mask);
         a.AsSpan().Fill(float.NaN);
         run(plan, q, cache, a, la);
-        AssertClose(e, a, mag, le, la, LogitError(quantizedQ ? QueryQuantization.Dequantized(q, shape.HeadDim) : q, shape, plan.SmScale, FiniteKeys(cache, table)),
-            c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {what} quantizedQ={quantizedQ}{injected}");
+        int maxLen = c.Cache.SeqLens.DefaultIfEmpty(0).Max();
+        AssertClose(e, a, mag, le, la, LogitError(quantizedQ ? QueryQuantization.Dequantized(q, shape.HeadDim) : q, shape, plan.SmScale, FiniteKeys(cache, table))
+            + AlibiError(opts, maxLen), maxLen, $"{c} {what} quantizedQ={quantizedQ} alibi={opts.AlibiSlopes is not null}{injected}");
     }
 
     [Theory]
