@@ -33,6 +33,14 @@ internal static class RopeArguments
                 ThrowPosition(t, positions[t], maxPositions);
     }
 
+    /// <summary>True when <paramref name="x"/> and <paramref name="output"/> are the same memory (an in-place call).</summary>
+    /// <param name="x">Input.</param>
+    /// <param name="output">Output.</param>
+    /// <returns>Whether both start at the same address with the same length.</returns>
+    public static bool IsSameMemory(ReadOnlySpan<float> x, ReadOnlySpan<float> output) =>
+        x.Length == output.Length && System.Runtime.CompilerServices.Unsafe.AreSame(
+            ref System.Runtime.InteropServices.MemoryMarshal.GetReference(x), ref System.Runtime.InteropServices.MemoryMarshal.GetReference(output));
+
     [System.Diagnostics.CodeAnalysis.DoesNotReturn]
     private static void ThrowPosition(int index, int value, int maxPositions) =>
         throw new ArgumentOutOfRangeException("positions", value, $"positions[{index}] = {value} is outside the RoPE table's [0, {maxPositions}).");

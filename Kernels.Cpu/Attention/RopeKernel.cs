@@ -46,7 +46,7 @@ public static unsafe class RopeKernel
     {
         ArgumentNullException.ThrowIfNull(table);
         int heads = RopeArguments.Heads(positions.Length, table.HeadDim, x.Length, output.Length);
-        ThrowHelper.ThrowIfOverlapping(x, output, nameof(x));
+        if (!RopeArguments.IsSameMemory(x, output)) ThrowHelper.ThrowIfOverlapping(x, output, nameof(x)); // in place, or disjoint
         ThrowHelper.ThrowIfOverlapping(positions, output, nameof(positions));
         IsaPath isa = CpuIsa.Resolve(options);
         RopeArguments.CheckPositions(positions, table.MaxPositions);
