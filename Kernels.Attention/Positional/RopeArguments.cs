@@ -13,7 +13,9 @@ internal static class RopeArguments
     public static int Heads(long tokens, int headDim, long xLength, long outputLength)
     {
         long row = tokens * headDim;
-        if (row == 0 ? xLength != 0 : xLength % row != 0)
+        if (row == 0 && xLength != 0)
+            ThrowHelper.Argument("x", $"x has {xLength} elements; expected 0 for tokens 0 (one position per token).");
+        if (row != 0 && xLength % row != 0)
             ThrowHelper.Argument("x", $"x has {xLength} elements; expected tokens {tokens} × heads × head_dim {headDim} (a multiple of {row}).");
         if (outputLength != xLength)
             ThrowHelper.Argument("output", $"output has {outputLength} elements; x has {xLength}.");
