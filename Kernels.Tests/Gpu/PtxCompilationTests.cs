@@ -30,6 +30,7 @@ public class PtxCompilationTests
         ["attention state merge"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.MergeStates)), false),
         ["attention query quantization"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.DequantizeQueries)), false),
         ["kv append"] = (Method(typeof(KvAppendKernels), nameof(KvAppendKernels.Append)), true),
+        ["rope"] = (Method(typeof(RopeKernels), nameof(RopeKernels.Apply)), false),
         ["dense gemm"] = (Method(typeof(DenseGemmKernels), nameof(DenseGemmKernels.Vector)), true),
         ["dense gemm scalar"] = (Method(typeof(DenseGemmKernels), nameof(DenseGemmKernels.Scalar)), true),
         ["dense gemv"] = (Method(typeof(DenseGemmKernels), nameof(DenseGemmKernels.Gemv)), true),
