@@ -2,6 +2,7 @@ using Kernels;
 using Kernels.Attention;
 using Kernels.Attention.Paging;
 using Kernels.Attention.Planning;
+using Kernels.Attention.Positional;
 using Kernels.Attention.Reference;
 using Kernels.Cpu;
 using Kernels.Gpu;
@@ -70,12 +71,18 @@ for (int layer = 0; layer < layers; layer++)
 }
 
 // The next decode step as a runtime whose K/V come out of the model on the backend would run it: a third request forks
-// the second, and each of the three gets one new token. The allocator only reserves slots (the copy-on-write of the
-// partial page the fork shares is returned, not done on the host); the backend replays the page copy (CopyPages) and
-// writes the new K/V (AppendKv); attention runs over the grown sequences. Checked against the host path
-// (PageAllocator.Append) and the oracle.
+// the second, and each of the three gets one new token. The backend rotates the new token's q and k by its position
+// (RoPE, Llama 3.1 frequencies); the allocator only reserves slots (the copy-on-write of the partial page the fork shares
+// is returned, not done on the host); the backend replays the page copy (CopyPages) and writes the new K/V (AppendKv);
+// attention runs over the grown sequences. Checked against the host path (RopeReference, PageAllocator.Append) and the oracle.
 float[] newK = Row(3), newV = Row(3), q3 = Values(3 * qoHeads * headDim);
 int row = kvHeads * headDim;
+int[] positions = [105, 120, 120]; // each sequence's length before the new token
+var rope = new RopeOptions { Theta = 500_000, Llama31 = Llama31Scaling.Llama31 };
+var ropeTable = new RopeTable(rope, headDim, maxPositions: 8192);
+float[] kRotated = new float[newK.Length], qRotated = new float[q3.Length];
+RopeReference.Apply(rope, headDim, positions, newK, kRotated);
+RopeReference.Apply(rope, headDim, positions, q3, qRotated);
 (PagedKvCache Pool, PageAllocator Alloc, int[] Seqs) Replay()
 {
     // Layer 0's pool and bookkeeping (same operations, same page ids), without rewriting its data.
@@ -90,9 +97,9 @@ int row = kvHeads * headDim;
     return (pool, alloc, [x, y, alloc.Fork(y)]);
 }
 var (hostPool, hostAlloc, hostSeqs) = Replay();
-for (int i = 0; i < 3; i++) hostAlloc.Append(hostSeqs[i], newK.AsSpan(i * row, row), newV.AsSpan(i * row, row), 1);
+for (int i = 0; i < 3; i++) hostAlloc.Append(hostSeqs[i], kRotated.AsSpan(i * row, row), newV.AsSpan(i * row, row), 1);
 float[] expected3 = new float[q3.Length];
-AttentionReference.Decode(q3, hostPool, hostAlloc.BuildPageTable(hostSeqs), shape, AttentionOptions.Default, expected3, default);
+AttentionReference.Decode(qRotated, hostPool, hostAlloc.BuildPageTable(hostSeqs), shape, AttentionOptions.Default, expected3, default);
 foreach (IPagedAttentionOps ops in gpu is null ? [cpu] : new IPagedAttentionOps[] { cpu, gpu })
 {
     var backend = (IKernelBackend)ops;
@@ -107,13 +114,17 @@ foreach (IPagedAttentionOps ops in gpu is null ? [cpu] : new IPagedAttentionOps[
         backend is GpuBackend g ? g.Upload(data, rows, heads, headDim) : cpu.Upload(data, rows, heads, headDim);
     using var kT = Upload(newK, 3, kvHeads);
     using var vT = Upload(newV, 3, kvHeads);
-    ops.AppendKv(KvAppendPlan.ForDecode(grown, pool.NumPages), kT, vT, kv);
     using var qT = Upload(q3, 3, qoHeads);
+    using DeviceTensor<int> posT = backend is GpuBackend gp ? gp.Upload(positions, 3) : cpu.Upload(positions, 3);
+    var ropeOps = (IRopeOps)ops;
+    ropeOps.ApplyRope(ropeTable, posT, kT, kT); // in place
+    ropeOps.ApplyRope(ropeTable, posT, qT, qT);
+    ops.AppendKv(KvAppendPlan.ForDecode(grown, pool.NumPages), kT, vT, kv);
     using var output = backend.Allocate<float>(3, qoHeads, headDim);
     ops.Attention(DecodePlanner.Plan(grown, shape, pool.NumPages, new AttentionWorkspace()), qT, kv, output, null);
     backend.Synchronize();
     double maxError = output.ToArray().Zip(expected3, (x, y) => Math.Abs(x - (double)y)).Max();
-    Console.WriteLine($"next step, {backend.Name}: {copies.Count} copy-on-write page copy, K/V appended on the backend; max |output − oracle| = {maxError:E2}");
+    Console.WriteLine($"next step, {backend.Name}: q/k rotated, {copies.Count} copy-on-write page copy, K/V appended on the backend; max |output − oracle| = {maxError:E2}");
     if (!(maxError < 1e-4)) throw new InvalidOperationException($"{backend.Name} differs from the oracle by {maxError}");
     pool.Dispose();
 }
