@@ -47,6 +47,54 @@ public abstract class DeviceKvCache : IDisposable
                 throw new ArgumentOutOfRangeException(nameof(pages), $"pages[{i}] = {pages[i]} is outside the pool's {Source.NumPages} pages.");
     }
 
+    /// <summary>Swaps pages in from a host pool (vLLM's <c>swap_blocks</c> CPU → GPU, for a preempted request that resumes):
+    /// page <c>c.Source</c> of <paramref name="host"/> becomes page <c>c.Destination</c> of this cache, K/V bytes, scales and
+    /// zero points, for each copy in order. <paramref name="host"/> is a separate pool (the swap space), not
+    /// <see cref="Source"/>; on a GPU only the device copy changes.</summary>
+    /// <param name="host">The host pool, in the same format (<see cref="PagedKvCache.CheckSameFormat"/>).</param>
+    /// <param name="copies">(host page → page here) pairs.</param>
+    /// <exception cref="ArgumentException">The pools store pages differently (checked before any copy).</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A page id is outside its pool (checked before any copy).</exception>
+    public void SwapIn(PagedKvCache host, ReadOnlySpan<PageCopy> copies)
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        Source.CheckSameFormat(host, nameof(host));
+        PagedKvCache.CheckCopies(copies, host, Source, nameof(copies));
+        CopyFromHost(host, copies);
+    }
+
+    /// <summary>Swaps pages out to a host pool (vLLM's <c>swap_blocks</c> GPU → CPU, when a request is preempted): page
+    /// <c>c.Source</c> of this cache becomes page <c>c.Destination</c> of <paramref name="host"/>, with its non-finite flags.</summary>
+    /// <param name="host">The host pool, in the same format.</param>
+    /// <param name="copies">(page here → host page) pairs.</param>
+    /// <exception cref="ArgumentException">The pools store pages differently (checked before any copy).</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A page id is outside its pool (checked before any copy).</exception>
+    public void SwapOut(PagedKvCache host, ReadOnlySpan<PageCopy> copies)
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        Source.CheckSameFormat(host, nameof(host));
+        PagedKvCache.CheckCopies(copies, Source, host, nameof(copies));
+        CopyToHost(host, copies);
+    }
+
+    /// <summary>Copies checked pages of <paramref name="host"/> into this cache (<see cref="SwapIn"/>). This base
+    /// implementation copies into <see cref="Source"/>, which is the cache itself on the CPU.</summary>
+    /// <param name="host">The host pool.</param>
+    /// <param name="copies">(host page → page here) pairs, validated.</param>
+    protected virtual void CopyFromHost(PagedKvCache host, ReadOnlySpan<PageCopy> copies)
+    {
+        foreach (var c in copies) Source.CopyPageFrom(host, c.Source, c.Destination);
+    }
+
+    /// <summary>Copies checked pages of this cache into <paramref name="host"/> (<see cref="SwapOut"/>). This base
+    /// implementation copies from <see cref="Source"/>.</summary>
+    /// <param name="host">The host pool.</param>
+    /// <param name="copies">(page here → host page) pairs, validated.</param>
+    protected virtual void CopyToHost(PagedKvCache host, ReadOnlySpan<PageCopy> copies)
+    {
+        foreach (var c in copies) host.CopyPageFrom(Source, c.Source, c.Destination);
+    }
+
     /// <summary>Copies the device's contents (K/V bytes, scales and zero points) back into the host cache, e.g. after
     /// <see cref="IPagedAttentionOps.AppendKv"/> on a GPU (no-op on the CPU, where the host cache is the device cache).</summary>
     public virtual void Download()

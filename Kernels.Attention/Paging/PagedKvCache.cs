@@ -298,6 +298,42 @@ public sealed unsafe class PagedKvCache : IDisposable
     }
 
     /// <summary>Checks page copies against the pool before any is applied (every backend's <c>CopyPages</c>).</summary>
+    /// <summary>Throws unless <paramref name="other"/> stores pages exactly as this cache does: page size, kv heads, head_dim,
+    /// dtype, layout, scale mode and, with per-head scales, the same scales (a page's bytes mean the same values in both).</summary>
+    /// <param name="other">The other cache.</param>
+    /// <param name="paramName">The parameter name for the exception.</param>
+    /// <exception cref="ArgumentException">They differ; the message names the first difference.</exception>
+    public void CheckSameFormat(PagedKvCache other, string paramName)
+    {
+        ArgumentNullException.ThrowIfNull(other, paramName);
+        string? why = other.PageSize != PageSize ? $"page size {other.PageSize} against {PageSize}"
+            : other.KvHeads != KvHeads ? $"{other.KvHeads} kv heads against {KvHeads}"
+            : other.HeadDim != HeadDim ? $"head_dim {other.HeadDim} against {HeadDim}"
+            : other.DType != DType ? $"dtype {other.DType} against {DType}"
+            : other.Layout != Layout ? $"layout {other.Layout} against {Layout}"
+            : other.ScaleMode != ScaleMode ? $"scale mode {other.ScaleMode} against {ScaleMode}"
+            : ScaleMode == KvScaleMode.PerHead && !(other._kScale.AsSpan().SequenceEqual(_kScale) && other._vScale.AsSpan().SequenceEqual(_vScale))
+                ? "other per-head K/V scales"
+            : null;
+        if (why is not null) ThrowHelper.Argument(paramName, $"The caches store pages differently: {why}.");
+    }
+
+    /// <summary>Throws unless every copy's source is a page of <paramref name="source"/> and its destination one of
+    /// <paramref name="destination"/>.</summary>
+    internal static void CheckCopies(ReadOnlySpan<PageCopy> copies, PagedKvCache source, PagedKvCache destination, string paramName)
+    {
+        for (int i = 0; i < copies.Length; i++)
+            if ((uint)copies[i].Source >= (uint)source.NumPages || (uint)copies[i].Destination >= (uint)destination.NumPages)
+                throw new ArgumentOutOfRangeException(paramName,
+                    $"{paramName}[{i}] = ({copies[i].Source} → {copies[i].Destination}) is outside the source's {source.NumPages} or the destination's {destination.NumPages} pages.");
+    }
+
+    /// <summary>Recomputes the non-finite flags of the given pages (see <see cref="RefreshNonFiniteFlags()"/>).</summary>
+    internal void RefreshNonFiniteFlags(ReadOnlySpan<PageCopy> written)
+    {
+        foreach (var c in written) RefreshNonFiniteFlag(c.Destination);
+    }
+
     internal void CheckCopies(ReadOnlySpan<PageCopy> copies)
     {
         for (int i = 0; i < copies.Length; i++)
@@ -309,13 +345,15 @@ public sealed unsafe class PagedKvCache : IDisposable
     /// other than through <see cref="WriteToken"/> (a device copy read back).</summary>
     internal void RefreshNonFiniteFlags()
     {
+        for (int p = 0; p < NumPages; p++) RefreshNonFiniteFlag(p);
+    }
+
+    private void RefreshNonFiniteFlag(int p)
+    {
         long pageBytes = PageStride * RowBytes;
-        for (int p = 0; p < NumPages; p++)
-        {
-            var k = new ReadOnlySpan<byte>(_k.Pointer + p * pageBytes, checked((int)pageBytes));
-            var v = new ReadOnlySpan<byte>(_v.Pointer + p * pageBytes, checked((int)pageBytes));
-            _nonFinite[p] = (byte)(HasNonFinite(k) || HasNonFinite(v) ? 1 : 0);
-        }
+        var k = new ReadOnlySpan<byte>(_k.Pointer + p * pageBytes, checked((int)pageBytes));
+        var v = new ReadOnlySpan<byte>(_v.Pointer + p * pageBytes, checked((int)pageBytes));
+        _nonFinite[p] = (byte)(HasNonFinite(k) || HasNonFinite(v) ? 1 : 0);
     }
 
     /// <summary>Whether the bytes hold an Inf/NaN code of the cache's fp16/fp8 format (vectorized searches).</summary>
@@ -391,9 +429,7 @@ public sealed unsafe class PagedKvCache : IDisposable
     /// <exception cref="ArgumentOutOfRangeException">A page id is out of range.</exception>
     public void CopyPageFrom(PagedKvCache other, int sourcePage, int destinationPage)
     {
-        ArgumentNullException.ThrowIfNull(other);
-        if (other.PageSize != PageSize || other.KvHeads != KvHeads || other.HeadDim != HeadDim || other.DType != DType || other.Layout != Layout || other.ScaleMode != ScaleMode)
-            ThrowHelper.Argument(nameof(other), "The source cache differs in page size, heads, head_dim, dtype, layout or scale mode.");
+        CheckSameFormat(other, nameof(other));
         ArgumentOutOfRangeException.ThrowIfNegative(sourcePage);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(sourcePage, other.NumPages);
         ArgumentOutOfRangeException.ThrowIfNegative(destinationPage);

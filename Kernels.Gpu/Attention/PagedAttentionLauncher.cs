@@ -71,11 +71,51 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
             sc.SubView(offset + source * rows, rows).CopyTo(stream, sc.SubView(offset + destination * rows, rows));
     }
 
-    /// <summary>The host arrays kept per row (K/V scales of int8 per-token and int4, K/V zero points of int4) with their
-    /// offsets in the packed device buffer; per-head scales are not per row and never change.</summary>
-    private (long Offset, float[] Host)[] RowArrays()
+    /// <summary>Swap-in: the host pool's pages (K/V bytes, and the rows' scales and zero points where the format keeps them
+    /// per row) into the device pages, one synchronization for the lot.</summary>
+    protected override void CopyFromHost(PagedKvCache host, ReadOnlySpan<PageCopy> copies)
     {
         var c = Source;
+        long rows = c.PageStride, bytes = rows * c.RowBytes;
+        var arrays = RowArrays(host);
+        _stream.Synchronize();
+        foreach (var p in copies)
+        {
+            _k.View.SubView(p.Destination * bytes, bytes).CopyFromCPU(_stream, ref *(host.KeyPointer + p.Source * bytes), bytes);
+            _v.View.SubView(p.Destination * bytes, bytes).CopyFromCPU(_stream, ref *(host.ValuePointer + p.Source * bytes), bytes);
+            foreach (var (offset, array) in arrays)
+                _scales.View.SubView(offset + p.Destination * rows, rows).CopyFromCPU(_stream, new ReadOnlySpan<float>(array, (int)(p.Source * rows), (int)rows));
+        }
+        _stream.Synchronize();
+        GC.KeepAlive(host);
+    }
+
+    /// <summary>Swap-out: the device pages into the host pool's pages, then the host pages' non-finite flags.</summary>
+    protected override void CopyToHost(PagedKvCache host, ReadOnlySpan<PageCopy> copies)
+    {
+        var c = Source;
+        long rows = c.PageStride, bytes = rows * c.RowBytes;
+        var arrays = RowArrays(host);
+        _stream.Synchronize();
+        foreach (var p in copies)
+        {
+            _k.View.SubView(p.Source * bytes, bytes).CopyToCPU(_stream, ref *(host.KeyPointer + p.Destination * bytes), bytes);
+            _v.View.SubView(p.Source * bytes, bytes).CopyToCPU(_stream, ref *(host.ValuePointer + p.Destination * bytes), bytes);
+            foreach (var (offset, array) in arrays)
+                _scales.View.SubView(offset + p.Source * rows, rows).CopyToCPU(_stream, new Span<float>(array, (int)(p.Destination * rows), (int)rows));
+        }
+        _stream.Synchronize();
+        host.RefreshNonFiniteFlags(copies);
+        GC.KeepAlive(host);
+    }
+
+    /// <summary>The host arrays kept per row (K/V scales of int8 per-token and int4, K/V zero points of int4) with their
+    /// offsets in the packed device buffer; per-head scales are not per row and never change.</summary>
+    private (long Offset, float[] Host)[] RowArrays() => RowArrays(Source);
+
+    /// <summary><see cref="RowArrays()"/> of <paramref name="c"/>, a pool in this cache's format.</summary>
+    private (long Offset, float[] Host)[] RowArrays(PagedKvCache c)
+    {
         if (!c.HasRowScales) return [];
         return c.DType == DType.I4
             ? [(KScaleOffset, c.KeyScaleArray), (VScaleOffset, c.ValueScaleArray), (KZeroOffset, c.KeyZeroArray), (VZeroOffset, c.ValueZeroArray)]
