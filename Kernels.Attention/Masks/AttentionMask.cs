@@ -17,11 +17,21 @@ public static class AttentionMask
     /// <param name="causal">Apply the causal mask.</param>
     /// <param name="windowLeft">Sliding window (−1 = none).</param>
     /// <returns>The range, clamped to <c>[0, kvLen]</c>; empty when start ≥ end.</returns>
-    public static (int Start, int End) KeyRange(int queryIndex, int qoLen, int kvLen, bool causal, int windowLeft)
+    public static (int Start, int End) KeyRange(int queryIndex, int qoLen, int kvLen, bool causal, int windowLeft) =>
+        KeyRangeAt((long)kvLen - qoLen + queryIndex, kvLen, causal, windowLeft);
+
+    /// <summary>The kept key range <c>[start, end)</c> of a query whose own key position is <paramref name="position"/>, in
+    /// the coordinates of <paramref name="kvLen"/> keys (it may lie past them: a cascade's shared level holds the first keys
+    /// of sequences whose queries come later).</summary>
+    /// <param name="position">The query's position (<c>kv_len − qo_len + query index</c> for a request's own keys).</param>
+    /// <param name="kvLen">Keys.</param>
+    /// <param name="causal">Keep only keys at or before the position.</param>
+    /// <param name="windowLeft">Keep only keys at most this far before the position (−1 = none).</param>
+    /// <returns>The range, clamped to <c>[0, kvLen]</c>; empty when start ≥ end.</returns>
+    public static (int Start, int End) KeyRangeAt(long position, int kvLen, bool causal, int windowLeft)
     {
-        long diag = (long)kvLen - qoLen + queryIndex; // the query's own key position
-        long end = causal ? Math.Min(kvLen, diag + 1) : kvLen;
-        long start = windowLeft >= 0 ? Math.Max(0, diag - windowLeft) : 0;
+        long end = causal ? Math.Min(kvLen, position + 1) : kvLen;
+        long start = windowLeft >= 0 ? Math.Max(0, position - windowLeft) : 0;
         end = Math.Max(end, 0);
         return ((int)Math.Min(start, kvLen), (int)end);
     }

@@ -46,6 +46,11 @@ public abstract class AttentionPlan
     /// of the levels carries the unsplit oracle's 0·NaN; the cascade clears rows left empty after the merge.</summary>
     internal bool KeepsEmptyStates { get; set; }
 
+    /// <summary>Per query row, the query's own key position in the plan's key coordinates, overriding the bottom-right
+    /// alignment of the work items (<c>kv_len − qo_len + query index</c>) for masks and ALiBi; null to use that. Set on a
+    /// cascade's shared levels, whose keys are the first keys of sequences whose queries come after the level.</summary>
+    internal int[]? RowPosition { get; set; }
+
     /// <summary>The ALiBi slopes per query head, copied from the options when the plan was made; null without ALiBi.</summary>
     internal float[]? AlibiSlopes { get; }
 

@@ -15,11 +15,12 @@ public static class CascadePlanner
     /// <param name="numPages">Pages of the pool (every page id of both tables is checked against it).</param>
     /// <param name="workspace">Workspace for the suffix level's split-KV partial states; grown as needed.</param>
     /// <param name="options">Scale, soft cap, quantized queries; null for the defaults. The causal flag is moot (each sequence
-    /// has one query, which sees every key); a sliding window is not supported.</param>
+    /// has one query, which sees every key). A sliding window and ALiBi count from the sequence's last key across every level,
+    /// as flat decode over the concatenated keys would; pages a window leaves out are not read.</param>
     /// <param name="targetItems">Split-KV target of the suffix level (see <see cref="DecodePlanner.Plan"/>).</param>
     /// <returns>The plan.</returns>
     /// <exception cref="ArgumentException">The tables disagree with groupIndptr or with each other's page size, a page id is
-    /// past the pool, an option is out of range, or a sliding window is set.</exception>
+    /// past the pool, or an option is out of range.</exception>
     public static CascadePlan Plan(ReadOnlySpan<int> groupIndptr, PageTable prefixes, PageTable suffixes, AttentionShape shape, int numPages,
         AttentionWorkspace workspace, AttentionOptions? options = null, int targetItems = DecodePlanner.TargetItems)
     {
@@ -36,11 +37,11 @@ public static class CascadePlanner
     /// <param name="shape">Heads and head_dim.</param>
     /// <param name="numPages">Pages of the pool (every page id of every table is checked against it).</param>
     /// <param name="workspace">Workspace for the suffix level's split-KV partial states; grown as needed.</param>
-    /// <param name="options">As for the two-level overload: no sliding window.</param>
+    /// <param name="options">As for the two-level overload.</param>
     /// <param name="targetItems">Split-KV target of the suffix level.</param>
     /// <returns>The plan.</returns>
     /// <exception cref="ArgumentException">No shared level; a level's groups do not cover the batch; the tables' page sizes
-    /// differ; a page id is past the pool; an option is out of range; or a sliding window is set.</exception>
+    /// differ; a page id is past the pool; or an option is out of range.</exception>
     public static CascadePlan Plan(IReadOnlyList<CascadeLevel> sharedLevels, PageTable suffixes, AttentionShape shape, int numPages,
         AttentionWorkspace workspace, AttentionOptions? options = null, int targetItems = DecodePlanner.TargetItems)
     {
@@ -50,10 +51,6 @@ public static class CascadePlanner
         ArgumentNullException.ThrowIfNull(workspace);
         options ??= AttentionOptions.Default;
         options.Validate(shape);
-        if (options.AlibiSlopes is not null)
-            ThrowHelper.Argument(nameof(options), "Cascade plans do not support ALiBi: a shared level's key positions differ from each sequence's.");
-        if (options.WindowLeft >= 0)
-            ThrowHelper.Argument(nameof(options), $"Cascade plans do not support a sliding window (WindowLeft = {options.WindowLeft}): the window's cut through the shared keys depends on each sequence's length.");
         if (sharedLevels.Count == 0) ThrowHelper.Argument(nameof(sharedLevels), "A cascade needs at least one shared level.");
         int batch = suffixes.BatchSize;
         var levels = new PrefillPlan[sharedLevels.Count];
@@ -67,6 +64,25 @@ public static class CascadePlanner
             // The level's groups as prefill requests over their shared pages, every key kept (the planner checks the page ids).
             levels[l] = PrefillPlanner.Plan(level.GroupIndptr, level.Pages, shape, numPages, options with { Causal = false });
             levels[l].KeepsEmptyStates = true; // fresh plans, owned by the cascade
+        }
+        // Each sequence's query sits after all its keys: at a shared level, position (its length − 1) − (the keys of the levels
+        // before), which the window and ALiBi measure from (the suffix level's decode alignment already gives that).
+        var position = new long[batch];
+        for (int b = 0; b < batch; b++)
+        {
+            long total = suffixes.KvLength(b);
+            foreach (var level in sharedLevels) total += level.Pages.KvLength(level.GroupOf(b));
+            position[b] = total - 1;
+        }
+        for (int l = 0; l < levels.Length; l++)
+        {
+            var rows = new int[batch];
+            for (int b = 0; b < batch; b++)
+            {
+                rows[b] = (int)Math.Min(position[b], int.MaxValue);
+                position[b] -= sharedLevels[l].Pages.KvLength(sharedLevels[l].GroupOf(b));
+            }
+            levels[l].RowPosition = rows;
         }
         var suffix = DecodePlanner.Plan(suffixes, shape, numPages, workspace, options, targetItems: targetItems);
         suffix.KeepsEmptyStates = true;

@@ -60,6 +60,7 @@ internal static unsafe class AttentionLaunch
         fixed (int* pmlo = (plan as PrefillPlan)?.CustomMask?.RowLo)
         fixed (int* pmhi = (plan as PrefillPlan)?.CustomMask?.RowHi)
         fixed (float* palibi = plan.AlibiSlopes)
+        fixed (int* prow = plan.RowPosition)
         {
             byte* pk = cache.KeyPointer, pv = cache.ValuePointer; // throws once the cache is disposed
             var state = new PagedAttentionKernel.State
@@ -67,7 +68,7 @@ internal static unsafe class AttentionLaunch
                 Q = pq, Out = po, Lse = lse.IsEmpty ? null : pl, Work = pw,
                 K = pk, V = pv, KScale = pks, VScale = pvs, KZero = pkz, VZero = pvz,
                 Items = pi, PageIds = pids, PageTokens = ptok, PageKeyStart = pkey, PageFlags = pflags,
-                MaskWords = pmw, MaskRowWord = pmr, MaskRowLo = pmlo, MaskRowHi = pmhi, Alibi = palibi,
+                MaskWords = pmw, MaskRowWord = pmr, MaskRowLo = pmlo, MaskRowHi = pmhi, Alibi = palibi, RowPosition = prow,
                 PageStride = cache.PageStride, TokenStride = cache.TokenStride, HeadStride = cache.HeadStride, RowBytes = cache.RowBytes,
                 HeadDim = plan.Shape.HeadDim, QoHeads = plan.Shape.QoHeads, Group = plan.Shape.GroupSize, DType = cache.DType,
                 PerHeadScale = cache.ScaleMode == KvScaleMode.PerHead, // int8 or fp8

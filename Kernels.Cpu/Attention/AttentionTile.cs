@@ -85,7 +85,8 @@ internal unsafe ref struct TileItem
     public byte** MaskedRows; // custom mask: a tile's row pointers with the excluded keys' rows replaced by the zero row
     public int QueryRows, KvHeads, GroupHeads, PerRow, Queries, KvHead, MinLo, MaxHi;
     public float* Alibi;                   // ALiBi slopes per query head, or null
-    public int Group, GroupHead, QueryPos0; // query heads per kv head, the item's first group head, row 0's key position
+    public int Group, GroupHead;           // query heads per kv head, the item's first group head
+    public int* QueryPos;                  // per row of the item, the query's key position (masks and ALiBi count from it)
 }
 
 /// <summary>Prefetches rows of a page that a later tile will read (<c>prefetcht0</c>, every 64-byte line; every other

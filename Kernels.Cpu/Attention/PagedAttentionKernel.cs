@@ -39,6 +39,7 @@ internal static unsafe class PagedAttentionKernel
         // Custom mask (null without one): row-aligned bits, and per query row its word offset and kept key range.
         public uint* MaskWords;
         public float* Alibi; // ALiBi slopes per query head, or null
+        public int* RowPosition; // per query row, the query's key position (a cascade's shared levels), or null
         public int* MaskRowWord, MaskRowLo, MaskRowHi;
         public long PageStride, PartialOut, PartialLse;
         public int TokenStride, HeadStride, RowBytes, HeadDim, QoHeads, Group;
@@ -107,7 +108,7 @@ internal static unsafe class PagedAttentionKernel
         int minLo = int.MaxValue, maxHi = int.MinValue;
         for (int r = 0; r < it.QueryRows; r++)
         {
-            var (klo, khi) = AttentionMask.KeyRange(it.MaskQuery + r, it.MaskQoLen, it.MaskKvLen, s.Causal, s.WindowLeft);
+            var (klo, khi) = AttentionMask.KeyRangeAt(QueryPosition(ref s, it, r), it.MaskKvLen, s.Causal, s.WindowLeft);
             if (s.MaskWords != null)
             {
                 klo = Math.Max(klo, s.MaskRowLo[it.QueryRow + r]);
@@ -171,7 +172,7 @@ internal static unsafe class PagedAttentionKernel
                     {
                         int i = r * perRow + kk * gh, ie = i + gh;
                         int klo = lo[i], khi = hi[i];
-                        float d0 = k0 - (it.MaskKvLen - it.MaskQoLen + it.MaskQuery + r); // ALiBi distance of tile token 0
+                        float d0 = k0 - QueryPosition(ref s, it, r); // ALiBi distance of tile token 0
                         if (!any || k0 >= khi || k0 + tn <= klo)
                         {
                             new Span<float>(logits + i * Tile, gh * Tile).Fill(float.NegativeInfinity);
@@ -285,6 +286,11 @@ internal static unsafe class PagedAttentionKernel
     {
         for (int i = 0; i < n; i++) dst[i] = table[src[i]] * scale;
     }
+
+    /// <summary>Row <paramref name="r"/>'s query position: bottom-right aligned in its request, or given per row (a cascade's shared level).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int QueryPosition(ref State s, AttentionWorkItem it, int r) =>
+        s.RowPosition != null ? s.RowPosition[it.QueryRow + r] : it.MaskKvLen - it.MaskQoLen + it.MaskQuery + r;
 
     /// <summary>Whether the custom mask (if any) keeps key <paramref name="key"/> for query row <paramref name="row"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

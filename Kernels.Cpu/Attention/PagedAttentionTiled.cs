@@ -155,6 +155,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         int* hi = stackalloc int[MaxQ];
         uint** maskRow = stackalloc uint*[MaxQ];
         byte** maskedRows = stackalloc byte*[Tile];
+        int* queryPos = stackalloc int[MaxQ];
         var c = new TileItem
         {
             Qs = scratch + QsOffset, P = scratch + POffset, M = scratch + MOffset, L = scratch + LOffset,
@@ -164,7 +165,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             KMul = scratch + KMulOffset, VMul = scratch + VMulOffset, KZero = (int*)(scratch + KZeroOffset),
             VZero = (int*)(scratch + VZeroOffset), ZeroRow = scratch + ZeroRowOffset, Acc = acc, Lo = lo, Hi = hi,
             MaskRow = s.MaskWords == null ? null : maskRow, MaskedRows = maskedRows,
-            Alibi = s.Alibi, Group = s.Group, GroupHead = it.GroupHead, QueryPos0 = it.MaskKvLen - it.MaskQoLen + it.MaskQuery,
+            Alibi = s.Alibi, Group = s.Group, GroupHead = it.GroupHead, QueryPos = queryPos,
             KWide = scratch + KWideOffset, VWide = scratch + VWideOffset, Qt = scratch + QtOffset, LaneLogits = scratch + LanesOffset,
             LaneLo = (int*)(scratch + LaneLoOffset), LaneHi = (int*)(scratch + LaneHiOffset),
             QueryRows = it.QueryRows, KvHeads = it.KvHeads, GroupHeads = it.GroupHeads, PerRow = it.KvHeads * it.GroupHeads,
@@ -194,7 +195,9 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         var qm = Vector128.Create(qMul);
         for (int r = 0; r < it.QueryRows; r++)
         {
-            var (klo, khi) = AttentionMask.KeyRange(it.MaskQuery + r, it.MaskQoLen, it.MaskKvLen, s.Causal, s.WindowLeft);
+            // The row's query position: bottom-right aligned in its request, or given per row (a cascade's shared level).
+            queryPos[r] = s.RowPosition != null ? s.RowPosition[it.QueryRow + r] : it.MaskKvLen - it.MaskQoLen + it.MaskQuery + r;
+            var (klo, khi) = AttentionMask.KeyRangeAt(queryPos[r], it.MaskKvLen, s.Causal, s.WindowLeft);
             if (s.MaskWords != null)
             {
                 // Custom mask: only keys between the row's first and last kept key are visited; the bits mask the rest.
@@ -572,7 +575,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void TransformRow(ref TileItem c, int r, int k0, float cap)
     {
-        float d0 = k0 - (c.QueryPos0 + r); // distance of tile token 0 from the row's query position (exact below 2^24)
+        float d0 = k0 - c.QueryPos[r]; // distance of tile token 0 from the row's query position (exact below 2^24)
         var lane = Vector128.Create(0f, 1f, 2f, 3f);
         for (int j = 0; j < c.PerRow; j++)
         {

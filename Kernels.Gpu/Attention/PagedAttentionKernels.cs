@@ -19,6 +19,8 @@ internal struct AttentionLaunchArgs
     public int MaskRowOffset, MaskWordsOffset;
     // ALiBi slopes per query head as float bits in the metadata (−1 without).
     public int AlibiOffset;
+    // Per query row, the query's key position (a cascade's shared levels; −1: bottom-right aligned per item).
+    public int RowPosOffset;
     // Offsets in the float scale view.
     public int KScaleOffset, VScaleOffset, KZeroOffset, VZeroOffset;
     // Unit tile: warp w serves query head h0 + w % UnitHeads of query row r0 + w / UnitHeads (Warps = UnitHeads · UnitRows).
@@ -94,28 +96,25 @@ internal static class PagedAttentionKernels
         int wh = warp % a.UnitHeads, wr = warp / a.UnitHeads;
         bool active = wh < heads && wr < rows;
         int r = r0 + XMath.Min(wr, rows - 1);
-        KeyRange(a, maskQuery + r, maskQoLen, maskKvLen, out int lo, out int hi);
-        KeyRange(a, maskQuery + r0, maskQoLen, maskKvLen, out int unionLo, out int _);
-        KeyRange(a, maskQuery + r0 + rows - 1, maskQoLen, maskKvLen, out int _, out int unionHi);
+        RowRange(a, meta, queryRow, r, maskQuery, maskQoLen, maskKvLen, out int queryPos, out int lo, out int hi);
         int head = kvHead * a.Group + groupHead + h0 + XMath.Min(wh, heads - 1); // idle warps read a real head's slope
         float slope = a.AlibiOffset >= 0 ? Interop.IntAsFloat((uint)meta[a.AlibiOffset + head]) : 0f;
-        int queryPos = maskKvLen - maskQoLen + maskQuery + r; // the row's own key position (ALiBi distances count from it)
-        int maskWord = 0;
-        if (a.MaskRowOffset >= 0)
+        int maskWord = a.MaskRowOffset >= 0 ? a.MaskWordsOffset + meta[a.MaskRowOffset + 3 * (queryRow + r)] : 0;
+        int unionLo, unionHi;
+        if (a.MaskRowOffset < 0 && a.RowPosOffset < 0)
         {
-            // Custom mask: each row's range narrows to its first..last kept key, so the union is taken row by row.
-            int mb = a.MaskRowOffset + 3 * (queryRow + r);
-            maskWord = a.MaskWordsOffset + meta[mb];
-            lo = XMath.Max(lo, meta[mb + 1]);
-            hi = XMath.Min(hi, meta[mb + 2]);
+            // Bottom-right aligned rows: both ends are non-decreasing in the row, so the first and last rows bound the tile.
+            RowRange(a, meta, queryRow, r0, maskQuery, maskQoLen, maskKvLen, out int _, out unionLo, out int _);
+            RowRange(a, meta, queryRow, r0 + rows - 1, maskQuery, maskQoLen, maskKvLen, out int _, out int _, out unionHi);
+        }
+        else
+        {
+            // Custom masks and given row positions (a cascade's shared level): the union row by row.
             unionLo = int.MaxValue;
             unionHi = int.MinValue;
             for (int i = 0; i < rows; i++)
             {
-                KeyRange(a, maskQuery + r0 + i, maskQoLen, maskKvLen, out int rl, out int rh);
-                int ib2 = a.MaskRowOffset + 3 * (queryRow + r0 + i);
-                rl = XMath.Max(rl, meta[ib2 + 1]);
-                rh = XMath.Min(rh, meta[ib2 + 2]);
+                RowRange(a, meta, queryRow, r0 + i, maskQuery, maskQoLen, maskKvLen, out int _, out int rl, out int rh);
                 if (rl < rh)
                 {
                     unionLo = XMath.Min(unionLo, rl);
@@ -239,16 +238,23 @@ internal static class PagedAttentionKernels
         }
     }
 
-    /// <summary>The bottom-right causal / window key range [lo, hi) of mask query <paramref name="query"/>
-    /// (<c>AttentionMask.KeyRange</c>): both ends are non-decreasing in the query, so a tile's rows together need
-    /// [lo of its first row, hi of its last).</summary>
-    private static void KeyRange(AttentionLaunchArgs a, int query, int qoLen, int kvLen, out int lo, out int hi)
+    /// <summary>Item row <paramref name="row"/>'s query position (bottom-right aligned in its request, or given per row for a
+    /// cascade's shared level) and its kept key range [lo, hi) (<c>AttentionMask.KeyRangeAt</c>), narrowed to the custom
+    /// mask's first..last kept key when there is one.</summary>
+    private static void RowRange(AttentionLaunchArgs a, ArrayView<int> meta, int queryRow, int row, int maskQuery, int qoLen, int kvLen,
+        out int position, out int lo, out int hi)
     {
-        long diag = (long)kvLen - qoLen + query;
-        long hiL = a.Causal != 0 ? XMath.Min((long)kvLen, diag + 1) : kvLen;
-        long loL = a.WindowLeft >= 0 ? XMath.Max(0L, diag - a.WindowLeft) : 0;
+        position = a.RowPosOffset >= 0 ? meta[a.RowPosOffset + queryRow + row] : kvLen - qoLen + maskQuery + row;
+        long hiL = a.Causal != 0 ? XMath.Min((long)kvLen, (long)position + 1) : kvLen;
+        long loL = a.WindowLeft >= 0 ? XMath.Max(0L, (long)position - a.WindowLeft) : 0;
         hi = (int)XMath.Max(hiL, 0L);
         lo = (int)XMath.Min(loL, (long)kvLen);
+        if (a.MaskRowOffset >= 0)
+        {
+            int mb = a.MaskRowOffset + 3 * (queryRow + row);
+            lo = XMath.Max(lo, meta[mb + 1]);
+            hi = XMath.Min(hi, meta[mb + 2]);
+        }
     }
 
     /// <summary>Loads the chunk's rows of <paramref name="data"/> (K or V) into shared memory at <paramref name="dst"/>,

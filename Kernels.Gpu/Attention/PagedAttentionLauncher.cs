@@ -181,7 +181,12 @@ internal sealed class GpuPlanData : IDisposable
         meta.AddRange(plan.PageListTokens.ToArray());
         args.PageKeyOffset = meta.Count;
         meta.AddRange(plan.PageListKeyStart.ToArray());
-        args.MaskRowOffset = args.MaskWordsOffset = args.AlibiOffset = -1;
+        args.MaskRowOffset = args.MaskWordsOffset = args.AlibiOffset = args.RowPosOffset = -1;
+        if (plan.RowPosition is { } positions)
+        {
+            args.RowPosOffset = meta.Count;
+            meta.AddRange(positions);
+        }
         if (plan.AlibiSlopes is { } slopes)
         {
             args.AlibiOffset = meta.Count;

@@ -104,6 +104,6 @@ public class AlibiTests
         Assert.Throws<ArgumentException>(() => PrefillPlanner.Plan([0, 1], table, shape, cache.NumPages, new AttentionOptions { AlibiSlopes = [1f, 2f, float.NaN, 0f] }));
         var level = new CascadeLevel([0, 1], table);
         Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([level], table, shape, cache.NumPages, new AttentionWorkspace(),
-            new AttentionOptions { AlibiSlopes = AttentionOptions.DefaultAlibiSlopes(4) }));
+            new AttentionOptions { AlibiSlopes = AttentionOptions.DefaultAlibiSlopes(2) }));
     }
 }

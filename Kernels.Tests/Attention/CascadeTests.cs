@@ -71,24 +71,25 @@ public class CascadeTests
         float[] expected = new float[q.Length], lseE = new float[batch * shape.QoHeads];
         double[] mag = new double[q.Length];
         AttentionReference.Cascade(groupIndptr, q, cache, prefixes, suffixes, shape, opts, expected, lseE, mag);
-        double eps = LogitError(q, shape, opts.ScaleFor(shape.HeadDim), GatherKeys(cache, prefixes).Concat(GatherKeys(cache, suffixes)));
         int maxLen = 0;
         for (int g = 0; g < prefixes.BatchSize; g++)
             for (int b = groupIndptr[g]; b < groupIndptr[g + 1]; b++) maxLen = Math.Max(maxLen, prefixes.KvLength(g) + suffixes.KvLength(b));
+        double eps = LogitError(q, shape, opts.ScaleFor(shape.HeadDim), GatherKeys(cache, prefixes).Concat(GatherKeys(cache, suffixes)))
+            + AlibiError(opts, maxLen);
         return (q, expected, lseE, mag, eps, maxLen);
     }
 
-    private static void Check(CascadeCase c, KernelOptions options)
+    private static void Check(CascadeCase c, KernelOptions options, int window = -1, Func<int, float[]>? alibiFor = null)
     {
         var (cache, prefixes, suffixes, groupIndptr) = BuildCascade(c);
         var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap };
+        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = window, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads) };
         var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, c.TargetItems);
         var (q, expected, lseE, mag, eps, maxLen) = Oracle(c, cache, prefixes, suffixes, groupIndptr, shape, opts);
         float[] qCopy = (float[])q.Clone(), actual = new float[q.Length], lseA = new float[lseE.Length];
         actual.AsSpan().Fill(float.NaN);
         CascadeDecode.Run(plan, q, cache, actual, lseA, options);
-        AssertClose(expected, actual, mag, lseE, lseA, eps, maxLen, $"{c} {options.Isa}");
+        AssertClose(expected, actual, mag, lseE, lseA, eps, maxLen, $"{c} {options.Isa} window={window} alibi={opts.AlibiSlopes is not null}");
         Assert.Equal(qCopy, q);
 
         // Without an lse buffer the outputs are the same.
@@ -103,6 +104,21 @@ public class CascadeTests
     {
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
         Prop.ForAll(Cases, c => Check(c, options)).QuickCheckThrowOnFailure();
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Run_WindowAndAlibi_EachIsa_MatchFlatDecode(IsaPath isa)
+    {
+        // A sliding window and ALiBi count from each sequence's last key across both levels: the shared level's rows (the
+        // group's sequences) each get their own position, so one tile's rows keep different shared keys.
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        var cases = (from c in Cases.Generator
+                     from window in Gen.Elements(-1, 0, 3, 20, 50)
+                     from alibi in Gen.Elements(false, true)
+                     from slopes in AlibiTests.Slopes
+                     select (c, window, alibi ? slopes : null)).ToArbitrary();
+        Prop.ForAll(cases, x => Check(x.c, options, x.window, x.Item3 is { } s ? s.For : null)).QuickCheckThrowOnFailure();
     }
 
     [Theory]
@@ -337,17 +353,18 @@ public class CascadeTests
     }
 
     internal static (float[] Q, float[] Expected, float[] LseE, double[] Mag, double Eps, int MaxLen) MultiLevelOracle(MultiLevelCase c, PagedKvCache cache,
-        CascadeLevel[] levels, PageTable suffixes, AttentionShape shape)
+        CascadeLevel[] levels, PageTable suffixes, AttentionShape shape, AttentionOptions? opts = null)
     {
+        opts ??= AttentionOptions.Default;
         int batch = suffixes.BatchSize;
         float[] q = Queries(new Random(c.Cache.Seed + 1), batch, shape, 2f);
         float[] expected = new float[q.Length], lseE = new float[batch * shape.QoHeads];
         double[] mag = new double[q.Length];
-        AttentionReference.Cascade(levels, q, cache, suffixes, shape, AttentionOptions.Default, expected, lseE, mag);
+        AttentionReference.Cascade(levels, q, cache, suffixes, shape, opts, expected, lseE, mag);
         var keys = levels.SelectMany(l => GatherKeys(cache, l.Pages)).Concat(GatherKeys(cache, suffixes));
-        double eps = LogitError(q, shape, AttentionOptions.Default.ScaleFor(shape.HeadDim), keys);
         int maxLen = 0;
         for (int b = 0; b < batch; b++) maxLen = Math.Max(maxLen, levels.Sum(l => l.Pages.KvLength(l.GroupOf(b))) + suffixes.KvLength(b));
+        double eps = LogitError(q, shape, opts.ScaleFor(shape.HeadDim), keys) + AlibiError(opts, maxLen);
         return (q, expected, lseE, mag, eps, maxLen);
     }
 
@@ -358,17 +375,25 @@ public class CascadeTests
         // 2 or 3 shared levels, each a random partition of the batch (empty groups, empty levels, groups that do not nest),
         // then the sequences' own pages; every format; against flat attention over the concatenated keys.
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
-        Prop.ForAll(MultiLevelCases, c =>
+        // A sliding window (−1: none) and ALiBi (half the cases) count from each sequence's last key across every level.
+        var cases = (from c in MultiLevelCases.Generator
+                     from window in Gen.Elements(-1, -1, 0, 10, 45)
+                     from alibi in Gen.Elements(false, true)
+                     from slopes in AlibiTests.Slopes
+                     select (c, window, alibi ? slopes : null)).ToArbitrary();
+        Prop.ForAll(cases, x =>
         {
+            var c = x.c;
             var (cache, levels, suffixes) = BuildMultiLevel(c);
             var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-            var plan = CascadePlanner.Plan(levels, suffixes, shape, cache.NumPages, new AttentionWorkspace(), targetItems: 8);
+            var opts = new AttentionOptions { WindowLeft = x.window, AlibiSlopes = x.Item3?.For(shape.QoHeads) };
+            var plan = CascadePlanner.Plan(levels, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, targetItems: 8);
             Assert.Equal(levels.Length, plan.SharedLevels.Count);
-            var (q, expected, lseE, mag, eps, maxLen) = MultiLevelOracle(c, cache, levels, suffixes, shape);
+            var (q, expected, lseE, mag, eps, maxLen) = MultiLevelOracle(c, cache, levels, suffixes, shape, opts);
             float[] actual = new float[q.Length], lseA = new float[lseE.Length];
             actual.AsSpan().Fill(float.NaN);
             CascadeDecode.Run(plan, q, cache, actual, lseA, options);
-            AssertClose(expected, actual, mag, lseE, lseA, eps, maxLen, $"{c} {options.Isa}");
+            AssertClose(expected, actual, mag, lseE, lseA, eps, maxLen, $"{c} {options.Isa} window={x.window} alibi={opts.AlibiSlopes is not null}");
         }).QuickCheckThrowOnFailure();
     }
 
@@ -433,9 +458,7 @@ public class CascadeTests
         var (cache, prefixes, suffixes, groupIndptr) = BuildCascade(c);
         var shape = new AttentionShape(1, 1, 64);
         var ws = new AttentionWorkspace();
-        var e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, ws, new AttentionOptions { WindowLeft = 8 }));
-        Assert.Contains("WindowLeft = 8", e.Message);
-        e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([0, 1], prefixes, suffixes, shape, cache.NumPages, ws));
+        var e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([0, 1], prefixes, suffixes, shape, cache.NumPages, ws));
         Assert.Contains("groupIndptr[1] = 1", e.Message);
         e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([0, 1, 2], prefixes, suffixes, shape, cache.NumPages, ws));
         Assert.Contains("groupIndptr", e.Message);

@@ -310,6 +310,23 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         RunBoth(plan, q, cache, 4, 4, 64, e, le, mag, eps, maxLen, $"cascade {dtype} {layout} page {pageSize}");
     }
 
+    [Theory]
+    [InlineData(7, false)]
+    [InlineData(-1, true)]
+    [InlineData(12, true)]
+    public void Cascade_WindowAndAlibi_MatchReference(int window, bool alibi)
+    {
+        // Each shared-level row (a sequence of the group) has its own query position: the tile's union is taken row by row.
+        var c = new CascadeTests.MultiLevelCase(new CacheSpec([20, 9, 17, 0, 5, 11, 3, 7, 0, 12, 4], 4, 2, 64, DType.F16, KvLayout.Nhd, KvScaleMode.None, 43),
+            [[0, 5], [0, 2, 5], [0, 1, 3, 5]], 4);
+        var (cache, levels, suffixes) = CascadeTests.BuildMultiLevel(c);
+        var shape = new AttentionShape(8, 2, 64);
+        var opts = new AttentionOptions { WindowLeft = window, AlibiSlopes = alibi ? AttentionOptions.DefaultAlibiSlopes(8) : null };
+        var plan = CascadePlanner.Plan(levels, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, targetItems: 64);
+        var (q, e, le, mag, eps, maxLen) = CascadeTests.MultiLevelOracle(c, cache, levels, suffixes, shape, opts);
+        RunBoth(plan, q, cache, 5, 8, 64, e, le, mag, eps, maxLen, $"three-level cascade window={window} alibi={alibi}");
+    }
+
     [Fact]
     public void MultiLevelCascade_MatchesReference()
     {
