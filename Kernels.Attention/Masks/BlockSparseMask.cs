@@ -85,6 +85,32 @@ public sealed class BlockSparseMask
         return Array.BinarySearch(_indices, _indptr[row], _indptr[row + 1] - _indptr[row], col) >= 0;
     }
 
+    /// <summary>An element-wise mask inside the kept blocks (FlashInfer's <c>BlockSparseAttentionWrapper</c> <c>mask</c>): entry
+    /// <c>(n, r, c)</c> of <paramref name="blockElements"/>, <c>nnz × R × C</c> row-major, keeps query <c>i·R + r</c> and key
+    /// <c>j·C + c</c> of the n-th kept block (block row i, column <c>Indices[n] = j</c>); entries past M or N are ignored.
+    /// The result is a <see cref="CustomMask"/> over one request of M queries and N keys, for
+    /// <see cref="Planning.PrefillPlanner.PlanBlockSparse"/>.</summary>
+    /// <param name="blockElements"><c>nnz · R · C</c> booleans, true = kept.</param>
+    /// <returns>The mask.</returns>
+    /// <exception cref="ArgumentException"><paramref name="blockElements"/> does not hold <c>nnz · R · C</c> entries.</exception>
+    public CustomMask ElementMask(ReadOnlySpan<bool> blockElements)
+    {
+        long per = (long)R * C;
+        ThrowHelper.ThrowIfLengthMismatch(nameof(blockElements), blockElements.Length, _indices.Length * per);
+        bool[] elements = blockElements.ToArray(); // the callback below cannot capture a span
+        return CustomMask.FromWords([0, M], [N], (words, rowWord) =>
+        {
+            for (int i = 0; i < BlockRows; i++)
+                for (int n = _indptr[i]; n < _indptr[i + 1]; n++)
+                    for (int r = 0; r < R && i * R + r < M; r++)
+                    {
+                        int w = rowWord[i * R + r];
+                        for (int c = 0, key = _indices[n] * C; c < C && key < N; c++, key++)
+                            if (elements[n * per + r * C + c]) words[w + (key >> 5)] |= 1u << (key & 31);
+                    }
+        });
+    }
+
     /// <summary>Tokens in key block <paramref name="column"/>: <c>C</c>, or the remainder for the last block.</summary>
     /// <param name="column">Block column.</param>
     /// <returns>The block's key count.</returns>

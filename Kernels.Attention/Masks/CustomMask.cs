@@ -115,6 +115,15 @@ public sealed class CustomMask
         return Finish(qoIndptr, kvLens, rowWord, words);
     }
 
+    /// <summary>Makes a mask by setting bits directly: <paramref name="set"/> gets (query row, key) pairs to keep through a
+    /// callback that receives the words of all rows and each row's word offset (for builders that visit only kept regions).</summary>
+    internal static CustomMask FromWords(ReadOnlySpan<int> qoIndptr, ReadOnlySpan<int> kvLens, Action<uint[], int[]> set)
+    {
+        var (rowWord, words) = Layout(qoIndptr, kvLens, out _, out _);
+        set(words, rowWord);
+        return Finish(qoIndptr, kvLens, rowWord, words);
+    }
+
     /// <summary>The byte length of FlashInfer's packed form for these requests: <c>Σ ⌈qo_len · kv_len / 8⌉</c>.</summary>
     /// <param name="qoIndptr"><c>batch + 1</c> query offsets.</param>
     /// <param name="kvLens">Keys per request.</param>

@@ -58,14 +58,21 @@ public static class PrefillPlanner
     /// <param name="shape">Heads and head_dim.</param>
     /// <param name="numPages">Pages of the pool (must cover every key block: ≥ <c>ceil(N/C)</c>).</param>
     /// <param name="options">Options; null for the defaults (causal!). Pass <c>Causal = false</c> for a pure block mask.</param>
+    /// <param name="elementMask">An element-wise mask inside the blocks (<see cref="BlockSparseMask.ElementMask"/>, or any
+    /// <see cref="CustomMask"/> over one request of M queries and N keys), ANDed with the block mask; null for none.</param>
     /// <returns>The plan; q/output rows are the M queries.</returns>
-    /// <exception cref="ArgumentException">The pool is smaller than the key blocks, or an option is out of range.</exception>
-    public static PrefillPlan PlanBlockSparse(BlockSparseMask mask, AttentionShape shape, int numPages, AttentionOptions? options = null)
+    /// <exception cref="ArgumentException">The pool is smaller than the key blocks, an option is out of range, or the element
+    /// mask is not M × N.</exception>
+    public static PrefillPlan PlanBlockSparse(BlockSparseMask mask, AttentionShape shape, int numPages, AttentionOptions? options = null,
+        CustomMask? elementMask = null)
     {
         ArgumentNullException.ThrowIfNull(mask);
         ArgumentNullException.ThrowIfNull(shape);
         options ??= AttentionOptions.Default;
         options.Validate(shape);
+        if (elementMask is not null && (elementMask.Requests != 1 || elementMask.QueryRows != mask.M || elementMask.KvLengths[0] != mask.N))
+            ThrowHelper.Argument(nameof(elementMask),
+                $"The element mask must be one request of {mask.M} queries × {mask.N} keys; it has {elementMask.Requests} requests, {elementMask.QueryRows} rows.");
         if (numPages < mask.BlockColumns)
             ThrowHelper.Argument(nameof(numPages), $"The pool has {numPages} pages; the mask has {mask.BlockColumns} key blocks of {mask.C}.");
         var pageIds = mask.Indices.ToArray();
@@ -83,7 +90,8 @@ public static class PrefillPlanner
             AddTiles(items, shape, r0, rows, r0, mask.M, mask.N, mask.Indptr[i], mask.Indptr[i + 1]);
         }
         int maxPage = pageIds.Length == 0 ? -1 : pageIds.Max();
-        return new PrefillPlan(shape, options, mask.C, maxPage, mask.M, mask.BlockRows, pageIds, tokens, keyStart, [.. items], blockSparse: true);
+        return new PrefillPlan(shape, options, mask.C, maxPage, mask.M, mask.BlockRows, pageIds, tokens, keyStart, [.. items], blockSparse: true,
+            elementMask);
     }
 
     private static void AddTiles(List<AttentionWorkItem> items, AttentionShape shape, int row0, int rows, int maskQuery0, int maskQoLen, int maskKvLen,

@@ -267,10 +267,12 @@ public static class AttentionReference
     /// <param name="output"><c>M·qo_heads·head_dim</c> outputs.</param>
     /// <param name="lse"><c>M·qo_heads</c> log-sum-exps, or empty.</param>
     /// <param name="magnitude">Optional error scale per output, or empty.</param>
+    /// <param name="elementMask">An element-wise mask inside the blocks (one request of M × N), or null.</param>
     public static void BlockSparse(BlockSparseMask mask, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, AttentionShape shape,
-        AttentionOptions options, Span<float> output, Span<float> lse, Span<double> magnitude = default)
+        AttentionOptions options, Span<float> output, Span<float> lse, Span<double> magnitude = default, CustomMask? elementMask = null)
     {
         ArgumentNullException.ThrowIfNull(mask);
-        Dense(q, k, v, mask.M, mask.N, shape, options, output, lse, mask.Contains, magnitude);
+        Dense(q, k, v, mask.M, mask.N, shape, options, output, lse,
+            elementMask is null ? mask.Contains : (i, j) => mask.Contains(i, j) && elementMask.IsKept(i, j), magnitude);
     }
 }

@@ -375,6 +375,17 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
     }
 
     [Fact]
+    public void BlockSparse_ElementMask_RandomCases_MatchReference()
+    {
+        // PagedPrefillTests' block-sparse property with element masks inside the blocks, on the GPU kernel.
+        var small = (from c in PagedPrefillTests.SparseCases.Generator
+                     where c.M <= 24 && c.N <= 40
+                     from density in Gen.Elements(0, 50, 100)
+                     select (c, density)).ToArbitrary();
+        Prop.ForAll(small, x => PagedPrefillTests.CheckSparse(x.c, KernelOptions.Default, x.density, RunGpu)).Check(Config.QuickThrowOnFailure.WithMaxTest(10));
+    }
+
+    [Fact]
     public void BlockSparse_MatchesReference()
     {
         // M = 6 queries in blocks of 2, N = 10 keys in blocks of 4 (last block partial); block row 1 is empty.

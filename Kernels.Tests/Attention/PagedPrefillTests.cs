@@ -135,7 +135,11 @@ public class PagedPrefillTests
          from seed in Gen.Choose(0, int.MaxValue)
          select new SparseCase(m, n, r, c, density, causal, grp, dtype, seed)).ToArbitrary();
 
-    internal static void CheckSparse(SparseCase s, KernelOptions options)
+    /// <summary>Runs block-sparse case <paramref name="s"/> through <paramref name="run"/> (default: the CPU kernel with
+    /// <paramref name="options"/>) and compares with the oracle; <paramref name="elementDensity"/> ≥ 0 adds an element mask
+    /// inside the blocks that keeps each entry with that probability (%).</summary>
+    internal static void CheckSparse(SparseCase s, KernelOptions options, int elementDensity = -1,
+        Action<PrefillPlan, float[], PagedKvCache, float[], float[]>? run = null)
     {
         var rng = new Random(s.Seed);
         int mb = (s.M + s.R - 1) / s.R, nb = (s.N + s.C - 1) / s.C;
@@ -177,15 +181,23 @@ public class PagedPrefillTests
             }
         }
         var opts = new AttentionOptions { Causal = s.Causal };
-        var plan = PrefillPlanner.PlanBlockSparse(mask, shape, cache.NumPages, opts);
+        CustomMask? elements = null;
+        if (elementDensity >= 0)
+        {
+            var bits = new bool[indices.Count * s.R * s.C];
+            for (int i = 0; i < bits.Length; i++) bits[i] = rng.Next(100) < elementDensity;
+            elements = mask.ElementMask(bits);
+        }
+        var plan = PrefillPlanner.PlanBlockSparse(mask, shape, cache.NumPages, opts, elements);
         var q = Queries(rng, s.M, shape);
         float[] e = new float[q.Length], a = new float[q.Length], le = new float[s.M * shape.QoHeads], la = new float[le.Length];
         double[] mag = new double[q.Length];
-        AttentionReference.BlockSparse(mask, q, dense, denseV, shape, opts, e, le, mag);
+        AttentionReference.BlockSparse(mask, q, dense, denseV, shape, opts, e, le, mag, elements);
         a.AsSpan().Fill(float.NaN);
-        PagedPrefill.Run(plan, q, cache, a, la, options);
+        if (run is null) PagedPrefill.Run(plan, q, cache, a, la, options);
+        else run(plan, q, cache, a, la);
         var finiteKeys = dense.Select(x => float.IsNaN(x) ? 0 : x).ToArray();
-        AssertClose(e, a, mag, le, la, LogitError(q, shape, plan.SmScale, [finiteKeys]), s.N, $"{s} {options.Isa}");
+        AssertClose(e, a, mag, le, la, LogitError(q, shape, plan.SmScale, [finiteKeys]), s.N, $"{s} {options.Isa} elementDensity={elementDensity}");
     }
 
     [Theory]
@@ -194,6 +206,35 @@ public class PagedPrefillTests
     {
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
         Prop.ForAll(SparseCases, c => CheckSparse(c, options)).QuickCheckThrowOnFailure();
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void BlockSparse_ElementMask_EachIsa_MatchesReference(IsaPath isa)
+    {
+        // FlashInfer's BlockSparseAttentionWrapper mask: nnz × R × C booleans inside the kept blocks.
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        var cases = (from c in SparseCases.Generator from density in Gen.Elements(0, 40, 90, 100) select (c, density)).ToArbitrary();
+        Prop.ForAll(cases, x => CheckSparse(x.c, options, x.density)).QuickCheckThrowOnFailure();
+    }
+
+    [Fact]
+    public void BlockSparse_ElementMask_MapsBlockEntriesAndChecksSizes()
+    {
+        // 5 × 7 scores in 2 × 3 blocks: block row 0 keeps columns 0 and 2, row 2 (the partial last) keeps column 1.
+        var mask = new BlockSparseMask([0, 2, 2, 3], [0, 2, 1], 5, 7, 2, 3);
+        var bits = new bool[3 * 2 * 3];
+        bits[0 * 6 + 1 * 3 + 2] = true; // block (0, 0), r 1, c 2: query 1, key 2
+        bits[1 * 6 + 0 * 3 + 0] = true; // block (0, 2), r 0, c 0: query 0, key 6 (c 1, 2 are past N)
+        bits[2 * 6 + 0 * 3 + 1] = true; // block (2, 1), r 0, c 1: query 4, key 4
+        bits[2 * 6 + 1 * 3 + 1] = true; // block (2, 1), r 1: query 5, past M: ignored
+        var e = mask.ElementMask(bits);
+        var kept = Enumerable.Range(0, 5).SelectMany(i => Enumerable.Range(0, 7).Where(j => e.IsKept(i, j)).Select(j => (i, j))).ToArray();
+        Assert.Equal([(0, 6), (1, 2), (4, 4)], kept);
+        Assert.Throws<ArgumentException>(() => mask.ElementMask(new bool[17]));
+        var shape = new AttentionShape(1, 1, 32);
+        var other = CustomMask.Create([0, 5], [6], (_, _, _) => true);
+        Assert.Throws<ArgumentException>(() => PrefillPlanner.PlanBlockSparse(mask, shape, 3, null, other));
     }
 
     [Fact]
