@@ -93,6 +93,7 @@ public static unsafe class RopeKernel
     /// <param name="tokenStart">First token.</param>
     /// <param name="tokenCount">Tokens.</param>
     [SkipLocalsInit]
+    [MethodImpl(MethodImplOptions.NoInlining)] // its own inline budget: the row helpers inline here, not into Execute's switch
     internal static void Avx512(in RopeArgs a, int tokenStart, int tokenCount)
     {
         Debug.Assert(CpuIsa.IsSupported(IsaPath.Avx512));
@@ -104,6 +105,7 @@ public static unsafe class RopeKernel
     /// <param name="tokenStart">First token.</param>
     /// <param name="tokenCount">Tokens.</param>
     [SkipLocalsInit]
+    [MethodImpl(MethodImplOptions.NoInlining)] // its own inline budget: the row helpers inline here, not into Execute's switch
     internal static void Avx2(in RopeArgs a, int tokenStart, int tokenCount)
     {
         Debug.Assert(CpuIsa.IsSupported(IsaPath.Avx2));
@@ -116,6 +118,7 @@ public static unsafe class RopeKernel
     /// <param name="tokenStart">First token.</param>
     /// <param name="tokenCount">Tokens.</param>
     [SkipLocalsInit]
+    [MethodImpl(MethodImplOptions.NoInlining)] // its own inline budget: the row helpers inline here, not into Execute's switch
     internal static void Vector128(in RopeArgs a, int tokenStart, int tokenCount)
     {
         Debug.Assert(CpuIsa.IsSupported(IsaPath.Vector128));

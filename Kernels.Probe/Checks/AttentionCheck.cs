@@ -60,6 +60,14 @@ public sealed class AttentionCheck : IProbeCheck
             PagedPrefill.Run(PrefillPlanner.Plan(qo, table, shape, cache.NumPages), pq, cache, pa, default);
             r = ResultComparer.Compare(pe, pa, pmag, 1e-5, 1e-30);
             if (!r.Passed) return $"prefill {dtype} seed=42: {r}";
+
+            // The same prefill with a random custom mask, ALiBi and a window.
+            var mask = Kernels.Attention.Masks.CustomMask.Create(qo, lens, (_, _, _) => rng.Next(3) > 0);
+            var masked = new AttentionOptions { AlibiSlopes = AttentionOptions.DefaultAlibiSlopes(shape.QoHeads), WindowLeft = 20 };
+            AttentionReference.Prefill(qo, pq, cache, table, shape, masked, pe, default, pmag, mask);
+            PagedPrefill.Run(PrefillPlanner.Plan(qo, table, shape, cache.NumPages, masked, mask), pq, cache, pa, default);
+            r = ResultComparer.Compare(pe, pa, pmag, 1e-5, 1e-30);
+            if (!r.Passed) return $"prefill {dtype} with a custom mask, ALiBi and a window, seed=42: {r}";
         }
         return QuantizedQueries();
     }
