@@ -38,6 +38,16 @@ public class AlibiTests
 
     [Theory]
     [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Decode_QuantizedQueryDot_EachIsa_MatchesReference(IsaPath isa)
+    {
+        // Integer q·k dot products (int8 and int4 caches) with the bias added after the K multiplier.
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        var cases = (from c in PagedDecodeTests.Cases.Generator where c.Cache.DType is DType.I8 or DType.I4 from s in Slopes select (c, s)).ToArbitrary();
+        Prop.ForAll(cases, x => PagedDecodeTests.Check(x.c, options, quantizedQ: true, alibiFor: x.s.For)).QuickCheckThrowOnFailure();
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
     public void Prefill_EachIsa_MatchesReference(IsaPath isa)
     {
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
