@@ -57,6 +57,18 @@ public class CustomMaskTests
 
     [Theory]
     [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Run_QuantizedQueryDot_EachIsa_MatchesReference(IsaPath isa)
+    {
+        // The integer q·k path (int8 and int4 caches) under a custom mask and ALiBi.
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        var cases = (from x in Cases.Generator where x.Case.Cache.DType is DType.I8 or DType.I4 from s in AlibiTests.Slopes from alibi in Gen.Elements(false, true)
+                     select (x.Case, x.Mask, alibi ? s : null)).ToArbitrary();
+        Prop.ForAll(cases, x => PagedPrefillTests.Check(x.Case, options, quantizedQ: true, maskOf: x.Mask.Make, alibiFor: x.Item3 is { } s ? s.For : null))
+            .QuickCheckThrowOnFailure();
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
     public void Run_NonFiniteKeysAndValuesOfExcludedKeys_EachIsa_DoNotLeak(IsaPath isa)
     {
         // A key the mask excludes may hold Inf/NaN in K or V: its V row must not be read (0·NaN), its logit not used.
