@@ -73,25 +73,14 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
 
     /// <summary>Swap-in: the host pool's pages (K/V bytes, and the rows' scales and zero points where the format keeps them
     /// per row) into the device pages, one synchronization for the lot.</summary>
-    protected override void CopyFromHost(PagedKvCache host, ReadOnlySpan<PageCopy> copies)
-    {
-        var c = Source;
-        long rows = c.PageStride, bytes = rows * c.RowBytes;
-        var arrays = RowArrays(host);
-        _stream.Synchronize();
-        foreach (var p in copies)
-        {
-            _k.View.SubView(p.Destination * bytes, bytes).CopyFromCPU(_stream, ref *(host.KeyPointer + p.Source * bytes), bytes);
-            _v.View.SubView(p.Destination * bytes, bytes).CopyFromCPU(_stream, ref *(host.ValuePointer + p.Source * bytes), bytes);
-            foreach (var (offset, array) in arrays)
-                _scales.View.SubView(offset + p.Destination * rows, rows).CopyFromCPU(_stream, new ReadOnlySpan<float>(array, (int)(p.Source * rows), (int)rows));
-        }
-        _stream.Synchronize();
-        GC.KeepAlive(host);
-    }
+    protected override void CopyFromHost(PagedKvCache host, ReadOnlySpan<PageCopy> copies) => CopyHostPages(host, copies, toDevice: true);
 
     /// <summary>Swap-out: the device pages into the host pool's pages, then the host pages' non-finite flags.</summary>
-    protected override void CopyToHost(PagedKvCache host, ReadOnlySpan<PageCopy> copies)
+    protected override void CopyToHost(PagedKvCache host, ReadOnlySpan<PageCopy> copies) => CopyHostPages(host, copies, toDevice: false);
+
+    /// <summary>Copies checked pages between the device pools and <paramref name="host"/>: host page → device page when
+    /// <paramref name="toDevice"/>, else device page → host page (then the host pages' non-finite flags).</summary>
+    private void CopyHostPages(PagedKvCache host, ReadOnlySpan<PageCopy> copies, bool toDevice)
     {
         var c = Source;
         long rows = c.PageStride, bytes = rows * c.RowBytes;
@@ -99,13 +88,29 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
         _stream.Synchronize();
         foreach (var p in copies)
         {
-            _k.View.SubView(p.Source * bytes, bytes).CopyToCPU(_stream, ref *(host.KeyPointer + p.Destination * bytes), bytes);
-            _v.View.SubView(p.Source * bytes, bytes).CopyToCPU(_stream, ref *(host.ValuePointer + p.Destination * bytes), bytes);
+            long device = toDevice ? p.Destination : p.Source, hostPage = toDevice ? p.Source : p.Destination;
+            var k = _k.View.SubView(device * bytes, bytes);
+            var v = _v.View.SubView(device * bytes, bytes);
+            if (toDevice)
+            {
+                k.CopyFromCPU(_stream, ref *(host.KeyPointer + hostPage * bytes), bytes);
+                v.CopyFromCPU(_stream, ref *(host.ValuePointer + hostPage * bytes), bytes);
+            }
+            else
+            {
+                k.CopyToCPU(_stream, ref *(host.KeyPointer + hostPage * bytes), bytes);
+                v.CopyToCPU(_stream, ref *(host.ValuePointer + hostPage * bytes), bytes);
+            }
             foreach (var (offset, array) in arrays)
-                _scales.View.SubView(offset + p.Source * rows, rows).CopyToCPU(_stream, new Span<float>(array, (int)(p.Destination * rows), (int)rows));
+            {
+                var view = _scales.View.SubView(offset + device * rows, rows);
+                var span = new Span<float>(array, (int)(hostPage * rows), (int)rows);
+                if (toDevice) view.CopyFromCPU(_stream, span);
+                else view.CopyToCPU(_stream, span);
+            }
         }
         _stream.Synchronize();
-        host.RefreshNonFiniteFlags(copies);
+        if (!toDevice) host.RefreshNonFiniteFlags(copies);
         GC.KeepAlive(host);
     }
 
