@@ -44,6 +44,14 @@ public sealed record AttentionOptions
     /// which shifts a prefill row's lse by <c>slope·(kv_len − qo_len)</c>).</remarks>
     public IReadOnlyList<float>? AlibiSlopes { get; init; }
 
+    /// <summary>Attention-sink logits, one per query head (gpt-oss's learned <c>sinks</c>, FlashInfer's attention-sink
+    /// variant), or null for none: head h's softmax also runs over one extra logit <c>s_h</c> that has no value, so
+    /// <c>o = Σ e^(x_j)·v_j / (Σ e^(x_j) + e^(s_h))</c> and <c>lse = ln(Σ e^(x_j) + e^(s_h))</c>, in the units of the
+    /// logits above (after the scale, bias and cap). A row with no kept key gives <c>o = 0</c>, <c>lse = s_h</c>.</summary>
+    /// <remarks>Kernels apply it once per row after everything else, as a merge with the state <c>(0, s_h)</c>
+    /// (<see cref="Reference.AttentionState.ApplySink"/>): split-KV chunks and cascade levels stay sink-free.</remarks>
+    public IReadOnlyList<float>? AttentionSinks { get; init; }
+
     /// <summary>The standard ALiBi slopes for <paramref name="heads"/> heads (BLOOM's <c>build_alibi_tensor</c>, FlashInfer's
     /// <c>get_alibi_slopes</c>): with <c>n = 2^⌊log₂ heads⌋</c>, <c>2^(−8k/n)</c> for <c>k = 1 … n</c>, then for the remaining
     /// heads <c>2^(−4k/n)</c> for odd <c>k = 1, 3, 5, …</c>.</summary>
@@ -74,18 +82,23 @@ public sealed record AttentionOptions
         if (AlibiSlopes is { } a)
             for (int h = 0; h < a.Count; h++)
                 if (!float.IsFinite(a[h])) ThrowHelper.Argument(nameof(AlibiSlopes), $"AlibiSlopes[{h}] must be finite; got {a[h]}.");
+        if (AttentionSinks is { } sinks)
+            for (int h = 0; h < sinks.Count; h++)
+                if (!float.IsFinite(sinks[h])) ThrowHelper.Argument(nameof(AttentionSinks), $"AttentionSinks[{h}] must be finite; got {sinks[h]}.");
     }
 
     /// <summary>Throws when an option is out of range or does not fit <paramref name="shape"/> (<see cref="AlibiSlopes"/>
     /// needs one slope per query head).</summary>
     /// <param name="shape">Heads and head_dim.</param>
-    /// <exception cref="ArgumentException">As <see cref="Validate()"/>, or the slope count is not the query head count.</exception>
+    /// <exception cref="ArgumentException">As <see cref="Validate()"/>, or the slope or sink count is not the query head count.</exception>
     public void Validate(AttentionShape shape)
     {
         ArgumentNullException.ThrowIfNull(shape);
         Validate();
         if (AlibiSlopes is { } a && a.Count != shape.QoHeads)
             ThrowHelper.Argument(nameof(AlibiSlopes), $"AlibiSlopes has {a.Count} entries; the shape has {shape.QoHeads} query heads.");
+        if (AttentionSinks is { } s && s.Count != shape.QoHeads)
+            ThrowHelper.Argument(nameof(AttentionSinks), $"AttentionSinks has {s.Count} entries; the shape has {shape.QoHeads} query heads.");
     }
 
     /// <summary>The slopes as an array for the kernels (null without ALiBi).</summary>

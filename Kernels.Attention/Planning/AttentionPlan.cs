@@ -21,6 +21,7 @@ public abstract class AttentionPlan
         PageKeyStart = pageKeyStart;
         WorkItems = items;
         AlibiSlopes = options.AlibiArray();
+        Sinks = options.AttentionSinks?.ToArray();
     }
 
     /// <summary>Heads and head_dim.</summary>
@@ -53,6 +54,9 @@ public abstract class AttentionPlan
 
     /// <summary>The ALiBi slopes per query head, copied from the options when the plan was made; null without ALiBi.</summary>
     internal float[]? AlibiSlopes { get; }
+
+    /// <summary>The attention-sink logits per query head, copied from the options; null without sinks.</summary>
+    internal float[]? Sinks { get; }
 
     internal int[] PageIds { get; }
     internal int[] PageTokens { get; }

@@ -22,8 +22,8 @@ public sealed class CascadePlan : AttentionPlan
     private readonly PrefillPlan[] _levels;
     private readonly CascadeLevel[] _levelSpecs;
 
-    internal CascadePlan(PrefillPlan[] levels, DecodePlan suffix, CascadeLevel[] levelSpecs)
-        : base(suffix.Shape, suffix.Options, suffix.PageSize, Math.Max(levels.Max(p => p.MaxPageId), suffix.MaxPageId), suffix.QueryRows, [], [], [], [])
+    internal CascadePlan(PrefillPlan[] levels, DecodePlan suffix, CascadeLevel[] levelSpecs, AttentionOptions options)
+        : base(suffix.Shape, options, suffix.PageSize, Math.Max(levels.Max(p => p.MaxPageId), suffix.MaxPageId), suffix.QueryRows, [], [], [], [])
     {
         _levels = levels;
         _levelSpecs = levelSpecs;

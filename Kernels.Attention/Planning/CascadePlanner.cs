@@ -62,7 +62,7 @@ public static class CascadePlanner
             if (level.BatchSize != batch)
                 ThrowHelper.Argument(nameof(sharedLevels), $"Level {l}'s groups cover {level.BatchSize} sequences (groupIndptr[{level.Groups}] = {level.BatchSize}); the suffix table has {batch}.");
             // The level's groups as prefill requests over their shared pages, every key kept (the planner checks the page ids).
-            levels[l] = PrefillPlanner.Plan(level.GroupIndptr, level.Pages, shape, numPages, options with { Causal = false });
+            levels[l] = PrefillPlanner.Plan(level.GroupIndptr, level.Pages, shape, numPages, options with { Causal = false, AttentionSinks = null });
             levels[l].KeepsEmptyStates = true; // fresh plans, owned by the cascade
         }
         // Each sequence's query sits after all its keys: at a shared level, position (its length − 1) − (the keys of the levels
@@ -84,8 +84,9 @@ public static class CascadePlanner
             }
             levels[l].RowPosition = rows;
         }
-        var suffix = DecodePlanner.Plan(suffixes, shape, numPages, workspace, options, targetItems: targetItems);
+        // Sinks join once, after the levels merge (the level plans carry none).
+        var suffix = DecodePlanner.Plan(suffixes, shape, numPages, workspace, options with { AttentionSinks = null }, targetItems: targetItems);
         suffix.KeepsEmptyStates = true;
-        return new CascadePlan(levels, suffix, [.. sharedLevels]);
+        return new CascadePlan(levels, suffix, [.. sharedLevels], options);
     }
 }

@@ -30,6 +30,9 @@ public static class AttentionReference
     /// there. It matters only when such a weight meets an Inf or NaN in a V row.</summary>
     public const float SmallestWeightExponent = -87.33654f;
 
+    /// <summary><c>e^x</c>, or 0 below <see cref="SmallestWeightExponent"/> (the kernels' fp32 flush).</summary>
+    private static double Weight(double x) => x < SmallestWeightExponent ? 0 : Math.Exp(x);
+
     /// <summary>Attention of one request over dense K/V with the options' causal/window mask (bottom-right aligned) and an optional extra mask.</summary>
     /// <param name="q"><c>qoLen·qo_heads·head_dim</c> queries.</param>
     /// <param name="k"><c>kvLen·kv_heads·head_dim</c> keys.</param>
@@ -58,6 +61,9 @@ public static class AttentionReference
         if (!magnitude.IsEmpty) ThrowHelper.ThrowIfLengthMismatch(nameof(magnitude), magnitude.Length, output.Length);
         double scale = options.ScaleFor(d), cap = options.LogitsSoftCap;
         var alibi = options.AlibiSlopes;
+        var sinks = options.AttentionSinks;
+        if (sinks is not null && sinks.Count != hq)
+            ThrowHelper.Argument(nameof(options), $"AttentionSinks has {sinks.Count} entries; the shape has {hq} query heads.");
         if (alibi is not null && alibi.Count != hq)
             ThrowHelper.Argument(nameof(options), $"AlibiSlopes has {alibi.Count} entries; the shape has {hq} query heads.");
         var logits = new double[kvLen];
@@ -103,10 +109,24 @@ public static class AttentionReference
                 }
                 var o = output.Slice((i * hq + h) * d, d);
                 bool weighted = sum != 0; // sum > 0, or NaN
-                for (int c = 0; c < d; c++) o[c] = weighted ? (float)(acc[c] / sum) : 0f;
+                // An attention sink joins the normaliser as one more logit with no value (the merge rule of AttentionState.ApplySink,
+                // in double): the keys' share is e^(lse − m)/(e^(lse − m) + e^(sink − m)).
+                double share = 1, rowLse = weighted ? max + Math.Log(sum) : double.NegativeInfinity;
+                if (sinks is not null)
+                {
+                    double s = sinks[h];
+                    if (!weighted) { share = 0; rowLse = s; }
+                    else
+                    {
+                        double m = Math.Max(rowLse, s), wa = Weight(rowLse - m), ws = Weight(s - m);
+                        share = wa / (wa + ws);
+                        rowLse = m + Math.Log(wa + ws);
+                    }
+                }
+                for (int c = 0; c < d; c++) o[c] = weighted ? (float)(acc[c] / sum * share) : 0f;
                 if (!magnitude.IsEmpty)
-                    for (int c = 0; c < d; c++) magnitude[(i * hq + h) * d + c] = weighted ? mag[c] / sum : 0;
-                if (!lse.IsEmpty) lse[i * hq + h] = weighted ? (float)(max + Math.Log(sum)) : float.NegativeInfinity;
+                    for (int c = 0; c < d; c++) magnitude[(i * hq + h) * d + c] = weighted ? mag[c] / sum * share : 0;
+                if (!lse.IsEmpty) lse[i * hq + h] = (float)rowLse;
             }
     }
 

@@ -104,5 +104,25 @@ public static class AttentionState
     }
 
     /// <summary><c>e^x</c> (x ≤ 0), 0 below <see cref="AttentionReference.SmallestWeightExponent"/>: the attention weights' fp32 rule.</summary>
+    /// <summary>Adds an attention sink to a finished state: the merge of <c>(v, lse)</c> with the state <c>(0, sink)</c> by
+    /// <see cref="MergeInPlace"/>'s rule (the sink's logit joins the normaliser and contributes no value): <c>v ← v·w_a/(w_a + w_s)</c>,
+    /// <c>lse ← ln(e^lse + e^sink)</c>; an empty state (lse −∞) becomes <c>(0·v, sink)</c>, a NaN state stays NaN.</summary>
+    /// <param name="v">The state's values (updated).</param>
+    /// <param name="lse">The state's log-sum-exp (updated).</param>
+    /// <param name="sink">The sink logit (finite).</param>
+    public static void ApplySink(Span<float> v, ref float lse, float sink)
+    {
+        if (float.IsNegativeInfinity(lse))
+        {
+            TensorPrimitives.Multiply(v, 0f, v); // weight 0: only a NaN/Inf value survives, as in MergeInPlace
+            lse = sink;
+            return;
+        }
+        float max = MathF.Max(lse, sink);
+        float wa = Weight(lse - max), ws = Weight(sink - max);
+        TensorPrimitives.Multiply(v, wa * (1f / (wa + ws)), v);
+        lse = max + MathF.Log(wa + ws);
+    }
+
     private static float Weight(float x) => x < AttentionReference.SmallestWeightExponent ? 0f : MathF.Exp(x);
 }

@@ -47,6 +47,7 @@ public static class CascadeDecode
             }
             for (int r = 0; r < rows; r++)
                 if (float.IsNegativeInfinity(stateLse[r])) output.Slice(r * d, d).Clear(); // no key had weight: 0, as the oracle
+            if (plan.Sinks is { } sinks) SinkPass.Apply(sinks, output, stateLse, plan.Shape.QoHeads, d); // once, after every level
         }
         finally
         {

@@ -32,6 +32,12 @@ public static class PagedDecode
         AttentionLaunch.Check(plan, q, cache, output, lse);
         if (plan.Workspace.Capacity < plan.WorkspaceFloats)
             throw new InvalidOperationException($"The workspace has {plan.Workspace.Capacity} floats; the plan needs {plan.WorkspaceFloats} (was it planned with another workspace size?).");
-        AttentionLaunch.Launch(plan, q, cache, output, lse, plan.Workspace.Buffer, options);
+        if (plan.Sinks is { } sinks)
+        {
+            var l = SinkPass.Lse(lse, (long)plan.QueryRows * plan.Shape.QoHeads);
+            AttentionLaunch.Launch(plan, q, cache, output, l, plan.Workspace.Buffer, options);
+            SinkPass.Apply(sinks, output, l, plan.Shape.QoHeads, plan.Shape.HeadDim);
+        }
+        else AttentionLaunch.Launch(plan, q, cache, output, lse, plan.Workspace.Buffer, options);
     }
 }

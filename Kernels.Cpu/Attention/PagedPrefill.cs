@@ -25,6 +25,8 @@ public static class PagedPrefill
     public static void Run(PrefillPlan plan, ReadOnlySpan<float> q, PagedKvCache cache, Span<float> output, Span<float> lse, KernelOptions? options = null)
     {
         AttentionLaunch.Check(plan, q, cache, output, lse);
+        var sinks = plan.Sinks;
+        if (sinks is not null) lse = SinkPass.Lse(lse, (long)plan.QueryRows * plan.Shape.QoHeads);
         if (plan.IsBlockSparse)
         {
             // Rows of block rows with no kept block have no work item: define them as empty.
@@ -32,5 +34,6 @@ public static class PagedPrefill
             lse.Fill(float.NegativeInfinity);
         }
         AttentionLaunch.Launch(plan, q, cache, output, lse, null, options);
+        if (sinks is not null) SinkPass.Apply(sinks, output, lse, plan.Shape.QoHeads, plan.Shape.HeadDim);
     }
 }

@@ -21,6 +21,8 @@ internal struct AttentionLaunchArgs
     public int AlibiOffset;
     // Per query row, the query's key position (a cascade's shared levels; −1: bottom-right aligned per item).
     public int RowPosOffset;
+    // Attention sinks per query head as float bits (−1 without).
+    public int SinkOffset;
     // Offsets in the float scale view.
     public int KScaleOffset, VScaleOffset, KZeroOffset, VZeroOffset;
     // Unit tile: warp w serves query head h0 + w % UnitHeads of query row r0 + w / UnitHeads (Warps = UnitHeads · UnitRows).
@@ -419,6 +421,20 @@ internal static class PagedAttentionKernels
         MergeCoefficients(ref s, otherLse[row], out float ca, out float cb);
         bool clear = clearEmpty != 0 && s == float.NegativeInfinity;
         for (int i = lane; i < d; i += MergeLanes) v[o + i] = clear ? 0f : v[o + i] * ca + other[o + i] * cb;
+        Warp.Barrier(); // every lane has read lse[row] before lane 0 replaces it
+        if (lane == 0) lse[row] = s;
+    }
+
+    /// <summary>Attention sinks on finished states, <see cref="MergeLanes"/> threads per (row, head) state: the merge with
+    /// <c>(0, sink_h)</c> (<c>AttentionState.ApplySink</c>), the sinks as float bits at <paramref name="sinkOffset"/> of the
+    /// plan metadata.</summary>
+    public static void ApplySinks(Index1D index, ArrayView<float> v, ArrayView<float> lse, ArrayView<int> meta, int sinkOffset, int qoHeads, int d)
+    {
+        int row = index / MergeLanes, lane = index % MergeLanes;
+        float s = lse[row];
+        MergeCoefficients(ref s, Interop.IntAsFloat((uint)meta[sinkOffset + row % qoHeads]), out float ca, out float _);
+        long o = (long)row * d;
+        for (int i = lane; i < d; i += MergeLanes) v[o + i] *= ca;
         Warp.Barrier(); // every lane has read lse[row] before lane 0 replaces it
         if (lane == 0) lse[row] = s;
     }

@@ -186,7 +186,12 @@ internal sealed class GpuPlanData : IDisposable
         meta.AddRange(plan.PageListTokens.ToArray());
         args.PageKeyOffset = meta.Count;
         meta.AddRange(plan.PageListKeyStart.ToArray());
-        args.MaskRowOffset = args.MaskWordsOffset = args.AlibiOffset = args.RowPosOffset = -1;
+        args.MaskRowOffset = args.MaskWordsOffset = args.AlibiOffset = args.RowPosOffset = args.SinkOffset = -1;
+        if (plan.Sinks is { } sinks)
+        {
+            args.SinkOffset = meta.Count;
+            foreach (float x in sinks) meta.Add(BitConverter.SingleToInt32Bits(x));
+        }
         if (plan.RowPosition is { } positions)
         {
             args.RowPosOffset = meta.Count;
@@ -274,6 +279,8 @@ internal sealed class PagedAttentionLauncher : IDisposable
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int> _dequantizeQueries;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _mergeStates;
     private MemoryBuffer1D<float, Stride1D.Dense>? _cascadeScratch; // cascade plans: suffix states and, without a caller lse, the prefix lse
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int> _applySinks;
+    private MemoryBuffer1D<float, Stride1D.Dense>? _sinkLse; // attention sinks without a caller lse: the rows' lse, grown on demand
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _dummy;
     private MemoryBuffer1D<float, Stride1D.Dense>? _quantizedQueries; // QuantizedQueryDot: the dequantized int8 queries, grown on demand
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<byte>, ArrayView<byte>, ArrayView<float>,
@@ -293,6 +300,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
         _dequantizeQueries = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(PagedAttentionKernels.DequantizeQueries);
         _mergeStates = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(PagedAttentionKernels.MergeStates);
         _dummy = accelerator.Allocate1D<float>(1);
+        _applySinks = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int>(PagedAttentionKernels.ApplySinks);
         _append = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, KvAppendArgs>(KvAppendKernels.Append);
     }
 
@@ -358,15 +366,43 @@ internal sealed class PagedAttentionLauncher : IDisposable
         }
         Launch(stream, plan.Suffix, cache, q, levelOut, levelLse);
         MergeStates(stream, output, stateLse, levelOut, levelLse, d, clearEmpty: true);
+        if (plan.Sinks is not null) ApplySinks(stream, plan, output, stateLse); // once, after every level
     }
 
-    public void Launch(AcceleratorStream stream, AttentionPlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse)
+    /// <summary>Merges each (row, head) state of a finished plan with its head's sink (the plan's metadata holds them).</summary>
+    private void ApplySinks(AcceleratorStream stream, AttentionPlan plan, ArrayView<float> output, ArrayView<float> lse)
+    {
+        var data = PlanData(stream, plan);
+        if (lse.Length > 0)
+            _applySinks(stream, (int)lse.Length * PagedAttentionKernels.MergeLanes, output, lse, data.Meta.View, data.Args.SinkOffset,
+                plan.Shape.QoHeads, plan.Shape.HeadDim);
+    }
+
+    /// <summary>The plan's device metadata, uploaded on its first use.</summary>
+    private GpuPlanData PlanData(AcceleratorStream stream, AttentionPlan plan)
     {
         if (!_plans.TryGetValue(plan, out var data))
         {
             data = new GpuPlanData(_accelerator, stream, plan);
             _plans.Add(plan, data);
             _owned.Add(data);
+        }
+        return data;
+    }
+
+    public void Launch(AcceleratorStream stream, AttentionPlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse)
+    {
+        var data = PlanData(stream, plan);
+        if (plan.Sinks is not null && lse is null)
+        {
+            // The sinks need every row's lse: into scratch when the caller wants none.
+            long rows = (long)plan.QueryRows * plan.Shape.QoHeads;
+            if (_sinkLse is null || _sinkLse.Length < rows)
+            {
+                _sinkLse?.Dispose();
+                _sinkLse = _accelerator.Allocate1D<float>(Math.Max(rows, 64));
+            }
+            lse = _sinkLse.View.SubView(0, rows);
         }
         var c = cache.Source;
         var a = data.Args;
@@ -409,12 +445,14 @@ internal sealed class PagedAttentionLauncher : IDisposable
                 q, output, lseView, data.Work.View, cache.K, cache.V, cache.Scales, data.Meta.View, a);
         }
         if (data.HasSplits) _merge(stream, a.Batch * a.QoHeads * PagedAttentionKernels.MergeLanes, output, lseView, data.Work.View, data.Meta.View, a);
+        if (plan.Sinks is not null && lse is { } sl) ApplySinks(stream, plan, output, sl);
     }
 
     public void Dispose()
     {
         foreach (var d in _owned) d.Dispose();
         _quantizedQueries?.Dispose();
+        _sinkLse?.Dispose();
         _appendTargets?.Dispose();
         _cascadeScratch?.Dispose();
         _dummy.Dispose();

@@ -79,11 +79,12 @@ public class CascadeTests
         return (q, expected, lseE, mag, eps, maxLen);
     }
 
-    private static void Check(CascadeCase c, KernelOptions options, int window = -1, Func<int, float[]>? alibiFor = null)
+    private static void Check(CascadeCase c, KernelOptions options, int window = -1, Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null)
     {
         var (cache, prefixes, suffixes, groupIndptr) = BuildCascade(c);
         var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = window, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads) };
+        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = window, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads),
+            AttentionSinks = sinksFor?.Invoke(shape.QoHeads) };
         var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, c.TargetItems);
         var (q, expected, lseE, mag, eps, maxLen) = Oracle(c, cache, prefixes, suffixes, groupIndptr, shape, opts);
         float[] qCopy = (float[])q.Clone(), actual = new float[q.Length], lseA = new float[lseE.Length];

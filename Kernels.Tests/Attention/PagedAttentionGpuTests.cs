@@ -284,6 +284,37 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         Prop.ForAll(decode, x => PagedDecodeTests.CheckNonFinite(x.c, 0, RunGpu, "gpu", x.s.For)).Check(Config.QuickThrowOnFailure.WithMaxTest(10));
     }
 
+    [Fact]
+    public void AttentionSinks_MatchReference_WithAndWithoutLse()
+    {
+        // Decode (split), prefill and a cascade with sinks on the GPU kernel; without an lse buffer the backends use scratch.
+        var decode = (from c in PagedDecodeTests.Cases.Generator where c.Cache.SeqLens.Sum() <= 80 from s in AttentionSinkTests.Sinks select (c, s)).ToArbitrary();
+        Prop.ForAll(decode, x => PagedDecodeTests.CheckNonFinite(x.c, 0, RunGpu, "gpu", sinksFor: x.s)).Check(Config.QuickThrowOnFailure.WithMaxTest(8));
+        var prefill = (from c in PagedPrefillTests.Cases.Generator where c.Cache.SeqLens.Sum() <= 60 && c.QoLens.Sum() <= 24 from s in AttentionSinkTests.Sinks
+                       select (c, s)).ToArbitrary();
+        Prop.ForAll(prefill, x => PagedPrefillTests.Check(x.c, RunGpu, "gpu", sinksFor: x.s)).Check(Config.QuickThrowOnFailure.WithMaxTest(8));
+
+        var mc = new CascadeTests.MultiLevelCase(new CacheSpec([20, 9, 17, 0, 5, 11, 3, 7, 0, 12, 4], 4, 2, 64, DType.F16, KvLayout.Nhd, KvScaleMode.None, 47),
+            [[0, 5], [0, 2, 5], [0, 1, 3, 5]], 4);
+        var (cache, levels, suffixes) = CascadeTests.BuildMultiLevel(mc);
+        var shape = new AttentionShape(8, 2, 64);
+        var opts = new AttentionOptions { AttentionSinks = [0f, 1f, 2f, 3f, -1f, -2f, 5f, 0.5f] };
+        var plan = CascadePlanner.Plan(levels, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, targetItems: 64);
+        var (q, e, le, mag, eps, maxLen) = CascadeTests.MultiLevelOracle(mc, cache, levels, suffixes, shape, opts);
+        RunBoth(plan, q, cache, 5, 8, 64, e, le, mag, eps, maxLen, "three-level cascade with sinks");
+
+        // No lse buffer: the GPU backend keeps the rows' lse in scratch for the sinks; outputs equal the run with one.
+        using var kv = _gpu.UploadKvCache(cache);
+        using var qt = _gpu.Upload(q, 5, 8, 64);
+        using var o1 = _gpu.Allocate<float>(5, 8, 64);
+        using var o2 = _gpu.Allocate<float>(5, 8, 64);
+        using var l1 = _gpu.Allocate<float>(5, 8);
+        _gpu.Attention(plan, qt, kv, o1, l1);
+        _gpu.Attention(plan, qt, kv, o2, null);
+        _gpu.Synchronize();
+        Assert.Equal(o1.ToArray(), o2.ToArray());
+    }
+
     [Theory]
     [InlineData(256, 4, 9, -1)] // head_dim 256: 8 pairs per tile (2 rows × 4 heads), 16-token chunks
     [InlineData(64, 8, 5, 6)]   // 8 query heads per kv head: 2 rows × 8 heads per tile, a sliding window

@@ -37,11 +37,12 @@ public class PagedDecodeTests
          from seed in Gen.Choose(0, int.MaxValue)
          select new DecodeCase(new CacheSpec(lens, page, kvHeads, d, fmt.Item1, layout, fmt.Item2, seed), grp, cap, window, split)).ToArbitrary();
 
-    internal static void Check(DecodeCase c, KernelOptions options, bool quantizedQ = false, Func<int, float[]>? alibiFor = null)
+    internal static void Check(DecodeCase c, KernelOptions options, bool quantizedQ = false, Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null)
     {
         var (cache, table) = Build(c.Cache);
         var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window, QuantizedQueryDot = quantizedQ, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads) };
+        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window, QuantizedQueryDot = quantizedQ, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads),
+            AttentionSinks = sinksFor?.Invoke(shape.QoHeads) };
         var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: c.ForceSplit ? 2 : null);
         var rng = new Random(c.Cache.Seed + 1);
         int batch = table.BatchSize;
@@ -85,13 +86,14 @@ public class PagedDecodeTests
 
     /// <summary>Checks a case after <see cref="AttentionTestData.InjectNonFinite"/>, against the oracle's rule for non-finite logits and values.</summary>
     internal static void CheckNonFinite(DecodeCase c, int count, Action<DecodePlan, float[], PagedKvCache, float[], float[]> run, string what,
-        Func<int, float[]>? alibiFor = null)
+        Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null)
     {
         var (cache, table) = Build(c.Cache);
         var rng = new Random(c.Cache.Seed + 2);
         string injected = InjectNonFinite(cache, table, rng, count);
         var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads) };
+        var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads),
+            AttentionSinks = sinksFor?.Invoke(shape.QoHeads) };
         var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: c.ForceSplit ? 2 : null);
         int batch = table.BatchSize;
         float[] q = Queries(rng, batch, shape, 2f);

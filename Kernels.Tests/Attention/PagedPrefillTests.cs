@@ -57,14 +57,14 @@ public class PagedPrefillTests
     }
 
     internal static void Check(PrefillCase c, KernelOptions options, bool quantizedQ = false, int nonFinite = 0, Func<int[], int[], CustomMask>? maskOf = null,
-        Func<int, float[]>? alibiFor = null) =>
-        Check(c, (plan, q, cache, o, lse) => PagedPrefill.Run(plan, q, cache, o, lse, options), options.Isa.ToString(), quantizedQ, nonFinite, maskOf, alibiFor);
+        Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null) =>
+        Check(c, (plan, q, cache, o, lse) => PagedPrefill.Run(plan, q, cache, o, lse, options), options.Isa.ToString(), quantizedQ, nonFinite, maskOf, alibiFor, sinksFor);
 
     /// <summary>Runs case <paramref name="c"/> (with <paramref name="nonFinite"/> Inf/NaN values injected into K/V) through
     /// <paramref name="run"/> (plan, queries, cache, output, lse) and compares with the oracle; <paramref name="maskOf"/>
     /// makes a custom mask from (qo_indptr, kv lengths).</summary>
     internal static void Check(PrefillCase c, Action<PrefillPlan, float[], PagedKvCache, float[], float[]> run, string what, bool quantizedQ = false, int nonFinite = 0,
-        Func<int[], int[], CustomMask>? maskOf = null, Func<int, float[]>? alibiFor = null)
+        Func<int[], int[], CustomMask>? maskOf = null, Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null)
     {
         var (cache, table) = Build(c.Cache);
         string injected = nonFinite > 0 ? "; injected " + InjectNonFinite(cache, table, new Random(c.Cache.Seed + 3), nonFinite) : "";
@@ -72,6 +72,7 @@ public class PagedPrefillTests
         var opts = new AttentionOptions
         {
             Causal = c.Causal, WindowLeft = c.Window, LogitsSoftCap = c.SoftCap, QuantizedQueryDot = quantizedQ, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads),
+            AttentionSinks = sinksFor?.Invoke(shape.QoHeads),
         };
         var qoIndptr = new int[c.QoLens.Length + 1];
         for (int i = 0; i < c.QoLens.Length; i++) qoIndptr[i + 1] = qoIndptr[i] + c.QoLens[i];
