@@ -28,6 +28,7 @@ public class PtxCompilationTests
         ["attention"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.Attend)), true),
         ["attention merge"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.Merge)), false),
         ["attention state merge"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.MergeStates)), false),
+        ["attention sinks"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.ApplySinks)), false),
         ["attention query quantization"] = (Method(typeof(PagedAttentionKernels), nameof(PagedAttentionKernels.DequantizeQueries)), false),
         ["kv append"] = (Method(typeof(KvAppendKernels), nameof(KvAppendKernels.Append)), true),
         ["rope"] = (Method(typeof(RopeKernels), nameof(RopeKernels.Apply)), false),
