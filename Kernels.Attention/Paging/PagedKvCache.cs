@@ -324,8 +324,8 @@ public sealed unsafe class PagedKvCache : IDisposable
     {
         for (int i = 0; i < copies.Length; i++)
             if ((uint)copies[i].Source >= (uint)source.NumPages || (uint)copies[i].Destination >= (uint)destination.NumPages)
-                throw new ArgumentOutOfRangeException(paramName,
-                    $"{paramName}[{i}] = ({copies[i].Source} → {copies[i].Destination}) is outside the source's {source.NumPages} or the destination's {destination.NumPages} pages.");
+                throw new ArgumentOutOfRangeException(paramName, $"{paramName}[{i}] = ({copies[i].Source} → {copies[i].Destination}) is outside "
+                    + (ReferenceEquals(source, destination) ? $"the pool's {source.NumPages} pages." : $"the source's {source.NumPages} or the destination's {destination.NumPages} pages."));
     }
 
     /// <summary>Recomputes the non-finite flags of the given pages (see <see cref="RefreshNonFiniteFlags()"/>).</summary>
@@ -334,12 +334,7 @@ public sealed unsafe class PagedKvCache : IDisposable
         foreach (var c in written) RefreshNonFiniteFlag(c.Destination);
     }
 
-    internal void CheckCopies(ReadOnlySpan<PageCopy> copies)
-    {
-        for (int i = 0; i < copies.Length; i++)
-            if ((uint)copies[i].Source >= (uint)NumPages || (uint)copies[i].Destination >= (uint)NumPages)
-                throw new ArgumentOutOfRangeException(nameof(copies), $"copies[{i}] = ({copies[i].Source} → {copies[i].Destination}) is outside the pool's {NumPages} pages.");
-    }
+    internal void CheckCopies(ReadOnlySpan<PageCopy> copies) => CheckCopies(copies, this, this, nameof(copies));
 
     /// <summary>Recomputes every page's non-finite flag from its K and V bytes (fp16, fp8), after the pools were written
     /// other than through <see cref="WriteToken"/> (a device copy read back).</summary>

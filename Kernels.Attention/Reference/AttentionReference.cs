@@ -97,7 +97,7 @@ public static class AttentionReference
                         if (!kept[j]) continue;
                         // 0 for a −∞ logit, which still multiplies its V row; 0 below 2⁻¹²⁶, as fp32 kernels compute it.
                         double x = logits[j] - max;
-                        double p = x < SmallestWeightExponent ? 0 : Math.Exp(x);
+                        double p = Weight(x);
                         sum += p;
                         var vj = v.Slice((j * hk + kh) * d, d);
                         for (int c = 0; c < d; c++)
