@@ -23,10 +23,10 @@ public sealed partial class CpuBackend : IPagedAttentionOps
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(cache);
-        ObjectDisposedException.ThrowIf(cache.IsDisposed, cache);
-        var qs = ((CpuTensor<float>)q).Span;
-        var os = ((CpuTensor<float>)output).Span;
-        var ls = lse is null ? default : ((CpuTensor<float>)lse).Span;
+        RequireHostCache(cache);
+        var qs = AsCpu(q, nameof(q)).Span;
+        var os = AsCpu(output, nameof(output)).Span;
+        var ls = lse is null ? default : AsCpu(lse, nameof(lse)).Span;
         switch (plan)
         {
             case DecodePlan d: PagedDecode.Run(d, qs, cache.Source, os, ls, Options); break;
@@ -42,15 +42,14 @@ public sealed partial class CpuBackend : IPagedAttentionOps
         ArgumentNullException.ThrowIfNull(keys);
         ArgumentNullException.ThrowIfNull(values);
         ArgumentNullException.ThrowIfNull(cache);
-        ObjectDisposedException.ThrowIf(cache.IsDisposed, cache);
-        cache.Source.WriteTokens(plan, ((CpuTensor<float>)keys).Span, ((CpuTensor<float>)values).Span);
+        RequireHostCache(cache);
+        cache.Source.WriteTokens(plan, AsCpu(keys, nameof(keys)).Span, AsCpu(values, nameof(values)).Span);
     }
 
     /// <inheritdoc/>
     public void CopyPages(DeviceKvCache cache, ReadOnlySpan<PageCopy> copies)
     {
-        ArgumentNullException.ThrowIfNull(cache);
-        ObjectDisposedException.ThrowIf(cache.IsDisposed, cache);
+        RequireHostCache(cache);
         cache.Source.CheckCopies(copies);
         foreach (var c in copies) cache.Source.CopyPage(c.Source, c.Destination);
     }
@@ -59,8 +58,18 @@ public sealed partial class CpuBackend : IPagedAttentionOps
     public void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse)
     {
         int d = MergeStatesArguments.Check(v, lse, other, otherLse);
-        Span<float> vs = ((CpuTensor<float>)v).Span, ls = ((CpuTensor<float>)lse).Span;
-        ReadOnlySpan<float> os = ((CpuTensor<float>)other).Span, ols = ((CpuTensor<float>)otherLse).Span;
+        Span<float> vs = AsCpu(v, nameof(v)).Span, ls = AsCpu(lse, nameof(lse)).Span;
+        ReadOnlySpan<float> os = AsCpu(other, nameof(other)).Span, ols = AsCpu(otherLse, nameof(otherLse)).Span;
         for (int r = 0; r < ls.Length; r++) AttentionState.MergeInPlace(vs.Slice(r * d, d), ref ls[r], os.Slice(r * d, d), ols[r]);
+    }
+
+    /// <summary>Throws unless <paramref name="cache"/> is a live host cache (from a CPU backend's <see cref="UploadKvCache"/>):
+    /// a device cache's host copy is not the memory its appends and copies write.</summary>
+    private static void RequireHostCache(DeviceKvCache cache)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        if (cache is not HostKvCache)
+            throw new ArgumentException($"The cache ({cache.GetType().Name}) was not made by a CPU backend's UploadKvCache; its pages live on another device.", nameof(cache));
+        ObjectDisposedException.ThrowIf(cache.IsDisposed, cache);
     }
 }

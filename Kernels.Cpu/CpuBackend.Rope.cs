@@ -17,8 +17,4 @@ public sealed partial class CpuBackend : IRopeOps
         ArgumentNullException.ThrowIfNull(output);
         RopeKernel.Apply(table, AsCpu(positions, nameof(positions)).Span, AsCpu(x, nameof(x)).Span, AsCpu(output, nameof(output)).Span, Options);
     }
-
-    private CpuTensor<T> AsCpu<T>(DeviceTensor<T> tensor, string name) where T : unmanaged =>
-        tensor is CpuTensor<T> c && ReferenceEquals(c.Backend, this) ? c
-            : throw new ArgumentException($"{name} ({tensor}) was not allocated by this CPU backend.", name);
 }

@@ -37,11 +37,11 @@ public sealed partial class GpuBackend : IPagedAttentionOps
             throw new InvalidOperationException($"q/output must have {rows * shape.HeadDim} elements and lse {rows} for this plan.");
         if (shape.HeadDim % 32 != 0 || shape.HeadDim > 256)
             throw new NotSupportedException($"GPU attention supports head_dim a multiple of 32 up to 256; got {shape.HeadDim}.");
+        ArrayView<float> qv = AsGpu(q, nameof(q)).View, ov = AsGpu(output, nameof(output)).View;
+        ArrayView<float>? lv = lse is null ? null : AsGpu(lse, nameof(lse)).View;
         _attention ??= Own(new PagedAttentionLauncher(Accelerator));
         Wrap(() =>
         {
-            ArrayView<float> qv = ((GpuTensor<float>)q).View, ov = ((GpuTensor<float>)output).View;
-            ArrayView<float>? lv = lse is null ? null : ((GpuTensor<float>)lse).View;
             if (plan is CascadePlan cascade) _attention.LaunchCascade(Stream, cascade, gc, qv, ov, lv);
             else _attention.Launch(Stream, plan, gc, qv, ov, lv);
             return 0;
@@ -61,10 +61,11 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         if (cache is not GpuKvCache gc) throw new ArgumentException("The cache was not made by this GPU backend's UploadKvCache.", nameof(cache));
         ObjectDisposedException.ThrowIf(gc.IsDisposed, gc);
         gc.Source.CheckAppend(plan, keys.Shape.ElementCount, values.Shape.ElementCount);
+        ArrayView<float> kv = AsGpu(keys, nameof(keys)).View, vv = AsGpu(values, nameof(values)).View;
         _attention ??= Own(new PagedAttentionLauncher(Accelerator));
         Wrap(() =>
         {
-            _attention.Append(Stream, plan, gc, ((GpuTensor<float>)keys).View, ((GpuTensor<float>)values).View);
+            _attention.Append(Stream, plan, gc, kv, vv);
             return 0;
         });
     }
@@ -93,11 +94,12 @@ public sealed partial class GpuBackend : IPagedAttentionOps
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         int d = MergeStatesArguments.Check(v, lse, other, otherLse);
+        ArrayView<float> vv = AsGpu(v, nameof(v)).View, lv = AsGpu(lse, nameof(lse)).View;
+        ArrayView<float> ov = AsGpu(other, nameof(other)).View, olv = AsGpu(otherLse, nameof(otherLse)).View;
         _attention ??= Own(new PagedAttentionLauncher(Accelerator));
         Wrap(() =>
         {
-            _attention.MergeStates(Stream, ((GpuTensor<float>)v).View, ((GpuTensor<float>)lse).View, ((GpuTensor<float>)other).View,
-                ((GpuTensor<float>)otherLse).View, d);
+            _attention.MergeStates(Stream, vv, lv, ov, olv, d);
             return 0;
         });
     }

@@ -63,8 +63,4 @@ public sealed partial class GpuBackend : IRopeOps
 
     /// <summary>Tables with a device copy on this backend (for tests).</summary>
     internal int CachedRopeTables => _rope?.CachedTables ?? 0;
-
-    private GpuTensor<T> AsGpu<T>(DeviceTensor<T> tensor, string name) where T : unmanaged =>
-        tensor is GpuTensor<T> g && ReferenceEquals(g.Backend, this) ? g
-            : throw new ArgumentException($"{name} ({tensor}) was not allocated by this GPU backend.", name);
 }

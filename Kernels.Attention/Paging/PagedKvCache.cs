@@ -297,7 +297,6 @@ public sealed unsafe class PagedKvCache : IDisposable
         ThrowHelper.ThrowIfLengthMismatch(nameof(values), values, (long)plan.Tokens * KvHeads * HeadDim);
     }
 
-    /// <summary>Checks page copies against the pool before any is applied (every backend's <c>CopyPages</c>).</summary>
     /// <summary>Throws unless <paramref name="other"/> stores pages exactly as this cache does: page size, kv heads, head_dim,
     /// dtype, layout, scale mode and, with per-head scales, the same scales (a page's bytes mean the same values in both).</summary>
     /// <param name="other">The other cache.</param>
@@ -334,6 +333,7 @@ public sealed unsafe class PagedKvCache : IDisposable
         foreach (var c in written) RefreshNonFiniteFlag(c.Destination);
     }
 
+    /// <summary>Checks page copies against the pool before any is applied (every backend's <c>CopyPages</c>).</summary>
     internal void CheckCopies(ReadOnlySpan<PageCopy> copies) => CheckCopies(copies, this, this, nameof(copies));
 
     /// <summary>Recomputes every page's non-finite flag from its K and V bytes (fp16, fp8), after the pools were written

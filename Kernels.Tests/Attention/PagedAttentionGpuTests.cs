@@ -489,4 +489,49 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         // The last page's values matter: without them (page 0 alone is all zeros) the output would be 0.
         Assert.Contains(e, x => Math.Abs(x) > 1e-3);
     }
+
+    [Fact]
+    public void TensorsAndCachesOfAnotherBackend_AreRejectedByName()
+    {
+        // Every attention op takes DeviceTensor/DeviceKvCache: one of another backend (or disposed) is an ArgumentException
+        // (ObjectDisposedException) naming the parameter, before any kernel runs, on both backends.
+        var spec = new CacheSpec([5, 3], 2, 1, 32, DType.F16, KvLayout.Nhd, KvScaleMode.None, 4);
+        var (cache, table) = Build(spec);
+        var shape = new AttentionShape(2, 1, 32);
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace());
+        var append = KvAppendPlan.ForDecode(table, cache.NumPages);
+        using var cpu = new CpuBackend();
+        var q = Queries(new Random(3), 2, shape);
+        foreach (var (mine, other) in new (IKernelBackend, IKernelBackend)[] { (_gpu, cpu), (cpu, _gpu) })
+        {
+            var ops = (IPagedAttentionOps)mine;
+            using var kv = ops.UploadKvCache(cache);
+            using var foreignKv = ((IPagedAttentionOps)other).UploadKvCache(cache);
+            using var qt = mine.Allocate<float>(2, 2, 32);
+            using var ot = mine.Allocate<float>(2, 2, 32);
+            using var lt = mine.Allocate<float>(2, 2);
+            using var foreignQ = other.Allocate<float>(2, 2, 32);
+            using var foreignL = other.Allocate<float>(2, 2);
+            using var kt = mine.Allocate<float>(2, 1, 32);
+            using var foreignK = other.Allocate<float>(2, 1, 32);
+            Assert.Equal("q", Assert.Throws<ArgumentException>(() => ops.Attention(plan, foreignQ, kv, ot, lt)).ParamName);
+            Assert.Equal("output", Assert.Throws<ArgumentException>(() => ops.Attention(plan, qt, kv, foreignQ, lt)).ParamName);
+            Assert.Equal("lse", Assert.Throws<ArgumentException>(() => ops.Attention(plan, qt, kv, ot, foreignL)).ParamName);
+            Assert.Equal("cache", Assert.Throws<ArgumentException>(() => ops.Attention(plan, qt, foreignKv, ot, lt)).ParamName);
+            Assert.Equal("keys", Assert.Throws<ArgumentException>(() => ops.AppendKv(append, foreignK, kt, kv)).ParamName);
+            Assert.Equal("values", Assert.Throws<ArgumentException>(() => ops.AppendKv(append, kt, foreignK, kv)).ParamName);
+            Assert.Equal("cache", Assert.Throws<ArgumentException>(() => ops.AppendKv(append, kt, kt, foreignKv)).ParamName);
+            Assert.Equal("cache", Assert.Throws<ArgumentException>(() => ops.CopyPages(foreignKv, [new PageCopy(0, 1)])).ParamName);
+            Assert.Equal("other", Assert.Throws<ArgumentException>(() => ops.MergeStates(ot, lt, foreignQ, lt)).ParamName);
+            Assert.Equal("otherLse", Assert.Throws<ArgumentException>(() => ops.MergeStates(ot, lt, ot, foreignL)).ParamName);
+            var disposed = mine.Allocate<float>(2, 2, 32);
+            disposed.Dispose();
+            Assert.Throws<ObjectDisposedException>(() => ops.Attention(plan, disposed, kv, ot, lt));
+            // The inputs were not touched, and a correct call still runs.
+            qt.CopyFrom(q);
+            ops.Attention(plan, qt, kv, ot, lt);
+            mine.Synchronize();
+            Assert.Equal(q, qt.ToArray());
+        }
+    }
 }
