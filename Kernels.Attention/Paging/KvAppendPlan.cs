@@ -9,6 +9,8 @@ namespace Kernels.Attention.Paging;
 /// position <c>positions[i]</c>, so it lands in page <c>Indices[Indptr[b] + p / page_size]</c>, slot <c>p % page_size</c>.
 /// <see cref="ForDecode"/> and <see cref="ForAppend"/> build the usual cases (one new token per sequence; the last n tokens
 /// of each sequence, FlashInfer's <c>get_batch_indices_positions</c>).</para>
+/// <para><see cref="FromSlotMapping"/> takes vLLM's flat slot numbers (<c>page·page_size + slot</c>, negative for padding
+/// tokens, which are skipped: their <see cref="Pages"/> entry is −1 and their key and value rows are not read).</para>
 /// <para>Everything is checked when the plan is made, before any memory is touched: sequence indices, positions within the
 /// sequence's length, page ids within the pool, and that no two tokens target the same slot.</para>
 /// </remarks>
@@ -27,10 +29,10 @@ public sealed class KvAppendPlan
     /// <summary>Tokens in the append batch.</summary>
     public int Tokens => _pages.Length;
 
-    /// <summary>The page of each token.</summary>
+    /// <summary>The page of each token; −1 for a padding token that is not written (<see cref="FromSlotMapping"/>).</summary>
     public ReadOnlySpan<int> Pages => _pages;
 
-    /// <summary>The slot (in its page) of each token.</summary>
+    /// <summary>The slot (in its page) of each token (0 for a padding token).</summary>
     public ReadOnlySpan<int> Slots => _slots;
 
     /// <summary>Tokens per page of the cache the plan targets.</summary>
@@ -73,6 +75,42 @@ public sealed class KvAppendPlan
                 ThrowHelper.Argument(nameof(positions), $"Token {i} (sequence {b}, position {p}) targets page {page}, slot {slots[i]}, which an earlier token of the batch also targets.");
         }
         return new KvAppendPlan(pages, slots, ps, numPages);
+    }
+
+    /// <summary>Plans an append from vLLM's <c>slot_mapping</c> (<c>reshape_and_cache</c>): token <c>i</c> goes to page
+    /// <c>slotMapping[i] / pageSize</c>, slot <c>slotMapping[i] % pageSize</c>; a negative entry marks a padding token, which is
+    /// skipped (vLLM's <c>-1</c>).</summary>
+    /// <param name="slotMapping">The flat slot of each token of the batch (keys and values have one row per entry).</param>
+    /// <param name="pageSize">Tokens per page (vLLM's block size).</param>
+    /// <param name="numPages">Pages of the pool (every target page is checked against it).</param>
+    /// <returns>The plan.</returns>
+    /// <exception cref="ArgumentException">A slot is past the pool's <c>numPages·pageSize</c> slots, or two tokens target the
+    /// same slot; the message names the token.</exception>
+    public static KvAppendPlan FromSlotMapping(ReadOnlySpan<long> slotMapping, int pageSize, int numPages)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(pageSize);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numPages);
+        int n = slotMapping.Length;
+        long slotsInPool = (long)numPages * pageSize;
+        var pages = new int[n];
+        var slots = new int[n];
+        var seen = new HashSet<long>(n);
+        for (int i = 0; i < n; i++)
+        {
+            long s = slotMapping[i];
+            if (s < 0)
+            {
+                pages[i] = -1;
+                continue;
+            }
+            if (s >= slotsInPool)
+                ThrowHelper.Argument(nameof(slotMapping), $"slotMapping[{i}] = {s} is past the pool's {slotsInPool} slots ({numPages} pages of {pageSize}).");
+            if (!seen.Add(s))
+                ThrowHelper.Argument(nameof(slotMapping), $"slotMapping[{i}] = {s} (page {s / pageSize}, slot {s % pageSize}) is also targeted by an earlier token of the batch.");
+            pages[i] = (int)(s / pageSize);
+            slots[i] = (int)(s % pageSize);
+        }
+        return new KvAppendPlan(pages, slots, pageSize, numPages);
     }
 
     /// <summary>Plans the decode step's append: the last token of every non-empty sequence (one token per such sequence, in

@@ -257,7 +257,8 @@ public sealed unsafe class PagedKvCache : IDisposable
 
     /// <summary>Writes a batch of tokens' keys and values where <paramref name="plan"/> puts them, converting or quantizing to
     /// <see cref="DType"/> exactly as <see cref="WriteToken"/> does (FlashInfer's <c>append_paged_kv_cache</c> on the host).</summary>
-    /// <param name="plan">The tokens' (page, slot) targets, checked against a pool of at most this cache's pages.</param>
+    /// <param name="plan">The tokens' (page, slot) targets, checked against a pool of at most this cache's pages; padding tokens
+    /// (page −1) are skipped.</param>
     /// <param name="keys"><c>tokens·kv_heads·head_dim</c> keys, token-major, head-major within a token.</param>
     /// <param name="values">The values, shaped like <paramref name="keys"/>.</param>
     /// <exception cref="ArgumentException">The plan was made for another page size or a larger pool, or keys/values have the
@@ -269,7 +270,7 @@ public sealed unsafe class PagedKvCache : IDisposable
         if ((long)plan.Tokens * row < ParallelAppendElements)
         {
             for (int i = 0; i < plan.Tokens; i++)
-                WriteToken(plan.Pages[i], plan.Slots[i], keys.Slice(i * row, row), values.Slice(i * row, row));
+                if (plan.Pages[i] >= 0) WriteToken(plan.Pages[i], plan.Slots[i], keys.Slice(i * row, row), values.Slice(i * row, row));
             return;
         }
         // Large appends (prefill) on every core: tokens write distinct rows (the plan has no duplicate slot), and the only shared
@@ -278,7 +279,10 @@ public sealed unsafe class PagedKvCache : IDisposable
         fixed (float* pv = values)
         {
             float* k = pk, v = pv;
-            Parallel.For(0, plan.Tokens, i => WriteToken(plan.Pages[i], plan.Slots[i], new ReadOnlySpan<float>(k + (long)i * row, row), new ReadOnlySpan<float>(v + (long)i * row, row)));
+            Parallel.For(0, plan.Tokens, i =>
+            {
+                if (plan.Pages[i] >= 0) WriteToken(plan.Pages[i], plan.Slots[i], new ReadOnlySpan<float>(k + (long)i * row, row), new ReadOnlySpan<float>(v + (long)i * row, row));
+            });
         }
     }
 

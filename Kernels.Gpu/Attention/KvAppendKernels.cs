@@ -22,7 +22,7 @@ internal static class KvAppendKernels
     public const int RowsPerGroup = 4;
 
     /// <summary>One warp per row: row r = ((token·kv_heads + head)·2 + (0 for K, 1 for V)); <paramref name="targets"/> holds
-    /// (page, slot) per token.</summary>
+    /// (page, slot) per token, page −1 for a padding token (not written).</summary>
     public static void Append(ArrayView<float> keys, ArrayView<float> values, ArrayView<byte> k, ArrayView<byte> v, ArrayView<float> scales,
         ArrayView<int> targets, KvAppendArgs a)
     {
@@ -32,6 +32,7 @@ internal static class KvAppendKernels
         bool isV = (r & 1) != 0;
         long th = r >> 1;
         int token = (int)(th / a.KvHeads), head = (int)(th % a.KvHeads), d = a.HeadDim;
+        if (targets[2 * token] < 0) return; // a padding token (slot_mapping −1): the whole warp leaves
         long row = targets[2 * token] * a.PageStride + (long)targets[2 * token + 1] * a.TokenStride + (long)head * a.HeadStride;
         var src = isV ? values : keys;
         var dst = isV ? v : k;

@@ -92,6 +92,88 @@ public class KvAppendTests(GpuFixture fixture)
         Assert.Throws<ArgumentException>(() => cache.WriteTokens(decode, new float[255], new float[256]));
     }
 
+    [Fact]
+    public void FromSlotMapping_TargetsAndChecks()
+    {
+        // vLLM's flat slots (page·page_size + slot), −1 for padding: the same targets as the (sequence, position) plan.
+        var table = new PageTable([0, 2, 2, 5], [5, 1, 0, 6, 3], [2, 0, 1], 4);
+        var byPosition = KvAppendPlan.ForAppend(table, [6, 0, 5], 7);
+        var slots = new List<long>();
+        for (int i = 0; i < byPosition.Tokens; i++)
+        {
+            if (i % 4 == 1) slots.Add(-1);
+            slots.Add((long)byPosition.Pages[i] * 4 + byPosition.Slots[i]);
+        }
+        var plan = KvAppendPlan.FromSlotMapping(slots.ToArray(), 4, 7);
+        Assert.Equal(slots.Count, plan.Tokens);
+        Assert.Equal(slots.Select(x => x < 0 ? -1 : (int)(x / 4)), plan.Pages.ToArray());
+        Assert.Equal(slots.Select(x => x < 0 ? 0 : (int)(x % 4)), plan.Slots.ToArray());
+        Assert.Equal(byPosition.Pages.ToArray(), plan.Pages.ToArray().Where(p => p >= 0));
+        Assert.Contains("slotMapping[1] = 28 is past the pool's 28 slots (7 pages of 4)",
+            Assert.Throws<ArgumentException>(() => KvAppendPlan.FromSlotMapping([0, 28], 4, 7)).Message);
+        Assert.Contains("slotMapping[2] = 5 (page 1, slot 1) is also targeted",
+            Assert.Throws<ArgumentException>(() => KvAppendPlan.FromSlotMapping([5, -1, 5], 4, 7)).Message);
+        Assert.Equal(0, KvAppendPlan.FromSlotMapping([], 4, 7).Tokens);
+        Assert.Throws<ArgumentOutOfRangeException>(() => KvAppendPlan.FromSlotMapping([0], 0, 7));
+    }
+
+    [Theory]
+    [InlineData(DType.F16, KvScaleMode.None, 3)]
+    [InlineData(DType.I8, KvScaleMode.PerToken, 3)]
+    [InlineData(DType.I4, KvScaleMode.None, 3)]
+    [InlineData(DType.F16, KvScaleMode.None, 600)]
+    public void FromSlotMapping_PaddingRowsAreNotRead_OnEveryBackend(DType dtype, KvScaleMode mode, int pad)
+    {
+        // The plan of the 11 real tokens, and a slot mapping that interleaves `pad` padding tokens (−1) whose K/V rows are NaN:
+        // every backend must write exactly what the padding-free plan writes (600 pads: the host's parallel path).
+        var table = new PageTable([0, 2, 2, 5], [5, 1, 0, 6, 3], [2, 0, 1], 4);
+        var plan = KvAppendPlan.ForAppend(table, [6, 0, 5], 7);
+        float[] k = Rows(plan.Tokens, 3), v = Rows(plan.Tokens, 4);
+        var rng = new Random(pad);
+        var slots = new List<long>();
+        var kp = new List<float>();
+        var vp = new List<float>();
+        int real = 0;
+        while (real < plan.Tokens || slots.Count < plan.Tokens + pad)
+        {
+            bool padding = slots.Count - real < pad && (real == plan.Tokens || rng.Next(2) == 0);
+            if (padding)
+            {
+                slots.Add(-1 - rng.Next(3));
+                kp.AddRange(Enumerable.Repeat(float.NaN, 128));
+                vp.AddRange(Enumerable.Repeat(float.NaN, 128));
+                continue;
+            }
+            slots.Add((long)plan.Pages[real] * 4 + plan.Slots[real]);
+            kp.AddRange(k.AsSpan(real * 128, 128).ToArray());
+            vp.AddRange(v.AsSpan(real * 128, 128).ToArray());
+            real++;
+        }
+        var mapped = KvAppendPlan.FromSlotMapping(slots.ToArray(), 4, 7);
+        using var expected = NewCache(dtype, mode);
+        expected.WriteTokens(plan, k, v);
+
+        using var host = NewCache(dtype, mode);
+        host.WriteTokens(mapped, kp.ToArray(), vp.ToArray());
+        AssertSameContents(expected, host, $"{dtype} host");
+        foreach (IPagedAttentionOps ops in new IPagedAttentionOps[] { new CpuBackend(), _gpu })
+        {
+            var backend = (IKernelBackend)ops;
+            using var viaBackend = NewCache(dtype, mode);
+            using (var dc = ops.UploadKvCache(viaBackend))
+            using (var kt = backend.Allocate<float>(mapped.Tokens, 2, 64))
+            using (var vt = backend.Allocate<float>(mapped.Tokens, 2, 64))
+            {
+                kt.CopyFrom(kp.ToArray());
+                vt.CopyFrom(vp.ToArray());
+                ops.AppendKv(mapped, kt, vt, dc);
+                backend.Synchronize();
+                dc.Download();
+            }
+            AssertSameContents(expected, viaBackend, $"{dtype} {backend.Name}");
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Formats))]
     public void WriteTokens_EqualsWriteTokenPerToken_AndTheGpuKernelEqualsBoth(DType dtype, KvScaleMode mode)
