@@ -67,4 +67,19 @@ public static class DenseGemmContract
         if (!ReferenceEquals(tensor.Backend, backend))
             ThrowHelper.Argument(name, $"{name} lives on backend '{tensor.Backend.Name}' but the op runs on '{backend.Name}'; copy it explicitly.");
     }
+
+    /// <summary>Returns <paramref name="tensor"/> as the backend's own tensor type after <see cref="RequireBackend(IKernelBackend, DeviceTensor, string)"/>.</summary>
+    /// <typeparam name="TTensor">The backend's tensor type.</typeparam>
+    /// <param name="backend">The backend running the op.</param>
+    /// <param name="tensor">The tensor.</param>
+    /// <param name="name">Its parameter name.</param>
+    /// <returns>The tensor, typed.</returns>
+    /// <exception cref="ArgumentException">The tensor belongs to another backend, or is not of the backend's tensor type.</exception>
+    /// <exception cref="ObjectDisposedException">The tensor was disposed.</exception>
+    public static TTensor RequireBackend<TTensor>(IKernelBackend backend, DeviceTensor tensor, string name) where TTensor : DeviceTensor
+    {
+        ArgumentNullException.ThrowIfNull(tensor, name);
+        RequireBackend(backend, tensor, name);
+        return tensor as TTensor ?? throw new ArgumentException($"{name} ({tensor}) is not a {typeof(TTensor).Name} of backend '{backend.Name}'.", name);
+    }
 }

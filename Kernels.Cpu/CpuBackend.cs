@@ -68,14 +68,8 @@ public sealed partial class CpuBackend : IKernelBackend, IDenseOps
     /// <summary>Returns <paramref name="tensor"/> as this backend's tensor, or throws naming the parameter.</summary>
     /// <exception cref="ArgumentException">The tensor was allocated by another backend.</exception>
     /// <exception cref="ObjectDisposedException">The tensor was disposed.</exception>
-    private CpuTensor<T> AsCpu<T>(DeviceTensor<T> tensor, string name) where T : unmanaged
-    {
-        ArgumentNullException.ThrowIfNull(tensor, name);
-        if (tensor is not CpuTensor<T> c || !ReferenceEquals(c.Backend, this))
-            throw new ArgumentException($"{name} ({tensor}) was not allocated by this CPU backend; copy it explicitly.", name);
-        c.ThrowIfDisposed();
-        return c;
-    }
+    private CpuTensor<T> AsCpu<T>(DeviceTensor<T> tensor, string name) where T : unmanaged =>
+        DenseGemmContract.RequireBackend<CpuTensor<T>>(this, tensor, name);
 
     /// <inheritdoc/>
     public void Dispose()

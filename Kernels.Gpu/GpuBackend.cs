@@ -143,14 +143,8 @@ public sealed partial class GpuBackend : IKernelBackend, IDenseOps
     /// <summary>Returns <paramref name="tensor"/> as this backend's tensor, or throws naming the parameter.</summary>
     /// <exception cref="ArgumentException">The tensor was allocated by another backend.</exception>
     /// <exception cref="ObjectDisposedException">The tensor was disposed.</exception>
-    private GpuTensor<T> AsGpu<T>(DeviceTensor<T> tensor, string name) where T : unmanaged
-    {
-        ArgumentNullException.ThrowIfNull(tensor, name);
-        if (tensor is not GpuTensor<T> g || !ReferenceEquals(g.Backend, this))
-            throw new ArgumentException($"{name} ({tensor}) was not allocated by this GPU backend; copy it explicitly.", name);
-        g.ThrowIfDisposed();
-        return g;
-    }
+    private GpuTensor<T> AsGpu<T>(DeviceTensor<T> tensor, string name) where T : unmanaged =>
+        DenseGemmContract.RequireBackend<GpuTensor<T>>(this, tensor, name);
 
     /// <summary>Runs <paramref name="action"/>, wrapping ILGPU failures in <see cref="KernelException"/> with the device name.</summary>
     /// <typeparam name="TResult">Result type.</typeparam>
