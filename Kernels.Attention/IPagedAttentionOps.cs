@@ -116,7 +116,9 @@ public abstract class DeviceKvCache : IDisposable
 
 /// <summary>Paged attention on a backend: the same plans run on the CPU and the GPU.</summary>
 /// <remarks>q and output are <c>[rows, qo_heads, head_dim]</c> fp32 tensors, lse <c>[rows, qo_heads]</c> (natural log) or null;
-/// rows is the plan's <see cref="AttentionPlan.QueryRows"/>. Shapes that do not match the plan throw <see cref="InvalidOperationException"/>.</remarks>
+/// rows is the plan's <see cref="AttentionPlan.QueryRows"/>. Shapes that do not match the plan throw <see cref="InvalidOperationException"/>.
+/// Every op takes only tensors and caches of the backend it runs on: one from another backend (or a disposed one) throws
+/// <see cref="ArgumentException"/> (<see cref="ObjectDisposedException"/>) naming the parameter, before any kernel runs.</remarks>
 public interface IPagedAttentionOps
 {
     /// <summary>Makes the backend's view of a host cache.</summary>
@@ -132,6 +134,7 @@ public interface IPagedAttentionOps
     /// <param name="lse">Log-sum-exps, or null.</param>
     /// <exception cref="NotSupportedException">The backend does not implement the plan's shape (the GPU backend: head_dim
     /// not a multiple of 32, or above 256).</exception>
+    /// <exception cref="ArgumentException">A tensor or the cache belongs to another backend.</exception>
     void Attention(AttentionPlan plan, DeviceTensor<float> q, DeviceKvCache cache, DeviceTensor<float> output, DeviceTensor<float>? lse);
 
     /// <summary>Merges attention states in place, per row: <c>(v, lse) ← (v, lse) ⊕ (other, otherLse)</c> with the rule of
@@ -141,7 +144,8 @@ public interface IPagedAttentionOps
     /// <param name="lse">States' log-sum-exps, one per row of head_dim values (updated).</param>
     /// <param name="other">The other states' values, shaped like <paramref name="v"/>.</param>
     /// <param name="otherLse">The other states' log-sum-exps, as many as <paramref name="lse"/>.</param>
-    /// <exception cref="ArgumentException">The element counts disagree (the message names them).</exception>
+    /// <exception cref="ArgumentException">The element counts disagree (the message names them), or a tensor belongs to
+    /// another backend.</exception>
     void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse);
 
     /// <summary>Writes a batch of new tokens' keys and values into the backend cache where <paramref name="plan"/> puts them
@@ -152,8 +156,8 @@ public interface IPagedAttentionOps
     /// <param name="keys"><c>[tokens, kv_heads, head_dim]</c> fp32 keys.</param>
     /// <param name="values">The values, shaped like <paramref name="keys"/>.</param>
     /// <param name="cache">The backend cache. On the GPU only the device copy changes (see <see cref="DeviceKvCache.Download"/>).</param>
-    /// <exception cref="ArgumentException">The plan does not fit the cache, or keys/values have the wrong element count (the
-    /// message names the sizes).</exception>
+    /// <exception cref="ArgumentException">The plan does not fit the cache, keys/values have the wrong element count (the
+    /// message names the sizes), or a tensor or the cache belongs to another backend.</exception>
     void AppendKv(KvAppendPlan plan, DeviceTensor<float> keys, DeviceTensor<float> values, DeviceKvCache cache);
 
     /// <summary>Copies whole pages (K, V, scales and zero points) within the backend cache, in order: the copy-on-write
@@ -161,5 +165,6 @@ public interface IPagedAttentionOps
     /// <param name="cache">The backend cache.</param>
     /// <param name="copies">The copies, applied one after another.</param>
     /// <exception cref="ArgumentOutOfRangeException">A page id is outside the pool (checked before any copy).</exception>
+    /// <exception cref="ArgumentException">The cache belongs to another backend.</exception>
     void CopyPages(DeviceKvCache cache, ReadOnlySpan<PageCopy> copies);
 }
