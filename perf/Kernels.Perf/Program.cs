@@ -168,7 +168,7 @@ if (bwEnd > ctx.BandwidthBytesPerSecond)
     ctx.BandwidthBytesPerSecond = bwEnd;
 }
 Console.WriteLine();
-Console.WriteLine(Report.Table(results, markdown: false));
+Console.Write(Report.ConsoleTable(results));
 var (json, md) = Report.Write(outDir, machine, ctx.BandwidthBytesPerSecond, ctx.GpuBandwidthBytesPerSecond, results, gpu is null ? "cpu" : "gpu");
 Console.WriteLine($"Results: {md} and {json}");
 if (failures > 0) Console.WriteLine($"{failures} case(s) FAILED verification against the reference.");

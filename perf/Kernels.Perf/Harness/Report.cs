@@ -42,6 +42,50 @@ public static class Report
         return sb.ToString();
     }
 
+    /// <summary>The terminal form: one table per suite, the backend column only when the run has more than one backend, and
+    /// each row's extra ratios on an indented line under it (wrapped), so rows stay within a normal terminal's width.</summary>
+    public static string ConsoleTable(IReadOnlyList<BenchResult> results, int width = 120)
+    {
+        bool backends = results.Select(r => r.Backend).Distinct().Count() > 1;
+        string[] header = backends
+            ? ["op", "format", "shape", "backend", "path", "median", "GB/s", "GFLOP/s", "% BW", "vs base", "check"]
+            : ["op", "format", "shape", "path", "median", "GB/s", "GFLOP/s", "% BW", "vs base", "check"];
+        int firstNumber = backends ? 5 : 4, lastNumber = firstNumber + 4;
+        var sb = new StringBuilder();
+        foreach (var suite in results.GroupBy(r => r.Suite))
+        {
+            var rows = new List<string[]> { header };
+            rows.AddRange(suite.Select(r => Row(r).Where((_, c) => c != 0 && c != 11 && (backends || c != 4)).ToArray()));
+            int[] widths = Enumerable.Range(0, header.Length).Select(c => rows.Max(r => r[c].Length)).ToArray();
+            sb.AppendLine($"== {suite.Key} ==");
+            var extras = suite.Select(r => r.Extra).ToList();
+            for (int i = 0; i < rows.Count; i++)
+            {
+                sb.AppendLine(string.Join("  ", rows[i].Select((cell, c) => c >= firstNumber && c <= lastNumber ? cell.PadLeft(widths[c]) : cell.PadRight(widths[c]))).TrimEnd());
+                if (i == 0) sb.AppendLine(string.Join("  ", widths.Select(w => new string('-', w))));
+                else if (!string.IsNullOrEmpty(extras[i - 1])) AppendWrapped(sb, extras[i - 1]!, "    ↳ ", width);
+            }
+            sb.AppendLine();
+        }
+        return sb.ToString();
+    }
+
+    private static void AppendWrapped(StringBuilder sb, string text, string indent, int width)
+    {
+        var line = new StringBuilder(indent);
+        foreach (var word in text.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (line.Length > indent.Length && line.Length + 1 + word.Length > width)
+            {
+                sb.AppendLine(line.ToString());
+                line.Clear().Append(new string(' ', indent.Length));
+            }
+            if (line.Length > indent.Length) line.Append(' ');
+            line.Append(word);
+        }
+        sb.AppendLine(line.ToString());
+    }
+
     public static (string Json, string Markdown) Write(string folder, string machine, double bandwidth, double gpuBandwidth, IReadOnlyList<BenchResult> results, string tag)
     {
         Directory.CreateDirectory(folder);
