@@ -121,6 +121,13 @@ public abstract class DeviceKvCache : IDisposable
 /// <see cref="ArgumentException"/> (<see cref="ObjectDisposedException"/>) naming the parameter, before any kernel runs.</remarks>
 public interface IPagedAttentionOps
 {
+    /// <summary>The split-KV target this backend runs decode best with: pass it as <c>targetItems</c> to
+    /// <see cref="Planning.DecodePlanner.Plan"/> and <see cref="Planning.CascadePlanner"/> (the planners cannot see the
+    /// backend; their default, <see cref="Planning.DecodePlanner.TargetItems"/>, is a backend-agnostic fallback). The CPU
+    /// backend asks for a few chunks per thread (each chunk costs a setup, a cold first page and a merge); the GPU backend
+    /// keeps the planner's default.</summary>
+    int DecodeTargetItems { get; }
+
     /// <summary>Makes the backend's view of a host cache.</summary>
     /// <param name="cache">The host cache.</param>
     /// <returns>The backend cache (dispose it).</returns>

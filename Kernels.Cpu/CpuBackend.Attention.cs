@@ -15,6 +15,14 @@ public sealed partial class CpuBackend : IPagedAttentionOps
         }
     }
 
+    /// <summary>Split-KV chunks per thread that <see cref="DecodeTargetItems"/> asks for. On 2 cores, 8 per thread ran fp16
+    /// decode 12–16 % faster than the planner's default of 64 in all at 1 × 32k and 8 × 4k (2026-12-02, alternated runs).</summary>
+    public const int DecodeItemsPerThread = 8;
+
+    /// <inheritdoc/>
+    /// <remarks><see cref="DecodeItemsPerThread"/> × <see cref="KernelOptions.EffectiveParallelism"/>.</remarks>
+    public int DecodeTargetItems => DecodeItemsPerThread * Options.EffectiveParallelism;
+
     /// <inheritdoc/>
     public DeviceKvCache UploadKvCache(PagedKvCache cache) => new HostKvCache(cache);
 

@@ -11,6 +11,10 @@ public sealed partial class GpuBackend : IPagedAttentionOps
     private PagedAttentionLauncher? _attention;
 
     /// <inheritdoc/>
+    /// <remarks>The planner's default (<see cref="DecodePlanner.TargetItems"/>), the setting the CUDA decode rows were measured with.</remarks>
+    public int DecodeTargetItems => DecodePlanner.TargetItems;
+
+    /// <inheritdoc/>
     public DeviceKvCache UploadKvCache(PagedKvCache cache)
     {
         ArgumentNullException.ThrowIfNull(cache);

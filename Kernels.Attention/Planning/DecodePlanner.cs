@@ -9,9 +9,11 @@ namespace Kernels.Attention.Planning;
 /// front to back once and loads each K/V row once per GQA group.</para>
 /// <para>Split-KV: with <c>P = Σ pages</c>, chunks are <c>max(MinChunkTokens / page_size, ceil(P / targetItems))</c>
 /// pages, so a long sequence is cut into enough chunks to keep every core busy while short ones stay whole; a sequence
-/// with one chunk writes its output directly. <c>targetItems</c> (default <see cref="TargetItems"/>) should be a few items
-/// per core or GPU multiprocessor: each item costs a setup, a cold first page and a merge, so on 2 CPU cores 16 items
-/// (chunks of 128 pages at batch 1 × 32k, page 16) ran fp16 decode 6–15 % faster than 64 (scratch).
+/// with one chunk writes its output directly. <c>targetItems</c> should be a few items per core or GPU multiprocessor:
+/// each item costs a setup, a cold first page and a merge, so on 2 CPU cores 16 items (chunks of 128 pages at batch
+/// 1 × 32k, page 16) ran fp16 decode 12–16 % faster than 64. Pass the backend's
+/// <see cref="IPagedAttentionOps.DecodeTargetItems"/>; the default, <see cref="TargetItems"/>, is a fallback for callers
+/// that plan without one.
 /// <c>fixedChunkPages</c> overrides the rule (FlashInfer's <c>fixed_split_size</c>) and <c>disableSplitKv</c> turns
 /// splitting off.</para>
 /// </remarks>

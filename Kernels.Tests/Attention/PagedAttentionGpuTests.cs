@@ -534,4 +534,31 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
             Assert.Equal(q, qt.ToArray());
         }
     }
+
+    [Fact]
+    public void DecodeTargetItems_IsTheBackendsSplitKvSize()
+    {
+        // CPU: 8 chunks per thread of its options; GPU: the planners' default. Either plan gives the oracle's answer.
+        using var one = new CpuBackend(new KernelOptions { MaxDegreeOfParallelism = 1 });
+        using var three = new CpuBackend(new KernelOptions { MaxDegreeOfParallelism = 3 });
+        Assert.Equal(CpuBackend.DecodeItemsPerThread, one.DecodeTargetItems);
+        Assert.Equal(3 * CpuBackend.DecodeItemsPerThread, three.DecodeTargetItems);
+        Assert.Equal(DecodePlanner.TargetItems, _gpu.DecodeTargetItems);
+        var spec = new CacheSpec([4000, 3000], 4, 1, 32, DType.F16, KvLayout.Nhd, KvScaleMode.None, 16);
+        var (cache, table) = Build(spec);
+        var shape = new AttentionShape(4, 1, 32);
+        var fewer = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), targetItems: one.DecodeTargetItems);
+        var more = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), targetItems: three.DecodeTargetItems);
+        Assert.True(fewer.WorkItemCount < more.WorkItemCount, $"{fewer.WorkItemCount} vs {more.WorkItemCount}");
+        var q = Queries(new Random(5), 2, shape);
+        float[] e = new float[q.Length], le = new float[8];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, e, le, mag);
+        foreach (var plan in new[] { fewer, more })
+        {
+            float[] o = new float[q.Length], l = new float[8];
+            Kernels.Cpu.Attention.PagedDecode.Run(plan, q, cache, o, l);
+            AssertClose(e, o, mag, le, l, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 4000, $"targetItems {plan.WorkItemCount} items");
+        }
+    }
 }

@@ -121,7 +121,7 @@ foreach (IPagedAttentionOps ops in gpu is null ? [cpu] : new IPagedAttentionOps[
     ropeOps.ApplyRope(ropeTable, posT, qT, qT);
     ops.AppendKv(KvAppendPlan.ForDecode(grown, pool.NumPages), kT, vT, kv);
     using var output = backend.Allocate<float>(3, qoHeads, headDim);
-    ops.Attention(DecodePlanner.Plan(grown, shape, pool.NumPages, new AttentionWorkspace()), qT, kv, output, null);
+    ops.Attention(DecodePlanner.Plan(grown, shape, pool.NumPages, new AttentionWorkspace(), targetItems: ops.DecodeTargetItems), qT, kv, output, null);
     backend.Synchronize();
     double maxError = output.ToArray().Zip(expected3, (x, y) => Math.Abs(x - (double)y)).Max();
     Console.WriteLine($"next step, {backend.Name}: q/k rotated, {copies.Count} copy-on-write page copy, K/V appended on the backend; max |output − oracle| = {maxError:E2}");

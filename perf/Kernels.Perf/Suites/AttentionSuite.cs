@@ -250,7 +250,7 @@ public sealed partial class AttentionSuite : IBenchSuite
     }
 
     /// <summary>Split-KV work items for the CPU cases: eight per thread.</summary>
-    private static int CpuTargetItems(BenchContext ctx) => 8 * ctx.Options.EffectiveParallelism;
+    private static int CpuTargetItems(BenchContext ctx) => Kernels.Cpu.CpuBackend.DecodeItemsPerThread * ctx.Options.EffectiveParallelism; // = CpuBackend.DecodeTargetItems
 
     private static Dictionary<string, string>? Extra(bool q8, string op, string format, string shape)
     {
