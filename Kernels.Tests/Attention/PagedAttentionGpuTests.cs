@@ -538,7 +538,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
     [Fact]
     public void DecodeTargetItems_IsTheBackendsSplitKvSize()
     {
-        // CPU: 8 chunks per thread of its options; GPU: the planners' default. Either plan gives the oracle's answer.
+        // CPU: DecodeItemsPerThread chunks per thread of its options; GPU: the planners' default. Either plan gives the oracle's answer.
         using var one = new CpuBackend(new KernelOptions { MaxDegreeOfParallelism = 1 });
         using var three = new CpuBackend(new KernelOptions { MaxDegreeOfParallelism = 3 });
         Assert.Equal(CpuBackend.DecodeItemsPerThread, one.DecodeTargetItems);
