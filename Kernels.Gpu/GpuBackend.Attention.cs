@@ -23,8 +23,11 @@ public sealed partial class GpuBackend : IPagedAttentionOps
     }
 
     /// <inheritdoc/>
-    /// <remarks>Plan metadata is uploaded on the first run of each plan and kept (reused for every layer) until the backend is
-    /// disposed. The CPU-side checks of <c>PagedDecode.Run</c> apply (head_dim a multiple of 32 up to 256).</remarks>
+    /// <remarks>Plan metadata (work items, page lists, split-KV workspace) is uploaded on the first run of each plan and reused
+    /// for every layer; the 8 most recently used plans stay cached, older ones are freed after the stream's next
+    /// synchronization (<see cref="Synchronize"/>), so a runtime that plans every step does not accumulate device memory;
+    /// <see cref="ReleasePlan"/> frees one now. The CPU-side checks of <c>PagedDecode.Run</c> apply (head_dim a multiple of
+    /// 32 up to 256).</remarks>
     public void Attention(AttentionPlan plan, DeviceTensor<float> q, DeviceKvCache cache, DeviceTensor<float> output, DeviceTensor<float>? lse)
     {
         ArgumentNullException.ThrowIfNull(plan);
@@ -44,6 +47,7 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         ArrayView<float> qv = AsGpu(q, nameof(q)).View, ov = AsGpu(output, nameof(output)).View;
         ArrayView<float>? lv = lse is null ? null : AsGpu(lse, nameof(lse)).View;
         _attention ??= Own(new PagedAttentionLauncher(Accelerator));
+        _attention.BeginCall();
         Wrap(() =>
         {
             if (plan is CascadePlan cascade) _attention.LaunchCascade(Stream, cascade, gc, qv, ov, lv);
@@ -51,6 +55,20 @@ public sealed partial class GpuBackend : IPagedAttentionOps
             return 0;
         });
     }
+
+    /// <summary>Frees this backend's device copy of <paramref name="plan"/>'s metadata now (after pending work); a later run
+    /// of the plan uploads it again. Plans are also evicted on their own (see <see cref="Attention"/>).</summary>
+    /// <param name="plan">The plan.</param>
+    /// <returns>True if a copy was held.</returns>
+    public bool ReleasePlan(AttentionPlan plan)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _attention is not null && Wrap(() => _attention.Release(Stream, plan));
+    }
+
+    /// <summary>Plans with cached device metadata, and evicted ones not yet freed (for tests).</summary>
+    internal (int Cached, int Retired) PlanCache => _attention is null ? (0, 0) : (_attention.CachedPlans, _attention.RetiredPlans);
 
     /// <inheritdoc/>
     /// <remarks>One warp per (token, kv head, K or V) row, the (page, slot) targets uploaded per call; the host cache is not

@@ -125,7 +125,13 @@ public sealed partial class GpuBackend : IKernelBackend, IDenseOps
     }
 
     /// <inheritdoc/>
-    public void Synchronize() => Wrap(() => { Stream.Synchronize(); return 0; });
+    /// <remarks>Also frees the device metadata of attention plans evicted from the plan cache.</remarks>
+    public void Synchronize() => Wrap(() =>
+    {
+        Stream.Synchronize();
+        _attention?.FreeRetired(Stream, synchronized: true);
+        return 0;
+    });
 
     /// <inheritdoc/>
     public void Gemm(DeviceTensor weights, DeviceTensor<float> x, DeviceTensor<float> y)

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
 using Kernels.Attention;
@@ -267,15 +266,19 @@ internal sealed class GpuPlanData : IDisposable
     }
 }
 
-/// <summary>Loads the attention kernels once; uploads each plan's metadata once (kept until the backend is disposed).</summary>
+/// <summary>Loads the attention kernels once; uploads each plan's metadata once and keeps the most recently used plans'.</summary>
 internal sealed class PagedAttentionLauncher : IDisposable
 {
     private readonly Accelerator _accelerator;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs> _attend;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs> _merge;
-    private readonly ConditionalWeakTable<AttentionPlan, GpuPlanData> _plans = [];
-    private readonly List<GpuPlanData> _owned = [];
+    /// <summary>Plans whose device metadata stays cached: a runtime plans once per step and runs the plan for every layer, so
+    /// the last few plans are all that is reused.</summary>
+    internal const int MaxCachedPlans = 8;
+    private readonly List<(AttentionPlan Plan, GpuPlanData Data, long Call)> _recent = []; // least recently used first
+    private readonly List<GpuPlanData> _retired = []; // evicted; freed once the stream has finished with them
+    private long _call;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int> _dequantizeQueries;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _mergeStates;
     private MemoryBuffer1D<float, Stride1D.Dense>? _cascadeScratch; // cascade plans: suffix states and, without a caller lse, the prefix lse
@@ -378,16 +381,57 @@ internal sealed class PagedAttentionLauncher : IDisposable
                 plan.Shape.QoHeads, plan.Shape.HeadDim);
     }
 
-    /// <summary>The plan's device metadata, uploaded on its first use.</summary>
+    /// <summary>Starts a backend call: plans used from here on are not evicted before the call ends (a cascade uses several).</summary>
+    public void BeginCall() => _call++;
+
+    /// <summary>Plans with device metadata cached (for tests).</summary>
+    public int CachedPlans => _recent.Count;
+
+    /// <summary>Evicted plans' metadata not yet freed (for tests).</summary>
+    public int RetiredPlans => _retired.Count;
+
+    /// <summary>The plan's device metadata, uploaded on its first use. Past <see cref="MaxCachedPlans"/> the least recently
+    /// used plan of an earlier call is evicted; its buffers are freed after the stream's next synchronization (kernels
+    /// queued with them may still run), or here with one when more than <see cref="MaxCachedPlans"/> wait.</summary>
     private GpuPlanData PlanData(AcceleratorStream stream, AttentionPlan plan)
     {
-        if (!_plans.TryGetValue(plan, out var data))
+        int i = _recent.FindIndex(e => ReferenceEquals(e.Plan, plan));
+        GpuPlanData data;
+        if (i >= 0)
         {
-            data = new GpuPlanData(_accelerator, stream, plan);
-            _plans.Add(plan, data);
-            _owned.Add(data);
+            data = _recent[i].Data;
+            _recent.RemoveAt(i);
         }
+        else data = new GpuPlanData(_accelerator, stream, plan);
+        _recent.Add((plan, data, _call));
+        while (_recent.Count > MaxCachedPlans && _recent[0].Call < _call)
+        {
+            _retired.Add(_recent[0].Data);
+            _recent.RemoveAt(0);
+        }
+        if (_retired.Count > MaxCachedPlans) FreeRetired(stream, synchronized: false);
         return data;
+    }
+
+    /// <summary>Frees evicted plans' buffers, synchronizing the stream first unless the caller just did.</summary>
+    public void FreeRetired(AcceleratorStream stream, bool synchronized)
+    {
+        if (_retired.Count == 0) return;
+        if (!synchronized) stream.Synchronize();
+        foreach (var d in _retired) d.Dispose();
+        _retired.Clear();
+    }
+
+    /// <summary>Frees the plan's device metadata now (after pending work); false when none is cached.</summary>
+    public bool Release(AcceleratorStream stream, AttentionPlan plan)
+    {
+        int i = _recent.FindIndex(e => ReferenceEquals(e.Plan, plan));
+        if (i < 0) return false;
+        stream.Synchronize();
+        _recent[i].Data.Dispose();
+        _recent.RemoveAt(i);
+        FreeRetired(stream, synchronized: true);
+        return true;
     }
 
     public void Launch(AcceleratorStream stream, AttentionPlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse)
@@ -450,7 +494,8 @@ internal sealed class PagedAttentionLauncher : IDisposable
 
     public void Dispose()
     {
-        foreach (var d in _owned) d.Dispose();
+        foreach (var e in _recent) e.Data.Dispose();
+        foreach (var d in _retired) d.Dispose();
         _quantizedQueries?.Dispose();
         _sinkLse?.Dispose();
         _appendTargets?.Dispose();

@@ -561,4 +561,44 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
             AssertClose(e, o, mag, le, l, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 4000, $"targetItems {plan.WorkItemCount} items");
         }
     }
+
+    [Fact]
+    public void PlanCache_KeepsTheRecentPlans_AndFreesEvictedOnesAtTheNextSynchronize()
+    {
+        // A runtime plans every step: the backend must not keep every plan's device metadata. 20 steps (one new plan each, run
+        // twice as two layers would) leave at most 8 plans cached and at most 8 evicted ones waiting; Synchronize frees those;
+        // an evicted plan uploads again and still gives the oracle's answer; ReleasePlan frees one now.
+        using var gpu = GpuBackend.CreateCpuSimulator();
+        var spec = new CacheSpec([9, 3], 4, 1, 32, DType.F16, KvLayout.Nhd, KvScaleMode.None, 21);
+        var (cache, table) = Build(spec);
+        var shape = new AttentionShape(2, 1, 32);
+        var q = Queries(new Random(2), 2, shape);
+        float[] e = new float[q.Length], le = new float[4];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, AttentionOptions.Default, e, le, mag);
+        double eps = LogitError(q, shape, 1 / MathF.Sqrt(32), GatherKeys(cache, table));
+        using var kv = gpu.UploadKvCache(cache);
+        using var qt = gpu.Upload(q, 2, 2, 32);
+        using var ot = gpu.Allocate<float>(2, 2, 32);
+        using var lt = gpu.Allocate<float>(2, 2);
+        var plans = new List<DecodePlan>();
+        for (int step = 0; step < 20; step++)
+        {
+            var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), fixedChunkPages: 1 + step % 3);
+            plans.Add(plan);
+            gpu.Attention(plan, qt, kv, ot, lt);
+            gpu.Attention(plan, qt, kv, ot, lt);
+            var (cached, retired) = gpu.PlanCache;
+            Assert.True(cached <= 8 && retired <= 8, $"step {step}: {cached} cached, {retired} retired");
+        }
+        gpu.Synchronize();
+        Assert.Equal((8, 0), gpu.PlanCache);
+        AssertClose(e, ot.ToArray(), mag, le, lt.ToArray(), eps, 9, "last plan");
+        gpu.Attention(plans[0], qt, kv, ot, lt); // evicted long ago: uploaded again
+        gpu.Synchronize();
+        AssertClose(e, ot.ToArray(), mag, le, lt.ToArray(), eps, 9, "re-uploaded plan");
+        Assert.True(gpu.ReleasePlan(plans[0]));
+        Assert.False(gpu.ReleasePlan(plans[0]));
+        Assert.Equal((7, 0), gpu.PlanCache);
+    }
 }
