@@ -73,7 +73,7 @@ public sealed partial class AttentionSuite
         int tokensPerSequence = levels.Sum(l => l.Tokens) + ownTokens;
 
         var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
-        int targetItems = gpu is null ? CpuTargetItems(ctx) : DecodePlanner.TargetItems;
+        int targetItems = gpu is null ? CpuTargetItems(ctx) : gpu.DecodeTargetItems;
         var flatPlan = DecodePlanner.Plan(flat, shape, numPages, new AttentionWorkspace(), targetItems: targetItems);
         var cascadePlan = CascadePlanner.Plan(cascadeLevels, suffixes, shape, numPages, new AttentionWorkspace(), targetItems: targetItems);
         AttentionPlan plan = cascade ? cascadePlan : flatPlan;

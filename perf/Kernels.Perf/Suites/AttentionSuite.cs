@@ -109,9 +109,9 @@ public sealed partial class AttentionSuite : IBenchSuite
         var indptr = Enumerable.Range(0, batch + 1).Select(b => b * pagesPerSeq).ToArray();
         var last = Enumerable.Repeat(len - (pagesPerSeq - 1) * pageSize, batch).ToArray();
         var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
-        // CPU: a few work items per thread (each item costs a setup, a cold first page and a merge); GPU: the planner's default.
+        // CPU: a few work items per thread (each item costs a setup, a cold first page and a merge); GPU: its DecodeTargetItems.
         // In cache: one item per thread, so the rate is the kernel's own, not the split-KV setup's.
-        int targetItems = gpu is not null ? DecodePlanner.TargetItems : inCache ? ctx.Options.EffectiveParallelism : CpuTargetItems(ctx);
+        int targetItems = gpu is not null ? gpu.DecodeTargetItems : inCache ? ctx.Options.EffectiveParallelism : CpuTargetItems(ctx);
         (PagedKvCache[] Caches, PageTable Table, DecodePlan Plan) Build(int[] pages, PagedKvCache from)
         {
             var built = new PagedKvCache[copies];
