@@ -106,12 +106,13 @@ internal static unsafe class AttentionLaunch
         }
     }
 
-    /// <summary>Merges the split-KV partial states of one (sequence, head) in chunk order.</summary>
     /// <summary>(sequence, head) rows per merge chunk: one 64-byte line of lse, so two threads never write the same line,
     /// and enough work per claim that the shared chunk counter is not the cost (one row per chunk took ≈ 80 µs more than
     /// the whole merge on one thread at 8 × 512 tokens, 32 heads, 2 chunks per sequence).</summary>
     private const int MergeRowsPerChunk = 16;
 
+    /// <summary>Merges the split-KV partial states of each (sequence, head) row in chunk order, <see cref="MergeRowsPerChunk"/>
+    /// rows per chunk.</summary>
     private struct MergeState : IChunkKernel<MergeState>
     {
         public float* Work, Out, Lse;

@@ -395,7 +395,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
     /// queued with them may still run), or here with one when more than <see cref="MaxCachedPlans"/> wait.</summary>
     private GpuPlanData PlanData(AcceleratorStream stream, AttentionPlan plan)
     {
-        int i = _recent.FindIndex(e => ReferenceEquals(e.Plan, plan));
+        int i = IndexOf(plan);
         GpuPlanData data;
         if (i >= 0)
         {
@@ -413,6 +413,13 @@ internal sealed class PagedAttentionLauncher : IDisposable
         return data;
     }
 
+    private int IndexOf(AttentionPlan plan)
+    {
+        for (int i = 0; i < _recent.Count; i++)
+            if (ReferenceEquals(_recent[i].Plan, plan)) return i;
+        return -1;
+    }
+
     /// <summary>Frees evicted plans' buffers, synchronizing the stream first unless the caller just did.</summary>
     public void FreeRetired(AcceleratorStream stream, bool synchronized)
     {
@@ -425,7 +432,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
     /// <summary>Frees the plan's device metadata now (after pending work); false when none is cached.</summary>
     public bool Release(AcceleratorStream stream, AttentionPlan plan)
     {
-        int i = _recent.FindIndex(e => ReferenceEquals(e.Plan, plan));
+        int i = IndexOf(plan);
         if (i < 0) return false;
         stream.Synchronize();
         _recent[i].Data.Dispose();
