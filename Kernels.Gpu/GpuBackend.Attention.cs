@@ -31,7 +31,9 @@ public sealed partial class GpuBackend : IPagedAttentionOps
     public void Attention(AttentionPlan plan, DeviceTensor<float> q, DeviceKvCache cache, DeviceTensor<float> output, DeviceTensor<float>? lse)
     {
         ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(cache);
+        ArgumentNullException.ThrowIfNull(output);
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (cache is not GpuKvCache gc) throw new ArgumentException("The cache was not made by this GPU backend's UploadKvCache.", nameof(cache));
         ObjectDisposedException.ThrowIf(gc.IsDisposed, gc);

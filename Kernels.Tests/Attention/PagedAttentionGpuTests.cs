@@ -524,6 +524,8 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
             Assert.Equal("cache", Assert.Throws<ArgumentException>(() => ops.CopyPages(foreignKv, [new PageCopy(0, 1)])).ParamName);
             Assert.Equal("other", Assert.Throws<ArgumentException>(() => ops.MergeStates(ot, lt, foreignQ, lt)).ParamName);
             Assert.Equal("otherLse", Assert.Throws<ArgumentException>(() => ops.MergeStates(ot, lt, ot, foreignL)).ParamName);
+            Assert.Equal("q", Assert.Throws<ArgumentNullException>(() => ops.Attention(plan, null!, kv, ot, lt)).ParamName);
+            Assert.Equal("output", Assert.Throws<ArgumentNullException>(() => ops.Attention(plan, qt, kv, null!, lt)).ParamName);
             var disposed = mine.Allocate<float>(2, 2, 32);
             disposed.Dispose();
             Assert.Throws<ObjectDisposedException>(() => ops.Attention(plan, disposed, kv, ot, lt));
