@@ -22,6 +22,15 @@ public class DFloat11ContainerTests
     }
 
     [Fact]
+    public void SafeTensor_ValuesMustMatchTheShape()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new SafeTensor("w", new TensorShape(3, 4), new BFloat16[11]));
+        Assert.Contains("11 elements", e.Message);
+        Assert.Contains("12", e.Message);
+        Assert.Throws<ArgumentNullException>(() => new SafeTensor(null!, new TensorShape(1), new BFloat16[1]));
+    }
+
+    [Fact]
     public void Container_RoundTrip_BitExact()
     {
         var tensors = Collection(42);
