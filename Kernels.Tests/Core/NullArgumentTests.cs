@@ -30,13 +30,12 @@ public class NullArgumentTests(GpuFixture fixture)
     {
         if (m.GetParameters().Any(p => p.ParameterType.IsByRefLike || p.ParameterType.IsByRef || p.ParameterType.IsPointer)) return; // spans: not reachable by reflection
         var args = m.GetParameters().Select(DefaultFor).ToArray();
-        var e = Assert.ThrowsAny<Exception>(() =>
-        {
-            try { m.Invoke(target, args); }
-            catch (TargetInvocationException t) when (t.InnerException is not null) { throw t.InnerException; }
-        });
-        Assert.True(e is ArgumentException or InvalidOperationException or NotSupportedException,
-            $"{m.DeclaringType!.Name}.{m.Name}({string.Join(", ", m.GetParameters().Select(p => p.ParameterType.Name))}) with nulls threw {e.GetType().Name}: {e.Message}");
+        string what = $"{m.DeclaringType!.Name}.{m.Name}({string.Join(", ", m.GetParameters().Select(p => p.ParameterType.Name))})";
+        Exception? e = null;
+        try { m.Invoke(target, args); }
+        catch (TargetInvocationException t) { e = t.InnerException; }
+        Assert.True(e is not null, $"{what} with nulls threw nothing");
+        Assert.True(e is ArgumentException or InvalidOperationException or NotSupportedException, $"{what} with nulls threw {e!.GetType().Name}: {e.Message}");
     }
 
     [Fact]
@@ -90,5 +89,35 @@ public class NullArgumentTests(GpuFixture fixture)
             }
         Assert.True(failures.Count == 0, string.Join("\n", failures));
         Assert.True(checkedCount >= 5, $"only {checkedCount} constructors checked");
+    }
+
+    [Fact]
+    public void DataStructureMethods_WithNulls_ThrowArgumentErrors()
+    {
+        // One instance of each attention data structure a runtime holds, every public method with a non-nullable reference
+        // parameter called with nulls.
+        using var cache = new Kernels.Attention.Paging.PagedKvCache(4, 4, 1, 32, DType.F16);
+        var allocator = new Kernels.Attention.Paging.PageAllocator(cache);
+        var table = new Kernels.Attention.Paging.PageTable([0, 1], [0], [1], 4);
+        var shape = new AttentionShape(2, 1, 32);
+        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace());
+        using var cpu = new CpuBackend();
+        using var hostKv = cpu.UploadKvCache(cache);
+        using var gpuKv = fixture.Backend.UploadKvCache(cache);
+        object[] instances = [cache, allocator, table, plan, new AttentionWorkspace(), hostKv, gpuKv,
+            new Kernels.Attention.Positional.RopeTable(new Kernels.Attention.Positional.RopeOptions(), 32, 16)];
+        int checkedCount = 0;
+        foreach (var o in instances)
+            for (var t = o.GetType(); t is not null && t.Assembly != typeof(object).Assembly; t = t.BaseType)
+            {
+                if (!t.IsVisible) continue; // public API only (the GPU cache type is internal; its surface is DeviceKvCache)
+                foreach (var m in Methods(t, BindingFlags.Instance))
+                {
+                    if (m.GetParameters().Any(p => p.ParameterType.IsByRefLike || p.ParameterType.IsByRef || p.ParameterType.IsPointer)) continue;
+                    Check(o, m);
+                    checkedCount++;
+                }
+            }
+        Assert.True(checkedCount >= 2, $"only {checkedCount} methods checked"); // most take spans, which reflection cannot pass
     }
 }
