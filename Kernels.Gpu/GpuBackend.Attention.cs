@@ -24,7 +24,7 @@ public sealed partial class GpuBackend : IPagedAttentionOps
 
     /// <inheritdoc/>
     /// <remarks>Plan metadata (work items, page lists, split-KV workspace) is uploaded on the first run of each plan and reused
-    /// for every layer; the 8 most recently used plans stay cached, older ones are freed after the stream's next
+    /// for every layer; the <see cref="CachedAttentionPlans"/> (8) most recently used plans stay cached, older ones are freed after the stream's next
     /// synchronization (<see cref="Synchronize"/>), so a runtime that plans every step does not accumulate device memory;
     /// <see cref="ReleasePlan"/> frees one now. The CPU-side checks of <c>PagedDecode.Run</c> apply (head_dim a multiple of
     /// 32 up to 256).</remarks>
@@ -48,7 +48,7 @@ public sealed partial class GpuBackend : IPagedAttentionOps
             throw new NotSupportedException($"GPU attention supports head_dim a multiple of 32 up to 256; got {shape.HeadDim}.");
         ArrayView<float> qv = AsGpu(q, nameof(q)).View, ov = AsGpu(output, nameof(output)).View;
         ArrayView<float>? lv = lse is null ? null : AsGpu(lse, nameof(lse)).View;
-        _attention ??= Own(new PagedAttentionLauncher(Accelerator));
+        _attention ??= NewAttentionLauncher();
         _attention.BeginCall();
         Wrap(() =>
         {
@@ -69,6 +69,28 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         return _attention is not null && Wrap(() => _attention.Release(Stream, plan));
     }
 
+    /// <summary>The default of <see cref="CachedAttentionPlans"/>.</summary>
+    public const int DefaultCachedAttentionPlans = 8;
+
+    private int _cachedPlans = DefaultCachedAttentionPlans;
+
+    /// <summary>How many attention plans keep their device metadata between runs (default 8). A runtime that runs more
+    /// distinct plans per step (per-layer windows, many cascade levels) raises it, so that plans are not uploaded again every
+    /// step; evicted plans are freed at the next <see cref="Synchronize"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is below 1.</exception>
+    public int CachedAttentionPlans
+    {
+        get => _cachedPlans;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
+            _cachedPlans = value;
+            if (_attention is not null) _attention.MaxCachedPlans = value;
+        }
+    }
+
+    private PagedAttentionLauncher NewAttentionLauncher() => Own(new PagedAttentionLauncher(Accelerator) { MaxCachedPlans = _cachedPlans });
+
     /// <summary>Plans with cached device metadata, and evicted ones not yet freed (for tests).</summary>
     internal (int Cached, int Retired) PlanCache => _attention is null ? (0, 0) : (_attention.CachedPlans, _attention.RetiredPlans);
 
@@ -86,7 +108,7 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         ObjectDisposedException.ThrowIf(gc.IsDisposed, gc);
         gc.Source.CheckAppend(plan, keys.Shape.ElementCount, values.Shape.ElementCount);
         ArrayView<float> kv = AsGpu(keys, nameof(keys)).View, vv = AsGpu(values, nameof(values)).View;
-        _attention ??= Own(new PagedAttentionLauncher(Accelerator));
+        _attention ??= NewAttentionLauncher();
         Wrap(() =>
         {
             _attention.Append(Stream, plan, gc, kv, vv);
@@ -120,7 +142,7 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         int d = MergeStatesArguments.Check(v, lse, other, otherLse);
         ArrayView<float> vv = AsGpu(v, nameof(v)).View, lv = AsGpu(lse, nameof(lse)).View;
         ArrayView<float> ov = AsGpu(other, nameof(other)).View, olv = AsGpu(otherLse, nameof(otherLse)).View;
-        _attention ??= Own(new PagedAttentionLauncher(Accelerator));
+        _attention ??= NewAttentionLauncher();
         Wrap(() =>
         {
             _attention.MergeStates(Stream, vv, lv, ov, olv, d);

@@ -273,9 +273,9 @@ internal sealed class PagedAttentionLauncher : IDisposable
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs> _attend;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs> _merge;
-    /// <summary>Plans whose device metadata stays cached: a runtime plans once per step and runs the plan for every layer, so
-    /// the last few plans are all that is reused.</summary>
-    internal const int MaxCachedPlans = 8;
+    /// <summary>Plans whose device metadata stays cached (<see cref="GpuBackend.CachedAttentionPlans"/>): a runtime plans once
+    /// per step and runs the plan for every layer, so the last few plans are all that is reused.</summary>
+    public int MaxCachedPlans { get; set; } = GpuBackend.DefaultCachedAttentionPlans;
     private readonly List<(AttentionPlan Plan, GpuPlanData Data, long Call)> _recent = []; // least recently used first
     private readonly List<GpuPlanData> _retired = []; // evicted; freed once the stream has finished with them
     private long _call;

@@ -602,5 +602,12 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         Assert.True(gpu.ReleasePlan(plans[0]));
         Assert.False(gpu.ReleasePlan(plans[0]));
         Assert.Equal((7, 0), gpu.PlanCache);
+        // A smaller cache: the next call evicts down to it; the size must be at least 1.
+        gpu.CachedAttentionPlans = 2;
+        gpu.Attention(plans[1], qt, kv, ot, lt);
+        gpu.Synchronize();
+        Assert.Equal((2, 0), gpu.PlanCache);
+        AssertClose(e, ot.ToArray(), mag, le, lt.ToArray(), eps, 9, "after shrinking");
+        Assert.Throws<ArgumentOutOfRangeException>(() => gpu.CachedAttentionPlans = 0);
     }
 }
