@@ -15,10 +15,10 @@ public sealed partial class CpuBackend : IPagedAttentionOps
         }
     }
 
-    /// <summary>Split-KV chunks per thread that <see cref="DecodeTargetItems"/> asks for. On 2 cores (2026-12-02, alternated
-    /// runs, paged fp16): 8 per thread ran 12–16 % faster than the planner's default of 64 in all at 1 × 32k and 8 × 4k, and
-    /// 4 per thread faster again at 8 × 512 (539–595 against 653–699 µs: the sequences stay whole, no merge), alike
-    /// elsewhere within the VM's ≈ 10 % noise.</summary>
+    /// <summary>Split-KV chunks per thread that <see cref="DecodeTargetItems"/> asks for. On 2 cores (2026-12-02, fp16,
+    /// alternated runs): 8 per thread ran 12–16 % faster than the planner's default of 64 in all at 1 × 32k and 8 × 4k (a
+    /// scratch program, pages in order), and 4 per thread faster again at 8 × 512 paged (the bench harness: 539–595 against
+    /// 653–699 µs; the sequences stay whole, no merge), alike elsewhere within the VM's ≈ 10 % noise.</summary>
     public const int DecodeItemsPerThread = 4;
 
     /// <inheritdoc/>

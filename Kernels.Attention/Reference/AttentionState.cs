@@ -103,7 +103,6 @@ public static class AttentionState
         return lse;
     }
 
-    /// <summary><c>e^x</c> (x ≤ 0), 0 below <see cref="AttentionReference.SmallestWeightExponent"/>: the attention weights' fp32 rule.</summary>
     /// <summary>Adds an attention sink to a finished state: the merge of <c>(v, lse)</c> with the state <c>(0, sink)</c> by
     /// <see cref="MergeInPlace"/>'s rule (the sink's logit joins the normaliser and contributes no value): <c>v ← v·w_a/(w_a + w_s)</c>,
     /// <c>lse ← ln(e^lse + e^sink)</c>; an empty state (lse −∞) becomes <c>(0·v, sink)</c>, a NaN state stays NaN.</summary>
@@ -124,5 +123,6 @@ public static class AttentionState
         lse = max + MathF.Log(wa + ws);
     }
 
+    /// <summary><c>e^x</c> (x ≤ 0), 0 below <see cref="AttentionReference.SmallestWeightExponent"/>: the attention weights' fp32 rule.</summary>
     private static float Weight(float x) => x < AttentionReference.SmallestWeightExponent ? 0f : MathF.Exp(x);
 }

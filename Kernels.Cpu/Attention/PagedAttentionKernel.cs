@@ -289,7 +289,7 @@ internal static unsafe class PagedAttentionKernel
 
     /// <summary>Row <paramref name="r"/>'s query position: bottom-right aligned in its request, or given per row (a cascade's shared level).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int QueryPosition(ref State s, AttentionWorkItem it, int r) =>
+    internal static int QueryPosition(ref State s, AttentionWorkItem it, int r) =>
         s.RowPosition != null ? s.RowPosition[it.QueryRow + r] : it.MaskKvLen - it.MaskQoLen + it.MaskQuery + r;
 
     /// <summary>Whether the custom mask (if any) keeps key <paramref name="key"/> for query row <paramref name="row"/>.</summary>

@@ -195,8 +195,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         var qm = Vector128.Create(qMul);
         for (int r = 0; r < it.QueryRows; r++)
         {
-            // The row's query position: bottom-right aligned in its request, or given per row (a cascade's shared level).
-            queryPos[r] = s.RowPosition != null ? s.RowPosition[it.QueryRow + r] : it.MaskKvLen - it.MaskQoLen + it.MaskQuery + r;
+            queryPos[r] = PagedAttentionKernel.QueryPosition(ref s, it, r);
             var (klo, khi) = AttentionMask.KeyRangeAt(queryPos[r], it.MaskKvLen, s.Causal, s.WindowLeft);
             if (s.MaskWords != null)
             {

@@ -16,6 +16,10 @@ public static class Report
         _ => s.ToString("F3", CultureInfo.InvariantCulture) + " s",
     };
 
+    /// <summary>Numbers align right, text left.</summary>
+    private static string Pad(string cell, string column, int width) =>
+        column is "median" or "GB/s" or "GFLOP/s" or "% BW" or "vs base" ? cell.PadLeft(width) : cell.PadRight(width);
+
     private static string[] Row(BenchResult r) =>
     [
         r.Suite, r.Op, r.Format, r.Shape, r.Backend, r.Path, FormatTime(r.MedianSeconds),
@@ -27,7 +31,8 @@ public static class Report
         r.Verified,
     ];
 
-    public static string Table(IReadOnlyList<BenchResult> results, bool markdown)
+    /// <summary>The Markdown table of every column (the report file).</summary>
+    public static string MarkdownTable(IReadOnlyList<BenchResult> results)
     {
         var rows = new List<string[]> { Header };
         rows.AddRange(results.Select(Row));
@@ -35,9 +40,8 @@ public static class Report
         var sb = new StringBuilder();
         for (int i = 0; i < rows.Count; i++)
         {
-            var cells = rows[i].Select((cell, c) => c is >= 6 and <= 10 ? cell.PadLeft(widths[c]) : cell.PadRight(widths[c]));
-            sb.AppendLine(markdown ? "| " + string.Join(" | ", cells) + " |" : string.Join("  ", cells));
-            if (i == 0) sb.AppendLine(markdown ? "|" + string.Join("|", widths.Select(w => new string('-', w + 2))) + "|" : string.Join("  ", widths.Select(w => new string('-', w))));
+            sb.AppendLine("| " + string.Join(" | ", rows[i].Select((cell, c) => Pad(cell, Header[c], widths[c]))) + " |");
+            if (i == 0) sb.AppendLine("|" + string.Join("|", widths.Select(w => new string('-', w + 2))) + "|");
         }
         return sb.ToString();
     }
@@ -47,21 +51,20 @@ public static class Report
     public static string ConsoleTable(IReadOnlyList<BenchResult> results, int width = 120)
     {
         bool backends = results.Select(r => r.Backend).Distinct().Count() > 1;
-        string[] header = backends
-            ? ["op", "format", "shape", "backend", "path", "median", "GB/s", "GFLOP/s", "% BW", "vs base", "check"]
-            : ["op", "format", "shape", "path", "median", "GB/s", "GFLOP/s", "% BW", "vs base", "check"];
-        int firstNumber = backends ? 5 : 4, lastNumber = firstNumber + 4;
+        string[] dropped = backends ? ["suite", "extra"] : ["suite", "extra", "backend"];
+        int[] kept = Enumerable.Range(0, Header.Length).Where(c => !dropped.Contains(Header[c])).ToArray();
+        string[] header = [.. kept.Select(c => Header[c])];
         var sb = new StringBuilder();
         foreach (var suite in results.GroupBy(r => r.Suite))
         {
             var rows = new List<string[]> { header };
-            rows.AddRange(suite.Select(r => Row(r).Where((_, c) => c != 0 && c != 11 && (backends || c != 4)).ToArray()));
+            rows.AddRange(suite.Select(r => { var row = Row(r); return kept.Select(c => row[c]).ToArray(); }));
             int[] widths = Enumerable.Range(0, header.Length).Select(c => rows.Max(r => r[c].Length)).ToArray();
             sb.AppendLine($"== {suite.Key} ==");
             var extras = suite.Select(r => r.Extra).ToList();
             for (int i = 0; i < rows.Count; i++)
             {
-                sb.AppendLine(string.Join("  ", rows[i].Select((cell, c) => c >= firstNumber && c <= lastNumber ? cell.PadLeft(widths[c]) : cell.PadRight(widths[c]))).TrimEnd());
+                sb.AppendLine(string.Join("  ", rows[i].Select((cell, c) => Pad(cell, header[c], widths[c]))).TrimEnd());
                 if (i == 0) sb.AppendLine(string.Join("  ", widths.Select(w => new string('-', w))));
                 else if (!string.IsNullOrEmpty(extras[i - 1])) AppendWrapped(sb, extras[i - 1]!, "    ↳ ", width);
             }
@@ -97,7 +100,7 @@ public static class Report
         sb.AppendLine($"# Kernels bench, {stamp} ({tag})").AppendLine();
         sb.AppendLine($"Machine: {machine}").AppendLine();
         sb.AppendLine($"Measured DRAM read bandwidth: {bandwidth / 1e9:F1} GB/s (all threads; the better of a plain vector sum and a software-prefetched two-stream read over 1 GiB, best of the measurements at the start and end of the run)" + (gpuBandwidth > 0 ? $"; GPU memory read bandwidth: {gpuBandwidth / 1e9:F0} GB/s" : "") + @". GB/s = bytes the kernel must move / median time; % BW is against that bandwidth; 'vs base' = baseline time / this time (>1 is faster).").AppendLine();
-        sb.Append(Table(results, markdown: true));
+        sb.Append(MarkdownTable(results));
         var notes = results.Where(r => r.Note is not null).ToList();
         if (notes.Count > 0)
         {
