@@ -52,7 +52,7 @@ public class AlibiTests
     {
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
         var cases = (from c in PagedPrefillTests.Cases.Generator from s in Slopes from n in Gen.Elements(0, 0, 2)
-                     select (c, s, n: c.Cache.DType is DType.F32 or DType.F16 or DType.BF16 ? n : 0)).ToArbitrary();
+                     select (c, s, n: PagedPrefillTests.NonFiniteFor(c, n))).ToArbitrary();
         Prop.ForAll(cases, x => PagedPrefillTests.Check(x.c, options, nonFinite: x.n, alibiFor: x.s.For)).QuickCheckThrowOnFailure();
     }
 

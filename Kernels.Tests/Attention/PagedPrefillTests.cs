@@ -56,6 +56,10 @@ public class PagedPrefillTests
         }
     }
 
+    /// <summary>How many Inf/NaN values to inject into a case's K/V: <paramref name="n"/> for the fp32/fp16/bf16 formats, whose
+    /// codes hold them exactly, else 0.</summary>
+    internal static int NonFiniteFor(PrefillCase c, int n) => c.Cache.DType is DType.F32 or DType.F16 or DType.BF16 ? n : 0;
+
     internal static void Check(PrefillCase c, KernelOptions options, bool quantizedQ = false, int nonFinite = 0, Func<int[], int[], CustomMask>? maskOf = null,
         Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null) =>
         Check(c, (plan, q, cache, o, lse) => PagedPrefill.Run(plan, q, cache, o, lse, options), options.Isa.ToString(), quantizedQ, nonFinite, maskOf, alibiFor, sinksFor);
