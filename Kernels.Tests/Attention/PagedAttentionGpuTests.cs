@@ -284,6 +284,19 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         Prop.ForAll(decode, x => PagedDecodeTests.CheckNonFinite(x.c, 0, RunGpu, "gpu", x.s.For)).Check(Config.QuickThrowOnFailure.WithMaxTest(10));
     }
 
+    /// <summary>A three-level cascade with attention sinks (11 sequences, 8 query heads over 2 kv heads, head_dim 64, fp16),
+    /// its plan and the oracle's answer.</summary>
+    private static (PagedKvCache Cache, CascadePlan Plan, (float[] Q, float[] Expected, float[] LseE, double[] Mag, double Eps, int MaxLen) Oracle) SinkCascade()
+    {
+        var mc = new CascadeTests.MultiLevelCase(new CacheSpec([20, 9, 17, 0, 5, 11, 3, 7, 0, 12, 4], 4, 2, 64, DType.F16, KvLayout.Nhd, KvScaleMode.None, 47),
+            [[0, 5], [0, 2, 5], [0, 1, 3, 5]], 4);
+        var (cache, levels, suffixes) = CascadeTests.BuildMultiLevel(mc);
+        var shape = new AttentionShape(8, 2, 64);
+        var opts = new AttentionOptions { AttentionSinks = [0f, 1f, 2f, 3f, -1f, -2f, 5f, 0.5f] };
+        var plan = CascadePlanner.Plan(levels, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, targetItems: 64);
+        return (cache, plan, CascadeTests.MultiLevelOracle(mc, cache, levels, suffixes, shape, opts));
+    }
+
     [Fact]
     public void AttentionSinks_MatchReference_WithAndWithoutLse()
     {
@@ -294,13 +307,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
                        select (c, s)).ToArbitrary();
         Prop.ForAll(prefill, x => PagedPrefillTests.Check(x.c, RunGpu, "gpu", sinksFor: x.s)).Check(Config.QuickThrowOnFailure.WithMaxTest(8));
 
-        var mc = new CascadeTests.MultiLevelCase(new CacheSpec([20, 9, 17, 0, 5, 11, 3, 7, 0, 12, 4], 4, 2, 64, DType.F16, KvLayout.Nhd, KvScaleMode.None, 47),
-            [[0, 5], [0, 2, 5], [0, 1, 3, 5]], 4);
-        var (cache, levels, suffixes) = CascadeTests.BuildMultiLevel(mc);
-        var shape = new AttentionShape(8, 2, 64);
-        var opts = new AttentionOptions { AttentionSinks = [0f, 1f, 2f, 3f, -1f, -2f, 5f, 0.5f] };
-        var plan = CascadePlanner.Plan(levels, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, targetItems: 64);
-        var (q, e, le, mag, eps, maxLen) = CascadeTests.MultiLevelOracle(mc, cache, levels, suffixes, shape, opts);
+        var (cache, plan, (q, e, le, mag, eps, maxLen)) = SinkCascade();
         RunBoth(plan, q, cache, 5, 8, 64, e, le, mag, eps, maxLen, "three-level cascade with sinks");
 
         // No lse buffer: the GPU backend keeps the rows' lse in scratch for the sinks; outputs equal the run with one.
@@ -613,13 +620,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         // One call may need more plans than the cache holds (a cascade runs each level's plan, the suffix's and its own for
         // the sinks): none of them is evicted before the call ends, and the answer is the oracle's. The next call evicts them.
         gpu.CachedAttentionPlans = 1;
-        var mc = new CascadeTests.MultiLevelCase(new CacheSpec([20, 9, 17, 0, 5, 11, 3, 7, 0, 12, 4], 4, 2, 64, DType.F16, KvLayout.Nhd, KvScaleMode.None, 47),
-            [[0, 5], [0, 2, 5], [0, 1, 3, 5]], 4);
-        var (mcache, levels, suffixes) = CascadeTests.BuildMultiLevel(mc);
-        var mshape = new AttentionShape(8, 2, 64);
-        var mopts = new AttentionOptions { AttentionSinks = [0f, 1f, 2f, 3f, -1f, -2f, 5f, 0.5f] };
-        var cascade = CascadePlanner.Plan(levels, suffixes, mshape, mcache.NumPages, new AttentionWorkspace(), mopts, targetItems: 64);
-        var (mq, me, mle, mmag, meps, mmax) = CascadeTests.MultiLevelOracle(mc, mcache, levels, suffixes, mshape, mopts);
+        var (mcache, cascade, (mq, me, mle, mmag, meps, mmax)) = SinkCascade();
         using (var mkv = gpu.UploadKvCache(mcache))
         using (var mqt = gpu.Upload(mq, 5, 8, 64))
         using (var mot = gpu.Allocate<float>(5, 8, 64))
