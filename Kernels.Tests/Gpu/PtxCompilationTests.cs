@@ -42,6 +42,40 @@ public class PtxCompilationTests
         ["dfloat11 decode"] = (Method(typeof(DFloat11Kernels), nameof(DFloat11Kernels.Decode)), true),
     };
 
+    /// <summary>With <c>KERNELS_PTXAS</c> naming NVIDIA's ptxas (no GPU needed), assembles the kernel for sm_90 as the driver
+    /// would when loading it, and checks what only the real code generator knows: the PTX is accepted, static shared memory
+    /// stays within the 48 KB a launch gets without opting in, and nothing spills beyond a few bytes. ptxas older than
+    /// CUDA 12.9 rejects <c>.version 8.8</c>; <c>KERNELS_PTXAS_VERSION</c> (say 7.8 for CUDA 11.8) rewrites that line.
+    /// Off by default: CI machines have no CUDA toolkit (docs/architecture.md, "GPU code without a GPU").</summary>
+    private static void Assemble(string ptxas, string kernel, string ptx)
+    {
+        if (Environment.GetEnvironmentVariable("KERNELS_PTXAS_VERSION") is { Length: > 0 } version)
+            ptx = ptx.Replace(".version 8.8", ".version " + version);
+        string file = Path.Combine(Path.GetTempPath(), $"kernels-{Environment.ProcessId}-{kernel.Replace(' ', '-')}.ptx");
+        File.WriteAllText(file, ptx);
+        try
+        {
+            var info = new System.Diagnostics.ProcessStartInfo(ptxas, ["-arch=sm_90", "-v", file, "-o", file + ".cubin"])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            using var process = System.Diagnostics.Process.Start(info)!;
+            string report = process.StandardOutput.ReadToEnd() + process.StandardError.ReadToEnd();
+            process.WaitForExit();
+            Assert.True(process.ExitCode == 0, $"{kernel}: ptxas failed:\n{report}");
+            var smem = System.Text.RegularExpressions.Regex.Match(report, @"(\d+) bytes smem");
+            Assert.True(!smem.Success || int.Parse(smem.Groups[1].Value) <= 48 * 1024, $"{kernel}: static shared memory over 48 KB:\n{report}");
+            var spill = System.Text.RegularExpressions.Regex.Match(report, @"(\d+) bytes spill stores");
+            Assert.True(spill.Success && int.Parse(spill.Groups[1].Value) <= 64, $"{kernel}: spills:\n{report}");
+        }
+        finally
+        {
+            File.Delete(file);
+            File.Delete(file + ".cubin");
+        }
+    }
+
     private static MethodInfo Method(Type type, string name) =>
         type.GetMethod(name, BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static) ?? throw new MissingMethodException(type.Name, name);
 
@@ -59,6 +93,9 @@ public class PtxCompilationTests
         // allocate more registers than a 512-thread group can have, and the launch would fail on a GPU only.
         var specialization = kernel == "attention" ? new KernelSpecialization(PagedAttentionKernels.MaxGroupThreads, null) : KernelSpecialization.Empty;
         var compiled = (PTXCompiledKernel)backend.Compile(entry, specialization);
+        if (Environment.GetEnvironmentVariable("KERNELS_PTX_DIR") is { Length: > 0 } dir)
+            File.WriteAllText(Path.Combine(dir, kernel.Replace(' ', '-') + ".ptx"), compiled.PTXAssembly);
+        if (Environment.GetEnvironmentVariable("KERNELS_PTXAS") is { Length: > 0 } ptxas) Assemble(ptxas, kernel, compiled.PTXAssembly);
         if (kernel == "attention") Assert.Contains(".maxntid 512", compiled.PTXAssembly);
         Assert.Contains(".entry", compiled.PTXAssembly);
         Assert.Contains(".target sm_", compiled.PTXAssembly); // ILGPU 1.5.3 emits sm_80 code for an sm_90 device
