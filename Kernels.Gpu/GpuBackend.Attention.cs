@@ -53,7 +53,12 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         Wrap(() =>
         {
             if (plan is CascadePlan cascade) _attention.LaunchCascade(Stream, cascade, gc, qv, ov, lv);
-            else _attention.Launch(Stream, plan, gc, qv, ov, lv);
+            else
+            {
+                // In-kernel RoPE reads this backend's device copy of the table (uploaded once, shared with ApplyRope).
+                ArrayView<float>? rope = plan.Options.Rope is { } table ? (_rope ??= Own(new RopeLauncher(Accelerator))).Table(table) : null;
+                _attention.Launch(Stream, plan, gc, qv, ov, lv, rope);
+            }
             return 0;
         });
     }

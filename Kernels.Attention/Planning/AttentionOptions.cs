@@ -1,7 +1,9 @@
+using Kernels.Attention.Positional;
+
 namespace Kernels.Attention.Planning;
 
 /// <summary>Logit transform and masking options (FlashInfer's <c>sm_scale</c>, <c>logits_soft_cap</c>, <c>window_left</c>,
-/// <c>causal</c>, and <c>pos_encoding_mode="ALIBI"</c> with <c>alibi_slopes</c>).</summary>
+/// <c>causal</c>, and <c>pos_encoding_mode="ALIBI"</c> with <c>alibi_slopes</c> or <c>"ROPE_LLAMA"</c> with a rotary table).</summary>
 /// <remarks>
 /// Logit of query q (at key position <c>i</c>) of head h and key k at position j: <c>x = sm_scale·q·k + b</c> with the ALiBi
 /// bias <c>b = slope_h·(j − i)</c> (0 without <see cref="AlibiSlopes"/>; <c>i = kv_len − qo_len + query index</c>, the
@@ -38,7 +40,7 @@ public sealed record AttentionOptions
     public bool QuantizedQueryDot { get; init; }
 
     /// <summary>ALiBi slopes, one per query head (Press et al., "Train Short, Test Long"; BLOOM, MPT, Baichuan), or null for
-    /// none. <see cref="DefaultAlibiSlopes"/> gives the standard ones. Not supported by cascade plans.</summary>
+    /// none. <see cref="DefaultAlibiSlopes"/> gives the standard ones.</summary>
     /// <remarks>Softmax is invariant to a constant per row, so the output depends only on the slopes, not on where the
     /// distance is counted from; the log-sum-exp uses the distance above (FlashInfer's kernels count from the query index,
     /// which shifts a prefill row's lse by <c>slope·(kv_len − qo_len)</c>).</remarks>
@@ -51,6 +53,23 @@ public sealed record AttentionOptions
     /// <remarks>Kernels apply it once per row after everything else, as a merge with the state <c>(0, s_h)</c>
     /// (<see cref="Reference.AttentionState.ApplySink"/>): split-KV chunks and cascade levels stay sink-free.</remarks>
     public IReadOnlyList<float>? AttentionSinks { get; init; }
+
+    /// <summary>Rotary position embedding applied inside the attention kernels (FlashInfer's <c>pos_encoding_mode="ROPE_LLAMA"</c>),
+    /// or null for none: the cache holds keys <em>before</em> rotation, and every key at position j (its index in its sequence)
+    /// and every query at its position i (<c>kv_len − qo_len + query index</c>) are rotated with this table's cos/sin rows
+    /// before their dot product, exactly as <see cref="RopeReference"/> and the backends' <c>ApplyRope</c> rotate (NeoX or
+    /// GPT-J pairs, partial rotary_dim, the table's scaling). Values are not rotated.</summary>
+    /// <remarks>
+    /// <para>What it is for: a cache whose keys never carry a position can give them new ones, as StreamingLLM does when it
+    /// evicts the middle of a long context and keeps the attention-sink tokens and a recent window contiguous (positions are
+    /// indices in the cache, not in the original text). Runtimes that rotate keys before appending them (vLLM, llama.cpp)
+    /// leave it null and call <c>ApplyRope</c> instead, which costs less: here every key is rotated on every step.</para>
+    /// <para>The table must be built for this head_dim and cover every position used (each sequence's kv_len); queries
+    /// need <c>qo_len ≤ kv_len</c>. Decode and prefill plans (paged, block-sparse, custom-mask) support it, on the CPU and
+    /// GPU backends; cascade plans do not. It cannot be combined with <see cref="QuantizedQueryDot"/> (rotated keys are
+    /// no longer integer codes).</para>
+    /// </remarks>
+    public RopeTable? Rope { get; init; }
 
     /// <summary>The standard ALiBi slopes for <paramref name="heads"/> heads (BLOOM's <c>build_alibi_tensor</c>, FlashInfer's
     /// <c>get_alibi_slopes</c>): with <c>n = 2^⌊log₂ heads⌋</c>, <c>2^(−8k/n)</c> for <c>k = 1 … n</c>, then for the remaining
@@ -73,7 +92,8 @@ public sealed record AttentionOptions
     public float ScaleFor(int headDim) => SmScale ?? 1f / MathF.Sqrt(headDim);
 
     /// <summary>Throws when an option is out of range.</summary>
-    /// <exception cref="ArgumentException">The scale or cap is not finite, the cap is negative, or the window is below −1.</exception>
+    /// <exception cref="ArgumentException">The scale or cap is not finite, the cap is negative, the window is below −1, or
+    /// <see cref="Rope"/> is combined with <see cref="QuantizedQueryDot"/>.</exception>
     public void Validate()
     {
         if (SmScale is { } s && !float.IsFinite(s)) ThrowHelper.Argument(nameof(SmScale), $"SmScale must be finite; got {s}.");
@@ -85,12 +105,15 @@ public sealed record AttentionOptions
         if (AttentionSinks is { } sinks)
             for (int h = 0; h < sinks.Count; h++)
                 if (!float.IsFinite(sinks[h])) ThrowHelper.Argument(nameof(AttentionSinks), $"AttentionSinks[{h}] must be finite; got {sinks[h]}.");
+        if (Rope is not null && QuantizedQueryDot)
+            ThrowHelper.Argument(nameof(Rope), "Rope cannot be combined with QuantizedQueryDot: rotated keys are no longer integer codes.");
     }
 
     /// <summary>Throws when an option is out of range or does not fit <paramref name="shape"/> (<see cref="AlibiSlopes"/>
     /// needs one slope per query head).</summary>
     /// <param name="shape">Heads and head_dim.</param>
-    /// <exception cref="ArgumentException">As <see cref="Validate()"/>, or the slope or sink count is not the query head count.</exception>
+    /// <exception cref="ArgumentException">As <see cref="Validate()"/>, the slope or sink count is not the query head count, or
+    /// the <see cref="Rope"/> table is for another head_dim.</exception>
     public void Validate(AttentionShape shape)
     {
         ArgumentNullException.ThrowIfNull(shape);
@@ -99,6 +122,23 @@ public sealed record AttentionOptions
             ThrowHelper.Argument(nameof(AlibiSlopes), $"AlibiSlopes has {a.Count} entries; the shape has {shape.QoHeads} query heads.");
         if (AttentionSinks is { } s && s.Count != shape.QoHeads)
             ThrowHelper.Argument(nameof(AttentionSinks), $"AttentionSinks has {s.Count} entries; the shape has {shape.QoHeads} query heads.");
+        if (Rope is { } rope && rope.HeadDim != shape.HeadDim)
+            ThrowHelper.Argument(nameof(Rope), $"The Rope table was built for head_dim {rope.HeadDim}; the shape has head_dim {shape.HeadDim}.");
+    }
+
+    /// <summary>With <see cref="Rope"/>, throws unless a request of <paramref name="qoLen"/> queries over
+    /// <paramref name="kvLen"/> keys has every query and key position inside the table.</summary>
+    /// <param name="qoLen">Queries of the request (bottom-right aligned).</param>
+    /// <param name="kvLen">Keys of the request.</param>
+    /// <param name="request">Its index, for the message.</param>
+    /// <param name="paramName">The argument to name.</param>
+    internal void CheckRopePositions(int qoLen, int kvLen, int request, string paramName)
+    {
+        if (Rope is not { } rope || kvLen == 0) return; // no keys: nothing is rotated, the rows are empty
+        if (qoLen > kvLen)
+            ThrowHelper.Argument(paramName, $"Request {request} has {qoLen} queries over {kvLen} keys: with Rope a query's position kv_len − qo_len + i must not be negative.");
+        if (kvLen > rope.MaxPositions)
+            ThrowHelper.Argument(paramName, $"Request {request} has {kvLen} keys; the Rope table covers positions [0, {rope.MaxPositions}).");
     }
 
     /// <summary>The slopes as an array for the kernels (null without ALiBi).</summary>

@@ -21,6 +21,7 @@ public static class CascadePlanner
     /// <returns>The plan.</returns>
     /// <exception cref="ArgumentException">The tables disagree with groupIndptr or with each other's page size, a page id is
     /// past the pool, or an option is out of range.</exception>
+    /// <exception cref="NotSupportedException">The options carry <see cref="AttentionOptions.Rope"/>.</exception>
     public static CascadePlan Plan(ReadOnlySpan<int> groupIndptr, PageTable prefixes, PageTable suffixes, AttentionShape shape, int numPages,
         AttentionWorkspace workspace, AttentionOptions? options = null, int targetItems = DecodePlanner.TargetItems)
     {
@@ -42,6 +43,7 @@ public static class CascadePlanner
     /// <returns>The plan.</returns>
     /// <exception cref="ArgumentException">No shared level; a level's groups do not cover the batch; the tables' page sizes
     /// differ; a page id is past the pool; or an option is out of range.</exception>
+    /// <exception cref="NotSupportedException">The options carry <see cref="AttentionOptions.Rope"/>.</exception>
     public static CascadePlan Plan(IReadOnlyList<CascadeLevel> sharedLevels, PageTable suffixes, AttentionShape shape, int numPages,
         AttentionWorkspace workspace, AttentionOptions? options = null, int targetItems = DecodePlanner.TargetItems)
     {
@@ -51,6 +53,8 @@ public static class CascadePlanner
         ArgumentNullException.ThrowIfNull(workspace);
         options ??= AttentionOptions.Default;
         options.Validate(shape);
+        if (options.Rope is not null)
+            throw new NotSupportedException("Cascade plans do not apply Rope inside the kernels; rotate the keys before appending them (ApplyRope), or run flat decode plans.");
         if (sharedLevels.Count == 0) ThrowHelper.Argument(nameof(sharedLevels), "A cascade needs at least one shared level.");
         int batch = suffixes.BatchSize;
         var levels = new PrefillPlan[sharedLevels.Count];

@@ -36,7 +36,8 @@ public static class DecodePlanner
     /// <param name="targetItems">How many work items split-KV aims at (≥ 1): a few per core, e.g. 8 × the CPU threads, or a
     /// few per GPU multiprocessor. Ignored with <paramref name="fixedChunkPages"/> or <paramref name="disableSplitKv"/>.</param>
     /// <returns>The plan.</returns>
-    /// <exception cref="ArgumentException">A page id is past the pool, or an option is out of range.</exception>
+    /// <exception cref="ArgumentException">A page id is past the pool, an option is out of range, or a sequence is longer than
+    /// the <see cref="AttentionOptions.Rope"/> table.</exception>
     public static DecodePlan Plan(PageTable table, AttentionShape shape, int numPages, AttentionWorkspace workspace,
         AttentionOptions? options = null, int? fixedChunkPages = null, bool disableSplitKv = false, int targetItems = TargetItems)
     {
@@ -67,6 +68,7 @@ public static class DecodePlanner
         for (int b = 0; b < batch; b++)
         {
             int p0 = table.Indptr[b], n = table.PageCount(b), kvLen = table.KvLength(b);
+            options.CheckRopePositions(kvLen == 0 ? 0 : 1, kvLen, b, nameof(table));
             for (int j = 0; j < n; j++)
             {
                 tokens[p0 + j] = j == n - 1 ? table.LastPageLen[b] : ps;

@@ -17,7 +17,8 @@ public static class PrefillPlanner
     /// <c>custom_mask</c>, which replaces causal: pass <c>Causal = false</c> for that), made for the same query offsets and the
     /// table's key lengths; null for none.</param>
     /// <returns>The plan.</returns>
-    /// <exception cref="ArgumentException">qoIndptr is malformed or disagrees with the table, a page id is past the pool, an option is
+    /// <exception cref="ArgumentException">qoIndptr is malformed or disagrees with the table, a page id is past the pool, a
+    /// request does not fit the <see cref="AttentionOptions.Rope"/> table (kv_len past it, or qo_len &gt; kv_len), an option is
     /// out of range, or the custom mask was made for other query or key lengths.</exception>
     public static PrefillPlan Plan(ReadOnlySpan<int> qoIndptr, PageTable table, AttentionShape shape, int numPages, AttentionOptions? options = null,
         CustomMask? customMask = null)
@@ -40,6 +41,7 @@ public static class PrefillPlanner
         for (int b = 0; b < batch; b++)
         {
             int p0 = table.Indptr[b], n = table.PageCount(b), kvLen = table.KvLength(b);
+            options.CheckRopePositions(qoIndptr[b + 1] - qoIndptr[b], kvLen, b, nameof(qoIndptr));
             for (int j = 0; j < n; j++)
             {
                 tokens[p0 + j] = j == n - 1 ? table.LastPageLen[b] : ps;
@@ -61,7 +63,8 @@ public static class PrefillPlanner
     /// <param name="elementMask">An element-wise mask inside the blocks (<see cref="BlockSparseMask.ElementMask"/>, or any
     /// <see cref="CustomMask"/> over one request of M queries and N keys), ANDed with the block mask; null for none.</param>
     /// <returns>The plan; q/output rows are the M queries.</returns>
-    /// <exception cref="ArgumentException">The pool is smaller than the key blocks, an option is out of range, or the element
+    /// <exception cref="ArgumentException">The pool is smaller than the key blocks, an option is out of range, M &gt; N or N is
+    /// past the <see cref="AttentionOptions.Rope"/> table, or the element
     /// mask is not M × N.</exception>
     public static PrefillPlan PlanBlockSparse(BlockSparseMask mask, AttentionShape shape, int numPages, AttentionOptions? options = null,
         CustomMask? elementMask = null)
@@ -73,6 +76,7 @@ public static class PrefillPlanner
         if (elementMask is not null && (elementMask.Requests != 1 || elementMask.QueryRows != mask.M || elementMask.KvLengths[0] != mask.N))
             ThrowHelper.Argument(nameof(elementMask),
                 $"The element mask must be one request of {mask.M} queries × {mask.N} keys; it has {elementMask.Requests} requests, {elementMask.QueryRows} rows.");
+        options.CheckRopePositions(mask.M, mask.N, 0, nameof(mask));
         if (numPages < mask.BlockColumns)
             ThrowHelper.Argument(nameof(numPages), $"The pool has {numPages} pages; the mask has {mask.BlockColumns} key blocks of {mask.C}.");
         var pageIds = mask.Indices.ToArray();

@@ -1,5 +1,6 @@
 using Kernels.Attention.Masks;
 using Kernels.Attention.Paging;
+using Kernels.Attention.Positional;
 using Kernels.Attention.Planning;
 
 namespace Kernels.Attention.Reference;
@@ -66,6 +67,15 @@ public static class AttentionReference
             ThrowHelper.Argument(nameof(options), $"AttentionSinks has {sinks.Count} entries; the shape has {hq} query heads.");
         if (alibi is not null && alibi.Count != hq)
             ThrowHelper.Argument(nameof(options), $"AlibiSlopes has {alibi.Count} entries; the shape has {hq} query heads.");
+        var rope = options.Rope;
+        if (rope is not null)
+        {
+            if (rope.HeadDim != d) ThrowHelper.Argument(nameof(options), $"The Rope table was built for head_dim {rope.HeadDim}; the shape has head_dim {d}.");
+            options.CheckRopePositions(qoLen, kvLen, 0, nameof(options));
+        }
+        // With Rope, keys rotated at their index and queries at kv_len − qo_len + i, in double from the table's fp32 entries.
+        double[]? kRot = rope is null ? null : Rotate(k, kvLen * hk, d, rope, row => row / hk);
+        double[]? qRot = rope is null || kvLen == 0 ? null : Rotate(q, qoLen * hq, d, rope, row => kvLen - qoLen + row / hq);
         var logits = new double[kvLen];
         var kept = new bool[kvLen];
         var acc = new double[d];
@@ -80,9 +90,17 @@ public static class AttentionReference
                 {
                     kept[j] = AttentionMask.IsKept(i, j, qoLen, kvLen, options.Causal, options.WindowLeft) && (keep is null || keep(i, j));
                     if (!kept[j]) continue;
-                    var kj = k.Slice((j * hk + kh) * d, d);
                     double dot = 0;
-                    for (int c = 0; c < d; c++) dot += (double)qi[c] * kj[c];
+                    if (rope is null)
+                    {
+                        var kj = k.Slice((j * hk + kh) * d, d);
+                        for (int c = 0; c < d; c++) dot += (double)qi[c] * kj[c];
+                    }
+                    else
+                    {
+                        int qb = (i * hq + h) * d, kb = (j * hk + kh) * d;
+                        for (int c = 0; c < d; c++) dot += qRot![qb + c] * kRot![kb + c];
+                    }
                     double s = scale * dot + (alibi is null ? 0 : (double)alibi[h] * (j - ((long)kvLen - qoLen + i)));
                     logits[j] = cap > 0 ? cap * Math.Tanh(s / cap) : s;
                     max = Math.Max(max, logits[j]);
@@ -128,6 +146,30 @@ public static class AttentionReference
                     for (int c = 0; c < d; c++) magnitude[(i * hq + h) * d + c] = weighted ? mag[c] / sum * share : 0;
                 if (!lse.IsEmpty) lse[i * hq + h] = (float)rowLse;
             }
+    }
+
+    /// <summary>Rows of <paramref name="x"/> (<paramref name="d"/> floats each) rotated in double with the table's fp32 cos/sin
+    /// of <paramref name="positionOf"/>(row): pairs (i, i + rotary/2), or (2i, 2i + 1) when interleaved; the other dimensions
+    /// as they are.</summary>
+    private static double[] Rotate(ReadOnlySpan<float> x, int rows, int d, RopeTable rope, Func<int, int> positionOf)
+    {
+        var o = new double[(long)rows * d];
+        int half = rope.RotaryDim / 2;
+        for (int r = 0; r < rows; r++)
+        {
+            var cos = rope.Cos(positionOf(r));
+            var sin = rope.Sin(positionOf(r));
+            int b = r * d;
+            for (int c = 0; c < d; c++) o[b + c] = x[b + c];
+            for (int i = 0; i < half; i++)
+            {
+                int i1 = b + (rope.Interleaved ? 2 * i : i), i2 = b + (rope.Interleaved ? 2 * i + 1 : i + half);
+                double x1 = x[i1], x2 = x[i2], cs = cos[i], sn = sin[i];
+                o[i1] = x1 * cs - x2 * sn;
+                o[i2] = x2 * cs + x1 * sn;
+            }
+        }
+        return o;
     }
 
     /// <summary>Gathers the dequantized K and V of one sequence into dense <c>[kv_len, kv_heads, head_dim]</c> arrays.</summary>

@@ -61,6 +61,7 @@ internal static unsafe class AttentionLaunch
         fixed (int* pmhi = (plan as PrefillPlan)?.CustomMask?.RowHi)
         fixed (float* palibi = plan.AlibiSlopes)
         fixed (int* prow = plan.RowPosition)
+        fixed (float* prope = plan.Options.Rope?.Data)
         {
             byte* pk = cache.KeyPointer, pv = cache.ValuePointer; // throws once the cache is disposed
             var state = new PagedAttentionKernel.State
@@ -75,6 +76,7 @@ internal static unsafe class AttentionLaunch
                 Causal = plan.Options.Causal, WindowLeft = plan.Options.WindowLeft, KeepEmpty = plan.KeepsEmptyStates,
                 QuantizedQ = plan.Options.QuantizedQueryDot && cache.DType is DType.I8 or DType.I4,
                 SmScale = plan.SmScale, SoftCap = plan.Options.LogitsSoftCap, Isa = isa,
+                Rope = prope, RopeRotary = plan.Options.Rope?.RotaryDim ?? 0, RopeInterleaved = plan.Options.Rope?.Interleaved ?? false,
             };
             if (plan is DecodePlan dp)
             {

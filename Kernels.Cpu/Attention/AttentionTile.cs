@@ -77,7 +77,7 @@ internal unsafe ref struct TileItem
     public int* KZero, VZero;
     public float** Acc;
     public float* KWide, VWide, Qt, LaneLogits;
-    public bool Widen, QueryLanes;
+    public bool Widen, WidenV, QueryLanes; // K rows widened to fp32 scratch per tile (prefill-type items, RoPE); V rows too (not for RoPE alone)
     public int QueriesPadded;
     public int* LaneLo, LaneHi;
     public int* Lo, Hi;
@@ -87,6 +87,10 @@ internal unsafe ref struct TileItem
     public float* Alibi;                   // ALiBi slopes per query head, or null
     public int Group, GroupHead;           // query heads per kv head, the item's first group head
     public int* QueryPos;                  // per row of the item, the query's key position (masks and ALiBi count from it)
+    public float* Rope;                    // in-kernel RoPE: cos/sin rows [position][RopeRotary], or null
+    public int RopeRotary;
+    public bool RopeInterleaved;
+    public IsaPath Isa;                    // this kernel's path (RoPE rows rotate at its width)
 }
 
 /// <summary>Prefetches rows of a page that a later tile will read (<c>prefetcht0</c>, every 64-byte line; every other

@@ -40,6 +40,9 @@ internal static unsafe class PagedAttentionKernel
         public uint* MaskWords;
         public float* Alibi; // ALiBi slopes per query head, or null
         public int* RowPosition; // per query row, the query's key position (a cascade's shared levels), or null
+        public float* Rope;      // in-kernel RoPE: the table's cos/sin rows [position][rotary], or null
+        public int RopeRotary;
+        public bool RopeInterleaved;
         public int* MaskRowWord, MaskRowLo, MaskRowHi;
         public long PageStride, PartialOut, PartialLse;
         public int TokenStride, HeadStride, RowBytes, HeadDim, QoHeads, Group;
@@ -91,7 +94,7 @@ internal static unsafe class PagedAttentionKernel
         float* l = m + MaxQ;                     // running Σ e^(logit − max) per query
         float* tile = l + MaxQ;                  // the tile's widened K (then V) rows [Tile][256], then one zero row
         float* zero = tile + Tile * 256;
-        float* qDeq = zero + 256;                // QuantizedQueryDot: the dequantized int8 queries [query][256]
+        float* qDeq = zero + 256;                // QuantizedQueryDot: the dequantized int8 queries; RoPE: the rotated ones [query][256]
         float* accs = qDeq + MaxQ * 256;         // output accumulators [query][256]: thread-private, so no cache line is shared
         sbyte* codes = stackalloc sbyte[256];
         new Span<float>(zero, 256).Clear();
@@ -128,6 +131,13 @@ internal static unsafe class PagedAttentionKernel
                         float sq = QueryQuantization.Quantize(new ReadOnlySpan<float>(qp[i], d), new Span<sbyte>(codes, d));
                         for (int c = 0; c < d; c++) qd[c] = codes[c] * sq;
                         qp[i] = qd;
+                    }
+                    else if (s.Rope != null && QueryPosition(ref s, it, r) >= 0) // kv_len 0: position −1, no keys to meet
+                    {
+                        float* qr = qDeq + i * 256;
+                        new ReadOnlySpan<float>(qp[i], d).CopyTo(new Span<float>(qr, d));
+                        RopeKernel.RotateRow(qr, s.Rope + (long)QueryPosition(ref s, it, r) * s.RopeRotary, s.RopeRotary, s.RopeInterleaved, IsaPath.Scalar);
+                        qp[i] = qr;
                     }
                     acc[i] = accs + i * 256;
                     new Span<float>(acc[i], d).Clear();
@@ -167,6 +177,12 @@ internal static unsafe class PagedAttentionKernel
                         rows[t] = live
                             ? Widen<TV>(ref s, s.K, s.KScale, s.KZero, pageRow + (long)(t0 + t) * s.TokenStride + (long)kk * s.HeadStride, it.KvHead + kk, tile + t * 256)
                             : zero;
+                        if (live && s.Rope != null) // the widened copy rotated at the key's position
+                        {
+                            if (rows[t] != tile + t * 256) new ReadOnlySpan<float>(rows[t], d).CopyTo(new Span<float>(tile + t * 256, d));
+                            rows[t] = tile + t * 256;
+                            RopeKernel.RotateRow(rows[t], s.Rope + (long)key * s.RopeRotary, s.RopeRotary, s.RopeInterleaved, IsaPath.Scalar);
+                        }
                     }
                     for (int r = 0; r < it.QueryRows; r++)
                     {

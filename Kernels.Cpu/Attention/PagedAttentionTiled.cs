@@ -128,6 +128,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static bool QueriesBelow(ref PagedAttentionKernel.State s, AttentionWorkItem it, float limit)
     {
+        if (s.Rope != null) limit /= 2; // a rotated element is at most |x1| + |x2|
         int d = s.HeadDim;
         var lim = Vector128.Create(limit);
         var bad = Vector128<float>.Zero;
@@ -170,11 +171,15 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             LaneLo = (int*)(scratch + LaneLoOffset), LaneHi = (int*)(scratch + LaneHiOffset),
             QueryRows = it.QueryRows, KvHeads = it.KvHeads, GroupHeads = it.GroupHeads, PerRow = it.KvHeads * it.GroupHeads,
             KvHead = it.KvHead, MinLo = int.MaxValue, MaxHi = int.MinValue,
+            Rope = s.Rope, RopeRotary = s.RopeRotary, RopeInterleaved = s.RopeInterleaved, Isa = s.Isa,
         };
+        if (c.Rope != null) c.IntDot = false; // rotated keys are not integer codes (the options reject the pair anyway)
         c.Queries = c.QueryRows * c.PerRow;
         // Widen each K/V row once per tile when it feeds ≥ 8 queries of several rows (prefill, cascade prefixes, block-sparse):
         // otherwise every block of four queries widens it again. Decode (one row) keeps reading the rows in place.
-        c.Widen = typeof(TL) != typeof(KvF32) && !c.IntDot && c.QueryRows > 1 && c.QueryRows * c.GroupHeads >= 8;
+        c.WidenV = typeof(TL) != typeof(KvF32) && !c.IntDot && c.QueryRows > 1 && c.QueryRows * c.GroupHeads >= 8;
+        // In-kernel RoPE rotates the widened K rows, so K is always widened then (fp32 rows too); V is not rotated.
+        c.Widen = c.Rope != null || c.WidenV;
         new Span<float>(c.ZeroRow, MaxD).Clear();
 
         // The item's first page has no previous tile to prefetch it: start its K and V lines before the
@@ -223,6 +228,13 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                     {
                         // int8 queries (QuantizedQueryDot): codes for the integer dot products, code·s for the float ones.
                         c.QScale[i] = TTile.QuantizeQuery(q, d, c.QCodes + i * d, c.Q16 + i * d, qs, out c.QSum[i]);
+                    }
+                    else if (c.Rope != null && queryPos[r] >= 0) // (a query with no keys, kv_len 0, has position −1 and no use)
+                    {
+                        // Rotated at the query's position (as ApplyRope would), then scaled (exact: a power of two).
+                        new ReadOnlySpan<float>(q, d).CopyTo(new Span<float>(qs, d));
+                        RopeKernel.RotateRow(qs, c.Rope + (long)queryPos[r] * c.RopeRotary, c.RopeRotary, c.RopeInterleaved, c.Isa);
+                        for (int j = 0; j < d; j += 4) (Vector128.Load(qs + j) * qm).Store(qs + j);
                     }
                     else
                     {
@@ -421,7 +433,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
             TTile.SetRows(rows, s.V + (pageRow + (long)t0 * s.TokenStride + (long)kk * s.HeadStride) * s.RowBytes, tokenBytes, (byte*)c.ZeroRow, tl, th);
             var pfV = Prefetch(ref s, s.V, nextPageRow, kk, wholeRows);
             int* vz = c.VZero + kk * Tile;
-            if (c.Widen)
+            if (c.WidenV)
             {
                 WideOutput<TL>(ref c, rows, vz, kk, tl, th, k0, d, pfV);
                 continue;
@@ -447,7 +459,15 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         where TL : unmanaged, IKvRow
     {
         int half = d / 2, gh = c.GroupHeads;
-        TTile.WidenRows<TL>(rows, kz, tl, th, half, c.KWide);
+        if (c.Rope == null) TTile.WidenRows<TL>(rows, kz, tl, th, half, c.KWide);
+        else if (typeof(TTile) == typeof(Tile512) && !c.RopeInterleaved && c.RopeRotary == d)
+            Tile512.WidenRowsNeox<TL>(rows, kz, tl, th, half, c.KWide, c.Rope + (long)k0 * d); // widened and rotated in one pass
+        else
+        {
+            // Key k0 + t at its position (rows outside [tl, th) are the zero row).
+            TTile.WidenRows<TL>(rows, kz, tl, th, half, c.KWide);
+            RopeKernel.RotateRows(c.KWide + tl * d, d, th - tl, c.Rope + (long)(k0 + tl) * c.RopeRotary, c.RopeRotary, c.RopeInterleaved, c.Isa);
+        }
         if (c.QueryLanes)
         {
             pf.Rows(0, Tile); // the next tile's K rows (the other kernels spread these over their blocks)

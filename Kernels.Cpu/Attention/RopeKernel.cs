@@ -144,6 +144,67 @@ public static unsafe class RopeKernel
         }
     }
 
+    /// <summary>One row of head_dim floats rotated in place, as <see cref="Apply"/> rotates it (the same formula and results on
+    /// every path), for the attention kernels' in-kernel RoPE (<c>AttentionOptions.Rope</c>).</summary>
+    /// <param name="x">The row.</param>
+    /// <param name="cos">The table row of the position: rotary/2 cosines, then rotary/2 sines.</param>
+    /// <param name="rotary">rotary_dim.</param>
+    /// <param name="interleaved">GPT-J pairs.</param>
+    /// <param name="isa">The caller's path (its width; the results do not depend on it).</param>
+    internal static void RotateRow(float* x, float* cos, int rotary, bool interleaved, IsaPath isa) =>
+        RotateRows(x, 0, 1, cos, rotary, interleaved, isa);
+
+    /// <summary><paramref name="count"/> rows <paramref name="stride"/> floats apart rotated in place at consecutive positions:
+    /// row n with the table row at <c>cos + n·rotary</c> (one call per tile of keys).</summary>
+    /// <param name="x">The first row.</param>
+    /// <param name="stride">Floats from one row to the next.</param>
+    /// <param name="count">Rows.</param>
+    /// <param name="cos">The first row's table row.</param>
+    /// <param name="rotary">rotary_dim.</param>
+    /// <param name="interleaved">GPT-J pairs.</param>
+    /// <param name="isa">The caller's path.</param>
+    internal static void RotateRows(float* x, int stride, int count, float* cos, int rotary, bool interleaved, IsaPath isa)
+    {
+        switch (isa)
+        {
+            case IsaPath.Avx512: RotateRows512(x, stride, count, cos, rotary, interleaved); break;
+            case IsaPath.Avx2: RotateRows256(x, stride, count, cos, rotary, interleaved); break;
+            case IsaPath.Vector128: RotateRows128(x, stride, count, cos, rotary, interleaved); break;
+            default:
+                for (int n = 0; n < count; n++) ScalarRow(x + n * stride, x + n * stride, cos + n * rotary, cos + n * rotary + rotary / 2, rotary / 2, interleaved);
+                break;
+        }
+    }
+
+    // One method per width, each with its own inline budget (as the token loops above).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void RotateRows512(float* x, int stride, int count, float* cos, int rotary, bool interleaved)
+    {
+        for (int n = 0; n < count; n++) Row<Lanes512, Vector512<float>>(x + n * stride, cos + n * rotary, rotary, interleaved);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void RotateRows256(float* x, int stride, int count, float* cos, int rotary, bool interleaved)
+    {
+        for (int n = 0; n < count; n++) Row<Lanes256, Vector256<float>>(x + n * stride, cos + n * rotary, rotary, interleaved);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void RotateRows128(float* x, int stride, int count, float* cos, int rotary, bool interleaved)
+    {
+        for (int n = 0; n < count; n++) Row<Lanes128, Vector128<float>>(x + n * stride, cos + n * rotary, rotary, interleaved);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Row<TL, TV>(float* x, float* cos, int rotary, bool interleaved) where TL : struct, IRopeLanes<TV> where TV : struct
+    {
+        int half = rotary / 2;
+        float* sin = cos + half;
+        if (interleaved ? rotary < TL.Count : half < TL.Count) ScalarRow(x, x, cos, sin, half, interleaved);
+        else if (interleaved) InterleavedRow<TL, TV>(x, x, cos, sin, rotary);
+        else NeoxRow<TL, TV>(x, x, cos, sin, half);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Tokens<TL, TV>(in RopeArgs a, int tokenStart, int tokenCount) where TL : struct, IRopeLanes<TV> where TV : struct
     {

@@ -226,6 +226,28 @@ internal unsafe struct Tile512 : IAttentionTile
         }
     }
 
+    /// <summary><see cref="WidenRows{TL}"/> fused with in-kernel RoPE for NeoX pairs over the whole row (rotary_dim = head_dim):
+    /// the loader's two half-rows are exactly the pairs (i, i + d/2), so each is rotated in registers before the store,
+    /// with <c>RopeKernel</c>'s formula (<c>x1' = fma(x1, c, −(x2·s))</c>, <c>x2' = fma(x2, c, x1·s)</c>; bit-identical to
+    /// widening then rotating). Row t takes the table row at <c>cos + t·2·half</c>.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void WidenRowsNeox<TL>(byte** rows, int* zero, int tl, int th, int half, float* dst, float* cos) where TL : unmanaged, IKvRow
+    {
+        for (int t = tl; t < th; t++)
+        {
+            var z = TL.UsesZero ? Vector512.Create(zero[t]) : default;
+            float* o = dst + t * 2 * half, c = cos + t * 2 * half, sn = c + half;
+            for (int i = 0; i < half; i += 16)
+            {
+                TL.Load2(rows[t], i, half, z, out var x1, out var x2);
+                var cv = Vector512.Load(c + i);
+                var sv = Vector512.Load(sn + i);
+                Avx512F.FusedMultiplySubtract(x1, cv, x2 * sv).Store(o + i);
+                Avx512F.FusedMultiplyAdd(x2, cv, x1 * sv).Store(o + half + i);
+            }
+        }
+    }
+
     /// <summary>rows[t] = first + t·tokenBytes for live tokens [tl, th), else the zero row (two 8-lane 64-bit vectors).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void SetRows(byte** rows, byte* first, long tokenBytes, byte* zeroRow, int tl, int th)

@@ -27,6 +27,8 @@ internal struct AttentionLaunchArgs
     public int KScaleOffset, VScaleOffset, KZeroOffset, VZeroOffset;
     // Unit tile: warp w serves query head h0 + w % UnitHeads of query row r0 + w / UnitHeads (Warps = UnitHeads · UnitRows).
     public int UnitHeads, UnitRows, Warps;
+    // In-kernel RoPE (AttentionOptions.Rope): rotary_dim (0 = off), GPT-J pairs, and the positions the device table covers.
+    public int RopeRotary, RopeInterleaved, RopeMaxPositions;
 }
 
 /// <summary>ILGPU paged attention: one thread group per unit, a tile of (query row, query head) pairs of one work item and one
@@ -78,7 +80,7 @@ internal static class PagedAttentionKernels
     /// <summary>One unit per group (grid = the plan's units, <c>32 · a.Warps</c> threads): writes its pairs' outputs and
     /// lse, or split-KV partials to <paramref name="work"/>.</summary>
     public static void Attend(ArrayView<float> q, ArrayView<float> output, ArrayView<float> lse, ArrayView<float> work,
-        ArrayView<byte> k, ArrayView<byte> v, ArrayView<float> scales, ArrayView<int> meta, AttentionLaunchArgs a)
+        ArrayView<byte> k, ArrayView<byte> v, ArrayView<float> scales, ArrayView<int> meta, ArrayView<float> rope, AttentionLaunchArgs a)
     {
         var sh = SharedMemory.Allocate<float>(SharedFloats);
         var rowOf = SharedMemory.Allocate<long>(32); // chunk token → K/V row index, −1 when not staged
@@ -132,6 +134,18 @@ internal static class PagedAttentionKernels
             long qr = (long)(queryRow + r0 + pr) * a.QoHeads + (long)kvHead * a.Group + groupHead + h0 + ph;
             sh[qBase + i] = ph < heads && pr < rows ? q[qr * d + i % d] : 0f;
         }
+        if (a.RopeRotary > 0)
+        {
+            // In-kernel RoPE: each staged query row rotated at its row's position (one thread per pair).
+            Group.Barrier();
+            int halfR = a.RopeRotary / 2;
+            for (int i = tid; i < a.Warps * halfR; i += threads)
+            {
+                int w = i / halfR, pr = XMath.Min(w / a.UnitHeads, rows - 1);
+                RowRange(a, meta, queryRow, r0 + pr, maskQuery, maskQoLen, maskKvLen, out int position, out int _, out int _);
+                RotatePair(sh, qBase + w * d, i % halfR, rope, position, a);
+            }
+        }
 
         float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
         float m = float.NegativeInfinity, l = 0;
@@ -172,6 +186,17 @@ internal static class PagedAttentionKernels
             Stage(k, scales, a.KScaleOffset, a.KZeroOffset, a, rowOf, sh, 0, kRow, kvHead, tid, threads, tokensPerChunk);
             Stage(v, scales, a.VScaleOffset, a.VZeroOffset, a, rowOf, sh, vBase, d, kvHead, tid, threads, tokensPerChunk);
             Group.Barrier();
+            if (a.RopeRotary > 0)
+            {
+                // In-kernel RoPE: each staged key rotated at its position (one thread per pair; rows not staged stay zero).
+                int halfR = a.RopeRotary / 2;
+                for (int i = tid; i < tokensPerChunk * halfR; i += threads)
+                {
+                    int t = i / halfR;
+                    if (keyOf[t] >= 0) RotatePair(sh, t * kRow, i % halfR, rope, keyOf[t], a);
+                }
+                Group.Barrier();
+            }
             if (!active) continue;
 
             // Logits: lane t, token t of the chunk, if it is one of this row's keys; then the chunk's online-softmax step.
@@ -238,6 +263,23 @@ internal static class PagedAttentionKernels
             if (partialSlot) work[a.PartialLse + (long)slot * a.QoHeads + head] = outLse;
             else if (a.WriteLse != 0) lse[qRow] = outLse;
         }
+    }
+
+    /// <summary>Rotates pair <paramref name="j"/> of the shared row at <paramref name="row"/> with the table's cos/sin at
+    /// <paramref name="position"/> (pairs (j, j + rotary/2), or (2j, 2j + 1) for GPT-J), as the RoPE kernel does:
+    /// <c>x1' = x1·c − x2·s</c>, <c>x2' = x2·c + x1·s</c>. A position outside the table (the planners reject them; a query
+    /// of a sequence with no keys has position −1 and meets no key) leaves the pair as it is.</summary>
+    private static void RotatePair(ArrayView<float> sh, int row, int j, ArrayView<float> table, int position, AttentionLaunchArgs a)
+    {
+        if ((uint)position >= (uint)a.RopeMaxPositions) return;
+        int half = a.RopeRotary / 2;
+        long t = (long)position * a.RopeRotary + j;
+        float c = table[t], s = table[t + half];
+        int i1 = a.RopeInterleaved != 0 ? row + 2 * j : row + j;
+        int i2 = a.RopeInterleaved != 0 ? i1 + 1 : i1 + half;
+        float x1 = sh[i1], x2 = sh[i2];
+        sh[i1] = x1 * c - x2 * s;
+        sh[i2] = x2 * c + x1 * s;
     }
 
     /// <summary>Item row <paramref name="row"/>'s query position (bottom-right aligned in its request, or given per row for a

@@ -271,7 +271,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
 {
     private readonly Accelerator _accelerator;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs> _attend;
+        ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, ArrayView<float>, AttentionLaunchArgs> _attend;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs> _merge;
     /// <summary>Plans whose device metadata stays cached (<see cref="GpuBackend.CachedAttentionPlans"/>): a runtime plans once
     /// per step and runs the plan for every layer, so the last few plans are all that is reused.</summary>
@@ -297,7 +297,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
             throw new NotSupportedException($"GPU attention needs a warp of 32 lanes (lane t of a warp takes chunk token t); this accelerator's warp is {accelerator.WarpSize}.");
         _accelerator = accelerator;
         _attend = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Attend,
+            ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, ArrayView<float>, AttentionLaunchArgs>(PagedAttentionKernels.Attend,
             new KernelSpecialization(PagedAttentionKernels.MaxGroupThreads, null));
         _merge = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionLaunchArgs>(PagedAttentionKernels.Merge);
         _dequantizeQueries = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(PagedAttentionKernels.DequantizeQueries);
@@ -441,8 +441,12 @@ internal sealed class PagedAttentionLauncher : IDisposable
         return true;
     }
 
-    public void Launch(AcceleratorStream stream, AttentionPlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse)
+    /// <summary>Queues one plan's attention. <paramref name="rope"/> is the device copy of the plan's
+    /// <c>AttentionOptions.Rope</c> table (required when the plan has one).</summary>
+    public void Launch(AcceleratorStream stream, AttentionPlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse,
+        ArrayView<float>? rope = null)
     {
+        if (plan.Options.Rope is not null && rope is null) throw new InvalidOperationException("The plan applies Rope; its device table is missing.");
         var data = PlanData(stream, plan);
         if (plan.Sinks is not null && lse is null)
         {
@@ -490,10 +494,16 @@ internal sealed class PagedAttentionLauncher : IDisposable
             q = dq;
         }
         a.PageCapacity = c.PageSize;
+        if (plan.Options.Rope is { } ropeTable)
+        {
+            a.RopeRotary = ropeTable.RotaryDim;
+            a.RopeInterleaved = ropeTable.Interleaved ? 1 : 0;
+            a.RopeMaxPositions = ropeTable.MaxPositions;
+        }
         if (a.UnitCount > 0)
         {
             _attend(stream, new KernelConfig(a.UnitCount, 32 * a.Warps),
-                q, output, lseView, data.Work.View, cache.K, cache.V, cache.Scales, data.Meta.View, a);
+                q, output, lseView, data.Work.View, cache.K, cache.V, cache.Scales, data.Meta.View, rope ?? _dummy.View, a);
         }
         if (data.HasSplits) _merge(stream, a.Batch * a.QoHeads * PagedAttentionKernels.MergeLanes, output, lseView, data.Work.View, data.Meta.View, a);
         if (plan.Sinks is not null && lse is { } sl) ApplySinks(stream, plan, output, sl);

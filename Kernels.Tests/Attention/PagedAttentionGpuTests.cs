@@ -226,6 +226,32 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         RunBoth(plan, q, cache, 8, 2, 32, e, le, mag, LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 12, "prefill");
     }
 
+    [Theory]
+    [InlineData(DType.F16, false, 64, false)] // NeoX pairs, decode with split-KV
+    [InlineData(DType.I4, true, 32, false)]   // GPT-J pairs over half of head_dim
+    [InlineData(DType.F32, false, 32, true)]  // causal ragged prefill with a window, partial rotary
+    [InlineData(DType.BF16, true, 64, true)]
+    public void Rope_InKernel_MatchesReference(DType dtype, bool interleaved, int rotary, bool prefill)
+    {
+        var spec = new CacheSpec([0, 1, 23], 5, 2, 64, dtype, KvLayout.Nhd, KvScaleMode.None, 4);
+        var (cache, table) = Build(spec);
+        var shape = new AttentionShape(4, 2, 64);
+        var rope = new Kernels.Attention.Positional.RopeTable(new Kernels.Attention.Positional.RopeOptions { Interleaved = interleaved, RotaryDim = rotary }, 64, 30);
+        var opts = new AttentionOptions { Rope = rope, WindowLeft = prefill ? 9 : -1 };
+        int[] qo = prefill ? [0, 0, 1, 7] : [0, 1, 2, 3];
+        AttentionPlan plan = prefill
+            ? PrefillPlanner.Plan(qo, table, shape, cache.NumPages, opts)
+            : DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: 2);
+        int rows = qo[^1];
+        var q = Queries(new Random(9), rows, shape, 2f);
+        float[] e = new float[q.Length], le = new float[rows * 4];
+        double[] mag = new double[q.Length];
+        AttentionReference.Prefill(qo, q, cache, table, shape, opts, e, le, mag);
+        // The rotation may grow Σ|q| and max|k| by √2 each, plus two roundings per rotated element (InKernelRopeTests).
+        RunBoth(plan, q, cache, rows, 4, 64, e, le, mag, 2.5 * LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 23,
+            $"rope {dtype} interleaved={interleaved} rotary={rotary} prefill={prefill}");
+    }
+
     /// <summary>Runs a plan on the GPU backend into the oracle check's output and lse arrays.</summary>
     private void RunGpu(AttentionPlan plan, float[] q, PagedKvCache cache, float[] o, float[] lse)
     {

@@ -1,5 +1,8 @@
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
 using Kernels.Attention.Positional;
 using Kernels.Cpu;
+using Kernels.Cpu.Attention;
 using Kernels.Perf.Harness;
 
 namespace Kernels.Perf.Suites;
@@ -22,6 +25,77 @@ public sealed partial class AttentionSuite
                 if (ctx.Cpu && ctx.Wants("rope", format, shape, "cpu")) yield return RopeCase(ctx, tokens, interleaved, format, shape, null);
                 if (ctx.Gpu is { } gpu && ctx.Wants("rope", format, shape, gpu.Name)) yield return RopeCase(ctx, tokens, interleaved, format, shape, gpu);
             }
+    }
+
+    /// <summary>fp16 decode at batch 1 × 4096 (scattered 16-token pages) with in-kernel RoPE (<c>AttentionOptions.Rope</c>):
+    /// every key rotated at its position on every call. "vs no rope" times the same plan shape without it, in alternation
+    /// (the cost of keeping keys un-rotated in the cache). Verified against <see cref="Kernels.Attention.Reference.AttentionReference"/>
+    /// with the same table. Not in <c>--quick</c>.</summary>
+    private static IEnumerable<BenchCase> RopeDecodeCases(BenchContext ctx)
+    {
+        const int Len = 4096;
+        const string Format = "kv f16", Shape = "b=1 ctx=4096";
+        if (ctx.Quick) yield break;
+        if (ctx.Cpu && ctx.Wants("decode rope", Format, Shape, "cpu")) yield return RopeDecodeCase(ctx, Len, Format, Shape, null);
+        if (ctx.Gpu is { } gpu && ctx.Wants("decode rope", Format, Shape, gpu.Name)) yield return RopeDecodeCase(ctx, Len, Format, Shape, gpu);
+    }
+
+    private static BenchCase RopeDecodeCase(BenchContext ctx, int len, string format, string shapeText, Kernels.Gpu.GpuBackend? gpu)
+    {
+        int pages = len / PageSize;
+        var template = Template(PageSize, DType.F16, KvLayout.Nhd, KvScaleMode.None);
+        var cache = new PagedKvCache(pages, PageSize, KvHeads, HeadDim, DType.F16);
+        int[] placement = Enumerable.Range(0, pages).ToArray();
+        new Random(11).Shuffle(placement);
+        for (int i = 0; i < pages; i++) cache.CopyPageFrom(template, i % TemplatePages, placement[i]);
+        var table = new PageTable([0, pages], placement, [PageSize], PageSize);
+        var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
+        var rope = new RopeTable(new RopeOptions { Theta = 500000 }, HeadDim, len);
+        int targetItems = gpu?.DecodeTargetItems ?? CpuTargetItems(ctx);
+        var opts = new AttentionOptions { Rope = rope };
+        var plan = DecodePlanner.Plan(table, shape, pages, new AttentionWorkspace(), opts, targetItems: targetItems);
+        var plain = DecodePlanner.Plan(table, shape, pages, new AttentionWorkspace(), targetItems: targetItems);
+        float[] q = DenseSuite.RandomFloats(QoHeads * HeadDim, 3);
+        float[] o = new float[q.Length], lse = new float[QoHeads], o2 = new float[q.Length], lse2 = new float[QoHeads];
+        double bytes = 2.0 * len * KvHeads * HeadDim * 2 + 8.0 * q.Length;
+        string? Check()
+        {
+            float[] e = new float[q.Length], le = new float[QoHeads];
+            Kernels.Attention.Reference.AttentionReference.Decode(q, cache, table, shape, opts, e, le);
+            double scale = e.Max(Math.Abs) + 1e-6, worst = 0;
+            for (int i = 0; i < e.Length; i++) worst = Math.Max(worst, Math.Abs(e[i] - o[i]) / scale);
+            return worst <= 1e-4 ? null : $"decode rope: max error {worst:E2} of the largest output (bound 1e-4)";
+        }
+        if (gpu is not null)
+        {
+            var g = GpuRunner(gpu, plan, cache, q, o, 1);
+            return new BenchCase
+            {
+                Op = "decode rope", Format = format, Shape = shapeText, Backend = gpu.Name, Path = gpu.Accelerator.Name,
+                Bytes = bytes, Flops = 4.0 * len * QoHeads * HeadDim, Run = g.Run,
+                Verify = () =>
+                {
+                    g.RunAndRead();
+                    return Check();
+                },
+                Resources = new Disposables([g.Resources, template, cache]),
+            };
+        }
+        var options = ctx.Options;
+        return new BenchCase
+        {
+            Op = "decode rope", Format = format, Shape = shapeText, Backend = "cpu", Path = ctx.CpuPath,
+            Bytes = bytes, Flops = 4.0 * len * QoHeads * HeadDim,
+            Run = _ => PagedDecode.Run(plan, q, cache, o, lse, options),
+            Verify = () =>
+            {
+                PagedDecode.Run(plan, q, cache, o, lse, options);
+                return Check();
+            },
+            Paired = [new PairedRun("vs no rope", _ => PagedDecode.Run(plain, q, cache, o2, lse2, options))],
+            Note = $"keys rotated in the kernel; {plan.WorkItemCount} items",
+            Resources = new Disposables([template, cache]),
+        };
     }
 
     private static BenchCase RopeCase(BenchContext ctx, int tokens, bool interleaved, string format, string shape, Kernels.Gpu.GpuBackend? gpu)

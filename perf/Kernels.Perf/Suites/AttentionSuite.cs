@@ -92,6 +92,7 @@ public sealed partial class AttentionSuite : IBenchSuite
         foreach (var c in PrefillCases(ctx)) yield return c;
         foreach (var c in AppendCases(ctx)) yield return c;
         foreach (var c in RopeCases(ctx)) yield return c;
+        foreach (var c in RopeDecodeCases(ctx)) yield return c;
     }
 
     private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool q8, bool paged, Kernels.Gpu.GpuBackend? gpu = null, int pageSize = PageSize,
