@@ -52,13 +52,10 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         _attention.BeginCall();
         Wrap(() =>
         {
-            if (plan is CascadePlan cascade) _attention.LaunchCascade(Stream, cascade, gc, qv, ov, lv);
-            else
-            {
-                // In-kernel RoPE reads this backend's device copy of the table (uploaded once, shared with ApplyRope).
-                ArrayView<float>? rope = plan.Options.Rope is { } table ? (_rope ??= Own(new RopeLauncher(Accelerator))).Table(table) : null;
-                _attention.Launch(Stream, plan, gc, qv, ov, lv, rope);
-            }
+            // In-kernel RoPE reads this backend's device copy of the table (uploaded once, shared with ApplyRope).
+            ArrayView<float>? rope = plan.Options.Rope is { } table ? (_rope ??= Own(new RopeLauncher(Accelerator))).Table(table) : null;
+            if (plan is CascadePlan cascade) _attention.LaunchCascade(Stream, cascade, gc, qv, ov, lv, rope);
+            else _attention.Launch(Stream, plan, gc, qv, ov, lv, rope);
             return 0;
         });
     }

@@ -65,9 +65,10 @@ public sealed record AttentionOptions
     /// indices in the cache, not in the original text). Runtimes that rotate keys before appending them (vLLM, llama.cpp)
     /// leave it null and call <c>ApplyRope</c> instead, which costs less: here every key is rotated on every step.</para>
     /// <para>The table must be built for this head_dim and cover every position used (each sequence's kv_len); queries
-    /// need <c>qo_len ≤ kv_len</c>. Decode and prefill plans (paged, block-sparse, custom-mask) support it, on the CPU and
-    /// GPU backends; cascade plans do not. It cannot be combined with <see cref="QuantizedQueryDot"/> (rotated keys are
-    /// no longer integer codes).</para>
+    /// need <c>qo_len ≤ kv_len</c>. Every plan type supports it (decode, prefill, block-sparse, custom-mask, cascade: a
+    /// cascade's levels count positions from their own start, which changes no distance and so no rotated dot product) on
+    /// the CPU and GPU backends. It cannot be combined with <see cref="QuantizedQueryDot"/> (rotated keys are no longer
+    /// integer codes).</para>
     /// </remarks>
     public RopeTable? Rope { get; init; }
 

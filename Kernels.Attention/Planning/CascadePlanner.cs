@@ -21,7 +21,6 @@ public static class CascadePlanner
     /// <returns>The plan.</returns>
     /// <exception cref="ArgumentException">The tables disagree with groupIndptr or with each other's page size, a page id is
     /// past the pool, or an option is out of range.</exception>
-    /// <exception cref="NotSupportedException">The options carry <see cref="AttentionOptions.Rope"/>.</exception>
     public static CascadePlan Plan(ReadOnlySpan<int> groupIndptr, PageTable prefixes, PageTable suffixes, AttentionShape shape, int numPages,
         AttentionWorkspace workspace, AttentionOptions? options = null, int targetItems = DecodePlanner.TargetItems)
     {
@@ -43,7 +42,6 @@ public static class CascadePlanner
     /// <returns>The plan.</returns>
     /// <exception cref="ArgumentException">No shared level; a level's groups do not cover the batch; the tables' page sizes
     /// differ; a page id is past the pool; or an option is out of range.</exception>
-    /// <exception cref="NotSupportedException">The options carry <see cref="AttentionOptions.Rope"/>.</exception>
     public static CascadePlan Plan(IReadOnlyList<CascadeLevel> sharedLevels, PageTable suffixes, AttentionShape shape, int numPages,
         AttentionWorkspace workspace, AttentionOptions? options = null, int targetItems = DecodePlanner.TargetItems)
     {
@@ -53,8 +51,6 @@ public static class CascadePlanner
         ArgumentNullException.ThrowIfNull(workspace);
         options ??= AttentionOptions.Default;
         options.Validate(shape);
-        if (options.Rope is not null)
-            throw new NotSupportedException("Cascade plans do not apply Rope inside the kernels; rotate the keys before appending them (ApplyRope), or run flat decode plans.");
         if (sharedLevels.Count == 0) ThrowHelper.Argument(nameof(sharedLevels), "A cascade needs at least one shared level.");
         int batch = suffixes.BatchSize;
         var levels = new PrefillPlan[sharedLevels.Count];
@@ -66,17 +62,21 @@ public static class CascadePlanner
             if (level.BatchSize != batch)
                 ThrowHelper.Argument(nameof(sharedLevels), $"Level {l}'s groups cover {level.BatchSize} sequences (groupIndptr[{level.Groups}] = {level.BatchSize}); the suffix table has {batch}.");
             // The level's groups as prefill requests over their shared pages, every key kept (the planner checks the page ids).
-            levels[l] = PrefillPlanner.Plan(level.GroupIndptr, level.Pages, shape, numPages, options with { Causal = false, AttentionSinks = null });
+            levels[l] = PrefillPlanner.PlanLevel(level.GroupIndptr, level.Pages, shape, numPages, options with { Causal = false, AttentionSinks = null });
             levels[l].KeepsEmptyStates = true; // fresh plans, owned by the cascade
         }
         // Each sequence's query sits after all its keys: at a shared level, position (its length − 1) − (the keys of the levels
-        // before), which the window and ALiBi measure from (the suffix level's decode alignment already gives that).
+        // before), which the window and ALiBi measure from (the suffix level's decode alignment already gives that). In-kernel
+        // RoPE rotates with the same positions: a level's keys and the query are shifted alike, and the rotation of a dot
+        // product depends only on the distance between them, so the result is flat decode's up to the table's rounding.
         var position = new long[batch];
         for (int b = 0; b < batch; b++)
         {
             long total = suffixes.KvLength(b);
             foreach (var level in sharedLevels) total += level.Pages.KvLength(level.GroupOf(b));
             position[b] = total - 1;
+            // With RoPE every level's key positions and the query's sit below the sequence's length: it must fit the table.
+            options.CheckRopePositions(1, (int)Math.Min(total, int.MaxValue), b, nameof(suffixes));
         }
         for (int l = 0; l < levels.Length; l++)
         {

@@ -21,7 +21,15 @@ public static class PrefillPlanner
     /// request does not fit the <see cref="AttentionOptions.Rope"/> table (kv_len past it, or qo_len &gt; kv_len), an option is
     /// out of range, or the custom mask was made for other query or key lengths.</exception>
     public static PrefillPlan Plan(ReadOnlySpan<int> qoIndptr, PageTable table, AttentionShape shape, int numPages, AttentionOptions? options = null,
-        CustomMask? customMask = null)
+        CustomMask? customMask = null) => PlanRequests(qoIndptr, table, shape, numPages, options, customMask, bottomRightRows: true);
+
+    /// <summary>A cascade's shared level: the rows' positions are set afterwards (<see cref="AttentionPlan.RowPosition"/>), so
+    /// the bottom-right alignment that the RoPE position check assumes does not apply.</summary>
+    internal static PrefillPlan PlanLevel(ReadOnlySpan<int> qoIndptr, PageTable table, AttentionShape shape, int numPages, AttentionOptions options) =>
+        PlanRequests(qoIndptr, table, shape, numPages, options, null, bottomRightRows: false);
+
+    private static PrefillPlan PlanRequests(ReadOnlySpan<int> qoIndptr, PageTable table, AttentionShape shape, int numPages, AttentionOptions? options,
+        CustomMask? customMask, bool bottomRightRows)
     {
         ArgumentNullException.ThrowIfNull(table);
         ArgumentNullException.ThrowIfNull(shape);
@@ -41,7 +49,7 @@ public static class PrefillPlanner
         for (int b = 0; b < batch; b++)
         {
             int p0 = table.Indptr[b], n = table.PageCount(b), kvLen = table.KvLength(b);
-            options.CheckRopePositions(qoIndptr[b + 1] - qoIndptr[b], kvLen, b, nameof(qoIndptr));
+            if (bottomRightRows) options.CheckRopePositions(qoIndptr[b + 1] - qoIndptr[b], kvLen, b, nameof(qoIndptr));
             for (int j = 0; j < n; j++)
             {
                 tokens[p0 + j] = j == n - 1 ? table.LastPageLen[b] : ps;

@@ -348,7 +348,8 @@ internal sealed class PagedAttentionLauncher : IDisposable
 
     /// <summary>Runs a cascade plan: the first shared level into output (and lse); every further level (the suffix last) into
     /// scratch, merged in after it.</summary>
-    public void LaunchCascade(AcceleratorStream stream, CascadePlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse)
+    public void LaunchCascade(AcceleratorStream stream, CascadePlan plan, GpuKvCache cache, ArrayView<float> q, ArrayView<float> output, ArrayView<float>? lse,
+        ArrayView<float>? rope = null)
     {
         int d = plan.Shape.HeadDim;
         long rows = (long)plan.QueryRows * plan.Shape.QoHeads;
@@ -361,13 +362,13 @@ internal sealed class PagedAttentionLauncher : IDisposable
         var levelOut = scratch.SubView(0, rows * d);
         var levelLse = scratch.SubView(rows * d, rows);
         var stateLse = lse ?? scratch.SubView(rows * (d + 1), rows);
-        Launch(stream, plan.Prefix, cache, q, output, stateLse);
+        Launch(stream, plan.Prefix, cache, q, output, stateLse, rope);
         for (int l = 1; l < plan.SharedLevels.Count; l++)
         {
-            Launch(stream, plan.SharedLevels[l], cache, q, levelOut, levelLse);
+            Launch(stream, plan.SharedLevels[l], cache, q, levelOut, levelLse, rope);
             MergeStates(stream, output, stateLse, levelOut, levelLse, d);
         }
-        Launch(stream, plan.Suffix, cache, q, levelOut, levelLse);
+        Launch(stream, plan.Suffix, cache, q, levelOut, levelLse, rope);
         MergeStates(stream, output, stateLse, levelOut, levelLse, d, clearEmpty: true);
         if (plan.Sinks is not null) ApplySinks(stream, plan, output, stateLse); // once, after every level
     }

@@ -12,7 +12,7 @@ using static Kernels.Tests.Attention.AttentionTestData;
 namespace Kernels.Tests.Attention;
 
 /// <summary>In-kernel RoPE (<see cref="AttentionOptions.Rope"/>, FlashInfer's <c>ROPE_LLAMA</c> mode): the oracle's definition,
-/// decode and prefill on every ISA path against it, and the plan-time errors.</summary>
+/// decode, prefill and cascades on every ISA path against it, and the plan-time errors.</summary>
 public class InKernelRopeTests
 {
     public sealed record RopeCase(CacheSpec Cache, int Group, bool Interleaved, int RotaryDim, int Window, bool ForceSplit)
@@ -190,6 +190,33 @@ public class InKernelRopeTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Cascade_EachIsa_MatchesFlatReference(IsaPath isa)
+    {
+        // A cascade's levels count keys and the query from the level's start; RoPE depends on their distance only, so the
+        // result is the flat oracle's (rotating at true positions) up to the table's rounding.
+        if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        var cases = (from c in CascadeTests.Cases.Generator
+                     from interleaved in Gen.Elements(false, true)
+                     from partial in Gen.Elements(false, true)
+                     select (c, interleaved, partial)).ToArbitrary();
+        Prop.ForAll(cases, x =>
+        {
+            var c = x.c;
+            var (cache, prefixes, suffixes, groupIndptr) = CascadeTests.BuildCascade(c);
+            using var _ = cache;
+            var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
+            var rope = new RopeTable(new RopeOptions { Interleaved = x.interleaved, RotaryDim = x.partial ? c.Cache.HeadDim / 2 : 0 }, c.Cache.HeadDim, 130);
+            var opts = new AttentionOptions { Rope = rope, LogitsSoftCap = c.SoftCap };
+            var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, c.TargetItems);
+            var (q, expected, lseE, mag, eps, maxLen) = CascadeTests.Oracle(c, cache, prefixes, suffixes, groupIndptr, shape, opts);
+            float[] actual = new float[q.Length], lseA = new float[lseE.Length];
+            CascadeDecode.Run(plan, q, cache, actual, lseA, options);
+            AssertClose(expected, actual, mag, lseE, lseA, 2.5 * eps, maxLen, $"{c} interleaved={x.interleaved} partial={x.partial} {options.Isa}");
+        }).QuickCheckThrowOnFailure();
+    }
+
     [Fact]
     public void Plans_RejectWhatRopeCannotServe()
     {
@@ -213,9 +240,9 @@ public class InKernelRopeTests
         Assert.Contains("12 queries over 10 keys", e.Message);
         // Integer query dot products cannot take rotated keys.
         Assert.Throws<ArgumentException>(() => new AttentionOptions { Rope = wide, QuantizedQueryDot = true }.Validate());
-        // Cascades do not apply it.
-        var (shared, own) = (table, table);
-        Assert.Throws<NotSupportedException>(() => CascadePlanner.Plan([0, 1, 2], shared, own, shape, cache.NumPages, new AttentionWorkspace(),
+        // A cascade's sequences count every level's keys: 40 shared + 40 own keys pass a 64-position table.
+        e = Assert.Throws<ArgumentException>(() => CascadePlanner.Plan([0, 1, 2], table, table, shape, cache.NumPages, new AttentionWorkspace(),
             new AttentionOptions { Rope = wide }));
+        Assert.Contains("80 keys", e.Message);
     }
 }

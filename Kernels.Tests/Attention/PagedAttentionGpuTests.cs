@@ -252,6 +252,20 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
             $"rope {dtype} interleaved={interleaved} rotary={rotary} prefill={prefill}");
     }
 
+    [Fact]
+    public void Rope_InKernel_Cascade_MatchesReference()
+    {
+        // Levels count positions from their own start; RoPE depends on distances only (InKernelRopeTests).
+        var c = new CascadeTests.CascadeCase(new CacheSpec([19, 3, 7, 0], 4, 2, 64, DType.F16, KvLayout.Nhd, KvScaleMode.None, 12), [3], 2, 0f, 2);
+        var (cache, prefixes, suffixes, groupIndptr) = CascadeTests.BuildCascade(c);
+        var shape = new AttentionShape(4, 2, 64);
+        var rope = new Kernels.Attention.Positional.RopeTable(new Kernels.Attention.Positional.RopeOptions { Interleaved = true }, 64, 32);
+        var opts = new AttentionOptions { Rope = rope };
+        var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, c.TargetItems);
+        var (q, e, le, mag, eps, maxLen) = CascadeTests.Oracle(c, cache, prefixes, suffixes, groupIndptr, shape, opts);
+        RunBoth(plan, q, cache, 3, 4, 64, e, le, mag, 2.5 * eps, maxLen, "rope cascade");
+    }
+
     /// <summary>Runs a plan on the GPU backend into the oracle check's output and lse arrays.</summary>
     private void RunGpu(AttentionPlan plan, float[] q, PagedKvCache cache, float[] o, float[] lse)
     {
