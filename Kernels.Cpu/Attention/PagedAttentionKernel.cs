@@ -111,7 +111,8 @@ internal static unsafe class PagedAttentionKernel
         int minLo = int.MaxValue, maxHi = int.MinValue;
         for (int r = 0; r < it.QueryRows; r++)
         {
-            var (klo, khi) = AttentionMask.KeyRangeAt(QueryPosition(ref s, it, r), it.MaskKvLen, s.Causal, s.WindowLeft);
+            int position = QueryPosition(ref s, it, r);
+            var (klo, khi) = AttentionMask.KeyRangeAt(position, it.MaskKvLen, s.Causal, s.WindowLeft);
             if (s.MaskWords != null)
             {
                 klo = Math.Max(klo, s.MaskRowLo[it.QueryRow + r]);
@@ -132,11 +133,11 @@ internal static unsafe class PagedAttentionKernel
                         for (int c = 0; c < d; c++) qd[c] = codes[c] * sq;
                         qp[i] = qd;
                     }
-                    else if (s.Rope != null && QueryPosition(ref s, it, r) >= 0) // kv_len 0: position −1, no keys to meet
+                    else if (s.Rope != null && position >= 0) // kv_len 0: position −1, no keys to meet
                     {
                         float* qr = qDeq + i * 256;
                         new ReadOnlySpan<float>(qp[i], d).CopyTo(new Span<float>(qr, d));
-                        RopeKernel.RotateRow(qr, s.Rope + (long)QueryPosition(ref s, it, r) * s.RopeRotary, s.RopeRotary, s.RopeInterleaved, IsaPath.Scalar);
+                        RopeKernel.RotateRow(qr, s.Rope + (long)position * s.RopeRotary, s.RopeRotary, s.RopeInterleaved, IsaPath.Scalar);
                         qp[i] = qr;
                     }
                     acc[i] = accs + i * 256;
