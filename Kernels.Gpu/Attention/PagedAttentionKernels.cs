@@ -272,14 +272,10 @@ internal static class PagedAttentionKernels
     private static void RotatePair(ArrayView<float> sh, int row, int j, ArrayView<float> table, int position, AttentionLaunchArgs a)
     {
         if ((uint)position >= (uint)a.RopeMaxPositions) return;
-        int half = a.RopeRotary / 2;
-        long t = (long)position * a.RopeRotary + j;
-        float c = table[t], s = table[t + half];
-        int i1 = a.RopeInterleaved != 0 ? row + 2 * j : row + j;
-        int i2 = a.RopeInterleaved != 0 ? i1 + 1 : i1 + half;
-        float x1 = sh[i1], x2 = sh[i2];
-        sh[i1] = x1 * c - x2 * s;
-        sh[i2] = x2 * c + x1 * s;
+        RopeKernels.PairOffsets(j, a.RopeRotary / 2, a.RopeInterleaved != 0, out int o1, out int o2);
+        RopeKernels.Rotate(table, position, a.RopeRotary, j, sh[row + o1], sh[row + o2], out float r1, out float r2);
+        sh[row + o1] = r1;
+        sh[row + o2] = r2;
     }
 
     /// <summary>Item row <paramref name="row"/>'s query position (bottom-right aligned in its request, or given per row for a

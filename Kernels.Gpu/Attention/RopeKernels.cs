@@ -39,13 +39,25 @@ internal static class RopeKernels
         }
         int p = positions[row / a.Heads];
         if ((uint)p >= (uint)a.MaxPositions) return; // the host checked every position; never read past the table
-        long t = (long)p * a.RotaryDim + j;
-        float c = table[t], s = table[t + half];
-        long i1 = a.Interleaved != 0 ? b + 2 * j : b + j;
-        long i2 = a.Interleaved != 0 ? i1 + 1 : i1 + half;
-        float x1 = x[i1], x2 = x[i2];
-        output[i1] = x1 * c - x2 * s;
-        output[i2] = x2 * c + x1 * s;
+        PairOffsets(j, half, a.Interleaved != 0, out int o1, out int o2);
+        Rotate(table, p, a.RotaryDim, j, x[b + o1], x[b + o2], out output[b + o1], out output[b + o2]);
+    }
+
+    /// <summary>Offsets in a row of pair <paramref name="j"/>'s elements: (j, j + half), or (2j, 2j + 1) for GPT-J pairs.</summary>
+    internal static void PairOffsets(int j, int half, bool interleaved, out int o1, out int o2)
+    {
+        o1 = interleaved ? 2 * j : j;
+        o2 = interleaved ? o1 + 1 : o1 + half;
+    }
+
+    /// <summary>Pair <paramref name="j"/> of a row rotated with the table's cos/sin at <paramref name="position"/>:
+    /// <c>x1' = x1·c − x2·s</c>, <c>x2' = x2·c + x1·s</c> (also the attention kernels' in-kernel RoPE).</summary>
+    internal static void Rotate(ArrayView<float> table, int position, int rotary, int j, float x1, float x2, out float r1, out float r2)
+    {
+        long t = (long)position * rotary + j;
+        float c = table[t], s = table[t + rotary / 2];
+        r1 = x1 * c - x2 * s;
+        r2 = x2 * c + x1 * s;
     }
 }
 
