@@ -21,7 +21,12 @@ namespace Kernels.Cpu.Fpx;
 /// (<c>scale = max|x|/127</c>, round half to even); per group the dot <c>Σ q·xq</c> is computed exactly in int32 lanes
 /// (16 on AVX-512, 8 on AVX2, 4 on Vector128; each lane holds an exact partial sum), the lanes are converted to fp32 and
 /// multiplied by the group scale with FMA into fp32 lane accumulators, and the lanes are summed at the end:
-/// <c>y = xScale · Σ_g scale_g · dot_g</c>. Bound: <c>1.01·(G+18)·2⁻²⁴ · xScale·Σ_g scale_g·Σ_c|q·xq|</c> (G groups per row).
+/// <c>y = xScale · Σ_g scale_g · dot_g</c>. Bound: <c>1.01·(G+18)·2⁻²⁴ · xScale·Σ_g scale_g·Σ_c (|q| + 32)·|xq|</c> (G groups
+/// per row): the lanes hold the stored codes' products <c>(q + 32)·xq</c> and the offset's correction <c>32·Σ xq</c> sits in
+/// one lane, so the fp32 conversion, FMA and lane sum round values as large as that, not only <c>Σ|q·xq|</c>. (Until
+/// 2026-12-02 the bound was stated against <c>Σ|q·xq|</c>; a row of few columns with a small code beside a large one missed
+/// it by 1.38×. Removing the offset lane by lane before rounding was written and measured: 1.3–1.7× slower GEMV, for an
+/// error already ≈ 2⁻²⁰ of the row's magnitude, far below int6's quantization error.)
 /// The int8 dot uses <c>vpmaddubsw</c> (unsigned × signed bytes, pairs summed with signed 16-bit saturation) then <c>vpmaddwd</c>
 /// with ones. The unsigned operand is the stored code <c>u = q + 32 ∈ [1, 63]</c> and the signed one the activation
 /// <c>a ∈ [−128, 127]</c>, so a pair sum is at most <c>2 · 63 · 128 = 16128 &lt; 32767</c>: saturation can never happen
