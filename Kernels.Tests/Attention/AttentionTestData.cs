@@ -81,6 +81,15 @@ public static class AttentionTestData
         return (1.01 * d + 2) * Math.ScaleB(1.0, -24) * mag + Math.ScaleB(1.0, -24);
     }
 
+    /// <summary>The factor on <see cref="LogitError"/> under in-kernel RoPE (<see cref="AttentionOptions.Rope"/>; 1 without):
+    /// rotation can grow Σ|q| and max|k| by √2 each and adds two fp32 roundings per rotated element (≤ 2⁻²² of the pair's
+    /// magnitude), which stays within 2.5× the unrotated bound (its d·2⁻²⁴ term is ≥ 34·2⁻²⁴ for d ≥ 32).</summary>
+    public static double RopeFactor(AttentionOptions options) => options.Rope is null ? 1 : 2.5;
+
+    /// <summary>A short description of the options' in-kernel RoPE, for failure messages.</summary>
+    public static string RopeText(AttentionOptions options) =>
+        options.Rope is { } r ? $" rope={(r.Interleaved ? "gptj" : "neox")}/{r.RotaryDim}" : "";
+
     /// <summary>The fp32 error of the ALiBi bias in a logit: <c>slope·distance</c> is rounded once and added once, each within
     /// 2⁻²⁴ of the bias's magnitude (the logit's own part is in <see cref="LogitError"/>); 0 without ALiBi.</summary>
     public static double AlibiError(AttentionOptions options, int maxKvLen) =>

@@ -2,6 +2,7 @@ using FsCheck;
 using FsCheck.Fluent;
 using Kernels.Attention.Paging;
 using Kernels.Attention.Planning;
+using Kernels.Attention.Positional;
 using Kernels.Attention.Reference;
 using Kernels.Cpu;
 using Kernels.Cpu.Attention;
@@ -74,23 +75,24 @@ public class CascadeTests
         int maxLen = 0;
         for (int g = 0; g < prefixes.BatchSize; g++)
             for (int b = groupIndptr[g]; b < groupIndptr[g + 1]; b++) maxLen = Math.Max(maxLen, prefixes.KvLength(g) + suffixes.KvLength(b));
-        double eps = LogitError(q, shape, opts.ScaleFor(shape.HeadDim), GatherKeys(cache, prefixes).Concat(GatherKeys(cache, suffixes)))
+        double eps = RopeFactor(opts) * LogitError(q, shape, opts.ScaleFor(shape.HeadDim), GatherKeys(cache, prefixes).Concat(GatherKeys(cache, suffixes)))
             + AlibiError(opts, maxLen);
         return (q, expected, lseE, mag, eps, maxLen);
     }
 
-    private static void Check(CascadeCase c, KernelOptions options, int window = -1, Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null)
+    internal static void Check(CascadeCase c, KernelOptions options, int window = -1, Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null,
+        Func<int, RopeTable>? ropeFor = null)
     {
         var (cache, prefixes, suffixes, groupIndptr) = BuildCascade(c);
         var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
         var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = window, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads),
-            AttentionSinks = sinksFor?.Invoke(shape.QoHeads) };
+            AttentionSinks = sinksFor?.Invoke(shape.QoHeads), Rope = ropeFor?.Invoke(shape.HeadDim) };
         var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, c.TargetItems);
         var (q, expected, lseE, mag, eps, maxLen) = Oracle(c, cache, prefixes, suffixes, groupIndptr, shape, opts);
         float[] qCopy = (float[])q.Clone(), actual = new float[q.Length], lseA = new float[lseE.Length];
         actual.AsSpan().Fill(float.NaN);
         CascadeDecode.Run(plan, q, cache, actual, lseA, options);
-        AssertClose(expected, actual, mag, lseE, lseA, eps, maxLen, $"{c} {options.Isa} window={window} alibi={opts.AlibiSlopes is not null}");
+        AssertClose(expected, actual, mag, lseE, lseA, eps, maxLen, $"{c} {options.Isa} window={window} alibi={opts.AlibiSlopes is not null}{RopeText(opts)}");
         Assert.Equal(qCopy, q);
 
         // Without an lse buffer the outputs are the same.

@@ -45,11 +45,6 @@ public class InKernelRopeTests
     private static RopeTable Table(RopeCase c, int maxPositions = 80) =>
         new(new RopeOptions { Interleaved = c.Interleaved, RotaryDim = c.RotaryDim, Theta = 500000 }, c.Cache.HeadDim, maxPositions);
 
-    /// <summary>Rotation can grow Σ|q| and max|k| by √2 each and adds two fp32 roundings per rotated element (≤ 2⁻²² of the
-    /// pair's magnitude), which stays within 2.5× the unrotated logit bound (its d·2⁻²⁴ term is ≥ 34·2⁻²⁴ for d ≥ 32).</summary>
-    private static double RopeLogitError(float[] q, AttentionShape shape, float smScale, PagedKvCache cache, PageTable table) =>
-        2.5 * LogitError(q, shape, smScale, GatherKeys(cache, table));
-
     [Fact]
     public void Reference_EqualsRotatingFirst()
     {
@@ -78,32 +73,13 @@ public class InKernelRopeTests
         for (int i = 0; i < lseRope.Length; i++) Assert.True(Math.Abs(lseRope[i] - lseFirst[i]) <= 1e-5, $"lse {i}: {lseRope[i]} vs {lseFirst[i]}");
     }
 
-    private static void CheckDecode(RopeCase c, KernelOptions options)
-    {
-        var (cache, table) = Build(c.Cache);
-        using var _ = cache;
-        var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-        var opts = new AttentionOptions { Rope = Table(c), WindowLeft = c.Window };
-        var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: c.ForceSplit ? 2 : null);
-        int batch = table.BatchSize;
-        float[] q = Queries(new Random(c.Cache.Seed + 1), batch, shape, 2f), qCopy = (float[])q.Clone();
-        float[] expected = new float[q.Length], actual = new float[q.Length];
-        float[] lseE = new float[batch * shape.QoHeads], lseA = new float[lseE.Length];
-        double[] mag = new double[q.Length];
-        AttentionReference.Decode(q, cache, table, shape, opts, expected, lseE, mag);
-        actual.AsSpan().Fill(float.NaN);
-        PagedDecode.Run(plan, q, cache, actual, lseA, options);
-        int maxLen = c.Cache.SeqLens.DefaultIfEmpty(0).Max();
-        AssertClose(expected, actual, mag, lseE, lseA, RopeLogitError(q, shape, plan.SmScale, cache, table), maxLen, $"{c} {options.Isa}");
-        Assert.Equal(qCopy, q);
-    }
-
     [Theory]
     [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
     public void Decode_EachIsa_MatchesReference(IsaPath isa)
     {
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
-        Prop.ForAll(Cases, c => CheckDecode(c, options)).QuickCheckThrowOnFailure();
+        Prop.ForAll(Cases, c => PagedDecodeTests.Check(new PagedDecodeTests.DecodeCase(c.Cache, c.Group, 0f, c.Window, c.ForceSplit), options,
+            ropeFor: _ => Table(c))).QuickCheckThrowOnFailure();
     }
 
     [Theory]
@@ -119,24 +95,8 @@ public class InKernelRopeTests
         Prop.ForAll(cases, x =>
         {
             var c = x.c;
-            var (cache, table) = Build(c.Cache);
-            using var _ = cache;
-            var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-            var opts = new AttentionOptions { Rope = Table(c), WindowLeft = c.Window };
-            var qoIndptr = new int[table.BatchSize + 1];
-            for (int b = 0; b < table.BatchSize; b++) qoIndptr[b + 1] = qoIndptr[b] + table.KvLength(b) * x.fractions[b] / 4; // 0 … kv_len
-            var plan = PrefillPlanner.Plan(qoIndptr, table, shape, cache.NumPages, opts);
-            int rows = qoIndptr[^1];
-            float[] q = Queries(new Random(c.Cache.Seed + 2), rows, shape, 2f);
-            float[] expected = new float[q.Length], actual = new float[q.Length];
-            float[] lseE = new float[rows * shape.QoHeads], lseA = new float[lseE.Length];
-            double[] mag = new double[q.Length];
-            AttentionReference.Prefill(qoIndptr, q, cache, table, shape, opts, expected, lseE, mag);
-            actual.AsSpan().Fill(float.NaN);
-            PagedPrefill.Run(plan, q, cache, actual, lseA, options);
-            int maxLen = c.Cache.SeqLens.DefaultIfEmpty(0).Max();
-            AssertClose(expected, actual, mag, lseE, lseA, RopeLogitError(q, shape, plan.SmScale, cache, table), maxLen,
-                $"{c} qo=[{string.Join(',', qoIndptr)}] {options.Isa}");
+            int[] qoLens = c.Cache.SeqLens.Select((len, b) => len * x.fractions[b] / 4).ToArray(); // 0 … kv_len
+            PagedPrefillTests.Check(new PagedPrefillTests.PrefillCase(c.Cache, qoLens, c.Group, true, c.Window, 0f), options, ropeFor: _ => Table(c));
         }).QuickCheckThrowOnFailure();
     }
 
@@ -201,20 +161,8 @@ public class InKernelRopeTests
                      from interleaved in Gen.Elements(false, true)
                      from partial in Gen.Elements(false, true)
                      select (c, interleaved, partial)).ToArbitrary();
-        Prop.ForAll(cases, x =>
-        {
-            var c = x.c;
-            var (cache, prefixes, suffixes, groupIndptr) = CascadeTests.BuildCascade(c);
-            using var _ = cache;
-            var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
-            var rope = new RopeTable(new RopeOptions { Interleaved = x.interleaved, RotaryDim = x.partial ? c.Cache.HeadDim / 2 : 0 }, c.Cache.HeadDim, 130);
-            var opts = new AttentionOptions { Rope = rope, LogitsSoftCap = c.SoftCap };
-            var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, c.TargetItems);
-            var (q, expected, lseE, mag, eps, maxLen) = CascadeTests.Oracle(c, cache, prefixes, suffixes, groupIndptr, shape, opts);
-            float[] actual = new float[q.Length], lseA = new float[lseE.Length];
-            CascadeDecode.Run(plan, q, cache, actual, lseA, options);
-            AssertClose(expected, actual, mag, lseE, lseA, 2.5 * eps, maxLen, $"{c} interleaved={x.interleaved} partial={x.partial} {options.Isa}");
-        }).QuickCheckThrowOnFailure();
+        Prop.ForAll(cases, x => CascadeTests.Check(x.c, options, ropeFor: d =>
+            new RopeTable(new RopeOptions { Interleaved = x.interleaved, RotaryDim = x.partial ? d / 2 : 0 }, d, 130))).QuickCheckThrowOnFailure();
     }
 
     [Fact]

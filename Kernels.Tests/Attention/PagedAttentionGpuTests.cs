@@ -247,8 +247,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         float[] e = new float[q.Length], le = new float[rows * 4];
         double[] mag = new double[q.Length];
         AttentionReference.Prefill(qo, q, cache, table, shape, opts, e, le, mag);
-        // The rotation may grow Σ|q| and max|k| by √2 each, plus two roundings per rotated element (InKernelRopeTests).
-        RunBoth(plan, q, cache, rows, 4, 64, e, le, mag, 2.5 * LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 23,
+        RunBoth(plan, q, cache, rows, 4, 64, e, le, mag, RopeFactor(opts) * LogitError(q, shape, plan.SmScale, GatherKeys(cache, table)), 23,
             $"rope {dtype} interleaved={interleaved} rotary={rotary} prefill={prefill}");
     }
 
@@ -263,7 +262,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         var opts = new AttentionOptions { Rope = rope };
         var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace(), opts, c.TargetItems);
         var (q, e, le, mag, eps, maxLen) = CascadeTests.Oracle(c, cache, prefixes, suffixes, groupIndptr, shape, opts);
-        RunBoth(plan, q, cache, 3, 4, 64, e, le, mag, 2.5 * eps, maxLen, "rope cascade");
+        RunBoth(plan, q, cache, 3, 4, 64, e, le, mag, eps, maxLen, "rope cascade"); // Oracle's eps carries RopeFactor
     }
 
     /// <summary>Runs a plan on the GPU backend into the oracle check's output and lse arrays.</summary>

@@ -2,6 +2,7 @@ using FsCheck;
 using FsCheck.Fluent;
 using Kernels.Attention.Paging;
 using Kernels.Attention.Planning;
+using Kernels.Attention.Positional;
 using Kernels.Attention.Reference;
 using Kernels.Cpu;
 using Kernels.Cpu.Attention;
@@ -37,12 +38,13 @@ public class PagedDecodeTests
          from seed in Gen.Choose(0, int.MaxValue)
          select new DecodeCase(new CacheSpec(lens, page, kvHeads, d, fmt.Item1, layout, fmt.Item2, seed), grp, cap, window, split)).ToArbitrary();
 
-    internal static void Check(DecodeCase c, KernelOptions options, bool quantizedQ = false, Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null)
+    internal static void Check(DecodeCase c, KernelOptions options, bool quantizedQ = false, Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null,
+        Func<int, RopeTable>? ropeFor = null)
     {
         var (cache, table) = Build(c.Cache);
         var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
         var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window, QuantizedQueryDot = quantizedQ, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads),
-            AttentionSinks = sinksFor?.Invoke(shape.QoHeads) };
+            AttentionSinks = sinksFor?.Invoke(shape.QoHeads), Rope = ropeFor?.Invoke(shape.HeadDim) };
         var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: c.ForceSplit ? 2 : null);
         var rng = new Random(c.Cache.Seed + 1);
         int batch = table.BatchSize;
@@ -53,9 +55,10 @@ public class PagedDecodeTests
         AttentionReference.Decode(q, cache, table, shape, opts, expected, lseE, mag);
         actual.AsSpan().Fill(float.NaN);
         PagedDecode.Run(plan, q, cache, actual, lseA, options);
-        double eps = LogitError(quantizedQ ? QueryQuantization.Dequantized(q, shape.HeadDim) : q, shape, plan.SmScale, GatherKeys(cache, table))
+        double eps = RopeFactor(opts) * LogitError(quantizedQ ? QueryQuantization.Dequantized(q, shape.HeadDim) : q, shape, plan.SmScale, GatherKeys(cache, table))
             + AlibiError(opts, c.Cache.SeqLens.DefaultIfEmpty(0).Max());
-        AssertClose(expected, actual, mag, lseE, lseA, eps, c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {options.Isa} quantizedQ={quantizedQ} alibi={opts.AlibiSlopes is not null}");
+        AssertClose(expected, actual, mag, lseE, lseA, eps, c.Cache.SeqLens.DefaultIfEmpty(0).Max(),
+            $"{c} {options.Isa} quantizedQ={quantizedQ} alibi={opts.AlibiSlopes is not null}{RopeText(opts)}");
         Assert.Equal(qCopy, q);
     }
 

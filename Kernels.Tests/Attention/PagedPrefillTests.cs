@@ -3,6 +3,7 @@ using FsCheck.Fluent;
 using Kernels.Attention.Masks;
 using Kernels.Attention.Paging;
 using Kernels.Attention.Planning;
+using Kernels.Attention.Positional;
 using Kernels.Attention.Reference;
 using Kernels.Cpu;
 using Kernels.Cpu.Attention;
@@ -61,14 +62,16 @@ public class PagedPrefillTests
     internal static int NonFiniteFor(PrefillCase c, int n) => c.Cache.DType is DType.F32 or DType.F16 or DType.BF16 ? n : 0;
 
     internal static void Check(PrefillCase c, KernelOptions options, bool quantizedQ = false, int nonFinite = 0, Func<int[], int[], CustomMask>? maskOf = null,
-        Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null) =>
-        Check(c, (plan, q, cache, o, lse) => PagedPrefill.Run(plan, q, cache, o, lse, options), options.Isa.ToString(), quantizedQ, nonFinite, maskOf, alibiFor, sinksFor);
+        Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null, Func<int, RopeTable>? ropeFor = null) =>
+        Check(c, (plan, q, cache, o, lse) => PagedPrefill.Run(plan, q, cache, o, lse, options), options.Isa.ToString(), quantizedQ, nonFinite, maskOf, alibiFor,
+            sinksFor, ropeFor);
 
     /// <summary>Runs case <paramref name="c"/> (with <paramref name="nonFinite"/> Inf/NaN values injected into K/V) through
     /// <paramref name="run"/> (plan, queries, cache, output, lse) and compares with the oracle; <paramref name="maskOf"/>
     /// makes a custom mask from (qo_indptr, kv lengths).</summary>
     internal static void Check(PrefillCase c, Action<PrefillPlan, float[], PagedKvCache, float[], float[]> run, string what, bool quantizedQ = false, int nonFinite = 0,
-        Func<int[], int[], CustomMask>? maskOf = null, Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null)
+        Func<int[], int[], CustomMask>? maskOf = null, Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null,
+        Func<int, RopeTable>? ropeFor = null)
     {
         var (cache, table) = Build(c.Cache);
         string injected = nonFinite > 0 ? "; injected " + InjectNonFinite(cache, table, new Random(c.Cache.Seed + 3), nonFinite) : "";
@@ -76,7 +79,7 @@ public class PagedPrefillTests
         var opts = new AttentionOptions
         {
             Causal = c.Causal, WindowLeft = c.Window, LogitsSoftCap = c.SoftCap, QuantizedQueryDot = quantizedQ, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads),
-            AttentionSinks = sinksFor?.Invoke(shape.QoHeads),
+            AttentionSinks = sinksFor?.Invoke(shape.QoHeads), Rope = ropeFor?.Invoke(shape.HeadDim),
         };
         var qoIndptr = new int[c.QoLens.Length + 1];
         for (int i = 0; i < c.QoLens.Length; i++) qoIndptr[i + 1] = qoIndptr[i] + c.QoLens[i];
@@ -90,8 +93,8 @@ public class PagedPrefillTests
         a.AsSpan().Fill(float.NaN);
         run(plan, q, cache, a, la);
         int maxLen = c.Cache.SeqLens.DefaultIfEmpty(0).Max();
-        AssertClose(e, a, mag, le, la, LogitError(quantizedQ ? QueryQuantization.Dequantized(q, shape.HeadDim) : q, shape, plan.SmScale, FiniteKeys(cache, table))
-            + AlibiError(opts, maxLen), maxLen, $"{c} {what} quantizedQ={quantizedQ} alibi={opts.AlibiSlopes is not null}{injected}");
+        AssertClose(e, a, mag, le, la, RopeFactor(opts) * LogitError(quantizedQ ? QueryQuantization.Dequantized(q, shape.HeadDim) : q, shape, plan.SmScale, FiniteKeys(cache, table))
+            + AlibiError(opts, maxLen), maxLen, $"{c} {what} quantizedQ={quantizedQ} alibi={opts.AlibiSlopes is not null}{RopeText(opts)}{injected}");
     }
 
     [Theory]
