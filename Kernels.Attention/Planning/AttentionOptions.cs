@@ -123,8 +123,16 @@ public sealed record AttentionOptions
             ThrowHelper.Argument(nameof(AlibiSlopes), $"AlibiSlopes has {a.Count} entries; the shape has {shape.QoHeads} query heads.");
         if (AttentionSinks is { } s && s.Count != shape.QoHeads)
             ThrowHelper.Argument(nameof(AttentionSinks), $"AttentionSinks has {s.Count} entries; the shape has {shape.QoHeads} query heads.");
-        if (Rope is { } rope && rope.HeadDim != shape.HeadDim)
-            ThrowHelper.Argument(nameof(Rope), $"The Rope table was built for head_dim {rope.HeadDim}; the shape has head_dim {shape.HeadDim}.");
+        CheckRopeHeadDim(shape.HeadDim, nameof(Rope));
+    }
+
+    /// <summary>With <see cref="Rope"/>, throws unless its table was built for <paramref name="headDim"/>.</summary>
+    /// <param name="headDim">The shape's head_dim.</param>
+    /// <param name="paramName">The argument to name.</param>
+    internal void CheckRopeHeadDim(int headDim, string paramName)
+    {
+        if (Rope is { } rope && rope.HeadDim != headDim)
+            ThrowHelper.Argument(paramName, $"The Rope table was built for head_dim {rope.HeadDim}; the shape has head_dim {headDim}.");
     }
 
     /// <summary>With <see cref="Rope"/>, throws unless a request of <paramref name="qoLen"/> queries over

@@ -68,11 +68,8 @@ public static class AttentionReference
         if (alibi is not null && alibi.Count != hq)
             ThrowHelper.Argument(nameof(options), $"AlibiSlopes has {alibi.Count} entries; the shape has {hq} query heads.");
         var rope = options.Rope;
-        if (rope is not null)
-        {
-            if (rope.HeadDim != d) ThrowHelper.Argument(nameof(options), $"The Rope table was built for head_dim {rope.HeadDim}; the shape has head_dim {d}.");
-            options.CheckRopePositions(qoLen, kvLen, 0, nameof(options));
-        }
+        options.CheckRopeHeadDim(d, nameof(options));
+        options.CheckRopePositions(qoLen, kvLen, 0, nameof(options));
         // With Rope, keys rotated at their index and queries at kv_len − qo_len + i, in double from the table's fp32 entries.
         double[]? kRot = rope is null ? null : Rotate(k, kvLen * hk, d, rope, row => row / hk);
         double[]? qRot = rope is null || kvLen == 0 ? null : Rotate(q, qoLen * hq, d, rope, row => kvLen - qoLen + row / hq);
