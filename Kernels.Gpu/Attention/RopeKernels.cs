@@ -69,14 +69,11 @@ internal static class RopeKernels
 internal sealed class RopeLauncher : IDisposable
 {
     private readonly Accelerator _accelerator;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, RopeLaunchArgs> _apply;
+    // Loaded on the first Launch: the attention kernels' in-kernel RoPE uses only the table cache.
+    private Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, RopeLaunchArgs>? _apply;
     private readonly ConditionalWeakTable<RopeTable, MemoryBuffer1D<float, Stride1D.Dense>> _tables = new();
 
-    public RopeLauncher(Accelerator accelerator)
-    {
-        _accelerator = accelerator;
-        _apply = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, RopeLaunchArgs>(RopeKernels.Apply);
-    }
+    public RopeLauncher(Accelerator accelerator) => _accelerator = accelerator;
 
     /// <summary>Tables with a device copy.</summary>
     public int CachedTables => _tables.Count();
@@ -115,6 +112,7 @@ internal sealed class RopeLauncher : IDisposable
             Total = (int)total, Heads = heads, HeadDim = table.HeadDim, RotaryDim = table.RotaryDim, MaxPositions = table.MaxPositions,
             Interleaved = table.Interleaved ? 1 : 0, CopyPassThrough = inPlace ? 0 : 1,
         };
+        _apply ??= _accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, RopeLaunchArgs>(RopeKernels.Apply);
         _apply(stream, (int)total, x, output, positions, Table(table), args);
     }
 
