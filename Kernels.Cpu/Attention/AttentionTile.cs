@@ -77,7 +77,7 @@ internal unsafe ref struct TileItem
     public int* KZero, VZero;
     public float** Acc;
     public float* KWide, VWide, Qt, LaneLogits;
-    public bool Widen, WidenV, QueryLanes; // K rows widened to fp32 scratch per tile (prefill-type items, RoPE); V rows too (not for RoPE alone)
+    public bool Widen, WidenV, QueryLanes; // K rows widened to fp32 scratch per tile (prefill-type items, RoPE outside the logits); V rows too (not for RoPE alone)
     public int QueriesPadded;
     public int* LaneLo, LaneHi;
     public int* Lo, Hi;
@@ -90,6 +90,7 @@ internal unsafe ref struct TileItem
     public float* Rope;                    // in-kernel RoPE: cos/sin rows [position][RopeRotary], or null
     public int RopeRotary;
     public bool RopeInterleaved;
+    public bool RopeInLogits;              // RoPE applied to K chunks inside the logit blocks (Tile512, NeoX, decode-type items)
     public IsaPath Isa;                    // this kernel's path (RoPE rows rotate at its width)
 }
 

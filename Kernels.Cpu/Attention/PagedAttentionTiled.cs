@@ -178,8 +178,13 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         // Widen each K/V row once per tile when it feeds ≥ 8 queries of several rows (prefill, cascade prefixes, block-sparse):
         // otherwise every block of four queries widens it again. Decode (one row) keeps reading the rows in place.
         c.WidenV = typeof(TL) != typeof(KvF32) && !c.IntDot && c.QueryRows > 1 && c.QueryRows * c.GroupHeads >= 8;
-        // In-kernel RoPE rotates the widened K rows, so K is always widened then (fp32 rows too); V is not rotated.
-        c.Widen = c.Rope != null || c.WidenV;
+        // In-kernel RoPE: AVX-512 decode-type items with NeoX pairs over the whole row rotate each K chunk in registers inside
+        // the logit blocks (Tile512.Logits4Neox); otherwise K is widened to fp32 rows, rotated there, and read back (fp32
+        // rows too). Prefill-type items widen anyway, and rotating once per tile beats once per block of four queries.
+        // V is not rotated.
+        c.RopeInLogits = c.Rope != null && typeof(TTile) == typeof(Tile512) && !c.RopeInterleaved && c.RopeRotary == d
+            && !(c.QueryRows > 1 && c.QueryRows * c.GroupHeads >= 8);
+        c.Widen = (c.Rope != null && !c.RopeInLogits) || c.WidenV;
         new Span<float>(c.ZeroRow, MaxD).Clear();
 
         // The item's first page has no previous tile to prefetch it: start its K and V lines before the
@@ -399,6 +404,12 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 if (k0 + tl >= c.Hi[r] || k0 + th <= c.Lo[r]) continue; // masked below
                 if (c.IntDot)
                     for (; i + 4 <= ie; i += 4, pfK = default) TTile.Logits4Int<TL>(ref c, i, rows, kz, tl, th, d, half, pfK);
+                if (typeof(TTile) == typeof(Tile512) && c.RopeInLogits)
+                {
+                    float* cos = c.Rope + (long)k0 * d; // key k0 + t at its index (rotary_dim = d)
+                    for (; i + 4 <= ie; i += 4, pfK = default) Tile512.Logits4Neox<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK, cos);
+                    for (; i < ie; i++, pfK = default) Tile512.Logits1Neox<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK, cos);
+                }
                 for (; i + 4 <= ie; i += 4, pfK = default) TTile.Logits4<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
                 for (; i < ie; i++, pfK = default) TTile.Logits1<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
             }

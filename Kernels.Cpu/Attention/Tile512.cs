@@ -266,19 +266,46 @@ internal unsafe struct Tile512 : IAttentionTile
 
     /// <summary>Raw dot products of four queries (rows of <paramref name="q"/>, stride d) with the tile's 16 rows, stored as
     /// four 16-token vectors at <paramref name="dst"/>. Token groups of four outside [tl, th) are skipped (their lanes are masked).
-    /// Per group, 4 queries × 4 tokens keep 16 register accumulators over head_dim, reduced to lanes <c>[4·query + token]</c>.
-    /// The block is written out here rather than as a helper: the JIT would not inline a helper that size, and the call per
-    /// group cost ≈ 2 % of fp16 decode (scratch, from L2); this method is not inlined into the tile step instead.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    /// Per group, 4 queries × 4 tokens keep 16 register accumulators over head_dim, reduced to lanes <c>[4·query + token]</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Logits4<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
-        where TL : unmanaged, IKvRow
+        where TL : unmanaged, IKvRow =>
+        Logits4<TL, NoRotation>(q, rows, zero, tl, th, d, half, dst, pf, null);
+
+    /// <summary><see cref="Logits4{TL}"/> with in-kernel RoPE for NeoX pairs over the whole row (rotary_dim = head_dim): each
+    /// K chunk pair (i, half + i) is rotated in registers right after its load, by the table row at
+    /// <c>cos + t·d</c> for token t, with the formula of <see cref="WidenRowsNeox{TL}"/> (so the logits are bit-identical
+    /// to widening, rotating, storing and reading the rows back, which decode did until the eleventh session). Tokens
+    /// outside [tl, th) take row tl's angles: their K rows are the zero row, and their table rows may lie past the table.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Logits4Neox<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf, float* cos)
+        where TL : unmanaged, IKvRow =>
+        Logits4<TL, NeoxRotation>(q, rows, zero, tl, th, d, half, dst, pf, cos);
+
+    /// <summary><see cref="Logits1{TL}"/> with the rotation of <see cref="Logits4Neox{TL}"/> (the heads left over after
+    /// blocks of four; not inlined into the tile step, whose inlining budget the common path needs).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void Logits1Neox<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf, float* cos)
+        where TL : unmanaged, IKvRow =>
+        Logits1<TL, NeoxRotation>(q, rows, zero, tl, th, d, half, dst, pf, cos);
+
+    /// <summary>The 4 × 4 logit blocks, with the K rows rotated (<typeparamref name="TR"/> = <see cref="NeoxRotation"/>) or
+    /// not (<see cref="NoRotation"/>; the JIT drops every rotation instruction then). The block is written out here rather than
+    /// as a helper: the JIT would not inline a helper that size, and the call per group cost ≈ 2 % of fp16 decode (scratch,
+    /// from L2); this method is not inlined into the tile step instead.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void Logits4<TL, TR>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf, float* cos)
+        where TL : unmanaged, IKvRow where TR : struct
     {
+        bool rotate = typeof(TR) == typeof(NeoxRotation);
         Vector512<float> r0 = default, r1 = default, r2 = default, r3 = default;
         float* q0 = q, q1 = q + d, q2 = q + 2 * d, q3 = q + 3 * d;
         for (int g = tl >> 2; g < 4 && 4 * g < th; g++)
         {
             pf.Rows(4 * g, 4);
             byte* k0 = rows[4 * g], k1 = rows[4 * g + 1], k2 = rows[4 * g + 2], k3 = rows[4 * g + 3];
+            float* c0 = rotate ? AngleRow(cos, 4 * g, tl, th, d) : null, c1 = rotate ? AngleRow(cos, 4 * g + 1, tl, th, d) : null;
+            float* c2 = rotate ? AngleRow(cos, 4 * g + 2, tl, th, d) : null, c3 = rotate ? AngleRow(cos, 4 * g + 3, tl, th, d) : null;
             var z0 = TL.UsesZero ? Vector512.Create(zero[4 * g]) : default;
             var z1 = TL.UsesZero ? Vector512.Create(zero[4 * g + 1]) : default;
             var z2 = TL.UsesZero ? Vector512.Create(zero[4 * g + 2]) : default;
@@ -290,9 +317,13 @@ internal unsafe struct Tile512 : IAttentionTile
             for (int i = 0; i < half; i += 16)
             {
                 TL.Load2(k0, i, half, z0, out var x0, out var w0);
+                if (rotate) RotatePair(ref x0, ref w0, c0 + i, half);
                 TL.Load2(k1, i, half, z1, out var x1, out var w1);
+                if (rotate) RotatePair(ref x1, ref w1, c1 + i, half);
                 TL.Load2(k2, i, half, z2, out var x2, out var w2);
+                if (rotate) RotatePair(ref x2, ref w2, c2 + i, half);
                 TL.Load2(k3, i, half, z3, out var x3, out var w3);
+                if (rotate) RotatePair(ref x3, ref w3, c3 + i, half);
                 Fma4(Vector512.Load(q0 + i), x0, x1, x2, x3, ref a00, ref a01, ref a02, ref a03);
                 Fma4(Vector512.Load(q1 + i), x0, x1, x2, x3, ref a10, ref a11, ref a12, ref a13);
                 Fma4(Vector512.Load(q2 + i), x0, x1, x2, x3, ref a20, ref a21, ref a22, ref a23);
@@ -308,6 +339,28 @@ internal unsafe struct Tile512 : IAttentionTile
             Place(g, block, ref r0, ref r1, ref r2, ref r3);
         }
         StoreQueries(r0, r1, r2, r3, dst);
+    }
+
+    /// <summary>Marks the unrotated logit kernels.</summary>
+    private struct NoRotation;
+
+    /// <summary>Marks the logit kernels that rotate K by NeoX pairs over the whole row.</summary>
+    private struct NeoxRotation;
+
+    /// <summary>The table row for tile token t (row tl for tokens outside [tl, th), which never read past the table).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float* AngleRow(float* cos, int t, int tl, int th, int d) => cos + (long)(t < tl || t >= th ? tl : t) * d;
+
+    /// <summary>(x1, x2) rotated by the angles at <paramref name="c"/> (cos) and <c>c + half</c> (sin):
+    /// <c>x1' = fma(x1, c, −(x2·s))</c>, <c>x2' = fma(x2, c, x1·s)</c>, as <see cref="WidenRowsNeox{TL}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RotatePair(ref Vector512<float> x1, ref Vector512<float> x2, float* c, int half)
+    {
+        var cv = Vector512.Load(c);
+        var sv = Vector512.Load(c + half);
+        var r1 = Avx512F.FusedMultiplySubtract(x1, cv, x2 * sv);
+        x2 = Avx512F.FusedMultiplyAdd(x2, cv, x1 * sv);
+        x1 = r1;
     }
 
     /// <summary>r_g = block for token group g (a switch the JIT keeps in registers, unlike an indexed array).</summary>
@@ -363,13 +416,22 @@ internal unsafe struct Tile512 : IAttentionTile
     /// <summary>Raw dot products of one query with the tile's 16 rows (16 register accumulators), stored as one vector.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
     public static void Logits1<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
-        where TL : unmanaged, IKvRow
+        where TL : unmanaged, IKvRow =>
+        Logits1<TL, NoRotation>(q, rows, zero, tl, th, d, half, dst, pf, null);
+
+    /// <summary>One query's logit blocks, rotated or not as in <see cref="Logits4{TL, TR}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void Logits1<TL, TR>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf, float* cos)
+        where TL : unmanaged, IKvRow where TR : struct
     {
+        bool rotate = typeof(TR) == typeof(NeoxRotation);
         Vector512<float> r0 = default, r1 = default, r2 = default, r3 = default;
         for (int g = tl >> 2; g < 4 && 4 * g < th; g++)
         {
             pf.Rows(4 * g, 4);
             byte* k0 = rows[4 * g], k1 = rows[4 * g + 1], k2 = rows[4 * g + 2], k3 = rows[4 * g + 3];
+            float* c0 = rotate ? AngleRow(cos, 4 * g, tl, th, d) : null, c1 = rotate ? AngleRow(cos, 4 * g + 1, tl, th, d) : null;
+            float* c2 = rotate ? AngleRow(cos, 4 * g + 2, tl, th, d) : null, c3 = rotate ? AngleRow(cos, 4 * g + 3, tl, th, d) : null;
             var z0 = TL.UsesZero ? Vector512.Create(zero[4 * g]) : default;
             var z1 = TL.UsesZero ? Vector512.Create(zero[4 * g + 1]) : default;
             var z2 = TL.UsesZero ? Vector512.Create(zero[4 * g + 2]) : default;
@@ -380,12 +442,16 @@ internal unsafe struct Tile512 : IAttentionTile
                 var y = Vector512.Load(q + i);
                 var w = Vector512.Load(q + half + i);
                 TL.Load2(k0, i, half, z0, out var x0, out var v0);
+                if (rotate) RotatePair(ref x0, ref v0, c0 + i, half);
                 a0 = Avx512F.FusedMultiplyAdd(w, v0, Avx512F.FusedMultiplyAdd(y, x0, a0));
                 TL.Load2(k1, i, half, z1, out var x1, out var v1);
+                if (rotate) RotatePair(ref x1, ref v1, c1 + i, half);
                 a1 = Avx512F.FusedMultiplyAdd(w, v1, Avx512F.FusedMultiplyAdd(y, x1, a1));
                 TL.Load2(k2, i, half, z2, out var x2, out var v2);
+                if (rotate) RotatePair(ref x2, ref v2, c2 + i, half);
                 a2 = Avx512F.FusedMultiplyAdd(w, v2, Avx512F.FusedMultiplyAdd(y, x2, a2));
                 TL.Load2(k3, i, half, z3, out var x3, out var v3);
+                if (rotate) RotatePair(ref x3, ref v3, c3 + i, half);
                 a3 = Avx512F.FusedMultiplyAdd(w, v3, Avx512F.FusedMultiplyAdd(y, x3, a3));
             }
             var block = Reduce4(a0, a1, a2, a3); // 128-bit block b holds the four tokens' partial sums over lane block b

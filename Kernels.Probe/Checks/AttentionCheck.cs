@@ -6,7 +6,8 @@ using Kernels.Quant.Reference;
 
 namespace Kernels.Probe.Checks;
 
-/// <summary>PagedDecode and PagedPrefill's public dispatchers (fp16, fp8 E4M3, int4 and int8 caches, scattered pages, split-KV) against AttentionReference.</summary>
+/// <summary>PagedDecode and PagedPrefill's public dispatchers (fp16, fp8 E4M3, int4 and int8 caches, scattered pages, split-KV; int8 queries;
+/// in-kernel RoPE) against AttentionReference.</summary>
 public sealed class AttentionCheck : IProbeCheck
 {
     /// <inheritdoc/>
@@ -69,7 +70,34 @@ public sealed class AttentionCheck : IProbeCheck
             r = ResultComparer.Compare(pe, pa, pmag, 1e-5, 1e-30);
             if (!r.Passed) return $"prefill {dtype} with a custom mask, ALiBi and a window, seed=42: {r}";
         }
-        return QuantizedQueries();
+        return QuantizedQueries() ?? InKernelRope();
+    }
+
+    /// <summary>Decode with in-kernel RoPE (<see cref="AttentionOptions.Rope"/>, NeoX pairs, keys un-rotated in the cache) on
+    /// an fp16 cache, 6 query heads per kv head (one block of four and two single queries), against the oracle.</summary>
+    private static string? InKernelRope()
+    {
+        var rng = new Random(44);
+        const int page = 16, kvHeads = 2, d = 128, len = 45;
+        var shape = new AttentionShape(12, kvHeads, d);
+        int pages = (len + page - 1) / page;
+        var cache = new PagedKvCache(pages + 1, page, kvHeads, d, DType.F16);
+        int[] perm = Enumerable.Range(0, pages + 1).OrderBy(_ => rng.Next()).ToArray();
+        var row = new float[kvHeads * d];
+        for (int t = 0; t < len; t++)
+        {
+            for (int i = 0; i < row.Length; i++) row[i] = (float)(rng.NextDouble() * 2 - 1);
+            cache.WriteToken(perm[t / page], t % page, row, row);
+        }
+        var table = new PageTable([0, pages], perm[..pages], [len - (pages - 1) * page], page);
+        var opts = new AttentionOptions { Rope = new Kernels.Attention.Positional.RopeTable(new Kernels.Attention.Positional.RopeOptions(), d, len) };
+        var q = ProbeData.Floats(rng, shape.QoHeads * d);
+        float[] e = new float[q.Length], a = new float[q.Length];
+        double[] mag = new double[q.Length];
+        AttentionReference.Decode(q, cache, table, shape, opts, e, default, mag);
+        PagedDecode.Run(DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts), q, cache, a, default);
+        var r = ResultComparer.Compare(e, a, mag, 1e-5, 1e-30);
+        return r.Passed ? null : $"decode fp16 with in-kernel RoPE, seed=44: {r}";
     }
 
     /// <summary>Decode with <see cref="AttentionOptions.QuantizedQueryDot"/> on int4 and int8 caches at head_dim 128 (the
