@@ -77,11 +77,29 @@ public sealed class AttentionCheck : IProbeCheck
     /// an fp16 cache, 6 query heads per kv head (one block of four and two single queries), against the oracle.</summary>
     private static string? InKernelRope()
     {
-        var rng = new Random(44);
-        const int page = 16, kvHeads = 2, d = 128, len = 45;
-        var shape = new AttentionShape(12, kvHeads, d);
+        var opts = new AttentionOptions { Rope = new Kernels.Attention.Positional.RopeTable(new Kernels.Attention.Positional.RopeOptions(), 128, 45) };
+        return OneSequenceDecode(44, DType.F16, KvScaleMode.None, qoHeads: 12, len: 45, opts, "with in-kernel RoPE");
+    }
+
+    /// <summary>Decode with <see cref="AttentionOptions.QuantizedQueryDot"/> on int4 and int8 caches at head_dim 128 (the
+    /// width the integer dot products need; AVX2 takes them by AVX-VNNI where present, else <c>vpmaddubsw</c>/<c>vpmaddwd</c>),
+    /// against the oracle, which quantizes the queries the same way.</summary>
+    private static string? QuantizedQueries()
+    {
+        var opts = new AttentionOptions { QuantizedQueryDot = true };
+        return OneSequenceDecode(43, DType.I4, KvScaleMode.None, qoHeads: 8, len: 70, opts, "with int8 queries")
+            ?? OneSequenceDecode(43, DType.I8, KvScaleMode.PerToken, qoHeads: 8, len: 70, opts, "with int8 queries");
+    }
+
+    /// <summary>One sequence of <paramref name="len"/> random tokens in scattered 16-token pages (2 kv heads, head_dim 128),
+    /// decoded by the public dispatcher and by the oracle with <paramref name="opts"/>; null when they agree.</summary>
+    private static string? OneSequenceDecode(int seed, DType dtype, KvScaleMode mode, int qoHeads, int len, AttentionOptions opts, string what)
+    {
+        var rng = new Random(seed);
+        const int page = 16, kvHeads = 2, d = 128;
+        var shape = new AttentionShape(qoHeads, kvHeads, d);
         int pages = (len + page - 1) / page;
-        var cache = new PagedKvCache(pages + 1, page, kvHeads, d, DType.F16);
+        var cache = new PagedKvCache(pages + 1, page, kvHeads, d, dtype, KvLayout.Nhd, mode);
         int[] perm = Enumerable.Range(0, pages + 1).OrderBy(_ => rng.Next()).ToArray();
         var row = new float[kvHeads * d];
         for (int t = 0; t < len; t++)
@@ -90,45 +108,12 @@ public sealed class AttentionCheck : IProbeCheck
             cache.WriteToken(perm[t / page], t % page, row, row);
         }
         var table = new PageTable([0, pages], perm[..pages], [len - (pages - 1) * page], page);
-        var opts = new AttentionOptions { Rope = new Kernels.Attention.Positional.RopeTable(new Kernels.Attention.Positional.RopeOptions(), d, len) };
         var q = ProbeData.Floats(rng, shape.QoHeads * d);
         float[] e = new float[q.Length], a = new float[q.Length];
         double[] mag = new double[q.Length];
         AttentionReference.Decode(q, cache, table, shape, opts, e, default, mag);
         PagedDecode.Run(DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts), q, cache, a, default);
         var r = ResultComparer.Compare(e, a, mag, 1e-5, 1e-30);
-        return r.Passed ? null : $"decode fp16 with in-kernel RoPE, seed=44: {r}";
-    }
-
-    /// <summary>Decode with <see cref="AttentionOptions.QuantizedQueryDot"/> on int4 and int8 caches at head_dim 128 (the
-    /// width the integer dot products need; AVX2 takes them by AVX-VNNI where present, else <c>vpmaddubsw</c>/<c>vpmaddwd</c>),
-    /// against the oracle, which quantizes the queries the same way.</summary>
-    private static string? QuantizedQueries()
-    {
-        foreach (var (dtype, mode) in new[] { (DType.I4, KvScaleMode.None), (DType.I8, KvScaleMode.PerToken) })
-        {
-            var rng = new Random(43);
-            const int page = 16, kvHeads = 2, d = 128, len = 70;
-            var shape = new AttentionShape(8, kvHeads, d);
-            int pages = (len + page - 1) / page;
-            var cache = new PagedKvCache(pages + 1, page, kvHeads, d, dtype, KvLayout.Nhd, mode);
-            int[] perm = Enumerable.Range(0, pages + 1).OrderBy(_ => rng.Next()).ToArray();
-            var row = new float[kvHeads * d];
-            for (int t = 0; t < len; t++)
-            {
-                for (int i = 0; i < row.Length; i++) row[i] = (float)(rng.NextDouble() * 2 - 1);
-                cache.WriteToken(perm[t / page], t % page, row, row);
-            }
-            var table = new PageTable([0, pages], perm[..pages], [len - (pages - 1) * page], page);
-            var opts = new AttentionOptions { QuantizedQueryDot = true };
-            var q = ProbeData.Floats(rng, shape.QoHeads * d);
-            float[] e = new float[q.Length], a = new float[q.Length];
-            double[] mag = new double[q.Length];
-            AttentionReference.Decode(q, cache, table, shape, opts, e, default, mag);
-            PagedDecode.Run(DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts), q, cache, a, default);
-            var r = ResultComparer.Compare(e, a, mag, 1e-5, 1e-30);
-            if (!r.Passed) return $"decode {dtype} with int8 queries, seed=43: {r}";
-        }
-        return null;
+        return r.Passed ? null : $"decode {dtype} {what}, seed={seed}: {r}";
     }
 }
