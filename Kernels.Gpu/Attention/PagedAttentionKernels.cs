@@ -183,8 +183,7 @@ internal static class PagedAttentionKernels
                 keyOf[tid] = staged;
             }
             Group.Barrier();
-            Stage(k, scales, a.KScaleOffset, a.KZeroOffset, a, rowOf, sh, 0, kRow, kvHead, tid, threads, tokensPerChunk);
-            Stage(v, scales, a.VScaleOffset, a.VZeroOffset, a, rowOf, sh, vBase, d, kvHead, tid, threads, tokensPerChunk);
+            StageKv(k, v, scales, a, rowOf, sh, kRow, vBase, kvHead, tid, threads, tokensPerChunk);
             Group.Barrier();
             if (a.RopeRotary > 0)
             {
@@ -297,75 +296,116 @@ internal static class PagedAttentionKernels
         }
     }
 
-    /// <summary>Loads the chunk's rows of <paramref name="data"/> (K or V) into shared memory at <paramref name="dst"/>,
-    /// <paramref name="rowFloats"/> floats per token, dequantized exactly as <c>PagedKvCache.ReadKey</c>; rows that are not
-    /// live (−1 in <paramref name="rowOf"/>) become zeros without being read. Consecutive threads load consecutive 4-byte
-    /// words of a row, so a warp reads whole 128-byte lines.</summary>
-    private static void Stage(ArrayView<byte> data, ArrayView<float> scales, int scaleOffset, int zeroOffset, AttentionLaunchArgs a,
-        ArrayView<long> rowOf, ArrayView<float> sh, int dst, int rowFloats, int kvHead, int tid, int threads, int tokens)
+    /// <summary>Loads the chunk's K rows (at 0, <paramref name="kRow"/> floats per token) and V rows (at
+    /// <paramref name="vBase"/>, head_dim floats per token) into shared memory, dequantized exactly as
+    /// <c>PagedKvCache.ReadKey</c>; rows that are not live (−1 in <paramref name="rowOf"/>) become zeros without being read.
+    /// Consecutive threads take consecutive 4-byte words of a row, so a warp reads whole 128-byte lines. Each thread loads
+    /// the K and V words of four positions (eight independent loads) before it converts any of them: a loop of load,
+    /// convert and store, as until the eleventh session, has one load in flight per thread, and a decode group of 4 warps
+    /// then keeps 512 bytes in flight, where HBM's latency needs tens of KB per SM (Little's law) to run at its bandwidth.</summary>
+    private static void StageKv(ArrayView<byte> k, ArrayView<byte> v, ArrayView<float> scales, AttentionLaunchArgs a,
+        ArrayView<long> rowOf, ArrayView<float> sh, int kRow, int vBase, int kvHead, int tid, int threads, int tokens)
     {
         int words = a.RowBytes / 4, d = a.HeadDim;
-        var w32 = data.Cast<uint>();
-        // Word w = t·words + wi, stepped by the group's threads without a division per word (two at the start).
+        var k32 = k.Cast<uint>();
+        var v32 = v.Cast<uint>();
+        // Position p = t·words + wi, stepped by the group's threads without a division per word (two at the start).
         int t = tid / words, wi = tid % words, stepT = threads / words, stepW = threads % words;
-        for (; t < tokens; t += stepT, wi += stepW)
+        while (t < tokens)
         {
-            if (wi >= words)
-            {
-                wi -= words;
-                t++;
-                if (t >= tokens) break;
-            }
-            long row = rowOf[t];
-            int o = dst + t * rowFloats;
-            uint bits = row >= 0 ? w32[row * words + wi] : 0u;
-            switch (a.DType)
-            {
-                case 0: // F32
-                    sh[o + wi] = Interop.IntAsFloat(bits);
+            int t0 = t, w0 = wi;
+            Step(ref t, ref wi, stepT, stepW, words);
+            int t1 = t, w1 = wi;
+            Step(ref t, ref wi, stepT, stepW, words);
+            int t2 = t, w2 = wi;
+            Step(ref t, ref wi, stepT, stepW, words);
+            int t3 = t, w3 = wi;
+            Step(ref t, ref wi, stepT, stepW, words);
+            long r0 = rowOf[t0], r1 = t1 < tokens ? rowOf[t1] : -1, r2 = t2 < tokens ? rowOf[t2] : -1, r3 = t3 < tokens ? rowOf[t3] : -1;
+            uint k0 = Word(k32, r0, words, w0), v0 = Word(v32, r0, words, w0);
+            uint k1 = Word(k32, r1, words, w1), v1 = Word(v32, r1, words, w1);
+            uint k2 = Word(k32, r2, words, w2), v2 = Word(v32, r2, words, w2);
+            uint k3 = Word(k32, r3, words, w3), v3 = Word(v32, r3, words, w3);
+            Put(k0, r0, w0, t0 * kRow, a.KScaleOffset, a.KZeroOffset, a, scales, sh, kvHead, d);
+            Put(v0, r0, w0, vBase + t0 * d, a.VScaleOffset, a.VZeroOffset, a, scales, sh, kvHead, d);
+            if (t1 >= tokens) break;
+            Put(k1, r1, w1, t1 * kRow, a.KScaleOffset, a.KZeroOffset, a, scales, sh, kvHead, d);
+            Put(v1, r1, w1, vBase + t1 * d, a.VScaleOffset, a.VZeroOffset, a, scales, sh, kvHead, d);
+            if (t2 >= tokens) break;
+            Put(k2, r2, w2, t2 * kRow, a.KScaleOffset, a.KZeroOffset, a, scales, sh, kvHead, d);
+            Put(v2, r2, w2, vBase + t2 * d, a.VScaleOffset, a.VZeroOffset, a, scales, sh, kvHead, d);
+            if (t3 >= tokens) break;
+            Put(k3, r3, w3, t3 * kRow, a.KScaleOffset, a.KZeroOffset, a, scales, sh, kvHead, d);
+            Put(v3, r3, w3, vBase + t3 * d, a.VScaleOffset, a.VZeroOffset, a, scales, sh, kvHead, d);
+        }
+    }
+
+    /// <summary>The next position of a thread's sequence: <paramref name="stepT"/> tokens and <paramref name="stepW"/> words on.</summary>
+    private static void Step(ref int t, ref int wi, int stepT, int stepW, int words)
+    {
+        t += stepT;
+        wi += stepW;
+        if (wi >= words)
+        {
+            wi -= words;
+            t++;
+        }
+    }
+
+    /// <summary>Word <paramref name="wi"/> of row <paramref name="row"/>, or 0 for a row that is not live (−1; not read).</summary>
+    private static uint Word(ArrayView<uint> data, long row, int words, int wi) => row >= 0 ? data[row * words + wi] : 0u;
+
+    /// <summary>Word <paramref name="wi"/> of a K or V row (<paramref name="bits"/>, read from row <paramref name="row"/> or 0
+    /// when it is −1) dequantized into the row's shared-memory floats at <paramref name="o"/>.</summary>
+    private static void Put(uint bits, long row, int wi, int o, int scaleOffset, int zeroOffset, AttentionLaunchArgs a,
+        ArrayView<float> scales, ArrayView<float> sh, int kvHead, int d)
+    {
+        switch (a.DType)
+        {
+            case 0: // F32
+                sh[o + wi] = Interop.IntAsFloat(bits);
+                break;
+            case 1: // F16
+                sh[o + 2 * wi] = HalfToFloat(bits & 0xFFFF);
+                sh[o + 2 * wi + 1] = HalfToFloat(bits >> 16);
+                break;
+            case 2: // BF16
+                sh[o + 2 * wi] = Interop.IntAsFloat(bits << 16);
+                sh[o + 2 * wi + 1] = Interop.IntAsFloat(bits & 0xFFFF0000u);
+                break;
+            case 3: // I8: code · scale (per head or per token)
+                {
+                    float s = row < 0 ? 0f : a.PerHeadScale != 0 ? scales[scaleOffset + kvHead] : scales[scaleOffset + row];
+                    sh[o + 4 * wi] = (sbyte)(byte)bits * s;
+                    sh[o + 4 * wi + 1] = (sbyte)(byte)(bits >> 8) * s;
+                    sh[o + 4 * wi + 2] = (sbyte)(byte)(bits >> 16) * s;
+                    sh[o + 4 * wi + 3] = (sbyte)(byte)(bits >> 24) * s;
                     break;
-                case 1: // F16
-                    sh[o + 2 * wi] = HalfToFloat(bits & 0xFFFF);
-                    sh[o + 2 * wi + 1] = HalfToFloat(bits >> 16);
+                }
+            case 5: // F8E4M3 (times the head's scale, or 1)
+                {
+                    float s = a.PerHeadScale != 0 && row >= 0 ? scales[scaleOffset + kvHead] : 1f;
+                    for (int b = 0; b < 4; b++) sh[o + 4 * wi + b] = E4M3ToFloat((bits >> (8 * b)) & 0xFF) * s;
                     break;
-                case 2: // BF16
-                    sh[o + 2 * wi] = Interop.IntAsFloat(bits << 16);
-                    sh[o + 2 * wi + 1] = Interop.IntAsFloat(bits & 0xFFFF0000u);
+                }
+            case 6: // F8E5M2: the top byte of an fp16
+                {
+                    float s = a.PerHeadScale != 0 && row >= 0 ? scales[scaleOffset + kvHead] : 1f;
+                    for (int b = 0; b < 4; b++) sh[o + 4 * wi + b] = HalfToFloat(((bits >> (8 * b)) & 0xFF) << 8) * s;
                     break;
-                case 3: // I8: code · scale (per head or per token)
+                }
+            default: // I4: byte j holds element j (low nibble) and j + d/2 (high nibble); (code − zero) · scale
+                {
+                    float s = row < 0 ? 0f : scales[scaleOffset + row], z = row < 0 ? 0f : scales[zeroOffset + row];
+                    int half = d / 2;
+                    for (int b = 0; b < 4; b++)
                     {
-                        float s = row < 0 ? 0f : a.PerHeadScale != 0 ? scales[scaleOffset + kvHead] : scales[scaleOffset + row];
-                        sh[o + 4 * wi] = (sbyte)(byte)bits * s;
-                        sh[o + 4 * wi + 1] = (sbyte)(byte)(bits >> 8) * s;
-                        sh[o + 4 * wi + 2] = (sbyte)(byte)(bits >> 16) * s;
-                        sh[o + 4 * wi + 3] = (sbyte)(byte)(bits >> 24) * s;
-                        break;
+                        uint by = (bits >> (8 * b)) & 0xFF;
+                        sh[o + 4 * wi + b] = ((int)(by & 0xF) - z) * s;
+                        sh[o + 4 * wi + b + half] = ((int)(by >> 4) - z) * s;
                     }
-                case 5: // F8E4M3 (times the head's scale, or 1)
-                    {
-                        float s = a.PerHeadScale != 0 && row >= 0 ? scales[scaleOffset + kvHead] : 1f;
-                        for (int b = 0; b < 4; b++) sh[o + 4 * wi + b] = E4M3ToFloat((bits >> (8 * b)) & 0xFF) * s;
-                        break;
-                    }
-                case 6: // F8E5M2: the top byte of an fp16
-                    {
-                        float s = a.PerHeadScale != 0 && row >= 0 ? scales[scaleOffset + kvHead] : 1f;
-                        for (int b = 0; b < 4; b++) sh[o + 4 * wi + b] = HalfToFloat(((bits >> (8 * b)) & 0xFF) << 8) * s;
-                        break;
-                    }
-                default: // I4: byte j holds element j (low nibble) and j + d/2 (high nibble); (code − zero) · scale
-                    {
-                        float s = row < 0 ? 0f : scales[scaleOffset + row], z = row < 0 ? 0f : scales[zeroOffset + row];
-                        int half = d / 2;
-                        for (int b = 0; b < 4; b++)
-                        {
-                            uint by = (bits >> (8 * b)) & 0xFF;
-                            sh[o + 4 * wi + b] = ((int)(by & 0xF) - z) * s;
-                            sh[o + 4 * wi + b + half] = ((int)(by >> 4) - z) * s;
-                        }
-                        break;
-                    }
-            }
+                    break;
+                }
         }
     }
 
