@@ -61,6 +61,6 @@ public sealed partial class GpuBackend : IRopeOps
         return _rope is not null && Wrap(() => _rope.Release(Stream, table));
     }
 
-    /// <summary>Tables with a device copy on this backend (for tests).</summary>
-    internal int CachedRopeTables => _rope?.CachedTables ?? 0;
+    /// <summary>The device copy of <paramref name="table"/> on this backend, or null (for tests).</summary>
+    internal object? CachedRopeTable(RopeTable table) => _rope?.CachedCopy(table);
 }

@@ -75,8 +75,9 @@ internal sealed class RopeLauncher : IDisposable
 
     public RopeLauncher(Accelerator accelerator) => _accelerator = accelerator;
 
-    /// <summary>Tables with a device copy.</summary>
-    public int CachedTables => _tables.Count();
+    /// <summary>The device copy of <paramref name="table"/> if it has one (tests: a count of copies would also drop when an
+    /// earlier, unreachable table is collected).</summary>
+    public MemoryBuffer1D<float, Stride1D.Dense>? CachedCopy(RopeTable table) => _tables.TryGetValue(table, out var b) ? b : null;
 
     /// <summary>The device copy of <paramref name="table"/>, uploaded on first use.</summary>
     public ArrayView<float> Table(RopeTable table)

@@ -398,14 +398,16 @@ public class RopeTests(GpuFixture fixture)
     public void GpuBackend_UploadsEachTableOnce_AndChecksBeforeWriting()
     {
         var table = new RopeTable(new RopeOptions { Theta = 500000 }, 64, 64);
-        int before = _gpu.CachedRopeTables;
+        Assert.Null(_gpu.CachedRopeTable(table));
         float[] x = Inputs.Floats(new Random(8), 2 * 2 * 64);
         using var pt = _gpu.Upload([3, 63], 2);
         using var xt = _gpu.Upload(x, 2, 2, 64);
         using var ot = _gpu.Allocate<float>(2, 2, 64);
         _gpu.ApplyRope(table, pt, xt, ot);
+        object? copy = _gpu.CachedRopeTable(table);
+        Assert.NotNull(copy);
         _gpu.ApplyRope(table, pt, xt, ot);
-        Assert.Equal(before + 1, _gpu.CachedRopeTables);
+        Assert.Same(copy, _gpu.CachedRopeTable(table)); // one upload, reused
         float[] first = ot.ToArray();
 
         using var badPos = _gpu.Upload([3, 64], 2);
@@ -420,7 +422,7 @@ public class RopeTests(GpuFixture fixture)
 
         Assert.True(_gpu.ReleaseRopeTable(table));
         Assert.False(_gpu.ReleaseRopeTable(table));
-        Assert.Equal(before, _gpu.CachedRopeTables);
+        Assert.Null(_gpu.CachedRopeTable(table));
         _gpu.ApplyRope(table, pt, xt, ot); // uploaded again
         Assert.Equal(first, ot.ToArray());
         Assert.True(_gpu.ReleaseRopeTable(table));
