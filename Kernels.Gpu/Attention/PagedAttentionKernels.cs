@@ -36,9 +36,10 @@ internal struct AttentionLaunchArgs
 /// the item's pages in chunks of tokens staged in shared memory once for the whole tile.</summary>
 /// <remarks>
 /// <para>Per chunk (32 tokens for head_dim ≤ 128, else 16) the group's threads load the chunk's live K and V rows with
-/// coalesced 4-byte loads, dequantize them exactly as <c>PagedKvCache.ReadKey</c> into shared memory (K rows padded to
-/// <c>d + 1</c> floats so that 32 lanes reading 32 rows hit 32 banks), and every warp then serves one (query row, query
-/// head) pair from the same rows: lane t takes the dot product of token t, a warp reduction gives the chunk's maximum and
+/// coalesced 4-byte loads, eight in flight per thread, dequantize them exactly as <c>PagedKvCache.ReadKey</c> into shared
+/// memory (bank-conflict-free stores; K rows padded to <c>d + KeyLanes(d)</c> floats), and every warp then serves one
+/// (query row, query head) pair from the same rows: <see cref="KeyLanes"/> lanes share each key's dot product with the
+/// query held in registers, lane t ends with token t's, a warp reduction gives the chunk's maximum and
 /// the online softmax runs once per chunk (one rescale of the accumulator, not one per token), and lanes accumulate
 /// <c>Σ p_t·v_t</c> for their <c>d/32</c> dimensions from the staged V rows. So each K/V byte is read from memory once per
 /// tile, not once per query head (GQA) and, for prefill, not once per query row: the query rows × group heads of a tile are
@@ -62,9 +63,20 @@ internal static class PagedAttentionKernels
     /// <summary>Ints per unit in the metadata: item index, first query row in the item, kv head in the item, first group head.</summary>
     public const int UnitInts = 4;
 
-    /// <summary>Shared floats: K chunk [T][d + 1], V chunk [T][d], queries [pairs][d]: 10,272 floats (41 KB, under the 48 KB
-    /// of static shared memory), enough for 16 pairs up to head_dim 128 (T = 32) and 8 pairs at head_dim 256 (T = 16).</summary>
-    public const int SharedFloats = 32 * (2 * 128 + 1) + 16 * 128;
+    /// <summary>Shared floats: K chunk [T][d + <see cref="KeyLanes"/>], V chunk [T][d], queries [pairs][d]: 10,496 floats
+    /// (41 KB, under the 48 KB of static shared memory), enough for 16 pairs up to head_dim 128 (T = 32) and 8 pairs at
+    /// head_dim 256 (T = 16).</summary>
+    public const int SharedFloats = 32 * (2 * 128 + 8) + 16 * 128;
+
+    /// <summary>Lanes that share one key's dot product in the logit pass at head_dim <paramref name="d"/> (a multiple of 32):
+    /// the smallest power of two that leaves each lane at most 16 query elements (2 at d = 32, 8 at d = 128, 16 at d = 256).
+    /// K rows are padded to <c>d + KeyLanes</c> floats, so the 32 / KeyLanes keys a warp reads at once fall in different banks.</summary>
+    public static int KeyLanes(int d)
+    {
+        int lanes = 2;
+        while (lanes * 16 < d) lanes *= 2;
+        return lanes;
+    }
 
     /// <summary>Tokens per chunk for head_dim <paramref name="d"/>: 32 up to 128, else 16 (the shared-memory budget).</summary>
     public static int ChunkTokens(int d) => d <= 128 ? 32 : 16;
@@ -74,7 +86,7 @@ internal static class PagedAttentionKernels
     public static int MaxWarps(int d)
     {
         int t = ChunkTokens(d);
-        return Math.Min(MaxGroupThreads / 32, (SharedFloats - t * (2 * d + 1)) / d);
+        return Math.Min(MaxGroupThreads / 32, (SharedFloats - t * (2 * d + KeyLanes(d))) / d);
     }
 
     /// <summary>One unit per group (grid = the plan's units, <c>32 · a.Warps</c> threads): writes its pairs' outputs and
@@ -93,7 +105,7 @@ internal static class PagedAttentionKernels
         int kvHead = meta[ib + 5] + kk, kvHeads = meta[ib + 6], groupHead = meta[ib + 7], groupHeads = meta[ib + 8];
         int pageBegin = meta[ib + 9], pageEnd = meta[ib + 10], slot = meta[ib + 11];
         int heads = XMath.Min(a.UnitHeads, groupHeads - h0), rows = XMath.Min(a.UnitRows, queryRows - r0);
-        int d = a.HeadDim, per = d / 32, tokensPerChunk = ChunkTokens(d), kRow = d + 1;
+        int d = a.HeadDim, per = d / 32, tokensPerChunk = ChunkTokens(d), keyLanes = KeyLanes(d), kRow = d + keyLanes;
         int vBase = tokensPerChunk * kRow, qBase = vBase + tokensPerChunk * d;
 
         // This warp's pair, and the key ranges: its own row's, and the union over the tile's rows that is staged.
@@ -147,6 +159,11 @@ internal static class PagedAttentionKernels
             }
         }
 
+        // This lane's slice of its pair's query for the logits: elements sub + keyLanes·i (see KeyDot).
+        Group.Barrier(); // the staged (and rotated) queries are complete
+        int sub = lane % keyLanes;
+        var qs = QuerySlice.Load(sh, qBase + warp * d + sub, keyLanes, d / keyLanes);
+
         float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
         float m = float.NegativeInfinity, l = 0;
         int cap = a.PageCapacity;
@@ -198,16 +215,15 @@ internal static class PagedAttentionKernels
             }
             if (!active) continue;
 
-            // Logits: lane t, token t of the chunk, if it is one of this row's keys; then the chunk's online-softmax step.
+            // Logits: lane t ends with the dot product of chunk token t (KeyDot); it is a logit if the token is one of this
+            // row's keys. Then the chunk's online-softmax step.
+            float dot = KeyDot(sh, qs, kRow, keyLanes, d / keyLanes, sub, lane, tokensPerChunk);
             int myKey = lane < tokensPerChunk ? keyOf[lane] : -1;
             bool live = myKey >= lo && myKey < hi; // lo ≥ 0, so a token not staged (−1) is not live
             if (live && a.MaskRowOffset >= 0) live = ((meta[maskWord + (myKey >> 5)] >> (myKey & 31)) & 1) != 0;
             float logit = float.NegativeInfinity;
             if (live)
             {
-                float dot = 0;
-                int kb = lane * kRow, qb = qBase + warp * d;
-                for (int i = 0; i < d; i++) dot += sh[qb + i] * sh[kb + i];
                 float x = a.SmScale * dot;
                 if (a.AlibiOffset >= 0) x += slope * (myKey - queryPos);
                 logit = a.SoftCap > 0 ? a.SoftCap * XMath.Tanh(x / a.SoftCap) : x;
@@ -296,6 +312,28 @@ internal static class PagedAttentionKernels
         }
     }
 
+    /// <summary>The dot products of a warp's query with the chunk's staged keys, returned to lane t for key t (lanes past the
+    /// chunk get 0). <paramref name="keyLanes"/> lanes share a key, each holding <paramref name="n"/> query elements
+    /// (<see cref="QuerySlice"/>, registers) and reading the key's elements <c>sub + keyLanes·i</c>; a pass covers
+    /// <c>32 / keyLanes</c> keys, whose partial sums are added by a butterfly over the sharing lanes and handed to their
+    /// lanes by one shuffle. Per key element this reads one shared-memory word (the 32 / keyLanes keys of a pass sit in
+    /// different banks: rows padded to <c>d + keyLanes</c>), where a lane per key also re-read the query for every element,
+    /// as a broadcast, until the eleventh session: half the logit pass's shared-memory wavefronts.</summary>
+    private static float KeyDot(ArrayView<float> sh, QuerySlice qs, int kRow, int keyLanes, int n, int sub, int lane, int tokens)
+    {
+        int keysPerPass = 32 / keyLanes, mine = lane / keyLanes;
+        float result = 0;
+        for (int t0 = 0; t0 < tokens; t0 += keysPerPass)
+        {
+            float part = qs.Dot(sh, (t0 + mine) * kRow + sub, keyLanes, n);
+            for (int o = 1; o < keyLanes; o <<= 1) part += Warp.ShuffleXor(part, o);
+            // Lane t takes key t's sum from the first lane of the key's group in this pass.
+            float got = Warp.Shuffle(part, ((lane - t0) & (keysPerPass - 1)) * keyLanes);
+            if (lane >= t0 && lane < t0 + keysPerPass) result = got;
+        }
+        return result;
+    }
+
     /// <summary>Loads the chunk's K rows (at 0, <paramref name="kRow"/> floats per token) and V rows (at
     /// <paramref name="vBase"/>, head_dim floats per token) into shared memory, dequantized exactly as
     /// <c>PagedKvCache.ReadKey</c>; rows that are not live (−1 in <paramref name="rowOf"/>) become zeros without being read.
@@ -356,53 +394,74 @@ internal static class PagedAttentionKernels
     private static uint Word(ArrayView<uint> data, long row, int words, int wi) => row >= 0 ? data[row * words + wi] : 0u;
 
     /// <summary>Word <paramref name="wi"/> of a K or V row (<paramref name="bits"/>, read from row <paramref name="row"/> or 0
-    /// when it is −1) dequantized into the row's shared-memory floats at <paramref name="o"/>.</summary>
+    /// when it is −1) dequantized into the row's shared-memory floats at <paramref name="o"/>. The elements of a word are
+    /// stored in an order rotated by the word's index (for 2-element words, the high one first when bit 4 of the index is
+    /// set; for 4-element words, element <c>(j + wi/8) mod 4</c> at step j): consecutive lanes hold consecutive words, so
+    /// with the plain order each store would hit every other (or every fourth) bank twice (four times), and this way
+    /// each store of a warp hits 32 different banks.</summary>
     private static void Put(uint bits, long row, int wi, int o, int scaleOffset, int zeroOffset, AttentionLaunchArgs a,
         ArrayView<float> scales, ArrayView<float> sh, int kvHead, int d)
     {
+        int r2 = (wi >> 4) & 1, r4 = (wi >> 3) & 3;
         switch (a.DType)
         {
             case 0: // F32
                 sh[o + wi] = Interop.IntAsFloat(bits);
                 break;
             case 1: // F16
-                sh[o + 2 * wi] = HalfToFloat(bits & 0xFFFF);
-                sh[o + 2 * wi + 1] = HalfToFloat(bits >> 16);
+                for (int j = 0; j < 2; j++)
+                {
+                    int e = j ^ r2;
+                    sh[o + 2 * wi + e] = HalfToFloat((bits >> (16 * e)) & 0xFFFF);
+                }
                 break;
             case 2: // BF16
-                sh[o + 2 * wi] = Interop.IntAsFloat(bits << 16);
-                sh[o + 2 * wi + 1] = Interop.IntAsFloat(bits & 0xFFFF0000u);
+                for (int j = 0; j < 2; j++)
+                {
+                    int e = j ^ r2;
+                    sh[o + 2 * wi + e] = Interop.IntAsFloat((bits >> (16 * e)) << 16);
+                }
                 break;
             case 3: // I8: code · scale (per head or per token)
                 {
                     float s = row < 0 ? 0f : a.PerHeadScale != 0 ? scales[scaleOffset + kvHead] : scales[scaleOffset + row];
-                    sh[o + 4 * wi] = (sbyte)(byte)bits * s;
-                    sh[o + 4 * wi + 1] = (sbyte)(byte)(bits >> 8) * s;
-                    sh[o + 4 * wi + 2] = (sbyte)(byte)(bits >> 16) * s;
-                    sh[o + 4 * wi + 3] = (sbyte)(byte)(bits >> 24) * s;
+                    for (int j = 0; j < 4; j++)
+                    {
+                        int e = (j + r4) & 3;
+                        sh[o + 4 * wi + e] = (sbyte)(byte)(bits >> (8 * e)) * s;
+                    }
                     break;
                 }
             case 5: // F8E4M3 (times the head's scale, or 1)
                 {
                     float s = a.PerHeadScale != 0 && row >= 0 ? scales[scaleOffset + kvHead] : 1f;
-                    for (int b = 0; b < 4; b++) sh[o + 4 * wi + b] = E4M3ToFloat((bits >> (8 * b)) & 0xFF) * s;
+                    for (int j = 0; j < 4; j++)
+                    {
+                        int e = (j + r4) & 3;
+                        sh[o + 4 * wi + e] = E4M3ToFloat((bits >> (8 * e)) & 0xFF) * s;
+                    }
                     break;
                 }
             case 6: // F8E5M2: the top byte of an fp16
                 {
                     float s = a.PerHeadScale != 0 && row >= 0 ? scales[scaleOffset + kvHead] : 1f;
-                    for (int b = 0; b < 4; b++) sh[o + 4 * wi + b] = HalfToFloat(((bits >> (8 * b)) & 0xFF) << 8) * s;
+                    for (int j = 0; j < 4; j++)
+                    {
+                        int e = (j + r4) & 3;
+                        sh[o + 4 * wi + e] = HalfToFloat(((bits >> (8 * e)) & 0xFF) << 8) * s;
+                    }
                     break;
                 }
             default: // I4: byte j holds element j (low nibble) and j + d/2 (high nibble); (code − zero) · scale
                 {
                     float s = row < 0 ? 0f : scales[scaleOffset + row], z = row < 0 ? 0f : scales[zeroOffset + row];
                     int half = d / 2;
-                    for (int b = 0; b < 4; b++)
+                    for (int j = 0; j < 4; j++)
                     {
-                        uint by = (bits >> (8 * b)) & 0xFF;
-                        sh[o + 4 * wi + b] = ((int)(by & 0xF) - z) * s;
-                        sh[o + 4 * wi + b + half] = ((int)(by >> 4) - z) * s;
+                        int e = (j + r4) & 3;
+                        uint by = (bits >> (8 * e)) & 0xFF;
+                        sh[o + 4 * wi + e] = ((int)(by & 0xF) - z) * s;
+                        sh[o + 4 * wi + e + half] = ((int)(by >> 4) - z) * s;
                     }
                     break;
                 }
@@ -572,5 +631,57 @@ internal static class PagedAttentionKernels
     {
         for (int offset = 16; offset > 0; offset >>= 1) v = XMath.Max(v, Warp.ShuffleXor(v, offset));
         return v;
+    }
+}
+
+/// <summary>One lane's share of a query for <c>PagedAttentionKernels.KeyDot</c>: elements <c>sub + keyLanes·i</c> for
+/// <c>i &lt; n</c> (n ≤ 16), in registers.</summary>
+internal struct QuerySlice
+{
+    public float Q0, Q1, Q2, Q3, Q4, Q5, Q6, Q7, Q8, Q9, Q10, Q11, Q12, Q13, Q14, Q15;
+
+    /// <summary>Reads the slice from shared memory at <paramref name="b"/> (the query row plus the lane's sub-index).</summary>
+    public static QuerySlice Load(ArrayView<float> sh, int b, int step, int n)
+    {
+        var s = default(QuerySlice);
+        s.Q0 = sh[b];
+        s.Q1 = sh[b + step];
+        s.Q2 = sh[b + 2 * step];
+        s.Q3 = sh[b + 3 * step];
+        s.Q4 = sh[b + 4 * step];
+        s.Q5 = sh[b + 5 * step];
+        s.Q6 = sh[b + 6 * step];
+        s.Q7 = sh[b + 7 * step];
+        s.Q8 = sh[b + 8 * step];
+        s.Q9 = sh[b + 9 * step];
+        if (n > 10) s.Q10 = sh[b + 10 * step];
+        if (n > 11) s.Q11 = sh[b + 11 * step];
+        if (n > 12) s.Q12 = sh[b + 12 * step];
+        if (n > 13) s.Q13 = sh[b + 13 * step];
+        if (n > 14) s.Q14 = sh[b + 14 * step];
+        if (n > 15) s.Q15 = sh[b + 15 * step];
+        return s;
+    }
+
+    /// <summary>Σ_i Q_i · sh[b + step·i] over i &lt; n (n ≥ 10: head_dim is a multiple of 32 and n = d / KeyLanes(d)).</summary>
+    public readonly float Dot(ArrayView<float> sh, int b, int step, int n)
+    {
+        float s = Q0 * sh[b];
+        s += Q1 * sh[b + step];
+        s += Q2 * sh[b + 2 * step];
+        s += Q3 * sh[b + 3 * step];
+        s += Q4 * sh[b + 4 * step];
+        s += Q5 * sh[b + 5 * step];
+        s += Q6 * sh[b + 6 * step];
+        s += Q7 * sh[b + 7 * step];
+        s += Q8 * sh[b + 8 * step];
+        s += Q9 * sh[b + 9 * step];
+        if (n > 10) s += Q10 * sh[b + 10 * step];
+        if (n > 11) s += Q11 * sh[b + 11 * step];
+        if (n > 12) s += Q12 * sh[b + 12 * step];
+        if (n > 13) s += Q13 * sh[b + 13 * step];
+        if (n > 14) s += Q14 * sh[b + 14 * step];
+        if (n > 15) s += Q15 * sh[b + 15 * step];
+        return s;
     }
 }
