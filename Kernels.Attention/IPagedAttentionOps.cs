@@ -125,7 +125,7 @@ public interface IPagedAttentionOps
     /// <see cref="Planning.DecodePlanner.Plan"/> and <see cref="Planning.CascadePlanner"/> (the planners cannot see the
     /// backend; their default, <see cref="Planning.DecodePlanner.TargetItems"/>, is a backend-agnostic fallback). The CPU
     /// backend asks for a few chunks per thread (each chunk costs a setup, a cold first page and a merge); the GPU backend
-    /// keeps the planner's default.</summary>
+    /// two per multiprocessor (at least the planner's default).</summary>
     int DecodeTargetItems { get; }
 
     /// <summary>Makes the backend's view of a host cache.</summary>
