@@ -17,18 +17,29 @@ internal static class FpxGemmKernels
     public const int WarpsPerGroup = 4;
 
     /// <summary>The signed value of code (r, c): FP magnitude in units of the smallest subnormal times the unit, or INT6 q.</summary>
-    private static float Decode(ArrayView<byte> high, ArrayView<byte> low, long blk, int i, int kind)
+    private static float Decode(ArrayView<byte> high, ArrayView<byte> low, long blk, int i, int kind) =>
+        DecodeBytes(LowByte(low, blk, i), HighByte(high, blk, i, kind), i, kind);
+
+    /// <summary>The low-plane byte holding code i of block <paramref name="blk"/> (its nibble is <c>4·(i / 32)</c> up).</summary>
+    private static int LowByte(ArrayView<byte> low, long blk, int i) => low[blk * 32 + (i & 31)];
+
+    /// <summary>The high-plane byte holding code i's top bit (FP5: 8 bytes per block) or top two bits (16 bytes per block).</summary>
+    private static int HighByte(ArrayView<byte> high, long blk, int i, int kind) =>
+        kind == 1 ? high[blk * 8 + (i & 7)] : high[blk * 16 + (i & 15)];
+
+    /// <summary><see cref="Decode"/> from the two plane bytes already loaded.</summary>
+    private static float DecodeBytes(int lowByte, int highByte, int i, int kind)
     {
-        int nib = (low[blk * 32 + (i & 31)] >> (4 * (i >> 5))) & 15;
+        int nib = (lowByte >> (4 * (i >> 5))) & 15;
         if (kind == 1)
         {
-            int s1 = (high[blk * 8 + (i & 7)] >> (i >> 3)) & 1;
+            int s1 = (highByte >> (i >> 3)) & 1;
             int e1 = nib >> 2, m1 = nib & 3;
             int mag1 = e1 == 0 ? m1 : (4 + m1) << (e1 - 1);
             float v1 = mag1 * 0.25f;
             return s1 != 0 ? -v1 : v1;
         }
-        int two = (high[blk * 16 + (i & 15)] >> (2 * (i >> 4))) & 3;
+        int two = (highByte >> (2 * (i >> 4))) & 3;
         if (kind == 2) return ((two << 4) | nib) - 32;
         int e = ((two & 1) << 2) | (nib >> 2), m = nib & 3;
         int mag = e == 0 ? m : (4 + m) << (e - 1);
@@ -37,6 +48,11 @@ internal static class FpxGemmKernels
     }
 
     /// <summary>FP6 (kind 0), FP5 (kind 1): y = scale_r · Σ Decode·x; INT6 W6A16 (kind 2): y = Σ (q·scale_g)·x.</summary>
+    /// <remarks>Each lane takes four of its columns per step (c, c + 32, c + 64, c + 96 with 32 lanes) and issues all their loads (plane
+    /// bytes, activations, group scales) before decoding any: a loop that loads, decodes and accumulates one column at a
+    /// time has one load in flight per lane, and GEMV on a GPU is bound by memory-level parallelism (on an H100, FP6 GEMV
+    /// 4096² took 67 µs that way on 2026-11-22, 0.29× dense bf16). The sums are taken in the same order as before, column by
+    /// column, so results are unchanged.</remarks>
     public static void Gemm(ArrayView<byte> high, ArrayView<byte> low, ArrayView<float> scales, ArrayView<float> x, ArrayView<float> y,
         int m, int k, int kPad, int kind, int groupSize)
     {
@@ -44,12 +60,43 @@ internal static class FpxGemmKernels
         int j = Grid.IdxY;
         if (r >= m) return;
         int blocks = kPad / 64, groups = (k + groupSize - 1) / groupSize;
-        long xBase = (long)j * k;
+        long xBase = (long)j * k, rowBlocks = (long)r * blocks, rowGroups = (long)r * groups;
         float acc = 0;
-        for (int c = Warp.LaneIdx; c < k; c += Warp.WarpSize)
+        int c = Warp.LaneIdx, ws = Warp.WarpSize;
+        for (; c + 3 * ws < k; c += 4 * ws)
         {
-            float w = Decode(high, low, (long)r * blocks + c / 64, c & 63, kind);
-            if (kind == 2) w *= scales[(long)r * groups + c / groupSize];
+            int c1 = c + ws, c2 = c + 2 * ws, c3 = c + 3 * ws;
+            long b0 = rowBlocks + c / 64, b1 = rowBlocks + c1 / 64, b2 = rowBlocks + c2 / 64, b3 = rowBlocks + c3 / 64;
+            int l0 = LowByte(low, b0, c & 63), l1 = LowByte(low, b1, c1 & 63), l2 = LowByte(low, b2, c2 & 63), l3 = LowByte(low, b3, c3 & 63);
+            int h0 = HighByte(high, b0, c & 63, kind), h1 = HighByte(high, b1, c1 & 63, kind);
+            int h2 = HighByte(high, b2, c2 & 63, kind), h3 = HighByte(high, b3, c3 & 63, kind);
+            float x0 = x[xBase + c], x1 = x[xBase + c1], x2 = x[xBase + c2], x3 = x[xBase + c3];
+            float s0 = 1, s1 = 1, s2 = 1, s3 = 1;
+            if (kind == 2)
+            {
+                s0 = scales[rowGroups + c / groupSize];
+                s1 = scales[rowGroups + c1 / groupSize];
+                s2 = scales[rowGroups + c2 / groupSize];
+                s3 = scales[rowGroups + c3 / groupSize];
+            }
+            float w0 = DecodeBytes(l0, h0, c & 63, kind), w1 = DecodeBytes(l1, h1, c1 & 63, kind);
+            float w2 = DecodeBytes(l2, h2, c2 & 63, kind), w3 = DecodeBytes(l3, h3, c3 & 63, kind);
+            if (kind == 2)
+            {
+                w0 *= s0;
+                w1 *= s1;
+                w2 *= s2;
+                w3 *= s3;
+            }
+            acc += w0 * x0;
+            acc += w1 * x1;
+            acc += w2 * x2;
+            acc += w3 * x3;
+        }
+        for (; c < k; c += ws)
+        {
+            float w = Decode(high, low, rowBlocks + c / 64, c & 63, kind);
+            if (kind == 2) w *= scales[rowGroups + c / groupSize];
             acc += w * x[xBase + c];
         }
         for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) acc += Warp.ShuffleDown(acc, offset);
@@ -80,7 +127,12 @@ internal static class FpxGemmKernels
         if (Warp.IsFirstLane) xScales[j] = s;
     }
 
-    /// <summary>W6A8: lanes own whole groups; exact int32 group dots, then fp32 scale and warp sum.</summary>
+    /// <summary>W6A8: one warp per row, two groups per step; lane l takes columns <c>l + 32u</c> of each group (coalesced),
+    /// issues the plane-byte and activation loads of all of them (up to 24) before multiplying, and a butterfly of shuffles
+    /// gives every lane each group's exact int32 dot; then <c>acc += scale_g · dot_g</c> in group order.</summary>
+    /// <remarks>Until the eleventh session each lane owned whole groups and walked one group's codes one by one: every load
+    /// of a warp touched 32 different 32-byte sectors, one load in flight per lane (on an H100, W6A8 GEMV 4096² took 159 µs
+    /// on 2026-11-22, 0.12× dense bf16).</remarks>
     public static void GemmW6A8(ArrayView<byte> high, ArrayView<byte> low, ArrayView<float> scales, ArrayView<sbyte> xq, ArrayView<float> xScales,
         ArrayView<float> y, int m, int k, int kPad, int groupSize)
     {
@@ -88,19 +140,53 @@ internal static class FpxGemmKernels
         int j = Grid.IdxY;
         if (r >= m) return;
         int blocks = kPad / 64, groups = (k + groupSize - 1) / groupSize;
-        long xBase = (long)j * k;
+        long xBase = (long)j * k, rowBlocks = (long)r * blocks, rowGroups = (long)r * groups;
+        int lane = Warp.LaneIdx, ws = Warp.WarpSize, per = groupSize / ws; // columns per lane and group: 2 or 4 (32 lanes)
         float acc = 0;
-        for (int g = Warp.LaneIdx; g < groups; g += Warp.WarpSize)
+        for (int g = 0; g < groups; g += 2)
         {
-            int dot = 0;
-            int end = (g + 1) * groupSize < k ? (g + 1) * groupSize : k;
-            for (int c = g * groupSize; c < end; c++)
-                dot += (int)Decode(high, low, (long)r * blocks + c / 64, c & 63, 2) * xq[xBase + c];
-            acc += scales[(long)r * groups + g] * dot;
+            int ca = g * groupSize + lane, cb = ca + groupSize;
+            // Every load of both groups first (columns past k read nothing and weigh 0).
+            Column(high, low, xq, rowBlocks, xBase, k, ca, out int la0, out int ha0, out int xa0);
+            Column(high, low, xq, rowBlocks, xBase, k, per > 1 ? ca + ws : k, out int la1, out int ha1, out int xa1);
+            Column(high, low, xq, rowBlocks, xBase, k, per > 2 ? ca + 2 * ws : k, out int la2, out int ha2, out int xa2);
+            Column(high, low, xq, rowBlocks, xBase, k, per > 2 ? ca + 3 * ws : k, out int la3, out int ha3, out int xa3);
+            Column(high, low, xq, rowBlocks, xBase, k, cb, out int lb0, out int hb0, out int xb0);
+            Column(high, low, xq, rowBlocks, xBase, k, per > 1 ? cb + ws : k, out int lb1, out int hb1, out int xb1);
+            Column(high, low, xq, rowBlocks, xBase, k, per > 2 ? cb + 2 * ws : k, out int lb2, out int hb2, out int xb2);
+            Column(high, low, xq, rowBlocks, xBase, k, per > 2 ? cb + 3 * ws : k, out int lb3, out int hb3, out int xb3);
+            int dotA = Q(la0, ha0, ca) * xa0 + Q(la1, ha1, ca + ws) * xa1 + Q(la2, ha2, ca + 2 * ws) * xa2 + Q(la3, ha3, ca + 3 * ws) * xa3;
+            int dotB = Q(lb0, hb0, cb) * xb0 + Q(lb1, hb1, cb + ws) * xb1 + Q(lb2, hb2, cb + 2 * ws) * xb2 + Q(lb3, hb3, cb + 3 * ws) * xb3;
+            for (int o = ws / 2; o > 0; o >>= 1)
+            {
+                dotA += Warp.ShuffleXor(dotA, o);
+                dotB += Warp.ShuffleXor(dotB, o);
+            }
+            acc += scales[rowGroups + g] * dotA;
+            if (g + 1 < groups) acc += scales[rowGroups + g + 1] * dotB;
         }
-        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) acc += Warp.ShuffleDown(acc, offset);
         if (Warp.IsFirstLane) y[(long)j * m + r] = acc * xScales[j];
     }
+
+    /// <summary>The plane bytes and int8 activation of column <paramref name="c"/> (all 0, nothing read, when c ≥ k).</summary>
+    private static void Column(ArrayView<byte> high, ArrayView<byte> low, ArrayView<sbyte> xq, long rowBlocks, long xBase, int k, int c,
+        out int lowByte, out int highByte, out int xv)
+    {
+        if (c < k)
+        {
+            long blk = rowBlocks + c / 64;
+            lowByte = LowByte(low, blk, c & 63);
+            highByte = HighByte(high, blk, c & 63, 2);
+            xv = xq[xBase + c];
+        }
+        else
+        {
+            lowByte = highByte = xv = 0;
+        }
+    }
+
+    /// <summary>The INT6 code q of column c from its plane bytes (as <see cref="DecodeBytes"/> with kind 2, in integers).</summary>
+    private static int Q(int lowByte, int highByte, int c) => (int)DecodeBytes(lowByte, highByte, c & 63, 2);
 
     private static float Abs(float v) => v < 0 ? -v : v;
 

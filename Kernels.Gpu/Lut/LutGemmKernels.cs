@@ -85,14 +85,26 @@ internal static class LutGemmKernels
                 long gBase = wBase + (long)g * pairs * bits * 64 + pos;
                 float dot = 0;
                 int isum = 0;
-                for (int pr = 0; pr < pairs; pr++)
-                    for (int i = 0; i < bits; i++)
-                    {
-                        int v = planes[gBase + (pr * bits + i) * 64];
-                        float lo = tables[tb + pr * 32 + (v & 15)], hi = tables[tb + pr * 32 + 16 + (v >> 4)];
-                        if (int8 != 0) isum += ((int)lo + (int)hi) << i;
-                        else dot += (lo + hi) * (1 << i);
-                    }
+                // Plane bytes e = pr·bits + i in order, eight loads issued before the first lookup (a loop of load then
+                // lookup has one load in flight per thread: on an H100 this kernel, then with up to 8 slices, ran W4 GEMV
+                // 4096² at 84.8 µs that way on 2026-11-22, 0.23× dense bf16). The lookups and sums keep their order, so results are unchanged.
+                int total = pairs * bits, pr = 0, bit = 0, e = 0;
+                for (; e + 8 <= total; e += 8)
+                {
+                    long b = gBase + (long)e * 64;
+                    int v0 = planes[b], v1 = planes[b + 64], v2 = planes[b + 128], v3 = planes[b + 192];
+                    int v4 = planes[b + 256], v5 = planes[b + 320], v6 = planes[b + 384], v7 = planes[b + 448];
+                    Lookup(tables, tb, v0, int8, bits, ref pr, ref bit, ref dot, ref isum);
+                    Lookup(tables, tb, v1, int8, bits, ref pr, ref bit, ref dot, ref isum);
+                    Lookup(tables, tb, v2, int8, bits, ref pr, ref bit, ref dot, ref isum);
+                    Lookup(tables, tb, v3, int8, bits, ref pr, ref bit, ref dot, ref isum);
+                    Lookup(tables, tb, v4, int8, bits, ref pr, ref bit, ref dot, ref isum);
+                    Lookup(tables, tb, v5, int8, bits, ref pr, ref bit, ref dot, ref isum);
+                    Lookup(tables, tb, v6, int8, bits, ref pr, ref bit, ref dot, ref isum);
+                    Lookup(tables, tb, v7, int8, bits, ref pr, ref bit, ref dot, ref isum);
+                }
+                for (; e < total; e++)
+                    Lookup(tables, tb, planes[gBase + (long)e * 64], int8, bits, ref pr, ref bit, ref dot, ref isum);
                 long si = ((long)tile * groups + g) * 64 + rowInTile;
                 float s = Interop.IntAsFloat((uint)scales[si] << 16), o = Interop.IntAsFloat((uint)offsets[si] << 16);
                 acc += int8 != 0 ? isum * (s * (0.5f * lutScale)) : dot * (s * 0.5f);
@@ -107,6 +119,20 @@ internal static class LutGemmKernels
             float total = 0;
             for (int q = 0; q < slices; q++) total += results[q * TileRows + pos];
             y[(long)j * m + row] = total;
+        }
+    }
+
+    /// <summary>Adds plane byte <paramref name="v"/> (bit plane <paramref name="bit"/> of 4-group pair <paramref name="pr"/>)
+    /// looked up in the pair's two 16-entry tables, weighted 2^bit, then steps to the next (pair, bit).</summary>
+    private static void Lookup(ArrayView<float> tables, int tb, int v, int int8, int bits, ref int pr, ref int bit, ref float dot, ref int isum)
+    {
+        float lo = tables[tb + pr * 32 + (v & 15)], hi = tables[tb + pr * 32 + 16 + (v >> 4)];
+        if (int8 != 0) isum += ((int)lo + (int)hi) << bit;
+        else dot += (lo + hi) * (1 << bit);
+        if (++bit == bits)
+        {
+            bit = 0;
+            pr++;
         }
     }
 

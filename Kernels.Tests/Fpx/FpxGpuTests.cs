@@ -16,6 +16,8 @@ public class FpxGpuTests(GpuFixture fixture)
     [InlineData(5, 70, 2, FpxFormat.Fp6E3M2)]
     [InlineData(6, 129, 1, FpxFormat.Fp5E2M2)]
     [InlineData(3, 0, 2, FpxFormat.Fp5E2M2)]
+    [InlineData(2, 543, 1, FpxFormat.Fp6E3M2)] // four unrolled steps of 128 columns per lane, then a remainder
+    [InlineData(2, 400, 1, FpxFormat.Fp5E2M2)]
     public void Gemm_Fpx_MatchesReference(int m, int k, int n, FpxFormat f)
     {
         var rng = new Random(m * 100 + k);
@@ -35,6 +37,7 @@ public class FpxGpuTests(GpuFixture fixture)
     [Theory]
     [InlineData(4, 130, 2, 64)]
     [InlineData(3, 200, 1, 128)]
+    [InlineData(2, 600, 1, 64)] // four unrolled steps, groups changing inside them
     public void Gemm_Int6_BothModes_MatchReference(int m, int k, int n, int g)
     {
         var rng = new Random(m + k);
