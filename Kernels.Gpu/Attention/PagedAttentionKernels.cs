@@ -97,6 +97,7 @@ internal static class PagedAttentionKernels
         var sh = SharedMemory.Allocate<float>(SharedFloats);
         var rowOf = SharedMemory.Allocate<long>(32); // chunk token → K/V row index, −1 when not staged
         var keyOf = SharedMemory.Allocate<int>(32);  // chunk token → key position, −1 when not staged
+        var tokenScale = SharedMemory.Allocate<float>(4 * 32); // per-token K scale, V scale, K zero, V zero (int8 / int4)
         int threads = Group.DimX, tid = Group.IdxX, warp = tid / 32, lane = tid % 32;
         int ub = a.UnitsOffset + Grid.IdxX * UnitInts;
         int itemIndex = meta[ub], r0 = meta[ub + 1], kk = meta[ub + 2], h0 = meta[ub + 3];
@@ -198,9 +199,19 @@ internal static class PagedAttentionKernels
                 }
                 rowOf[tid] = row;
                 keyOf[tid] = staged;
+                if (a.DType == 4 || (a.DType == 3 && a.PerHeadScale == 0))
+                {
+                    // Per-token scales (and int4 zero points) read here, once per token and in parallel, rather than by
+                    // every word's conversion after its load (a dependent round trip per word batch).
+                    bool i4 = a.DType == 4;
+                    tokenScale[tid] = row < 0 ? 0f : scales[a.KScaleOffset + row];
+                    tokenScale[32 + tid] = row < 0 ? 0f : scales[a.VScaleOffset + row];
+                    tokenScale[64 + tid] = row < 0 || !i4 ? 0f : scales[a.KZeroOffset + row];
+                    tokenScale[96 + tid] = row < 0 || !i4 ? 0f : scales[a.VZeroOffset + row];
+                }
             }
             Group.Barrier();
-            StageKv(k, v, scales, a, rowOf, sh, kRow, vBase, kvHead, tid, threads, tokensPerChunk);
+            StageKv(k, v, scales, tokenScale, a, rowOf, sh, kRow, vBase, kvHead, tid, threads, tokensPerChunk);
             Group.Barrier();
             if (a.RopeRotary > 0)
             {
@@ -341,7 +352,7 @@ internal static class PagedAttentionKernels
     /// the K and V words of four positions (eight independent loads) before it converts any of them: a loop of load,
     /// convert and store, as until the eleventh session, has one load in flight per thread, and a decode group of 4 warps
     /// then keeps 512 bytes in flight, where HBM's latency needs tens of KB per SM (Little's law) to run at its bandwidth.</summary>
-    private static void StageKv(ArrayView<byte> k, ArrayView<byte> v, ArrayView<float> scales, AttentionLaunchArgs a,
+    private static void StageKv(ArrayView<byte> k, ArrayView<byte> v, ArrayView<float> scales, ArrayView<float> tokenScale, AttentionLaunchArgs a,
         ArrayView<long> rowOf, ArrayView<float> sh, int kRow, int vBase, int kvHead, int tid, int threads, int tokens)
     {
         int words = a.RowBytes / 4, d = a.HeadDim;
@@ -364,17 +375,17 @@ internal static class PagedAttentionKernels
             uint k1 = Word(k32, r1, words, w1), v1 = Word(v32, r1, words, w1);
             uint k2 = Word(k32, r2, words, w2), v2 = Word(v32, r2, words, w2);
             uint k3 = Word(k32, r3, words, w3), v3 = Word(v32, r3, words, w3);
-            Put(k0, r0, w0, t0 * kRow, a.KScaleOffset, a.KZeroOffset, a, scales, sh, kvHead, d);
-            Put(v0, r0, w0, vBase + t0 * d, a.VScaleOffset, a.VZeroOffset, a, scales, sh, kvHead, d);
+            Put(k0, r0, w0, t0 * kRow, t0, 0, a.KScaleOffset, a, scales, tokenScale, sh, kvHead, d);
+            Put(v0, r0, w0, vBase + t0 * d, t0, 32, a.VScaleOffset, a, scales, tokenScale, sh, kvHead, d);
             if (t1 >= tokens) break;
-            Put(k1, r1, w1, t1 * kRow, a.KScaleOffset, a.KZeroOffset, a, scales, sh, kvHead, d);
-            Put(v1, r1, w1, vBase + t1 * d, a.VScaleOffset, a.VZeroOffset, a, scales, sh, kvHead, d);
+            Put(k1, r1, w1, t1 * kRow, t1, 0, a.KScaleOffset, a, scales, tokenScale, sh, kvHead, d);
+            Put(v1, r1, w1, vBase + t1 * d, t1, 32, a.VScaleOffset, a, scales, tokenScale, sh, kvHead, d);
             if (t2 >= tokens) break;
-            Put(k2, r2, w2, t2 * kRow, a.KScaleOffset, a.KZeroOffset, a, scales, sh, kvHead, d);
-            Put(v2, r2, w2, vBase + t2 * d, a.VScaleOffset, a.VZeroOffset, a, scales, sh, kvHead, d);
+            Put(k2, r2, w2, t2 * kRow, t2, 0, a.KScaleOffset, a, scales, tokenScale, sh, kvHead, d);
+            Put(v2, r2, w2, vBase + t2 * d, t2, 32, a.VScaleOffset, a, scales, tokenScale, sh, kvHead, d);
             if (t3 >= tokens) break;
-            Put(k3, r3, w3, t3 * kRow, a.KScaleOffset, a.KZeroOffset, a, scales, sh, kvHead, d);
-            Put(v3, r3, w3, vBase + t3 * d, a.VScaleOffset, a.VZeroOffset, a, scales, sh, kvHead, d);
+            Put(k3, r3, w3, t3 * kRow, t3, 0, a.KScaleOffset, a, scales, tokenScale, sh, kvHead, d);
+            Put(v3, r3, w3, vBase + t3 * d, t3, 32, a.VScaleOffset, a, scales, tokenScale, sh, kvHead, d);
         }
     }
 
@@ -399,8 +410,8 @@ internal static class PagedAttentionKernels
     /// set; for 4-element words, element <c>(j + wi/8) mod 4</c> at step j): consecutive lanes hold consecutive words, so
     /// with the plain order each store would hit every other (or every fourth) bank twice (four times), and this way
     /// each store of a warp hits 32 different banks.</summary>
-    private static void Put(uint bits, long row, int wi, int o, int scaleOffset, int zeroOffset, AttentionLaunchArgs a,
-        ArrayView<float> scales, ArrayView<float> sh, int kvHead, int d)
+    private static void Put(uint bits, long row, int wi, int o, int t, int tokenScaleBase, int scaleOffset, AttentionLaunchArgs a,
+        ArrayView<float> scales, ArrayView<float> tokenScale, ArrayView<float> sh, int kvHead, int d)
     {
         int r2 = (wi >> 4) & 1, r4 = (wi >> 3) & 3;
         switch (a.DType)
@@ -424,7 +435,7 @@ internal static class PagedAttentionKernels
                 break;
             case 3: // I8: code · scale (per head or per token)
                 {
-                    float s = row < 0 ? 0f : a.PerHeadScale != 0 ? scales[scaleOffset + kvHead] : scales[scaleOffset + row];
+                    float s = row < 0 ? 0f : a.PerHeadScale != 0 ? scales[scaleOffset + kvHead] : tokenScale[tokenScaleBase + t];
                     for (int j = 0; j < 4; j++)
                     {
                         int e = (j + r4) & 3;
@@ -454,7 +465,7 @@ internal static class PagedAttentionKernels
                 }
             default: // I4: byte j holds element j (low nibble) and j + d/2 (high nibble); (code − zero) · scale
                 {
-                    float s = row < 0 ? 0f : scales[scaleOffset + row], z = row < 0 ? 0f : scales[zeroOffset + row];
+                    float s = tokenScale[tokenScaleBase + t], z = tokenScale[tokenScaleBase + 64 + t]; // 0 for rows not staged
                     int half = d / 2;
                     for (int j = 0; j < 4; j++)
                     {
