@@ -177,13 +177,14 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         c.Queries = c.QueryRows * c.PerRow;
         // Widen each K/V row once per tile when it feeds ≥ 8 queries of several rows (prefill, cascade prefixes, block-sparse):
         // otherwise every block of four queries widens it again. Decode (one row) keeps reading the rows in place.
-        c.WidenV = typeof(TL) != typeof(KvF32) && !c.IntDot && c.QueryRows > 1 && c.QueryRows * c.GroupHeads >= 8;
+        bool prefillType = c.QueryRows > 1 && c.QueryRows * c.GroupHeads >= 8;
+        c.WidenV = typeof(TL) != typeof(KvF32) && !c.IntDot && prefillType;
         // In-kernel RoPE: AVX-512 decode-type items with NeoX pairs over the whole row rotate each K chunk in registers inside
         // the logit blocks (Tile512.Logits4Neox); otherwise K is widened to fp32 rows, rotated there, and read back (fp32
         // rows too). Prefill-type items widen anyway, and rotating once per tile beats once per block of four queries.
         // V is not rotated.
         c.RopeInLogits = c.Rope != null && typeof(TTile) == typeof(Tile512) && !c.RopeInterleaved && c.RopeRotary == d
-            && !(c.QueryRows > 1 && c.QueryRows * c.GroupHeads >= 8);
+            && !prefillType;
         c.Widen = (c.Rope != null && !c.RopeInLogits) || c.WidenV;
         new Span<float>(c.ZeroRow, MaxD).Clear();
 
