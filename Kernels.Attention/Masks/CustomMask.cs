@@ -7,7 +7,7 @@ namespace Kernels.Attention.Masks;
 /// token sees the prompt and its own ancestors.
 /// </summary>
 /// <remarks>
-/// <para>Give it to <see cref="Planning.PrefillPlanner.Plan(ReadOnlySpan{int}, Paging.PageTable, Planning.AttentionShape, int, Planning.AttentionOptions?, CustomMask?)"/>.
+/// <para>Give it to <see cref="Planning.PrefillPlanner.Plan"/>.
 /// The mask is ANDed with the options' causal and window masks. FlashInfer replaces the causal mask by a custom one; pass
 /// <c>Causal = false</c> for exactly that.</para>
 /// <para>The bits are stored row-aligned, each query row's bits starting on a 32-bit word. With the first and last kept key

@@ -9,7 +9,7 @@ namespace Kernels.Attention.Planning;
 public abstract class AttentionPlan
 {
     private protected AttentionPlan(AttentionShape shape, AttentionOptions options, int pageSize, int maxPageId, int queryRows,
-        int[] pageIds, int[] pageTokens, int[] pageKeyStart, AttentionWorkItem[] items)
+        int[] pageIds, int[] pageTokens, int[] pageKeyStart, AttentionWorkItem[] items, SplitKvLayout? split = null, AttentionWorkspace? workspace = null)
     {
         Shape = shape;
         Options = options;
@@ -22,6 +22,11 @@ public abstract class AttentionPlan
         WorkItems = items;
         AlibiSlopes = options.AlibiArray();
         Sinks = options.AttentionSinks?.ToArray();
+        Split = split;
+        SplitWorkspace = workspace;
+        PartialSlots = split?.Slots ?? 0;
+        PartialLseOffset = (long)PartialSlots * shape.QoHeads * shape.HeadDim;
+        WorkspaceFloats = PartialLseOffset + (long)PartialSlots * shape.QoHeads;
     }
 
     /// <summary>Heads and head_dim.</summary>
@@ -57,6 +62,25 @@ public abstract class AttentionPlan
 
     /// <summary>The attention-sink logits per query head, copied from the options; null without sinks.</summary>
     internal float[]? Sinks { get; }
+
+    /// <summary>Workspace slots for split-KV partial states (0 when nothing is split): a slot is one query row's
+    /// <c>qo_heads</c> states.</summary>
+    public int PartialSlots { get; }
+
+    /// <summary>Offset (floats) of the partial outputs in the workspace: <c>[slot, qo_heads, head_dim]</c>.</summary>
+    public long PartialOutputOffset => 0;
+
+    /// <summary>Offset (floats) of the partial log-sum-exps in the workspace: <c>[slot, qo_heads]</c>.</summary>
+    public long PartialLseOffset { get; }
+
+    /// <summary>Floats of workspace this plan uses (0 when nothing is split).</summary>
+    public long WorkspaceFloats { get; }
+
+    /// <summary>Which slots hold each query row's split-KV chunks (null for plans made without a workspace).</summary>
+    internal SplitKvLayout? Split { get; }
+
+    /// <summary>The workspace the partial states go to (null for plans made without one).</summary>
+    internal AttentionWorkspace? SplitWorkspace { get; }
 
     internal int[] PageIds { get; }
     internal int[] PageTokens { get; }

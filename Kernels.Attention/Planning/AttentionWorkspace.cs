@@ -3,7 +3,7 @@ namespace Kernels.Attention.Planning;
 /// <summary>Caller-owned scratch memory for split-KV partial states (FlashInfer's <c>float_workspace_buffer</c>).</summary>
 /// <remarks>
 /// A planner grows the workspace to what its plan needs and records named offsets into it
-/// (<see cref="DecodePlan.PartialOutputOffset"/>, <see cref="DecodePlan.PartialLseOffset"/>). One workspace serves any number of
+/// (<see cref="AttentionPlan.PartialOutputOffset"/>, <see cref="AttentionPlan.PartialLseOffset"/>). One workspace serves any number of
 /// plans that run one at a time (e.g. all layers of a model); running two plans on one workspace concurrently is not
 /// allowed. The memory is pinned.
 /// </remarks>

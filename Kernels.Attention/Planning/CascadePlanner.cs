@@ -62,7 +62,8 @@ public static class CascadePlanner
             if (level.BatchSize != batch)
                 ThrowHelper.Argument(nameof(sharedLevels), $"Level {l}'s groups cover {level.BatchSize} sequences (groupIndptr[{level.Groups}] = {level.BatchSize}); the suffix table has {batch}.");
             // The level's groups as prefill requests over their shared pages, every key kept (the planner checks the page ids).
-            levels[l] = PrefillPlanner.PlanLevel(level.GroupIndptr, level.Pages, shape, numPages, options with { Causal = false, AttentionSinks = null });
+            levels[l] = PrefillPlanner.PlanLevel(level.GroupIndptr, level.Pages, shape, numPages, options with { Causal = false, AttentionSinks = null },
+                workspace, targetItems);
             levels[l].KeepsEmptyStates = true; // fresh plans, owned by the cascade
         }
         // Each sequence's query sits after all its keys: at a shared level, position (its length − 1) − (the keys of the levels

@@ -51,20 +51,15 @@ public static class DecodePlanner
         if (fixedChunkPages is < 1) throw new ArgumentOutOfRangeException(nameof(fixedChunkPages), "fixedChunkPages must be ≥ 1.");
         if (targetItems < 1) throw new ArgumentOutOfRangeException(nameof(targetItems), $"targetItems must be ≥ 1; got {targetItems}.");
         int batch = table.BatchSize, ps = table.PageSize;
-        long totalPages = table.Indices.Length;
-        int minChunk = Math.Max(1, (MinChunkTokens + ps - 1) / ps);
-        int chunk = disableSplitKv ? int.MaxValue
-            : fixedChunkPages ?? (int)Math.Max(minChunk, (totalPages + targetItems - 1) / targetItems);
+        int chunk = disableSplitKv ? int.MaxValue : fixedChunkPages ?? SplitKvLayout.ChunkPages(table.Indices.Length, targetItems, ps);
 
         int gh = AttentionPlan.GroupHeadsPerItem(shape), g = shape.GroupSize;
         int kvPerItem = Math.Max(1, AttentionPlan.MaxQueriesPerItem / gh);
         var pageIds = table.Indices.ToArray();
         var tokens = new int[pageIds.Length];
         var keyStart = new int[pageIds.Length];
-        var splitStart = new int[batch];
-        var splitCount = new int[batch];
+        var split = new SplitKvLayout(batch);
         var items = new List<AttentionWorkItem>();
-        int slots = 0;
         for (int b = 0; b < batch; b++)
         {
             int p0 = table.Indptr[b], n = table.PageCount(b), kvLen = table.KvLength(b);
@@ -75,19 +70,18 @@ public static class DecodePlanner
                 keyStart[p0 + j] = j * ps;
             }
             int chunks = n == 0 ? 0 : (int)((n + (long)chunk - 1) / chunk);
-            splitCount[b] = chunks;
-            splitStart[b] = chunks > 1 ? slots : -1;
+            int first = chunks > 1 ? split.Reserve(b, 1, chunks) : -1;
+            if (chunks <= 1) split.Whole(b, 1, chunks);
             int itemChunks = Math.Max(chunks, 1); // an empty sequence still gets items that write 0 and −∞
             for (int c = 0; c < itemChunks; c++)
             {
                 int pb = p0 + (int)Math.Min((long)c * chunk, n), pe = p0 + (int)Math.Min((long)(c + 1) * chunk, n);
                 for (int kh = 0; kh < shape.KvHeads; kh += kvPerItem)
                     for (int h = 0; h < g; h += gh)
-                        items.Add(new AttentionWorkItem(b, 1, 0, 1, kvLen, kh, Math.Min(kvPerItem, shape.KvHeads - kh), h, Math.Min(gh, g - h), pb, pe, chunks > 1 ? slots + c : -1));
+                        items.Add(new AttentionWorkItem(b, 1, 0, 1, kvLen, kh, Math.Min(kvPerItem, shape.KvHeads - kh), h, Math.Min(gh, g - h), pb, pe, chunks > 1 ? first + c : -1));
             }
-            if (chunks > 1) slots += chunks;
         }
-        var plan = new DecodePlan(shape, options, table, pageIds, tokens, keyStart, [.. items], disableSplitKv ? 0 : chunk, splitStart, splitCount, slots, workspace);
+        var plan = new DecodePlan(shape, options, table, pageIds, tokens, keyStart, [.. items], disableSplitKv ? 0 : chunk, split, workspace);
         workspace.EnsureCapacity(plan.WorkspaceFloats);
         return plan;
     }

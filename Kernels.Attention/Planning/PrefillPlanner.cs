@@ -16,20 +16,27 @@ public static class PrefillPlanner
     /// <param name="customMask">An element-wise (query, key) mask ANDed with the options' causal/window masks (FlashInfer's
     /// <c>custom_mask</c>, which replaces causal: pass <c>Causal = false</c> for that), made for the same query offsets and the
     /// table's key lengths; null for none.</param>
+    /// <param name="workspace">Workspace for split-KV partial states (grown as needed), or null never to split.</param>
+    /// <param name="targetItems">How many work items split-KV aims at (≥ 1), as for <see cref="DecodePlanner.Plan"/>: pass the
+    /// backend's <see cref="IPagedAttentionOps.DecodeTargetItems"/>. A plan that already has this many items is not split.</param>
+    /// <param name="fixedChunkPages">Force this chunk size in pages (≥ 1; FlashInfer's <c>fixed_split_size</c>), or null.
+    /// Needs <paramref name="workspace"/>.</param>
     /// <returns>The plan.</returns>
     /// <exception cref="ArgumentException">qoIndptr is malformed or disagrees with the table, a page id is past the pool, a
     /// request does not fit the <see cref="AttentionOptions.Rope"/> table (kv_len past it, or qo_len &gt; kv_len), an option is
-    /// out of range, or the custom mask was made for other query or key lengths.</exception>
+    /// out of range, the custom mask was made for other query or key lengths, or a split option is out of range.</exception>
     public static PrefillPlan Plan(ReadOnlySpan<int> qoIndptr, PageTable table, AttentionShape shape, int numPages, AttentionOptions? options = null,
-        CustomMask? customMask = null) => PlanRequests(qoIndptr, table, shape, numPages, options, customMask, bottomRightRows: true);
+        CustomMask? customMask = null, AttentionWorkspace? workspace = null, int targetItems = DecodePlanner.TargetItems, int? fixedChunkPages = null) =>
+        PlanRequests(qoIndptr, table, shape, numPages, options, customMask, bottomRightRows: true, SplitRequest.Checked(workspace, targetItems, fixedChunkPages));
 
     /// <summary>A cascade's shared level: the rows' positions are set afterwards (<see cref="AttentionPlan.RowPosition"/>), so
-    /// the bottom-right alignment that the RoPE position check assumes does not apply.</summary>
-    internal static PrefillPlan PlanLevel(ReadOnlySpan<int> qoIndptr, PageTable table, AttentionShape shape, int numPages, AttentionOptions options) =>
-        PlanRequests(qoIndptr, table, shape, numPages, options, null, bottomRightRows: false);
+    /// the bottom-right alignment that the RoPE position check and the split's key ranges assume does not apply.</summary>
+    internal static PrefillPlan PlanLevel(ReadOnlySpan<int> qoIndptr, PageTable table, AttentionShape shape, int numPages, AttentionOptions options,
+        AttentionWorkspace workspace, int targetItems) =>
+        PlanRequests(qoIndptr, table, shape, numPages, options, null, bottomRightRows: false, SplitRequest.Checked(workspace, targetItems, null));
 
     private static PrefillPlan PlanRequests(ReadOnlySpan<int> qoIndptr, PageTable table, AttentionShape shape, int numPages, AttentionOptions? options,
-        CustomMask? customMask, bool bottomRightRows)
+        CustomMask? customMask, bool bottomRightRows, SplitRequest split)
     {
         ArgumentNullException.ThrowIfNull(table);
         ArgumentNullException.ThrowIfNull(shape);
@@ -45,7 +52,7 @@ public static class PrefillPlanner
         var pageIds = table.Indices.ToArray();
         var tokens = new int[pageIds.Length];
         var keyStart = new int[pageIds.Length];
-        var items = new List<AttentionWorkItem>();
+        var tiles = new List<Tile>();
         for (int b = 0; b < batch; b++)
         {
             int p0 = table.Indptr[b], n = table.PageCount(b), kvLen = table.KvLength(b);
@@ -55,10 +62,13 @@ public static class PrefillPlanner
                 tokens[p0 + j] = j == n - 1 ? table.LastPageLen[b] : ps;
                 keyStart[p0 + j] = j * ps;
             }
-            AddTiles(items, shape, qoIndptr[b], qoIndptr[b + 1] - qoIndptr[b], 0, qoIndptr[b + 1] - qoIndptr[b], kvLen, p0, p0 + n);
+            AddTiles(tiles, shape, qoIndptr[b], qoIndptr[b + 1] - qoIndptr[b], 0, qoIndptr[b + 1] - qoIndptr[b], kvLen, p0, p0 + n);
         }
-        return new PrefillPlan(shape, options, ps, table.MaxPageId, qoIndptr[batch], batch, pageIds, tokens, keyStart, [.. items], blockSparse: false,
-            customMask);
+        var (items, layout, chunk) = MakeItems(tiles, shape, options, customMask, bottomRightRows, tokens, keyStart, qoIndptr[batch], ps, split);
+        var plan = new PrefillPlan(shape, options, ps, table.MaxPageId, qoIndptr[batch], batch, pageIds, tokens, keyStart, items, blockSparse: false,
+            customMask, layout, split.Workspace, chunk);
+        split.Workspace?.EnsureCapacity(plan.WorkspaceFloats);
+        return plan;
     }
 
     /// <summary>Plans block-sparse attention (FlashInfer's mapping onto paged prefill): the keys live in a cache with page size
@@ -70,12 +80,16 @@ public static class PrefillPlanner
     /// <param name="options">Options; null for the defaults (causal!). Pass <c>Causal = false</c> for a pure block mask.</param>
     /// <param name="elementMask">An element-wise mask inside the blocks (<see cref="BlockSparseMask.ElementMask"/>, or any
     /// <see cref="CustomMask"/> over one request of M queries and N keys), ANDed with the block mask; null for none.</param>
+    /// <param name="workspace">Workspace for split-KV partial states (grown as needed), or null never to split: a block row
+    /// whose kept blocks hold many pages is cut into chunks when the plan has fewer than <paramref name="targetItems"/> items.</param>
+    /// <param name="targetItems">How many work items split-KV aims at (≥ 1); see <see cref="Plan"/>.</param>
+    /// <param name="fixedChunkPages">Force this chunk size in key blocks (≥ 1), or null. Needs <paramref name="workspace"/>.</param>
     /// <returns>The plan; q/output rows are the M queries.</returns>
     /// <exception cref="ArgumentException">The pool is smaller than the key blocks, an option is out of range, M &gt; N or N is
-    /// past the <see cref="AttentionOptions.Rope"/> table, or the element
-    /// mask is not M × N.</exception>
+    /// past the <see cref="AttentionOptions.Rope"/> table, the element
+    /// mask is not M × N, or a split option is out of range.</exception>
     public static PrefillPlan PlanBlockSparse(BlockSparseMask mask, AttentionShape shape, int numPages, AttentionOptions? options = null,
-        CustomMask? elementMask = null)
+        CustomMask? elementMask = null, AttentionWorkspace? workspace = null, int targetItems = DecodePlanner.TargetItems, int? fixedChunkPages = null)
     {
         ArgumentNullException.ThrowIfNull(mask);
         ArgumentNullException.ThrowIfNull(shape);
@@ -85,6 +99,7 @@ public static class PrefillPlanner
             ThrowHelper.Argument(nameof(elementMask),
                 $"The element mask must be one request of {mask.M} queries × {mask.N} keys; it has {elementMask.Requests} requests, {elementMask.QueryRows} rows.");
         options.CheckRopePositions(mask.M, mask.N, 0, nameof(mask));
+        var split = SplitRequest.Checked(workspace, targetItems, fixedChunkPages);
         if (numPages < mask.BlockColumns)
             ThrowHelper.Argument(nameof(numPages), $"The pool has {numPages} pages; the mask has {mask.BlockColumns} key blocks of {mask.C}.");
         var pageIds = mask.Indices.ToArray();
@@ -95,29 +110,119 @@ public static class PrefillPlanner
             tokens[j] = mask.ColumnLength(pageIds[j]);
             keyStart[j] = pageIds[j] * mask.C;
         }
-        var items = new List<AttentionWorkItem>();
+        var tiles = new List<Tile>();
         for (int i = 0; i < mask.BlockRows; i++)
         {
             int r0 = i * mask.R, rows = Math.Min(mask.R, mask.M - r0);
-            AddTiles(items, shape, r0, rows, r0, mask.M, mask.N, mask.Indptr[i], mask.Indptr[i + 1]);
+            AddTiles(tiles, shape, r0, rows, r0, mask.M, mask.N, mask.Indptr[i], mask.Indptr[i + 1]);
         }
         int maxPage = pageIds.Length == 0 ? -1 : pageIds.Max();
-        return new PrefillPlan(shape, options, mask.C, maxPage, mask.M, mask.BlockRows, pageIds, tokens, keyStart, [.. items], blockSparse: true,
-            elementMask);
+        var (items, layout, chunk) = MakeItems(tiles, shape, options, elementMask, bottomRightRows: true, tokens, keyStart, mask.M, mask.C, split);
+        var plan = new PrefillPlan(shape, options, mask.C, maxPage, mask.M, mask.BlockRows, pageIds, tokens, keyStart, items, blockSparse: true,
+            elementMask, layout, workspace, chunk);
+        workspace?.EnsureCapacity(plan.WorkspaceFloats);
+        return plan;
     }
 
-    private static void AddTiles(List<AttentionWorkItem> items, AttentionShape shape, int row0, int rows, int maskQuery0, int maskQoLen, int maskKvLen,
+    /// <summary>The caller's split-KV request: a workspace (null: never split), the item target and a forced chunk size.</summary>
+    private readonly record struct SplitRequest(AttentionWorkspace? Workspace, int TargetItems, int? FixedChunkPages)
+    {
+        /// <summary>The request, once its values are checked.</summary>
+        public static SplitRequest Checked(AttentionWorkspace? workspace, int targetItems, int? fixedChunkPages)
+        {
+            if (targetItems < 1) throw new ArgumentOutOfRangeException(nameof(targetItems), $"targetItems must be ≥ 1; got {targetItems}.");
+            if (fixedChunkPages is < 1) throw new ArgumentOutOfRangeException(nameof(fixedChunkPages), $"fixedChunkPages must be ≥ 1; got {fixedChunkPages}.");
+            if (fixedChunkPages is not null && workspace is null)
+                throw new ArgumentException("fixedChunkPages needs a workspace for the partial states.", nameof(workspace));
+            return new SplitRequest(workspace, targetItems, fixedChunkPages);
+        }
+    }
+
+    /// <summary>A tile of query rows of one request over its page-list entries <c>[PageBegin, PageEnd)</c>; its work items take
+    /// one kv head and a block of its query heads each.</summary>
+    private readonly record struct Tile(int Row, int Rows, int MaskQuery, int MaskQoLen, int MaskKvLen, int PageBegin, int PageEnd);
+
+    private static void AddTiles(List<Tile> tiles, AttentionShape shape, int row0, int rows, int maskQuery0, int maskQoLen, int maskKvLen,
         int pageBegin, int pageEnd)
     {
         // Prefill is compute-bound: one kv head per item and as many query rows as fit, so each K/V row feeds many dots.
-        int g = shape.GroupSize, gh = AttentionPlan.GroupHeadsPerItem(shape);
-        int rowsPerTile = Math.Max(1, AttentionPlan.MaxQueriesPerItem / gh);
+        int rowsPerTile = Math.Max(1, AttentionPlan.MaxQueriesPerItem / AttentionPlan.GroupHeadsPerItem(shape));
         for (int r = 0; r < rows; r += rowsPerTile)
+            tiles.Add(new Tile(row0 + r, Math.Min(rowsPerTile, rows - r), maskQuery0 + r, maskQoLen, maskKvLen, pageBegin, pageEnd));
+    }
+
+    /// <summary>The work items of <paramref name="tiles"/>: one per (tile, kv head, block of query heads), and with split-KV one
+    /// per chunk of the tile's live pages (those some row of the tile keeps a key of) for tiles with more than a chunk.</summary>
+    /// <remarks>A plan splits when it has a workspace and either a forced chunk size or fewer items than the target: chunks are
+    /// <see cref="SplitKvLayout.ChunkPages"/> of the live pages summed over the items (at least 256 tokens), as decode's.
+    /// Page-list entries of a tile are in key order (pages of a request; block-sparse indices strictly increase), so its live
+    /// pages are one run of entries. Unsplit tiles keep their whole page range, which the kernels skip through as before.</remarks>
+    private static (AttentionWorkItem[] Items, SplitKvLayout? Layout, int ChunkPages) MakeItems(List<Tile> tiles, AttentionShape shape,
+        AttentionOptions options, CustomMask? mask, bool bottomRightRows, int[] tokens, int[] keyStart, int queryRows, int pageSize, SplitRequest split)
+    {
+        int g = shape.GroupSize, gh = AttentionPlan.GroupHeadsPerItem(shape);
+        int itemsPerTile = shape.KvHeads * ((g + gh - 1) / gh);
+        var live = new (int Begin, int End)[tiles.Count];
+        long pageWork = 0;
+        for (int t = 0; t < tiles.Count; t++)
         {
-            int n = Math.Min(rowsPerTile, rows - r);
-            for (int kh = 0; kh < shape.KvHeads; kh++)
-                for (int h = 0; h < g; h += gh)
-                    items.Add(new AttentionWorkItem(row0 + r, n, maskQuery0 + r, maskQoLen, maskKvLen, kh, 1, h, Math.Min(gh, g - h), pageBegin, pageEnd, -1));
+            live[t] = LivePages(tiles[t], options, mask, bottomRightRows, tokens, keyStart);
+            pageWork += (long)(live[t].End - live[t].Begin) * itemsPerTile;
         }
+        SplitKvLayout? layout = split.Workspace is null ? null : new SplitKvLayout(queryRows);
+        int chunk = int.MaxValue;
+        if (layout is not null && (split.FixedChunkPages is not null || (long)tiles.Count * itemsPerTile < split.TargetItems))
+            chunk = split.FixedChunkPages ?? SplitKvLayout.ChunkPages(pageWork, split.TargetItems, pageSize);
+        var items = new List<AttentionWorkItem>(tiles.Count * itemsPerTile);
+        bool anySplit = false;
+        for (int t = 0; t < tiles.Count; t++)
+        {
+            var tile = tiles[t];
+            int n = live[t].End - live[t].Begin;
+            int chunks = n > chunk ? (int)(((long)n + chunk - 1) / chunk) : 1;
+            int first = chunks > 1 ? layout!.Reserve(tile.Row, tile.Rows, chunks) : -1;
+            anySplit |= chunks > 1;
+            for (int c = 0; c < chunks; c++)
+            {
+                int pb = tile.PageBegin, pe = tile.PageEnd, slot = -1;
+                if (chunks > 1)
+                {
+                    pb = live[t].Begin + c * chunk;
+                    pe = (int)Math.Min(live[t].End, (long)pb + chunk);
+                    slot = first + c * tile.Rows;
+                }
+                for (int kh = 0; kh < shape.KvHeads; kh++)
+                    for (int h = 0; h < g; h += gh)
+                        items.Add(new AttentionWorkItem(tile.Row, tile.Rows, tile.MaskQuery, tile.MaskQoLen, tile.MaskKvLen, kh, 1, h, Math.Min(gh, g - h),
+                            pb, pe, slot));
+            }
+        }
+        return ([.. items], layout, anySplit ? chunk : 0);
+    }
+
+    /// <summary>The run of a tile's page-list entries that hold a key some row of the tile keeps (causal/window for
+    /// bottom-right aligned rows, and the custom mask's first and last kept key per row); the whole range for a cascade
+    /// level, whose row positions are set later.</summary>
+    private static (int Begin, int End) LivePages(Tile tile, AttentionOptions options, CustomMask? mask, bool bottomRightRows, int[] tokens, int[] keyStart)
+    {
+        if (!bottomRightRows) return (tile.PageBegin, tile.PageEnd);
+        long lo = long.MaxValue, hi = long.MinValue;
+        for (int r = 0; r < tile.Rows; r++)
+        {
+            var (start, end) = AttentionMask.KeyRange(tile.MaskQuery + r, tile.MaskQoLen, tile.MaskKvLen, options.Causal, options.WindowLeft);
+            if (mask is not null)
+            {
+                start = Math.Max(start, mask.RowLo[tile.Row + r]);
+                end = Math.Min(end, mask.RowHi[tile.Row + r]);
+            }
+            if (start >= end) continue;
+            lo = Math.Min(lo, start);
+            hi = Math.Max(hi, end);
+        }
+        int b = tile.PageBegin, e = tile.PageEnd;
+        if (lo >= hi) return (b, b);
+        while (b < e && keyStart[b] + tokens[b] <= lo) b++;
+        while (e > b && keyStart[e - 1] >= hi) e--;
+        return (b, e);
     }
 }

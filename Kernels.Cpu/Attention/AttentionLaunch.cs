@@ -34,14 +34,17 @@ internal static unsafe class AttentionLaunch
             throw new NotSupportedException($"CPU attention supports head_dim a multiple of 32 up to {MaxHeadDim} (64, 128, 256, …); got {shape.HeadDim}.");
         ThrowHelper.ThrowIfOverlapping(q, output, nameof(q));
         if (!lse.IsEmpty) ThrowHelper.ThrowIfOverlapping(q, lse, nameof(q));
+        if (plan.SplitWorkspace is { } w && w.Capacity < plan.WorkspaceFloats)
+            throw new InvalidOperationException($"The workspace has {w.Capacity} floats; the plan needs {plan.WorkspaceFloats} (was it planned with another workspace size?).");
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs a few times per call: never worth tier-0 code
     internal static void Launch(AttentionPlan plan, ReadOnlySpan<float> q, PagedKvCache cache, Span<float> output, Span<float> lse,
-        float[]? workspace, KernelOptions? options)
+        KernelOptions? options)
     {
         IsaPath isa = CpuIsa.Resolve(options);
         if (plan.WorkItemCount == 0) return;
+        float[]? workspace = plan.SplitWorkspace?.Buffer;
         fixed (float* pq = q)
         fixed (float* po = output)
         fixed (float* pl = lse)
@@ -78,29 +81,27 @@ internal static unsafe class AttentionLaunch
                 SmScale = plan.SmScale, SoftCap = plan.Options.LogitsSoftCap, Isa = isa,
                 Rope = prope, RopeRotary = plan.Options.Rope?.RotaryDim ?? 0, RopeInterleaved = plan.Options.Rope?.Interleaved ?? false,
             };
-            if (plan is DecodePlan dp)
-            {
-                state.PartialOut = dp.PartialOutputOffset;
-                state.PartialLse = dp.PartialLseOffset;
-            }
+            state.PartialOut = plan.PartialOutputOffset;
+            state.PartialLse = plan.PartialLseOffset;
             long work = 0;
             foreach (var it in plan.WorkItems) work += (long)(it.PageEnd - it.PageBegin) * plan.PageSize * it.QueryRows;
             int threads = work * plan.Shape.HeadDim < 65_536 ? 1 : (options ?? KernelOptions.Default).EffectiveParallelism;
             WorkerPool.Run(plan.WorkItemCount, threads, ref state);
             GC.KeepAlive(cache); // its native pools must outlive the kernel
 
-            if (plan is DecodePlan decode && decode.PartialSlots > 0)
+            if (plan.PartialSlots > 0 && plan.Split is { } split)
             {
-                fixed (int* ss = decode.SplitStarts)
-                fixed (int* sc = decode.SplitCounts)
+                fixed (int* ss = split.Start)
+                fixed (int* sc = split.Count)
+                fixed (int* sst = split.Stride)
                 {
                     var merge = new MergeState
                     {
-                        Work = pw, Out = po, Lse = lse.IsEmpty ? null : pl, SplitStart = ss, SplitCount = sc,
-                        PartialOut = decode.PartialOutputOffset, PartialLse = decode.PartialLseOffset,
+                        Work = pw, Out = po, Lse = lse.IsEmpty ? null : pl, SplitStart = ss, SplitCount = sc, SplitStride = sst,
+                        PartialOut = plan.PartialOutputOffset, PartialLse = plan.PartialLseOffset,
                         QoHeads = plan.Shape.QoHeads, HeadDim = plan.Shape.HeadDim, KeepEmpty = plan.KeepsEmptyStates,
                     };
-                    int rows = decode.BatchSize * plan.Shape.QoHeads;
+                    int rows = plan.QueryRows * plan.Shape.QoHeads;
                     merge.Rows = rows;
                     WorkerPool.Run((rows + MergeRowsPerChunk - 1) / MergeRowsPerChunk, threads, ref merge);
                 }
@@ -113,12 +114,12 @@ internal static unsafe class AttentionLaunch
     /// the whole merge on one thread at 8 × 512 tokens, 32 heads, 2 chunks per sequence).</summary>
     private const int MergeRowsPerChunk = 16;
 
-    /// <summary>Merges the split-KV partial states of each (sequence, head) row in chunk order, <see cref="MergeRowsPerChunk"/>
-    /// rows per chunk.</summary>
+    /// <summary>Merges the split-KV partial states of each (query row, head) in chunk order, <see cref="MergeRowsPerChunk"/>
+    /// rows per chunk (the slots of a row's chunks are <see cref="SplitKvLayout"/>'s start + c · stride).</summary>
     private struct MergeState : IChunkKernel<MergeState>
     {
         public float* Work, Out, Lse;
-        public int* SplitStart, SplitCount;
+        public int* SplitStart, SplitCount, SplitStride;
         public long PartialOut, PartialLse;
         public int QoHeads, HeadDim, Rows;
         public bool KeepEmpty;
@@ -141,7 +142,7 @@ internal static unsafe class AttentionLaunch
             float lse = float.NegativeInfinity;
             for (int c = 0; c < n; c++)
             {
-                long slot = s.SplitStart[b] + c;
+                long slot = s.SplitStart[b] + (long)c * s.SplitStride[b];
                 var part = new ReadOnlySpan<float>(s.Work + s.PartialOut + (slot * s.QoHeads + h) * d, d);
                 AttentionState.MergeInPlace(dst, ref lse, part, s.Work[s.PartialLse + slot * s.QoHeads + h]);
             }

@@ -308,7 +308,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                     int i = r * c.PerRow + kk * it.GroupHeads + hh;
                     int head = (it.KvHead + kk) * s.Group + it.GroupHead + hh;
                     long qRow = (long)(it.QueryRow + r) * s.QoHeads + head;
-                    float* dst = it.PartialSlot < 0 ? s.Out + qRow * d : s.Work + s.PartialOut + ((long)it.PartialSlot * s.QoHeads + head) * d;
+                    float* dst = it.PartialSlot < 0 ? s.Out + qRow * d : s.Work + s.PartialOut + ((long)(it.PartialSlot + r) * s.QoHeads + head) * d;
                     float lse;
                     float l = c.L[i];
                     if (l != 0) // > 0, or NaN (a NaN or +∞ logit): NaN output and lse, as the oracle
@@ -326,7 +326,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                         else new Span<float>(dst, d).Clear();
                         lse = float.NegativeInfinity;
                     }
-                    if (it.PartialSlot >= 0) s.Work[s.PartialLse + (long)it.PartialSlot * s.QoHeads + head] = lse;
+                    if (it.PartialSlot >= 0) s.Work[s.PartialLse + (long)(it.PartialSlot + r) * s.QoHeads + head] = lse;
                     else if (s.Lse != null) s.Lse[(long)(it.QueryRow + r) * s.QoHeads + head] = lse;
                 }
     }

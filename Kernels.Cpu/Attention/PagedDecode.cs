@@ -30,14 +30,12 @@ public static class PagedDecode
     public static void Run(DecodePlan plan, ReadOnlySpan<float> q, PagedKvCache cache, Span<float> output, Span<float> lse, KernelOptions? options = null)
     {
         AttentionLaunch.Check(plan, q, cache, output, lse);
-        if (plan.Workspace.Capacity < plan.WorkspaceFloats)
-            throw new InvalidOperationException($"The workspace has {plan.Workspace.Capacity} floats; the plan needs {plan.WorkspaceFloats} (was it planned with another workspace size?).");
         if (plan.Sinks is { } sinks)
         {
             var l = SinkPass.Lse(lse, (long)plan.QueryRows * plan.Shape.QoHeads);
-            AttentionLaunch.Launch(plan, q, cache, output, l, plan.Workspace.Buffer, options);
+            AttentionLaunch.Launch(plan, q, cache, output, l, options);
             SinkPass.Apply(sinks, output, l, plan.Shape.QoHeads, plan.Shape.HeadDim);
         }
-        else AttentionLaunch.Launch(plan, q, cache, output, lse, plan.Workspace.Buffer, options);
+        else AttentionLaunch.Launch(plan, q, cache, output, lse, options);
     }
 }

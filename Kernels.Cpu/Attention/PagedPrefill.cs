@@ -33,7 +33,7 @@ public static class PagedPrefill
             output.Clear();
             lse.Fill(float.NegativeInfinity);
         }
-        AttentionLaunch.Launch(plan, q, cache, output, lse, null, options);
+        AttentionLaunch.Launch(plan, q, cache, output, lse, options);
         if (sinks is not null) SinkPass.Apply(sinks, output, lse, plan.Shape.QoHeads, plan.Shape.HeadDim);
     }
 }

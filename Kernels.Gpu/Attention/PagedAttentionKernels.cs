@@ -14,7 +14,7 @@ internal struct AttentionLaunchArgs
     public int TokenStride, HeadStride, RowBytes, HeadDim, QoHeads, Group, DType, PerHeadScale, Causal, WindowLeft, WriteLse, KeepEmpty;
     public float SmScale, SoftCap;
     // Offsets in the int metadata view.
-    public int ItemsOffset, PageIdsOffset, PageTokensOffset, PageKeyOffset, UnitsOffset, UnitCount, SplitOffset, Batch, PageCapacity;
+    public int ItemsOffset, PageIdsOffset, PageTokensOffset, PageKeyOffset, UnitsOffset, UnitCount, SplitOffset, SplitRows, PageCapacity;
     // Custom mask (−1 without one): per query row (word offset, first kept key, one past the last), and the row-aligned bits.
     public int MaskRowOffset, MaskWordsOffset;
     // ALiBi slopes per query head as float bits in the metadata (−1 without).
@@ -274,7 +274,8 @@ internal static class PagedAttentionKernels
         float inv = weighted ? 1f / l : 0f;
         if (!weighted && !partialSlot && a.KeepEmpty == 0) a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0;
         float outLse = weighted ? m + XMath.Log(l) : float.NegativeInfinity;
-        long ob = partialSlot ? a.PartialOut + ((long)slot * a.QoHeads + head) * d + lane : qRow * d + lane;
+        long rowSlot = slot + (long)r; // SplitKvLayout: row r of the item's tile goes to the item's slot + r
+        long ob = partialSlot ? a.PartialOut + (rowSlot * a.QoHeads + head) * d + lane : qRow * d + lane;
         var dst = partialSlot ? work : output;
         dst[ob] = a0 * inv;
         if (per > 1) dst[ob + 32] = a1 * inv;
@@ -286,7 +287,7 @@ internal static class PagedAttentionKernels
         if (per > 7) dst[ob + 224] = a7 * inv;
         if (lane == 0)
         {
-            if (partialSlot) work[a.PartialLse + (long)slot * a.QoHeads + head] = outLse;
+            if (partialSlot) work[a.PartialLse + rowSlot * a.QoHeads + head] = outLse;
             else if (a.WriteLse != 0) lse[qRow] = outLse;
         }
     }
@@ -514,7 +515,8 @@ internal static class PagedAttentionKernels
     /// <summary>Threads per merged state row: lane i takes elements i, i + 32, …, so a warp reads and writes whole lines.</summary>
     public const int MergeLanes = 32;
 
-    /// <summary>Merges the split-KV partial states of each (sequence, head) in one pass (<see cref="MergeLanes"/> threads per row):
+    /// <summary>Merges the split-KV partial states of each (query row, head) in one pass (<see cref="MergeLanes"/> threads per row;
+    /// chunk c of a row is slot start + c · stride, from the metadata's three ints per row):
     /// with <c>m</c> the largest chunk lse, <c>o = Σ_c w_c·o_c / Σ_c w_c</c>, <c>w_c = e^(lse_c − m)</c> (0 below 2⁻¹²⁶, and 0
     /// for empty chunks, whose values then only add their NaN), <c>lse = m + ln Σ w_c</c>: the pairwise rule of
     /// <c>AttentionState</c> up to rounding, without a thread walking every chunk's row alone. A NaN chunk lse gives NaN; a row
@@ -523,7 +525,7 @@ internal static class PagedAttentionKernels
     {
         int row = index / MergeLanes, lane = index % MergeLanes;
         int b = row / a.QoHeads, h = row % a.QoHeads;
-        int start = meta[a.SplitOffset + 2 * b], n = meta[a.SplitOffset + 2 * b + 1];
+        int start = meta[a.SplitOffset + 3 * b], n = meta[a.SplitOffset + 3 * b + 1], stride = meta[a.SplitOffset + 3 * b + 2];
         if (n <= 1) return;
         int d = a.HeadDim;
         long o = (long)row * d;
@@ -531,12 +533,12 @@ internal static class PagedAttentionKernels
         bool nan = false;
         for (int c = 0; c < n; c++)
         {
-            float sc = work[a.PartialLse + (start + c) * (long)a.QoHeads + h];
+            float sc = work[a.PartialLse + (start + c * (long)stride) * a.QoHeads + h];
             if (float.IsNaN(sc)) nan = true;
             else if (sc > mx) mx = sc;
         }
         float total = 0;
-        for (int c = 0; c < n; c++) total += ChunkWeight(work[a.PartialLse + (start + c) * (long)a.QoHeads + h], mx);
+        for (int c = 0; c < n; c++) total += ChunkWeight(work[a.PartialLse + (start + c * (long)stride) * a.QoHeads + h], mx);
         if (nan) total = float.NaN;
         bool empty = mx == float.NegativeInfinity && !nan;
         float inv = empty ? 1f : 1f / total;
@@ -545,7 +547,7 @@ internal static class PagedAttentionKernels
             float acc = 0;
             for (int c = 0; c < n; c++)
             {
-                long slot = start + c;
+                long slot = start + c * (long)stride;
                 acc += ChunkWeight(work[a.PartialLse + slot * a.QoHeads + h], mx) * work[a.PartialOut + (slot * a.QoHeads + h) * d + i];
             }
             output[o + i] = empty && a.KeepEmpty == 0 ? 0f : acc * inv;

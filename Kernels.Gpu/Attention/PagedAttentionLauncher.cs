@@ -238,14 +238,15 @@ internal sealed class GpuPlanData : IDisposable
         args.UnitCount = units;
         args.SplitOffset = meta.Count;
         long workFloats = 1;
-        if (plan is DecodePlan d)
+        if (plan.Split is { } split && plan.PartialSlots > 0)
         {
-            args.Batch = d.BatchSize;
-            for (int b = 0; b < d.BatchSize; b++) meta.AddRange([d.SplitStart(b), d.SplitCount(b)]);
-            args.PartialOut = d.PartialOutputOffset;
-            args.PartialLse = d.PartialLseOffset;
-            workFloats = Math.Max(1, d.WorkspaceFloats);
-            HasSplits = d.PartialSlots > 0;
+            // Per query row: the slot of its first chunk, its chunks, and the slot distance between chunks (SplitKvLayout).
+            args.SplitRows = plan.QueryRows;
+            for (int r = 0; r < plan.QueryRows; r++) meta.AddRange([split.Start[r], split.Count[r], split.Stride[r]]);
+            args.PartialOut = plan.PartialOutputOffset;
+            args.PartialLse = plan.PartialLseOffset;
+            workFloats = plan.WorkspaceFloats;
+            HasSplits = true;
         }
         Args = args;
         Meta = accelerator.Allocate1D<int>(Math.Max(1, meta.Count));
@@ -506,7 +507,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
             _attend(stream, new KernelConfig(a.UnitCount, 32 * a.Warps),
                 q, output, lseView, data.Work.View, cache.K, cache.V, cache.Scales, data.Meta.View, rope ?? _dummy.View, a);
         }
-        if (data.HasSplits) _merge(stream, a.Batch * a.QoHeads * PagedAttentionKernels.MergeLanes, output, lseView, data.Work.View, data.Meta.View, a);
+        if (data.HasSplits) _merge(stream, a.SplitRows * a.QoHeads * PagedAttentionKernels.MergeLanes, output, lseView, data.Work.View, data.Meta.View, a);
         if (plan.Sinks is not null && lse is { } sl) ApplySinks(stream, plan, output, sl);
     }
 

@@ -387,6 +387,31 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         RunBoth(plan, q, cache, 4, 4, 64, e, le, mag, eps, maxLen, $"cascade {dtype} {layout} page {pageSize}");
     }
 
+    [Fact]
+    public void Prefill_SplitKv_MatchesReference()
+    {
+        // Tree verification on a 300-token prompt (one kv head: 2 items unsplit, so the planner's rule cuts the prompt into
+        // 16-page chunks) and forced 2-page chunks under a window: multi-row items write row r to their slot + r and the
+        // merge kernel reads each row's chunks a tile's rows apart.
+        var c = new PagedPrefillTests.PrefillCase(new CacheSpec([300, 70], 16, 1, 32, DType.F16, KvLayout.Nhd, KvScaleMode.None, 7), [3, 2], 2, true, -1, 0f,
+            SplitPages: -1);
+        PagedPrefillTests.Check(c, RunGpu, "gpu rule split", maskOf: new CustomMaskTests.MaskSpec(-1, 3).Make);
+        PagedPrefillTests.Check(c with { SplitPages = 2, Window = 40 }, RunGpu, "gpu forced split");
+    }
+
+    [Fact]
+    public void Cascade_LongSharedPrompt_SplitLevel_MatchesReference()
+    {
+        // 3 sequences on a 300-token shared prompt: the shared level is split into chunks and merged before the suffix level.
+        var c = new CascadeTests.CascadeCase(new CacheSpec([300, 4, 9, 1], 16, 1, 32, DType.BF16, KvLayout.Nhd, KvScaleMode.None, 17), [3], 2, 0, 64);
+        var (cache, prefixes, suffixes, groupIndptr) = CascadeTests.BuildCascade(c);
+        var shape = new AttentionShape(2, 1, 32);
+        var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, new AttentionWorkspace(), AttentionOptions.Default, 64);
+        Assert.True(plan.Prefix.PartialSlots > 0);
+        var (q, e, le, mag, eps, maxLen) = CascadeTests.Oracle(c, cache, prefixes, suffixes, groupIndptr, shape, AttentionOptions.Default);
+        RunBoth(plan, q, cache, 3, 2, 32, e, le, mag, eps, maxLen, "cascade with a split shared level");
+    }
+
     [Theory]
     [InlineData(7, false)]
     [InlineData(-1, true)]

@@ -14,9 +14,11 @@ namespace Kernels.Tests.Attention;
 
 public class PagedPrefillTests
 {
-    public sealed record PrefillCase(CacheSpec Cache, int[] QoLens, int Group, bool Causal, int Window, float SoftCap)
+    /// <summary>A prefill case; <paramref name="SplitPages"/> &gt; 0 plans split-KV with chunks of that many pages, −1 with a
+    /// workspace and the planner's own rule (the default target of items), 0 without a workspace.</summary>
+    public sealed record PrefillCase(CacheSpec Cache, int[] QoLens, int Group, bool Causal, int Window, float SoftCap, int SplitPages = 0)
     {
-        public override string ToString() => $"{Cache} qo=[{string.Join(',', QoLens)}] group={Group} causal={Causal} window={Window} cap={SoftCap}";
+        public override string ToString() => $"{Cache} qo=[{string.Join(',', QoLens)}] group={Group} causal={Causal} window={Window} cap={SoftCap} split={SplitPages}";
     }
 
     internal static Arbitrary<PrefillCase> Cases =>
@@ -32,9 +34,10 @@ public class PagedPrefillTests
          from causal in Gen.Elements(true, false)
          from window in Gen.Elements(-1, 0, 5)
          from cap in Gen.Elements(0f, 3f)
+         from split in Gen.Elements(0, 0, 1, 2)
          from seed in Gen.Choose(0, int.MaxValue)
          let qo = lens.Select((l, i) => Math.Min(l + 2, (l + 2) * qfrac[i] / 100 + 1)).ToArray()
-         select new PrefillCase(new CacheSpec(lens, page, kvHeads, d, fmt.Item1, layout, fmt.Item2, seed), qo, grp, causal, window, cap)).ToArbitrary();
+         select new PrefillCase(new CacheSpec(lens, page, kvHeads, d, fmt.Item1, layout, fmt.Item2, seed), qo, grp, causal, window, cap, split)).ToArbitrary();
 
     /// <summary>Items of 48 queries (12 rows × 4 heads: the AVX-512 query-lane kernels' 32-query and 16-query blocks), with
     /// 5-token pages (tiles of fewer than 8 live tokens) and a sliding window over 16-token pages (tiles whose live tokens
@@ -84,7 +87,9 @@ public class PagedPrefillTests
         var qoIndptr = new int[c.QoLens.Length + 1];
         for (int i = 0; i < c.QoLens.Length; i++) qoIndptr[i + 1] = qoIndptr[i] + c.QoLens[i];
         var mask = maskOf?.Invoke(qoIndptr, c.Cache.SeqLens);
-        var plan = PrefillPlanner.Plan(qoIndptr, table, shape, cache.NumPages, opts, mask);
+        var plan = c.SplitPages != 0
+            ? PrefillPlanner.Plan(qoIndptr, table, shape, cache.NumPages, opts, mask, new AttentionWorkspace(), fixedChunkPages: c.SplitPages > 0 ? c.SplitPages : null)
+            : PrefillPlanner.Plan(qoIndptr, table, shape, cache.NumPages, opts, mask);
         int rows = qoIndptr[^1];
         var q = Queries(new Random(c.Cache.Seed + 2), rows, shape, 2f);
         float[] e = new float[q.Length], a = new float[q.Length], le = new float[rows * shape.QoHeads], la = new float[le.Length];
@@ -126,9 +131,10 @@ public class PagedPrefillTests
         Prop.ForAll(quantized, c => Check(c, options, quantizedQ: true)).QuickCheckThrowOnFailure();
     }
 
-    public sealed record SparseCase(int M, int N, int R, int C, int Density, bool Causal, int Group, DType DType, int Seed)
+    /// <summary>A block-sparse case; <paramref name="SplitBlocks"/> &gt; 0 plans split-KV with chunks of that many key blocks.</summary>
+    public sealed record SparseCase(int M, int N, int R, int C, int Density, bool Causal, int Group, DType DType, int Seed, int SplitBlocks = 0)
     {
-        public override string ToString() => $"M={M} N={N} R={R} C={C} density={Density}% causal={Causal} group={Group} {DType} seed={Seed}";
+        public override string ToString() => $"M={M} N={N} R={R} C={C} density={Density}% causal={Causal} group={Group} {DType} seed={Seed} split={SplitBlocks}";
     }
 
     internal static Arbitrary<SparseCase> SparseCases =>
@@ -141,7 +147,8 @@ public class PagedPrefillTests
          from grp in Gen.Elements(1, 4)
          from dtype in Gen.Elements(DType.F32, DType.F16, DType.BF16)
          from seed in Gen.Choose(0, int.MaxValue)
-         select new SparseCase(m, n, r, c, density, causal, grp, dtype, seed)).ToArbitrary();
+         from split in Gen.Elements(0, 0, 1, 3)
+         select new SparseCase(m, n, r, c, density, causal, grp, dtype, seed, split)).ToArbitrary();
 
     /// <summary>Runs block-sparse case <paramref name="s"/> through <paramref name="run"/> (default: the CPU kernel with
     /// <paramref name="options"/>) and compares with the oracle; <paramref name="elementDensity"/> ≥ 0 adds an element mask
@@ -196,7 +203,9 @@ public class PagedPrefillTests
             for (int i = 0; i < bits.Length; i++) bits[i] = rng.Next(100) < elementDensity;
             elements = mask.ElementMask(bits);
         }
-        var plan = PrefillPlanner.PlanBlockSparse(mask, shape, cache.NumPages, opts, elements);
+        var plan = s.SplitBlocks > 0
+            ? PrefillPlanner.PlanBlockSparse(mask, shape, cache.NumPages, opts, elements, new AttentionWorkspace(), fixedChunkPages: s.SplitBlocks)
+            : PrefillPlanner.PlanBlockSparse(mask, shape, cache.NumPages, opts, elements);
         var q = Queries(rng, s.M, shape);
         float[] e = new float[q.Length], a = new float[q.Length], le = new float[s.M * shape.QoHeads], la = new float[le.Length];
         double[] mag = new double[q.Length];
