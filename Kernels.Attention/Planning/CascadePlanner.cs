@@ -13,11 +13,11 @@ public static class CascadePlanner
     /// <param name="suffixes">Each sequence's own pages (one entry per sequence; an empty entry is allowed).</param>
     /// <param name="shape">Heads and head_dim.</param>
     /// <param name="numPages">Pages of the pool (every page id of both tables is checked against it).</param>
-    /// <param name="workspace">Workspace for the suffix level's split-KV partial states; grown as needed.</param>
+    /// <param name="workspace">Workspace for the split-KV partial states of every level (the levels run one after another); grown as needed.</param>
     /// <param name="options">Scale, soft cap, quantized queries; null for the defaults. The causal flag is moot (each sequence
     /// has one query, which sees every key). A sliding window and ALiBi count from the sequence's last key across every level,
     /// as flat decode over the concatenated keys would; pages a window leaves out are not read.</param>
-    /// <param name="targetItems">Split-KV target of the suffix level (see <see cref="DecodePlanner.Plan"/>).</param>
+    /// <param name="targetItems">Split-KV target of every level (see <see cref="DecodePlanner.Plan"/>; a shared level with fewer items is split too).</param>
     /// <returns>The plan.</returns>
     /// <exception cref="ArgumentException">The tables disagree with groupIndptr or with each other's page size, a page id is
     /// past the pool, or an option is out of range.</exception>
@@ -36,9 +36,9 @@ public static class CascadePlanner
     /// <param name="suffixes">Each sequence's own pages (one entry per sequence; an empty entry is allowed).</param>
     /// <param name="shape">Heads and head_dim.</param>
     /// <param name="numPages">Pages of the pool (every page id of every table is checked against it).</param>
-    /// <param name="workspace">Workspace for the suffix level's split-KV partial states; grown as needed.</param>
+    /// <param name="workspace">Workspace for the split-KV partial states of every level (the levels run one after another); grown as needed.</param>
     /// <param name="options">As for the two-level overload.</param>
-    /// <param name="targetItems">Split-KV target of the suffix level.</param>
+    /// <param name="targetItems">Split-KV target of every level.</param>
     /// <returns>The plan.</returns>
     /// <exception cref="ArgumentException">No shared level; a level's groups do not cover the batch; the tables' page sizes
     /// differ; a page id is past the pool; or an option is out of range.</exception>

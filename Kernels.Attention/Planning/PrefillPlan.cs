@@ -7,7 +7,7 @@ namespace Kernels.Attention.Planning;
 /// pages that lie wholly outside every row's causal/window range, and (block-sparse) blocks the mask excludes, are never read.
 /// Planned with a workspace and fewer items than the backend wants (few requests or kv heads over long keys: tree verification
 /// or chunked prefill at long context, block-sparse decode, a cascade's shared prompt), a tile's live pages are cut into
-/// chunks of <see cref="ChunkPages"/> whose partial states go to the workspace (<see cref="AttentionPlan.PartialOutputOffset"/>,
+/// chunks of at most <see cref="ChunkPages"/> pages whose partial states go to the workspace (<see cref="AttentionPlan.PartialOutputOffset"/>,
 /// <see cref="AttentionPlan.PartialLseOffset"/>) and are merged per (row, head) in chunk order, as decode's.
 /// </remarks>
 public sealed class PrefillPlan : AttentionPlan
@@ -33,7 +33,7 @@ public sealed class PrefillPlan : AttentionPlan
     /// <summary>The workspace split-KV partial states go to (null for a plan made without one).</summary>
     public AttentionWorkspace? Workspace { get; }
 
-    /// <summary>Pages per split-KV chunk, or 0 when no tile is split.</summary>
+    /// <summary>Pages per split-KV chunk at most (a tile's chunks are balanced to within one page), or 0 when no tile is split.</summary>
     public int ChunkPages { get; }
 
     /// <summary>True for a plan made from a <see cref="Masks.BlockSparseMask"/>.</summary>

@@ -154,7 +154,8 @@ public static class PrefillPlanner
     /// <summary>The work items of <paramref name="tiles"/>: one per (tile, kv head, block of query heads), and with split-KV one
     /// per chunk of the tile's live pages (those some row of the tile keeps a key of) for tiles with more than a chunk.</summary>
     /// <remarks>A plan splits when it has a workspace and either a forced chunk size or fewer items than the target: chunks are
-    /// <see cref="SplitKvLayout.ChunkPages"/> of the live pages summed over the items (at least 256 tokens), as decode's.
+    /// at most <see cref="SplitKvLayout.ChunkPages"/> of the live pages summed over the items (at least 256 tokens), as decode's,
+    /// and a tile's chunks are of equal size up to one page.
     /// Page-list entries of a tile are in key order (pages of a request; block-sparse indices strictly increase), so its live
     /// pages are one run of entries. Unsplit tiles keep their whole page range, which the kernels skip through as before.</remarks>
     private static (AttentionWorkItem[] Items, SplitKvLayout? Layout, int ChunkPages) MakeItems(List<Tile> tiles, AttentionShape shape,
@@ -180,6 +181,7 @@ public static class PrefillPlanner
             var tile = tiles[t];
             int n = live[t].End - live[t].Begin;
             int chunks = n > chunk ? (int)(((long)n + chunk - 1) / chunk) : 1;
+            int size = (int)(((long)n + chunks - 1) / chunks); // balanced: 133 pages in chunks of ≤ 129 are 67 + 66, not 129 + 4
             int first = chunks > 1 ? layout!.Reserve(tile.Row, tile.Rows, chunks) : -1;
             anySplit |= chunks > 1;
             for (int c = 0; c < chunks; c++)
@@ -187,8 +189,8 @@ public static class PrefillPlanner
                 int pb = tile.PageBegin, pe = tile.PageEnd, slot = -1;
                 if (chunks > 1)
                 {
-                    pb = live[t].Begin + c * chunk;
-                    pe = (int)Math.Min(live[t].End, (long)pb + chunk);
+                    pb = live[t].Begin + c * size;
+                    pe = (int)Math.Min(live[t].End, (long)pb + size);
                     slot = first + c * tile.Rows;
                 }
                 for (int kh = 0; kh < shape.KvHeads; kh++)

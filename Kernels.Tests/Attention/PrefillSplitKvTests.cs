@@ -49,6 +49,18 @@ public class PrefillSplitKvTests
     }
 
     [Fact]
+    public void Plan_ChunksOfATile_AreBalanced()
+    {
+        // 133 pages, 8 items unsplit, 16 wanted: chunks of at most ceil(133·8/16) = 67 pages: 67 + 66. Forced chunks of at
+        // most 129 pages are also cut 67 + 66, not 129 + 4.
+        var plan = PrefillPlanner.Plan([0, 1], OneRequest(133 * 16), Llama, 133, null, null, new AttentionWorkspace(), targetItems: 16);
+        Assert.Equal(67, plan.ChunkPages);
+        Assert.Equal([66, 67], plan.Items.ToArray().Select(it => it.PageEnd - it.PageBegin).Distinct().Order());
+        var forced = PrefillPlanner.Plan([0, 1], OneRequest(133 * 16), Llama, 133, null, null, new AttentionWorkspace(), fixedChunkPages: 129);
+        Assert.Equal([66, 67], forced.Items.ToArray().Select(it => it.PageEnd - it.PageBegin).Distinct().Order());
+    }
+
+    [Fact]
     public void Plan_SlidingWindow_SplitsOnlyTheLivePages()
     {
         // Rows see keys 7187…8191 at most: pages 449…511 (63 pages) are live; 63·8/64 → the 16-page minimum: 4 chunks.

@@ -43,6 +43,10 @@ public sealed partial class AttentionSuite
         }
     }
 
+    /// <summary>The plan's work items, and its split-KV chunk size when it split.</summary>
+    private static string ItemsNote(PrefillPlan plan) =>
+        plan.PartialSlots > 0 ? $"{plan.WorkItemCount} items (split-KV, chunks ≤ {plan.ChunkPages} pages)" : $"{plan.WorkItemCount} items";
+
     private static BenchCase PrefillCase(BenchContext ctx, string shapeText, int[] lens, Kernels.Gpu.GpuBackend? gpu)
     {
         int[] pages = lens.Select(l => (l + PageSize - 1) / PageSize).ToArray();
@@ -61,7 +65,7 @@ public sealed partial class AttentionSuite
         }
         var table = new PageTable(indptr, placement, lens.Select((l, b) => l - (pages[b] - 1) * PageSize).ToArray(), PageSize);
         var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
-        var plan = PrefillPlanner.Plan(qoIndptr, table, shape, numPages);
+        var plan = PrefillPlanner.Plan(qoIndptr, table, shape, numPages, null, null, new AttentionWorkspace(), TargetItems(ctx, gpu));
         int rows = qoIndptr[^1];
         float[] q = DenseSuite.RandomFloats(rows * QoHeads * HeadDim, 5), o = new float[q.Length], lse = new float[rows * QoHeads];
         double pairs = lens.Sum(l => (double)l * (l + 1) / 2);
@@ -79,7 +83,7 @@ public sealed partial class AttentionSuite
             Op = "prefill", Format = "kv f16", Shape = shapeText, Backend = gpu?.Name ?? "cpu", Path = gpu?.Accelerator.Name ?? ctx.CpuPath,
             Bytes = bytes, Flops = 4.0 * pairs * QoHeads * HeadDim,
             Run = c.Run, Verify = () => Verify(c.RunAndRead),
-            Note = $"{plan.WorkItemCount} items",
+            Note = ItemsNote(plan),
             Resources = new Disposables([c.Resources, cache, template]),
         };
     }
@@ -102,7 +106,7 @@ public sealed partial class AttentionSuite
         for (int j = 0; j < blocks; j++) cache.CopyPageFrom(template, j % TemplatePages, j);
         var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
         var options = new AttentionOptions { Causal = false };
-        var plan = PrefillPlanner.PlanBlockSparse(mask, shape, blocks, options);
+        var plan = PrefillPlanner.PlanBlockSparse(mask, shape, blocks, options, null, new AttentionWorkspace(), TargetItems(ctx, gpu));
         float[] q = DenseSuite.RandomFloats(SparseTokens * QoHeads * HeadDim, 6), o = new float[q.Length], lse = new float[SparseTokens * QoHeads];
         double pairs = (double)indices.Count * SparseBlock * SparseBlock;
         double bytes = 2.0 * indices.Count * SparseBlock * KvHeads * cache.RowBytes + 8.0 * q.Length;
@@ -137,7 +141,7 @@ public sealed partial class AttentionSuite
             Bytes = bytes, Flops = 4.0 * pairs * QoHeads * HeadDim,
             Run = c.Run, Verify = () => Verify(c.RunAndRead),
             BaselineKey = dense ? null : BenchCase.MakeKey("block-sparse dense", "kv f16", shapeText, gpu?.Name ?? "cpu"),
-            Note = $"{indices.Count} of {blocks * blocks} blocks kept; {plan.WorkItemCount} items",
+            Note = $"{indices.Count} of {blocks * blocks} blocks kept; {ItemsNote(plan)}",
             Resources = new Disposables([c.Resources, cache, template]),
         };
     }
@@ -172,7 +176,7 @@ public sealed partial class AttentionSuite
         });
         var shape = new AttentionShape(QoHeads, KvHeads, HeadDim);
         var options = new AttentionOptions { Causal = !masked };
-        var plan = PrefillPlanner.Plan(qoIndptr, table, shape, numPages, options, masked ? mask : null);
+        var plan = PrefillPlanner.Plan(qoIndptr, table, shape, numPages, options, masked ? mask : null, new AttentionWorkspace(), TargetItems(ctx, gpu));
         int rows = qoIndptr[^1];
         float[] q = DenseSuite.RandomFloats(rows * QoHeads * HeadDim, 7), o = new float[q.Length], lse = new float[rows * QoHeads];
         double pairs = 0;
@@ -200,7 +204,7 @@ public sealed partial class AttentionSuite
             Path = gpu?.Accelerator.Name ?? ctx.CpuPath, Bytes = bytes, Flops = 4.0 * pairs * QoHeads * HeadDim,
             Run = c.Run, Verify = () => Verify(c.RunAndRead),
             BaselineKey = masked ? BenchCase.MakeKey("tree verify causal", "kv f16", shapeText, gpu?.Name ?? "cpu") : null,
-            Note = $"{pairs / rows:F0} keys kept per row; {plan.WorkItemCount} items",
+            Note = $"{pairs / rows:F0} keys kept per row; {ItemsNote(plan)}",
             Resources = new Disposables([c.Resources, cache, template]),
         };
     }

@@ -253,6 +253,9 @@ public sealed partial class AttentionSuite : IBenchSuite
     /// <summary>Split-KV work items for the CPU cases: eight per thread.</summary>
     private static int CpuTargetItems(BenchContext ctx) => Kernels.Cpu.CpuBackend.DecodeItemsPerThread * ctx.Options.EffectiveParallelism; // = CpuBackend.DecodeTargetItems
 
+    /// <summary>The split-KV target of the backend a case runs on, as a runtime would plan with it.</summary>
+    private static int TargetItems(BenchContext ctx, Kernels.Gpu.GpuBackend? gpu) => gpu?.DecodeTargetItems ?? CpuTargetItems(ctx);
+
     private static Dictionary<string, string>? Extra(bool q8, string op, string format, string shape)
     {
         var extra = new Dictionary<string, string>();
