@@ -5,7 +5,8 @@ namespace Kernels.Attention.Planning;
 /// Made by <see cref="PrefillPlanner.Plan"/> or <see cref="PrefillPlanner.PlanBlockSparse"/>. Work items are tiles of query rows
 /// (× the query heads of one kv head, at most <see cref="AttentionPlan.MaxQueriesPerItem"/> queries) over the request's pages;
 /// pages that lie wholly outside every row's causal/window range, and (block-sparse) blocks the mask excludes, are never read.
-/// Planned with a workspace and fewer items than the backend wants (few requests or kv heads over long keys: tree verification
+/// Planned with a workspace, a request of one query row (a decode step) takes every kv head that fits the tile per item, as
+/// decode items do; and with fewer items than the backend wants (few requests or kv heads over long keys: tree verification
 /// or chunked prefill at long context, block-sparse decode, a cascade's shared prompt), a tile's live pages are cut into
 /// chunks of at most <see cref="ChunkPages"/> pages whose partial states go to the workspace (<see cref="AttentionPlan.PartialOutputOffset"/>,
 /// <see cref="AttentionPlan.PartialLseOffset"/>) and are merged per (row, head) in chunk order, as decode's.

@@ -62,7 +62,8 @@ public static class PrefillPlanner
                 tokens[p0 + j] = j == n - 1 ? table.LastPageLen[b] : ps;
                 keyStart[p0 + j] = j * ps;
             }
-            AddTiles(tiles, shape, qoIndptr[b], qoIndptr[b + 1] - qoIndptr[b], 0, qoIndptr[b + 1] - qoIndptr[b], kvLen, p0, p0 + n);
+            AddTiles(tiles, shape, qoIndptr[b], qoIndptr[b + 1] - qoIndptr[b], 0, qoIndptr[b + 1] - qoIndptr[b], kvLen, p0, p0 + n,
+                split.Workspace is not null);
         }
         var (items, layout, chunk) = MakeItems(tiles, shape, options, customMask, bottomRightRows, tokens, keyStart, qoIndptr[batch], ps, split);
         var plan = new PrefillPlan(shape, options, ps, table.MaxPageId, qoIndptr[batch], batch, pageIds, tokens, keyStart, items, blockSparse: false,
@@ -114,7 +115,7 @@ public static class PrefillPlanner
         for (int i = 0; i < mask.BlockRows; i++)
         {
             int r0 = i * mask.R, rows = Math.Min(mask.R, mask.M - r0);
-            AddTiles(tiles, shape, r0, rows, r0, mask.M, mask.N, mask.Indptr[i], mask.Indptr[i + 1]);
+            AddTiles(tiles, shape, r0, rows, r0, mask.M, mask.N, mask.Indptr[i], mask.Indptr[i + 1], workspace is not null);
         }
         int maxPage = pageIds.Length == 0 ? -1 : pageIds.Max();
         var (items, layout, chunk) = MakeItems(tiles, shape, options, elementMask, bottomRightRows: true, tokens, keyStart, mask.M, mask.C, split);
@@ -139,19 +140,30 @@ public static class PrefillPlanner
     }
 
     /// <summary>A tile of query rows of one request over its page-list entries <c>[PageBegin, PageEnd)</c>; its work items take
-    /// one kv head and a block of its query heads each.</summary>
-    private readonly record struct Tile(int Row, int Rows, int MaskQuery, int MaskQoLen, int MaskKvLen, int PageBegin, int PageEnd);
-
-    private static void AddTiles(List<Tile> tiles, AttentionShape shape, int row0, int rows, int maskQuery0, int maskQoLen, int maskKvLen,
-        int pageBegin, int pageEnd)
+    /// <see cref="KvPerItem"/> kv heads and a block of their query heads each.</summary>
+    private readonly record struct Tile(int Row, int Rows, int MaskQuery, int MaskQoLen, int MaskKvLen, int PageBegin, int PageEnd, int KvPerItem)
     {
-        // Prefill is compute-bound: one kv head per item and as many query rows as fit, so each K/V row feeds many dots.
-        int rowsPerTile = Math.Max(1, AttentionPlan.MaxQueriesPerItem / AttentionPlan.GroupHeadsPerItem(shape));
-        for (int r = 0; r < rows; r += rowsPerTile)
-            tiles.Add(new Tile(row0 + r, Math.Min(rowsPerTile, rows - r), maskQuery0 + r, maskQoLen, maskKvLen, pageBegin, pageEnd));
+        /// <summary>Work items per chunk of the tile.</summary>
+        public int Items(AttentionShape shape, int groupHeads) =>
+            (shape.KvHeads + KvPerItem - 1) / KvPerItem * ((shape.GroupSize + groupHeads - 1) / groupHeads);
     }
 
-    /// <summary>The work items of <paramref name="tiles"/>: one per (tile, kv head, block of query heads), and with split-KV one
+    private static void AddTiles(List<Tile> tiles, AttentionShape shape, int row0, int rows, int maskQuery0, int maskQoLen, int maskKvLen,
+        int pageBegin, int pageEnd, bool splits)
+    {
+        // Prefill is compute-bound: one kv head per item and as many query rows as fit, so each K/V row feeds many dots. A
+        // request of one query row (a decode step in a mixed batch or with a custom mask, block-sparse decode, a one-sequence
+        // cascade group) is memory-bound like decode: planned with a workspace, its items take every kv head that fits 64
+        // queries, so an NHD page is read front to back once rather than as one strided row per kv head, and split-KV
+        // gives the cores their items back. Without a workspace the kv heads stay the parallelism.
+        int gh = AttentionPlan.GroupHeadsPerItem(shape);
+        int rowsPerTile = Math.Max(1, AttentionPlan.MaxQueriesPerItem / gh);
+        int kvPerItem = rows == 1 && splits ? Math.Max(1, AttentionPlan.MaxQueriesPerItem / gh) : 1;
+        for (int r = 0; r < rows; r += rowsPerTile)
+            tiles.Add(new Tile(row0 + r, Math.Min(rowsPerTile, rows - r), maskQuery0 + r, maskQoLen, maskKvLen, pageBegin, pageEnd, kvPerItem));
+    }
+
+    /// <summary>The work items of <paramref name="tiles"/>: one per (tile, kv heads, block of query heads), and with split-KV one
     /// per chunk of the tile's live pages (those some row of the tile keeps a key of) for tiles with more than a chunk.</summary>
     /// <remarks>A plan splits when it has a workspace and either a forced chunk size or fewer items than the target: chunks are
     /// at most <see cref="SplitKvLayout.ChunkPages"/> of the live pages summed over the items (at least 256 tokens), as decode's,
@@ -162,19 +174,20 @@ public static class PrefillPlanner
         AttentionOptions options, CustomMask? mask, bool bottomRightRows, int[] tokens, int[] keyStart, int queryRows, int pageSize, SplitRequest split)
     {
         int g = shape.GroupSize, gh = AttentionPlan.GroupHeadsPerItem(shape);
-        int itemsPerTile = shape.KvHeads * ((g + gh - 1) / gh);
         var live = new (int Begin, int End)[tiles.Count];
-        long pageWork = 0;
+        long pageWork = 0, baseItems = 0;
         for (int t = 0; t < tiles.Count; t++)
         {
             live[t] = LivePages(tiles[t], options, mask, bottomRightRows, tokens, keyStart);
-            pageWork += (long)(live[t].End - live[t].Begin) * itemsPerTile;
+            int n = tiles[t].Items(shape, gh);
+            pageWork += (long)(live[t].End - live[t].Begin) * n;
+            baseItems += n;
         }
         SplitKvLayout? layout = split.Workspace is null ? null : new SplitKvLayout(queryRows);
         int chunk = int.MaxValue;
-        if (layout is not null && (split.FixedChunkPages is not null || (long)tiles.Count * itemsPerTile < split.TargetItems))
+        if (layout is not null && (split.FixedChunkPages is not null || baseItems < split.TargetItems))
             chunk = split.FixedChunkPages ?? SplitKvLayout.ChunkPages(pageWork, split.TargetItems, pageSize);
-        var items = new List<AttentionWorkItem>(tiles.Count * itemsPerTile);
+        var items = new List<AttentionWorkItem>((int)Math.Min(baseItems, 1 << 20));
         bool anySplit = false;
         for (int t = 0; t < tiles.Count; t++)
         {
@@ -193,10 +206,10 @@ public static class PrefillPlanner
                     pe = (int)Math.Min(live[t].End, (long)pb + size);
                     slot = first + c * tile.Rows;
                 }
-                for (int kh = 0; kh < shape.KvHeads; kh++)
+                for (int kh = 0; kh < shape.KvHeads; kh += tile.KvPerItem)
                     for (int h = 0; h < g; h += gh)
-                        items.Add(new AttentionWorkItem(tile.Row, tile.Rows, tile.MaskQuery, tile.MaskQoLen, tile.MaskKvLen, kh, 1, h, Math.Min(gh, g - h),
-                            pb, pe, slot));
+                        items.Add(new AttentionWorkItem(tile.Row, tile.Rows, tile.MaskQuery, tile.MaskQoLen, tile.MaskKvLen, kh,
+                            Math.Min(tile.KvPerItem, shape.KvHeads - kh), h, Math.Min(gh, g - h), pb, pe, slot));
             }
         }
         return ([.. items], layout, anySplit ? chunk : 0);

@@ -279,6 +279,20 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         lt.ToArray().CopyTo(lse, 0);
     }
 
+    /// <summary>The prefill property's cases at GPU-test size (the CPU accelerator runs one OS thread per GPU thread).</summary>
+    private static Gen<PagedPrefillTests.PrefillCase> SmallPrefillCases =>
+        from c in PagedPrefillTests.Cases.Generator where c.Cache.SeqLens.Sum() <= 60 && c.QoLens.Sum() <= 24 select FewChunks(c);
+
+    /// <summary>Half of the drawn forced splits, of two chunks per tile: chunks of 1 page over 60 one-token pages would
+    /// launch a thread group per page and kv head, each of 32 OS threads per warp on the CPU accelerator.</summary>
+    private static PagedPrefillTests.PrefillCase FewChunks(PagedPrefillTests.PrefillCase c)
+    {
+        if (c.SplitPages <= 0) return c;
+        if (c.Cache.Seed % 2 == 0) return c with { SplitPages = 0 };
+        int pages = c.Cache.SeqLens.DefaultIfEmpty(0).Max(l => (l + c.Cache.PageSize - 1) / c.Cache.PageSize);
+        return c with { SplitPages = Math.Max(c.SplitPages, (pages + 1) / 2) };
+    }
+
     [Fact]
     public void Prefill_RandomCases_MatchReference()
     {
@@ -286,8 +300,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         // format and layout) with up to 3 Inf/NaN values injected into K/V, on the GPU kernel's row × head tiles: units of
         // up to 16 (row, head) pairs whose rows see different key ranges, a partial last tile, items of more rows than a
         // tile. Fewer, smaller cases: the CPU accelerator runs one OS thread per GPU thread.
-        var small = (from c in PagedPrefillTests.Cases.Generator
-                     where c.Cache.SeqLens.Sum() <= 60 && c.QoLens.Sum() <= 24
+        var small = (from c in SmallPrefillCases
                      from n in Gen.Elements(0, 0, 2)
                      select (c, n)).ToArbitrary();
         Prop.ForAll(small, x => PagedPrefillTests.Check(x.c, RunGpu, "gpu", nonFinite: PagedPrefillTests.NonFiniteFor(x.c, x.n)))
@@ -302,7 +315,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         var small = (from x in CustomMaskTests.Cases.Generator
                      where x.Case.Cache.SeqLens.Sum() <= 60 && x.Case.QoLens.Sum() <= 24
                      from n in Gen.Elements(0, 2)
-                     select (x.Case, x.Mask, n)).ToArbitrary();
+                     select (Case: FewChunks(x.Case), x.Mask, n)).ToArbitrary();
         Prop.ForAll(small, x => PagedPrefillTests.Check(x.Case, RunGpu, "gpu", nonFinite: PagedPrefillTests.NonFiniteFor(x.Case, x.n),
             maskOf: x.Mask.Make)).Check(Config.QuickThrowOnFailure.WithMaxTest(15));
     }
@@ -311,8 +324,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
     public void Alibi_RandomCases_MatchReference()
     {
         // AlibiTests' properties on the GPU kernel: prefill tiles (rows at different query positions) and decode with split-KV.
-        var prefill = (from c in PagedPrefillTests.Cases.Generator
-                       where c.Cache.SeqLens.Sum() <= 60 && c.QoLens.Sum() <= 24
+        var prefill = (from c in SmallPrefillCases
                        from s in AlibiTests.Slopes
                        select (c, s)).ToArbitrary();
         Prop.ForAll(prefill, x => PagedPrefillTests.Check(x.c, RunGpu, "gpu", alibiFor: x.s.For)).Check(Config.QuickThrowOnFailure.WithMaxTest(10));
@@ -342,8 +354,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         // Decode (split), prefill and a cascade with sinks on the GPU kernel; without an lse buffer the backends use scratch.
         var decode = (from c in PagedDecodeTests.Cases.Generator where c.Cache.SeqLens.Sum() <= 80 from s in AttentionSinkTests.Sinks select (c, s)).ToArbitrary();
         Prop.ForAll(decode, x => PagedDecodeTests.CheckNonFinite(x.c, 0, RunGpu, "gpu", sinksFor: x.s)).Check(Config.QuickThrowOnFailure.WithMaxTest(8));
-        var prefill = (from c in PagedPrefillTests.Cases.Generator where c.Cache.SeqLens.Sum() <= 60 && c.QoLens.Sum() <= 24 from s in AttentionSinkTests.Sinks
-                       select (c, s)).ToArbitrary();
+        var prefill = (from c in SmallPrefillCases from s in AttentionSinkTests.Sinks select (c, s)).ToArbitrary();
         Prop.ForAll(prefill, x => PagedPrefillTests.Check(x.c, RunGpu, "gpu", sinksFor: x.s)).Check(Config.QuickThrowOnFailure.WithMaxTest(8));
 
         var (cache, plan, (q, e, le, mag, eps, maxLen)) = SinkCascade();
@@ -483,7 +494,8 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         var small = (from c in PagedPrefillTests.SparseCases.Generator
                      where c.M <= 24 && c.N <= 40
                      from density in Gen.Elements(0, 50, 100)
-                     select (c, density)).ToArbitrary();
+                     select (c: c.SplitBlocks > 0 ? c with { SplitBlocks = Math.Max(c.SplitBlocks, ((c.N + c.C - 1) / c.C + 1) / 2) } : c, density))
+                     .ToArbitrary(); // at most 2 chunks per block row, as FewChunks
         Prop.ForAll(small, x => PagedPrefillTests.CheckSparse(x.c, KernelOptions.Default, x.density, RunGpu)).Check(Config.QuickThrowOnFailure.WithMaxTest(10));
     }
 

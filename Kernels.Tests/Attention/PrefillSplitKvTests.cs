@@ -51,12 +51,12 @@ public class PrefillSplitKvTests
     [Fact]
     public void Plan_ChunksOfATile_AreBalanced()
     {
-        // 133 pages, 8 items unsplit, 16 wanted: chunks of at most ceil(133·8/16) = 67 pages: 67 + 66. Forced chunks of at
+        // 2 rows over 133 pages, 8 items unsplit, 16 wanted: chunks of at most ceil(133·8/16) = 67 pages: 67 + 66. Forced chunks of at
         // most 129 pages are also cut 67 + 66, not 129 + 4.
-        var plan = PrefillPlanner.Plan([0, 1], OneRequest(133 * 16), Llama, 133, null, null, new AttentionWorkspace(), targetItems: 16);
+        var plan = PrefillPlanner.Plan([0, 2], OneRequest(133 * 16), Llama, 133, null, null, new AttentionWorkspace(), targetItems: 16);
         Assert.Equal(67, plan.ChunkPages);
         Assert.Equal([66, 67], plan.Items.ToArray().Select(it => it.PageEnd - it.PageBegin).Distinct().Order());
-        var forced = PrefillPlanner.Plan([0, 1], OneRequest(133 * 16), Llama, 133, null, null, new AttentionWorkspace(), fixedChunkPages: 129);
+        var forced = PrefillPlanner.Plan([0, 2], OneRequest(133 * 16), Llama, 133, null, null, new AttentionWorkspace(), fixedChunkPages: 129);
         Assert.Equal([66, 67], forced.Items.ToArray().Select(it => it.PageEnd - it.PageBegin).Distinct().Order());
     }
 
@@ -75,10 +75,31 @@ public class PrefillSplitKvTests
     [Fact]
     public void PlanBlockSparse_OneRowOverManyBlocks_Splits()
     {
-        // Block-sparse decode: 1 query over 128 kept blocks of 64 keys; 8 items unsplit, chunks of 128·8/64 = 16 blocks.
+        // Block-sparse decode: 1 query over 128 kept blocks of 64 keys. Planned with a workspace, a one-row request takes
+        // every kv head per item, as decode: 1 item unsplit, so chunks of max(256 tokens = 4 blocks, 128/64): 32 items of
+        // 8 kv heads each. Without one, the 8 kv heads are the items.
         var mask = new BlockSparseMask([0, 128], Enumerable.Range(0, 128).ToArray(), 1, 8192, 1, 64);
         var plan = PrefillPlanner.PlanBlockSparse(mask, Llama, 128, new AttentionOptions { Causal = false }, null, new AttentionWorkspace(), targetItems: 64);
-        Assert.Equal((16, 64, 8), (plan.ChunkPages, plan.WorkItemCount, plan.PartialSlots));
+        Assert.Equal((4, 32, 32), (plan.ChunkPages, plan.WorkItemCount, plan.PartialSlots));
+        Assert.All(plan.Items.ToArray(), it => Assert.Equal((0, 8, 4), (it.KvHead, it.KvHeads, it.GroupHeads)));
+        var whole = PrefillPlanner.PlanBlockSparse(mask, Llama, 128, new AttentionOptions { Causal = false });
+        Assert.Equal((8, 1), (whole.WorkItemCount, whole.Items[0].KvHeads));
+    }
+
+    [Fact]
+    public void Plan_OneRowRequests_WithAWorkspace_TakeEveryKvHeadPerItem()
+    {
+        // A mixed batch: a 3-row prefill request and two decode steps (one row each) over 300 keys. With a workspace the
+        // one-row requests are planned as decode (every kv head that fits 64 queries per item, then split-KV); the 3-row
+        // request keeps one kv head per item.
+        var table = new PageTable([0, 19, 38, 57], Enumerable.Range(0, 57).ToArray(), [12, 12, 12], 16);
+        var shape = new AttentionShape(32, 8, 128);
+        var plan = PrefillPlanner.Plan([0, 3, 4, 5], table, shape, 57, null, null, new AttentionWorkspace(), targetItems: 1);
+        Assert.All(plan.Items.ToArray(), it => Assert.Equal(it.QueryRows == 1 ? 8 : 1, it.KvHeads));
+        Assert.Equal(8 + 1 + 1, plan.WorkItemCount);
+        var noWorkspace = PrefillPlanner.Plan([0, 3, 4, 5], table, shape, 57);
+        Assert.All(noWorkspace.Items.ToArray(), it => Assert.Equal(1, it.KvHeads));
+        Assert.Equal(24, noWorkspace.WorkItemCount);
     }
 
     [Fact]
