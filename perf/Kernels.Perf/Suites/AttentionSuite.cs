@@ -88,6 +88,7 @@ public sealed partial class AttentionSuite : IBenchSuite
                         yield return Case(ctx, batch, len, DType.F16, KvScaleMode.None, "kv f16 hnd", false, paged, null, PageSize, KvLayout.Hnd);
                 }
         }
+        foreach (var c in MaskedDecodeCases(ctx)) yield return c;
         foreach (var c in CascadeCases(ctx)) yield return c;
         foreach (var c in PrefillCases(ctx)) yield return c;
         foreach (var c in AppendCases(ctx)) yield return c;
@@ -250,7 +251,7 @@ public sealed partial class AttentionSuite : IBenchSuite
         return template;
     }
 
-    /// <summary>Split-KV work items for the CPU cases: eight per thread.</summary>
+    /// <summary>Split-KV work items for the CPU cases: <see cref="Kernels.Cpu.CpuBackend.DecodeItemsPerThread"/> per thread.</summary>
     private static int CpuTargetItems(BenchContext ctx) => Kernels.Cpu.CpuBackend.DecodeItemsPerThread * ctx.Options.EffectiveParallelism; // = CpuBackend.DecodeTargetItems
 
     /// <summary>The split-KV target of the backend a case runs on, as a runtime would plan with it.</summary>
