@@ -41,17 +41,8 @@ public sealed partial class AttentionSuite
     {
         int ownPages = ownTokens / PageSize;
         int numPages = levels.Sum(l => l.Groups * (l.Tokens / PageSize)) + CascadeBatch * ownPages;
-        using var template = Template(PageSize, DType.F16, KvLayout.Nhd, KvScaleMode.None);
-        double kvBytes = 2.0 * PageSize * KvHeads * template.RowBytes * numPages;
-        int copies = gpu is null ? ctx.ColdCopies(kvBytes) : 1;
-        int[] placement = Enumerable.Range(0, numPages).ToArray();
-        new Random(12).Shuffle(placement);
-        var caches = new PagedKvCache[copies];
-        for (int c = 0; c < copies; c++)
-        {
-            caches[c] = new PagedKvCache(numPages, PageSize, KvHeads, HeadDim, DType.F16, KvLayout.Nhd, KvScaleMode.None);
-            for (int i = 0; i < numPages; i++) caches[c].CopyPageFrom(template, i % TemplatePages, placement[i]);
-        }
+        var (caches, placement, kvBytes) = ScatteredF16Pools(ctx, numPages, 12, gpu);
+        int copies = caches.Length;
         // Pages in placement order: each level's groups, then each sequence's own pages. Flat rows repeat the shared pages.
         var cascadeLevels = new CascadeLevel[levels.Length];
         var flatRows = Enumerable.Range(0, CascadeBatch).Select(_ => new List<int>()).ToArray();

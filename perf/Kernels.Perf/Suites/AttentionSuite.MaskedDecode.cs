@@ -29,17 +29,8 @@ public sealed partial class AttentionSuite
     private static BenchCase MaskedDecodeCase(BenchContext ctx, int batch, int len, Kernels.Gpu.GpuBackend? gpu)
     {
         int pagesPer = (len + PageSize - 1) / PageSize, numPages = batch * pagesPer;
-        using var template = Template(PageSize, DType.F16, KvLayout.Nhd, KvScaleMode.None);
-        double kvBytes = 2.0 * PageSize * KvHeads * template.RowBytes * numPages;
-        int copies = gpu is null ? ctx.ColdCopies(kvBytes) : 1;
-        int[] placement = Enumerable.Range(0, numPages).ToArray();
-        new Random(17).Shuffle(placement);
-        var caches = new PagedKvCache[copies];
-        for (int c = 0; c < copies; c++)
-        {
-            caches[c] = new PagedKvCache(numPages, PageSize, KvHeads, HeadDim, DType.F16, KvLayout.Nhd, KvScaleMode.None);
-            for (int i = 0; i < numPages; i++) caches[c].CopyPageFrom(template, i % TemplatePages, placement[i]);
-        }
+        var (caches, placement, kvBytes) = ScatteredF16Pools(ctx, numPages, 17, gpu);
+        int copies = caches.Length;
         var table = new PageTable(Enumerable.Range(0, batch + 1).Select(b => b * pagesPer).ToArray(), placement,
             Enumerable.Repeat(len - (pagesPer - 1) * PageSize, batch).ToArray(), PageSize);
         int[] qoIndptr = Enumerable.Range(0, batch + 1).ToArray();

@@ -231,6 +231,25 @@ public sealed partial class AttentionSuite : IBenchSuite
         };
     }
 
+    /// <summary>fp16 NHD pools of <paramref name="numPages"/> 16-token pages filled from the template, page i of the data at
+    /// <c>placement[i]</c> (a shuffle with <paramref name="seed"/>); enough copies on the CPU that each run reads from DRAM
+    /// (<see cref="BenchContext.ColdCopies"/>), one on a GPU. kvBytes counts K and V.</summary>
+    private static (PagedKvCache[] Caches, int[] Placement, double KvBytes) ScatteredF16Pools(BenchContext ctx, int numPages, int seed, Kernels.Gpu.GpuBackend? gpu)
+    {
+        using var template = Template(PageSize, DType.F16, KvLayout.Nhd, KvScaleMode.None);
+        double kvBytes = 2.0 * PageSize * KvHeads * template.RowBytes * numPages;
+        int copies = gpu is null ? ctx.ColdCopies(kvBytes) : 1;
+        int[] placement = Enumerable.Range(0, numPages).ToArray();
+        new Random(seed).Shuffle(placement);
+        var caches = new PagedKvCache[copies];
+        for (int c = 0; c < copies; c++)
+        {
+            caches[c] = new PagedKvCache(numPages, PageSize, KvHeads, HeadDim, DType.F16, KvLayout.Nhd, KvScaleMode.None);
+            for (int i = 0; i < numPages; i++) caches[c].CopyPageFrom(template, i % TemplatePages, placement[i]);
+        }
+        return (caches, placement, kvBytes);
+    }
+
     /// <summary>Template pages of one format: the same random values (seed 7) for every format, quantized as it stores them.</summary>
     private static PagedKvCache Template(int pageSize, DType dtype, KvLayout layout, KvScaleMode mode)
     {
