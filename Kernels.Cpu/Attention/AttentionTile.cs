@@ -90,7 +90,7 @@ internal unsafe ref struct TileItem
     public float* Rope;                    // in-kernel RoPE: cos/sin rows [position][RopeRotary], or null
     public int RopeRotary;
     public bool RopeInterleaved;
-    public bool RopeInLogits;              // RoPE applied to K chunks inside the logit blocks (Tile512, NeoX, decode-type items)
+    public bool RopeInLogits;              // RoPE applied to K chunks inside the logit blocks (Tile512/Tile256, NeoX, decode-type items)
     public IsaPath Isa;                    // this kernel's path (RoPE rows rotate at its width)
 }
 

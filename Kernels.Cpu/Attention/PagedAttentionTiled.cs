@@ -179,12 +179,12 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         // otherwise every block of four queries widens it again. Decode (one row) keeps reading the rows in place.
         bool prefillType = c.QueryRows > 1 && c.QueryRows * c.GroupHeads >= 8;
         c.WidenV = typeof(TL) != typeof(KvF32) && !c.IntDot && prefillType;
-        // In-kernel RoPE: AVX-512 decode-type items with NeoX pairs over the whole row rotate each K chunk in registers inside
-        // the logit blocks (Tile512.Logits4Neox); otherwise K is widened to fp32 rows, rotated there, and read back (fp32
-        // rows too). Prefill-type items widen anyway, and rotating once per tile beats once per block of four queries.
-        // V is not rotated.
-        c.RopeInLogits = c.Rope != null && typeof(TTile) == typeof(Tile512) && !c.RopeInterleaved && c.RopeRotary == d
-            && !prefillType;
+        // In-kernel RoPE: AVX-512 and AVX2 decode-type items with NeoX pairs over the whole row rotate each K chunk in
+        // registers inside the logit blocks (Tile512/Tile256.Logits4Neox); otherwise K is widened to fp32 rows, rotated
+        // there, and read back (fp32 rows too). Prefill-type items widen anyway, and rotating once per tile beats once per
+        // block of four queries. V is not rotated.
+        c.RopeInLogits = c.Rope != null && (typeof(TTile) == typeof(Tile512) || typeof(TTile) == typeof(Tile256)) && !c.RopeInterleaved
+            && c.RopeRotary == d && !prefillType;
         c.Widen = (c.Rope != null && !c.RopeInLogits) || c.WidenV;
         new Span<float>(c.ZeroRow, MaxD).Clear();
 
@@ -410,6 +410,12 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                     float* cos = c.Rope + (long)k0 * d; // key k0 + t at its index (rotary_dim = d)
                     for (; i + 4 <= ie; i += 4, pfK = default) Tile512.Logits4Neox<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK, cos);
                     for (; i < ie; i++, pfK = default) Tile512.Logits1Neox<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK, cos);
+                }
+                if (typeof(TTile) == typeof(Tile256) && c.RopeInLogits)
+                {
+                    float* cos = c.Rope + (long)k0 * d;
+                    for (; i + 4 <= ie; i += 4, pfK = default) Tile256.Logits4Neox<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK, cos);
+                    for (; i < ie; i++, pfK = default) Tile256.Logits1Neox<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK, cos);
                 }
                 for (; i + 4 <= ie; i += 4, pfK = default) TTile.Logits4<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
                 for (; i < ie; i++, pfK = default) TTile.Logits1<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);

@@ -112,12 +112,31 @@ internal unsafe struct Tile256 : IAttentionTile
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
     public static void Logits4<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
-        where TL : unmanaged, IKvRow
+        where TL : unmanaged, IKvRow =>
+        Logits4<TL, NoRotation>(q, rows, zero, tl, th, d, half, dst, pf, null);
+
+    /// <summary><see cref="Logits4{TL}"/> with in-kernel RoPE for NeoX pairs over the whole row (rotary_dim = head_dim), as
+    /// <see cref="Tile512.Logits4Neox{TL}"/>: each K chunk pair (i, half + i) is rotated in registers right after its load by
+    /// the table row at <c>cos + t·d</c> for token t, with <c>RopeKernel</c>'s formula, so the logits are bit-identical to
+    /// widening, rotating (<c>RopeKernel.RotateRows</c>) and reading the rows back. Tokens outside [tl, th) take row tl's
+    /// angles: their K rows are the zero row, and their table rows may lie past the table.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void Logits4Neox<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf, float* cos)
+        where TL : unmanaged, IKvRow =>
+        Logits4<TL, NeoxRotation>(q, rows, zero, tl, th, d, half, dst, pf, cos);
+
+    /// <summary>The 4 × 2 logit blocks over the tile, K rotated (<typeparamref name="TR"/> = <see cref="NeoxRotation"/>) or
+    /// not (<see cref="NoRotation"/>: the JIT drops every rotation instruction).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void Logits4<TL, TR>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf, float* cos)
+        where TL : unmanaged, IKvRow where TR : struct
     {
+        bool rotate = typeof(TR) == typeof(NeoxRotation);
         for (int g = tl >> 1; g < 8 && 2 * g < th; g++)
         {
             pf.Rows(2 * g, 2);
-            var r = Block4x2<TL>(q, rows + 2 * g, zero + 2 * g, d, half); // lanes [2·query + token]
+            var r = Block4x2<TL, TR>(q, rows + 2 * g, zero + 2 * g, d, half, // lanes [2·query + token]
+                rotate ? AngleRow(cos, 2 * g, tl, th, d) : null, rotate ? AngleRow(cos, 2 * g + 1, tl, th, d) : null);
             var lower = r.GetLower();
             var upper = r.GetUpper();
             Sse.StoreLow(dst + 2 * g, lower);                  // movlps: query 0, tokens 2g, 2g + 1
@@ -127,10 +146,13 @@ internal unsafe struct Tile256 : IAttentionTile
         }
     }
 
-    /// <summary>Four queries × two tokens: 8 register accumulators over head_dim, reduced to lanes <c>[2·query + token]</c>.</summary>
+    /// <summary>Four queries × two tokens: 8 register accumulators over head_dim, reduced to lanes <c>[2·query + token]</c>;
+    /// with <see cref="NeoxRotation"/>, token j's K pairs rotated by the table row at <paramref name="c0"/> / <paramref name="c1"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    private static Vector256<float> Block4x2<TL>(float* q, byte** rows, int* zero, int d, int half) where TL : unmanaged, IKvRow
+    private static Vector256<float> Block4x2<TL, TR>(float* q, byte** rows, int* zero, int d, int half, float* c0, float* c1)
+        where TL : unmanaged, IKvRow where TR : struct
     {
+        bool rotate = typeof(TR) == typeof(NeoxRotation);
         byte* k0 = rows[0], k1 = rows[1];
         var z0 = TL.UsesZero ? Vector256.Create(zero[0]) : default;
         var z1 = TL.UsesZero ? Vector256.Create(zero[1]) : default;
@@ -140,7 +162,9 @@ internal unsafe struct Tile256 : IAttentionTile
         for (int i = 0; i < half; i += 8)
         {
             TL.Load2(k0, i, half, z0, out var x0, out var w0);
+            if (rotate) RotatePair(ref x0, ref w0, c0 + i, half);
             TL.Load2(k1, i, half, z1, out var x1, out var w1);
+            if (rotate) RotatePair(ref x1, ref w1, c1 + i, half);
             Fma2(Vector256.Load(q0 + i), x0, x1, ref a00, ref a01);
             Fma2(Vector256.Load(q1 + i), x0, x1, ref a10, ref a11);
             Fma2(Vector256.Load(q2 + i), x0, x1, ref a20, ref a21);
@@ -164,38 +188,80 @@ internal unsafe struct Tile256 : IAttentionTile
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
     public static void Logits1<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
-        where TL : unmanaged, IKvRow
+        where TL : unmanaged, IKvRow =>
+        Logits1<TL, NoRotation>(q, rows, zero, tl, th, d, half, dst, pf, null);
+
+    /// <summary><see cref="Logits1{TL}"/> with the rotation of <see cref="Logits4Neox{TL}"/> (the heads left over after
+    /// blocks of four).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void Logits1Neox<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf, float* cos)
+        where TL : unmanaged, IKvRow =>
+        Logits1<TL, NeoxRotation>(q, rows, zero, tl, th, d, half, dst, pf, cos);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void Logits1<TL, TR>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf, float* cos)
+        where TL : unmanaged, IKvRow where TR : struct
     {
+        bool rotate = typeof(TR) == typeof(NeoxRotation);
         for (int g = tl >> 3; g < 2 && 8 * g < th; g++)
         {
             pf.Rows(8 * g, 8);
             byte** k = rows + 8 * g;
             int* z = zero + 8 * g;
+            int t = 8 * g;
+            float* c0 = rotate ? AngleRow(cos, t, tl, th, d) : null, c1 = rotate ? AngleRow(cos, t + 1, tl, th, d) : null;
+            float* c2 = rotate ? AngleRow(cos, t + 2, tl, th, d) : null, c3 = rotate ? AngleRow(cos, t + 3, tl, th, d) : null;
+            float* c4 = rotate ? AngleRow(cos, t + 4, tl, th, d) : null, c5 = rotate ? AngleRow(cos, t + 5, tl, th, d) : null;
+            float* c6 = rotate ? AngleRow(cos, t + 6, tl, th, d) : null, c7 = rotate ? AngleRow(cos, t + 7, tl, th, d) : null;
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
             for (int i = 0; i < half; i += 8)
             {
                 var y = Vector256.Load(q + i);
                 var w = Vector256.Load(q + half + i);
-                a0 = Dot2<TL>(k[0], z[0], i, half, y, w, a0);
-                a1 = Dot2<TL>(k[1], z[1], i, half, y, w, a1);
-                a2 = Dot2<TL>(k[2], z[2], i, half, y, w, a2);
-                a3 = Dot2<TL>(k[3], z[3], i, half, y, w, a3);
-                a4 = Dot2<TL>(k[4], z[4], i, half, y, w, a4);
-                a5 = Dot2<TL>(k[5], z[5], i, half, y, w, a5);
-                a6 = Dot2<TL>(k[6], z[6], i, half, y, w, a6);
-                a7 = Dot2<TL>(k[7], z[7], i, half, y, w, a7);
+                a0 = Dot2<TL, TR>(k[0], z[0], i, half, y, w, a0, c0 + i);
+                a1 = Dot2<TL, TR>(k[1], z[1], i, half, y, w, a1, c1 + i);
+                a2 = Dot2<TL, TR>(k[2], z[2], i, half, y, w, a2, c2 + i);
+                a3 = Dot2<TL, TR>(k[3], z[3], i, half, y, w, a3, c3 + i);
+                a4 = Dot2<TL, TR>(k[4], z[4], i, half, y, w, a4, c4 + i);
+                a5 = Dot2<TL, TR>(k[5], z[5], i, half, y, w, a5, c5 + i);
+                a6 = Dot2<TL, TR>(k[6], z[6], i, half, y, w, a6, c6 + i);
+                a7 = Dot2<TL, TR>(k[7], z[7], i, half, y, w, a7, c7 + i);
             }
             Reduce8(Reduce4(a0, a1, a2, a3), Reduce4(a4, a5, a6, a7)).Store(dst + 8 * g); // lanes = tokens 8g … 8g + 7
         }
     }
 
-    /// <summary>a + y·row[i…] + w·row[half + i…].</summary>
+    /// <summary>a + y·row[i…] + w·row[half + i…], the row's pair rotated by the angles at <paramref name="c"/> with
+    /// <see cref="NeoxRotation"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Dot2<TL>(byte* row, int zero, int i, int half, Vector256<float> y, Vector256<float> w, Vector256<float> a)
-        where TL : unmanaged, IKvRow
+    private static Vector256<float> Dot2<TL, TR>(byte* row, int zero, int i, int half, Vector256<float> y, Vector256<float> w, Vector256<float> a, float* c)
+        where TL : unmanaged, IKvRow where TR : struct
     {
         TL.Load2(row, i, half, Vector256.Create(zero), out var x, out var v);
+        if (typeof(TR) == typeof(NeoxRotation)) RotatePair(ref x, ref v, c, half);
         return Fma.MultiplyAdd(w, v, Fma.MultiplyAdd(y, x, a));
+    }
+
+    /// <summary>Marks the unrotated logit kernels.</summary>
+    private struct NoRotation;
+
+    /// <summary>Marks the logit kernels that rotate K by NeoX pairs over the whole row.</summary>
+    private struct NeoxRotation;
+
+    /// <summary>The table row for tile token t (row tl for tokens outside [tl, th), which never read past the table).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float* AngleRow(float* cos, int t, int tl, int th, int d) => cos + (long)(t < tl || t >= th ? tl : t) * d;
+
+    /// <summary>(x1, x2) rotated by the angles at <paramref name="c"/> (cos) and <c>c + half</c> (sin):
+    /// <c>x1' = fma(x1, c, −(x2·s))</c>, <c>x2' = fma(x2, c, x1·s)</c>, as <c>RopeKernel</c>'s AVX2 rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RotatePair(ref Vector256<float> x1, ref Vector256<float> x2, float* c, int half)
+    {
+        var cv = Vector256.Load(c);
+        var sv = Vector256.Load(c + half);
+        var r1 = Fma.MultiplySubtract(x1, cv, x2 * sv);
+        x2 = Fma.MultiplyAdd(x2, cv, x1 * sv);
+        x1 = r1;
     }
 
     /// <summary><see cref="Logits4{TL}"/> for int8/int4 K with int8 queries, as <see cref="Tile512.Logits4Int{TL}"/> does it

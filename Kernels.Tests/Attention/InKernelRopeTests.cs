@@ -107,13 +107,14 @@ public class InKernelRopeTests
         // The kernels rotate with ApplyRope's formula, so on an fp32 cache in-kernel RoPE gives the same bits as rotating the
         // queries and the cached keys with RopeKernel first and decoding without RoPE (same path, same plan shape).
         if (IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
-        // NeoX over the whole row (AVX-512 widens and rotates in one pass), NeoX over part of it, and GPT-J pairs.
-        foreach (var (interleaved, rotary) in new[] { (false, 128), (false, 96), (true, 128) })
+        // NeoX over the whole row (AVX-512 and AVX2 rotate inside the logit blocks of four queries, and of one for the fifth
+        // head of a group of 5), NeoX over part of it, and GPT-J pairs.
+        foreach (var (interleaved, rotary, group) in new[] { (false, 128, 4), (false, 128, 5), (false, 96, 4), (true, 128, 4) })
         {
-            var c = new RopeCase(new CacheSpec([45, 1, 16], 16, 2, 128, DType.F32, KvLayout.Nhd, KvScaleMode.None, 11), 4, interleaved, rotary, -1, true);
+            var c = new RopeCase(new CacheSpec([45, 1, 16], 16, 2, 128, DType.F32, KvLayout.Nhd, KvScaleMode.None, 11), group, interleaved, rotary, -1, true);
             var (cache, table) = Build(c.Cache);
             using var _ = cache;
-            var shape = new AttentionShape(8, 2, 128);
+            var shape = new AttentionShape(2 * group, 2, 128);
             var rope = Table(c);
             int batch = table.BatchSize;
             var q = Queries(new Random(5), batch, shape);
@@ -145,8 +146,8 @@ public class InKernelRopeTests
             var lseFirst = new float[lseIn.Length];
             PagedDecode.Run(DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), AttentionOptions.Default, fixedChunkPages: 2),
                 qr, cache, first, lseFirst, options);
-            Assert.True(first.AsSpan().SequenceEqual(inKernel), $"outputs differ: interleaved={interleaved} rotary={rotary} {isa}");
-            Assert.True(lseFirst.AsSpan().SequenceEqual(lseIn), $"lse differ: interleaved={interleaved} rotary={rotary} {isa}");
+            Assert.True(first.AsSpan().SequenceEqual(inKernel), $"outputs differ: interleaved={interleaved} rotary={rotary} group={group} {isa}");
+            Assert.True(lseFirst.AsSpan().SequenceEqual(lseIn), $"lse differ: interleaved={interleaved} rotary={rotary} group={group} {isa}");
         }
     }
 
