@@ -153,6 +153,56 @@ public class InKernelRopeTests
 
     [Theory]
     [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void Prefill_F32Cache_IsBitIdenticalToRotatingFirst(IsaPath isa)
+    {
+        // Prefill-type items widen each tile's K rows once and rotate them with RopeKernel's row code: the same bits as
+        // rotating q (row i at kv_len − qo_len + i) and the cached keys first. Not on AVX-512: there an
+        // fp32 cache without RoPE is read in place by the 4 × 4 blocks while the widened rows take the query-lane logits, a
+        // different summation order (Decode_F32Cache_IsBitIdenticalToRotatingFirst checks its rotation bit for bit).
+        if (isa == IsaPath.Avx512 || IsaMatrix.OptionsOrSkip(isa) is not { } options) return;
+        foreach (var (interleaved, rotary) in new[] { (false, 128), (false, 96), (true, 128) })
+        {
+            var c = new RopeCase(new CacheSpec([45, 20], 16, 2, 128, DType.F32, KvLayout.Nhd, KvScaleMode.None, 13), 4, interleaved, rotary, -1, false);
+            var (cache, table) = Build(c.Cache);
+            using var _ = cache;
+            var shape = new AttentionShape(8, 2, 128);
+            var rope = Table(c);
+            int[] qoIndptr = [0, 6, 9];
+            var q = Queries(new Random(6), qoIndptr[^1], shape);
+            var inKernel = new float[q.Length];
+            var lseIn = new float[qoIndptr[^1] * shape.QoHeads];
+            PagedPrefill.Run(PrefillPlanner.Plan(qoIndptr, table, shape, cache.NumPages, new AttentionOptions { Rope = rope }), q, cache, inKernel, lseIn, options);
+
+            var positions = new int[qoIndptr[^1]];
+            for (int b = 0; b < 2; b++)
+                for (int r = qoIndptr[b]; r < qoIndptr[b + 1]; r++) positions[r] = table.KvLength(b) - (qoIndptr[b + 1] - qoIndptr[b]) + (r - qoIndptr[b]);
+            var qr = new float[q.Length];
+            RopeKernel.Apply(rope, positions, q, qr, options);
+            var k = new float[2 * 128];
+            var v = new float[2 * 128];
+            var row = new float[2 * 128];
+            for (int b = 0; b < 2; b++)
+                for (int t = 0; t < table.KvLength(b); t++)
+                {
+                    int page = table.Indices[table.Indptr[b] + t / 16];
+                    for (int h = 0; h < 2; h++)
+                    {
+                        cache.ReadKey(page, t % 16, h, k.AsSpan(h * 128, 128));
+                        cache.ReadValue(page, t % 16, h, v.AsSpan(h * 128, 128));
+                    }
+                    RopeKernel.Apply(rope, [t], k, row, options);
+                    cache.WriteToken(page, t % 16, row, v);
+                }
+            var first = new float[q.Length];
+            var lseFirst = new float[lseIn.Length];
+            PagedPrefill.Run(PrefillPlanner.Plan(qoIndptr, table, shape, cache.NumPages), qr, cache, first, lseFirst, options);
+            Assert.True(first.AsSpan().SequenceEqual(inKernel), $"outputs differ: interleaved={interleaved} rotary={rotary} {isa}");
+            Assert.True(lseFirst.AsSpan().SequenceEqual(lseIn), $"lse differ: interleaved={interleaved} rotary={rotary} {isa}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
     public void Cascade_EachIsa_MatchesFlatReference(IsaPath isa)
     {
         // A cascade's levels count keys and the query from the level's start; RoPE depends on their distance only, so the
