@@ -136,7 +136,7 @@ internal unsafe struct Tile256 : IAttentionTile
         {
             pf.Rows(2 * g, 2);
             var r = Block4x2<TL, TR>(q, rows + 2 * g, zero + 2 * g, d, half, // lanes [2·query + token]
-                rotate ? AngleRow(cos, 2 * g, tl, th, d) : null, rotate ? AngleRow(cos, 2 * g + 1, tl, th, d) : null);
+                rotate ? LogitRotation.AngleRow(cos, 2 * g, tl, th, d) : null, rotate ? LogitRotation.AngleRow(cos, 2 * g + 1, tl, th, d) : null);
             var lower = r.GetLower();
             var upper = r.GetUpper();
             Sse.StoreLow(dst + 2 * g, lower);                  // movlps: query 0, tokens 2g, 2g + 1
@@ -209,10 +209,10 @@ internal unsafe struct Tile256 : IAttentionTile
             byte** k = rows + 8 * g;
             int* z = zero + 8 * g;
             int t = 8 * g;
-            float* c0 = rotate ? AngleRow(cos, t, tl, th, d) : null, c1 = rotate ? AngleRow(cos, t + 1, tl, th, d) : null;
-            float* c2 = rotate ? AngleRow(cos, t + 2, tl, th, d) : null, c3 = rotate ? AngleRow(cos, t + 3, tl, th, d) : null;
-            float* c4 = rotate ? AngleRow(cos, t + 4, tl, th, d) : null, c5 = rotate ? AngleRow(cos, t + 5, tl, th, d) : null;
-            float* c6 = rotate ? AngleRow(cos, t + 6, tl, th, d) : null, c7 = rotate ? AngleRow(cos, t + 7, tl, th, d) : null;
+            float* c0 = rotate ? LogitRotation.AngleRow(cos, t, tl, th, d) : null, c1 = rotate ? LogitRotation.AngleRow(cos, t + 1, tl, th, d) : null;
+            float* c2 = rotate ? LogitRotation.AngleRow(cos, t + 2, tl, th, d) : null, c3 = rotate ? LogitRotation.AngleRow(cos, t + 3, tl, th, d) : null;
+            float* c4 = rotate ? LogitRotation.AngleRow(cos, t + 4, tl, th, d) : null, c5 = rotate ? LogitRotation.AngleRow(cos, t + 5, tl, th, d) : null;
+            float* c6 = rotate ? LogitRotation.AngleRow(cos, t + 6, tl, th, d) : null, c7 = rotate ? LogitRotation.AngleRow(cos, t + 7, tl, th, d) : null;
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
             for (int i = 0; i < half; i += 8)
             {
@@ -241,16 +241,6 @@ internal unsafe struct Tile256 : IAttentionTile
         if (typeof(TR) == typeof(NeoxRotation)) RotatePair(ref x, ref v, c, half);
         return Fma.MultiplyAdd(w, v, Fma.MultiplyAdd(y, x, a));
     }
-
-    /// <summary>Marks the unrotated logit kernels.</summary>
-    private struct NoRotation;
-
-    /// <summary>Marks the logit kernels that rotate K by NeoX pairs over the whole row.</summary>
-    private struct NeoxRotation;
-
-    /// <summary>The table row for tile token t (row tl for tokens outside [tl, th), which never read past the table).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float* AngleRow(float* cos, int t, int tl, int th, int d) => cos + (long)(t < tl || t >= th ? tl : t) * d;
 
     /// <summary>(x1, x2) rotated by the angles at <paramref name="c"/> (cos) and <c>c + half</c> (sin):
     /// <c>x1' = fma(x1, c, −(x2·s))</c>, <c>x2' = fma(x2, c, x1·s)</c>, as <c>RopeKernel</c>'s AVX2 rows.</summary>

@@ -304,8 +304,8 @@ internal unsafe struct Tile512 : IAttentionTile
         {
             pf.Rows(4 * g, 4);
             byte* k0 = rows[4 * g], k1 = rows[4 * g + 1], k2 = rows[4 * g + 2], k3 = rows[4 * g + 3];
-            float* c0 = rotate ? AngleRow(cos, 4 * g, tl, th, d) : null, c1 = rotate ? AngleRow(cos, 4 * g + 1, tl, th, d) : null;
-            float* c2 = rotate ? AngleRow(cos, 4 * g + 2, tl, th, d) : null, c3 = rotate ? AngleRow(cos, 4 * g + 3, tl, th, d) : null;
+            float* c0 = rotate ? LogitRotation.AngleRow(cos, 4 * g, tl, th, d) : null, c1 = rotate ? LogitRotation.AngleRow(cos, 4 * g + 1, tl, th, d) : null;
+            float* c2 = rotate ? LogitRotation.AngleRow(cos, 4 * g + 2, tl, th, d) : null, c3 = rotate ? LogitRotation.AngleRow(cos, 4 * g + 3, tl, th, d) : null;
             var z0 = TL.UsesZero ? Vector512.Create(zero[4 * g]) : default;
             var z1 = TL.UsesZero ? Vector512.Create(zero[4 * g + 1]) : default;
             var z2 = TL.UsesZero ? Vector512.Create(zero[4 * g + 2]) : default;
@@ -340,16 +340,6 @@ internal unsafe struct Tile512 : IAttentionTile
         }
         StoreQueries(r0, r1, r2, r3, dst);
     }
-
-    /// <summary>Marks the unrotated logit kernels.</summary>
-    private struct NoRotation;
-
-    /// <summary>Marks the logit kernels that rotate K by NeoX pairs over the whole row.</summary>
-    private struct NeoxRotation;
-
-    /// <summary>The table row for tile token t (row tl for tokens outside [tl, th), which never read past the table).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float* AngleRow(float* cos, int t, int tl, int th, int d) => cos + (long)(t < tl || t >= th ? tl : t) * d;
 
     /// <summary>(x1, x2) rotated by the angles at <paramref name="c"/> (cos) and <c>c + half</c> (sin):
     /// <c>x1' = fma(x1, c, −(x2·s))</c>, <c>x2' = fma(x2, c, x1·s)</c>, as <see cref="WidenRowsNeox{TL}"/>.</summary>
@@ -430,8 +420,8 @@ internal unsafe struct Tile512 : IAttentionTile
         {
             pf.Rows(4 * g, 4);
             byte* k0 = rows[4 * g], k1 = rows[4 * g + 1], k2 = rows[4 * g + 2], k3 = rows[4 * g + 3];
-            float* c0 = rotate ? AngleRow(cos, 4 * g, tl, th, d) : null, c1 = rotate ? AngleRow(cos, 4 * g + 1, tl, th, d) : null;
-            float* c2 = rotate ? AngleRow(cos, 4 * g + 2, tl, th, d) : null, c3 = rotate ? AngleRow(cos, 4 * g + 3, tl, th, d) : null;
+            float* c0 = rotate ? LogitRotation.AngleRow(cos, 4 * g, tl, th, d) : null, c1 = rotate ? LogitRotation.AngleRow(cos, 4 * g + 1, tl, th, d) : null;
+            float* c2 = rotate ? LogitRotation.AngleRow(cos, 4 * g + 2, tl, th, d) : null, c3 = rotate ? LogitRotation.AngleRow(cos, 4 * g + 3, tl, th, d) : null;
             var z0 = TL.UsesZero ? Vector512.Create(zero[4 * g]) : default;
             var z1 = TL.UsesZero ? Vector512.Create(zero[4 * g + 1]) : default;
             var z2 = TL.UsesZero ? Vector512.Create(zero[4 * g + 2]) : default;

@@ -127,21 +127,7 @@ public class InKernelRopeTests
             var positions = Enumerable.Range(0, batch).Select(b => Math.Max(0, table.KvLength(b) - 1)).ToArray();
             var qr = new float[q.Length];
             RopeKernel.Apply(rope, positions, q, qr, options);
-            var row = new float[2 * 128];
-            for (int b = 0; b < batch; b++)
-                for (int t = 0; t < table.KvLength(b); t++)
-                {
-                    int page = table.Indices[table.Indptr[b] + t / 16];
-                    var k = new float[2 * 128];
-                    var v = new float[2 * 128];
-                    for (int h = 0; h < 2; h++)
-                    {
-                        cache.ReadKey(page, t % 16, h, k.AsSpan(h * 128, 128));
-                        cache.ReadValue(page, t % 16, h, v.AsSpan(h * 128, 128));
-                    }
-                    RopeKernel.Apply(rope, [t], k, row, options);
-                    cache.WriteToken(page, t % 16, row, v);
-                }
+            RotateCachedKeys(cache, table, rope, options);
             var first = new float[q.Length];
             var lseFirst = new float[lseIn.Length];
             PagedDecode.Run(DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), AttentionOptions.Default, fixedChunkPages: 2),
@@ -149,6 +135,26 @@ public class InKernelRopeTests
             Assert.True(first.AsSpan().SequenceEqual(inKernel), $"outputs differ: interleaved={interleaved} rotary={rotary} group={group} {isa}");
             Assert.True(lseFirst.AsSpan().SequenceEqual(lseIn), $"lse differ: interleaved={interleaved} rotary={rotary} group={group} {isa}");
         }
+    }
+
+    /// <summary>Rotates every cached key (2 kv heads × 128, 16-token pages) at its index, in place in the pool.</summary>
+    private static void RotateCachedKeys(PagedKvCache cache, PageTable table, RopeTable rope, KernelOptions options)
+    {
+        var k = new float[2 * 128];
+        var v = new float[2 * 128];
+        var row = new float[2 * 128];
+        for (int b = 0; b < table.BatchSize; b++)
+            for (int t = 0; t < table.KvLength(b); t++)
+            {
+                int page = table.Indices[table.Indptr[b] + t / 16];
+                for (int h = 0; h < 2; h++)
+                {
+                    cache.ReadKey(page, t % 16, h, k.AsSpan(h * 128, 128));
+                    cache.ReadValue(page, t % 16, h, v.AsSpan(h * 128, 128));
+                }
+                RopeKernel.Apply(rope, [t], k, row, options);
+                cache.WriteToken(page, t % 16, row, v);
+            }
     }
 
     [Theory]
@@ -178,21 +184,7 @@ public class InKernelRopeTests
                 for (int r = qoIndptr[b]; r < qoIndptr[b + 1]; r++) positions[r] = table.KvLength(b) - (qoIndptr[b + 1] - qoIndptr[b]) + (r - qoIndptr[b]);
             var qr = new float[q.Length];
             RopeKernel.Apply(rope, positions, q, qr, options);
-            var k = new float[2 * 128];
-            var v = new float[2 * 128];
-            var row = new float[2 * 128];
-            for (int b = 0; b < 2; b++)
-                for (int t = 0; t < table.KvLength(b); t++)
-                {
-                    int page = table.Indices[table.Indptr[b] + t / 16];
-                    for (int h = 0; h < 2; h++)
-                    {
-                        cache.ReadKey(page, t % 16, h, k.AsSpan(h * 128, 128));
-                        cache.ReadValue(page, t % 16, h, v.AsSpan(h * 128, 128));
-                    }
-                    RopeKernel.Apply(rope, [t], k, row, options);
-                    cache.WriteToken(page, t % 16, row, v);
-                }
+            RotateCachedKeys(cache, table, rope, options);
             var first = new float[q.Length];
             var lseFirst = new float[lseIn.Length];
             PagedPrefill.Run(PrefillPlanner.Plan(qoIndptr, table, shape, cache.NumPages), qr, cache, first, lseFirst, options);
