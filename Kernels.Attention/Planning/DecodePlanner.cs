@@ -48,8 +48,7 @@ public static class DecodePlanner
         options ??= AttentionOptions.Default;
         options.Validate(shape);
         table.Validate(numPages);
-        if (fixedChunkPages is < 1) throw new ArgumentOutOfRangeException(nameof(fixedChunkPages), "fixedChunkPages must be ≥ 1.");
-        if (targetItems < 1) throw new ArgumentOutOfRangeException(nameof(targetItems), $"targetItems must be ≥ 1; got {targetItems}.");
+        SplitKvLayout.CheckOptions(targetItems, fixedChunkPages);
         int batch = table.BatchSize, ps = table.PageSize;
         int chunk = disableSplitKv ? int.MaxValue : fixedChunkPages ?? SplitKvLayout.ChunkPages(table.Indices.Length, targetItems, ps);
 

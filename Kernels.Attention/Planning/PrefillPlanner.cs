@@ -131,8 +131,7 @@ public static class PrefillPlanner
         /// <summary>The request, once its values are checked.</summary>
         public static SplitRequest Checked(AttentionWorkspace? workspace, int targetItems, int? fixedChunkPages)
         {
-            if (targetItems < 1) throw new ArgumentOutOfRangeException(nameof(targetItems), $"targetItems must be ≥ 1; got {targetItems}.");
-            if (fixedChunkPages is < 1) throw new ArgumentOutOfRangeException(nameof(fixedChunkPages), $"fixedChunkPages must be ≥ 1; got {fixedChunkPages}.");
+            SplitKvLayout.CheckOptions(targetItems, fixedChunkPages);
             if (fixedChunkPages is not null && workspace is null)
                 throw new ArgumentException("fixedChunkPages needs a workspace for the partial states.", nameof(workspace));
             return new SplitRequest(workspace, targetItems, fixedChunkPages);

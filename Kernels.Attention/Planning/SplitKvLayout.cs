@@ -57,6 +57,14 @@ internal sealed class SplitKvLayout
         return first;
     }
 
+    /// <summary>Checks a planner's split-KV options: <paramref name="fixedChunkPages"/> null or ≥ 1, and
+    /// <paramref name="targetItems"/> ≥ 1.</summary>
+    public static void CheckOptions(int targetItems, int? fixedChunkPages)
+    {
+        if (fixedChunkPages is < 1) throw new ArgumentOutOfRangeException(nameof(fixedChunkPages), $"fixedChunkPages must be ≥ 1; got {fixedChunkPages}.");
+        if (targetItems < 1) throw new ArgumentOutOfRangeException(nameof(targetItems), $"targetItems must be ≥ 1; got {targetItems}.");
+    }
+
     /// <summary>Pages per chunk: <c>max(MinChunkTokens / page_size, ceil(work / targetItems))</c>, where
     /// <paramref name="pageWork"/> is the plan's pages summed over the items it would make without splitting.</summary>
     public static int ChunkPages(long pageWork, int targetItems, int pageSize)

@@ -30,6 +30,19 @@ internal unsafe interface IAttentionTile
     static abstract void Logits1<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf)
         where TL : unmanaged, IKvRow;
 
+    /// <summary>True when <see cref="Logits4Neox{TL}"/> and <see cref="Logits1Neox{TL}"/> rotate K inside the logit blocks
+    /// (else in-kernel RoPE widens and rotates the rows first).</summary>
+    static abstract bool RotatesInLogits { get; }
+
+    /// <summary><see cref="Logits4{TL}"/> with each K chunk pair rotated by NeoX pairs over the whole row, token t by the table
+    /// row at <c>cos + t·d</c> (tokens outside [tl, th) by row tl's), bit-identical to widening and rotating first.</summary>
+    static abstract void Logits4Neox<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf, float* cos)
+        where TL : unmanaged, IKvRow;
+
+    /// <summary><see cref="Logits1{TL}"/> with the rotation of <see cref="Logits4Neox{TL}"/>.</summary>
+    static abstract void Logits1Neox<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf, float* cos)
+        where TL : unmanaged, IKvRow;
+
     /// <summary><see cref="Logits4{TL}"/> in the integer domain for int8 queries (queries i … i + 3 of the item).</summary>
     static abstract void Logits4Int<TL>(ref TileItem c, int i, byte** rows, int* zero, int tl, int th, int d, int half, PagePrefetch pf)
         where TL : unmanaged, IKvRow;

@@ -183,8 +183,7 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
         // registers inside the logit blocks (Tile512/Tile256.Logits4Neox); otherwise K is widened to fp32 rows, rotated
         // there, and read back (fp32 rows too). Prefill-type items widen anyway, and rotating once per tile beats once per
         // block of four queries. V is not rotated.
-        c.RopeInLogits = c.Rope != null && (typeof(TTile) == typeof(Tile512) || typeof(TTile) == typeof(Tile256)) && !c.RopeInterleaved
-            && c.RopeRotary == d && !prefillType;
+        c.RopeInLogits = c.Rope != null && TTile.RotatesInLogits && !c.RopeInterleaved && c.RopeRotary == d && !prefillType;
         c.Widen = (c.Rope != null && !c.RopeInLogits) || c.WidenV;
         new Span<float>(c.ZeroRow, MaxD).Clear();
 
@@ -405,17 +404,11 @@ internal static unsafe class PagedAttentionTiled<TTile> where TTile : struct, IA
                 if (k0 + tl >= c.Hi[r] || k0 + th <= c.Lo[r]) continue; // masked below
                 if (c.IntDot)
                     for (; i + 4 <= ie; i += 4, pfK = default) TTile.Logits4Int<TL>(ref c, i, rows, kz, tl, th, d, half, pfK);
-                if (typeof(TTile) == typeof(Tile512) && c.RopeInLogits)
+                if (TTile.RotatesInLogits && c.RopeInLogits)
                 {
                     float* cos = c.Rope + (long)k0 * d; // key k0 + t at its index (rotary_dim = d)
-                    for (; i + 4 <= ie; i += 4, pfK = default) Tile512.Logits4Neox<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK, cos);
-                    for (; i < ie; i++, pfK = default) Tile512.Logits1Neox<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK, cos);
-                }
-                if (typeof(TTile) == typeof(Tile256) && c.RopeInLogits)
-                {
-                    float* cos = c.Rope + (long)k0 * d;
-                    for (; i + 4 <= ie; i += 4, pfK = default) Tile256.Logits4Neox<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK, cos);
-                    for (; i < ie; i++, pfK = default) Tile256.Logits1Neox<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK, cos);
+                    for (; i + 4 <= ie; i += 4, pfK = default) TTile.Logits4Neox<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK, cos);
+                    for (; i < ie; i++, pfK = default) TTile.Logits1Neox<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK, cos);
                 }
                 for (; i + 4 <= ie; i += 4, pfK = default) TTile.Logits4<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);
                 for (; i < ie; i++, pfK = default) TTile.Logits1<TL>(c.Qs + i * d, rows, kz, tl, th, d, half, c.P + i * Tile, pfK);

@@ -116,6 +116,17 @@ internal unsafe struct Tile128 : IAttentionTile
         }
     }
 
+    /// <inheritdoc />
+    public static bool RotatesInLogits => false;
+
+    /// <summary>Not used: <see cref="RotatesInLogits"/> is false, so in-kernel RoPE widens and rotates the rows first.</summary>
+    public static void Logits4Neox<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf, float* cos)
+        where TL : unmanaged, IKvRow => throw new UnreachableException();
+
+    /// <summary>Not used: <see cref="RotatesInLogits"/> is false.</summary>
+    public static void Logits1Neox<TL>(float* q, byte** rows, int* zero, int tl, int th, int d, int half, float* dst, PagePrefetch pf, float* cos)
+        where TL : unmanaged, IKvRow => throw new UnreachableException();
+
     /// <summary>Not used: <see cref="SupportsIntDot"/> is false, so quantized queries take <see cref="Logits4{TL}"/>.</summary>
     public static void Logits4Int<TL>(ref TileItem c, int i, byte** rows, int* zero, int tl, int th, int d, int half, PagePrefetch pf)
         where TL : unmanaged, IKvRow => throw new UnreachableException();

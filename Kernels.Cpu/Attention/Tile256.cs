@@ -21,6 +21,9 @@ internal unsafe struct Tile256 : IAttentionTile
     /// <inheritdoc />
     public static bool SupportsIntDot => true;
 
+    /// <inheritdoc />
+    public static bool RotatesInLogits => true;
+
     /// <summary>HND (<paramref name="tokenStride"/> 1): two loads per head. NHD with the item covering 8 heads (the
     /// common GQA case): each 8-token half of the [16 tokens][8 heads] block is an 8×8 transpose in registers (24 shuffles).
     /// Other head counts return false (the caller reads one by one). See <see cref="Tile512.TileScales"/> for why.

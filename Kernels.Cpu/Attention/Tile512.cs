@@ -18,6 +18,9 @@ internal unsafe struct Tile512 : IAttentionTile
     /// <inheritdoc />
     public static bool SupportsIntDot => true;
 
+    /// <inheritdoc />
+    public static bool RotatesInLogits => true;
+
     /// <summary>HND (<paramref name="tokenStride"/> 1, which includes one head): one load per head. NHD with the item covering
     /// every head (<paramref name="headStride"/> 1, <paramref name="tokenStride"/> = <paramref name="heads"/> ∈ {2, 4, 8}): the
     /// tile's values are one [16 tokens][heads] block, transposed in registers by log₂(heads) rounds of even/odd

@@ -408,6 +408,10 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
             SplitPages: -1);
         PagedPrefillTests.Check(c, RunGpu, "gpu rule split", maskOf: new CustomMaskTests.MaskSpec(-1, 3).Make);
         PagedPrefillTests.Check(c with { SplitPages = 2, Window = 40 }, RunGpu, "gpu forced split");
+        // One-row requests (masked decode steps) planned with a workspace: items of both kv heads, split by the rule.
+        var oneRow = new PagedPrefillTests.PrefillCase(new CacheSpec([300, 40], 16, 2, 32, DType.BF16, KvLayout.Nhd, KvScaleMode.None, 8), [1, 1], 2, true, -1, 0f,
+            SplitPages: -1);
+        PagedPrefillTests.Check(oneRow, RunGpu, "gpu one-row items", maskOf: new CustomMaskTests.MaskSpec(50, 5).Make);
     }
 
     [Fact]
