@@ -18,7 +18,6 @@ public sealed class DecodePlan : AttentionPlan
     {
         BatchSize = table.BatchSize;
         ChunkPages = chunkPages;
-        Workspace = workspace;
         long tokens = 0;
         for (int b = 0; b < table.BatchSize; b++) tokens += table.KvLength(b);
         TotalKvTokens = tokens;
@@ -34,7 +33,7 @@ public sealed class DecodePlan : AttentionPlan
     public long TotalKvTokens { get; }
 
     /// <summary>The workspace the plan's offsets refer to.</summary>
-    public AttentionWorkspace Workspace { get; }
+    public AttentionWorkspace Workspace => SplitWorkspace!; // always given to DecodePlanner
 
     /// <summary>Chunks sequence <paramref name="sequence"/> is split into (1 = not split, 0 = empty).</summary>
     /// <param name="sequence">Sequence.</param>

@@ -18,7 +18,6 @@ public sealed class PrefillPlan : AttentionPlan
         SplitKvLayout? split = null, AttentionWorkspace? workspace = null, int chunkPages = 0)
         : base(shape, options, pageSize, maxPageId, queryRows, pageIds, pageTokens, pageKeyStart, items, split, workspace)
     {
-        Workspace = workspace;
         ChunkPages = chunkPages;
         Requests = requests;
         IsBlockSparse = blockSparse;
@@ -32,7 +31,7 @@ public sealed class PrefillPlan : AttentionPlan
     public int Requests { get; }
 
     /// <summary>The workspace split-KV partial states go to (null for a plan made without one).</summary>
-    public AttentionWorkspace? Workspace { get; }
+    public AttentionWorkspace? Workspace => SplitWorkspace;
 
     /// <summary>Pages per split-KV chunk at most (a tile's chunks are balanced to within one page), or 0 when no tile is split.</summary>
     public int ChunkPages { get; }
