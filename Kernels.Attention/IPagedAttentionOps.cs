@@ -116,7 +116,8 @@ public abstract class DeviceKvCache : IDisposable
 
 /// <summary>Paged attention on a backend: the same plans run on the CPU and the GPU.</summary>
 /// <remarks>q and output are <c>[rows, qo_heads, head_dim]</c> fp32 tensors, lse <c>[rows, qo_heads]</c> (natural log) or null;
-/// rows is the plan's <see cref="AttentionPlan.QueryRows"/>. Shapes that do not match the plan throw <see cref="InvalidOperationException"/>.
+/// rows is the plan's <see cref="AttentionPlan.QueryRows"/>. A cache or tensor that does not match the plan, or tensors passed
+/// twice (q as output, output as lse), throw <see cref="ArgumentException"/> naming it and the sizes.
 /// Every op takes only tensors and caches of the backend it runs on: one from another backend (or a disposed one) throws
 /// <see cref="ArgumentException"/> (<see cref="ObjectDisposedException"/>) naming the parameter, before any kernel runs.</remarks>
 public interface IPagedAttentionOps
@@ -141,7 +142,9 @@ public interface IPagedAttentionOps
     /// <param name="lse">Log-sum-exps, or null.</param>
     /// <exception cref="NotSupportedException">The backend does not implement the plan's shape (the GPU backend: head_dim
     /// not a multiple of 32, or above 256).</exception>
-    /// <exception cref="ArgumentException">A tensor or the cache belongs to another backend.</exception>
+    /// <exception cref="ArgumentException">A tensor or the cache belongs to another backend or does not match the plan, or
+    /// one tensor is passed for two of q, output and lse.</exception>
+    /// <exception cref="InvalidOperationException">The plan's split workspace is smaller than the plan needs.</exception>
     void Attention(AttentionPlan plan, DeviceTensor<float> q, DeviceKvCache cache, DeviceTensor<float> output, DeviceTensor<float>? lse);
 
     /// <summary>Merges attention states in place, per row: <c>(v, lse) ← (v, lse) ⊕ (other, otherLse)</c> with the rule of

@@ -43,13 +43,17 @@ public static class ThrowHelper
         if (actual != expected) Argument(paramName, $"{paramName} has {actual} elements; expected exactly {expected}.");
     }
 
-    /// <summary>Throws if a destination partially overlaps an input (same start address is allowed).</summary>
+    /// <summary>Throws if a destination shares any byte with an input (the same buffer passed twice included): kernels never
+    /// write over their inputs.</summary>
     /// <typeparam name="TIn">Input element type.</typeparam>
     /// <typeparam name="TOut">Output element type.</typeparam>
     /// <param name="input">The input.</param>
     /// <param name="destination">The destination.</param>
     /// <param name="inputName">Input parameter name.</param>
-    public static void ThrowIfOverlapping<TIn, TOut>(ReadOnlySpan<TIn> input, ReadOnlySpan<TOut> destination, string inputName)
+    /// <param name="destinationName">Destination parameter name (the exception's <see cref="ArgumentException.ParamName"/>).</param>
+    /// <exception cref="ArgumentException">The spans overlap.</exception>
+    public static void ThrowIfOverlapping<TIn, TOut>(ReadOnlySpan<TIn> input, ReadOnlySpan<TOut> destination, string inputName,
+        string destinationName = "destination")
     {
         if (input.IsEmpty || destination.IsEmpty) return;
         ref byte a = ref Unsafe.As<TIn, byte>(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(input));
@@ -60,7 +64,7 @@ public static class ThrowHelper
         bool overlaps = diff >= 0 ? diff < aLen : -diff < bLen;
         if (overlaps)
         {
-            Argument("destination", $"destination overlaps {inputName}; kernels never write over their inputs.");
+            Argument(destinationName, $"{destinationName} overlaps {inputName}; kernels never write over their inputs.");
         }
     }
 }

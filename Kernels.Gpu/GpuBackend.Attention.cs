@@ -40,13 +40,10 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (cache is not GpuKvCache gc) throw new ArgumentException("The cache was not made by this GPU backend's UploadKvCache.", nameof(cache));
         ObjectDisposedException.ThrowIf(gc.IsDisposed, gc);
-        var c = gc.Source;
         var shape = plan.Shape;
-        if (c.PageSize != plan.PageSize || c.KvHeads != shape.KvHeads || c.HeadDim != shape.HeadDim || c.NumPages <= plan.MaxPageId)
-            throw new InvalidOperationException($"The cache (pages {c.NumPages}, page_size {c.PageSize}, kv_heads {c.KvHeads}, head_dim {c.HeadDim}) does not match the plan.");
-        long rows = (long)plan.QueryRows * shape.QoHeads;
-        if (q.Shape.ElementCount != rows * shape.HeadDim || output.Shape.ElementCount != rows * shape.HeadDim || (lse is not null && lse.Shape.ElementCount != rows))
-            throw new InvalidOperationException($"q/output must have {rows * shape.HeadDim} elements and lse {rows} for this plan.");
+        plan.CheckRun(gc.Source, q.Shape.ElementCount, output.Shape.ElementCount, lse is null ? -1 : lse.Shape.ElementCount);
+        if (ReferenceEquals(q, output) || ReferenceEquals(q, lse) || ReferenceEquals(output, lse))
+            throw new ArgumentException("q, output and lse must be three different tensors: the kernels read q while writing output and lse.", ReferenceEquals(q, output) ? nameof(output) : nameof(lse));
         if (shape.HeadDim % 32 != 0 || shape.HeadDim > 256)
             throw new NotSupportedException($"GPU attention supports head_dim a multiple of 32 up to 256; got {shape.HeadDim}.");
         ArrayView<float> qv = AsGpu(q, nameof(q)).View, ov = AsGpu(output, nameof(output)).View;

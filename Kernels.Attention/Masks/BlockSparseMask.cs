@@ -79,8 +79,11 @@ public sealed class BlockSparseMask
     /// <param name="query">Query row.</param>
     /// <param name="key">Key index.</param>
     /// <returns>True when its block is present.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">query is outside [0, M) or key outside [0, N).</exception>
     public bool Contains(int query, int key)
     {
+        if ((uint)query >= (uint)M) throw new ArgumentOutOfRangeException(nameof(query), query, $"query {query} is outside [0, {M}).");
+        if ((uint)key >= (uint)N) throw new ArgumentOutOfRangeException(nameof(key), key, $"key {key} is outside [0, {N}).");
         int row = query / R, col = key / C;
         return Array.BinarySearch(_indices, _indptr[row], _indptr[row + 1] - _indptr[row], col) >= 0;
     }
@@ -114,5 +117,11 @@ public sealed class BlockSparseMask
     /// <summary>Tokens in key block <paramref name="column"/>: <c>C</c>, or the remainder for the last block.</summary>
     /// <param name="column">Block column.</param>
     /// <returns>The block's key count.</returns>
-    public int ColumnLength(int column) => Math.Min(C, N - column * C);
+    /// <exception cref="ArgumentOutOfRangeException">column is outside [0, BlockColumns).</exception>
+    public int ColumnLength(int column)
+    {
+        if ((uint)column >= (uint)BlockColumns)
+            throw new ArgumentOutOfRangeException(nameof(column), column, $"column {column} is outside the mask's {BlockColumns} key blocks.");
+        return Math.Min(C, N - column * C);
+    }
 }

@@ -216,7 +216,7 @@ public sealed class CustomMask
         var rowWord = new int[qoIndptr[^1]];
         int row = 0, w = 0;
         for (int b = 0; b < kvLens.Length; b++)
-            for (int i = qoIndptr[b]; i < qoIndptr[b + 1]; i++, row++, w += (kvLens[b] + 31) / 32) rowWord[row] = w;
+            for (int i = qoIndptr[b]; i < qoIndptr[b + 1]; i++, row++, w += (int)((kvLens[b] + 31L) / 32)) rowWord[row] = w;
         return (rowWord, new uint[words + 1]);
     }
 
@@ -228,7 +228,7 @@ public sealed class CustomMask
         int row = 0;
         for (int b = 0; b < kvLens.Length; b++)
         {
-            int n = (kvLens[b] + 31) / 32;
+            int n = (int)((kvLens[b] + 31L) / 32);
             for (int i = qoIndptr[b]; i < qoIndptr[b + 1]; i++, row++)
             {
                 var span = words.AsSpan(rowWord[row], n);

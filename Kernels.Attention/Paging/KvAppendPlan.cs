@@ -133,13 +133,13 @@ public sealed class KvAppendPlan
     /// <param name="appendLengths">Tokens appended to each sequence (<c>0 ≤ n ≤ kv_len</c>).</param>
     /// <param name="numPages">Pages of the pool.</param>
     /// <returns>The plan.</returns>
-    /// <exception cref="ArgumentException">appendLengths has the wrong length or an entry out of range, or a page id is past
-    /// the pool.</exception>
+    /// <exception cref="ArgumentException">appendLengths has the wrong length, an entry out of range or a sum past
+    /// <see cref="Array.MaxLength"/>, or a page id is past the pool.</exception>
     public static KvAppendPlan ForAppend(PageTable table, ReadOnlySpan<int> appendLengths, int numPages)
     {
         ArgumentNullException.ThrowIfNull(table);
         ThrowHelper.ThrowIfLengthMismatch(nameof(appendLengths), appendLengths.Length, table.BatchSize);
-        int total = 0;
+        long total = 0;
         for (int b = 0; b < appendLengths.Length; b++)
         {
             int len = table.KvLength(b);
@@ -147,6 +147,8 @@ public sealed class KvAppendPlan
                 ThrowHelper.Argument(nameof(appendLengths), $"appendLengths[{b}] = {appendLengths[b]} is outside 0 … {len} (sequence {b}'s length after the append).");
             total += appendLengths[b];
         }
+        if (total > Array.MaxLength)
+            ThrowHelper.Argument(nameof(appendLengths), $"appendLengths sum to {total} tokens; one append plan holds at most {Array.MaxLength}.");
         var batch = new int[total];
         var positions = new int[total];
         for (int b = 0, i = 0; b < appendLengths.Length; b++)

@@ -51,7 +51,13 @@ public sealed class PageAllocator
     /// <summary>Sequences referencing page <paramref name="page"/> (0 = free).</summary>
     /// <param name="page">Page id.</param>
     /// <returns>The reference count.</returns>
-    public int RefCount(int page) => _refCount[page];
+    /// <exception cref="ArgumentOutOfRangeException">page is not a page of the pool.</exception>
+    public int RefCount(int page)
+    {
+        if ((uint)page >= (uint)_refCount.Length)
+            throw new ArgumentOutOfRangeException(nameof(page), page, $"page {page} is outside the pool's {_refCount.Length} pages.");
+        return _refCount[page];
+    }
 
     /// <summary>Creates an empty sequence.</summary>
     /// <returns>Its id.</returns>
@@ -109,12 +115,15 @@ public sealed class PageAllocator
     /// <returns>The copy-on-write page copy the caller must apply to a device cache (<see cref="IPagedAttentionOps.CopyPages"/>)
     /// before writing into the reserved slots, or null when there is none.</returns>
     /// <exception cref="KeyNotFoundException">No such live sequence.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">tokens is negative, or the sequence would exceed <see cref="int.MaxValue"/> tokens.</exception>
     /// <exception cref="InvalidOperationException">The pool has too few free pages (nothing was changed).</exception>
     public PageCopy? Reserve(int sequence, int tokens, bool copyOnHost = true)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(tokens);
         var s = Get(sequence);
         if (tokens == 0) return null;
+        if ((long)s.Length + tokens > int.MaxValue)
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, $"Sequence {sequence} has {s.Length} tokens; {tokens} more exceed the {int.MaxValue} a sequence may hold.");
         int ps = _cache.PageSize;
         int used = s.Length % ps;
         bool cow = used != 0 && _refCount[s.Pages[^1]] > 1;

@@ -22,7 +22,8 @@ public sealed class PageTable
     /// <param name="indices">Page ids (non-negative).</param>
     /// <param name="lastPageLen"><c>batch</c> token counts of the last pages.</param>
     /// <param name="pageSize">Tokens per page.</param>
-    /// <exception cref="ArgumentException">The arrays are inconsistent; the message names the entry.</exception>
+    /// <exception cref="ArgumentException">The arrays are inconsistent, or a sequence has more than <see cref="int.MaxValue"/>
+    /// tokens; the message names the entry.</exception>
     /// <exception cref="ArgumentOutOfRangeException">pageSize is not positive.</exception>
     public PageTable(ReadOnlySpan<int> indptr, ReadOnlySpan<int> indices, ReadOnlySpan<int> lastPageLen, int pageSize)
     {
@@ -39,6 +40,9 @@ public sealed class PageTable
             int lo = empty ? 0 : 1;
             if (lastPageLen[i] < lo || lastPageLen[i] > pageSize)
                 ThrowHelper.Argument(nameof(lastPageLen), $"lastPageLen[{i}] = {lastPageLen[i]} is outside [{lo}, {pageSize}] (page_size {pageSize}).");
+            long kvLen = empty ? 0 : (long)pageSize * (indptr[i + 1] - indptr[i] - 1) + lastPageLen[i];
+            if (kvLen > int.MaxValue)
+                ThrowHelper.Argument(nameof(indptr), $"Sequence {i} has {indptr[i + 1] - indptr[i]} pages of {pageSize} tokens ({kvLen} tokens); at most {int.MaxValue} are supported.");
         }
         if (indptr[batch] != indices.Length)
             ThrowHelper.Argument(nameof(indices), $"indices has {indices.Length} entries but indptr[{batch}] = {indptr[batch]}.");

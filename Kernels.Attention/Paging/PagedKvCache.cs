@@ -61,6 +61,8 @@ public sealed unsafe class PagedKvCache : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(kvHeads);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(headDim);
         if (layout is not (KvLayout.Nhd or KvLayout.Hnd)) throw new ArgumentOutOfRangeException(nameof(layout));
+        if (headDim > int.MaxValue / 4) // RowBytes (4·head_dim for fp32) must fit an int
+            throw new ArgumentOutOfRangeException(nameof(headDim), headDim, $"head_dim {headDim} is too large: at most {int.MaxValue / 4}.");
         RowBytes = dtype switch
         {
             DType.F32 => 4 * headDim,

@@ -44,6 +44,28 @@ public abstract class AttentionPlan
     /// <summary>Query (and output) rows: q is <c>[QueryRows, qo_heads, head_dim]</c>.</summary>
     public int QueryRows { get; }
 
+    /// <summary>Checks, before any memory is touched, that a cache and the q/output/lse lengths fit this plan (both backends
+    /// call it): the cache's page size and heads match, every page id of the plan is in the pool, q and output hold
+    /// <c>QueryRows × qo_heads × head_dim</c> floats and lse (when given, <paramref name="lseLength"/> ≥ 0)
+    /// <c>QueryRows × qo_heads</c>.</summary>
+    /// <exception cref="ArgumentException">A buffer or the cache does not match the plan; the message names it and the sizes.</exception>
+    internal void CheckRun(Paging.PagedKvCache cache, long qLength, long outputLength, long lseLength)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        if (cache.PageSize != PageSize || cache.KvHeads != Shape.KvHeads || cache.HeadDim != Shape.HeadDim)
+            throw new ArgumentException(
+                $"The cache (page_size {cache.PageSize}, kv_heads {cache.KvHeads}, head_dim {cache.HeadDim}) does not match the plan (page_size {PageSize}, kv_heads {Shape.KvHeads}, head_dim {Shape.HeadDim}).", nameof(cache));
+        if (cache.NumPages <= MaxPageId)
+            throw new ArgumentException($"The plan uses page {MaxPageId} but the cache has {cache.NumPages} pages.", nameof(cache));
+        long rows = (long)QueryRows * Shape.QoHeads;
+        if (qLength != rows * Shape.HeadDim)
+            throw new ArgumentException($"q has {qLength} elements; the plan needs {QueryRows}×{Shape.QoHeads}×{Shape.HeadDim} = {rows * Shape.HeadDim}.", "q");
+        if (outputLength != rows * Shape.HeadDim)
+            throw new ArgumentException($"output has {outputLength} elements; the plan needs {rows * Shape.HeadDim}.", "output");
+        if (lseLength >= 0 && lseLength != rows)
+            throw new ArgumentException($"lse has {lseLength} elements; the plan needs {rows} (or pass none).", "lse");
+    }
+
     /// <summary>The softmax scale in use.</summary>
     public float SmScale => Options.ScaleFor(Shape.HeadDim);
 

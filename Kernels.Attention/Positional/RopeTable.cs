@@ -46,7 +46,10 @@ public sealed class RopeTable
             for (int i = 0; i < half; i++)
             {
                 // Same expression as RopeOptions.Angle (kept inline so the frequencies are computed once).
-                var (sin, cos) = Math.SinCos(t * freq[i]);
+                double angle = t * freq[i];
+                if (!double.IsFinite(angle))
+                    throw new ArgumentException($"The RoPE angle of position {p}, pair {i} is {angle} (Theta {options.Theta}, Scale {options.Scale}, inverse frequency {freq[i]}): the options give no finite table.", nameof(options));
+                var (sin, cos) = Math.SinCos(angle);
                 row[i] = (float)cos;
                 row[half + i] = (float)sin;
             }

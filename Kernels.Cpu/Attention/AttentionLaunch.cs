@@ -12,28 +12,21 @@ internal static unsafe class AttentionLaunch
     /// <summary>Largest head_dim the kernels' row scratch holds.</summary>
     internal const int MaxHeadDim = 256;
 
-    /// <summary>Checks that the cache and buffers match the plan; throws <see cref="InvalidOperationException"/> otherwise.</summary>
+    /// <summary>Checks that the cache and buffers match the plan (<see cref="AttentionPlan.CheckRun"/>), that head_dim is
+    /// supported, that no buffer overlaps another, and that the plan's split workspace is large enough.</summary>
     internal static void Check(AttentionPlan plan, ReadOnlySpan<float> q, PagedKvCache cache, Span<float> output, Span<float> lse)
     {
         ArgumentNullException.ThrowIfNull(plan);
-        ArgumentNullException.ThrowIfNull(cache);
+        plan.CheckRun(cache, q.Length, output.Length, lse.IsEmpty ? -1 : lse.Length);
         var shape = plan.Shape;
-        if (cache.PageSize != plan.PageSize || cache.KvHeads != shape.KvHeads || cache.HeadDim != shape.HeadDim)
-            throw new InvalidOperationException(
-                $"The cache (page_size {cache.PageSize}, kv_heads {cache.KvHeads}, head_dim {cache.HeadDim}) does not match the plan (page_size {plan.PageSize}, kv_heads {shape.KvHeads}, head_dim {shape.HeadDim}).");
-        if (cache.NumPages <= plan.MaxPageId)
-            throw new InvalidOperationException($"The plan uses page {plan.MaxPageId} but the cache has {cache.NumPages} pages.");
-        long rows = (long)plan.QueryRows * shape.QoHeads;
-        if (q.Length != rows * shape.HeadDim)
-            throw new InvalidOperationException($"q has {q.Length} elements; the plan needs {plan.QueryRows}×{shape.QoHeads}×{shape.HeadDim} = {rows * shape.HeadDim}.");
-        if (output.Length != rows * shape.HeadDim)
-            throw new InvalidOperationException($"output has {output.Length} elements; the plan needs {rows * shape.HeadDim}.");
-        if (!lse.IsEmpty && lse.Length != rows)
-            throw new InvalidOperationException($"lse has {lse.Length} elements; the plan needs {rows} (or pass an empty span).");
         if (shape.HeadDim % 32 != 0 || shape.HeadDim > MaxHeadDim)
             throw new NotSupportedException($"CPU attention supports head_dim a multiple of 32 up to {MaxHeadDim} (64, 128, 256, …); got {shape.HeadDim}.");
-        ThrowHelper.ThrowIfOverlapping(q, output, nameof(q));
-        if (!lse.IsEmpty) ThrowHelper.ThrowIfOverlapping(q, lse, nameof(q));
+        ThrowHelper.ThrowIfOverlapping(q, output, nameof(q), nameof(output));
+        if (!lse.IsEmpty)
+        {
+            ThrowHelper.ThrowIfOverlapping(q, lse, nameof(q), nameof(lse));
+            ThrowHelper.ThrowIfOverlapping<float, float>(output, lse, nameof(output), nameof(lse)); // both are written
+        }
         if (plan.SplitWorkspace is { } w && w.Capacity < plan.WorkspaceFloats)
             throw new InvalidOperationException($"The workspace has {w.Capacity} floats; the plan needs {plan.WorkspaceFloats} (was it planned with another workspace size?).");
     }

@@ -24,9 +24,10 @@ public static class PagedDecode
     /// <param name="output"><c>batch·qo_heads·head_dim</c> outputs (overwritten; must not overlap q).</param>
     /// <param name="lse"><c>batch·qo_heads</c> log-sum-exps, or an empty span to skip them.</param>
     /// <param name="options">ISA and thread options; null for the defaults.</param>
-    /// <exception cref="InvalidOperationException">The cache or a buffer does not match the plan.</exception>
+    /// <exception cref="InvalidOperationException">The plan's split workspace is smaller than the plan needs.</exception>
     /// <exception cref="NotSupportedException">head_dim is unsupported (multiple of 32 up to 256), or the forced ISA path is unsupported.</exception>
-    /// <exception cref="ArgumentException">output overlaps q.</exception>
+    /// <exception cref="ArgumentException">The cache or a buffer does not match the plan (the message names it and the sizes),
+    /// output overlaps q, or lse overlaps q or output.</exception>
     public static void Run(DecodePlan plan, ReadOnlySpan<float> q, PagedKvCache cache, Span<float> output, Span<float> lse, KernelOptions? options = null)
     {
         AttentionLaunch.Check(plan, q, cache, output, lse);

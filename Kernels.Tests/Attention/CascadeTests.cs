@@ -476,9 +476,9 @@ public class CascadeTests
         Assert.Contains("past", e.Message, StringComparison.OrdinalIgnoreCase);
 
         var plan = CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, cache.NumPages, ws);
-        Assert.Throws<InvalidOperationException>(() => CascadeDecode.Run(plan, new float[64], cache, new float[128], default));
+        Assert.Throws<ArgumentException>(() => CascadeDecode.Run(plan, new float[64], cache, new float[128], default));
         var other = new PagedKvCache(cache.NumPages, 8, 1, 64, DType.F32, KvLayout.Nhd, KvScaleMode.None);
-        Assert.Throws<InvalidOperationException>(() => CascadeDecode.Run(plan, new float[128], other, new float[128], default));
+        Assert.Throws<ArgumentException>(() => CascadeDecode.Run(plan, new float[128], other, new float[128], default));
     }
 
     [Fact]

@@ -580,8 +580,8 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
     [Fact]
     public void TensorsAndCachesOfAnotherBackend_AreRejectedByName()
     {
-        // Every attention op takes DeviceTensor/DeviceKvCache: one of another backend (or disposed) is an ArgumentException
-        // (ObjectDisposedException) naming the parameter, before any kernel runs, on both backends.
+        // Every attention op takes DeviceTensor/DeviceKvCache: one of another backend (or disposed), or one that does not fit
+        // the plan, is an ArgumentException (ObjectDisposedException) naming the parameter, before any kernel runs, on both backends.
         var spec = new CacheSpec([5, 3], 2, 1, 32, DType.F16, KvLayout.Nhd, KvScaleMode.None, 4);
         var (cache, table) = Build(spec);
         var shape = new AttentionShape(2, 1, 32);
@@ -613,6 +613,14 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
             Assert.Equal("otherLse", Assert.Throws<ArgumentException>(() => ops.MergeStates(ot, lt, ot, foreignL)).ParamName);
             Assert.Equal("q", Assert.Throws<ArgumentNullException>(() => ops.Attention(plan, null!, kv, ot, lt)).ParamName);
             Assert.Equal("output", Assert.Throws<ArgumentNullException>(() => ops.Attention(plan, qt, kv, null!, lt)).ParamName);
+            // Tensors that do not fit the plan, or one tensor passed as both q and output: ArgumentException naming it.
+            using var shortQ = mine.Allocate<float>(2, 2, 16);
+            Assert.Equal("q", Assert.Throws<ArgumentException>(() => ops.Attention(plan, shortQ, kv, ot, lt)).ParamName);
+            Assert.Equal("output", Assert.Throws<ArgumentException>(() => ops.Attention(plan, qt, kv, shortQ, lt)).ParamName);
+            Assert.Equal("lse", Assert.Throws<ArgumentException>(() => ops.Attention(plan, qt, kv, ot, qt)).ParamName);
+            Assert.Equal("output", Assert.Throws<ArgumentException>(() => ops.Attention(plan, qt, kv, qt, lt)).ParamName);
+            using var smallKv = ops.UploadKvCache(new PagedKvCache(1, 2, 1, 32, DType.F16));
+            Assert.Contains("cache has 1 pages", Assert.Throws<ArgumentException>(() => ops.Attention(plan, qt, smallKv, ot, lt)).Message);
             var disposed = mine.Allocate<float>(2, 2, 32);
             disposed.Dispose();
             Assert.Throws<ObjectDisposedException>(() => ops.Attention(plan, disposed, kv, ot, lt));

@@ -239,20 +239,20 @@ public class PagedDecodeTests
     }
 
     [Fact]
-    public void Run_ShapesNotMatchingPlan_ThrowInvalidOperation()
+    public void Run_ShapesNotMatchingPlan_ThrowArgument()
     {
         var spec = new CacheSpec([20], 16, 2, 64, DType.F32, KvLayout.Nhd, KvScaleMode.None, 1);
         var (cache, table) = Build(spec);
         var plan = DecodePlanner.Plan(table, new AttentionShape(4, 2, 64), cache.NumPages, new AttentionWorkspace());
         var q = new float[4 * 64];
         var o = new float[4 * 64];
-        Assert.Throws<InvalidOperationException>(() => PagedDecode.Run(plan, new float[5], cache, o, default));
-        Assert.Throws<InvalidOperationException>(() => PagedDecode.Run(plan, q, cache, new float[3], default));
-        Assert.Throws<InvalidOperationException>(() => PagedDecode.Run(plan, q, cache, o, new float[3]));
+        Assert.Throws<ArgumentException>(() => PagedDecode.Run(plan, new float[5], cache, o, default));
+        Assert.Throws<ArgumentException>(() => PagedDecode.Run(plan, q, cache, new float[3], default));
+        Assert.Throws<ArgumentException>(() => PagedDecode.Run(plan, q, cache, o, new float[3]));
         var other = new PagedKvCache(cache.NumPages, 8, 2, 64, DType.F32);
-        Assert.Contains("page_size 8", Assert.Throws<InvalidOperationException>(() => PagedDecode.Run(plan, q, other, o, default)).Message);
+        Assert.Contains("page_size 8", Assert.Throws<ArgumentException>(() => PagedDecode.Run(plan, q, other, o, default)).Message);
         var small = new PagedKvCache(1, 16, 2, 64, DType.F32);
-        Assert.Throws<InvalidOperationException>(() => PagedDecode.Run(plan, q, small, o, default));
+        Assert.Throws<ArgumentException>(() => PagedDecode.Run(plan, q, small, o, default));
         var odd = new AttentionShape(2, 1, 48);
         var oddCache = new PagedKvCache(2, 16, 1, 48, DType.F32);
         var oddPlan = DecodePlanner.Plan(new PageTable([0, 1], [0], [3], 16), odd, 2, new AttentionWorkspace());

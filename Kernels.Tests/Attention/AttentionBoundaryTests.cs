@@ -1,0 +1,105 @@
+using Kernels.Attention.Masks;
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Attention.Positional;
+using Kernels.Cpu.Attention;
+
+namespace Kernels.Tests.Attention;
+
+/// <summary>Boundary checks of the paged-attention public API at the limits of its integer sizes and ranges: each input
+/// here used to crash, overflow or give a silently wrong result.</summary>
+public class AttentionBoundaryTests
+{
+    [Fact]
+    public void PageTable_KvLengthPastIntMax_Throws()
+    {
+        // 2 pages of 2^30 tokens, the last full: 2^31 tokens, which KvLength used to wrap to int.MinValue (and ForDecode skipped).
+        var e = Assert.Throws<ArgumentException>(() => new PageTable([0, 2], [0, 1], [1 << 30], 1 << 30));
+        Assert.Contains("2147483648 tokens", e.Message);
+        Assert.Equal(int.MaxValue, new PageTable([0, 2], [0, 1], [(1 << 30) - 1], 1 << 30).KvLength(0)); // the largest still fits
+    }
+
+    [Fact]
+    public void KvAppendPlan_ForAppend_TotalPastArrayLimit_Throws()
+    {
+        // Two sequences of 2^30 tokens, both appended whole: 2^31 tokens used to overflow an int (OverflowException).
+        var t = new PageTable([0, 1, 2], [0, 1], [1 << 30, 1 << 30], 1 << 30);
+        var e = Assert.Throws<ArgumentException>(() => KvAppendPlan.ForAppend(t, [1 << 30, 1 << 30], 2));
+        Assert.Contains("2147483648", e.Message);
+    }
+
+    [Fact]
+    public void PageAllocator_RefCount_PageOutsidePool_Throws()
+    {
+        using var cache = new PagedKvCache(4, 4, 1, 32, DType.F32);
+        var alloc = new PageAllocator(cache);
+        Assert.Equal(0, alloc.RefCount(3));
+        Assert.Contains("4 pages", Assert.Throws<ArgumentOutOfRangeException>(() => alloc.RefCount(4)).Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => alloc.RefCount(-1));
+    }
+
+    [Fact]
+    public void PageAllocator_Reserve_PastIntMaxTokens_ThrowsAndKeepsTheSequence()
+    {
+        PagedKvCache cache;
+        try { cache = new PagedKvCache(2, 1 << 30, 1, 1, DType.F8E4M3); } // 2 GiB per pool, untouched (calloc)
+        catch (OutOfMemoryException) { return; } // no address space for the pool here
+        using (cache)
+        {
+            var alloc = new PageAllocator(cache);
+            int s = alloc.Create();
+            alloc.Reserve(s, int.MaxValue, copyOnHost: false);
+            // One more token used to wrap the length to int.MinValue without allocating anything.
+            var e = Assert.Throws<ArgumentOutOfRangeException>(() => alloc.Reserve(s, 1, copyOnHost: false));
+            Assert.Contains("2147483647 tokens", e.Message);
+            Assert.Equal(int.MaxValue, alloc.Length(s));
+            Assert.Equal(int.MaxValue, alloc.BuildPageTable([s]).KvLength(0));
+        }
+    }
+
+    [Fact]
+    public void Decode_LseOverlappingOutput_Throws()
+    {
+        using var cache = new PagedKvCache(2, 4, 1, 32, DType.F32);
+        var alloc = new PageAllocator(cache);
+        int s = alloc.Create();
+        var k = Enumerable.Range(0, 6 * 32).Select(i => (float)Math.Sin(i)).ToArray();
+        alloc.Append(s, k, k, 6);
+        var plan = DecodePlanner.Plan(alloc.BuildPageTable([s]), new AttentionShape(1, 1, 32), cache.NumPages, new AttentionWorkspace());
+        var q = new float[32];
+        var output = new float[32];
+        // The lse used to be written over the first output value: a silently wrong output.
+        Assert.Throws<ArgumentException>(() => PagedDecode.Run(plan, q, cache, output, output.AsSpan(0, 1)));
+        PagedDecode.Run(plan, q, cache, output, new float[1]);
+    }
+
+    [Fact]
+    public void BlockSparseMask_ContainsAndColumnLength_OutOfRange_Throw()
+    {
+        var m = new BlockSparseMask([0, 1], [0], 4, 4, 4, 4);
+        Assert.True(m.Contains(3, 3));
+        // Contains(-1, -1) used to answer true (−1 / 4 = 0 is block 0); Contains(8, 0) threw IndexOutOfRangeException.
+        Assert.Throws<ArgumentOutOfRangeException>(() => m.Contains(-1, 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => m.Contains(0, -1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => m.Contains(8, 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => m.Contains(0, 4));
+        Assert.Equal(4, m.ColumnLength(0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => m.ColumnLength(5)); // used to return −16
+    }
+
+    [Fact]
+    public void RopeTable_OptionsGivingNonFiniteAngles_Throw()
+    {
+        // A positive, finite but tiny scale makes position/scale infinite: the table used to hold NaN cos/sin.
+        var e = Assert.Throws<ArgumentException>(() => new RopeTable(new RopeOptions { Scale = 1e-310 }, 32, 4));
+        Assert.Contains("position 1", e.Message);
+        Assert.True(new RopeTable(new RopeOptions(), 32, 4).CosSin.ToArray().All(float.IsFinite));
+    }
+
+    [Fact]
+    public void PagedKvCache_HeadDimWhoseRowBytesOverflow_Throws()
+    {
+        // 4·(2^30 + 1) wrapped to RowBytes 4: a 4-byte pool for a row of 2^30 + 1 floats.
+        Assert.Throws<ArgumentOutOfRangeException>(() => new PagedKvCache(1, 1, 1, (1 << 30) + 1, DType.F32));
+    }
+}
