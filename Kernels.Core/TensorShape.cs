@@ -68,7 +68,7 @@ public sealed class TensorShape : IEquatable<TensorShape>
             for (int i = Rank - 1; i >= 0; i--)
             {
                 if (_lengths[i] != 1 && _strides[i] != expected) return false;
-                expected *= _lengths[i];
+                expected *= Math.Max(_lengths[i], 1); // as RowMajorStrides: a zero-length dimension keeps the stride
             }
             return true;
         }

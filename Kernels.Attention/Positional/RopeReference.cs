@@ -20,7 +20,7 @@ public static class RopeReference
         ArgumentNullException.ThrowIfNull(options);
         int rotary = options.Validate(headDim);
         int heads = RopeArguments.Heads(positions.Length, headDim, x.Length, output.Length);
-        if (!RopeArguments.IsSameMemory(x, output)) ThrowHelper.ThrowIfOverlapping(x, output, nameof(x));
+        if (!RopeArguments.IsSameMemory(x, output)) ThrowHelper.ThrowIfOverlapping(x, output, nameof(x), nameof(output));
         for (int t = 0; t < positions.Length; t++)
             if (positions[t] < 0)
                 throw new ArgumentOutOfRangeException(nameof(positions), $"positions[{t}] = {positions[t]} is negative.");

@@ -46,8 +46,8 @@ public static unsafe class RopeKernel
     {
         ArgumentNullException.ThrowIfNull(table);
         int heads = RopeArguments.Heads(positions.Length, table.HeadDim, x.Length, output.Length);
-        if (!RopeArguments.IsSameMemory(x, output)) ThrowHelper.ThrowIfOverlapping(x, output, nameof(x)); // in place, or disjoint
-        ThrowHelper.ThrowIfOverlapping(positions, output, nameof(positions));
+        if (!RopeArguments.IsSameMemory(x, output)) ThrowHelper.ThrowIfOverlapping(x, output, nameof(x), nameof(output)); // in place, or disjoint
+        ThrowHelper.ThrowIfOverlapping(positions, output, nameof(positions), nameof(output));
         IsaPath isa = CpuIsa.Resolve(options);
         RopeArguments.CheckPositions(positions, table.MaxPositions);
         if (x.IsEmpty) return;

@@ -109,7 +109,7 @@ public static unsafe partial class DFloat11Decoder
         ThrowHelper.ThrowIfLengthMismatch(nameof(weights), weights.ElementCount, (long)m * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
-        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x), nameof(y));
         IsaPath isa = CpuIsa.Resolve(options);
         if (m == 0 || n == 0) return;
         if (k == 0)

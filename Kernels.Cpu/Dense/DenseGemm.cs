@@ -51,8 +51,8 @@ public static unsafe partial class DenseGemm
         ThrowHelper.ThrowIfLengthMismatch(nameof(weights), weights.Length, (long)m * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
-        ThrowHelper.ThrowIfOverlapping(weights, y, nameof(weights));
-        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        ThrowHelper.ThrowIfOverlapping(weights, y, nameof(weights), nameof(y));
+        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x), nameof(y));
         IsaPath isa = CpuIsa.Resolve(options);
         if (m == 0 || n == 0) return;
 

@@ -94,7 +94,7 @@ public static unsafe partial class FpxGemm
         int m = weights.Rows, k = weights.Columns, kPad = weights.PaddedColumns;
         ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
-        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x), nameof(y));
         if ((long)n * kPad > Array.MaxLength) ThrowHelper.Argument(nameof(x), $"n·kPad = {(long)n * kPad} exceeds the largest scratch buffer; split the batch.");
         IsaPath isa = CpuIsa.Resolve(options);
         if (m == 0 || n == 0) return;

@@ -74,7 +74,7 @@ public static unsafe partial class Int6Gemm
         ArgumentOutOfRangeException.ThrowIfNegative(n);
         int k = weights.Columns;
         ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
-        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x), nameof(y));
         sbyte[] xq = ArrayPool<sbyte>.Shared.Rent(n * k);
         float[] xs = ArrayPool<float>.Shared.Rent(n);
         try
@@ -103,8 +103,8 @@ public static unsafe partial class Int6Gemm
         int m = weights.Rows, k = weights.Columns, kPad = weights.PaddedColumns, n = xScales.Length, groups = weights.GroupsPerRow;
         ThrowHelper.ThrowIfLengthMismatch(nameof(xq), xq.Length, (long)n * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
-        ThrowHelper.ThrowIfOverlapping(xq, y, nameof(xq));
-        ThrowHelper.ThrowIfOverlapping(xScales, y, nameof(xScales));
+        ThrowHelper.ThrowIfOverlapping(xq, y, nameof(xq), nameof(y));
+        ThrowHelper.ThrowIfOverlapping(xScales, y, nameof(xScales), nameof(y));
         if ((long)n * kPad > Array.MaxLength) ThrowHelper.Argument(nameof(xq), $"n·kPad = {(long)n * kPad} exceeds the largest scratch buffer; split the batch.");
         IsaPath isa = CpuIsa.Resolve(options);
         if (m == 0 || n == 0) return;
@@ -168,7 +168,7 @@ public static unsafe partial class Int6Gemm
         int m = weights.Rows, k = weights.Columns, kPad = weights.PaddedColumns;
         ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
-        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x), nameof(y));
         if ((long)n * kPad > Array.MaxLength) ThrowHelper.Argument(nameof(x), $"n·kPad = {(long)n * kPad} exceeds the largest scratch buffer; split the batch.");
         IsaPath isa = CpuIsa.Resolve(options);
         if (m == 0 || n == 0) return;

@@ -32,7 +32,7 @@ public static unsafe class LutDequantGemm
         ArgumentOutOfRangeException.ThrowIfNegative(n);
         ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * weights.K);
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * weights.M);
-        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x), nameof(y));
         IsaPath isa = CpuIsa.Resolve(options);
         if (weights.M == 0 || n == 0) return;
         fixed (float* px = x)

@@ -41,7 +41,7 @@ public static unsafe partial class LutGemm
     public static void Gemm(LutWeights weights, ReadOnlySpan<float> x, Span<float> y, int n, LutGemmOptions? lutOptions = null, KernelOptions? options = null)
     {
         IsaPath isa = Validate(weights, x.Length, y.Length, n, options);
-        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x), nameof(y));
         if (weights.M == 0 || n == 0) return;
         Run(weights, x, y, n, lutOptions ?? LutGemmOptions.Default, options ?? KernelOptions.Default, isa);
     }
@@ -58,7 +58,7 @@ public static unsafe partial class LutGemm
     public static void Gemm(LutWeights weights, ReadOnlySpan<BFloat16> x, Span<float> y, int n, LutGemmOptions? lutOptions = null, KernelOptions? options = null)
     {
         IsaPath isa = Validate(weights, x.Length, y.Length, n, options);
-        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x));
+        ThrowHelper.ThrowIfOverlapping(x, y, nameof(x), nameof(y));
         if (weights.M == 0 || n == 0) return;
         float[] xf = ArrayPool<float>.Shared.Rent(x.Length);
         try

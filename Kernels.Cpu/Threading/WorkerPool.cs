@@ -56,6 +56,13 @@ public static unsafe class WorkerPool
                 {
                     Drain();
                 }
+                catch (Exception error)
+                {
+                    // Record it and fall through: the workers still hold a pointer to `state` (on this stack) and must
+                    // finish before Run returns, or they run on a dead frame and skew s_active for the next job.
+                    s_error ??= error;
+                    Interlocked.Exchange(ref s_next, int.MaxValue / 2); // stop handing out chunks
+                }
                 finally
                 {
                     t_inJob = false;
@@ -111,6 +118,7 @@ public static unsafe class WorkerPool
             catch (Exception e)
             {
                 s_error ??= e;
+                Interlocked.Exchange(ref s_next, int.MaxValue / 2); // stop handing out chunks
             }
             finally
             {

@@ -227,6 +227,20 @@ public sealed class HuffmanCode
         for (int s = 0; s < 256; s++)
             if (lengths[s] == 0 && lens[s] != 0)
                 throw new InvalidDataException($"LUT length row gives symbol {s} length {lens[s]} but no table decodes it.");
+        // Fill-forward may only cover unused code space of one code of the longest length (DFloat11's EOF, always one
+        // of the two deepest leaves), or none. A wrong entry in the length row (a code made longer than its LUT run)
+        // leaves a larger hole, which the table walk would silently decode as that symbol while the code rejects it.
+        ulong kraft = 0;
+        int maxLength = 0;
+        for (int s = 0; s < 256; s++)
+        {
+            if (lengths[s] == 0) continue;
+            kraft += 1UL << (DFloat11Format.MaxTokenBits - lengths[s]);
+            maxLength = Math.Max(maxLength, lengths[s]);
+        }
+        ulong unused = (1UL << DFloat11Format.MaxTokenBits) - kraft;
+        if (unused != 0 && unused != 1UL << (DFloat11Format.MaxTokenBits - maxLength))
+            throw new InvalidDataException($"LUT length row (offset {p * 256}) leaves {unused}/2^32 of the code space unused; at most one code of the longest length ({maxLength} bits) may be unused.");
         return new HuffmanCode(lengths, codes);
     }
 

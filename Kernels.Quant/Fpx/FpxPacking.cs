@@ -53,6 +53,10 @@ public static class FpxPacking
     {
         Validate(rows, columns, codeBits, high.Length, low.Length);
         ThrowHelper.ThrowIfLengthMismatch(nameof(codes), codes.Length, (long)rows * columns);
+        int limit = 1 << codeBits;
+        if (padCode >= limit) ThrowHelper.Argument(nameof(padCode), $"padCode = {padCode} is not a {codeBits}-bit code.");
+        for (int i = 0; i < codes.Length; i++)
+            if (codes[i] >= limit) ThrowHelper.Argument(nameof(codes), $"codes[{i}] = {codes[i]} is not a {codeBits}-bit code.");
         int kPad = PaddedColumns(columns), blocks = kPad / BlockCodes, hb = HighBlockBytes(codeBits);
         high.Clear();
         low.Clear();
@@ -89,7 +93,7 @@ public static class FpxPacking
         ThrowHelper.ThrowIfLengthMismatch(nameof(codes), codes.Length, (long)rows * columns);
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < columns; c++)
-                codes[r * columns + c] = (byte)CodeAt(high, low, r, c, columns, codeBits);
+                codes[r * columns + c] = (byte)CodeAtUnchecked(high, low, r, c, columns, codeBits);
     }
 
     /// <summary>Reads the code at (<paramref name="row"/>, <paramref name="column"/>) from the planes.</summary>
@@ -102,6 +106,19 @@ public static class FpxPacking
     /// <returns>The code.</returns>
     public static int CodeAt(ReadOnlySpan<byte> high, ReadOnlySpan<byte> low, int row, int column, int columns, int codeBits)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(row);
+        if ((uint)column >= (uint)columns)
+            throw new ArgumentOutOfRangeException(nameof(column), column, $"column {column} is outside [0, {columns}).");
+        if (codeBits is not (5 or 6)) ThrowHelper.Argument(nameof(codeBits), $"codeBits must be 5 or 6; got {codeBits}.");
+        if (columns > MaxColumns) throw new ArgumentOutOfRangeException(nameof(columns), columns, $"columns = {columns} exceeds {MaxColumns}.");
+        long rowsHeld = low.Length / ((long)PaddedColumns(columns) / BlockCodes * Lo4BlockBytes);
+        if (row >= rowsHeld || (long)(row + 1) * (PaddedColumns(columns) / BlockCodes) * HighBlockBytes(codeBits) > high.Length)
+            throw new ArgumentOutOfRangeException(nameof(row), row, $"row {row} is outside the {rowsHeld} rows that low ({low.Length} bytes) and high ({high.Length} bytes) hold for {columns} columns.");
+        return CodeAtUnchecked(high, low, row, column, columns, codeBits);
+    }
+
+    private static int CodeAtUnchecked(ReadOnlySpan<byte> high, ReadOnlySpan<byte> low, int row, int column, int columns, int codeBits)
+    {
         int blocks = PaddedColumns(columns) / BlockCodes;
         long blk = (long)row * blocks + column / BlockCodes;
         int i = column % BlockCodes;
@@ -112,10 +129,14 @@ public static class FpxPacking
         return lo | hi << 4;
     }
 
+    /// <summary>The most columns a packed matrix may have (so that <see cref="PaddedColumns"/> fits in an int).</summary>
+    public const int MaxColumns = int.MaxValue / BlockCodes * BlockCodes;
+
     private static void Validate(int rows, int columns, int codeBits, int highLength, int lowLength)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(rows);
         ArgumentOutOfRangeException.ThrowIfNegative(columns);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(columns, MaxColumns);
         if (codeBits is not (5 or 6)) ThrowHelper.Argument(nameof(codeBits), $"codeBits must be 5 or 6; got {codeBits}.");
         long blocks = (long)rows * (PaddedColumns(columns) / BlockCodes);
         ThrowHelper.ThrowIfLengthMismatch("high", highLength, blocks * HighBlockBytes(codeBits));

@@ -4,26 +4,28 @@ namespace Kernels.Quant.Fpx;
 
 /// <summary>Versioned binary serialization of <see cref="FpxWeights"/> and <see cref="Int6Weights"/>.</summary>
 /// <remarks>
-/// <para>Little-endian layout (version 1):</para>
+/// <para>Little-endian layout (version 2):</para>
 /// <code>
 /// offset size  field
 ///  0      4    magic "KFPX"
-///  4      2    version = 1
+///  4      2    version = 2
 ///  6      1    kind: 1 = FP6 e3m2, 2 = FP5 e2m2, 3 = INT6
 ///  7      1    reserved = 0
 ///  8      4    rows (m)
 /// 12      4    columns (k)
 /// 16      4    group size (0 for FP6/FP5, 64 or 128 for INT6)
-/// 20      8    FNV-1a 64-bit hash of the payload
+/// 20      8    FNV-1a 64-bit hash of header bytes 0..19, then the payload
 /// 28      …    payload: scales (fp32 × rows·groups), high plane, 4-bit plane (lengths implied by the header)
 /// </code>
-/// <para>Any inconsistency (bad magic, unknown version or kind, negative or oversized dimensions, truncated or trailing bytes,
-/// hash mismatch, non-finite or negative scale, INT6 code 0) throws <see cref="InvalidDataException"/> naming the offset.</para>
+/// <para>Version 1, written before 2026-12-02, hashed the payload alone, so a corrupted column count that kept the payload
+/// size (columns are padded to blocks of 64) read back as a wider matrix; it is still read. Any inconsistency (bad magic,
+/// unknown version or kind, negative or oversized dimensions, truncated or trailing bytes, hash mismatch, non-finite or
+/// negative scale, INT6 code 0) throws <see cref="InvalidDataException"/> naming the offset.</para>
 /// </remarks>
 public static class FpxSerializer
 {
     /// <summary>The current format version.</summary>
-    public const ushort Version = 1;
+    public const ushort Version = 2;
 
     /// <summary>Header bytes.</summary>
     public const int HeaderBytes = 28;
@@ -98,7 +100,7 @@ public static class FpxSerializer
         for (int i = 0; i < scales.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(p.Slice(4 * i), scales[i]);
         high.CopyTo(p.Slice(4 * scales.Length));
         low.CopyTo(p.Slice(4 * scales.Length + high.Length));
-        BinaryPrimitives.WriteUInt64LittleEndian(buffer.AsSpan(20), Fnv1a(p));
+        BinaryPrimitives.WriteUInt64LittleEndian(buffer.AsSpan(20), Fnv1a(p, Fnv1a(buffer.AsSpan(0, 20))));
         return buffer;
     }
 
@@ -107,7 +109,7 @@ public static class FpxSerializer
         if (data.Length < HeaderBytes) throw new InvalidDataException($"Truncated header: {data.Length} bytes, {HeaderBytes} required.");
         if (!data[..4].SequenceEqual(Magic)) throw new InvalidDataException("Bad magic at offset 0: expected \"KFPX\".");
         ushort version = BinaryPrimitives.ReadUInt16LittleEndian(data[4..]);
-        if (version != Version) throw new InvalidDataException($"Unsupported version {version} at offset 4; this reader understands version {Version}.");
+        if (version is not (1 or Version)) throw new InvalidDataException($"Unsupported version {version} at offset 4; this reader understands versions 1 and {Version}.");
         int kind = data[6];
         if (kind is < 1 or > 3) throw new InvalidDataException($"Unknown kind {kind} at offset 6; expected 1 (FP6), 2 (FP5) or 3 (INT6).");
         if (data[7] != 0) throw new InvalidDataException($"Reserved byte at offset 7 is {data[7]}; expected 0.");
@@ -115,7 +117,7 @@ public static class FpxSerializer
         int cols = BinaryPrimitives.ReadInt32LittleEndian(data[12..]);
         int group = BinaryPrimitives.ReadInt32LittleEndian(data[16..]);
         if (rows < 0) throw new InvalidDataException($"Negative row count {rows} at offset 8.");
-        if (cols < 0) throw new InvalidDataException($"Negative column count {cols} at offset 12.");
+        if (cols < 0 || cols > FpxPacking.MaxColumns) throw new InvalidDataException($"Column count {cols} at offset 12 is outside 0..{FpxPacking.MaxColumns}.");
         if (kind == 3 ? group is not (64 or 128) : group != 0)
             throw new InvalidDataException($"Group size {group} at offset 16 is invalid for kind {kind}.");
         int bits = kind == 2 ? 5 : 6;
@@ -128,7 +130,8 @@ public static class FpxSerializer
             throw new InvalidDataException($"{(data.Length < HeaderBytes + payload ? "Truncated" : "Trailing")} data: {data.Length} bytes, expected {HeaderBytes + payload} for {rows}x{cols} (payload from offset {HeaderBytes}).");
         ReadOnlySpan<byte> p = data[HeaderBytes..];
         ulong hash = BinaryPrimitives.ReadUInt64LittleEndian(data[20..]);
-        if (hash != Fnv1a(p)) throw new InvalidDataException("Payload hash mismatch (header offset 20): the data is corrupt.");
+        if (hash != Fnv1a(p, version == 1 ? FnvOffsetBasis : Fnv1a(data[..20])))
+            throw new InvalidDataException($"Hash mismatch (header offset 20): the {(version == 1 ? "payload" : "header or payload")} is corrupt.");
         var scales = new float[scaleCount];
         for (int i = 0; i < scales.Length; i++)
         {
@@ -141,9 +144,11 @@ public static class FpxSerializer
         return (kind, rows, cols, group, scales, high, low);
     }
 
-    private static ulong Fnv1a(ReadOnlySpan<byte> data)
+    private const ulong FnvOffsetBasis = 14695981039346656037UL;
+
+    /// <summary>FNV-1a 64 of <paramref name="data"/>, continuing from <paramref name="h"/> (the offset basis to start).</summary>
+    private static ulong Fnv1a(ReadOnlySpan<byte> data, ulong h = FnvOffsetBasis)
     {
-        ulong h = 14695981039346656037UL;
         foreach (byte b in data)
         {
             h ^= b;

@@ -163,7 +163,11 @@ public sealed class FpxWeights
     /// <param name="row">Row.</param>
     /// <param name="column">Column.</param>
     /// <returns>The code.</returns>
-    public int CodeAt(int row, int column) => FpxPacking.CodeAt(_high, _low, row, column, Columns, CodeBits);
+    public int CodeAt(int row, int column)
+    {
+        if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row {row} is outside [0, {Rows}).");
+        return FpxPacking.CodeAt(_high, _low, row, column, Columns, CodeBits);
+    }
 
     private static void CheckFormat(FpxFormat format)
     {

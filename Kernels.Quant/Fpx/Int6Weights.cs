@@ -141,7 +141,11 @@ public sealed class Int6Weights
     /// <param name="row">Row.</param>
     /// <param name="column">Column.</param>
     /// <returns>q ∈ [−31, 31].</returns>
-    public int ValueAt(int row, int column) => FpxPacking.CodeAt(_high, _low, row, column, Columns, 6) - Offset;
+    public int ValueAt(int row, int column)
+    {
+        if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row {row} is outside [0, {Rows}).");
+        return FpxPacking.CodeAt(_high, _low, row, column, Columns, 6) - Offset;
+    }
 
     /// <summary>Unpacks all values q (row-major).</summary>
     /// <returns><c>rows·columns</c> values.</returns>

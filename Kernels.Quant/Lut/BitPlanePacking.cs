@@ -43,6 +43,7 @@ public static class BitPlanePacking
     /// <returns>The byte index.</returns>
     public static long ByteIndex(LutFormat format, int k, int tile, int group, int pair, int plane, int position)
     {
+        if (format.Bits == 0) throw new ArgumentException("format is default; create it with LutFormat's constructor.", nameof(format));
         int groups = k / format.GroupSize, pairs = format.GroupSize / 8;
         return ((((long)tile * groups + group) * pairs + pair) * format.Bits + plane) * 64 + position;
     }

@@ -40,6 +40,8 @@ public static class LutQuantizer
                 {
                     int start = r * k + g * gs;
                     QuantizeGroup(weights.Slice(start, gs), format, codes.AsSpan(start, gs), out scales[r * groups + g], out offsets[r * groups + g]);
+                    if (!float.IsFinite((float)scales[r * groups + g]) || !float.IsFinite((float)offsets[r * groups + g]))
+                        ThrowHelper.Argument(nameof(weights), $"weights row {r}, group {g} (columns {g * gs}..{g * gs + gs - 1}): magnitudes up to {MaxAbs(weights.Slice(start, gs))} overflow the bf16 scale/offset of {format}; LUT formats need |w| well below 3.4e38.");
                 }
         }
         return new LutQuantizedMatrix(format, m, k, codes, scales, offsets);
@@ -58,6 +60,13 @@ public static class LutQuantizer
         var f = new float[weights.Length];
         for (int i = 0; i < f.Length; i++) f[i] = (float)weights[i];
         return Quantize(f, m, k, format, ternaryScope);
+    }
+
+    private static float MaxAbs(ReadOnlySpan<float> w)
+    {
+        float m = 0;
+        foreach (float v in w) m = Math.Max(m, Math.Abs(v));
+        return m;
     }
 
     private static void QuantizeGroup(ReadOnlySpan<float> w, LutFormat format, Span<byte> q, out BFloat16 scale, out BFloat16 offset)
@@ -82,11 +91,19 @@ public static class LutQuantizer
             max = Math.Max(max, v);
         }
         float sb = (float)(BFloat16)(float)(((double)max - min) / maxCode);
-        if (sb == 0 || !float.IsFinite(sb))
+        if (!float.IsFinite(sb))
+        {
+            // The range overflows bf16: report it (the caller throws) instead of folding the group to its midpoint.
+            scale = (BFloat16)sb;
+            offset = (BFloat16)0f;
+            q.Clear();
+            return;
+        }
+        if (sb == 0)
         {
             // Constant group (or a range too small for bf16): all codes 0, the value lives in the offset.
             scale = (BFloat16)0f;
-            offset = (BFloat16)((min + max) * 0.5f);
+            offset = (BFloat16)(float)(((double)min + max) * 0.5); // in double: min + max overflows fp32 above 1.7e38
             q.Clear();
             return;
         }

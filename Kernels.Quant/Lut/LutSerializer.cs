@@ -89,14 +89,13 @@ public static class LutSerializer
         if (stream.CanSeek && stream.Length - stream.Position < planeBytes + 4 * scaleCount + 4)
             throw new InvalidDataException($"LUT weights: stream truncated: {stream.Length - stream.Position + HeaderBytes} bytes from offset 0, {HeaderBytes + planeBytes + 4 * scaleCount + 4} required.");
         uint crc = Crc32.Update(0, h);
-        var planes = new byte[planeBytes];
-        ReadExactly(stream, planes, HeaderBytes);
+        // A non-seekable stream cannot be checked for length up front, so its arrays grow with the bytes that actually
+        // arrive: a 20-byte header claiming gigabytes costs at most a few MB before the truncation is detected.
+        byte[] planes = ReadArray(stream, planeBytes, HeaderBytes);
         crc = Crc32.Update(crc, planes);
-        var scales = new BFloat16[scaleCount];
-        ReadExactly(stream, MemoryMarshal.AsBytes(scales.AsSpan()), HeaderBytes + planeBytes);
+        BFloat16[] scales = ReadBf16(stream, scaleCount, HeaderBytes + planeBytes);
         crc = Crc32.Update(crc, MemoryMarshal.AsBytes(scales.AsSpan()));
-        var offsets = new BFloat16[scaleCount];
-        ReadExactly(stream, MemoryMarshal.AsBytes(offsets.AsSpan()), HeaderBytes + planeBytes + 2 * scaleCount);
+        BFloat16[] offsets = ReadBf16(stream, scaleCount, HeaderBytes + planeBytes + 2 * scaleCount);
         crc = Crc32.Update(crc, MemoryMarshal.AsBytes(offsets.AsSpan()));
         Span<byte> tail = stackalloc byte[4];
         long tailOffset = HeaderBytes + planeBytes + 4 * scaleCount;
@@ -110,6 +109,45 @@ public static class LutSerializer
     {
         stream.Write(data);
         return Crc32.Update(crc, data);
+    }
+
+    private const int GrowthChunk = 1 << 20;
+
+    private static BFloat16[] ReadBf16(Stream stream, long count, long offset)
+    {
+        if (stream.CanSeek || 2 * count <= GrowthChunk)
+        {
+            var values = new BFloat16[count];
+            ReadExactly(stream, MemoryMarshal.AsBytes(values.AsSpan()), offset);
+            return values;
+        }
+        return MemoryMarshal.Cast<byte, BFloat16>(ReadArray(stream, 2 * count, offset)).ToArray();
+    }
+
+    // Reads exactly `length` bytes; on a non-seekable stream the buffer doubles as data arrives instead of being
+    // allocated at the size the header claims.
+    private static byte[] ReadArray(Stream stream, long length, long offset)
+    {
+        if (stream.CanSeek || length <= GrowthChunk)
+        {
+            var all = new byte[length];
+            ReadExactly(stream, all, offset);
+            return all;
+        }
+        var buffer = new byte[GrowthChunk];
+        long done = 0;
+        while (done < length)
+        {
+            if (done == buffer.Length)
+            {
+                var bigger = new byte[Math.Min(length, 2L * buffer.Length)];
+                buffer.CopyTo(bigger, 0);
+                buffer = bigger;
+            }
+            ReadExactly(stream, buffer.AsSpan((int)done, (int)Math.Min(buffer.Length - done, GrowthChunk)), offset + done);
+            done += Math.Min(buffer.Length - done, GrowthChunk);
+        }
+        return buffer;
     }
 
     private static void ReadExactly(Stream stream, Span<byte> buffer, long offset)

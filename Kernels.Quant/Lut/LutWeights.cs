@@ -47,7 +47,7 @@ public sealed class LutWeights
     public int K { get; }
 
     /// <summary>Row tiles, <c>ceil(M / 64)</c>.</summary>
-    public int Tiles => (M + TileRows - 1) / TileRows;
+    public int Tiles => (int)(((long)M + TileRows - 1) / TileRows);
 
     /// <summary>Groups per row.</summary>
     public int GroupsPerRow => K / Format.GroupSize;
@@ -75,12 +75,20 @@ public sealed class LutWeights
     /// <param name="m">Rows.</param>
     /// <param name="k">Columns.</param>
     /// <returns>The byte count.</returns>
-    public static long PlaneBytesFor(LutFormat format, int m, int k) => (long)((m + TileRows - 1) / TileRows) * TileRows * k / 8 * format.Bits;
+    public static long PlaneBytesFor(LutFormat format, int m, int k) => PaddedRows(format, m, k) * k / 8 * format.Bits;
 
     /// <summary>Scale count for a shape: <c>tiles·64·k/G</c>.</summary>
     /// <param name="format">Format.</param>
     /// <param name="m">Rows.</param>
     /// <param name="k">Columns.</param>
     /// <returns>The count.</returns>
-    public static long ScaleCountFor(LutFormat format, int m, int k) => (long)((m + TileRows - 1) / TileRows) * TileRows * (k / format.GroupSize);
+    public static long ScaleCountFor(LutFormat format, int m, int k) => PaddedRows(format, m, k) * (k / format.GroupSize);
+
+    // Rows rounded up to whole tiles, in long arithmetic (m + 63 overflows int for m near int.MaxValue).
+    private static long PaddedRows(LutFormat format, int m, int k)
+    {
+        if (format.Bits == 0) throw new ArgumentException("format is default; create it with LutFormat's constructor.", nameof(format));
+        LutQuantizedMatrix.ValidateShape(format, m, k);
+        return ((long)m + TileRows - 1) / TileRows * TileRows;
+    }
 }

@@ -65,6 +65,7 @@ public static class DenseReference
     /// <param name="n">Number of activation vectors.</param>
     public static void AbsGemm(ReadOnlySpan<float> weights, ReadOnlySpan<float> x, Span<double> magnitudes, int m, int k, int n)
     {
+        Validate(weights.Length, x.Length, magnitudes.Length, m, k, n);
         for (int j = 0; j < n; j++)
             for (int r = 0; r < m; r++)
             {

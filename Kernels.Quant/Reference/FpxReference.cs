@@ -40,6 +40,7 @@ public static class FpxReference
         int m = weights.Rows, k = weights.Columns;
         ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
+        if (!magnitudes.IsEmpty) ThrowHelper.ThrowIfLengthMismatch(nameof(magnitudes), magnitudes.Length, (long)n * m);
         byte[] codes = weights.GetCodes();
         var table = new double[FpxCodec.CodeCount(weights.Format)];
         for (int i = 0; i < table.Length; i++) table[i] = FpxCodec.Decode(weights.Format, i);
@@ -83,6 +84,7 @@ public static class FpxReference
         int m = weights.Rows, k = weights.Columns, groups = weights.GroupsPerRow, g = weights.GroupSize;
         ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
+        if (!magnitudes.IsEmpty) ThrowHelper.ThrowIfLengthMismatch(nameof(magnitudes), magnitudes.Length, (long)n * m);
         sbyte[] q = weights.GetValues();
         for (int j = 0; j < n; j++)
             for (int r = 0; r < m; r++)
@@ -140,6 +142,7 @@ public static class FpxReference
         int m = weights.Rows, k = weights.Columns, groups = weights.GroupsPerRow, g = weights.GroupSize, n = xScales.Length;
         ThrowHelper.ThrowIfLengthMismatch(nameof(xq), xq.Length, (long)n * k);
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
+        if (!magnitudes.IsEmpty) ThrowHelper.ThrowIfLengthMismatch(nameof(magnitudes), magnitudes.Length, (long)n * m);
         sbyte[] q = weights.GetValues();
         for (int j = 0; j < n; j++)
             for (int r = 0; r < m; r++)

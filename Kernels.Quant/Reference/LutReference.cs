@@ -17,6 +17,8 @@ public static class LutReference
     public static double Weight(LutQuantizedMatrix w, int r, int c)
     {
         ArgumentNullException.ThrowIfNull(w);
+        if ((uint)r >= (uint)w.M) throw new ArgumentOutOfRangeException(nameof(r), r, $"row {r} is outside [0, {w.M}).");
+        if ((uint)c >= (uint)w.K) throw new ArgumentOutOfRangeException(nameof(c), c, $"column {c} is outside [0, {w.K}).");
         long gi = (long)r * w.GroupsPerRow + c / w.Format.GroupSize;
         return (double)(float)w.Scales[gi] * (w.Codes[(long)r * w.K + c] - w.Format.Center) + (float)w.Offsets[gi];
     }
@@ -55,6 +57,7 @@ public static class LutReference
     /// <returns><c>Σ_c w[r, c]·x[c]</c>.</returns>
     public static double Dot(LutQuantizedMatrix w, int r, ReadOnlySpan<float> x)
     {
+        CheckRow(w, r, x.Length);
         double acc = 0;
         for (int c = 0; c < w.K; c++) acc += Weight(w, r, c) * x[c];
         return acc;
@@ -68,7 +71,7 @@ public static class LutReference
     /// <returns>The scale; multiply by <c>ResultComparer.DotTolerance(k)</c> for a bound.</returns>
     public static double RoundingScale(LutQuantizedMatrix w, int r, ReadOnlySpan<float> x)
     {
-        ArgumentNullException.ThrowIfNull(w);
+        CheckRow(w, r, x.Length);
         int gs = w.Format.GroupSize;
         double acc = 0;
         for (int g = 0; g < w.GroupsPerRow; g++)
@@ -89,7 +92,7 @@ public static class LutReference
     /// <remarks>Each lookup is off by at most <c>lutScale_g/2</c>; plane <c>i</c> weighs its G/4 lookups by <c>2^(i−1)·s</c>.</remarks>
     public static double Int8TableErrorBound(LutQuantizedMatrix w, int r, ReadOnlySpan<float> x)
     {
-        ArgumentNullException.ThrowIfNull(w);
+        CheckRow(w, r, x.Length);
         int gs = w.Format.GroupSize;
         double acc = 0;
         for (int g = 0; g < w.GroupsPerRow; g++)
@@ -98,5 +101,12 @@ public static class LutReference
             acc += Math.Abs((float)w.Scales[(long)r * w.GroupsPerRow + g]) * w.Format.MaxCode * (gs / 16.0) * lutScale;
         }
         return acc;
+    }
+
+    private static void CheckRow(LutQuantizedMatrix w, int r, int xLength)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        if ((uint)r >= (uint)w.M) throw new ArgumentOutOfRangeException(nameof(r), r, $"row {r} is outside [0, {w.M}).");
+        ThrowHelper.ThrowIfLengthMismatch("x", xLength, w.K);
     }
 }

@@ -74,4 +74,32 @@ public class FpxSerializerTests
         data[4] = 9;
         Assert.Contains("offset 4", Assert.Throws<InvalidDataException>(() => FpxSerializer.DeserializeFpx(data)).Message);
     }
+
+    [Fact]
+    public void HeaderBitFlips_ThatKeepThePayloadSize_ThrowInvalidData()
+    {
+        // 5 × 130 pads to 192 columns: column counts 129 … 192 imply the same payload, so only the header hash (version 2)
+        // catches a flipped column bit.
+        byte[] data = FpxSerializer.Serialize(FpxGemmTests.RandomWeights(new Random(6), 5, 130, FpxFormat.Fp6E3M2));
+        for (int i = 0; i < FpxSerializer.HeaderBytes; i++)
+            for (int bit = 0; bit < 8; bit++)
+            {
+                byte[] bad = (byte[])data.Clone();
+                bad[i] ^= (byte)(1 << bit);
+                Assert.Throws<InvalidDataException>(() => FpxSerializer.DeserializeFpx(bad));
+            }
+    }
+
+    [Fact]
+    public void Version1_PayloadOnlyHash_IsStillRead()
+    {
+        var w = FpxGemmTests.RandomWeights(new Random(7), 3, 100, FpxFormat.Fp5E2M2);
+        byte[] v1 = FpxSerializer.Serialize(w);
+        v1[4] = 1; // version 1 hashed the payload alone (FNV-1a 64)
+        ulong h = 14695981039346656037UL;
+        foreach (byte b in v1.AsSpan(FpxSerializer.HeaderBytes)) { h ^= b; h *= 1099511628211UL; }
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(v1.AsSpan(20), h);
+        var back = FpxSerializer.DeserializeFpx(v1);
+        Assert.Equal(FpxSerializer.Serialize(w), FpxSerializer.Serialize(back));
+    }
 }
