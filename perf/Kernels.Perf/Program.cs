@@ -11,6 +11,8 @@ using Kernels.Perf.Harness;
 //   dotnet run -c Release --project perf/Kernels.Perf -- dense lut --filter 4096x4096 --isa Avx2 --backend all --quick
 //   dotnet run -c Release --project perf/Kernels.Perf -- bdn --filter *Dense*   (BenchmarkDotNet)
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+const string Usage = "usage: Kernels.Perf [suite ...] [--filter text] [--isa Auto|Avx512|Avx2|Vector128|Scalar] [--threads N] " +
+    "[--backend cpu|gpu|all] [--quick] [--verify-only] [--budget seconds] [--out dir] | list | bdn [BenchmarkDotNet args]";
 if (args.Length > 0 && args[0] == "bdn")
 {
     BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..]);
@@ -30,37 +32,61 @@ bool quick = false, verifyOnly = false;
 int threads = -1;
 double budget = 0.4;
 string outDir = Path.Combine(FindRepoRoot(), "perf", "results");
-for (int i = 0; i < args.Length; i++)
+try
 {
-    string a = args[i];
-    string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{a} needs a value");
-    switch (a)
+    for (int i = 0; i < args.Length; i++)
     {
-        case "--filter": filters.Add(Next()); break;
-        case "--isa": isa = Enum.Parse<IsaPath>(Next(), ignoreCase: true); break;
-        case "--backend": backend = Next().ToLowerInvariant(); break;
-        case "--threads": threads = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-        case "--quick": quick = true; break;
-        case "--verify-only": verifyOnly = true; break;
-        case "--budget": budget = double.Parse(Next(), CultureInfo.InvariantCulture); break;
-        case "--out": outDir = Next(); break;
-        case "list":
-            foreach (var s in suites) Console.WriteLine($"{s.Name,-12} {s.Description}");
-            return 0;
-        case "-h" or "--help":
-            Console.WriteLine("usage: Kernels.Perf [suite ...] [--filter text] [--isa Auto|Avx512|Avx2|Vector128|Scalar] [--threads N] [--backend cpu|gpu|all] [--quick] [--verify-only] [--budget seconds] [--out dir] | list | bdn [BenchmarkDotNet args]");
-            return 0;
-        default:
-            if (a.StartsWith('-')) throw new ArgumentException($"unknown option {a}; see --help");
-            selected.Add(a.ToLowerInvariant());
-            break;
+        string a = args[i];
+        string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{a} needs a value");
+        switch (a)
+        {
+            case "--filter": filters.Add(Next()); break;
+            case "--isa":
+                string isaName = Next();
+                if (!Enum.TryParse(isaName, ignoreCase: true, out isa) || !Enum.IsDefined(isa))
+                    throw new ArgumentException($"--isa {isaName}: expected one of {string.Join(", ", Enum.GetNames<IsaPath>())}");
+                break;
+            case "--backend":
+                backend = Next().ToLowerInvariant();
+                if (backend is not ("cpu" or "gpu" or "all")) throw new ArgumentException($"--backend {backend}: expected cpu, gpu or all");
+                break;
+            case "--threads":
+                string n = Next();
+                if (!int.TryParse(n, NumberStyles.Integer, CultureInfo.InvariantCulture, out threads) || threads == 0 || threads < -1)
+                    throw new ArgumentException($"--threads {n}: expected a positive thread count (or -1 for all cores)");
+                break;
+            case "--quick": quick = true; break;
+            case "--verify-only": verifyOnly = true; break;
+            case "--budget":
+                string b = Next();
+                if (!double.TryParse(b, NumberStyles.Float, CultureInfo.InvariantCulture, out budget) || !(budget > 0))
+                    throw new ArgumentException($"--budget {b}: expected a positive number of seconds");
+                break;
+            case "--out": outDir = Next(); break;
+            case "list":
+                foreach (var s in suites) Console.WriteLine($"{s.Name,-12} {s.Description}");
+                return 0;
+            case "-h" or "--help":
+                Console.WriteLine(Usage);
+                return 0;
+            default:
+                if (a.StartsWith('-')) throw new ArgumentException($"unknown option {a}");
+                selected.Add(a.ToLowerInvariant());
+                break;
+        }
+    }
+    if (selected.Count > 0 && !selected.Contains("default"))
+    {
+        var unknown = selected.Where(n => suites.All(s => s.Name != n)).ToList();
+        if (unknown.Count > 0) throw new ArgumentException($"unknown suite(s) {string.Join(", ", unknown)}; known: {string.Join(", ", suites.Select(s => s.Name))}");
+        suites = suites.Where(s => selected.Contains(s.Name)).ToList();
     }
 }
-if (selected.Count > 0 && !selected.Contains("default"))
+catch (ArgumentException e)
 {
-    var unknown = selected.Where(n => suites.All(s => s.Name != n)).ToList();
-    if (unknown.Count > 0) throw new ArgumentException($"unknown suite(s) {string.Join(", ", unknown)}; known: {string.Join(", ", suites.Select(s => s.Name))}");
-    suites = suites.Where(s => selected.Contains(s.Name)).ToList();
+    Console.Error.WriteLine($"error: {e.Message}");
+    Console.Error.WriteLine(Usage);
+    return 2;
 }
 
 var options = new KernelOptions { Isa = isa, MaxDegreeOfParallelism = threads };
