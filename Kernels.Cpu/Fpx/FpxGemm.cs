@@ -17,7 +17,7 @@ namespace Kernels.Cpu.Fpx;
 /// <para>Decode by bit operations (<see cref="FpxDecode"/>): each code becomes the fp32 pattern whose value is
 /// <c>Decode(code) · 2^−B</c> (B = 124 for FP6, 126 for FP5). Multiplying every weight by 2^B would cost one vmulps per 16
 /// weights; instead each activation vector is scaled once by <c>2^e_j</c> with <c>e_j = 100 − ilogb(max|x_j|)</c> (clamped to
-/// [−126, 127]), so products stay far above the fp32 subnormal range, and <c>2^(B − e_j)</c> is folded with the row scale into the
+/// [−126, 254]), so products stay far above the fp32 subnormal range, and <c>2^(B − e_j)</c> is folded with the row scale into the
 /// final store, computed in binary64. Both scalings are exact powers of two, so the dot product rounds exactly like an fp32 dot
 /// product of the dequantized weights; only terms smaller than ~2^−100·max|x_j|·|w| can be affected by underflow.</para>
 /// <para>Error bound (every path): <c>|y − y_ref| ≤ 1.01·k·2⁻²⁴ · scale_r·Σ_c|Decode·x| + 2⁻²⁴|y_ref|</c>. Accumulation order:
@@ -131,7 +131,7 @@ public static unsafe partial class FpxGemm
         }
     }
 
-    /// <summary>Writes <c>x·2^e</c> (zero-padded) and returns e = 100 − ilogb(max finite |x|), clamped to [−126, 127].</summary>
+    /// <summary>Writes <c>x·2^e</c> (zero-padded) and returns e = 100 − ilogb(max finite |x|), clamped to [−126, 254].</summary>
     internal static int ScaleActivations<TX>(ReadOnlySpan<TX> x, Span<float> dst) where TX : unmanaged
     {
         ReadOnlySpan<float> xf = default;
@@ -148,12 +148,23 @@ public static unsafe partial class FpxGemm
             float a = Math.Abs(xf[c]);
             if (a > amax && a != float.PositiveInfinity) amax = a;
         }
-        int e = amax == 0 ? 0 : Math.Clamp(ActivationExponent - Math.ILogB(amax), -126, 127);
-        float f = MathF.ScaleB(1f, e);
+        // e can exceed 127 for subnormal activations (max |x| < 2^-27 gives e > 127): 2^e is then applied as 2^127 · 2^(e−127),
+        // two exact power-of-two products, so the products with the weight patterns stay out of the subnormal range.
+        int e = amax == 0 ? 0 : Math.Clamp(ActivationExponent - Math.ILogB(amax), -126, 2 * 127);
+        float f = MathF.ScaleB(1f, Math.Min(e, 127)), f2 = MathF.ScaleB(1f, Math.Max(e - 127, 0));
         int i = 0;
-        for (; i <= xf.Length - Vector<float>.Count; i += Vector<float>.Count)
-            (new Vector<float>(xf[i..]) * f).CopyTo(dst[i..]);
-        for (; i < xf.Length; i++) dst[i] = xf[i] * f;
+        if (e <= 127)
+        {
+            for (; i <= xf.Length - Vector<float>.Count; i += Vector<float>.Count)
+                (new Vector<float>(xf[i..]) * f).CopyTo(dst[i..]);
+            for (; i < xf.Length; i++) dst[i] = xf[i] * f;
+        }
+        else
+        {
+            for (; i <= xf.Length - Vector<float>.Count; i += Vector<float>.Count)
+                (new Vector<float>(xf[i..]) * f * f2).CopyTo(dst[i..]);
+            for (; i < xf.Length; i++) dst[i] = xf[i] * f * f2;
+        }
         dst[xf.Length..].Clear();
         return e;
     }

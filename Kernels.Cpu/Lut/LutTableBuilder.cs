@@ -59,10 +59,11 @@ internal static unsafe class LutTableBuilder
         }
         scale = max / 127f;
         float inv = LutTable.InverseScale(scale);
+        bool divide = float.IsInfinity(inv); // scale < 2^-128 (tiny activations): 1/scale overflows, divide instead
         for (int q = 0; q < fourGroups; q++)
         {
             LutTable.Build(x[4 * q], x[4 * q + 1], x[4 * q + 2], x[4 * q + 3], t);
-            for (int e = 0; e < 16; e++) table[q * 16 + e] = LutTable.Quantize(t[e], inv);
+            for (int e = 0; e < 16; e++) table[q * 16 + e] = divide ? LutTable.QuantizeByDivision(t[e], scale) : LutTable.Quantize(t[e], inv);
         }
     }
 
@@ -86,13 +87,17 @@ internal static unsafe class LutTableBuilder
         for (int l = 0; l < 8; l++) max = Math.Max(max, maxv.GetElement(l));
         scale = max / 127f;
         sum = sumv.GetElement(7);
-        var inv = Vector256.Create(LutTable.InverseScale(scale));
+        float invScalar = LutTable.InverseScale(scale);
+        var inv = Vector256.Create(invScalar);
         var lim = Vector256.Create(127f);
+        bool divide = float.IsInfinity(invScalar); // see Int8Scalar
+        var sv = Vector256.Create(scale);
         for (int q = 0; q < fourGroups; q++)
         {
             Entries(x + 4 * q, s0, s1, s2, out var lo, out var hi);
-            Vector256<int> qlo = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(lo * inv), -lim, lim));
-            Vector256<int> qhi = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(hi * inv), -lim, lim));
+            Vector256<float> vlo = divide ? lo / sv : lo * inv, vhi = divide ? hi / sv : hi * inv;
+            Vector256<int> qlo = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(vlo), -lim, lim));
+            Vector256<int> qhi = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(vhi), -lim, lim));
             Vector256<short> s16 = Vector256.Narrow(qlo, qhi);
             Vector128.Narrow(s16.GetLower(), s16.GetUpper()).Store(table + q * 16);
         }
@@ -120,7 +125,20 @@ internal static unsafe class LutTableBuilder
         for (int l = 0; l < 16; l++) max = Math.Max(max, maxv.GetElement(l));
         scale = max / 127f;
         sum = sumv.GetElement(15);
-        var inv = Vector512.Create(LutTable.InverseScale(scale));
+        float invScalar = LutTable.InverseScale(scale);
+        var inv = Vector512.Create(invScalar);
+        if (float.IsInfinity(invScalar))
+        {
+            // See Int8Scalar: divide, and clamp (a subnormal scale is rounded, so |T/scale| may pass 127.5).
+            var sv = Vector512.Create(scale);
+            var lim = Vector512.Create(127f);
+            for (int q = 0; q < fourGroups; q++)
+            {
+                Vector512<int> qd = Vector512.ConvertToInt32(Vector512.Clamp(Vector512.Round(Entries512(x + 4 * q, s0, s1, s2, s3) / sv), -lim, lim));
+                Avx512F.ConvertToVector128SByteWithSaturation(qd).Store(table + q * 16);
+            }
+            return;
+        }
         for (int q = 0; q < fourGroups; q++)
         {
             Vector512<int> qi = Vector512.ConvertToInt32(Vector512.Round(Entries512(x + 4 * q, s0, s1, s2, s3) * inv));

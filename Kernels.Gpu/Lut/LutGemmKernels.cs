@@ -76,7 +76,8 @@ internal static class LutGemmKernels
                     v += (idx & 2) != 0 ? x[c + 1] : -x[c + 1];
                     v += (idx & 4) != 0 ? x[c + 2] : -x[c + 2];
                     v += (idx & 8) != 0 ? x[c + 3] : -x[c + 3];
-                    tables[tb + e] = int8 != 0 ? RoundClamp127(v * inv) : v;
+                    // inv is +Inf when lutScale < 2^-128 (tiny activations): divide then, as the CPU table builder does.
+                    tables[tb + e] = int8 != 0 ? RoundClamp127(inv > float.MaxValue ? v / lutScale : v * inv) : v;
                 }
             }
             Group.Barrier();

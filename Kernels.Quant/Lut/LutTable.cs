@@ -57,6 +57,14 @@ public static class LutTable
         return sum;
     }
 
+    /// <summary>The int8 entry <c>clamp(roundEven(t / scale), ±127)</c>, used instead of <see cref="Quantize"/> when
+    /// <c>1/scale</c> overflows fp32 (scale below 2⁻¹²⁸: groups of tiny activations), where <c>t · ∞</c> would saturate every
+    /// non-zero entry.</summary>
+    /// <param name="t">Table value.</param>
+    /// <param name="scale">The group's table scale (non-zero).</param>
+    /// <returns>The int8 entry.</returns>
+    public static sbyte QuantizeByDivision(float t, float scale) => (sbyte)Math.Clamp(MathF.Round(t / scale, MidpointRounding.ToEven), -127f, 127f);
+
     /// <summary>Quantizes one table entry: <c>clamp(roundEven(t·inverseScale), −127, 127)</c>.</summary>
     /// <param name="t">Entry.</param>
     /// <param name="inverseScale"><c>1/lutScale</c>, or 0 when the scale is 0.</param>

@@ -1,7 +1,9 @@
 using Kernels.Cpu;
 using Kernels.Gpu;
 using Kernels.Quant.Lut;
+using Kernels.Quant.Reference;
 using Kernels.Tests.Gpu;
+using Kernels.Tests.TestUtilities;
 
 namespace Kernels.Tests.Lut;
 
@@ -29,6 +31,36 @@ public class LutGpuTests(GpuFixture fixture)
             _gpu.LutGemm(pw, xt, yt, new LutGemmOptions { TableMode = mode });
             LutGemmTests.CheckAgainstReference(c, q, x, yt.ToArray(), mode, "gpu");
         }
+    }
+
+    [Fact]
+    public void LutGemm_Int8Tables_TinyActivations_StayWithinBound()
+    {
+        // A group of activations near 1e-38 has a table scale below 2^-128, whose inverse overflows fp32: the kernel divides
+        // by the scale then, as the CPU table builder does (EdgeValueRegressionTests), instead of saturating every entry.
+        int m = 5, k = 64, n = 2;
+        var rng = new Random(11);
+        float[] w = Inputs.Floats(rng, m * k, 1e20f);
+        var q = LutQuantizer.Quantize(w, m, k, LutFormat.Asymmetric(4, 32));
+        float[] x = new float[n * k];
+        for (int i = 0; i < k; i++) x[i] = (float)((rng.NextDouble() * 2 - 1) * 1e-38);
+        for (int i = k; i < 2 * k; i++) x[i] = BitConverter.Int32BitsToSingle(rng.Next(0, 0xFFFF) | (rng.Next(2) << 31));
+        using var pw = _gpu.PrepareLut(BitPlanePacking.Pack(q));
+        using var xt = _gpu.Upload(x, n, k);
+        using var yt = _gpu.Allocate<float>(n, m);
+        _gpu.LutGemm(pw, xt, yt, new LutGemmOptions { TableMode = LutTableMode.Int8 });
+        float[] expected = new float[n * m];
+        LutReference.Gemm(q, x, expected, n);
+        double[] bound = new double[n * m];
+        for (int j = 0; j < n; j++)
+            for (int r = 0; r < m; r++)
+            {
+                ReadOnlySpan<float> xj = x.AsSpan(j * k, k);
+                bound[j * m + r] = ResultComparer.DotTolerance(k + 16) * 2 * LutReference.RoundingScale(q, r, xj)
+                    + LutReference.Int8TableErrorBound(q, r, xj) * (1 + 1e-5);
+            }
+        var result = ResultComparer.Compare(expected, yt.ToArray(), bound, 1.0, 1e-24);
+        Assert.True(result.Passed, result.ToString());
     }
 
     [Fact]
