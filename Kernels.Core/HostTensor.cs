@@ -85,7 +85,15 @@ public sealed unsafe class HostTensor<T> : IDisposable where T : unmanaged
     public static HostTensor<T> From(ReadOnlyTensorSpan<T> source)
     {
         var lengths = new int[source.Rank];
-        for (int i = 0; i < lengths.Length; i++) lengths[i] = checked((int)source.Lengths[i]);
+        for (int i = 0; i < lengths.Length; i++)
+        {
+            nint length = source.Lengths[i];
+            if (length > int.MaxValue)
+            {
+                throw new ArgumentException($"source dimension {i} has length {length}; a host tensor's dimensions are at most {int.MaxValue}.", nameof(source));
+            }
+            lengths[i] = (int)length;
+        }
         var t = new HostTensor<T>(lengths);
         source.FlattenTo(t.Span);
         return t;

@@ -37,7 +37,23 @@ public static class DenseGemmContract
         RequireBackend(backend, y, nameof(y));
         if (weights.DType is not (DType.F32 or DType.BF16))
             ThrowHelper.Argument(nameof(weights), $"weights must be F32 or BF16; got {weights.DType}.");
-        return Validate(weights.Shape, x.Shape, y.Shape);
+        var size = Validate(weights.Shape, x.Shape, y.Shape);
+        ThrowIfSameTensor(weights, y, nameof(weights), nameof(y));
+        ThrowIfSameTensor(x, y, nameof(x), nameof(y));
+        return size;
+    }
+
+    /// <summary>Throws if the output <paramref name="destination"/> is the same tensor as the input <paramref name="input"/>
+    /// (two backend tensors never share memory otherwise): kernels never write over their inputs.</summary>
+    /// <param name="input">The input tensor.</param>
+    /// <param name="destination">The output tensor.</param>
+    /// <param name="inputName">The input's parameter name.</param>
+    /// <param name="destinationName">The output's parameter name (the exception's <see cref="ArgumentException.ParamName"/>).</param>
+    /// <exception cref="ArgumentException">The two are one tensor (and not empty).</exception>
+    public static void ThrowIfSameTensor(DeviceTensor input, DeviceTensor destination, string inputName, string destinationName)
+    {
+        if (ReferenceEquals(input, destination) && destination.Shape.ElementCount > 0)
+            ThrowHelper.Argument(destinationName, $"{destinationName} overlaps {inputName}; kernels never write over their inputs.");
     }
 
     /// <summary>Validates GEMM shapes: weights <c>[m, k]</c>, x <c>[n, k]</c>, y <c>[n, m]</c>.</summary>

@@ -32,11 +32,26 @@ public sealed class TensorShape : IEquatable<TensorShape>
             throw new ArgumentException($"Shape has {lengths.Length} lengths but {strides.Length} strides.", nameof(strides));
         }
         long count = 1;
+        bool overflow = false;
         for (int i = 0; i < lengths.Length; i++)
         {
             if (lengths[i] < 0) throw new ArgumentException($"Dimension {i} has negative length {lengths[i]}.", nameof(lengths));
             if (strides[i] < 0) throw new ArgumentException($"Dimension {i} has negative stride {strides[i]}.", nameof(strides));
-            count = checked(count * lengths[i]);
+            overflow |= Math.BigMul(count, lengths[i], out count) != 0 || count < 0;
+        }
+        if (overflow)
+        {
+            throw new ArgumentException($"Shape [{string.Join(", ", lengths.ToArray())}] has more than {long.MaxValue} elements.", nameof(lengths));
+        }
+        if (count > 0)
+        {
+            // The last element's offset must be representable (SpanLength): Σ (length − 1) · stride < 2⁶³.
+            Int128 last = 0;
+            for (int i = 0; i < lengths.Length; i++) last += (Int128)(lengths[i] - 1) * strides[i];
+            if (last >= long.MaxValue)
+            {
+                throw new ArgumentException($"Shape [{string.Join(", ", lengths.ToArray())}] with strides [{string.Join(", ", strides.ToArray())}] spans more than {long.MaxValue} elements.", nameof(strides));
+            }
         }
         _lengths = [.. lengths];
         _strides = [.. strides];
@@ -68,7 +83,7 @@ public sealed class TensorShape : IEquatable<TensorShape>
             for (int i = Rank - 1; i >= 0; i--)
             {
                 if (_lengths[i] != 1 && _strides[i] != expected) return false;
-                expected *= Math.Max(_lengths[i], 1); // as RowMajorStrides: a zero-length dimension keeps the stride
+                expected = SaturatingMultiply(expected, Math.Max(_lengths[i], 1)); // as RowMajorStrides: a zero-length dimension keeps the stride
             }
             return true;
         }
@@ -96,10 +111,13 @@ public sealed class TensorShape : IEquatable<TensorShape>
         for (int i = lengths.Length - 1; i >= 0; i--)
         {
             strides[i] = s;
-            s *= Math.Max(lengths[i], 1);
+            // Saturates instead of wrapping; the constructor rejects a shape whose strides do not fit.
+            s = SaturatingMultiply(s, Math.Max(lengths[i], 1));
         }
         return strides;
     }
+
+    private static long SaturatingMultiply(long a, int b) => Math.BigMul(a, b, out long p) != 0 || p < 0 ? long.MaxValue : p;
 
     /// <inheritdoc/>
     public bool Equals(TensorShape? other) =>

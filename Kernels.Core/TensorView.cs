@@ -30,8 +30,11 @@ public readonly struct TensorView<T> where T : unmanaged
     /// <summary>The elements.</summary>
     public Memory<T> Memory { get; }
 
-    /// <summary>The shape.</summary>
-    public TensorShape Shape { get; }
+    private static readonly TensorShape Empty = new(0);
+    private readonly TensorShape? _shape;
+
+    /// <summary>The shape (<c>[0]</c> for a default view).</summary>
+    public TensorShape Shape { get => _shape ?? Empty; private init => _shape = value; }
 
     /// <summary>The elements as a span.</summary>
     public Span<T> Span => Memory.Span;
@@ -45,7 +48,8 @@ public readonly struct TensorView<T> where T : unmanaged
     {
         Span<nint> lengths = stackalloc nint[Shape.Rank];
         for (int i = 0; i < lengths.Length; i++) lengths[i] = Shape[i];
-        return new TensorSpan<T>(Span, lengths);
+        // TensorSpan rejects a default (null-reference) span even for zero elements: a default view is empty.
+        return new TensorSpan<T>(Span.IsEmpty ? System.Array.Empty<T>() : Span, lengths);
     }
 
     /// <inheritdoc/>

@@ -8,10 +8,31 @@ namespace Kernels.Cpu;
 
 public sealed partial class CpuBackend : IPagedAttentionOps
 {
-    private sealed class HostKvCache(PagedKvCache source) : DeviceKvCache(source)
+    private sealed class HostKvCache(CpuBackend backend, PagedKvCache source) : DeviceKvCache(source)
     {
-        public override void Update()
+        public CpuBackend Backend { get; } = backend;
+
+        // The pools are host memory, but a cache of a disposed backend is unusable on either backend (the GPU frees them).
+        private void ThrowIfUnusable()
         {
+            ObjectDisposedException.ThrowIf(IsDisposed, this);
+            Backend.ThrowIfDisposed();
+        }
+
+        public override void Update() => ThrowIfUnusable();
+
+        public override void Download() => ThrowIfUnusable();
+
+        protected override void CopyFromHost(PagedKvCache host, ReadOnlySpan<PageCopy> copies)
+        {
+            ThrowIfUnusable();
+            base.CopyFromHost(host, copies);
+        }
+
+        protected override void CopyToHost(PagedKvCache host, ReadOnlySpan<PageCopy> copies)
+        {
+            ThrowIfUnusable();
+            base.CopyToHost(host, copies);
         }
     }
 
@@ -23,10 +44,15 @@ public sealed partial class CpuBackend : IPagedAttentionOps
 
     /// <inheritdoc/>
     /// <remarks><see cref="DecodeItemsPerThread"/> × <see cref="KernelOptions.EffectiveParallelism"/>.</remarks>
-    public int DecodeTargetItems => DecodeItemsPerThread * Options.EffectiveParallelism;
+    public int DecodeTargetItems => checked(DecodeItemsPerThread * Options.EffectiveParallelism); // ≤ 4 × KernelOptions.MaxThreads
 
     /// <inheritdoc/>
-    public DeviceKvCache UploadKvCache(PagedKvCache cache) => new HostKvCache(cache);
+    public DeviceKvCache UploadKvCache(PagedKvCache cache)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        ThrowIfDisposed();
+        return new HostKvCache(this, cache);
+    }
 
     /// <inheritdoc/>
     public void Attention(AttentionPlan plan, DeviceTensor<float> q, DeviceKvCache cache, DeviceTensor<float> output, DeviceTensor<float>? lse)
@@ -67,6 +93,7 @@ public sealed partial class CpuBackend : IPagedAttentionOps
     /// <inheritdoc/>
     public void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse)
     {
+        ThrowIfDisposed();
         int d = MergeStatesArguments.Check(v, lse, other, otherLse);
         Span<float> vs = AsCpu(v, nameof(v)).Span, ls = AsCpu(lse, nameof(lse)).Span;
         ReadOnlySpan<float> os = AsCpu(other, nameof(other)).Span, ols = AsCpu(otherLse, nameof(otherLse)).Span;
@@ -75,9 +102,10 @@ public sealed partial class CpuBackend : IPagedAttentionOps
 
     /// <summary>Throws unless <paramref name="cache"/> is a live host cache (from a CPU backend's <see cref="UploadKvCache"/>):
     /// a device cache's host copy is not the memory its appends and copies write.</summary>
-    private static void RequireHostCache(DeviceKvCache cache)
+    private void RequireHostCache(DeviceKvCache cache)
     {
         ArgumentNullException.ThrowIfNull(cache);
+        ThrowIfDisposed();
         if (cache is not HostKvCache)
             throw new ArgumentException($"The cache ({cache.GetType().Name}) was not made by a CPU backend's UploadKvCache; its pages live on another device.", nameof(cache));
         ObjectDisposedException.ThrowIf(cache.IsDisposed, cache);

@@ -10,6 +10,7 @@ public sealed partial class CpuBackend : IDFloat11Ops
     public IDFloat11Weights Upload(DFloat11Tensor tensor)
     {
         ArgumentNullException.ThrowIfNull(tensor);
+        ThrowIfDisposed();
         return new CpuDFloat11Weights(this, tensor);
     }
 
@@ -41,6 +42,7 @@ public sealed partial class CpuBackend : IDFloat11Ops
         if (weights is not CpuDFloat11Weights w || !ReferenceEquals(w.Backend, this))
             throw new ArgumentException("weights were uploaded to another backend; upload them to this one.", nameof(weights));
         ObjectDisposedException.ThrowIf(w.IsDisposed, w);
+        ThrowIfDisposed();
         return w;
     }
 

@@ -9,6 +9,7 @@ public sealed partial class CpuBackend : IFpxOps
     public PreparedFpxWeights Prepare(FpxWeights weights)
     {
         ArgumentNullException.ThrowIfNull(weights);
+        ThrowIfDisposed();
         return new CpuPreparedFpx(this, weights, null);
     }
 
@@ -16,6 +17,7 @@ public sealed partial class CpuBackend : IFpxOps
     public PreparedFpxWeights Prepare(Int6Weights weights)
     {
         ArgumentNullException.ThrowIfNull(weights);
+        ThrowIfDisposed();
         return new CpuPreparedFpx(this, null, weights);
     }
 
@@ -24,6 +26,7 @@ public sealed partial class CpuBackend : IFpxOps
     {
         ArgumentNullException.ThrowIfNull(weights);
         int n = weights.Validate(this, x, y);
+        ThrowIfDisposed();
         ReadOnlySpan<float> xs = ((CpuTensor<float>)x).Span;
         Span<float> ys = ((CpuTensor<float>)y).Span;
         if (weights.Fpx is { } f) FpxGemm.Gemm(f, xs, ys, n, Options);

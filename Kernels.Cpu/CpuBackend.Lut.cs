@@ -9,6 +9,7 @@ public sealed partial class CpuBackend : ILutGemmOps
     public ILutPreparedWeights PrepareLut(LutWeights weights)
     {
         ArgumentNullException.ThrowIfNull(weights);
+        ThrowIfDisposed();
         return new CpuLutWeights(this, weights);
     }
 
@@ -18,6 +19,7 @@ public sealed partial class CpuBackend : ILutGemmOps
         int n = LutGemmContract.Validate(this, weights, x, y);
         var w = (CpuLutWeights)weights;
         ObjectDisposedException.ThrowIf(w.IsDisposed, w);
+        ThrowIfDisposed();
         Lut.LutGemm.Gemm(w.Weights, ((CpuTensor<float>)x).Span, ((CpuTensor<float>)y).Span, n, options, Options);
     }
 

@@ -15,6 +15,7 @@ public sealed partial class CpuBackend : IRopeOps
         ArgumentNullException.ThrowIfNull(positions);
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(output);
+        ThrowIfDisposed();
         RopeKernel.Apply(table, AsCpu(positions, nameof(positions)).Span, AsCpu(x, nameof(x)).Span, AsCpu(output, nameof(output)).Span, Options);
     }
 }

@@ -27,8 +27,17 @@ public sealed partial class CpuBackend : IKernelBackend, IDenseOps
     /// <inheritdoc/>
     public string Name => "cpu";
 
+    private bool _disposed;
+
+    /// <summary>True once <see cref="Dispose"/> has run.</summary>
+    internal bool IsDisposed => _disposed;
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> once the backend is disposed (as the GPU backend does).</summary>
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
     /// <inheritdoc/>
-    public BackendInfo Describe() => new(
+    /// <exception cref="ObjectDisposedException">The backend was disposed.</exception>
+    public BackendInfo Describe() => _disposed ? throw new ObjectDisposedException(GetType().FullName) : new(
         "cpu",
         $"{Environment.ProcessorCount} logical cores, {System.Runtime.InteropServices.RuntimeInformation.OSArchitecture}",
         Isa.ToString(),
@@ -36,7 +45,11 @@ public sealed partial class CpuBackend : IKernelBackend, IDenseOps
         CpuIsa.Describe() + $"; .NET {Environment.Version}");
 
     /// <inheritdoc/>
-    public DeviceTensor<T> Allocate<T>(params ReadOnlySpan<int> lengths) where T : unmanaged => new CpuTensor<T>(this, new HostTensor<T>(lengths));
+    public DeviceTensor<T> Allocate<T>(params ReadOnlySpan<int> lengths) where T : unmanaged
+    {
+        ThrowIfDisposed();
+        return new CpuTensor<T>(this, new HostTensor<T>(lengths));
+    }
 
     /// <summary>Allocates a tensor and copies <paramref name="data"/> into it.</summary>
     /// <typeparam name="T">Element type.</typeparam>
@@ -46,19 +59,19 @@ public sealed partial class CpuBackend : IKernelBackend, IDenseOps
     /// <exception cref="ArgumentException">The element count differs from the shape's.</exception>
     public CpuTensor<T> Upload<T>(ReadOnlySpan<T> data, params ReadOnlySpan<int> lengths) where T : unmanaged
     {
+        ThrowIfDisposed();
         var t = new CpuTensor<T>(this, HostTensor<T>.From(data, lengths));
         return t;
     }
 
     /// <inheritdoc/>
-    public void Synchronize()
-    {
-    }
+    public void Synchronize() => ThrowIfDisposed();
 
     /// <inheritdoc/>
     public void Gemm(DeviceTensor weights, DeviceTensor<float> x, DeviceTensor<float> y)
     {
         var (m, k, n) = DenseGemmContract.Validate(this, weights, x, y);
+        ThrowIfDisposed();
         Span<float> ys = ((CpuTensor<float>)y).Span;
         ReadOnlySpan<float> xs = ((CpuTensor<float>)x).Span;
         if (weights is CpuTensor<float> wf) DenseGemm.Gemm(wf.Span, xs, ys, m, k, n, Options);
@@ -68,11 +81,14 @@ public sealed partial class CpuBackend : IKernelBackend, IDenseOps
     /// <summary>Returns <paramref name="tensor"/> as this backend's tensor, or throws naming the parameter.</summary>
     /// <exception cref="ArgumentException">The tensor was allocated by another backend.</exception>
     /// <exception cref="ObjectDisposedException">The tensor was disposed.</exception>
-    private CpuTensor<T> AsCpu<T>(DeviceTensor<T> tensor, string name) where T : unmanaged =>
-        DenseGemmContract.RequireBackend<CpuTensor<T>>(this, tensor, name);
+    private CpuTensor<T> AsCpu<T>(DeviceTensor<T> tensor, string name) where T : unmanaged
+    {
+        var t = DenseGemmContract.RequireBackend<CpuTensor<T>>(this, tensor, name);
+        ThrowIfDisposed();
+        return t;
+    }
 
     /// <inheritdoc/>
-    public void Dispose()
-    {
-    }
+    /// <remarks>Later calls on the backend, and on its tensors, throw <see cref="ObjectDisposedException"/>.</remarks>
+    public void Dispose() => _disposed = true;
 }

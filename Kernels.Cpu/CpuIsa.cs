@@ -34,9 +34,14 @@ public static class CpuIsa
     /// <param name="options">Options; null means <see cref="KernelOptions.Default"/>.</param>
     /// <returns>The path the kernels will run.</returns>
     /// <exception cref="NotSupportedException">A forced path is not supported here; the message lists the supported ones.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The options' ISA is not an <see cref="IsaPath"/> value.</exception>
     public static IsaPath Resolve(KernelOptions? options)
     {
         IsaPath requested = options?.Isa ?? IsaPath.Auto;
+        if ((uint)requested > (uint)IsaPath.Avx512) // not an IsaPath value (a cast integer)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), requested, $"options.Isa = {(int)requested} is not an IsaPath; use one of {string.Join(", ", Enum.GetNames<IsaPath>())}.");
+        }
         if (requested == IsaPath.Auto) return Best;
         if (!IsSupported(requested))
         {

@@ -5,8 +5,20 @@ namespace Kernels.Cpu;
 public sealed class CpuTensor<T> : DeviceTensor<T> where T : unmanaged
 {
     private readonly HostTensor<T> _storage;
+    private readonly CpuBackend _backend;
 
-    internal CpuTensor(CpuBackend backend, HostTensor<T> storage) : base(backend, storage.Shape) => _storage = storage;
+    internal CpuTensor(CpuBackend backend, HostTensor<T> storage) : base(backend, storage.Shape)
+    {
+        _storage = storage;
+        _backend = backend;
+    }
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> if this tensor or its backend was disposed (as on the GPU).</summary>
+    private void ThrowIfUnusable()
+    {
+        ThrowIfDisposed();
+        ObjectDisposedException.ThrowIf(_backend.IsDisposed, _backend);
+    }
 
     /// <summary>The elements, zero-copy.</summary>
     /// <exception cref="ObjectDisposedException">The tensor was disposed.</exception>
@@ -14,7 +26,7 @@ public sealed class CpuTensor<T> : DeviceTensor<T> where T : unmanaged
     {
         get
         {
-            ThrowIfDisposed();
+            ThrowIfUnusable();
             return _storage.Span;
         }
     }
@@ -24,7 +36,7 @@ public sealed class CpuTensor<T> : DeviceTensor<T> where T : unmanaged
     {
         get
         {
-            ThrowIfDisposed();
+            ThrowIfUnusable();
             return _storage.Memory;
         }
     }
@@ -32,7 +44,7 @@ public sealed class CpuTensor<T> : DeviceTensor<T> where T : unmanaged
     /// <inheritdoc/>
     public override void CopyFrom(ReadOnlySpan<T> source)
     {
-        ThrowIfDisposed();
+        ThrowIfUnusable();
         ThrowHelper.ThrowIfLengthMismatch(nameof(source), source.Length, Shape.ElementCount);
         source.CopyTo(_storage.Span);
     }
@@ -40,7 +52,7 @@ public sealed class CpuTensor<T> : DeviceTensor<T> where T : unmanaged
     /// <inheritdoc/>
     public override void CopyTo(Span<T> destination)
     {
-        ThrowIfDisposed();
+        ThrowIfUnusable();
         ThrowHelper.ThrowIfLengthMismatch(nameof(destination), destination.Length, Shape.ElementCount);
         _storage.Span.CopyTo(destination);
     }

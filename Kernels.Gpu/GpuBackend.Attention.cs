@@ -38,8 +38,7 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         ArgumentNullException.ThrowIfNull(cache);
         ArgumentNullException.ThrowIfNull(output);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (cache is not GpuKvCache gc) throw new ArgumentException("The cache was not made by this GPU backend's UploadKvCache.", nameof(cache));
-        ObjectDisposedException.ThrowIf(gc.IsDisposed, gc);
+        var gc = OwnCache(cache);
         var shape = plan.Shape;
         plan.CheckRun(gc.Source, q.Shape.ElementCount, output.Shape.ElementCount, lse is null ? -1 : lse.Shape.ElementCount);
         if (ReferenceEquals(q, output) || ReferenceEquals(q, lse) || ReferenceEquals(output, lse))
@@ -106,8 +105,7 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         ArgumentNullException.ThrowIfNull(values);
         ArgumentNullException.ThrowIfNull(cache);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (cache is not GpuKvCache gc) throw new ArgumentException("The cache was not made by this GPU backend's UploadKvCache.", nameof(cache));
-        ObjectDisposedException.ThrowIf(gc.IsDisposed, gc);
+        var gc = OwnCache(cache);
         gc.Source.CheckAppend(plan, keys.Shape.ElementCount, values.Shape.ElementCount);
         ArrayView<float> kv = AsGpu(keys, nameof(keys)).View, vv = AsGpu(values, nameof(values)).View;
         _attention ??= NewAttentionLauncher();
@@ -125,8 +123,7 @@ public sealed partial class GpuBackend : IPagedAttentionOps
     {
         ArgumentNullException.ThrowIfNull(cache);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (cache is not GpuKvCache gc) throw new ArgumentException("The cache was not made by this GPU backend's UploadKvCache.", nameof(cache));
-        ObjectDisposedException.ThrowIf(gc.IsDisposed, gc);
+        var gc = OwnCache(cache);
         gc.Source.CheckCopies(copies);
         var list = copies.ToArray();
         Wrap(() =>
@@ -134,6 +131,16 @@ public sealed partial class GpuBackend : IPagedAttentionOps
             foreach (var c in list) gc.CopyPage(Stream, c.Source, c.Destination);
             return 0;
         });
+    }
+
+    /// <summary>Returns <paramref name="cache"/> as a live cache of this backend, or throws naming the parameter: a cache
+    /// uploaded by another backend (another accelerator) holds its pools in memory this one cannot address.</summary>
+    private GpuKvCache OwnCache(DeviceKvCache cache)
+    {
+        if (cache is not GpuKvCache gc || !ReferenceEquals(gc.Accelerator, Accelerator))
+            throw new ArgumentException($"The cache ({cache.GetType().Name}) was not made by this GPU backend's UploadKvCache; upload the host cache to this backend.", nameof(cache));
+        ObjectDisposedException.ThrowIf(gc.IsDisposed, gc);
+        return gc;
     }
 
     /// <inheritdoc/>

@@ -46,6 +46,7 @@ public sealed partial class GpuBackend : IDFloat11Ops
         DenseGemmContract.RequireBackend(this, x, nameof(x));
         DenseGemmContract.RequireBackend(this, y, nameof(y));
         var (m, k, n) = DenseGemmContract.Validate(w.Shape, x.Shape, y.Shape);
+        DenseGemmContract.ThrowIfSameTensor(x, y, nameof(x), nameof(y));
         if (m == 0 || n == 0) return;
         _dfloat11 ??= Own(new DFloat11Launcher(Accelerator));
         Wrap(() =>
@@ -68,6 +69,7 @@ public sealed partial class GpuBackend : IDFloat11Ops
         if (weights is not GpuDFloat11Weights w || !ReferenceEquals(w.Backend, this))
             throw new ArgumentException("weights were uploaded to another backend; upload them to this one.", nameof(weights));
         ObjectDisposedException.ThrowIf(w.IsDisposed, w);
+        ThrowIfDisposed();
         return w;
     }
 }

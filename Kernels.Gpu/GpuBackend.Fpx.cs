@@ -33,6 +33,8 @@ public sealed partial class GpuBackend : IFpxOps
     {
         ArgumentNullException.ThrowIfNull(weights);
         int n = weights.Validate(this, x, y);
+        ThrowIfDisposed();
+        DenseGemmContract.ThrowIfSameTensor(x, y, nameof(x), nameof(y));
         int m = weights.Rows, k = weights.Columns;
         if (m == 0 || n == 0) return;
         var w = (GpuPreparedFpx)weights;

@@ -23,6 +23,8 @@ public sealed partial class GpuBackend : ILutGemmOps
         int n = LutGemmContract.Validate(this, weights, x, y);
         var w = (GpuLutWeights)weights;
         ObjectDisposedException.ThrowIf(w.IsDisposed, w);
+        ThrowIfDisposed();
+        DenseGemmContract.ThrowIfSameTensor(x, y, nameof(x), nameof(y));
         if (w.M == 0 || n == 0) return;
         _lut ??= new LutGemmLauncher(Accelerator, IsCpuSimulator);
         bool int8 = (options ?? LutGemmOptions.Default).TableMode == LutTableMode.Int8;

@@ -93,9 +93,17 @@ public sealed partial class GpuBackend : IKernelBackend, IDenseOps
         }
     }
 
+    /// <summary>True once <see cref="Dispose"/> has run: the accelerator and every buffer on it are gone.</summary>
+    internal bool IsDisposed => _disposed;
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> once the backend is disposed.</summary>
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
     /// <inheritdoc/>
+    /// <exception cref="ObjectDisposedException">The backend was disposed.</exception>
     public BackendInfo Describe()
     {
+        ThrowIfDisposed();
         string path = Accelerator is CudaAccelerator cuda
             ? $"CUDA {cuda.Architecture}, PTX ISA {cuda.InstructionSet}"
             : $"{Accelerator.AcceleratorType} (warp {Accelerator.WarpSize})";
@@ -106,7 +114,7 @@ public sealed partial class GpuBackend : IKernelBackend, IDenseOps
     /// <inheritdoc/>
     public DeviceTensor<T> Allocate<T>(params ReadOnlySpan<int> lengths) where T : unmanaged
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfDisposed();
         var shape = new TensorShape(lengths);
         return Wrap(() => new GpuTensor<T>(this, shape));
     }
@@ -128,6 +136,7 @@ public sealed partial class GpuBackend : IKernelBackend, IDenseOps
     /// <remarks>Also frees the device metadata of attention plans evicted from the plan cache.</remarks>
     public void Synchronize() => Wrap(() =>
     {
+        ThrowIfDisposed();
         Stream.Synchronize();
         _attention?.FreeRetired(Stream, synchronized: true);
         return 0;
@@ -137,6 +146,7 @@ public sealed partial class GpuBackend : IKernelBackend, IDenseOps
     public void Gemm(DeviceTensor weights, DeviceTensor<float> x, DeviceTensor<float> y)
     {
         var (m, k, n) = DenseGemmContract.Validate(this, weights, x, y);
+        ThrowIfDisposed();
         if (m == 0 || n == 0) return;
         _dense ??= new DenseGemmLauncher(Accelerator);
         Wrap(() =>

@@ -14,10 +14,36 @@ public sealed class GpuTensor<T> : DeviceTensor<T> where T : unmanaged
     internal GpuTensor(GpuBackend backend, TensorShape shape) : base(backend, shape)
     {
         _backend = backend;
+        CheckSize(shape, backend.Accelerator);
         // Padded to a whole number of 16-byte words, so kernels may read 4-/8-/16-byte units without running past the buffer.
         long padded = (Math.Max(1, shape.ElementCount) * Unsafe.SizeOf<T>() + 15) / 16 * 16 / Unsafe.SizeOf<T>() + 1;
         _buffer = backend.Accelerator.Allocate1D<T>(padded);
         _buffer.MemSetToZero(backend.Stream);
+    }
+
+    /// <summary>Throws unless a tensor of <paramref name="shape"/> (padded as the constructor pads it) fits in the
+    /// accelerator's memory: its byte size must not overflow a long nor exceed <see cref="Accelerator.MemorySize"/>.</summary>
+    /// <param name="shape">The shape.</param>
+    /// <param name="accelerator">The accelerator.</param>
+    /// <exception cref="ArgumentException">The tensor is larger than the device memory.</exception>
+    internal static void CheckSize(TensorShape shape, Accelerator accelerator)
+    {
+        long max = accelerator.MemorySize;
+        int elementSize = Unsafe.SizeOf<T>();
+        Int128 bytes = (Int128)Math.Max(1, shape.ElementCount) * elementSize;
+        Int128 padded = (bytes + 15) / 16 * 16 + elementSize;
+        if (padded > max)
+        {
+            throw new ArgumentException($"Tensor {shape} of {typeof(T).Name} needs {bytes} bytes; device '{accelerator.Name}' has {max}.", "lengths");
+        }
+    }
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> if this tensor or its backend was disposed (the backend's
+    /// disposal frees every buffer on its accelerator).</summary>
+    private void ThrowIfUnusable()
+    {
+        ThrowIfDisposed();
+        ObjectDisposedException.ThrowIf(_backend.IsDisposed, _backend);
     }
 
     /// <summary>The device view of the elements (for kernels and interop with other ILGPU code).</summary>
@@ -26,7 +52,7 @@ public sealed class GpuTensor<T> : DeviceTensor<T> where T : unmanaged
     {
         get
         {
-            ThrowIfDisposed();
+            ThrowIfUnusable();
             return _buffer.View.SubView(0, Shape.ElementCount);
         }
     }
@@ -36,7 +62,7 @@ public sealed class GpuTensor<T> : DeviceTensor<T> where T : unmanaged
     {
         get
         {
-            ThrowIfDisposed();
+            ThrowIfUnusable();
             return _buffer.View;
         }
     }
@@ -44,7 +70,7 @@ public sealed class GpuTensor<T> : DeviceTensor<T> where T : unmanaged
     /// <inheritdoc/>
     public override void CopyFrom(ReadOnlySpan<T> source)
     {
-        ThrowIfDisposed();
+        ThrowIfUnusable();
         ThrowHelper.ThrowIfLengthMismatch(nameof(source), source.Length, Shape.ElementCount);
         if (source.IsEmpty) return;
         _backend.Stream.Synchronize();
@@ -55,7 +81,7 @@ public sealed class GpuTensor<T> : DeviceTensor<T> where T : unmanaged
     /// <inheritdoc/>
     public override void CopyTo(Span<T> destination)
     {
-        ThrowIfDisposed();
+        ThrowIfUnusable();
         ThrowHelper.ThrowIfLengthMismatch(nameof(destination), destination.Length, Shape.ElementCount);
         if (destination.IsEmpty) return;
         _backend.Stream.Synchronize();
@@ -64,5 +90,8 @@ public sealed class GpuTensor<T> : DeviceTensor<T> where T : unmanaged
     }
 
     /// <inheritdoc/>
-    protected override void Release() => _buffer.Dispose();
+    protected override void Release()
+    {
+        if (!_backend.IsDisposed) _buffer.Dispose(); // else the accelerator already released it
+    }
 }

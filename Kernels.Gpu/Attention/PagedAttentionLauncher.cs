@@ -15,6 +15,7 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
 
     public GpuKvCache(Accelerator accelerator, AcceleratorStream stream, PagedKvCache source) : base(source)
     {
+        Accelerator = accelerator;
         _stream = stream;
         // Pools may exceed 2 GB: the kernels index K/V with 64-bit byte offsets (row · RowBytes as long), so a page past 2³¹
         // bytes is read correctly (PagedAttentionGpuTests.Decode_PoolBeyond2GB_ReadsThePagePast2GB).
@@ -28,6 +29,9 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
         Update();
     }
 
+    /// <summary>The accelerator holding the pools (a cache is only usable by the backend that uploaded it).</summary>
+    public Accelerator Accelerator { get; }
+
     public int KScaleOffset { get; }
     public int VScaleOffset { get; }
     public int KZeroOffset { get; }
@@ -40,7 +44,7 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
     /// row) to the device.</summary>
     public override void Update(ReadOnlySpan<int> pages)
     {
-        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        ThrowIfUnusable();
         CheckPages(pages);
         var c = Source;
         long rows = c.PageStride, bytes = rows * c.RowBytes;
@@ -60,6 +64,7 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
     /// and the rows' scales and zero points where the format keeps them per row.</summary>
     public void CopyPage(AcceleratorStream stream, int source, int destination)
     {
+        ThrowIfUnusable();
         if (source == destination) return;
         var c = Source;
         long rows = c.PageStride, bytes = rows * c.RowBytes;
@@ -81,6 +86,7 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
     /// <paramref name="toDevice"/>, else device page → host page (then the host pages' non-finite flags).</summary>
     private void CopyHostPages(PagedKvCache host, ReadOnlySpan<PageCopy> copies, bool toDevice)
     {
+        ThrowIfUnusable();
         var c = Source;
         long rows = c.PageStride, bytes = rows * c.RowBytes;
         var arrays = RowArrays(host);
@@ -130,7 +136,7 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
     /// flags (the CPU kernels' Inf/NaN-aware widening depends on them).</summary>
     public override void Download()
     {
-        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        ThrowIfUnusable();
         _stream.Synchronize();
         _k.View.CopyToCPU(_stream, ref *Source.KeyPointer, Source.PoolBytes);
         _v.View.CopyToCPU(_stream, ref *Source.ValuePointer, Source.PoolBytes);
@@ -147,7 +153,7 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
 
     public override void Update()
     {
-        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        ThrowIfUnusable();
         _stream.Synchronize();
         _k.View.CopyFromCPU(_stream, ref *Source.KeyPointer, Source.PoolBytes);
         _v.View.CopyFromCPU(_stream, ref *Source.ValuePointer, Source.PoolBytes);
@@ -161,11 +167,22 @@ internal sealed unsafe class GpuKvCache : DeviceKvCache
         GC.KeepAlive(Source);
     }
 
+    /// <summary>Throws <see cref="ObjectDisposedException"/> if this cache, or the backend (accelerator) that holds its
+    /// pools, was disposed: the accelerator's disposal frees the pools.</summary>
+    private void ThrowIfUnusable()
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        ObjectDisposedException.ThrowIf(Accelerator.IsDisposed, Accelerator);
+    }
+
     protected override void Dispose(bool disposing)
     {
-        _k.Dispose();
-        _v.Dispose();
-        _scales.Dispose();
+        if (!Accelerator.IsDisposed) // else the accelerator already released the pools
+        {
+            _k.Dispose();
+            _v.Dispose();
+            _scales.Dispose();
+        }
         base.Dispose(disposing);
     }
 }
@@ -344,7 +361,7 @@ internal sealed class PagedAttentionLauncher : IDisposable
     public void MergeStates(AcceleratorStream stream, ArrayView<float> v, ArrayView<float> lse, ArrayView<float> other, ArrayView<float> otherLse, int d,
         bool clearEmpty = false)
     {
-        if (lse.Length > 0 && d > 0) _mergeStates(stream, (int)lse.Length * PagedAttentionKernels.MergeLanes, v, lse, other, otherLse, d, clearEmpty ? 1 : 0);
+        if (lse.Length > 0) _mergeStates(stream, (int)lse.Length * PagedAttentionKernels.MergeLanes, v, lse, other, otherLse, d, clearEmpty ? 1 : 0);
     }
 
     /// <summary>Runs a cascade plan: the first shared level into output (and lse); every further level (the suffix last) into
