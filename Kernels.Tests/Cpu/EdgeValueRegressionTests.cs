@@ -33,18 +33,7 @@ public class EdgeValueRegressionTests
                 for (int i = k; i < 2 * k; i++) x[i] = BitConverter.Int32BitsToSingle(rng.Next(0, 0x0000_FFFF) | (rng.Next(2) << 31));
                 float[] y = new float[n * m];
                 LutGemm.Gemm(packed, x, y, n, new LutGemmOptions { TableMode = LutTableMode.Int8 }, options);
-                float[] expected = new float[n * m];
-                LutReference.Gemm(q, x, expected, n);
-                double[] bound = new double[n * m];
-                for (int j = 0; j < n; j++)
-                    for (int r = 0; r < m; r++)
-                    {
-                        ReadOnlySpan<float> xj = x.AsSpan(j * k, k);
-                        bound[j * m + r] = ResultComparer.DotTolerance(k + 16) * 2 * LutReference.RoundingScale(q, r, xj)
-                            + LutReference.Int8TableErrorBound(q, r, xj) * (1 + 1e-5);
-                    }
-                var result = ResultComparer.Compare(expected, y, bound, 1.0, 1e-24);
-                Assert.True(result.Passed, $"{isa} {format}: {result}");
+                Lut.LutGemmTests.CheckAgainstReference(q, x, y, n, LutTableMode.Int8, 1e-24, $"{isa} {format}");
             }
     }
 

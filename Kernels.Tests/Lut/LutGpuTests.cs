@@ -1,7 +1,6 @@
 using Kernels.Cpu;
 using Kernels.Gpu;
 using Kernels.Quant.Lut;
-using Kernels.Quant.Reference;
 using Kernels.Tests.Gpu;
 using Kernels.Tests.TestUtilities;
 
@@ -49,18 +48,7 @@ public class LutGpuTests(GpuFixture fixture)
         using var xt = _gpu.Upload(x, n, k);
         using var yt = _gpu.Allocate<float>(n, m);
         _gpu.LutGemm(pw, xt, yt, new LutGemmOptions { TableMode = LutTableMode.Int8 });
-        float[] expected = new float[n * m];
-        LutReference.Gemm(q, x, expected, n);
-        double[] bound = new double[n * m];
-        for (int j = 0; j < n; j++)
-            for (int r = 0; r < m; r++)
-            {
-                ReadOnlySpan<float> xj = x.AsSpan(j * k, k);
-                bound[j * m + r] = ResultComparer.DotTolerance(k + 16) * 2 * LutReference.RoundingScale(q, r, xj)
-                    + LutReference.Int8TableErrorBound(q, r, xj) * (1 + 1e-5);
-            }
-        var result = ResultComparer.Compare(expected, yt.ToArray(), bound, 1.0, 1e-24);
-        Assert.True(result.Passed, result.ToString());
+        LutGemmTests.CheckAgainstReference(q, x, yt.ToArray(), n, LutTableMode.Int8, 1e-24, "gpu tiny activations");
     }
 
     [Fact]
