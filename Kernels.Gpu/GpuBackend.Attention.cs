@@ -43,6 +43,8 @@ public sealed partial class GpuBackend : IPagedAttentionOps
         plan.CheckRun(gc.Source, q.Shape.ElementCount, output.Shape.ElementCount, lse is null ? -1 : lse.Shape.ElementCount);
         if (ReferenceEquals(q, output) || ReferenceEquals(q, lse) || ReferenceEquals(output, lse))
             throw new ArgumentException("q, output and lse must be three different tensors: the kernels read q while writing output and lse.", ReferenceEquals(q, output) ? nameof(output) : nameof(lse));
+        if ((long)plan.QueryRows * shape.QoHeads > int.MaxValue / PagedAttentionKernels.MergeLanes)
+            throw new NotSupportedException($"GPU attention takes at most {int.MaxValue / PagedAttentionKernels.MergeLanes} (query row, head) pairs per call; the plan has {(long)plan.QueryRows * shape.QoHeads}.");
         if (shape.HeadDim % 32 != 0 || shape.HeadDim > 256)
             throw new NotSupportedException($"GPU attention supports head_dim a multiple of 32 up to 256; got {shape.HeadDim}.");
         ArrayView<float> qv = AsGpu(q, nameof(q)).View, ov = AsGpu(output, nameof(output)).View;
@@ -149,6 +151,8 @@ public sealed partial class GpuBackend : IPagedAttentionOps
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         int d = MergeStatesArguments.Check(v, lse, other, otherLse);
+        if (lse.Shape.ElementCount > int.MaxValue / PagedAttentionKernels.MergeLanes)
+            throw new ArgumentException($"lse has {lse.Shape.ElementCount} rows; one GPU merge takes at most {int.MaxValue / PagedAttentionKernels.MergeLanes} (merge in parts).", nameof(lse));
         ArrayView<float> vv = AsGpu(v, nameof(v)).View, lv = AsGpu(lse, nameof(lse)).View;
         ArrayView<float> ov = AsGpu(other, nameof(other)).View, olv = AsGpu(otherLse, nameof(otherLse)).View;
         _attention ??= NewAttentionLauncher();
