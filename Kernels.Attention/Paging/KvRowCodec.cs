@@ -72,14 +72,14 @@ internal static class KvRowCodec
         if (e4m3)
         {
             normal = Vector128.Min(((abs + Vector128.Create(0x7_FFFFu) + ((abs >> 20) & Vector128<uint>.One)) >> 20) - Vector128.Create(120u << 3), Vector128.Create(0x7Eu));
-            sub = Vector128.ConvertToUInt32(Vector128.Round(abs.AsSingle() * Vector128.Create(512f)));
+            sub = Vector128.ConvertToInt32(Vector128.Round(abs.AsSingle() * Vector128.Create(512f))).AsUInt32(); // in [0, 8] where selected: the signed conversion is one instruction without AVX-512
             code = Vector128.ConditionalSelect(Vector128.LessThan(abs, Vector128.Create(0x3C80_0000u)), sub, normal);
             code = Vector128.ConditionalSelect(Vector128.GreaterThanOrEqual(abs, Vector128.Create(0x43E0_0000u)), Vector128.Create(0x7Eu), code);
         }
         else
         {
             normal = Vector128.Min(((abs + Vector128.Create(0xF_FFFFu) + ((abs >> 21) & Vector128<uint>.One)) >> 21) - Vector128.Create(112u << 2), Vector128.Create(0x7Bu));
-            sub = Vector128.ConvertToUInt32(Vector128.Round(abs.AsSingle() * Vector128.Create(65536f)));
+            sub = Vector128.ConvertToInt32(Vector128.Round(abs.AsSingle() * Vector128.Create(65536f))).AsUInt32(); // in [0, 8] where selected: the signed conversion is one instruction without AVX-512
             code = Vector128.ConditionalSelect(Vector128.LessThan(abs, Vector128.Create(0x3880_0000u)), sub, normal);
             code = Vector128.ConditionalSelect(Vector128.GreaterThanOrEqual(abs, Vector128.Create(0x4760_0000u)), Vector128.Create(0x7Bu), code);
         }
