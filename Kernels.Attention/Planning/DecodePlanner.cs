@@ -33,7 +33,7 @@ public static class DecodePlanner
     /// <param name="options">Scale, soft cap, window; null for the defaults.</param>
     /// <param name="fixedChunkPages">Force this chunk size in pages (≥ 1), or null.</param>
     /// <param name="disableSplitKv">Never split.</param>
-    /// <param name="targetItems">How many work items split-KV aims at (≥ 1): a few per core, e.g. 8 × the CPU threads, or a
+    /// <param name="targetItems">How many work items split-KV aims at (≥ 1): a few per core (the CPU backend's <c>DecodeTargetItems</c>: 4 × its threads), or a
     /// few per GPU multiprocessor. Ignored with <paramref name="fixedChunkPages"/> or <paramref name="disableSplitKv"/>.</param>
     /// <returns>The plan.</returns>
     /// <exception cref="ArgumentException">A page id is past the pool, an option is out of range, or a sequence is longer than
