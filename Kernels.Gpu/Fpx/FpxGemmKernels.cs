@@ -63,6 +63,30 @@ internal static class FpxGemmKernels
         long xBase = (long)j * k, rowBlocks = (long)r * blocks, rowGroups = (long)r * groups;
         float acc = 0;
         int c = Warp.LaneIdx, ws = Warp.WarpSize;
+        // FP6/FP5: |decoded code| is up to 28, so w·x overflowed for |x| ≳ 1e37 and lost bits for tiny x. As the CPU does,
+        // pre-scale the token by 2^e (e = 100 − ilogb(max|x|), clamped to [−126, 254], two exact factors) and fold 2^−e into
+        // the row-scale epilogue (binary64, one rounding). The max is over finite elements (a zero max gives e = 0).
+        int e = 0;
+        if (kind != 2)
+        {
+            float amax = 0;
+            for (int i = c; i < k; i += ws)
+            {
+                float a = Abs(x[xBase + i]);
+                amax = XMax(amax, a < float.PositiveInfinity ? a : 0); // finite elements only: Inf/NaN propagate unscaled
+            }
+            for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) amax = XMax(amax, Warp.ShuffleDown(amax, offset));
+            amax = Warp.Shuffle(amax, 0);
+            uint bits = Interop.FloatAsInt(amax);
+            int biased = (int)((bits >> 23) & 0xFF);
+            if (amax > 0)
+            {
+                int ilogb = biased != 0 ? biased - 127 : (int)((Interop.FloatAsInt(amax * 16777216f) >> 23) & 0xFF) - 127 - 24;
+                e = IntrinsicMath.Clamp(100 - ilogb, -126, 254);
+            }
+        }
+        int e1 = IntrinsicMath.Min(e, 127), e2 = e - e1;
+        float f1 = Interop.IntAsFloat((uint)(e1 + 127) << 23), f2 = Interop.IntAsFloat((uint)(e2 + 127) << 23);
         for (; c + 3 * ws < k; c += 4 * ws)
         {
             int c1 = c + ws, c2 = c + 2 * ws, c3 = c + 3 * ws;
@@ -70,7 +94,7 @@ internal static class FpxGemmKernels
             int l0 = LowByte(low, b0, c & 63), l1 = LowByte(low, b1, c1 & 63), l2 = LowByte(low, b2, c2 & 63), l3 = LowByte(low, b3, c3 & 63);
             int h0 = HighByte(high, b0, c & 63, kind), h1 = HighByte(high, b1, c1 & 63, kind);
             int h2 = HighByte(high, b2, c2 & 63, kind), h3 = HighByte(high, b3, c3 & 63, kind);
-            float x0 = x[xBase + c], x1 = x[xBase + c1], x2 = x[xBase + c2], x3 = x[xBase + c3];
+            float x0 = x[xBase + c] * f1 * f2, x1 = x[xBase + c1] * f1 * f2, x2 = x[xBase + c2] * f1 * f2, x3 = x[xBase + c3] * f1 * f2;
             float s0 = 1, s1 = 1, s2 = 1, s3 = 1;
             if (kind == 2)
             {
@@ -97,10 +121,10 @@ internal static class FpxGemmKernels
         {
             float w = Decode(high, low, rowBlocks + c / 64, c & 63, kind);
             if (kind == 2) w *= scales[rowGroups + c / groupSize];
-            acc += w * x[xBase + c];
+            acc += w * (x[xBase + c] * f1 * f2);
         }
         for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) acc += Warp.ShuffleDown(acc, offset);
-        if (Warp.IsFirstLane) y[(long)j * m + r] = kind == 2 ? acc : acc * scales[r];
+        if (Warp.IsFirstLane) y[(long)j * m + r] = kind == 2 ? acc : (float)((double)acc * scales[r] * Pow2(-e));
     }
 
     /// <summary>Per-token int8 quantization: one warp per token.</summary>
@@ -189,6 +213,9 @@ internal static class FpxGemmKernels
     private static int Q(int lowByte, int highByte, int c) => (int)DecodeBytes(lowByte, highByte, c & 63, 2);
 
     private static float Abs(float v) => v < 0 ? -v : v;
+
+    /// <summary>2^p as a double, exact for p in [−254, 126].</summary>
+    private static double Pow2(int p) => Interop.IntAsFloat((ulong)(p + 1023) << 52);
 
     private static float XMax(float a, float b) => a > b ? a : b;
 
