@@ -148,23 +148,14 @@ public static unsafe partial class FpxGemm
             float a = Math.Abs(xf[c]);
             if (a > amax && a != float.PositiveInfinity) amax = a;
         }
-        // e can exceed 127 for subnormal activations (max |x| < 2^-27 gives e > 127): 2^e is then applied as 2^127 · 2^(e−127),
-        // two exact power-of-two products, so the products with the weight patterns stay out of the subnormal range.
+        // e exceeds 127 when max |x| < 2^-27 (tiny or subnormal activations): 2^e is applied as 2^min(e, 127) · 2^max(e − 127, 0),
+        // two exact power-of-two products (the second is 1 otherwise), so the products with the weight patterns stay normal.
         int e = amax == 0 ? 0 : Math.Clamp(ActivationExponent - Math.ILogB(amax), -126, 2 * 127);
         float f = MathF.ScaleB(1f, Math.Min(e, 127)), f2 = MathF.ScaleB(1f, Math.Max(e - 127, 0));
         int i = 0;
-        if (e <= 127)
-        {
-            for (; i <= xf.Length - Vector<float>.Count; i += Vector<float>.Count)
-                (new Vector<float>(xf[i..]) * f).CopyTo(dst[i..]);
-            for (; i < xf.Length; i++) dst[i] = xf[i] * f;
-        }
-        else
-        {
-            for (; i <= xf.Length - Vector<float>.Count; i += Vector<float>.Count)
-                (new Vector<float>(xf[i..]) * f * f2).CopyTo(dst[i..]);
-            for (; i < xf.Length; i++) dst[i] = xf[i] * f * f2;
-        }
+        for (; i <= xf.Length - Vector<float>.Count; i += Vector<float>.Count)
+            (new Vector<float>(xf[i..]) * f * f2).CopyTo(dst[i..]);
+        for (; i < xf.Length; i++) dst[i] = xf[i] * f * f2;
         dst[xf.Length..].Clear();
         return e;
     }
