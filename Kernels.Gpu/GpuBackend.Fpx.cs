@@ -45,11 +45,12 @@ public sealed partial class GpuBackend : IFpxOps
         {
             if (w.Fpx is { } f)
             {
-                FpxLauncher.Gemm(Stream, w.High.View, w.Low.View, w.Scales.View, xv, yv, m, k, kPad, n, f.Format == FpxFormat.Fp5E2M2 ? 1 : 0, 64);
+                FpxLauncher.Gemm(Stream, w.High.View, w.Low.View, w.Scales.View, xv, w.ExponentScratch(n), yv, m, k, kPad, n,
+                    f.Format == FpxFormat.Fp5E2M2 ? 1 : 0, 64);
             }
             else if (mode == Int6Mode.W6A16)
             {
-                FpxLauncher.Gemm(Stream, w.High.View, w.Low.View, w.Scales.View, xv, yv, m, k, kPad, n, 2, w.Int6!.GroupSize);
+                FpxLauncher.Gemm(Stream, w.High.View, w.Low.View, w.Scales.View, xv, w.ExponentScratch(1), yv, m, k, kPad, n, 2, w.Int6!.GroupSize);
             }
             else
             {
@@ -65,6 +66,7 @@ public sealed partial class GpuBackend : IFpxOps
         private readonly GpuBackend _gpu;
         private MemoryBuffer1D<sbyte, Stride1D.Dense>? _xq;
         private MemoryBuffer1D<float, Stride1D.Dense>? _xs;
+        private MemoryBuffer1D<int, Stride1D.Dense>? _exps;
 
         public GpuPreparedFpx(GpuBackend gpu, FpxWeights? fpx, Int6Weights? int6, ReadOnlySpan<byte> high, ReadOnlySpan<byte> low, ReadOnlySpan<float> scales)
             : base(gpu, fpx, int6)
@@ -104,6 +106,18 @@ public sealed partial class GpuBackend : IFpxOps
             return (_xq.View, _xs.View);
         }
 
+        // FP6/FP5 per-token activation exponents (n ints), grown on demand and reused across calls.
+        public ArrayView<int> ExponentScratch(int tokens)
+        {
+            if (_exps is null || _exps.Length < tokens)
+            {
+                _gpu.Stream.Synchronize();
+                _exps?.Dispose();
+                _exps = _gpu.Accelerator.Allocate1D<int>(Math.Max(1, tokens));
+            }
+            return _exps.View;
+        }
+
         protected override void Release()
         {
             if (_gpu._disposed) return; // the accelerator already released its buffers
@@ -113,6 +127,7 @@ public sealed partial class GpuBackend : IFpxOps
             Scales.Dispose();
             _xq?.Dispose();
             _xs?.Dispose();
+            _exps?.Dispose();
         }
     }
 }

@@ -53,8 +53,8 @@ internal static class FpxGemmKernels
     /// time has one load in flight per lane, and GEMV on a GPU is bound by memory-level parallelism (on an H100, FP6 GEMV
     /// 4096² took 67 µs that way on 2026-11-22, 0.29× dense bf16). The sums are taken in the same order as before, column by
     /// column, so results are unchanged.</remarks>
-    public static void Gemm(ArrayView<byte> high, ArrayView<byte> low, ArrayView<float> scales, ArrayView<float> x, ArrayView<float> y,
-        int m, int k, int kPad, int kind, int groupSize)
+    public static void Gemm(ArrayView<byte> high, ArrayView<byte> low, ArrayView<float> scales, ArrayView<float> x, ArrayView<int> exps,
+        ArrayView<float> y, int m, int k, int kPad, int kind, int groupSize)
     {
         int r = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         int j = Grid.IdxY;
@@ -63,28 +63,8 @@ internal static class FpxGemmKernels
         long xBase = (long)j * k, rowBlocks = (long)r * blocks, rowGroups = (long)r * groups;
         float acc = 0;
         int c = Warp.LaneIdx, ws = Warp.WarpSize;
-        // FP6/FP5: |decoded code| is up to 28, so w·x overflowed for |x| ≳ 1e37 and lost bits for tiny x. As the CPU does,
-        // pre-scale the token by 2^e (e = 100 − ilogb(max|x|), clamped to [−126, 254], two exact factors) and fold 2^−e into
-        // the row-scale epilogue (binary64, one rounding). The max is over finite elements (a zero max gives e = 0).
-        int e = 0;
-        if (kind != 2)
-        {
-            float amax = 0;
-            for (int i = c; i < k; i += ws)
-            {
-                float a = Abs(x[xBase + i]);
-                amax = XMax(amax, a < float.PositiveInfinity ? a : 0); // finite elements only: Inf/NaN propagate unscaled
-            }
-            for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) amax = XMax(amax, Warp.ShuffleDown(amax, offset));
-            amax = Warp.Shuffle(amax, 0);
-            uint bits = Interop.FloatAsInt(amax);
-            int biased = (int)((bits >> 23) & 0xFF);
-            if (amax > 0)
-            {
-                int ilogb = biased != 0 ? biased - 127 : (int)((Interop.FloatAsInt(amax * 16777216f) >> 23) & 0xFF) - 127 - 24;
-                e = IntrinsicMath.Clamp(100 - ilogb, -126, 254);
-            }
-        }
+        // FP6/FP5: the token is pre-scaled by 2^e (TokenExponents; e = 0 for INT6), 2^−e folded into the row-scale epilogue.
+        int e = kind != 2 ? exps[j] : 0;
         int e1 = IntrinsicMath.Min(e, 127), e2 = e - e1;
         float f1 = Interop.IntAsFloat((uint)(e1 + 127) << 23), f2 = Interop.IntAsFloat((uint)(e2 + 127) << 23);
         for (; c + 3 * ws < k; c += 4 * ws)
@@ -125,6 +105,34 @@ internal static class FpxGemmKernels
         }
         for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) acc += Warp.ShuffleDown(acc, offset);
         if (Warp.IsFirstLane) y[(long)j * m + r] = kind == 2 ? acc : (float)((double)acc * scales[r] * Pow2(-e));
+    }
+
+    /// <summary>FP6/FP5 activation exponents, one warp per token: e = 100 − ilogb(max finite |x|), clamped to [−126, 254]
+    /// (0 for a token without a nonzero finite element), the CPU's <c>FpxGemm.ScaleActivations</c> rule. <see cref="Gemm"/>
+    /// multiplies the token by 2^e (two exact power-of-two factors) and the row's result by 2^−e: |decoded code| is up to 28,
+    /// so w·x overflowed for |x| ≳ 1e37 and lost bits for tiny x. Once per token here rather than in every row's warp.</summary>
+    public static void TokenExponents(ArrayView<float> x, ArrayView<int> exps, int n, int k)
+    {
+        int j = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
+        if (j >= n) return;
+        long b = (long)j * k;
+        float amax = 0;
+        for (int c = Warp.LaneIdx; c < k; c += Warp.WarpSize)
+        {
+            float a = Abs(x[b + c]);
+            amax = XMax(amax, a < float.PositiveInfinity ? a : 0); // finite elements only: Inf/NaN propagate unscaled
+        }
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) amax = XMax(amax, Warp.ShuffleDown(amax, offset));
+        amax = Warp.Shuffle(amax, 0);
+        int e = 0;
+        if (amax > 0)
+        {
+            uint bits = Interop.FloatAsInt(amax);
+            int biased = (int)((bits >> 23) & 0xFF);
+            int ilogb = biased != 0 ? biased - 127 : (int)((Interop.FloatAsInt(amax * 16777216f) >> 23) & 0xFF) - 127 - 24;
+            e = IntrinsicMath.Clamp(100 - ilogb, -126, 254);
+        }
+        if (Warp.IsFirstLane) exps[j] = e;
     }
 
     /// <summary>Per-token int8 quantization: one warp per token.</summary>
@@ -229,14 +237,16 @@ internal static class FpxGemmKernels
 /// <summary>Loads the FP6/FP5/INT6 kernels once and launches them.</summary>
 internal sealed class FpxGemmLauncher
 {
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int> _gemm;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, int, int, int> _gemm;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, int, int> _exponents;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, int, int> _quantize;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, int, int, int, int> _a8;
     private readonly int _groupSize;
 
     public FpxGemmLauncher(Accelerator accelerator)
     {
-        _gemm = accelerator.LoadKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(FpxGemmKernels.Gemm);
+        _gemm = accelerator.LoadKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, int, int, int>(FpxGemmKernels.Gemm);
+        _exponents = accelerator.LoadKernel<ArrayView<float>, ArrayView<int>, int, int>(FpxGemmKernels.TokenExponents);
         _quantize = accelerator.LoadKernel<ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, int, int>(FpxGemmKernels.QuantizeActivations);
         _a8 = accelerator.LoadKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, int, int, int, int>(FpxGemmKernels.GemmW6A8);
         _groupSize = FpxGemmKernels.WarpsPerGroup * accelerator.WarpSize;
@@ -245,9 +255,14 @@ internal sealed class FpxGemmLauncher
     private KernelConfig Config(int rows, int n) =>
         new(new Index2D((rows + FpxGemmKernels.WarpsPerGroup - 1) / FpxGemmKernels.WarpsPerGroup, n), new Index2D(_groupSize, 1));
 
-    public void Gemm(AcceleratorStream stream, ArrayView<byte> high, ArrayView<byte> low, ArrayView<float> scales, ArrayView<float> x, ArrayView<float> y,
-        int m, int k, int kPad, int n, int kind, int groupSize) =>
-        _gemm(stream, Config(m, n), high, low, scales, x, y, m, k, kPad, kind, groupSize);
+    /// <summary>FP6/FP5 (kind 0, 1: the tokens' exponents first, into <paramref name="exps"/>, n ints) or INT6 W6A16 (kind 2;
+    /// <paramref name="exps"/> is not touched).</summary>
+    public void Gemm(AcceleratorStream stream, ArrayView<byte> high, ArrayView<byte> low, ArrayView<float> scales, ArrayView<float> x,
+        ArrayView<int> exps, ArrayView<float> y, int m, int k, int kPad, int n, int kind, int groupSize)
+    {
+        if (kind != 2) _exponents(stream, Config(n, 1), x, exps, n, k);
+        _gemm(stream, Config(m, n), high, low, scales, x, exps, y, m, k, kPad, kind, groupSize);
+    }
 
     public void GemmW6A8(AcceleratorStream stream, ArrayView<byte> high, ArrayView<byte> low, ArrayView<float> scales, ArrayView<float> x,
         ArrayView<sbyte> xq, ArrayView<float> xScales, ArrayView<float> y, int m, int k, int kPad, int n, int groupSize)

@@ -37,6 +37,7 @@ public class PtxCompilationTests
         ["dense gemv"] = (Method(typeof(DenseGemmKernels), nameof(DenseGemmKernels.Gemv)), true),
         ["fpx gemm"] = (Method(typeof(FpxGemmKernels), nameof(FpxGemmKernels.Gemm)), true),
         ["fpx activation quantization"] = (Method(typeof(FpxGemmKernels), nameof(FpxGemmKernels.QuantizeActivations)), true),
+        ["fpx token exponents"] = (Method(typeof(FpxGemmKernels), nameof(FpxGemmKernels.TokenExponents)), true),
         ["fpx gemm w6a8"] = (Method(typeof(FpxGemmKernels), nameof(FpxGemmKernels.GemmW6A8)), true),
         ["lut gemm"] = (Method(typeof(LutGemmKernels), nameof(LutGemmKernels.Gemm)), true),
         ["dfloat11 decode"] = (Method(typeof(DFloat11Kernels), nameof(DFloat11Kernels.Decode)), true),
