@@ -115,15 +115,7 @@ internal static class FpxGemmKernels
     {
         int j = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         if (j >= n) return;
-        long b = (long)j * k;
-        float amax = 0;
-        for (int c = Warp.LaneIdx; c < k; c += Warp.WarpSize)
-        {
-            float a = Abs(x[b + c]);
-            amax = XMax(amax, a < float.PositiveInfinity ? a : 0); // finite elements only: Inf/NaN propagate unscaled
-        }
-        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) amax = XMax(amax, Warp.ShuffleDown(amax, offset));
-        amax = Warp.Shuffle(amax, 0);
+        float amax = TokenAbsMax(x, (long)j * k, k, finiteOnly: true); // Inf/NaN propagate unscaled
         int e = 0;
         if (amax > 0)
         {
@@ -141,10 +133,7 @@ internal static class FpxGemmKernels
         int j = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         if (j >= n) return;
         long b = (long)j * k;
-        float amax = 0;
-        for (int c = Warp.LaneIdx; c < k; c += Warp.WarpSize) amax = XMax(amax, Abs(x[b + c]));
-        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) amax = XMax(amax, Warp.ShuffleDown(amax, offset));
-        amax = Warp.Shuffle(amax, 0);
+        float amax = TokenAbsMax(x, b, k, finiteOnly: false);
         float s = amax / 127f;
         if (s == 0) s = 1;
         for (int c = Warp.LaneIdx; c < k; c += Warp.WarpSize)
@@ -221,6 +210,20 @@ internal static class FpxGemmKernels
     private static int Q(int lowByte, int highByte, int c) => (int)DecodeBytes(lowByte, highByte, c & 63, 2);
 
     private static float Abs(float v) => v < 0 ? -v : v;
+
+    /// <summary>max |x[b + c]| over c &lt; k (only finite elements with <paramref name="finiteOnly"/>), reduced across the warp
+    /// and given to every lane: lanes stride over the token, then a shuffle-down tree.</summary>
+    private static float TokenAbsMax(ArrayView<float> x, long b, int k, bool finiteOnly)
+    {
+        float amax = 0;
+        for (int c = Warp.LaneIdx; c < k; c += Warp.WarpSize)
+        {
+            float a = Abs(x[b + c]);
+            amax = XMax(amax, !finiteOnly || a < float.PositiveInfinity ? a : 0);
+        }
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) amax = XMax(amax, Warp.ShuffleDown(amax, offset));
+        return Warp.Shuffle(amax, 0);
+    }
 
     /// <summary>2^p as a double, exact for p in [−254, 126].</summary>
     private static double Pow2(int p) => Interop.IntAsFloat((ulong)(p + 1023) << 52);
