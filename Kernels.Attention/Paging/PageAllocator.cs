@@ -10,7 +10,8 @@ namespace Kernels.Attention.Paging;
 /// <para>Every page is either free (reference count 0, on the free list) or referenced by one or more sequences (count =
 /// number of sequences holding it). Forking shares every page of the parent. Appending to a sequence whose partial last
 /// page is shared first copies that page (copy-on-write), so a sequence never writes into a page another one reads; full
-/// shared pages stay shared. Freed pages return to the free list and are reused last-in, first-out.</para>
+/// shared pages stay shared. Freed pages return to the free list; which free page a sequence grows into is the
+/// allocator's <see cref="PagePlacement"/> (by default the last freed, <see cref="PagePlacement.LastFreed"/>).</para>
 /// <para>Operations are atomic: an append that needs more pages than are free throws before anything is written.
 /// Not thread-safe.</para>
 /// </remarks>
@@ -18,7 +19,9 @@ public sealed class PageAllocator
 {
     private readonly PagedKvCache _cache;
     private readonly int[] _refCount;
-    private readonly Stack<int> _free;
+    private readonly Stack<int> _free; // LastFreed only; Adjacent finds free pages by their reference count
+    private readonly PagePlacement _placement;
+    private int _freeCount;
     private readonly Dictionary<int, Sequence> _seqs = [];
     private int _nextId;
 
@@ -30,20 +33,30 @@ public sealed class PageAllocator
 
     /// <summary>Creates an allocator owning every page of <paramref name="cache"/>.</summary>
     /// <param name="cache">The pool.</param>
-    public PageAllocator(PagedKvCache cache)
+    /// <param name="placement">How sequences' new pages are chosen.</param>
+    /// <exception cref="ArgumentOutOfRangeException">placement is not a <see cref="PagePlacement"/> value.</exception>
+    public PageAllocator(PagedKvCache cache, PagePlacement placement = PagePlacement.LastFreed)
     {
         ArgumentNullException.ThrowIfNull(cache);
+        if (placement is not (PagePlacement.LastFreed or PagePlacement.Adjacent))
+            throw new ArgumentOutOfRangeException(nameof(placement), placement, $"placement = {(int)placement} is not a PagePlacement.");
         _cache = cache;
+        _placement = placement;
         _refCount = new int[cache.NumPages];
-        _free = new Stack<int>(cache.NumPages);
-        for (int p = cache.NumPages - 1; p >= 0; p--) _free.Push(p);
+        _freeCount = cache.NumPages;
+        _free = new Stack<int>(placement == PagePlacement.LastFreed ? cache.NumPages : 0);
+        if (placement == PagePlacement.LastFreed)
+            for (int p = cache.NumPages - 1; p >= 0; p--) _free.Push(p);
     }
+
+    /// <summary>How new pages are chosen.</summary>
+    public PagePlacement Placement => _placement;
 
     /// <summary>The pool.</summary>
     public PagedKvCache Cache => _cache;
 
     /// <summary>Pages on the free list.</summary>
-    public int FreePages => _free.Count;
+    public int FreePages => _freeCount;
 
     /// <summary>Live sequence ids.</summary>
     public IEnumerable<int> Sequences => _seqs.Keys;
@@ -128,20 +141,20 @@ public sealed class PageAllocator
         int used = s.Length % ps;
         bool cow = used != 0 && _refCount[s.Pages[^1]] > 1;
         int newPages = (int)(((long)s.Length + tokens + ps - 1) / ps) - s.Pages.Count + (cow ? 1 : 0);
-        if (newPages > _free.Count)
-            throw new InvalidOperationException($"The pool has {_free.Count} free pages; appending {tokens} tokens to sequence {sequence} needs {newPages}.");
+        if (newPages > _freeCount)
+            throw new InvalidOperationException($"The pool has {_freeCount} free pages; appending {tokens} tokens to sequence {sequence} needs {newPages}.");
         PageCopy? copy = null;
         if (cow)
         {
             int shared = s.Pages[^1];
-            int fresh = Take();
+            int fresh = Take(s.Pages.Count > 1 ? s.Pages[^2] + 1 : -1);
             if (copyOnHost) _cache.CopyPage(shared, fresh);
             _refCount[shared]--;
             s.Pages[^1] = fresh;
             copy = new PageCopy(shared, fresh);
         }
         int total = s.Length + tokens;
-        while ((long)s.Pages.Count * ps < total) s.Pages.Add(Take());
+        while ((long)s.Pages.Count * ps < total) s.Pages.Add(Take(s.Pages.Count > 0 ? s.Pages[^1] + 1 : -1));
         s.Length = total;
         return copy;
     }
@@ -170,7 +183,11 @@ public sealed class PageAllocator
         for (int i = s.Pages.Count - 1; i >= 0; i--)
         {
             int p = s.Pages[i];
-            if (--_refCount[p] == 0) _free.Push(p);
+            if (--_refCount[p] == 0)
+            {
+                _freeCount++;
+                if (_placement == PagePlacement.LastFreed) _free.Push(p);
+            }
         }
         _seqs.Remove(sequence);
     }
@@ -288,11 +305,39 @@ public sealed class PageAllocator
     /// <summary>Tokens of sequence <paramref name="s"/> in its page <paramref name="j"/>.</summary>
     private int TokensIn(Sequence s, int j) => Math.Min(_cache.PageSize, s.Length - j * _cache.PageSize);
 
-    private int Take()
+    /// <summary>A free page, now referenced once: <paramref name="next"/> (the page after the sequence's last one, or −1)
+    /// when Adjacent placement finds it free. The caller has checked that a page is free.</summary>
+    private int Take(int next)
     {
-        int p = _free.Pop();
+        int p = _placement == PagePlacement.LastFreed ? _free.Pop()
+            : (uint)next < (uint)_refCount.Length && _refCount[next] == 0 ? next : StartOfNewRun();
         _refCount[p] = 1;
+        _freeCount--;
         return p;
+    }
+
+    /// <summary>Where Adjacent placement starts a new run: in the longest run of free pages (the first such run), its first
+    /// page when the run starts the pool (no sequence before it to grow into it), else its middle page (room left for the
+    /// sequence whose pages end before it).</summary>
+    private int StartOfNewRun()
+    {
+        int bestStart = -1, bestLength = 0;
+        for (int p = 0; p < _refCount.Length;)
+        {
+            if (_refCount[p] != 0)
+            {
+                p++;
+                continue;
+            }
+            int start = p;
+            while (p < _refCount.Length && _refCount[p] == 0) p++;
+            if (p - start > bestLength)
+            {
+                bestStart = start;
+                bestLength = p - start;
+            }
+        }
+        return bestStart == 0 ? 0 : bestStart + bestLength / 2;
     }
 
     private Sequence Get(int sequence) =>

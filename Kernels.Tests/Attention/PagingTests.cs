@@ -145,14 +145,20 @@ public class PagingTests
     /// <summary>Random op sequences: no page is ever owned by two sequences unless shared by a fork, counts match owners,
     /// free + owned = pool, freed pages are reused, and every sequence reads back exactly what was appended to it.</summary>
     [Fact]
-    public void Allocator_RandomOps_NeverDoubleOwnsAndPreservesContents()
+    public void Allocator_RandomOps_NeverDoubleOwnsAndPreservesContents() => RandomOps(PagePlacement.LastFreed);
+
+    /// <summary>The same random op sequences with <see cref="PagePlacement.Adjacent"/>.</summary>
+    [Fact]
+    public void Allocator_RandomOps_Adjacent_NeverDoubleOwnsAndPreservesContents() => RandomOps(PagePlacement.Adjacent);
+
+    private static void RandomOps(PagePlacement placement)
     {
         Prop.ForAll(Gen.Choose(0, int.MaxValue).ToArbitrary(), seed =>
         {
             var rng = new Random(seed);
             const int pages = 24, ps = 4, dim = 32;
             var cache = new PagedKvCache(pages, ps, 1, dim, DType.F32);
-            var alloc = new PageAllocator(cache);
+            var alloc = new PageAllocator(cache, placement);
             var content = new Dictionary<int, List<float>>(); // sequence → first key value of each token
             var everFreed = new HashSet<int>();
             bool reused = false;
@@ -218,6 +224,42 @@ public class PagingTests
             }
             return true;
         }).QuickCheckThrowOnFailure();
+    }
+
+    /// <summary>Eight sequences growing together, a page at a time, keep their pages in runs with Adjacent placement (their
+    /// first pages spread through the pool, at most one collision each), where the default placement interleaves them page
+    /// by page.</summary>
+    [Fact]
+    public void Allocator_Adjacent_SequencesGrowingTogetherKeepRuns()
+    {
+        const int pages = 1024, ps = 16, dim = 8, seqs = 8, perSeq = 100;
+        foreach (var placement in new[] { PagePlacement.Adjacent, PagePlacement.LastFreed })
+        {
+            var cache = new PagedKvCache(pages, ps, 1, dim, DType.F16);
+            var alloc = new PageAllocator(cache, placement);
+            Assert.Equal(placement, alloc.Placement);
+            var ids = Enumerable.Range(0, seqs).Select(_ => alloc.Create()).ToArray();
+            var k = new float[ps * dim];
+            for (int round = 0; round < perSeq; round++)
+                foreach (int id in ids) alloc.Append(id, k, k, ps);
+            Assert.Equal(pages - seqs * perSeq, alloc.FreePages);
+            foreach (int id in ids)
+            {
+                var own = alloc.Pages(id);
+                Assert.Equal(perSeq, own.Length);
+                int runs = 1 + Enumerable.Range(1, own.Length - 1).Count(i => own[i] != own[i - 1] + 1);
+                if (placement == PagePlacement.Adjacent) Assert.InRange(runs, 1, 2);
+                else Assert.Equal(perSeq, runs);
+            }
+        }
+    }
+
+    [Fact]
+    public void Allocator_UndefinedPlacement_Throws()
+    {
+        var cache = new PagedKvCache(4, 4, 1, 8, DType.F16);
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => new PageAllocator(cache, (PagePlacement)7));
+        Assert.Equal("placement", ex.ParamName);
     }
 
     [Fact]
