@@ -87,6 +87,12 @@ public sealed partial class AttentionSuite : IBenchSuite
                     if (ctx.Wants(op, "kv f16 hnd", shape, "cpu"))
                         yield return Case(ctx, batch, len, DType.F16, KvScaleMode.None, "kv f16 hnd", false, paged, null, PageSize, KvLayout.Hnd);
                 }
+            // fp16 pages as a PageAllocator hands them out when the batch's sequences grow together, a page each in turn (as
+            // decode steps fill them), with either placement: "vs base" is the shuffled-page row, "vs contiguous" interleaved.
+            if (ctx.Cpu && batch > 1 && len >= LongContext)
+                foreach (var (placement, name) in new[] { (PagePlacement.LastFreed, "kv f16 grown last-freed"), (PagePlacement.Adjacent, "kv f16 grown adjacent") })
+                    if (ctx.Wants("decode", name, shape, "cpu"))
+                        yield return Case(ctx, batch, len, DType.F16, KvScaleMode.None, name, false, paged: true, grown: placement);
         }
         foreach (var c in MaskedDecodeCases(ctx)) yield return c;
         foreach (var c in CascadeCases(ctx)) yield return c;
@@ -97,14 +103,15 @@ public sealed partial class AttentionSuite : IBenchSuite
     }
 
     private static BenchCase Case(BenchContext ctx, int batch, int len, DType dtype, KvScaleMode mode, string format, bool q8, bool paged, Kernels.Gpu.GpuBackend? gpu = null, int pageSize = PageSize,
-        KvLayout layout = KvLayout.Nhd, bool inCache = false, int inCacheFor = 0)
+        KvLayout layout = KvLayout.Nhd, bool inCache = false, int inCacheFor = 0, PagePlacement? grown = null)
     {
         int pagesPerSeq = (len + pageSize - 1) / pageSize;
         int numPages = batch * pagesPerSeq;
         // A few template pages written (and quantized) once, then copied: fast to fill, same data paged and contiguous.
         var template = Template(pageSize, dtype, layout, mode);
         int[] placement = Enumerable.Range(0, numPages).ToArray();
-        if (paged) new Random(11).Shuffle(placement);
+        if (grown is { } how) placement = GrownPages(batch, pagesPerSeq, pageSize, how);
+        else if (paged) new Random(11).Shuffle(placement);
         var kvBytesPerPage = 2.0 * pageSize * KvHeads * (template.RowBytes + (template.HasRowScales ? 4 : 0) + (dtype == DType.I4 ? 4 : 0));
         double kvBytes = kvBytesPerPage * numPages;
         int copies = gpu is null && !inCache ? ctx.ColdCopies(kvBytes) : 1;
@@ -275,6 +282,18 @@ public sealed partial class AttentionSuite : IBenchSuite
 
     /// <summary>The split-KV target of the backend a case runs on, as a runtime would plan with it.</summary>
     private static int TargetItems(BenchContext ctx, Kernels.Gpu.GpuBackend? gpu) => gpu?.DecodeTargetItems ?? CpuTargetItems(ctx);
+
+    /// <summary>The page ids, sequence by sequence, that a <see cref="PageAllocator"/> with <paramref name="placement"/> gives
+    /// <paramref name="batch"/> sequences growing together from an empty pool of exactly their pages, one page each in turn.</summary>
+    private static int[] GrownPages(int batch, int pagesPerSeq, int pageSize, PagePlacement placement)
+    {
+        using var pool = new PagedKvCache(batch * pagesPerSeq, pageSize, 1, 8, DType.F16); // page ids only: never written
+        var alloc = new PageAllocator(pool, placement);
+        var ids = Enumerable.Range(0, batch).Select(_ => alloc.Create()).ToArray();
+        for (int p = 0; p < pagesPerSeq; p++)
+            foreach (int id in ids) alloc.Reserve(id, pageSize);
+        return [.. ids.SelectMany(alloc.Pages)];
+    }
 
     private static Dictionary<string, string>? Extra(bool q8, string op, string format, string shape)
     {
