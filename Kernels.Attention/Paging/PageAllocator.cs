@@ -11,7 +11,8 @@ namespace Kernels.Attention.Paging;
 /// number of sequences holding it). Forking shares every page of the parent. Appending to a sequence whose partial last
 /// page is shared first copies that page (copy-on-write), so a sequence never writes into a page another one reads; full
 /// shared pages stay shared. Freed pages return to the free list; which free page a sequence grows into is the
-/// allocator's <see cref="PagePlacement"/> (by default the last freed, <see cref="PagePlacement.LastFreed"/>).</para>
+/// allocator's <see cref="PagePlacement"/>: by default <see cref="PagePlacement.Adjacent"/>, which keeps each sequence's
+/// pages in runs of adjacent ids (CPU decode reads adjacent pages faster than scattered ones).</para>
 /// <para>Operations are atomic: an append that needs more pages than are free throws before anything is written.
 /// Not thread-safe.</para>
 /// </remarks>
@@ -19,7 +20,8 @@ public sealed class PageAllocator
 {
     private readonly PagedKvCache _cache;
     private readonly int[] _refCount;
-    private readonly Stack<int> _free; // LastFreed only; Adjacent finds free pages by their reference count
+    private readonly Stack<int> _free;  // LastFreed: the free pages, last freed on top
+    private readonly FreeRuns? _runs;    // Adjacent: the free pages as runs of adjacent ids
     private readonly PagePlacement _placement;
     private int _freeCount;
     private readonly Dictionary<int, Sequence> _seqs = [];
@@ -35,7 +37,7 @@ public sealed class PageAllocator
     /// <param name="cache">The pool.</param>
     /// <param name="placement">How sequences' new pages are chosen.</param>
     /// <exception cref="ArgumentOutOfRangeException">placement is not a <see cref="PagePlacement"/> value.</exception>
-    public PageAllocator(PagedKvCache cache, PagePlacement placement = PagePlacement.LastFreed)
+    public PageAllocator(PagedKvCache cache, PagePlacement placement = PagePlacement.Adjacent)
     {
         ArgumentNullException.ThrowIfNull(cache);
         if (placement is not (PagePlacement.LastFreed or PagePlacement.Adjacent))
@@ -47,6 +49,7 @@ public sealed class PageAllocator
         _free = new Stack<int>(placement == PagePlacement.LastFreed ? cache.NumPages : 0);
         if (placement == PagePlacement.LastFreed)
             for (int p = cache.NumPages - 1; p >= 0; p--) _free.Push(p);
+        else _runs = new FreeRuns(cache.NumPages);
     }
 
     /// <summary>How new pages are chosen.</summary>
@@ -186,7 +189,8 @@ public sealed class PageAllocator
             if (--_refCount[p] == 0)
             {
                 _freeCount++;
-                if (_placement == PagePlacement.LastFreed) _free.Push(p);
+                if (_runs is null) _free.Push(p);
+                else _runs.Free(p);
             }
         }
         _seqs.Remove(sequence);
@@ -309,35 +313,16 @@ public sealed class PageAllocator
     /// when Adjacent placement finds it free. The caller has checked that a page is free.</summary>
     private int Take(int next)
     {
-        int p = _placement == PagePlacement.LastFreed ? _free.Pop()
-            : (uint)next < (uint)_refCount.Length && _refCount[next] == 0 ? next : StartOfNewRun();
+        int p;
+        if (_runs is null) p = _free.Pop();
+        else
+        {
+            p = (uint)next < (uint)_refCount.Length && _runs.IsFree(next) ? next : _runs.NewRunPage();
+            _runs.Take(p);
+        }
         _refCount[p] = 1;
         _freeCount--;
         return p;
-    }
-
-    /// <summary>Where Adjacent placement starts a new run: in the longest run of free pages (the first such run), its first
-    /// page when the run starts the pool (no sequence before it to grow into it), else its middle page (room left for the
-    /// sequence whose pages end before it).</summary>
-    private int StartOfNewRun()
-    {
-        int bestStart = -1, bestLength = 0;
-        for (int p = 0; p < _refCount.Length;)
-        {
-            if (_refCount[p] != 0)
-            {
-                p++;
-                continue;
-            }
-            int start = p;
-            while (p < _refCount.Length && _refCount[p] == 0) p++;
-            if (p - start > bestLength)
-            {
-                bestStart = start;
-                bestLength = p - start;
-            }
-        }
-        return bestStart == 0 ? 0 : bestStart + bestLength / 2;
     }
 
     private Sequence Get(int sequence) =>

@@ -147,7 +147,8 @@ public class PagingTests
     [Fact]
     public void Allocator_RandomOps_NeverDoubleOwnsAndPreservesContents() => RandomOps(PagePlacement.LastFreed);
 
-    /// <summary>The same random op sequences with <see cref="PagePlacement.Adjacent"/>.</summary>
+    /// <summary>The same random op sequences with <see cref="PagePlacement.Adjacent"/>, which also checks each page chosen
+    /// against the placement rule applied to a scan of the pool.</summary>
     [Fact]
     public void Allocator_RandomOps_Adjacent_NeverDoubleOwnsAndPreservesContents() => RandomOps(PagePlacement.Adjacent);
 
@@ -180,7 +181,9 @@ public class PagingTests
                     try
                     {
                         var before = alloc.Pages(id);
+                        int[]? expected = placement == PagePlacement.Adjacent ? AdjacentPages(alloc, id, n, ps) : null;
                         alloc.Append(id, k, k, n);
+                        if (expected != null) Assert.Equal(expected, alloc.Pages(id));
                         foreach (int p in alloc.Pages(id).Except(before)) reused |= everFreed.Contains(p);
                         for (int t = 0; t < n; t++) content[id].Add(k[t * dim]);
                     }
@@ -226,8 +229,31 @@ public class PagingTests
         }).QuickCheckThrowOnFailure();
     }
 
+    /// <summary>The pages sequence <paramref name="id"/> should hold after appending <paramref name="tokens"/> tokens with
+    /// Adjacent placement, by the rule applied to a scan of the reference counts: each new page is the one after the
+    /// previous page when free, else <see cref="FreeRunsTests.ScanNewRunPage"/>; a shared partial last page is replaced by a
+    /// new page first (copy-on-write). Null when the pool is too small (the append throws).</summary>
+    private static int[]? AdjacentPages(PageAllocator alloc, int id, int tokens, int ps)
+    {
+        var pages = alloc.Pages(id).ToList();
+        var free = Enumerable.Range(0, alloc.Cache.NumPages).Select(p => alloc.RefCount(p) == 0).ToArray();
+        int length = alloc.Length(id), total = length + tokens;
+        bool cow = tokens > 0 && length % ps != 0 && alloc.RefCount(pages[^1]) > 1;
+        int needed = (total + ps - 1) / ps - pages.Count + (cow ? 1 : 0);
+        if (needed > free.Count(f => f)) return null;
+        int Take(int next)
+        {
+            int p = next >= 0 && next < free.Length && free[next] ? next : FreeRunsTests.ScanNewRunPage(free);
+            free[p] = false;
+            return p;
+        }
+        if (cow) pages[^1] = Take(pages.Count > 1 ? pages[^2] + 1 : -1);
+        while (pages.Count * ps < total) pages.Add(Take(pages.Count > 0 ? pages[^1] + 1 : -1));
+        return [.. pages];
+    }
+
     /// <summary>Eight sequences growing together, a page at a time, keep their pages in runs with Adjacent placement (their
-    /// first pages spread through the pool, at most one collision each), where the default placement interleaves them page
+    /// first pages spread through the pool, at most one collision each), where LastFreed placement interleaves them page
     /// by page.</summary>
     [Fact]
     public void Allocator_Adjacent_SequencesGrowingTogetherKeepRuns()
