@@ -4,7 +4,7 @@ namespace Kernels.Attention.Paging;
 
 /// <summary>
 /// Owns the pages of a <see cref="PagedKvCache"/> for a set of sequences: allocate, append tokens (writing and quantizing
-/// K/V into their slots), fork with shared, reference-counted pages, and free.
+/// K/V into their slots), fork with shared, reference-counted pages, truncate, and free.
 /// </summary>
 /// <remarks>
 /// <para>Every page is either free (reference count 0, on the free list) or referenced by one or more sequences (count =
@@ -183,17 +183,36 @@ public sealed class PageAllocator
     public void Free(int sequence)
     {
         var s = Get(sequence);
-        for (int i = s.Pages.Count - 1; i >= 0; i--)
-        {
-            int p = s.Pages[i];
-            if (--_refCount[p] == 0)
-            {
-                _freeCount++;
-                if (_runs is null) _free.Push(p);
-                else _runs.Free(p);
-            }
-        }
+        for (int i = s.Pages.Count - 1; i >= 0; i--) Release(s.Pages[i]);
         _seqs.Remove(sequence);
+    }
+
+    /// <summary>Shortens a sequence to its first <paramref name="length"/> tokens, e.g. to drop rejected speculative tokens:
+    /// the pages past the new length are released (reference counts fall by one; pages reaching 0 return to the free list).
+    /// The kept tokens are unchanged. Later appends overwrite the slots past them in the new last page, after copying that
+    /// page first when it is shared (copy-on-write, as for any append), so another sequence's tokens are never touched.</summary>
+    /// <param name="sequence">Sequence id.</param>
+    /// <param name="length">Tokens to keep, from 0 to the sequence's length.</param>
+    /// <exception cref="KeyNotFoundException">No such live sequence.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">length is negative or greater than the sequence's length.</exception>
+    public void Truncate(int sequence, int length)
+    {
+        var s = Get(sequence);
+        if ((uint)length > (uint)s.Length)
+            throw new ArgumentOutOfRangeException(nameof(length), length, $"Sequence {sequence} has {s.Length} tokens; it cannot be truncated to {length}.");
+        int keep = (int)(((long)length + _cache.PageSize - 1) / _cache.PageSize);
+        for (int i = s.Pages.Count - 1; i >= keep; i--) Release(s.Pages[i]);
+        s.Pages.RemoveRange(keep, s.Pages.Count - keep);
+        s.Length = length;
+    }
+
+    /// <summary>Drops one reference to page <paramref name="p"/>; at 0 it returns to the free pages.</summary>
+    private void Release(int p)
+    {
+        if (--_refCount[p] != 0) return;
+        _freeCount++;
+        if (_runs is null) _free.Push(p);
+        else _runs.Free(p);
     }
 
     /// <summary>Builds the page table of the given sequences, in that order.</summary>

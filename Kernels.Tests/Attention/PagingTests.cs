@@ -142,8 +142,9 @@ public class PagingTests
         for (int i = 0; i < 8; i++) Assert.Equal(whole[i], merged[i], 5);
     }
 
-    /// <summary>Random op sequences: no page is ever owned by two sequences unless shared by a fork, counts match owners,
-    /// free + owned = pool, freed pages are reused, and every sequence reads back exactly what was appended to it.</summary>
+    /// <summary>Random op sequences (create, append, fork, truncate, free): no page is ever owned by two sequences unless
+    /// shared by a fork, counts match owners, free + owned = pool, freed pages are reused, and every sequence reads back
+    /// exactly the tokens it holds.</summary>
     [Fact]
     public void Allocator_RandomOps_NeverDoubleOwnsAndPreservesContents() => RandomOps(PagePlacement.LastFreed);
 
@@ -192,11 +193,19 @@ public class PagingTests
                         // pool exhausted: the append must not have changed anything (checked below)
                     }
                 }
-                else if (op < 8)
+                else if (op < 7)
                 {
                     int id = live[rng.Next(live.Count)];
                     int child = alloc.Fork(id);
                     content[child] = [.. content[id]];
+                }
+                else if (op < 8)
+                {
+                    int id = live[rng.Next(live.Count)];
+                    int keep = rng.Next(0, content[id].Count + 1);
+                    foreach (int p in alloc.Pages(id).Skip((keep + ps - 1) / ps)) if (alloc.RefCount(p) == 1) everFreed.Add(p);
+                    alloc.Truncate(id, keep);
+                    content[id].RemoveRange(keep, content[id].Count - keep);
                 }
                 else
                 {
@@ -314,5 +323,45 @@ public class PagingTests
         var ex = Assert.Throws<InvalidOperationException>(() => alloc.Append(a, new float[40 * 32], new float[40 * 32], 40));
         Assert.Contains("free pages", ex.Message);
         Assert.Equal(6, alloc.Length(a));
+    }
+
+    /// <summary>A child forked from a sequence is truncated into a shared full page: the parent keeps its pages and tokens,
+    /// the child's next append copies the now partial shared page first, and truncating to 0 releases every page.</summary>
+    [Fact]
+    public void Allocator_TruncateThenAppend_CopiesSharedPageAndReleasesPages()
+    {
+        var cache = new PagedKvCache(8, 4, 1, 32, DType.F32);
+        var alloc = new PageAllocator(cache);
+        int a = alloc.Create();
+        var k = Enumerable.Range(0, 10 * 32).Select(i => (float)(i / 32)).ToArray();
+        alloc.Append(a, k, k, 10); // pages: [full, full, partial(2)]
+        int b = alloc.Fork(a);
+        alloc.Truncate(b, 6);      // b: [shared full page, shared page holding 2 of its tokens]
+        Assert.Equal(6, alloc.Length(b));
+        Assert.Equal(alloc.Pages(a)[..2], alloc.Pages(b));
+        Assert.Equal(1, alloc.RefCount(alloc.Pages(a)[2]));
+        var one = Enumerable.Repeat(100f, 32).ToArray();
+        alloc.Append(b, one, one, 1);
+        Assert.Equal(alloc.Pages(a)[0], alloc.Pages(b)[0]);
+        Assert.NotEqual(alloc.Pages(a)[1], alloc.Pages(b)[1]); // copied before the write
+        var back = new float[32];
+        cache.ReadKey(alloc.Pages(a)[1], 2, 0, back);
+        Assert.Equal(6f, back[0]);                              // the parent's token 6 is untouched
+        cache.ReadKey(alloc.Pages(b)[1], 2, 0, back);
+        Assert.Equal(100f, back[0]);
+        cache.ReadKey(alloc.Pages(b)[1], 1, 0, back);
+        Assert.Equal(5f, back[0]);
+        int free = alloc.FreePages;
+        alloc.Truncate(b, 0);
+        Assert.Empty(alloc.Pages(b));
+        Assert.Equal(free + 1, alloc.FreePages);                // b's own copy; the first page is still a's
+        Assert.Equal(1, alloc.RefCount(alloc.Pages(a)[0]));
+        alloc.Truncate(a, 10);                                  // no change
+        Assert.Equal(10, alloc.Length(a));
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => alloc.Truncate(a, 11));
+        Assert.Equal("length", ex.ParamName);
+        Assert.Contains("has 10 tokens", ex.Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => alloc.Truncate(a, -1));
+        Assert.Throws<KeyNotFoundException>(() => alloc.Truncate(99, 0));
     }
 }
