@@ -4,26 +4,27 @@ using Kernels.Attention.Paging;
 
 namespace Kernels.Tests.Attention;
 
-/// <summary><see cref="FreeRuns"/> (the free-page bookkeeping of <see cref="PagePlacement.Adjacent"/>) against a scan of
-/// a plain free/used array.</summary>
+/// <summary><see cref="FreeRuns"/> (the free-page bookkeeping of <see cref="PagePlacement.Adjacent"/>: a bitmap and a
+/// segment tree of free runs) against a scan of a plain free/used array.</summary>
 public class FreeRunsTests
 {
-    /// <summary>Random takes (the page after a used one, the named new-run page, or any free page) and frees, on pools of
-    /// 0–40 pages: the free count, every page's state and the new-run page match the scan after every step.</summary>
+    /// <summary>Random takes (the named new-run page, any free page, or every free page of a range) and frees (one page or
+    /// a range), on pools of 0–300 pages (one to five 64-page words, runs across their boundaries): the free count, every
+    /// page's state and the new-run page match the scan after every step.</summary>
     [Fact]
     public void RandomTakesAndFrees_MatchScan()
     {
-        Prop.ForAll(Gen.Choose(0, int.MaxValue).ToArbitrary(), seed =>
+        var sizes = Gen.OneOf(Gen.Choose(0, 40), Gen.Elements(63, 64, 65, 127, 128, 129, 192, 256), Gen.Choose(41, 300));
+        Prop.ForAll(sizes.ToArbitrary(), Gen.Choose(0, int.MaxValue).ToArbitrary(), (pages, seed) =>
         {
             var rng = new Random(seed);
-            int pages = rng.Next(0, 41);
             var runs = new FreeRuns(pages);
             var free = Enumerable.Repeat(true, pages).ToArray();
             for (int step = 0; step < 200; step++)
             {
                 var freeIds = Enumerable.Range(0, pages).Where(p => free[p]).ToArray();
                 var usedIds = Enumerable.Range(0, pages).Where(p => !free[p]).ToArray();
-                int op = rng.Next(3);
+                int op = rng.Next(5);
                 if (op == 0 && freeIds.Length > 0)
                 {
                     int p = runs.NewRunPage();
@@ -32,9 +33,29 @@ public class FreeRunsTests
                 }
                 else if (op == 1 && freeIds.Length > 0)
                 {
-                    int p = freeIds[rng.Next(freeIds.Length)]; // also pages inside a run, which the allocator never takes
+                    int p = freeIds[rng.Next(freeIds.Length)];
                     runs.Take(p);
                     free[p] = false;
+                }
+                else if (op == 2 && pages > 0)
+                {
+                    int a = rng.Next(pages), b = Math.Min(pages, a + rng.Next(1, 100));
+                    for (int p = a; p < b; p++)
+                        if (free[p])
+                        {
+                            runs.Take(p);
+                            free[p] = false;
+                        }
+                }
+                else if (op == 3 && pages > 0)
+                {
+                    int a = rng.Next(pages), b = Math.Min(pages, a + rng.Next(1, 100));
+                    for (int p = b - 1; p >= a; p--)
+                        if (!free[p])
+                        {
+                            runs.Free(p);
+                            free[p] = true;
+                        }
                 }
                 else if (usedIds.Length > 0)
                 {
