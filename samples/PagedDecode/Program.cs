@@ -11,7 +11,8 @@ using Kernels.Gpu;
 // a prompt is prefilled into pages, a second request forks it (shared prefix pages, copy-on-write), both grow, and one
 // decode plan serves every layer. A cascade plan runs the same step reading the shared prompt pages once for both
 // requests. Then a next step as a device-resident runtime runs it (slots reserved, copy-on-write replayed and K/V appended
-// on the backend). The CPU results are checked against the double-precision oracle, and a GPU's when ILGPU finds one.
+// on the backend). Last, a speculative step: drafts scored by a causal prefill over the pages, the rejected ones truncated.
+// The CPU results are checked against the double-precision oracle, and a GPU's when ILGPU finds one.
 const int qoHeads = 32, kvHeads = 8, headDim = 128, pageSize = 16, layers = 2;
 var shape = new AttentionShape(qoHeads, kvHeads, headDim);
 var rng = new Random(1);
@@ -129,5 +130,37 @@ foreach (IPagedAttentionOps ops in gpu is null ? [cpu] : new IPagedAttentionOps[
     pool.Dispose();
 }
 hostPool.Dispose();
+
+// Speculative decoding: a draft model proposes 4 tokens; the target model appends their K/V and scores all 4 in one causal
+// prefill pass over the paged cache (draft i sees the prompt and drafts 0..i); 2 are accepted, so the sequence is
+// truncated to drop the rejected drafts' K/V, and the page only they used returns to the pool.
+using (var specPool = new PagedKvCache(numPages: 8, pageSize, kvHeads, headDim, DType.F16))
+{
+    var specAlloc = new PageAllocator(specPool);
+    int s = specAlloc.Create();
+    specAlloc.Append(s, Row(30), Row(30), 30); // the prompt: 30 of the first two pages' 32 slots
+    specAlloc.Append(s, Row(4), Row(4), 4);    // the drafts fill the second page and start a third
+    var specTable = specAlloc.BuildPageTable([s]);
+    int[] qoIndptr = [0, 4];
+    float[] qDraft = Values(4 * qoHeads * headDim), expectedDraft = new float[qDraft.Length];
+    AttentionReference.Prefill(qoIndptr, qDraft, specPool, specTable, shape, AttentionOptions.Default, expectedDraft, default);
+    foreach (IPagedAttentionOps ops in gpu is null ? [cpu] : new IPagedAttentionOps[] { cpu, gpu })
+    {
+        var backend = (IKernelBackend)ops;
+        using var kv = ops.UploadKvCache(specPool);
+        using DeviceTensor<float> qT = backend is GpuBackend g ? g.Upload(qDraft, 4, qoHeads, headDim) : cpu.Upload(qDraft, 4, qoHeads, headDim);
+        using var output = backend.Allocate<float>(4, qoHeads, headDim);
+        var verify = PrefillPlanner.Plan(qoIndptr, specTable, shape, specPool.NumPages, workspace: new AttentionWorkspace(), targetItems: ops.DecodeTargetItems);
+        ops.Attention(verify, qT, kv, output, null);
+        backend.Synchronize();
+        double maxError = output.ToArray().Zip(expectedDraft, (x, y) => Math.Abs(x - (double)y)).Max();
+        Console.WriteLine($"speculative step, {backend.Name}: 4 drafts scored by one causal prefill over {specTable.KvLength(0)} keys; max |output − oracle| = {maxError:E2}");
+        if (!(maxError < 1e-4)) throw new InvalidOperationException($"{backend.Name} differs from the oracle by {maxError}");
+    }
+    specAlloc.Truncate(s, 32); // 2 drafts accepted
+    Console.WriteLine($"2 of 4 drafts accepted: {specAlloc.Length(s)} tokens on {specAlloc.Pages(s).Length} pages, {specAlloc.FreePages} of {specPool.NumPages} pages free");
+    if (specAlloc.Pages(s).Length != 2 || specAlloc.FreePages != specPool.NumPages - 2)
+        throw new InvalidOperationException("Truncate did not release the rejected drafts' page.");
+}
 gpu?.Dispose();
 foreach (var c in caches) c.Dispose();
