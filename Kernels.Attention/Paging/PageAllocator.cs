@@ -141,9 +141,7 @@ public sealed class PageAllocator
         if ((long)s.Length + tokens > int.MaxValue)
             throw new ArgumentOutOfRangeException(nameof(tokens), tokens, $"Sequence {sequence} has {s.Length} tokens; {tokens} more exceed the {int.MaxValue} a sequence may hold.");
         int ps = _cache.PageSize;
-        int used = s.Length % ps;
-        bool cow = used != 0 && _refCount[s.Pages[^1]] > 1;
-        int newPages = (int)(((long)s.Length + tokens + ps - 1) / ps) - s.Pages.Count + (cow ? 1 : 0);
+        int newPages = PagesNeeded(s, tokens, out bool cow);
         if (newPages > _freeCount)
             throw new InvalidOperationException($"The pool has {_freeCount} free pages; appending {tokens} tokens to sequence {sequence} needs {newPages}.");
         PageCopy? copy = null;
@@ -160,6 +158,29 @@ public sealed class PageAllocator
         while ((long)s.Pages.Count * ps < total) s.Pages.Add(Take(s.Pages.Count > 0 ? s.Pages[^1] + 1 : -1));
         s.Length = total;
         return copy;
+    }
+
+    /// <summary>Free pages that appending <paramref name="tokens"/> tokens to a sequence would take (including the copy of a
+    /// shared partial last page), so that a scheduler can check <c>PagesNeeded(seq, n) ≤ FreePages</c> before it admits a
+    /// step, as vLLM's <c>can_append_slots</c> does.</summary>
+    /// <param name="sequence">Sequence id.</param>
+    /// <param name="tokens">Tokens to append (≥ 0).</param>
+    /// <returns>The number of pages <see cref="Append"/> or <see cref="Reserve"/> would take from the free list.</returns>
+    /// <exception cref="KeyNotFoundException">No such live sequence.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">tokens is negative.</exception>
+    public int PagesNeeded(int sequence, int tokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
+        return PagesNeeded(Get(sequence), tokens, out _);
+    }
+
+    /// <summary>New pages for <paramref name="tokens"/> more tokens, and whether the partial last page is shared and must
+    /// be copied first (one of those pages).</summary>
+    private int PagesNeeded(Sequence s, int tokens, out bool cow)
+    {
+        int ps = _cache.PageSize;
+        cow = tokens > 0 && s.Length % ps != 0 && _refCount[s.Pages[^1]] > 1;
+        return (int)(((long)s.Length + tokens + ps - 1) / ps - s.Pages.Count) + (cow ? 1 : 0);
     }
 
     /// <summary>Forks a sequence: the child shares every page of the parent (reference counts rise by one).</summary>

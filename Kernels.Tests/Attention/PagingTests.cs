@@ -179,18 +179,21 @@ public class PagingTests
                     int n = rng.Next(0, 7);
                     var k = new float[n * dim];
                     for (int t = 0; t < n; t++) k.AsSpan(t * dim, dim).Fill(rng.Next(1, 1_000_000));
-                    try
+                    var before = alloc.Pages(id);
+                    int needed = alloc.PagesNeeded(id, n), freeBefore = alloc.FreePages;
+                    if (needed > freeBefore)
                     {
-                        var before = alloc.Pages(id);
+                        // Pool exhausted: the append throws and must not have changed anything (checked below).
+                        Assert.Throws<InvalidOperationException>(() => alloc.Append(id, k, k, n));
+                    }
+                    else
+                    {
                         int[]? expected = placement == PagePlacement.Adjacent ? AdjacentPages(alloc, id, n, ps) : null;
                         alloc.Append(id, k, k, n);
+                        Assert.Equal(freeBefore - needed, alloc.FreePages); // PagesNeeded is what the append took
                         if (expected != null) Assert.Equal(expected, alloc.Pages(id));
                         foreach (int p in alloc.Pages(id).Except(before)) reused |= everFreed.Contains(p);
                         for (int t = 0; t < n; t++) content[id].Add(k[t * dim]);
-                    }
-                    catch (InvalidOperationException)
-                    {
-                        // pool exhausted: the append must not have changed anything (checked below)
                     }
                 }
                 else if (op < 7)
@@ -241,15 +244,13 @@ public class PagingTests
     /// <summary>The pages sequence <paramref name="id"/> should hold after appending <paramref name="tokens"/> tokens with
     /// Adjacent placement, by the rule applied to a scan of the reference counts: each new page is the one after the
     /// previous page when free, else <see cref="FreeRunsTests.ScanNewRunPage"/>; a shared partial last page is replaced by a
-    /// new page first (copy-on-write). Null when the pool is too small (the append throws).</summary>
-    private static int[]? AdjacentPages(PageAllocator alloc, int id, int tokens, int ps)
+    /// new page first (copy-on-write).</summary>
+    private static int[] AdjacentPages(PageAllocator alloc, int id, int tokens, int ps)
     {
         var pages = alloc.Pages(id).ToList();
         var free = Enumerable.Range(0, alloc.Cache.NumPages).Select(p => alloc.RefCount(p) == 0).ToArray();
         int length = alloc.Length(id), total = length + tokens;
         bool cow = tokens > 0 && length % ps != 0 && alloc.RefCount(pages[^1]) > 1;
-        int needed = (total + ps - 1) / ps - pages.Count + (cow ? 1 : 0);
-        if (needed > free.Count(f => f)) return null;
         int Take(int next)
         {
             int p = next >= 0 && next < free.Length && free[next] ? next : FreeRunsTests.ScanNewRunPage(free);
