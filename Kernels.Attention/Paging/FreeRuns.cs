@@ -25,7 +25,7 @@ internal sealed class FreeRuns
     /// <summary>Every page of a pool of <paramref name="pages"/> free.</summary>
     public FreeRuns(int pages)
     {
-        int words = (pages + 63) / 64;
+        int words = (int)(((long)pages + 63) / 64);
         _bits = new ulong[words];
         _leaves = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(words, 1));
         _tree = new Span[2 * _leaves];
