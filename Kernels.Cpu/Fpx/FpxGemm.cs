@@ -42,8 +42,6 @@ public static unsafe partial class FpxGemm
     /// <summary>Target binary exponent of the largest pre-scaled activation.</summary>
     internal const int ActivationExponent = 100;
 
-    [ThreadStatic] private static float[]? t_scratch;
-
     /// <summary>Software prefetch distance of the 4-row GEMV weight streams, in 64-code blocks (2–32 measured; 6 best at one and two threads).</summary>
     private const int PrefetchBlocks = 6;
 
@@ -236,7 +234,7 @@ public static unsafe partial class FpxGemm
     /// <summary>The scalar path over rows <c>[rowStart, rowStart + rowCount)</c>: decode, then multiply-add in index order.</summary>
     internal static void Scalar<TK>(ref FpxArgs a, int rowStart, int rowCount) where TK : struct, ICodeKind
     {
-        float* w = Scratch(a.KPad);
+        float* w = ThreadScratch.Floats(a.KPad);
         int blocks = a.KPad / 64, hb = TK.Kind == 1 ? 8 : 16;
         for (int r = rowStart; r < rowStart + rowCount; r++)
         {
@@ -253,18 +251,6 @@ public static unsafe partial class FpxGemm
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Finish(float acc, float scale, double post) => (float)(acc * (double)scale * post);
-
-    private static float* Scratch(int floats)
-    {
-        float[]? s = t_scratch;
-        floats = Math.Max(floats, 64);
-        if (s is null || s.Length < floats)
-        {
-            s = GC.AllocateUninitializedArray<float>(floats, pinned: true);
-            t_scratch = s;
-        }
-        return (float*)Unsafe.AsPointer(ref s[0]);
-    }
 
     /// <summary>GEMV on AVX-512 VBMI: patterns from byte interleaves (<see cref="FpxDecode.Patterns512"/>), activations permuted
     /// to match; four rows share each activation load.</summary>
@@ -460,7 +446,7 @@ public static unsafe partial class FpxGemm
         where TK : struct, ICodeKind where TV : struct, ISimdF32<TV>
     {
         int kPad = a.KPad, blocks = kPad / 64, hb = TK.Kind == 1 ? 8 : 16, kt = Math.Min(kPad, KTile);
-        float* w = Scratch(4 * kt + 4 * a.N);
+        float* w = ThreadScratch.Floats(4 * kt + 4 * a.N);
         float* part = w + 4 * kt;
         for (int r = rowStart; r < rowStart + rowCount; r += 4)
         {
@@ -514,7 +500,7 @@ public static unsafe partial class FpxGemm
 
         public static void Execute(ref DequantChunks<TD> s, int r)
         {
-            float* w = Scratch(s.KPad);
+            float* w = ThreadScratch.Floats(s.KPad);
             int blocks = s.KPad / 64;
             if (s.Fp5) FpxDecode.Row<Fp5Kind>(s.Isa, s.High + (long)r * blocks * 8, s.Low + (long)r * blocks * 32, blocks, w);
             else FpxDecode.Row<Fp6Kind>(s.Isa, s.High + (long)r * blocks * 16, s.Low + (long)r * blocks * 32, blocks, w);

@@ -36,8 +36,6 @@ namespace Kernels.Cpu.Fpx;
 /// </remarks>
 public static unsafe partial class Int6Gemm
 {
-    [ThreadStatic] private static float[]? t_scratch;
-
     /// <summary>W6A16: <c>y = x · Wᵀ</c> with fp32 activations.</summary>
     /// <param name="weights">INT6 weights <c>[m, k]</c>.</param>
     /// <param name="x"><c>n·k</c> activations.</param>
@@ -109,27 +107,29 @@ public static unsafe partial class Int6Gemm
         IsaPath isa = CpuIsa.Resolve(options);
         if (m == 0 || n == 0) return;
         // Padded activations and the per-group offset corrections 32·Σ_{c∈g} xq[j, c].
-        sbyte[] a = ArrayPool<sbyte>.Shared.Rent(n * kPad);
+        sbyte[] a = ArrayPool<sbyte>.Shared.Rent(n * kPad + 64);
         int[] corr = ArrayPool<int>.Shared.Rent(n * groups);
         try
         {
-            for (int j = 0; j < n; j++)
-            {
-                xq.Slice(j * k, k).CopyTo(a.AsSpan(j * kPad));
-                a.AsSpan(j * kPad + k, kPad - k).Clear();
-                for (int g = 0; g < groups; g++)
-                {
-                    int s = 0;
-                    for (int c = g * weights.GroupSize; c < Math.Min(k, (g + 1) * weights.GroupSize); c++) s += xq[j * k + c];
-                    corr[j * groups + g] = Int6Weights.Offset * s;
-                }
-            }
             fixed (byte* ph = weights.HighBits)
             fixed (byte* pl = weights.LowBits)
             fixed (float* ps = weights.Scales, pxs = xScales, py = y)
-            fixed (sbyte* pa = a)
+            fixed (sbyte* pa0 = a)
             fixed (int* pc = corr)
             {
+                sbyte* pa = (sbyte*)(((nint)pa0 + 63) & ~(nint)63); // 64-byte rows: the kernels' 512-bit loads never split a line
+                for (int j = 0; j < n; j++)
+                {
+                    var row = new Span<sbyte>(pa + (long)j * kPad, kPad);
+                    xq.Slice(j * k, k).CopyTo(row);
+                    row[k..].Clear();
+                    for (int g = 0; g < groups; g++)
+                    {
+                        int s = 0;
+                        for (int c = g * weights.GroupSize; c < Math.Min(k, (g + 1) * weights.GroupSize); c++) s += xq[j * k + c];
+                        corr[j * groups + g] = Int6Weights.Offset * s;
+                    }
+                }
                 var state = new A8Chunks
                 {
                     A = new A8Args { High = ph, Low = pl, Scales = ps, X = pa, XScales = pxs, Corr = pc, Y = py, M = m, KPad = kPad, N = n, Groups = groups, GroupBlocks = weights.GroupSize / 64 },
@@ -145,18 +145,6 @@ public static unsafe partial class Int6Gemm
             ArrayPool<sbyte>.Shared.Return(a);
             ArrayPool<int>.Shared.Return(corr);
         }
-    }
-
-    private static float* Scratch(int floats)
-    {
-        float[]? s = t_scratch;
-        floats = Math.Max(floats, 64);
-        if (s is null || s.Length < floats)
-        {
-            s = GC.AllocateUninitializedArray<float>(floats, pinned: true);
-            t_scratch = s;
-        }
-        return (float*)Unsafe.AsPointer(ref s[0]);
     }
 
     // ------------------------------------------------------------------------------------------------ W6A16
@@ -325,7 +313,7 @@ public static unsafe partial class Int6Gemm
     private static void W6A16Decoded<TV>(IsaPath isa, ref A16Args a, int rowStart, int rowCount) where TV : struct, ISimdF32<TV>
     {
         int kPad = a.KPad, kt = Math.Min(kPad, FpxGemm.KTile);
-        float* w = Scratch(4 * kt + 4 * a.N);
+        float* w = ThreadScratch.Floats(4 * kt + 4 * a.N);
         float* part = w + 4 * kt;
         for (int r = rowStart; r < rowStart + rowCount; r += 4)
         {
@@ -344,7 +332,7 @@ public static unsafe partial class Int6Gemm
     /// <summary>W6A16 scalar path: decode, then multiply-add in index order.</summary>
     internal static void W6A16Scalar(ref A16Args a, int rowStart, int rowCount)
     {
-        float* w = Scratch(a.KPad);
+        float* w = ThreadScratch.Floats(a.KPad);
         for (int r = rowStart; r < rowStart + rowCount; r++)
         {
             DecodeRow(IsaPath.Scalar, ref a, r, 0, a.KPad / 64, w);
@@ -409,8 +397,13 @@ public static unsafe partial class Int6Gemm
     internal static void W6A8Avx512(ref A8Args a, int rowStart, int rowCount)
     {
         Debug.Assert(Avx512BW.IsSupported);
+        if (a.N < 4)
+        {
+            W6A8Avx512Direct(ref a, rowStart, rowCount);
+            return;
+        }
         int blocks = a.KPad / 64;
-        byte* u = (byte*)Scratch(a.KPad / 4 + 16);
+        byte* u = (byte*)ThreadScratch.Floats(a.KPad / 4 + 16);
         Vector512<short> ones = Vector512.Create((short)1);
         var k = new FpxDecode.Consts512(0);
         for (int r = rowStart; r < rowStart + rowCount; r++)
@@ -469,15 +462,79 @@ public static unsafe partial class Int6Gemm
         }
     }
 
+    /// <summary>W6A8, AVX-512BW, one to three tokens: each block's codes are decoded into a register and used at once, with
+    /// no byte scratch (written and read back per row, it cost more than it saved with so few tokens, and it left the weight
+    /// loads bunched at the start of each row instead of spread through the dot products). Same integer dots, group order
+    /// and epilogue as <see cref="W6A8Avx512"/>, so the same bits.</summary>
+    [SkipLocalsInit]
+    private static void W6A8Avx512Direct(ref A8Args a, int rowStart, int rowCount)
+    {
+        int blocks = a.KPad / 64, n = a.N;
+        Vector512<short> ones = Vector512.Create((short)1);
+        var k = new FpxDecode.Consts512(0);
+        sbyte* x0 = a.X, x1 = n > 1 ? x0 + a.KPad : x0, x2 = n > 2 ? x1 + a.KPad : x0;
+        int* c0 = a.Corr, c1 = n > 1 ? c0 + a.Groups : c0, c2 = n > 2 ? c1 + a.Groups : c0;
+        for (int r = rowStart; r < rowStart + rowCount; r++)
+        {
+            byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
+            float* sc = a.Scales + (long)r * a.Groups;
+            Vector512<float> acc0 = default, acc1 = default, acc2 = default;
+            for (int g = 0, b = 0; g < a.Groups; g++)
+            {
+                Vector512<int> d0 = Vector512<int>.Zero, d1 = d0, d2 = d0;
+                for (int e = Math.Min(blocks, b + a.GroupBlocks); b < e; b++)
+                {
+                    var codes = FpxDecode.Codes512<Int6Kind>(hi + 16 * b, lo + 32 * b, k);
+                    d0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(codes, Vector512.Load(x0 + 64 * b)), ones);
+                    if (n > 1) d1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(codes, Vector512.Load(x1 + 64 * b)), ones);
+                    if (n > 2) d2 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(codes, Vector512.Load(x2 + 64 * b)), ones);
+                }
+                var scale = Vector512.Create(sc[g]);
+                acc0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d0 - Vector512.CreateScalar(c0[g])), scale, acc0);
+                if (n > 1) acc1 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d1 - Vector512.CreateScalar(c1[g])), scale, acc1);
+                if (n > 2) acc2 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d2 - Vector512.CreateScalar(c2[g])), scale, acc2);
+            }
+            a.Y[r] = F32x16.Sum(new F32x16(acc0)) * a.XScales[0];
+            if (n > 1) a.Y[a.M + r] = F32x16.Sum(new F32x16(acc1)) * a.XScales[1];
+            if (n > 2) a.Y[2L * a.M + r] = F32x16.Sum(new F32x16(acc2)) * a.XScales[2];
+        }
+    }
+
     /// <summary>W6A8, AVX2: as <see cref="W6A8Avx512"/> with 256-bit <c>vpmaddubsw</c>/<c>vpmaddwd</c>.</summary>
     [SkipLocalsInit]
     internal static void W6A8Avx2(ref A8Args a, int rowStart, int rowCount)
     {
         Debug.Assert(Avx2.IsSupported);
         int blocks = a.KPad / 64;
-        byte* u = (byte*)Scratch(a.KPad / 4 + 16);
         Vector256<short> ones = Vector256.Create((short)1);
         var k = new FpxDecode.Consts256(0);
+        if (a.N == 1)
+        {
+            // One token: the codes are used as they are decoded (no byte scratch), as in W6A8Avx512Direct.
+            sbyte* x = a.X;
+            for (int r = rowStart; r < rowStart + rowCount; r++)
+            {
+                byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
+                float* sc = a.Scales + (long)r * a.Groups;
+                Vector256<float> acc = default;
+                for (int g = 0, b = 0; g < a.Groups; g++)
+                {
+                    Vector256<int> dot = Vector256<int>.Zero;
+                    for (int e = Math.Min(blocks, b + a.GroupBlocks); b < e; b++)
+                    {
+                        FpxDecode.Codes256<Int6Kind>(hi + 16 * b, lo + 32 * b, k, out var c0, out var c1);
+                        Vector256<short> p0 = Avx2.MultiplyAddAdjacent(c0, Vector256.Load(x + 64 * b));
+                        Vector256<short> p1 = Avx2.MultiplyAddAdjacent(c1, Vector256.Load(x + 64 * b + 32));
+                        dot += Avx2.MultiplyAddAdjacent(p0, ones) + Avx2.MultiplyAddAdjacent(p1, ones);
+                    }
+                    dot -= Vector256.CreateScalar(a.Corr[g]);
+                    acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(dot), Vector256.Create(sc[g]), acc);
+                }
+                a.Y[r] = F32x8.Sum(new F32x8(acc)) * a.XScales[0];
+            }
+            return;
+        }
+        byte* u = (byte*)ThreadScratch.Floats(a.KPad / 4 + 16);
         for (int r = rowStart; r < rowStart + rowCount; r++)
         {
             byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;
@@ -515,7 +572,7 @@ public static unsafe partial class Int6Gemm
     internal static void W6A8Vector128(ref A8Args a, int rowStart, int rowCount)
     {
         int blocks = a.KPad / 64;
-        byte* u = (byte*)Scratch(a.KPad / 4 + 16);
+        byte* u = (byte*)ThreadScratch.Floats(a.KPad / 4 + 16);
         for (int r = rowStart; r < rowStart + rowCount; r++)
         {
             byte* hi = a.High + (long)r * blocks * 16, lo = a.Low + (long)r * blocks * 32;

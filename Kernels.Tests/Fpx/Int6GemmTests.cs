@@ -131,6 +131,38 @@ public class Int6GemmTests
         Prop.ForAll(Cases, c => CheckA8(c, isa)).QuickCheckThrowOnFailure();
     }
 
+    /// <summary>W6A8 with one to three tokens decodes each block's codes into registers and uses them at once (AVX-512;
+    /// AVX2 for one token); four or more tokens decode a row into a byte scratch first. Both give the same integer dots in
+    /// the same group order, so each token alone, and the tokens in twos and threes, give the batch's bits.</summary>
+    [Theory]
+    [MemberData(nameof(IsaMatrix.Paths), MemberType = typeof(IsaMatrix))]
+    public void GemmW6A8_FewTokens_SameBitsAsBatch(IsaPath isa)
+    {
+        if (!CpuIsa.IsSupported(isa)) return;
+        Prop.ForAll(Cases, c =>
+        {
+            var rng = new Random(c.Seed);
+            var w = RandomWeights(rng, c.M, c.K, c.Group);
+            int n = Math.Max(c.N, 4);
+            float[] x = Inputs.Floats(rng, n * c.K, 2f);
+            var xq = new sbyte[x.Length];
+            var xs = new float[n];
+            FpxReference.QuantizeActivations(x, c.K, xq, xs);
+            var options = new KernelOptions { Isa = isa };
+            float[] batch = new float[n * c.M];
+            Int6Gemm.GemmW6A8(w, xq, xs, batch, options);
+            foreach (int size in new[] { 1, 2, 3 })
+                for (int j0 = 0; j0 + size <= n; j0 += size)
+                {
+                    float[] part = new float[size * c.M];
+                    Int6Gemm.GemmW6A8(w, xq.AsSpan(j0 * c.K, size * c.K), xs.AsSpan(j0, size), part, options);
+                    for (int i = 0; i < part.Length; i++)
+                        Assert.True(BitConverter.SingleToInt32Bits(part[i]) == BitConverter.SingleToInt32Bits(batch[j0 * c.M + i]),
+                            $"{isa} {c}: tokens {j0}..{j0 + size - 1}, output {i}: {part[i]} vs {batch[j0 * c.M + i]}");
+                }
+        }).QuickCheckThrowOnFailure();
+    }
+
     [Fact]
     public void Gemm_SeveralColumnTiles_EachIsa_MatchesReference()
     {
