@@ -73,11 +73,12 @@ public static unsafe partial class Int6Gemm
         int k = weights.Columns;
         ThrowHelper.ThrowIfLengthMismatch(nameof(x), x.Length, (long)n * k);
         ThrowHelper.ThrowIfOverlapping(x, y, nameof(x), nameof(y));
+        IsaPath isa = CpuIsa.Resolve(options);
         sbyte[] xq = ArrayPool<sbyte>.Shared.Rent(n * k);
         float[] xs = ArrayPool<float>.Shared.Rent(n);
         try
         {
-            FpxReference.QuantizeActivations(x, k, xq.AsSpan(0, n * k), xs.AsSpan(0, n));
+            ActivationQuantizer.Quantize(isa, x, k, xq.AsSpan(0, n * k), xs.AsSpan(0, n));
             GemmW6A8(weights, xq.AsSpan(0, n * k), xs.AsSpan(0, n), y, options);
         }
         finally
@@ -125,9 +126,8 @@ public static unsafe partial class Int6Gemm
                     row[k..].Clear();
                     for (int g = 0; g < groups; g++)
                     {
-                        int s = 0;
-                        for (int c = g * weights.GroupSize; c < Math.Min(k, (g + 1) * weights.GroupSize); c++) s += xq[j * k + c];
-                        corr[j * groups + g] = Int6Weights.Offset * s;
+                        int c0 = g * weights.GroupSize, c1 = Math.Min(k, c0 + weights.GroupSize);
+                        corr[j * groups + g] = Int6Weights.Offset * ActivationQuantizer.Sum(xq.Slice(j * k + c0, c1 - c0));
                     }
                 }
                 var state = new A8Chunks
