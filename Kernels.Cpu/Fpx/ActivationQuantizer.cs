@@ -11,8 +11,8 @@ namespace Kernels.Cpu.Fpx;
 /// <c>clamp(roundHalfEven(x / (double)s), −127, 127)</c>, the division and rounding in double as the reference does them
 /// (an fp32 quotient can land on the other side of a half).
 /// </summary>
-/// <remarks>The reference ran single-threaded in front of the parallel GEMM: 85 µs for one 8192-wide token, 680 µs for
-/// eight, about 6 % of an 8192² GEMV and 10 % of the n = 8 GEMM. This takes 8 doubles per instruction (AVX-512), 4 (AVX2)
+/// <remarks>The reference ran single-threaded in front of the parallel GEMM: 78–85 µs for one 8192-wide token, 0.6–0.7 ms
+/// for eight, 2.5 ms for 32 (scratch timings, 2026-12-02), about 6 % of an 8192² GEMV and 10 % of the n = 8 GEMM. This takes 8 doubles per instruction (AVX-512), 4 (AVX2)
 /// or 2 (128-bit).</remarks>
 internal static class ActivationQuantizer
 {

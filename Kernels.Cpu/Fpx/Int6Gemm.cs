@@ -104,7 +104,8 @@ public static unsafe partial class Int6Gemm
         ThrowHelper.ThrowIfLengthMismatch(nameof(y), y.Length, (long)n * m);
         ThrowHelper.ThrowIfOverlapping(xq, y, nameof(xq), nameof(y));
         ThrowHelper.ThrowIfOverlapping(xScales, y, nameof(xScales), nameof(y));
-        if ((long)n * kPad > Array.MaxLength) ThrowHelper.Argument(nameof(xq), $"n·kPad = {(long)n * kPad} exceeds the largest scratch buffer; split the batch.");
+        // + 64: the buffer is rented one line longer so its rows can start 64-byte aligned.
+        if ((long)n * kPad + 64 > Array.MaxLength) ThrowHelper.Argument(nameof(xq), $"n·kPad = {(long)n * kPad} exceeds the largest scratch buffer; split the batch.");
         IsaPath isa = CpuIsa.Resolve(options);
         if (m == 0 || n == 0) return;
         // Padded activations and the per-group offset corrections 32·Σ_{c∈g} xq[j, c].
