@@ -23,7 +23,6 @@ public sealed class PageAllocator
     private readonly Stack<int> _free;  // LastFreed: the free pages, last freed on top
     private readonly FreeRuns? _runs;    // Adjacent: the free pages as runs of adjacent ids
     private readonly PagePlacement _placement;
-    private int _freeCount;
     private readonly Dictionary<int, Sequence> _seqs = [];
     private int _nextId;
 
@@ -45,7 +44,6 @@ public sealed class PageAllocator
         _cache = cache;
         _placement = placement;
         _refCount = new int[cache.NumPages];
-        _freeCount = cache.NumPages;
         _free = new Stack<int>(placement == PagePlacement.LastFreed ? cache.NumPages : 0);
         if (placement == PagePlacement.LastFreed)
             for (int p = cache.NumPages - 1; p >= 0; p--) _free.Push(p);
@@ -59,7 +57,7 @@ public sealed class PageAllocator
     public PagedKvCache Cache => _cache;
 
     /// <summary>Pages on the free list.</summary>
-    public int FreePages => _freeCount;
+    public int FreePages => _runs?.Count ?? _free.Count;
 
     /// <summary>Live sequence ids.</summary>
     public IEnumerable<int> Sequences => _seqs.Keys;
@@ -142,8 +140,8 @@ public sealed class PageAllocator
             throw new ArgumentOutOfRangeException(nameof(tokens), tokens, $"Sequence {sequence} has {s.Length} tokens; {tokens} more exceed the {int.MaxValue} a sequence may hold.");
         int ps = _cache.PageSize;
         int newPages = PagesNeeded(s, tokens, out bool cow);
-        if (newPages > _freeCount)
-            throw new InvalidOperationException($"The pool has {_freeCount} free pages; appending {tokens} tokens to sequence {sequence} needs {newPages}.");
+        if (newPages > FreePages)
+            throw new InvalidOperationException($"The pool has {FreePages} free pages; appending {tokens} tokens to sequence {sequence} needs {newPages}.");
         PageCopy? copy = null;
         if (cow)
         {
@@ -231,7 +229,6 @@ public sealed class PageAllocator
     private void Release(int p)
     {
         if (--_refCount[p] != 0) return;
-        _freeCount++;
         if (_runs is null) _free.Push(p);
         else _runs.Free(p);
     }
@@ -361,7 +358,6 @@ public sealed class PageAllocator
             _runs.Take(p);
         }
         _refCount[p] = 1;
-        _freeCount--;
         return p;
     }
 
