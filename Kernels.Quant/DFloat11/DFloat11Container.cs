@@ -1,14 +1,15 @@
 using System.Buffers.Binary;
+using System.IO.Hashing;
 using System.Text;
 
 namespace Kernels.Quant.DFloat11;
 
 /// <summary>A named, ordered collection of <see cref="DFloat11Tensor"/>s with a versioned binary form.</summary>
 /// <remarks>
-/// <para>Byte layout (all integers little-endian), version 1:</para>
+/// <para>Byte layout (all integers little-endian), version 2:</para>
 /// <code>
 /// 0   8  magic "KDF11\0\0\0"
-/// 8   2  version (1)
+/// 8   2  version (2)
 /// 10  2  reserved (0)
 /// 12  4  tensor count T
 /// then T records:
@@ -19,15 +20,19 @@ namespace Kernels.Quant.DFloat11;
 ///     4        encoded exponent bytes B
 ///     LUT bytes, B stream bytes, n sign/mantissa bytes,
 ///     4·(nBlocks+1) output positions, 320·nBlocks gap bytes     (nBlocks = ceil(B/4096))
+///     4        CRC-32 (IEEE) of the record's bytes above, from its name length on
 /// </code>
+/// <para>DFloat11's format itself has no checksum, and a corrupted stream can decode, within every check the decoders make,
+/// to the declared number of wrong values; the record checksum turns any such corruption into an
+/// <see cref="InvalidDataException"/>. Version 1 (the same records without the checksum) is still read.</para>
 /// <para>Each tensor has its own code (DFloat11 shares one per module group; per tensor costs ≤ 4.6 KB of LUTs). Reading
 /// checks every size against the bytes that remain before allocating, then validates each tensor
 /// (<see cref="DFloat11Tensor.Create"/>); any inconsistency is an <see cref="InvalidDataException"/> naming the offset.</para>
 /// </remarks>
 public sealed class DFloat11Container
 {
-    /// <summary>The format version written and read.</summary>
-    public const ushort Version = 1;
+    /// <summary>The format version written (version 1, without record checksums, is also read).</summary>
+    public const ushort Version = 2;
 
     private static ReadOnlySpan<byte> Magic => "KDF11\0\0\0"u8;
 
@@ -80,7 +85,7 @@ public sealed class DFloat11Container
         return new DFloat11Container(tensors.Select(t => KeyValuePair.Create(t.Name, DFloat11Encoder.Encode(t.Values, t.Shape))));
     }
 
-    /// <summary>Writes the container.</summary>
+    /// <summary>Writes the container (version <see cref="Version"/>).</summary>
     /// <param name="destination">The output stream.</param>
     public void WriteTo(Stream destination)
     {
@@ -92,34 +97,44 @@ public sealed class DFloat11Container
         BinaryPrimitives.WriteInt32LittleEndian(head.Slice(12), _tensors.Count);
         destination.Write(head);
         Span<byte> u32 = stackalloc byte[4];
+        var crc = new Crc32();
+        void Put(ReadOnlySpan<byte> bytes)
+        {
+            destination.Write(bytes);
+            crc.Append(bytes);
+        }
         foreach (var (name, t) in _tensors)
         {
+            crc.Reset();
             byte[] nameBytes = Encoding.UTF8.GetBytes(name);
             BinaryPrimitives.WriteUInt16LittleEndian(u32, (ushort)nameBytes.Length);
-            destination.Write(u32[..2]);
-            destination.Write(nameBytes);
-            destination.WriteByte((byte)t.Shape.Rank);
+            Put(u32[..2]);
+            Put(nameBytes);
+            u32[0] = (byte)t.Shape.Rank;
+            Put(u32[..1]);
             foreach (int d in t.Shape.Lengths)
             {
                 BinaryPrimitives.WriteInt32LittleEndian(u32, d);
-                destination.Write(u32);
+                Put(u32);
             }
             BinaryPrimitives.WriteUInt16LittleEndian(u32, DFloat11Format.ThreadsPerBlock);
             BinaryPrimitives.WriteUInt16LittleEndian(u32.Slice(2), DFloat11Format.BytesPerThread);
-            destination.Write(u32);
+            Put(u32);
             BinaryPrimitives.WriteInt32LittleEndian(u32, t.Luts.Length);
-            destination.Write(u32);
+            Put(u32);
             BinaryPrimitives.WriteInt32LittleEndian(u32, t.EncodedByteCount);
-            destination.Write(u32);
-            destination.Write(t.Luts);
-            destination.Write(t.EncodedExponents);
-            destination.Write(t.SignMantissa);
+            Put(u32);
+            Put(t.Luts);
+            Put(t.EncodedExponents);
+            Put(t.SignMantissa);
             foreach (uint p in t.OutputPositions)
             {
                 BinaryPrimitives.WriteUInt32LittleEndian(u32, p);
-                destination.Write(u32);
+                Put(u32);
             }
-            destination.Write(t.Gaps);
+            Put(t.Gaps);
+            BinaryPrimitives.WriteUInt32LittleEndian(u32, crc.GetCurrentHashAsUInt32());
+            destination.Write(u32);
         }
     }
 
@@ -135,18 +150,21 @@ public sealed class DFloat11Container
     /// <summary>Parses and validates a serialized container.</summary>
     /// <param name="data">The bytes.</param>
     /// <returns>The container.</returns>
-    /// <exception cref="InvalidDataException">Bad magic or version, truncation, inconsistent sizes, invalid LUTs or positions,
-    /// duplicate names or trailing bytes; the message names the byte offset.</exception>
+    /// <exception cref="InvalidDataException">Bad magic or version, truncation, a record whose checksum does not match its
+    /// bytes (version 2), inconsistent sizes, invalid LUTs or positions, duplicate names or trailing bytes; the message names
+    /// the byte offset.</exception>
     public static DFloat11Container Read(ReadOnlySpan<byte> data)
     {
         var r = new Reader(data);
         if (!r.Bytes(8, "magic").SequenceEqual(Magic)) throw new InvalidDataException("not a DFloat11 container: bad magic at offset 0.");
         ushort version = r.U16("version");
-        if (version != Version) throw new InvalidDataException($"container version {version} at offset 8 is not supported (expected {Version}).");
-        r.U16("reserved");
+        if (version is not (1 or Version)) throw new InvalidDataException($"container version {version} at offset 8 is not supported (expected 1 or {Version}).");
+        int reserved = r.U16("reserved");
+        if (reserved != 0) throw new InvalidDataException($"reserved field {reserved} at offset 10 is not 0.");
+        bool checksums = version >= 2;
         int count = r.I32("tensor count");
-        // Each record needs at least 15 bytes, so a count above that bound is corrupt (and never allocated).
-        if (count < 0 || (long)count * 15 > r.Remaining) throw new InvalidDataException($"tensor count {count} at offset 12 does not fit the {r.Remaining} remaining bytes.");
+        // Each record needs at least 15 bytes (19 with its checksum), so a count above that bound is corrupt (and never allocated).
+        if (count < 0 || (long)count * (checksums ? 19 : 15) > r.Remaining) throw new InvalidDataException($"tensor count {count} at offset 12 does not fit the {r.Remaining} remaining bytes.");
         var tensors = new List<KeyValuePair<string, DFloat11Tensor>>(count);
         var names = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < count; i++)
@@ -182,7 +200,7 @@ public sealed class DFloat11Container
             int encodedBytes = r.I32("stream size");
             if (lutBytes < 0 || encodedBytes < 0) throw new InvalidDataException($"tensor '{name}' at offset {r.Offset - 8}: negative sizes.");
             int nBlocks = DFloat11Format.BlockCount(encodedBytes);
-            long need = (long)lutBytes + encodedBytes + elements + 4L * (nBlocks + 1) + (long)nBlocks * DFloat11Format.GapBytesPerBlock;
+            long need = (long)lutBytes + encodedBytes + elements + 4L * (nBlocks + 1) + (long)nBlocks * DFloat11Format.GapBytesPerBlock + (checksums ? 4 : 0);
             if (need > r.Remaining) throw new InvalidDataException($"tensor '{name}' at offset {r.Offset}: needs {need} bytes, {r.Remaining} remain (truncated).");
             ReadOnlySpan<byte> luts = r.Bytes(lutBytes, "LUTs");
             ReadOnlySpan<byte> stream = r.Bytes(encodedBytes, "stream");
@@ -190,6 +208,14 @@ public sealed class DFloat11Container
             long posAt = r.Offset;
             uint[] positions = DFloat11Tensor.PositionsFromBytes(r.Bytes(4 * (nBlocks + 1), "output positions"));
             ReadOnlySpan<byte> gaps = r.Bytes(nBlocks * DFloat11Format.GapBytesPerBlock, "gaps");
+            if (checksums)
+            {
+                uint computed = Crc32.HashToUInt32(r.Since((int)at));
+                long crcAt = r.Offset;
+                uint stored = (uint)r.I32("checksum");
+                if (stored != computed)
+                    throw new InvalidDataException($"tensor '{name}' (record at offset {at}): the checksum at offset {crcAt} is 0x{stored:X8}, the record's bytes give 0x{computed:X8}; the data is corrupt.");
+            }
             try
             {
                 tensors.Add(KeyValuePair.Create(name, DFloat11Tensor.Create(new TensorShape(dims), luts, stream, sm, positions, gaps)));
@@ -219,6 +245,9 @@ public sealed class DFloat11Container
             Offset += count;
             return s;
         }
+
+        /// <summary>The bytes from <paramref name="start"/> to the current offset.</summary>
+        public readonly ReadOnlySpan<byte> Since(int start) => _data[start..Offset];
 
         public int U8(string what) => Bytes(1, what)[0];
 

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.IO.Hashing;
 using System.Runtime.InteropServices;
 
 namespace Kernels.Quant.Lut;
@@ -44,13 +45,13 @@ public static class LutSerializer
         BinaryPrimitives.WriteUInt16LittleEndian(h[10..], LutWeights.TileRows);
         BinaryPrimitives.WriteInt32LittleEndian(h[12..], weights.M);
         BinaryPrimitives.WriteInt32LittleEndian(h[16..], weights.K);
-        uint crc = Crc32.Update(0, h);
-        stream.Write(h);
-        crc = WriteChunk(stream, weights.Planes, crc);
-        crc = WriteChunk(stream, MemoryMarshal.AsBytes(weights.Scales.AsSpan()), crc);
-        crc = WriteChunk(stream, MemoryMarshal.AsBytes(weights.Offsets.AsSpan()), crc);
+        var crc = new Crc32();
+        WriteChunk(stream, h, crc);
+        WriteChunk(stream, weights.Planes, crc);
+        WriteChunk(stream, MemoryMarshal.AsBytes(weights.Scales.AsSpan()), crc);
+        WriteChunk(stream, MemoryMarshal.AsBytes(weights.Offsets.AsSpan()), crc);
         Span<byte> tail = stackalloc byte[4];
-        BinaryPrimitives.WriteUInt32LittleEndian(tail, crc);
+        BinaryPrimitives.WriteUInt32LittleEndian(tail, crc.GetCurrentHashAsUInt32());
         stream.Write(tail);
     }
 
@@ -88,15 +89,17 @@ public static class LutSerializer
             throw new InvalidDataException($"LUT weights: shape m = {m}, k = {k} at offset 12 is too large for one array.");
         if (stream.CanSeek && stream.Length - stream.Position < planeBytes + 4 * scaleCount + 4)
             throw new InvalidDataException($"LUT weights: stream truncated: {stream.Length - stream.Position + HeaderBytes} bytes from offset 0, {HeaderBytes + planeBytes + 4 * scaleCount + 4} required.");
-        uint crc = Crc32.Update(0, h);
+        var hash = new Crc32();
+        hash.Append(h);
         // A non-seekable stream cannot be checked for length up front, so its arrays grow with the bytes that actually
         // arrive: a 20-byte header claiming gigabytes costs at most a few MB before the truncation is detected.
         byte[] planes = ReadArray(stream, planeBytes, HeaderBytes);
-        crc = Crc32.Update(crc, planes);
+        hash.Append(planes);
         BFloat16[] scales = ReadBf16(stream, scaleCount, HeaderBytes + planeBytes);
-        crc = Crc32.Update(crc, MemoryMarshal.AsBytes(scales.AsSpan()));
+        hash.Append(MemoryMarshal.AsBytes(scales.AsSpan()));
         BFloat16[] offsets = ReadBf16(stream, scaleCount, HeaderBytes + planeBytes + 2 * scaleCount);
-        crc = Crc32.Update(crc, MemoryMarshal.AsBytes(offsets.AsSpan()));
+        hash.Append(MemoryMarshal.AsBytes(offsets.AsSpan()));
+        uint crc = hash.GetCurrentHashAsUInt32();
         Span<byte> tail = stackalloc byte[4];
         long tailOffset = HeaderBytes + planeBytes + 4 * scaleCount;
         ReadExactly(stream, tail, tailOffset);
@@ -105,10 +108,10 @@ public static class LutSerializer
         return new LutWeights(format, m, k, planes, scales, offsets);
     }
 
-    private static uint WriteChunk(Stream stream, ReadOnlySpan<byte> data, uint crc)
+    private static void WriteChunk(Stream stream, ReadOnlySpan<byte> data, Crc32 crc)
     {
         stream.Write(data);
-        return Crc32.Update(crc, data);
+        crc.Append(data);
     }
 
     private const int GrowthChunk = 1 << 20;
@@ -158,31 +161,6 @@ public static class LutSerializer
             int r = stream.Read(buffer[done..]);
             if (r == 0) throw new InvalidDataException($"LUT weights: stream truncated at offset {offset + done}; {buffer.Length - done} more bytes expected.");
             done += r;
-        }
-    }
-
-    /// <summary>CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), table-driven.</summary>
-    private static class Crc32
-    {
-        private static readonly uint[] s_table = BuildTable();
-
-        private static uint[] BuildTable()
-        {
-            var t = new uint[256];
-            for (uint i = 0; i < 256; i++)
-            {
-                uint c = i;
-                for (int j = 0; j < 8; j++) c = (c & 1) != 0 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-                t[i] = c;
-            }
-            return t;
-        }
-
-        public static uint Update(uint crc, ReadOnlySpan<byte> data)
-        {
-            uint c = ~crc;
-            foreach (byte b in data) c = s_table[(c ^ b) & 0xFF] ^ (c >> 8);
-            return ~c;
         }
     }
 }

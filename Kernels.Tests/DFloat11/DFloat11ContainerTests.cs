@@ -3,6 +3,7 @@ using Kernels.Cpu.DFloat11;
 using Kernels.Quant.DFloat11;
 using Kernels.Quant.DFloat11.Reference;
 using Kernels.Tests.TestUtilities;
+using System.Text;
 
 namespace Kernels.Tests.DFloat11;
 
@@ -117,19 +118,16 @@ public class DFloat11ContainerTests
     }
 
     /// <summary>
-    /// Thousands of random mutations of a serialized container (bit flips, byte overwrites, truncation, inserted and
-    /// deleted bytes): each must either throw InvalidDataException or decode to the declared size, on every decoder.
+    /// Thousands of random mutations of a container without record checksums (version 1: bit flips, byte overwrites,
+    /// truncation, inserted and deleted bytes): each must either throw InvalidDataException or decode to the declared size,
+    /// on every decoder. This is what the decoders meet when a corrupted stream gets past the container, or when a caller
+    /// builds a tensor from parts (<see cref="DFloat11Tensor.Create"/>).
     /// </summary>
     [Fact]
-    public void Read_RandomCorruption_ThrowsInvalidDataOrDecodes()
+    public void Read_RandomCorruptionWithoutChecksums_ThrowsInvalidDataOrDecodes()
     {
         var rng = new Random(42);
-        var source = new List<SafeTensor>
-        {
-            new("g", new TensorShape(2000), DFloat11Tests.Gaussian(rng, 2000)),
-            new("bits", new TensorShape(9000), DFloat11Tests.RandomBits(rng, 9000)), // 3 blocks with escapes
-        };
-        byte[] clean = DFloat11Container.Compress(source).ToArray();
+        byte[] clean = ToVersion1(DFloat11Container.Compress(CorruptionSource(rng)).ToArray());
         var isas = IsaMatrix.All.Where(CpuIsa.IsSupported).ToArray();
         int rejected = 0, decoded = 0;
         for (int trial = 0; trial < 3000; trial++)
@@ -166,6 +164,91 @@ public class DFloat11ContainerTests
             {
             }
         }
+    }
+
+    /// <summary>The same mutations of a current (version 2) container: every one that changes a byte is rejected, either by
+    /// the structure checks or by a record checksum, so corruption never reaches a decoder.</summary>
+    [Fact]
+    public void Read_RandomCorruption_AlwaysThrows()
+    {
+        var rng = new Random(43);
+        byte[] clean = DFloat11Container.Compress(CorruptionSource(rng)).ToArray();
+        int byChecksum = 0, changed = 0;
+        for (int trial = 0; trial < 3000; trial++)
+        {
+            byte[] bad = Mutate(rng, clean);
+            if (bad.AsSpan().SequenceEqual(clean)) continue; // an overwrite with the same bytes
+            changed++;
+            var e = Assert.Throws<InvalidDataException>(() => DFloat11Container.Read(bad));
+            Assert.Contains("offset", e.Message);
+            if (e.Message.Contains("checksum")) byChecksum++;
+        }
+        Assert.True(byChecksum > changed / 4, $"{byChecksum} of {changed} mutations were caught by a checksum");
+    }
+
+    [Fact]
+    public void Read_OneFlippedMantissaBit_NamesTheChecksumAndOffsets()
+    {
+        // A flipped sign/mantissa bit passes every structural check (without the checksum it decodes to one wrong value).
+        var tensors = Collection(5);
+        byte[] bytes = DFloat11Container.Compress(tensors).ToArray();
+        byte[] v1 = ToVersion1(bytes);
+        var first = DFloat11Container.Read(bytes).Tensors[0].Value;
+        int smAt = 16 + 2 + Encoding.UTF8.GetByteCount(tensors[0].Name) + 1 + 4 * first.Shape.Rank + 4 + 8 + first.Luts.Length + first.EncodedByteCount + 3; // the first record's fourth sign/mantissa byte (same offset in both versions)
+        v1[smAt] ^= 0x10;
+        var wrong = DFloat11Reference.Decode(DFloat11Container.Read(v1).Tensors[0].Value);
+        Assert.NotEqual(tensors[0].Values, wrong);
+        bytes[smAt] ^= 0x10;
+        var e = Assert.Throws<InvalidDataException>(() => DFloat11Container.Read(bytes));
+        Assert.Contains("checksum", e.Message);
+        Assert.Contains($"'{tensors[0].Name}' (record at offset 16)", e.Message);
+    }
+
+    [Fact]
+    public void Read_Version1_StillReads()
+    {
+        var tensors = Collection(9);
+        byte[] v2 = DFloat11Container.Compress(tensors).ToArray();
+        byte[] v1 = ToVersion1(v2);
+        Assert.Equal(v2.Length - 4 * tensors.Count, v1.Length);
+        var back = DFloat11Container.Read(v1);
+        foreach (var t in tensors) DFloat11Tests.AssertAllDecodersExact(back[t.Name], t.Values, t.Name);
+        Assert.Equal(v2, back.ToArray()); // written back as version 2
+        v2[10] = 1;
+        Assert.Contains("reserved", Assert.Throws<InvalidDataException>(() => DFloat11Container.Read(v2)).Message);
+        v2[10] = 0;
+        v2[8] = 3;
+        Assert.Contains("version 3", Assert.Throws<InvalidDataException>(() => DFloat11Container.Read(v2)).Message);
+    }
+
+    private static List<SafeTensor> CorruptionSource(Random rng) =>
+    [
+        new("g", new TensorShape(2000), DFloat11Tests.Gaussian(rng, 2000)),
+        new("bits", new TensorShape(9000), DFloat11Tests.RandomBits(rng, 9000)), // 3 blocks with escapes
+    ];
+
+    /// <summary>A version-2 container rewritten as version 1: the version field set to 1 and each record's checksum dropped.</summary>
+    internal static byte[] ToVersion1(byte[] v2)
+    {
+        var o = new List<byte>(v2[..16]);
+        o[8] = 1;
+        int at = 16, count = BitConverter.ToInt32(v2, 12);
+        for (int i = 0; i < count; i++)
+        {
+            int start = at;
+            at += 2 + BitConverter.ToUInt16(v2, at);
+            int rank = v2[at++];
+            long elements = 1;
+            for (int d = 0; d < rank; d++, at += 4) elements *= BitConverter.ToInt32(v2, at);
+            at += 4;
+            int luts = BitConverter.ToInt32(v2, at), encoded = BitConverter.ToInt32(v2, at + 4);
+            int blocks = DFloat11Format.BlockCount(encoded);
+            at += 8 + luts + encoded + (int)elements + 4 * (blocks + 1) + blocks * DFloat11Format.GapBytesPerBlock;
+            o.AddRange(v2[start..at]);
+            at += 4; // the checksum
+        }
+        Assert.Equal(v2.Length, at);
+        return o.ToArray();
     }
 
     private static byte[] Mutate(Random rng, byte[] clean)

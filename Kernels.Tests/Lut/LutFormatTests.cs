@@ -208,6 +208,29 @@ public class LutFormatTests
     }
 
     [Fact]
+    public void Serializer_Checksum_IsTheStandardCrc32OfThePrecedingBytes()
+    {
+        // The format's trailing checksum is CRC-32 (IEEE 802.3, as zlib): checked against a bitwise definition, so a change
+        // of implementation cannot silently change the files written.
+        var ms = new MemoryStream();
+        LutSerializer.Write(Sample(LutFormat.Symmetric(3, 64), 9, 128), ms);
+        byte[] bytes = ms.ToArray();
+        Assert.Equal(BitwiseCrc32(bytes.AsSpan(0, bytes.Length - 4)), BitConverter.ToUInt32(bytes, bytes.Length - 4));
+        Assert.Equal(0xCBF43926u, BitwiseCrc32("123456789"u8));
+
+        static uint BitwiseCrc32(ReadOnlySpan<byte> data)
+        {
+            uint c = ~0u;
+            foreach (byte b in data)
+            {
+                c ^= b;
+                for (int j = 0; j < 8; j++) c = (c & 1) != 0 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            }
+            return ~c;
+        }
+    }
+
+    [Fact]
     public void Serializer_EveryTruncation_ThrowsInvalidData()
     {
         var ms = new MemoryStream();
