@@ -96,10 +96,43 @@ public class FpxSerializerTests
         var w = FpxGemmTests.RandomWeights(new Random(7), 3, 100, FpxFormat.Fp5E2M2);
         byte[] v1 = FpxSerializer.Serialize(w);
         v1[4] = 1; // version 1 hashed the payload alone (FNV-1a 64)
-        ulong h = 14695981039346656037UL;
-        foreach (byte b in v1.AsSpan(FpxSerializer.HeaderBytes)) { h ^= b; h *= 1099511628211UL; }
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(v1.AsSpan(20), h);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(v1.AsSpan(20), Fnv1a(v1.AsSpan(FpxSerializer.HeaderBytes)));
         var back = FpxSerializer.DeserializeFpx(v1);
         Assert.Equal(FpxSerializer.Serialize(w), FpxSerializer.Serialize(back));
+    }
+
+    [Fact]
+    public void Version2_HeaderAndPayloadFnvHash_IsStillRead()
+    {
+        var w = Int6GemmTests.RandomWeights(new Random(8), 4, 130, 64);
+        byte[] v2 = FpxSerializer.Serialize(w);
+        v2[4] = 2; // version 2: FNV-1a 64 of header bytes 0..19, then the payload
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(v2.AsSpan(20), Fnv1a(v2.AsSpan(FpxSerializer.HeaderBytes), Fnv1a(v2.AsSpan(0, 20))));
+        var back = FpxSerializer.DeserializeInt6(v2);
+        Assert.Equal(FpxSerializer.Serialize(w), FpxSerializer.Serialize(back));
+        v2[^1] ^= 1;
+        Assert.Contains("Hash mismatch", Assert.Throws<InvalidDataException>(() => FpxSerializer.DeserializeInt6(v2)).Message);
+    }
+
+    [Fact]
+    public void Checksum_IsTheCrc64OfHeaderThenPayload()
+    {
+        // Version 3's field at offset 20 is CRC-64/ECMA-182 as System.IO.Hashing computes it (its check value for
+        // "123456789" is 0x6C40DF5F0B497347), over header bytes 0..19 and then the payload.
+        Assert.Equal(0x6C40DF5F0B497347UL, System.IO.Hashing.Crc64.HashToUInt64("123456789"u8));
+        byte[] data = FpxSerializer.Serialize(FpxGemmTests.RandomWeights(new Random(9), 2, 64, FpxFormat.Fp6E3M2));
+        Assert.Equal(3, data[4]);
+        byte[] covered = [.. data.AsSpan(0, 20), .. data.AsSpan(FpxSerializer.HeaderBytes)];
+        Assert.Equal(System.IO.Hashing.Crc64.HashToUInt64(covered), System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(data.AsSpan(20)));
+    }
+
+    private static ulong Fnv1a(ReadOnlySpan<byte> data, ulong h = 14695981039346656037UL)
+    {
+        foreach (byte b in data)
+        {
+            h ^= b;
+            h *= 1099511628211UL;
+        }
+        return h;
     }
 }
