@@ -89,14 +89,14 @@ public class PagedDecodeTests
 
     /// <summary>Checks a case after <see cref="AttentionTestData.InjectNonFinite"/>, against the oracle's rule for non-finite logits and values.</summary>
     internal static void CheckNonFinite(DecodeCase c, int count, Action<DecodePlan, float[], PagedKvCache, float[], float[]> run, string what,
-        Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null)
+        Func<int, float[]>? alibiFor = null, Func<int, float[]>? sinksFor = null, Func<int, RopeTable>? ropeFor = null)
     {
         var (cache, table) = Build(c.Cache);
         var rng = new Random(c.Cache.Seed + 2);
         string injected = InjectNonFinite(cache, table, rng, count);
         var shape = new AttentionShape(c.Cache.KvHeads * c.Group, c.Cache.KvHeads, c.Cache.HeadDim);
         var opts = new AttentionOptions { LogitsSoftCap = c.SoftCap, WindowLeft = c.Window, AlibiSlopes = alibiFor?.Invoke(shape.QoHeads),
-            AttentionSinks = sinksFor?.Invoke(shape.QoHeads) };
+            AttentionSinks = sinksFor?.Invoke(shape.QoHeads), Rope = ropeFor?.Invoke(shape.HeadDim) };
         var plan = DecodePlanner.Plan(table, shape, cache.NumPages, new AttentionWorkspace(), opts, fixedChunkPages: c.ForceSplit ? 2 : null);
         int batch = table.BatchSize;
         float[] q = Queries(rng, batch, shape, 2f);
@@ -106,8 +106,8 @@ public class PagedDecodeTests
         AttentionReference.Decode(q, cache, table, shape, opts, expected, lseE, mag);
         actual.AsSpan().Fill(-12345f);
         run(plan, q, cache, actual, lseA);
-        double eps = LogitError(q, shape, plan.SmScale, FiniteKeys(cache, table)) + AlibiError(opts, c.Cache.SeqLens.DefaultIfEmpty(0).Max());
-        AssertClose(expected, actual, mag, lseE, lseA, eps, c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {what}; injected {injected}");
+        double eps = RopeFactor(opts) * LogitError(q, shape, plan.SmScale, FiniteKeys(cache, table)) + AlibiError(opts, c.Cache.SeqLens.DefaultIfEmpty(0).Max());
+        AssertClose(expected, actual, mag, lseE, lseA, eps, c.Cache.SeqLens.DefaultIfEmpty(0).Max(), $"{c} {what}{RopeText(opts)}; injected {injected}");
     }
 
     [Theory]

@@ -1,0 +1,88 @@
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Gpu;
+using Kernels.Tests.Gpu;
+using Xunit.Abstractions;
+using static Kernels.Tests.Attention.CombinedOptionsFuzzTests;
+
+namespace Kernels.Tests.Attention;
+
+/// <summary><see cref="CombinedOptionsFuzzTests"/> on the GPU kernels (ILGPU's CPU accelerator): decode and prefill with
+/// every option drawn at once, at GPU-test size (the accelerator runs one OS thread per GPU thread).</summary>
+/// <remarks>CI runs a dozen cases; <c>KERNELS_FUZZ_CASES=N</c> runs N.</remarks>
+[Collection(GpuCollection.Name)]
+public class CombinedOptionsGpuFuzzTests(GpuFixture fixture, ITestOutputHelper output)
+{
+    private readonly GpuBackend _gpu = fixture.Backend;
+
+    [Fact]
+    public void DecodeAndPrefill_EveryOptionAtOnce_MatchReference()
+    {
+        int count = CaseCount(12), prefills = 0, decodes = 0;
+        var failures = new List<string>();
+        var master = new Random(20261204);
+        for (int n = 0; n < count; n++)
+        {
+            int seed = master.Next();
+            var rng = new Random(seed);
+            bool prefill = rng.Next(2) == 0;
+            try
+            {
+                if (prefill)
+                {
+                    var c = PrefillCase(rng);
+                    while (c.Cache.SeqLens.Sum() > 60 || c.QoLens.Sum() > 24) c = PrefillCase(rng);
+                    if (c.SplitPages > 0)
+                    {
+                        // Chunks of at least half a sequence: one-page chunks would launch a thread group per page and head.
+                        int pages = c.Cache.SeqLens.Max(l => (l + c.Cache.PageSize - 1) / c.Cache.PageSize);
+                        c = c with { SplitPages = Math.Max(c.SplitPages, (pages + 1) / 2) };
+                    }
+                    bool rope = rng.Next(3) == 0, intKv = c.Cache.DType is DType.I8 or DType.I4;
+                    if (rope) c = c with { QoLens = c.QoLens.Select((q, b) => Math.Min(q, c.Cache.SeqLens[b])).ToArray() };
+                    var mask = rng.Next(3) == 0 ? new CustomMaskTests.MaskSpec(rng.Next(2) == 0 ? -1 : rng.Next(0, 101), rng.Next()) : null;
+                    int nonFinite = PagedPrefillTests.NonFiniteFor(c, rng.Next(3));
+                    PagedPrefillTests.Check(c, RunGpu, "gpu",
+                        quantizedQ: intKv && !rope && rng.Next(2) == 0,
+                        nonFinite: nonFinite,
+                        maskOf: mask is null ? null : mask.Make,
+                        alibiFor: nonFinite == 0 && rng.Next(3) == 0 ? new AlibiTests.SlopeSpec(rng.Next(2) == 0, rng.Next()).For : null,
+                        sinksFor: rng.Next(3) == 0 ? Sinks(rng.Next()) : null,
+                        ropeFor: rope ? Rope(rng) : null);
+                    prefills++;
+                }
+                else
+                {
+                    var c = DecodeCase(rng);
+                    while (c.Cache.SeqLens.Sum() > 120 || c.Group > 8) c = DecodeCase(rng);
+                    int nonFinite = c.Cache.DType is DType.F32 or DType.F16 or DType.BF16 ? rng.Next(3) : 0;
+                    PagedDecodeTests.CheckNonFinite(c, nonFinite, RunGpu, "gpu",
+                        alibiFor: nonFinite == 0 && rng.Next(3) == 0 ? new AlibiTests.SlopeSpec(rng.Next(2) == 0, rng.Next()).For : null,
+                        sinksFor: rng.Next(3) == 0 ? Sinks(rng.Next()) : null,
+                        ropeFor: rng.Next(3) == 0 ? Rope(rng) : null);
+                    decodes++;
+                }
+            }
+            catch (Exception e) when (e is Xunit.Sdk.XunitException or ArgumentException or InvalidOperationException or IndexOutOfRangeException or NullReferenceException)
+            {
+                failures.Add($"case {n} (seed {seed}, {(prefill ? "prefill" : "decode")}): {e.GetType().Name}: {e.Message}");
+            }
+        }
+        output.WriteLine($"gpu: {prefills} prefill and {decodes} decode cases, {failures.Count} failures");
+        Assert.True(failures.Count == 0, string.Join("\n", failures.Take(10)));
+    }
+
+    /// <summary>Runs a plan on the GPU backend into the oracle check's output and lse arrays.</summary>
+    private void RunGpu(AttentionPlan plan, float[] q, PagedKvCache cache, float[] o, float[] lse)
+    {
+        int rows = plan.QueryRows, hq = plan.Shape.QoHeads, d = plan.Shape.HeadDim;
+        using var kv = _gpu.UploadKvCache(cache);
+        using var qt = _gpu.Upload(q, rows, hq, d);
+        using var ot = _gpu.Allocate<float>(rows, hq, d);
+        using var lt = _gpu.Allocate<float>(rows, hq);
+        _gpu.Attention(plan, qt, kv, ot, lt);
+        _gpu.Synchronize();
+        ot.ToArray().CopyTo(o, 0);
+        lt.ToArray().CopyTo(lse, 0);
+    }
+}
