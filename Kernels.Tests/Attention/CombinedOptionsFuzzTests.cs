@@ -1,5 +1,7 @@
 using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
 using Kernels.Attention.Positional;
+using Kernels.Cpu.Attention;
 using Kernels.Tests.TestUtilities;
 using Xunit.Abstractions;
 
@@ -36,39 +38,20 @@ public class CombinedOptionsFuzzTests(ITestOutputHelper output)
                 {
                     var c = CascadeCase(rng);
                     CascadeTests.Check(c, options, window: Pick(rng, -1, -1, 0, 9),
-                        alibiFor: rng.Next(3) == 0 ? new AlibiTests.SlopeSpec(rng.Next(2) == 0, rng.Next()).For : null,
-                        sinksFor: rng.Next(3) == 0 ? Sinks(rng.Next()) : null,
-                        ropeFor: rng.Next(3) == 0 ? Rope(rng) : null);
+                        alibiFor: Slopes(rng), sinksFor: rng.Next(3) == 0 ? Sinks(rng.Next()) : null, ropeFor: rng.Next(3) == 0 ? Rope(rng) : null);
                     cascades++;
                 }
                 else if (prefill)
                 {
-                    var c = PrefillCase(rng);
-                    bool rope = rng.Next(3) == 0, intKv = c.Cache.DType is DType.I8 or DType.I4;
-                    if (rope) c = c with { QoLens = c.QoLens.Select((q, b) => Math.Min(q, c.Cache.SeqLens[b])).ToArray() }; // positions ≥ 0
-                    var mask = rng.Next(3) == 0 ? new CustomMaskTests.MaskSpec(rng.Next(2) == 0 ? -1 : rng.Next(0, 101), rng.Next()) : null;
-                    int nonFinite = PagedPrefillTests.NonFiniteFor(c, rng.Next(3));
-                    PagedPrefillTests.Check(c, options,
-                        quantizedQ: intKv && !rope && rng.Next(2) == 0, // rotated keys are not integer codes (rejected by the planner)
-                        nonFinite: nonFinite,
-                        maskOf: mask is null ? null : mask.Make,
-                        // Not ALiBi with Inf/NaN in K/V: large slopes raise a row's maximum by > 87 over several tiles, where an
-                        // Inf V element stays Inf through rescalings that the oracle's flushed weight turns into 0·Inf = NaN
-                        // (the one documented exception to the non-finite rule, docs/attention.md "Non-finite values").
-                        alibiFor: nonFinite == 0 && rng.Next(3) == 0 ? new AlibiTests.SlopeSpec(rng.Next(2) == 0, rng.Next()).For : null,
-                        sinksFor: rng.Next(3) == 0 ? Sinks(rng.Next()) : null,
-                        ropeFor: rope ? Rope(rng) : null);
+                    CheckPrefill(rng, PrefillCase(rng), (plan, q, cache, o, lse) => PagedPrefill.Run(plan, q, cache, o, lse, options), isa.ToString());
                     prefills++;
                 }
                 else
                 {
                     var c = DecodeCase(rng);
                     bool rope = rng.Next(3) == 0, intKv = c.Cache.DType is DType.I8 or DType.I4;
-                    PagedDecodeTests.Check(c, options,
-                        quantizedQ: intKv && !rope && rng.Next(2) == 0,
-                        alibiFor: rng.Next(3) == 0 ? new AlibiTests.SlopeSpec(rng.Next(2) == 0, rng.Next()).For : null,
-                        sinksFor: rng.Next(3) == 0 ? Sinks(rng.Next()) : null,
-                        ropeFor: rope ? Rope(rng) : null);
+                    PagedDecodeTests.Check(c, options, quantizedQ: intKv && !rope && rng.Next(2) == 0, alibiFor: Slopes(rng),
+                        sinksFor: rng.Next(3) == 0 ? Sinks(rng.Next()) : null, ropeFor: rope ? Rope(rng) : null);
                     decodes++;
                 }
             }
@@ -80,6 +63,29 @@ public class CombinedOptionsFuzzTests(ITestOutputHelper output)
         output.WriteLine($"{isa}: {prefills} prefill, {decodes} decode and {cascades} cascade cases, {failures.Count} failures");
         Assert.True(failures.Count == 0, string.Join("\n", failures.Take(10)));
     }
+
+    /// <summary>Draws a prefill case's options (integer query dots for int8/int4 without RoPE, 0–2 Inf/NaN values in K/V,
+    /// a custom mask, ALiBi, sinks, RoPE) and checks <paramref name="run"/> against the oracle.</summary>
+    internal static void CheckPrefill(Random rng, PagedPrefillTests.PrefillCase c, Action<PrefillPlan, float[], PagedKvCache, float[], float[]> run, string what)
+    {
+        bool rope = rng.Next(3) == 0, intKv = c.Cache.DType is DType.I8 or DType.I4;
+        if (rope) c = c with { QoLens = c.QoLens.Select((q, b) => Math.Min(q, c.Cache.SeqLens[b])).ToArray() }; // positions ≥ 0
+        var mask = rng.Next(3) == 0 ? new CustomMaskTests.MaskSpec(rng.Next(2) == 0 ? -1 : rng.Next(0, 101), rng.Next()) : null;
+        int nonFinite = PagedPrefillTests.NonFiniteFor(c, rng.Next(3));
+        PagedPrefillTests.Check(c, run, what,
+            quantizedQ: intKv && !rope && rng.Next(2) == 0, // rotated keys are not integer codes (the planner rejects the pair)
+            nonFinite: nonFinite,
+            maskOf: mask is null ? null : mask.Make,
+            // Not ALiBi with Inf/NaN in K/V: large slopes raise a row's maximum by > 87 over several tiles, where an Inf V
+            // element stays Inf through rescalings that the oracle's flushed weight turns into 0·Inf = NaN (the one documented
+            // exception to the non-finite rule, docs/attention.md "Non-finite values").
+            alibiFor: nonFinite == 0 ? Slopes(rng) : null,
+            sinksFor: rng.Next(3) == 0 ? Sinks(rng.Next()) : null,
+            ropeFor: rope ? Rope(rng) : null);
+    }
+
+    /// <summary>ALiBi slopes one time in three (standard or random), else none.</summary>
+    internal static Func<int, float[]>? Slopes(Random rng) => rng.Next(3) == 0 ? new AlibiTests.SlopeSpec(rng.Next(2) == 0, rng.Next()).For : null;
 
     internal static readonly (DType, KvScaleMode)[] Formats =
         [(DType.F32, KvScaleMode.None), (DType.F16, KvScaleMode.None), (DType.BF16, KvScaleMode.None),

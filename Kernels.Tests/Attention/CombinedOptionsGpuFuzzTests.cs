@@ -38,17 +38,7 @@ public class CombinedOptionsGpuFuzzTests(GpuFixture fixture, ITestOutputHelper o
                         int pages = c.Cache.SeqLens.Max(l => (l + c.Cache.PageSize - 1) / c.Cache.PageSize);
                         c = c with { SplitPages = Math.Max(c.SplitPages, (pages + 1) / 2) };
                     }
-                    bool rope = rng.Next(3) == 0, intKv = c.Cache.DType is DType.I8 or DType.I4;
-                    if (rope) c = c with { QoLens = c.QoLens.Select((q, b) => Math.Min(q, c.Cache.SeqLens[b])).ToArray() };
-                    var mask = rng.Next(3) == 0 ? new CustomMaskTests.MaskSpec(rng.Next(2) == 0 ? -1 : rng.Next(0, 101), rng.Next()) : null;
-                    int nonFinite = PagedPrefillTests.NonFiniteFor(c, rng.Next(3));
-                    PagedPrefillTests.Check(c, RunGpu, "gpu",
-                        quantizedQ: intKv && !rope && rng.Next(2) == 0,
-                        nonFinite: nonFinite,
-                        maskOf: mask is null ? null : mask.Make,
-                        alibiFor: nonFinite == 0 && rng.Next(3) == 0 ? new AlibiTests.SlopeSpec(rng.Next(2) == 0, rng.Next()).For : null,
-                        sinksFor: rng.Next(3) == 0 ? Sinks(rng.Next()) : null,
-                        ropeFor: rope ? Rope(rng) : null);
+                    CheckPrefill(rng, c, RunGpu, "gpu");
                     prefills++;
                 }
                 else
@@ -57,8 +47,7 @@ public class CombinedOptionsGpuFuzzTests(GpuFixture fixture, ITestOutputHelper o
                     while (c.Cache.SeqLens.Sum() > 120 || c.Group > 8) c = DecodeCase(rng);
                     int nonFinite = c.Cache.DType is DType.F32 or DType.F16 or DType.BF16 ? rng.Next(3) : 0;
                     PagedDecodeTests.CheckNonFinite(c, nonFinite, RunGpu, "gpu",
-                        alibiFor: nonFinite == 0 && rng.Next(3) == 0 ? new AlibiTests.SlopeSpec(rng.Next(2) == 0, rng.Next()).For : null,
-                        sinksFor: rng.Next(3) == 0 ? Sinks(rng.Next()) : null,
+                        alibiFor: nonFinite == 0 ? Slopes(rng) : null, sinksFor: rng.Next(3) == 0 ? Sinks(rng.Next()) : null,
                         ropeFor: rng.Next(3) == 0 ? Rope(rng) : null);
                     decodes++;
                 }
@@ -72,17 +61,5 @@ public class CombinedOptionsGpuFuzzTests(GpuFixture fixture, ITestOutputHelper o
         Assert.True(failures.Count == 0, string.Join("\n", failures.Take(10)));
     }
 
-    /// <summary>Runs a plan on the GPU backend into the oracle check's output and lse arrays.</summary>
-    private void RunGpu(AttentionPlan plan, float[] q, PagedKvCache cache, float[] o, float[] lse)
-    {
-        int rows = plan.QueryRows, hq = plan.Shape.QoHeads, d = plan.Shape.HeadDim;
-        using var kv = _gpu.UploadKvCache(cache);
-        using var qt = _gpu.Upload(q, rows, hq, d);
-        using var ot = _gpu.Allocate<float>(rows, hq, d);
-        using var lt = _gpu.Allocate<float>(rows, hq);
-        _gpu.Attention(plan, qt, kv, ot, lt);
-        _gpu.Synchronize();
-        ot.ToArray().CopyTo(o, 0);
-        lt.ToArray().CopyTo(lse, 0);
-    }
+    private void RunGpu(AttentionPlan plan, float[] q, PagedKvCache cache, float[] o, float[] lse) => PagedAttentionGpuTests.Run(_gpu, plan, q, cache, o, lse);
 }

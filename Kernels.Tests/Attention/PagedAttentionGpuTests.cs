@@ -265,16 +265,18 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
         RunBoth(plan, q, cache, 3, 4, 64, e, le, mag, eps, maxLen, "rope cascade"); // Oracle's eps carries RopeFactor
     }
 
-    /// <summary>Runs a plan on the GPU backend into the oracle check's output and lse arrays.</summary>
-    private void RunGpu(AttentionPlan plan, float[] q, PagedKvCache cache, float[] o, float[] lse)
+    private void RunGpu(AttentionPlan plan, float[] q, PagedKvCache cache, float[] o, float[] lse) => Run(_gpu, plan, q, cache, o, lse);
+
+    /// <summary>Runs a plan on a GPU backend into the oracle check's output and lse arrays.</summary>
+    internal static void Run(GpuBackend gpu, AttentionPlan plan, float[] q, PagedKvCache cache, float[] o, float[] lse)
     {
         int rows = plan.QueryRows, hq = plan.Shape.QoHeads, d = plan.Shape.HeadDim;
-        using var kv = _gpu.UploadKvCache(cache);
-        using var qt = _gpu.Upload(q, rows, hq, d);
-        using var ot = _gpu.Allocate<float>(rows, hq, d);
-        using var lt = _gpu.Allocate<float>(rows, hq);
-        _gpu.Attention(plan, qt, kv, ot, lt);
-        _gpu.Synchronize();
+        using var kv = gpu.UploadKvCache(cache);
+        using var qt = gpu.Upload(q, rows, hq, d);
+        using var ot = gpu.Allocate<float>(rows, hq, d);
+        using var lt = gpu.Allocate<float>(rows, hq);
+        gpu.Attention(plan, qt, kv, ot, lt);
+        gpu.Synchronize();
         ot.ToArray().CopyTo(o, 0);
         lt.ToArray().CopyTo(lse, 0);
     }
