@@ -19,7 +19,7 @@ namespace Kernels.Quant.Fpx;
 /// 28      …    payload: scales (fp32 × rows·groups), high plane, 4-bit plane (lengths implied by the header)
 /// </code>
 /// <para>Versions 1 and 2 are still read. Version 2 (2026-12-02) held an FNV-1a 64-bit hash of the same bytes, computed a
-/// byte at a time (0.6–0.9 GB/s here); the CRC is vectorized (10–13 GB/s) and detects every error burst up to 64 bits. Version 1
+/// byte at a time (0.6–0.9 GB/s on one core, scratch program); the CRC is vectorized (10–13 GB/s) and detects every error burst up to 64 bits. Version 1
 /// (before 2026-12-02) hashed the payload alone, so a corrupted column count that kept the payload size (columns are padded
 /// to blocks of 64) read back as a wider matrix. Any inconsistency (bad magic,
 /// unknown version or kind, negative or oversized dimensions, truncated or trailing bytes, hash mismatch, non-finite or

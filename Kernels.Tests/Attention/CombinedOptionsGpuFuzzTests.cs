@@ -32,13 +32,7 @@ public class CombinedOptionsGpuFuzzTests(GpuFixture fixture, ITestOutputHelper o
                 {
                     var c = PrefillCase(rng);
                     while (c.Cache.SeqLens.Sum() > 60 || c.QoLens.Sum() > 24) c = PrefillCase(rng);
-                    if (c.SplitPages > 0)
-                    {
-                        // Chunks of at least half a sequence: one-page chunks would launch a thread group per page and head.
-                        int pages = c.Cache.SeqLens.Max(l => (l + c.Cache.PageSize - 1) / c.Cache.PageSize);
-                        c = c with { SplitPages = Math.Max(c.SplitPages, (pages + 1) / 2) };
-                    }
-                    CheckPrefill(rng, c, RunGpu, "gpu");
+                    CheckPrefill(rng, PagedAttentionGpuTests.FewChunks(c), RunGpu, "gpu");
                     prefills++;
                 }
                 else

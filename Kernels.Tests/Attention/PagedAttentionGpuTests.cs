@@ -287,7 +287,7 @@ public class PagedAttentionGpuTests(GpuFixture fixture)
 
     /// <summary>Half of the drawn forced splits, of two chunks per tile: chunks of 1 page over 60 one-token pages would
     /// launch a thread group per page and kv head, each of 32 OS threads per warp on the CPU accelerator.</summary>
-    private static PagedPrefillTests.PrefillCase FewChunks(PagedPrefillTests.PrefillCase c)
+    internal static PagedPrefillTests.PrefillCase FewChunks(PagedPrefillTests.PrefillCase c)
     {
         if (c.SplitPages <= 0) return c;
         if (c.Cache.Seed % 2 == 0) return c with { SplitPages = 0 };
