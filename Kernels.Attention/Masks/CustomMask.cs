@@ -48,7 +48,7 @@ public sealed class CustomMask
     /// <param name="qoIndptr"><c>batch + 1</c> query offsets (start at 0, non-decreasing).</param>
     /// <param name="kvLens">Keys per request (≥ 0).</param>
     /// <returns>The mask.</returns>
-    /// <exception cref="ArgumentException">The offsets are malformed, a length is negative, or <paramref name="mask"/> does not
+    /// <exception cref="ArgumentException">The offsets are malformed (or give more query rows than an array holds), a length is negative, or <paramref name="mask"/> does not
     /// hold <c>Σ qo_len · kv_len</c> entries (the message names both counts).</exception>
     public static CustomMask FromBooleans(ReadOnlySpan<bool> mask, ReadOnlySpan<int> qoIndptr, ReadOnlySpan<int> kvLens)
     {
@@ -74,7 +74,7 @@ public sealed class CustomMask
     /// <param name="qoIndptr"><c>batch + 1</c> query offsets.</param>
     /// <param name="kvLens">Keys per request.</param>
     /// <returns>The mask.</returns>
-    /// <exception cref="ArgumentException">The offsets are malformed, or <paramref name="packed"/> has the wrong length (the
+    /// <exception cref="ArgumentException">The offsets are malformed (or give more query rows than an array holds), or <paramref name="packed"/> has the wrong length (the
     /// message names both lengths).</exception>
     public static CustomMask FromPacked(ReadOnlySpan<byte> packed, ReadOnlySpan<int> qoIndptr, ReadOnlySpan<int> kvLens)
     {
@@ -102,7 +102,7 @@ public sealed class CustomMask
     /// <param name="kvLens">Keys per request.</param>
     /// <param name="keep"><c>(request, query within the request, key) → kept</c>.</param>
     /// <returns>The mask.</returns>
-    /// <exception cref="ArgumentException">The offsets are malformed.</exception>
+    /// <exception cref="ArgumentException">The offsets are malformed (or give more query rows than an array holds).</exception>
     public static CustomMask Create(ReadOnlySpan<int> qoIndptr, ReadOnlySpan<int> kvLens, Func<int, int, int, bool> keep)
     {
         ArgumentNullException.ThrowIfNull(keep);
@@ -128,7 +128,7 @@ public sealed class CustomMask
     /// <param name="qoIndptr"><c>batch + 1</c> query offsets.</param>
     /// <param name="kvLens">Keys per request.</param>
     /// <returns>Bytes.</returns>
-    /// <exception cref="ArgumentException">The offsets are malformed.</exception>
+    /// <exception cref="ArgumentException">The offsets are malformed (or give more query rows than an array holds).</exception>
     public static long PackedLength(ReadOnlySpan<int> qoIndptr, ReadOnlySpan<int> kvLens)
     {
         Layout(qoIndptr, kvLens, out _, out long bytes, allocate: false);
@@ -199,6 +199,8 @@ public sealed class CustomMask
     {
         ThrowHelper.ThrowIfLengthMismatch(nameof(qoIndptr), qoIndptr.Length, (long)kvLens.Length + 1);
         ThrowHelper.ThrowIfNotOffsets(nameof(qoIndptr), qoIndptr);
+        if (qoIndptr[^1] > Array.MaxLength) // the per-row arrays would not fit (allocating them threw OutOfMemoryException)
+            ThrowHelper.Argument(nameof(qoIndptr), $"qoIndptr[{qoIndptr.Length - 1}] = {qoIndptr[^1]} query rows; a mask holds at most {Array.MaxLength}.");
         entries = 0;
         packedBytes = 0;
         long words = 0;

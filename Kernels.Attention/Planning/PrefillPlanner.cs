@@ -22,7 +22,8 @@ public static class PrefillPlanner
     /// <param name="fixedChunkPages">Force this chunk size in pages (≥ 1; FlashInfer's <c>fixed_split_size</c>), or null.
     /// Needs <paramref name="workspace"/>.</param>
     /// <returns>The plan.</returns>
-    /// <exception cref="ArgumentException">qoIndptr is malformed or disagrees with the table, a page id is past the pool, a
+    /// <exception cref="ArgumentException">qoIndptr is malformed or disagrees with the table, its query rows × qo_heads ×
+    /// head_dim exceed <see cref="int.MaxValue"/> (the largest span of q or output), a page id is past the pool, a
     /// request does not fit the <see cref="AttentionOptions.Rope"/> table (kv_len past it, or qo_len &gt; kv_len), an option is
     /// out of range, the custom mask was made for other query or key lengths, or a split option is out of range.</exception>
     public static PrefillPlan Plan(ReadOnlySpan<int> qoIndptr, PageTable table, AttentionShape shape, int numPages, AttentionOptions? options = null,
@@ -47,6 +48,7 @@ public static class PrefillPlanner
         int batch = table.BatchSize;
         ThrowHelper.ThrowIfLengthMismatch(nameof(qoIndptr), qoIndptr.Length, batch + 1);
         ThrowHelper.ThrowIfNotOffsets(nameof(qoIndptr), qoIndptr);
+        CheckRows(qoIndptr[batch], shape, nameof(qoIndptr));
         customMask?.CheckMatches(qoIndptr, table, nameof(customMask));
         int ps = table.PageSize;
         var pageIds = table.Indices.ToArray();
@@ -86,7 +88,8 @@ public static class PrefillPlanner
     /// <param name="targetItems">How many work items split-KV aims at (≥ 1); see <see cref="Plan"/>.</param>
     /// <param name="fixedChunkPages">Force this chunk size in key blocks (≥ 1), or null. Needs <paramref name="workspace"/>.</param>
     /// <returns>The plan; q/output rows are the M queries.</returns>
-    /// <exception cref="ArgumentException">The pool is smaller than the key blocks, an option is out of range, M &gt; N or N is
+    /// <exception cref="ArgumentException">The pool is smaller than the key blocks, M × qo_heads × head_dim exceeds
+    /// <see cref="int.MaxValue"/>, an option is out of range, M &gt; N or N is
     /// past the <see cref="AttentionOptions.Rope"/> table, the element
     /// mask is not M × N, or a split option is out of range.</exception>
     public static PrefillPlan PlanBlockSparse(BlockSparseMask mask, AttentionShape shape, int numPages, AttentionOptions? options = null,
@@ -100,6 +103,7 @@ public static class PrefillPlanner
             ThrowHelper.Argument(nameof(elementMask),
                 $"The element mask must be one request of {mask.M} queries × {mask.N} keys; it has {elementMask.Requests} requests, {elementMask.QueryRows} rows.");
         options.CheckRopePositions(mask.M, mask.N, 0, nameof(mask));
+        CheckRows(mask.M, shape, nameof(mask));
         var split = SplitRequest.Checked(workspace, targetItems, fixedChunkPages);
         if (numPages < mask.BlockColumns)
             ThrowHelper.Argument(nameof(numPages), $"The pool has {numPages} pages; the mask has {mask.BlockColumns} key blocks of {mask.C}.");
@@ -123,6 +127,18 @@ public static class PrefillPlanner
             elementMask, layout, workspace, chunk);
         workspace?.EnsureCapacity(plan.WorkspaceFloats);
         return plan;
+    }
+
+    /// <summary>Throws unless <paramref name="rows"/> query rows fit the spans the run takes: q and the output hold
+    /// <c>rows·qo_heads·head_dim</c> floats, at most <see cref="int.MaxValue"/>. A plan for more could never run, and
+    /// planning it would allocate tiles for every row first (a corrupted <c>qoIndptr[^1]</c> of 2³¹ − 1 ran the machine
+    /// out of memory in the input fuzz).</summary>
+    private static void CheckRows(int rows, AttentionShape shape, string paramName)
+    {
+        long elements = (long)rows * shape.QoHeads * shape.HeadDim;
+        if (elements > int.MaxValue)
+            ThrowHelper.Argument(paramName,
+                $"{rows} query rows × {shape.QoHeads} heads × head_dim {shape.HeadDim} = {elements} floats of q and of the output; a span holds at most {int.MaxValue}.");
     }
 
     /// <summary>The caller's split-KV request: a workspace (null: never split), the item target and a forced chunk size.</summary>

@@ -102,4 +102,25 @@ public class AttentionBoundaryTests
         // 4·(2^30 + 1) wrapped to RowBytes 4: a 4-byte pool for a row of 2^30 + 1 floats.
         Assert.Throws<ArgumentOutOfRangeException>(() => new PagedKvCache(1, 1, 1, (1 << 30) + 1, DType.F32));
     }
+
+    [Fact]
+    public void PrefillPlan_QueryRowsPastTheLargestSpan_Throws()
+    {
+        // qoIndptr[^1] = 2^31 − 1 used to plan tiles for every row before anything noticed that no q span could hold them:
+        // the input fuzz's case ran the 24 GB test machine out of memory.
+        var table = new PageTable([0, 1], [0], [1], 16);
+        var shape = new AttentionShape(4, 1, 32);
+        var e = Assert.Throws<ArgumentException>(() => PrefillPlanner.Plan([0, int.MaxValue], table, shape, 1, new AttentionOptions { Causal = false }));
+        Assert.Contains("2147483647 query rows × 4 heads × head_dim 32", e.Message);
+        // A plan within the limit is still made.
+        Assert.NotNull(PrefillPlanner.Plan([0, 1], table, shape, 1));
+    }
+
+    [Fact]
+    public void CustomMask_QueryRowsPastTheArrayLimit_Throws()
+    {
+        // 2^31 − 1 rows with no keys needs no mask words, but its per-row arrays cannot be allocated (OutOfMemoryException before).
+        var e = Assert.Throws<ArgumentException>(() => CustomMask.Create([0, int.MaxValue], [0], (_, _, _) => true));
+        Assert.Contains("2147483647 query rows", e.Message);
+    }
 }

@@ -1,0 +1,472 @@
+using Kernels.Attention;
+using Kernels.Attention.Masks;
+using Kernels.Attention.Paging;
+using Kernels.Attention.Planning;
+using Kernels.Attention.Reference;
+using Kernels.Cpu;
+using Kernels.Cpu.Attention;
+using Kernels.Gpu;
+using Kernels.Tests.Gpu;
+using Xunit.Abstractions;
+
+namespace Kernels.Tests.Attention;
+
+/// <summary>Random and corrupted arguments at the attention API's public boundary: page tables (indptr, indices,
+/// last_page_len, page size), shapes, pool sizes, options, plan parameters, query/output/lse lengths, a cache other than the
+/// plan's, query offsets, custom masks, cascade groups and K/V append plans, one or two of them corrupted per case. Every
+/// call either throws <see cref="ArgumentException"/> (or <see cref="NotSupportedException"/> for an unsupported head_dim)
+/// before it writes anything, or runs and matches the oracle; q and the cache are never modified by attention, and nothing
+/// is written past an output's expected length. Any other exception type is a failure.</summary>
+/// <remarks>CI runs a few hundred cases per API; <c>KERNELS_FUZZ_CASES=N</c> runs N.</remarks>
+[Collection(GpuCollection.Name)]
+public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper output)
+{
+    private const float Sentinel = 1234.5f;
+
+    /// <summary>How the current fuzz's cases ended (rejected at which stage, or run and checked), for its summary line.</summary>
+    [ThreadStatic]
+    private static Dictionary<string, int>? t_outcomes;
+
+    private static void Count(string outcome)
+    {
+        if (t_outcomes is { } o) o[outcome] = o.GetValueOrDefault(outcome) + 1;
+    }
+
+    private static readonly int[] IntEdges = [-1, 0, 1, 2, int.MaxValue, int.MinValue];
+
+    [Fact]
+    public void Decode_RandomAndCorruptedInputs_ThrowArgumentErrorsOrMatchTheOracle() =>
+        Fuzz("decode", 600, 1, rng =>
+        {
+            var c = Draw(rng);
+            using var _ = c;
+            if (Stage(() => new PageTable(c.Indptr, c.Indices, c.Last, c.TablePageSize), "table") is not { } table) return;
+            if (Stage(() => new AttentionShape(c.QoHeads, c.KvHeads, c.HeadDim), "shape") is not { } shape) return;
+            if (Stage(() => DecodePlanner.Plan(table, shape, c.NumPagesArg, new AttentionWorkspace(), c.Options, c.FixedChunk, false, c.Target), "plan") is not { } plan)
+                return;
+            int rows = table.BatchSize;
+            RunAndCheck(c, rng, rows, shape, (q, o, lse) => PagedDecode.Run(plan, q, c.RunCache, o, lse),
+                (q, o, lse) => AttentionReference.Decode(q, c.RunCache, table, shape, c.Options, o, lse));
+        });
+
+    [Fact]
+    public void Prefill_RandomAndCorruptedInputs_ThrowArgumentErrorsOrMatchTheOracle() =>
+        Fuzz("prefill", 600, 2, rng =>
+        {
+            var c = Draw(rng);
+            using var _ = c;
+            if (Stage(() => new PageTable(c.Indptr, c.Indices, c.Last, c.TablePageSize), "table") is not { } table) return;
+            if (Stage(() => new AttentionShape(c.QoHeads, c.KvHeads, c.HeadDim), "shape") is not { } shape) return;
+            // Query offsets: 0–3 queries per sequence (more than its keys allowed), one entry corrupted one time in four.
+            int[] qoIndptr = new int[table.BatchSize + 1];
+            for (int b = 0; b < table.BatchSize; b++) qoIndptr[b + 1] = qoIndptr[b] + rng.Next(0, 4);
+            qoIndptr = Corrupt(rng, qoIndptr, 4);
+            var options = c.Options with { Causal = rng.Next(2) == 0 };
+            CustomMask? mask = null;
+            if (rng.Next(4) == 0)
+            {
+                // A mask for these requests, or for requests whose lengths disagree with them.
+                int[] kvLens = Enumerable.Range(0, table.BatchSize).Select(table.KvLength).ToArray();
+                int[] maskQo = rng.Next(3) == 0 ? Corrupt(rng, qoIndptr, 1) : qoIndptr;
+                // Key counts off by a little (a mask of 2³¹ keys per row is valid, only slow to build).
+                int[] maskKv = kvLens.Length > 0 && rng.Next(3) == 0 ? kvLens.Select((k, i) => i == 0 ? Pick(rng, k - 1, k + 1, -1, 0) : k).ToArray() : kvLens;
+                int keepSeed = rng.Next();
+                mask = Stage(() => CustomMask.Create(maskQo, maskKv, (r, i, j) => ((i * 31 + j * 7 + r + keepSeed) & 3) != 0), "mask");
+                if (mask is null) return;
+            }
+            if (Stage(() => PrefillPlanner.Plan(qoIndptr, table, shape, c.NumPagesArg, options, mask, new AttentionWorkspace(), c.Target), "plan") is not { } plan)
+                return;
+            RunAndCheck(c, rng, qoIndptr[^1], shape, (q, o, lse) => PagedPrefill.Run(plan, q, c.RunCache, o, lse),
+                (q, o, lse) => AttentionReference.Prefill(qoIndptr, q, c.RunCache, table, shape, options, o, lse, default, mask));
+        });
+
+    [Fact]
+    public void Cascade_RandomAndCorruptedInputs_ThrowArgumentErrorsOrMatchTheOracle() =>
+        Fuzz("cascade", 300, 3, rng =>
+        {
+            var c = Draw(rng);
+            using var _ = c;
+            if (Stage(() => new PageTable(c.Indptr, c.Indices, c.Last, c.TablePageSize), "table") is not { } table) return;
+            if (Stage(() => new AttentionShape(c.QoHeads, c.KvHeads, c.HeadDim), "shape") is not { } shape) return;
+            // The drawn sequences split into shared prefixes (the first `groups`) and own suffixes (the rest).
+            int groups = table.BatchSize == 0 ? 0 : rng.Next(0, table.BatchSize + 1), batch = table.BatchSize - groups;
+            var prefixes = Sub(table, 0, groups);
+            var suffixes = Sub(table, groups, batch);
+            var groupIndptr = new int[groups + 1];
+            for (int g = 0; g < groups; g++) groupIndptr[g + 1] = g == groups - 1 ? batch : Math.Min(batch, groupIndptr[g] + rng.Next(0, 3));
+            groupIndptr = Corrupt(rng, groupIndptr, 4);
+            if (groups == 0) groupIndptr = rng.Next(2) == 0 ? [0] : groupIndptr;
+            if (Stage(() => CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, c.NumPagesArg, new AttentionWorkspace(), c.Options, c.Target), "plan") is not { } plan)
+                return;
+            RunAndCheck(c, rng, batch, shape, (q, o, lse) => CascadeDecode.Run(plan, q, c.RunCache, o, lse),
+                (q, o, lse) => AttentionReference.Cascade(groupIndptr, q, c.RunCache, prefixes, suffixes, shape, c.Options, o, lse));
+        });
+
+    [Fact]
+    public void Append_RandomAndCorruptedPlans_ThrowArgumentErrorsOrWriteWhatWriteTokenWrites() =>
+        Fuzz("append", 600, 4, rng =>
+        {
+            var c = Draw(rng);
+            using var _ = c;
+            var cache = c.Cache;
+            int row = cache.KvHeads * cache.HeadDim;
+            KvAppendPlan? plan;
+            switch (rng.Next(3))
+            {
+                case 0:
+                {
+                    // vLLM's slot mapping: −1 is padding; slots past the pool, repeated slots and a wrong page size are errors.
+                    long slots = (long)cache.NumPages * cache.PageSize;
+                    long[] mapping = Enumerable.Range(0, rng.Next(0, 6)).Select(_ => rng.Next(4) switch
+                    {
+                        0 => -1L,
+                        1 => Pick(rng, slots, slots + 1, long.MaxValue, long.MinValue, -2L),
+                        _ => rng.NextInt64(0, slots),
+                    }).ToArray();
+                    int pageSize = rng.Next(6) == 0 ? Pick(rng, 0, -1, cache.PageSize + 1) : cache.PageSize;
+                    int numPages = rng.Next(6) == 0 ? Pick(rng, 0, -1, cache.NumPages + 1) : cache.NumPages;
+                    plan = Stage(() => KvAppendPlan.FromSlotMapping(mapping, pageSize, numPages), "plan");
+                    break;
+                }
+                default:
+                {
+                    if (Stage(() => new PageTable(c.Indptr, c.Indices, c.Last, c.TablePageSize), "table") is not { } table) return;
+                    int[] lengths = Enumerable.Range(0, table.BatchSize).Select(b => rng.Next(0, Math.Min(table.KvLength(b), 3) + 1)).ToArray();
+                    lengths = Corrupt(rng, lengths, 4);
+                    plan = Stage(() => KvAppendPlan.ForAppend(table, lengths, c.NumPagesArg), "plan");
+                    break;
+                }
+            }
+            if (plan is null) return;
+            int tokens = plan.Tokens;
+            float[] keys = Lengthen(rng, RandomFloats(rng, tokens * row), row);
+            float[] values = rng.Next(8) == 0 ? Lengthen(rng, RandomFloats(rng, tokens * row), row) : RandomFloats(rng, keys.Length);
+            // The expected result: the same tokens written one by one (a later duplicate cannot occur: plans reject them).
+            using var expected = Clone(cache);
+            var before = Snapshot(cache);
+            var error = Attempt(() => cache.WriteTokens(plan, keys, values));
+            if (error is not null)
+            {
+                Allowed(error, "write");
+                Assert.True(Snapshot(cache).SequenceEqual(before), "a rejected append changed the cache");
+                return;
+            }
+            Assert.True(keys.Length == tokens * row && values.Length == tokens * row, $"an append of {tokens} tokens took {keys.Length} keys and {values.Length} values");
+            for (int i = 0; i < tokens; i++)
+                if (plan.Pages[i] >= 0) expected.WriteToken(plan.Pages[i], plan.Slots[i], keys.AsSpan(i * row, row), values.AsSpan(i * row, row));
+            Assert.True(Snapshot(cache).SequenceEqual(Snapshot(expected)), "WriteTokens wrote other bytes than WriteToken");
+            Count("written, matched WriteToken");
+        });
+
+    [Fact]
+    public void Backends_DecodeWithCorruptedTensors_ThrowArgumentErrorsOrMatchTheOracle()
+    {
+        using var cpu = new CpuBackend();
+        // The GPU kernels run on ILGPU's CPU accelerator (one OS thread per GPU thread): few, small cases.
+        Fuzz("backend decode (CPU)", 200, 5, rng => BackendDecode(cpu, rng));
+        Fuzz("backend decode (GPU, CPU accelerator)", 30, 6, rng => BackendDecode(fixture.Backend, rng));
+    }
+
+    private static void BackendDecode(IKernelBackend backend, Random rng)
+    {
+        var ops = (IPagedAttentionOps)backend;
+        var c = Draw(rng, maxLen: 20);
+        using var _ = c;
+        if (Stage(() => new PageTable(c.Indptr, c.Indices, c.Last, c.TablePageSize), "table") is not { } table) return;
+        if (Stage(() => new AttentionShape(c.QoHeads, c.KvHeads, c.HeadDim), "shape") is not { } shape) return;
+        if (Stage(() => DecodePlanner.Plan(table, shape, c.NumPagesArg, new AttentionWorkspace(), c.Options, c.FixedChunk, false, c.Target), "plan") is not { } plan)
+            return;
+        int rows = table.BatchSize, hq = shape.QoHeads, d = shape.HeadDim;
+        int Dim(int n) => rng.Next(8) == 0 ? Math.Max(1, n + Pick(rng, -1, 1)) : Math.Max(1, n);
+        int[] qDims = [Dim(rows), Dim(hq), Dim(d)], oDims = [Dim(rows), Dim(hq), Dim(d)];
+        int[] lDims = [Dim(rows), Dim(hq)];
+        float[] q = RandomFloats(rng, qDims[0] * qDims[1] * qDims[2]);
+        using var kv = ops.UploadKvCache(c.RunCache);
+        using var qt = Tensor(backend, q, qDims);
+        using var ot = Tensor(backend, Enumerable.Repeat(Sentinel, oDims[0] * oDims[1] * oDims[2]).ToArray(), oDims);
+        using var lt = Tensor(backend, Enumerable.Repeat(Sentinel, lDims[0] * lDims[1]).ToArray(), lDims);
+        bool withLse = rng.Next(4) != 0;
+        var error = Attempt(() =>
+        {
+            ops.Attention(plan, qt, kv, ot, withLse ? lt : null);
+            backend.Synchronize();
+        });
+        float[] o = ot.ToArray(), l = lt.ToArray();
+        Assert.True(qt.ToArray().AsSpan().SequenceEqual(q), "attention changed q");
+        if (error is not null)
+        {
+            Allowed(error, "attention");
+            Assert.True(o.All(x => x == Sentinel) && l.All(x => x == Sentinel), "a rejected call wrote its output");
+            return;
+        }
+        Assert.True(qDims.SequenceEqual([rows, hq, d]) && oDims.SequenceEqual([rows, hq, d]) && (!withLse || lDims.SequenceEqual([rows, hq])),
+            $"attention accepted q {string.Join('×', qDims)}, output {string.Join('×', oDims)}, lse {string.Join('×', lDims)} for a plan of {rows} rows × {hq} heads × {d}");
+        var e = new float[rows * hq * d];
+        var le = new float[rows * hq];
+        AttentionReference.Decode(q, c.RunCache, table, shape, c.Options, e, le);
+        Compare(e, o, "output");
+        if (withLse) Compare(le, l, "lse");
+        Count("ran, matched the oracle");
+    }
+
+    private static DeviceTensor<float> Tensor(IKernelBackend backend, float[] data, int[] dims)
+    {
+        var t = backend.Allocate<float>(dims);
+        t.CopyFrom(data);
+        return t;
+    }
+
+    /// <summary>Runs <paramref name="count"/> cases (or <c>KERNELS_FUZZ_CASES</c>) and reports every failure with its seed.</summary>
+    private void Fuzz(string what, int count, int stream, Action<Random> body)
+    {
+        count = CombinedOptionsFuzzTests.CaseCount(count);
+        var master = new Random(20261203 * 7 + stream);
+        var failures = new List<string>();
+        t_outcomes = [];
+        for (int n = 0; n < count; n++)
+        {
+            int seed = master.Next();
+            try
+            {
+                body(new Random(seed));
+            }
+            catch (Exception e)
+            {
+                failures.Add($"case {n} (seed {seed}): {e.GetType().Name}: {e.Message}");
+            }
+        }
+        output.WriteLine($"{what}: {count} cases, {failures.Count} failures ({string.Join(", ", t_outcomes.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key} {kv.Value}"))})");
+        t_outcomes = null;
+        Assert.True(failures.Count == 0, $"{what}:\n" + string.Join("\n", failures.Take(10)));
+    }
+
+    /// <summary>Runs an attention call on q/output/lse buffers of drawn lengths (usually the expected ones), then checks the
+    /// outcome: an allowed exception with the buffers untouched, or the oracle's values with nothing written past them.</summary>
+    private static void RunAndCheck(Case c, Random rng, int rows, AttentionShape shape, RunFn run, RunFn oracle)
+    {
+        int hq = shape.QoHeads, d = shape.HeadDim;
+        long qn = (long)rows * hq * d, ln = (long)rows * hq;
+        if (qn > 1 << 20) return; // a corrupted shape; the plan accepted it, but the buffers would be huge
+        float[] q = Lengthen(rng, RandomFloats(rng, (int)qn), d);
+        float[] o = Enumerable.Repeat(Sentinel, (int)Math.Max(0, qn + (rng.Next(6) == 0 ? Pick(rng, -1, 1, d) : 0))).ToArray();
+        float[] lse = rng.Next(4) == 0 ? [] : Enumerable.Repeat(Sentinel, (int)Math.Max(0, ln + (rng.Next(6) == 0 ? Pick(rng, -1, 1, 5) : 0))).ToArray();
+        float[] q0 = (float[])q.Clone();
+        var cacheBefore = Snapshot(c.RunCache);
+        var error = Attempt(() => run(q, o, lse));
+        Assert.True(q.AsSpan().SequenceEqual(q0), "attention changed q");
+        Assert.True(Snapshot(c.RunCache).SequenceEqual(cacheBefore), "attention changed the cache");
+        if (error is not null)
+        {
+            Allowed(error, "run");
+            Assert.True(o.All(x => x == Sentinel) && lse.All(x => x == Sentinel), "a rejected call wrote its output");
+            return;
+        }
+        Assert.True(q.Length == qn, $"the run took {q.Length} queries for {qn}");
+        Assert.True(o.Length >= qn && (lse.Length == 0 || lse.Length >= ln), $"the run took output {o.Length} / lse {lse.Length} for {qn} / {ln}");
+        var e = new float[qn];
+        var le = new float[ln];
+        oracle(q, e, le);
+        Compare(e, o.AsSpan(0, (int)qn), "output");
+        Assert.True(o.AsSpan((int)qn).IndexOfAnyExcept(Sentinel) < 0, "the run wrote past the output");
+        if (lse.Length > 0)
+        {
+            Compare(le, lse.AsSpan(0, (int)ln), "lse");
+            Assert.True(lse.AsSpan((int)ln).IndexOfAnyExcept(Sentinel) < 0, "the run wrote past the lse");
+        }
+        Count("ran, matched the oracle");
+    }
+
+    private delegate void RunFn(float[] q, float[] output, float[] lse);
+
+    /// <summary>One drawn configuration: a small random cache (every KV format and layout), the raw page-table arrays of its
+    /// sequences, the shape, pool size, options and plan parameters, and the cache the run is given; usually valid, with one
+    /// or two entries corrupted in about half the cases.</summary>
+    private sealed class Case : IDisposable
+    {
+        public required PagedKvCache Cache { get; init; }
+        public required PagedKvCache RunCache { get; init; }
+        public required int[] Indptr { get; init; }
+        public required int[] Indices { get; init; }
+        public required int[] Last { get; init; }
+        public required int TablePageSize { get; init; }
+        public required int QoHeads { get; init; }
+        public required int KvHeads { get; init; }
+        public required int HeadDim { get; init; }
+        public required int NumPagesArg { get; init; }
+        public required AttentionOptions Options { get; init; }
+        public required int? FixedChunk { get; init; }
+        public required int Target { get; init; }
+
+        public void Dispose()
+        {
+            Cache.Dispose();
+            if (!ReferenceEquals(RunCache, Cache)) RunCache.Dispose();
+        }
+    }
+
+    private static Case Draw(Random rng, int maxLen = 40)
+    {
+        var spec = CombinedOptionsFuzzTests.Cache(rng, maxLen, [32, 64]);
+        var (cache, table) = AttentionTestData.Build(spec, extraPages: rng.Next(1, 3)); // ≥ 1: a pool has pages
+        int[] indptr = table.Indptr.ToArray(), indices = table.Indices.ToArray(), last = table.LastPageLen.ToArray();
+        int pageSize = cache.PageSize, numPages = cache.NumPages;
+        bool corrupt = rng.Next(3) == 0;
+        for (int m = corrupt ? rng.Next(1, 3) : 0; m > 0; m--)
+            switch (rng.Next(7))
+            {
+                case 0: indptr = Corrupt(rng, indptr, 1); break;
+                case 1: indptr = Resize(rng, indptr); break;
+                case 2: indices = indices.Length == 0 ? [Pick(rng, -1, numPages)] : Corrupt(rng, indices, 1, numPages, numPages + 5); break;
+                case 3: indices = Resize(rng, indices); break;
+                case 4: last = last.Length == 0 ? [1] : Corrupt(rng, last, 1, pageSize, pageSize + 1); break;
+                case 5: last = Resize(rng, last); break;
+                default: pageSize = Pick(rng, 0, -1, pageSize + 1, 2 * pageSize, Math.Max(1, pageSize - 1)); break;
+            }
+        int group = Pick(rng, 1, 2, 4, 5), kvHeads = cache.KvHeads, d = cache.HeadDim, qo = kvHeads * group;
+        if (rng.Next(12) == 0) qo += Pick(rng, -1, 1);
+        if (rng.Next(12) == 0) kvHeads = Pick(rng, kvHeads + 1, Math.Max(1, kvHeads - 1), 0, -1);
+        if (rng.Next(12) == 0) d = Pick(rng, d + 32, d - 32, 48, 0, -1, 288);
+        int numPagesArg = rng.Next(8) == 0 ? Pick(rng, 0, -1, numPages - 1, numPages + 1) : numPages;
+        var options = AttentionOptions.Default;
+        if (rng.Next(6) == 0) options = options with { SmScale = Pick<float?>(rng, float.NaN, float.PositiveInfinity, 0f, -0.5f, 0.3f, null) };
+        if (rng.Next(6) == 0) options = options with { LogitsSoftCap = Pick(rng, -1f, float.NaN, float.PositiveInfinity, 0f, 5f) };
+        if (rng.Next(6) == 0) options = options with { WindowLeft = Pick(rng, -2, -1, 0, 3, int.MaxValue) };
+        if (rng.Next(8) == 0) options = options with { AlibiSlopes = Slopes(rng, qo) };
+        if (rng.Next(8) == 0) options = options with { AttentionSinks = Slopes(rng, qo) };
+        int? fixedChunk = rng.Next(6) == 0 ? Pick<int?>(rng, 1, 2, 0, -1, int.MaxValue) : null;
+        int target = rng.Next(6) == 0 ? Pick(rng, 1, 0, -1, int.MaxValue) : Pick(rng, 8, 64);
+        // One time in eight the run gets another cache: fewer pages, another page size, head count, head_dim or format.
+        var runCache = cache;
+        if (rng.Next(8) == 0)
+        {
+            var other = spec with { SeqLens = rng.Next(2) == 0 ? [1] : spec.SeqLens, Seed = rng.Next() };
+            other = rng.Next(4) switch
+            {
+                0 => other with { PageSize = other.PageSize + 1 },
+                1 => other with { KvHeads = other.KvHeads + 1 },
+                2 => other with { HeadDim = other.HeadDim == 32 ? 64 : 32 },
+                _ => other with { DType = other.DType == DType.F16 ? DType.F32 : DType.F16, Mode = KvScaleMode.None },
+            };
+            runCache = AttentionTestData.Build(other, extraPages: 1).Cache;
+        }
+        return new Case
+        {
+            Cache = cache, RunCache = runCache, Indptr = indptr, Indices = indices, Last = last, TablePageSize = pageSize,
+            QoHeads = qo, KvHeads = kvHeads, HeadDim = d, NumPagesArg = numPagesArg, Options = options, FixedChunk = fixedChunk, Target = target,
+        };
+    }
+
+    /// <summary>Slopes or sink logits for qo heads, one time in three with the wrong count or a non-finite entry.</summary>
+    private static float[] Slopes(Random rng, int qo)
+    {
+        int n = Math.Max(0, rng.Next(3) == 0 ? qo + Pick(rng, -1, 1) : qo);
+        var s = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        if (n > 0 && rng.Next(3) == 0) s[rng.Next(n)] = Pick(rng, float.NaN, float.NegativeInfinity);
+        return s;
+    }
+
+    /// <summary>Sequences [first, first + count) of a table as a table of their own.</summary>
+    private static PageTable Sub(PageTable t, int first, int count)
+    {
+        int p0 = t.Indptr[first];
+        int[] indptr = Enumerable.Range(0, count + 1).Select(i => t.Indptr[first + i] - p0).ToArray();
+        return new PageTable(indptr, t.Indices[p0..t.Indptr[first + count]], t.LastPageLen.Slice(first, count), t.PageSize);
+    }
+
+    /// <summary>One time in <paramref name="oneIn"/> (always when 1) a copy with one entry replaced by an edge value.</summary>
+    private static int[] Corrupt(Random rng, int[] xs, int oneIn, params int[] near)
+    {
+        if (xs.Length == 0 || rng.Next(oneIn) != 0) return xs;
+        var ys = (int[])xs.Clone();
+        int i = rng.Next(ys.Length);
+        int[] edges = [.. IntEdges, .. near, ys[i] + 1, ys[i] - 1];
+        ys[i] = edges[rng.Next(edges.Length)];
+        return ys;
+    }
+
+    /// <summary>A copy one entry shorter or longer.</summary>
+    private static int[] Resize(Random rng, int[] xs) =>
+        xs.Length > 0 && rng.Next(2) == 0 ? xs[..^1] : [.. xs, xs.Length == 0 ? 0 : xs[^1] + rng.Next(0, 2)];
+
+    /// <summary>One time in six a copy shorter or longer by one element or one row of <paramref name="row"/>.</summary>
+    private static float[] Lengthen(Random rng, float[] xs, int row)
+    {
+        if (rng.Next(6) != 0) return xs;
+        int n = Math.Max(0, xs.Length + Pick(rng, -1, 1, row, -row));
+        var ys = RandomFloats(rng, n);
+        xs.AsSpan(0, Math.Min(n, xs.Length)).CopyTo(ys);
+        return ys;
+    }
+
+    private static float[] RandomFloats(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+
+    private static T Pick<T>(Random rng, params T[] xs) => xs[rng.Next(xs.Length)];
+
+    /// <summary>Every byte of both pools and every scale and zero point.</summary>
+    private static byte[] Snapshot(PagedKvCache cache)
+    {
+        var bytes = new List<byte>();
+        for (int p = 0; p < cache.NumPages; p++)
+        {
+            bytes.AddRange(cache.GetPageKeys(p).ToArray());
+            bytes.AddRange(cache.GetPageValues(p).ToArray());
+        }
+        foreach (var s in new[] { cache.KeyScales.ToArray(), cache.ValueScales.ToArray(), cache.KeyZeros.ToArray(), cache.ValueZeros.ToArray() })
+            foreach (float x in s) bytes.AddRange(BitConverter.GetBytes(x));
+        return [.. bytes];
+    }
+
+    private static PagedKvCache Clone(PagedKvCache c)
+    {
+        var copy = c.ScaleMode == KvScaleMode.PerHead
+            ? new PagedKvCache(c.NumPages, c.PageSize, c.KvHeads, c.HeadDim, c.DType, c.Layout, c.ScaleMode, c.KeyScales.ToArray(), c.ValueScales.ToArray())
+            : new PagedKvCache(c.NumPages, c.PageSize, c.KvHeads, c.HeadDim, c.DType, c.Layout, c.ScaleMode);
+        for (int p = 0; p < c.NumPages; p++) copy.CopyPageFrom(c, p, p);
+        return copy;
+    }
+
+    private static Exception? Attempt(Action a)
+    {
+        try
+        {
+            a();
+            return null;
+        }
+        catch (Exception e)
+        {
+            return e;
+        }
+    }
+
+    /// <summary>The value of <paramref name="f"/>, or null after an allowed exception (a clear rejection); any other exception
+    /// propagates as a failure of the case.</summary>
+    private static T? Stage<T>(Func<T> f, string stage) where T : class
+    {
+        var box = default(T);
+        var error = Attempt(() => box = f());
+        if (error is not null) Allowed(error, stage);
+        return box;
+    }
+
+    private static void Allowed(Exception e, string stage)
+    {
+        if (e is ArgumentException or NotSupportedException)
+        {
+            Count($"rejected by {stage}");
+            return;
+        }
+        throw new Xunit.Sdk.XunitException($"{stage} threw {e.GetType().Name} (expected ArgumentException or NotSupportedException): {e.Message}\n{e.StackTrace}");
+    }
+
+    /// <summary>Equal NaN positions and infinities; finite values within 2e-3 absolute + 2e-3 relative (the inputs are in
+    /// [−1, 1] and the sequences short: a wrong page, head or row shows up as an O(0.1) difference).</summary>
+    private static void Compare(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string what)
+    {
+        for (int i = 0; i < expected.Length; i++)
+        {
+            float e = expected[i], a = actual[i];
+            bool ok = float.IsNaN(e) ? float.IsNaN(a) : float.IsFinite(e) ? Math.Abs(e - a) <= 2e-3f + 2e-3f * Math.Abs(e) : e == a;
+            if (!ok) throw new Xunit.Sdk.XunitException($"{what}[{i}]: expected {e}, got {a}");
+        }
+    }
+}
