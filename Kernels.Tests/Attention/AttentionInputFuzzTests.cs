@@ -40,8 +40,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         {
             var c = Draw(rng);
             using var _ = c;
-            if (Stage(() => new PageTable(c.Indptr, c.Indices, c.Last, c.TablePageSize), "table") is not { } table) return;
-            if (Stage(() => new AttentionShape(c.QoHeads, c.KvHeads, c.HeadDim), "shape") is not { } shape) return;
+            if (TableAndShape(c) is not var (table, shape)) return;
             if (Stage(() => DecodePlanner.Plan(table, shape, c.NumPagesArg, new AttentionWorkspace(), c.Options, c.FixedChunk, false, c.Target), "plan") is not { } plan)
                 return;
             int rows = table.BatchSize;
@@ -55,8 +54,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         {
             var c = Draw(rng);
             using var _ = c;
-            if (Stage(() => new PageTable(c.Indptr, c.Indices, c.Last, c.TablePageSize), "table") is not { } table) return;
-            if (Stage(() => new AttentionShape(c.QoHeads, c.KvHeads, c.HeadDim), "shape") is not { } shape) return;
+            if (TableAndShape(c) is not var (table, shape)) return;
             // Query offsets: 0–3 queries per sequence (more than its keys allowed), one entry corrupted one time in four.
             int[] qoIndptr = new int[table.BatchSize + 1];
             for (int b = 0; b < table.BatchSize; b++) qoIndptr[b + 1] = qoIndptr[b] + rng.Next(0, 4);
@@ -86,8 +84,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         {
             var c = Draw(rng);
             using var _ = c;
-            if (Stage(() => new PageTable(c.Indptr, c.Indices, c.Last, c.TablePageSize), "table") is not { } table) return;
-            if (Stage(() => new AttentionShape(c.QoHeads, c.KvHeads, c.HeadDim), "shape") is not { } shape) return;
+            if (TableAndShape(c) is not var (table, shape)) return;
             // The drawn sequences split into shared prefixes (the first `groups`) and own suffixes (the rest).
             int groups = table.BatchSize == 0 ? 0 : rng.Next(0, table.BatchSize + 1), batch = table.BatchSize - groups;
             var prefixes = Sub(table, 0, groups);
@@ -172,8 +169,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         var ops = (IPagedAttentionOps)backend;
         var c = Draw(rng, maxLen: 20);
         using var _ = c;
-        if (Stage(() => new PageTable(c.Indptr, c.Indices, c.Last, c.TablePageSize), "table") is not { } table) return;
-        if (Stage(() => new AttentionShape(c.QoHeads, c.KvHeads, c.HeadDim), "shape") is not { } shape) return;
+        if (TableAndShape(c) is not var (table, shape)) return;
         if (Stage(() => DecodePlanner.Plan(table, shape, c.NumPagesArg, new AttentionWorkspace(), c.Options, c.FixedChunk, false, c.Target), "plan") is not { } plan)
             return;
         int rows = table.BatchSize, hq = shape.QoHeads, d = shape.HeadDim;
@@ -303,6 +299,11 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
             if (!ReferenceEquals(RunCache, Cache)) RunCache.Dispose();
         }
     }
+
+    /// <summary>The drawn table and shape, or null when either constructor rejected its arguments.</summary>
+    private static (PageTable, AttentionShape)? TableAndShape(Case c) =>
+        Stage(() => new PageTable(c.Indptr, c.Indices, c.Last, c.TablePageSize), "table") is { } table
+        && Stage(() => new AttentionShape(c.QoHeads, c.KvHeads, c.HeadDim), "shape") is { } shape ? (table, shape) : null;
 
     private static Case Draw(Random rng, int maxLen = 40)
     {
