@@ -13,7 +13,8 @@ namespace Kernels.Tests.Attention;
 
 /// <summary>Random and corrupted arguments at the attention API's public boundary: page tables (indptr, indices,
 /// last_page_len, page size), shapes, pool sizes, options, plan parameters, query/output/lse lengths, a cache other than the
-/// plan's, query offsets, custom masks, cascade groups and K/V append plans, one or two of them corrupted per case. Every
+/// plan's, query offsets, custom masks, cascade groups, K/V append plans, block-sparse masks, vLLM block tables and page
+/// copies and swaps, one or two of them corrupted per case. Every
 /// call either throws <see cref="ArgumentException"/> (or <see cref="NotSupportedException"/> for an unsupported head_dim)
 /// before it writes anything, or runs and matches the oracle; q and the cache are never modified by attention, and nothing
 /// is written past an output's expected length. Any other exception type is a failure.</summary>
@@ -44,7 +45,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
             if (Stage(() => DecodePlanner.Plan(table, shape, c.NumPagesArg, new AttentionWorkspace(), c.Options, c.FixedChunk, false, c.Target), "plan") is not { } plan)
                 return;
             int rows = table.BatchSize;
-            RunAndCheck(c, rng, rows, shape, (q, o, lse) => PagedDecode.Run(plan, q, c.RunCache, o, lse),
+            RunAndCheck(c.RunCache, rng, rows, shape, (q, o, lse) => PagedDecode.Run(plan, q, c.RunCache, o, lse),
                 (q, o, lse) => AttentionReference.Decode(q, c.RunCache, table, shape, c.Options, o, lse));
         });
 
@@ -74,7 +75,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
             }
             if (Stage(() => PrefillPlanner.Plan(qoIndptr, table, shape, c.NumPagesArg, options, mask, new AttentionWorkspace(), c.Target), "plan") is not { } plan)
                 return;
-            RunAndCheck(c, rng, qoIndptr[^1], shape, (q, o, lse) => PagedPrefill.Run(plan, q, c.RunCache, o, lse),
+            RunAndCheck(c.RunCache, rng, qoIndptr[^1], shape, (q, o, lse) => PagedPrefill.Run(plan, q, c.RunCache, o, lse),
                 (q, o, lse) => AttentionReference.Prefill(qoIndptr, q, c.RunCache, table, shape, options, o, lse, default, mask));
         });
 
@@ -95,7 +96,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
             if (groups == 0) groupIndptr = rng.Next(2) == 0 ? [0] : groupIndptr;
             if (Stage(() => CascadePlanner.Plan(groupIndptr, prefixes, suffixes, shape, c.NumPagesArg, new AttentionWorkspace(), c.Options, c.Target), "plan") is not { } plan)
                 return;
-            RunAndCheck(c, rng, batch, shape, (q, o, lse) => CascadeDecode.Run(plan, q, c.RunCache, o, lse),
+            RunAndCheck(c.RunCache, rng, batch, shape, (q, o, lse) => CascadeDecode.Run(plan, q, c.RunCache, o, lse),
                 (q, o, lse) => AttentionReference.Cascade(groupIndptr, q, c.RunCache, prefixes, suffixes, shape, c.Options, o, lse));
         });
 
@@ -162,6 +163,176 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         // The GPU kernels run on ILGPU's CPU accelerator (one OS thread per GPU thread): few, small cases.
         Fuzz("backend decode (CPU)", 200, 5, rng => BackendDecode(cpu, rng));
         Fuzz("backend decode (GPU, CPU accelerator)", 30, 6, rng => BackendDecode(fixture.Backend, rng));
+    }
+
+    [Fact]
+    public void BlockSparse_RandomAndCorruptedMasks_ThrowArgumentErrorsOrMatchTheOracle() =>
+        Fuzz("block-sparse", 400, 7, rng =>
+        {
+            // A block mask over M queries × N keys in R × C blocks, each block row keeping a random set of block columns;
+            // sizes, offsets or column ids corrupted now and then.
+            int r = Pick(rng, 1, 2, 4, 16), bc = Pick(rng, 1, 2, 4, 16), m = rng.Next(0, 40), n = rng.Next(0, 40);
+            if (rng.Next(10) == 0) m = Pick(rng, -1, int.MaxValue, n + 1);
+            if (rng.Next(10) == 0) n = Pick(rng, -1, int.MaxValue);
+            if (rng.Next(12) == 0) r = Pick(rng, 0, -1);
+            if (rng.Next(12) == 0) bc = Pick(rng, 0, -1);
+            int mb = r > 0 && m >= 0 ? (int)Math.Min(((long)m + r - 1) / r, 40) : rng.Next(0, 3);
+            int nb = bc > 0 && n >= 0 ? (int)Math.Min(((long)n + bc - 1) / bc, 40) : rng.Next(0, 3);
+            var indptr = new List<int> { 0 };
+            var indices = new List<int>();
+            for (int i = 0; i < mb; i++)
+            {
+                for (int j = 0; j < nb; j++)
+                    if (rng.Next(2) == 0) indices.Add(j);
+                indptr.Add(indices.Count);
+            }
+            int[] ip = Corrupt(rng, [.. indptr], 6), ix = Corrupt(rng, [.. indices], 6, nb, nb + 1);
+            if (Stage(() => new BlockSparseMask(ip, ix, m, n, r, bc), "mask") is not { } mask) return;
+            // The cache's pages are the key blocks (a page size other than C, or too few pages, must be rejected).
+            var (dtype, mode) = Pick(rng, [.. CombinedOptionsFuzzTests.Formats.Where(f => f.Item2 != KvScaleMode.PerHead)]);
+            int kvHeads = rng.Next(1, 3), d = Pick(rng, 32, 64), group = Pick(rng, 1, 2, 4);
+            int pageSize = rng.Next(10) == 0 ? mask.C + 1 : mask.C;
+            int numPages = Math.Max(1, mask.BlockColumns + (rng.Next(6) == 0 ? -1 : rng.Next(0, 2)));
+            if ((long)numPages * pageSize > 4096) return; // corrupted sizes that the mask accepted (N = 2³¹ − 1 with one block column per key)
+            using var cache = new PagedKvCache(numPages, pageSize, kvHeads, d, dtype, Pick(rng, KvLayout.Nhd, KvLayout.Hnd), mode);
+            var k = new float[kvHeads * d];
+            var v = new float[k.Length];
+            for (int p = 0; p < numPages; p++)
+                for (int t = 0; t < pageSize; t++)
+                {
+                    for (int i = 0; i < k.Length; i++)
+                    {
+                        k[i] = (float)(rng.NextDouble() * 2 - 1);
+                        v[i] = (float)(rng.NextDouble() * 2 - 1);
+                    }
+                    cache.WriteToken(p, t, k, v);
+                }
+            var shape = new AttentionShape(kvHeads * group, kvHeads, d);
+            var options = new AttentionOptions { Causal = rng.Next(2) == 0 };
+            CustomMask? elements = null;
+            if (rng.Next(4) == 0)
+            {
+                var bits = new bool[Math.Max(0, mask.Indices.Length * mask.R * mask.C + (rng.Next(4) == 0 ? Pick(rng, -1, 1) : 0))];
+                for (int i = 0; i < bits.Length; i++) bits[i] = rng.Next(3) != 0;
+                if ((elements = Stage(() => mask.ElementMask(bits), "element mask")) is null) return;
+            }
+            int split = rng.Next(3);
+            if (Stage(() => split == 0 ? PrefillPlanner.PlanBlockSparse(mask, shape, numPages, options, elements)
+                    : PrefillPlanner.PlanBlockSparse(mask, shape, numPages, options, elements, new AttentionWorkspace(), fixedChunkPages: split == 2 ? Pick(rng, 1, 2, 0) : null),
+                    "plan") is not { } plan)
+                return;
+            // Dense K/V of the N keys (key t is slot t mod C of page t / C), for the oracle.
+            var denseK = new float[(long)mask.N * kvHeads * d];
+            var denseV = new float[denseK.Length];
+            var row = new float[d];
+            for (int t = 0; t < mask.N; t++)
+                for (int h = 0; h < kvHeads; h++)
+                {
+                    cache.ReadKey(t / mask.C, t % mask.C, h, row);
+                    row.CopyTo(denseK, (t * kvHeads + h) * d);
+                    cache.ReadValue(t / mask.C, t % mask.C, h, row);
+                    row.CopyTo(denseV, (t * kvHeads + h) * d);
+                }
+            RunAndCheck(cache, rng, mask.M, shape, (q, o, lse) => PagedPrefill.Run(plan, q, cache, o, lse),
+                (q, o, lse) => AttentionReference.BlockSparse(mask, q, denseK, denseV, shape, options, o, lse, default, elements));
+        });
+
+    [Fact]
+    public void FromBlockTables_RandomAndCorruptedTables_ThrowArgumentErrorsOrConvert() =>
+        Fuzz("vLLM block tables", 600, 8, rng =>
+        {
+            int seqs = rng.Next(0, 4), maxBlocks = rng.Next(0, 5), pageSize = Pick(rng, 1, 2, 16);
+            int[] blocks = Enumerable.Range(0, seqs * maxBlocks).Select(_ => rng.Next(-1, 10)).ToArray();
+            int[] lens = Enumerable.Range(0, seqs).Select(_ => rng.Next(0, maxBlocks * pageSize + 1)).ToArray();
+            if (rng.Next(3) == 0)
+                switch (rng.Next(5))
+                {
+                    case 0: lens = Corrupt(rng, lens, 1, maxBlocks * pageSize + 1); break;
+                    case 1: lens = Resize(rng, lens); break;
+                    case 2: blocks = Resize(rng, blocks); break;
+                    case 3: maxBlocks = Pick(rng, -1, maxBlocks + 1, Math.Max(0, maxBlocks - 1), int.MaxValue); break;
+                    default: pageSize = Pick(rng, 0, -1, int.MaxValue); break;
+                }
+            if (Stage(() => PageTable.FromBlockTables(blocks, maxBlocks, lens, pageSize), "conversion") is not { } table) return;
+            Assert.Equal(lens.Length, table.BatchSize);
+            Assert.Equal(pageSize, table.PageSize);
+            for (int i = 0; i < lens.Length; i++)
+            {
+                int used = (int)(((long)lens[i] + pageSize - 1) / pageSize);
+                Assert.Equal(lens[i], table.KvLength(i));
+                Assert.True(table.Indices[table.Indptr[i]..table.Indptr[i + 1]].SequenceEqual(blocks.AsSpan(i * maxBlocks, used)),
+                    $"sequence {i}: pages [{string.Join(", ", table.Indices[table.Indptr[i]..table.Indptr[i + 1]].ToArray())}], blocks [{string.Join(", ", blocks.AsSpan(i * maxBlocks, used).ToArray())}]");
+            }
+            Count("converted, matched the block tables");
+        });
+
+    [Fact]
+    public void PageCopies_RandomLists_ThrowArgumentErrorsOrCopyInOrder()
+    {
+        using var cpu = new CpuBackend();
+        Fuzz("page copies (CPU)", 300, 9, rng => PageCopies(cpu, rng));
+        Fuzz("page copies (GPU, CPU accelerator)", 60, 10, rng => PageCopies(fixture.Backend, rng));
+    }
+
+    /// <summary><c>CopyPages</c>, <c>SwapIn</c> or <c>SwapOut</c> with a random list of copies (chains and repeats included,
+    /// ids past either pool now and then) and, one time in eight, a host pool of another format: an allowed exception with
+    /// both pools unchanged, or both pools equal to the copies applied one after another on the host.</summary>
+    private static void PageCopies(IKernelBackend backend, Random rng)
+    {
+        var ops = (IPagedAttentionOps)backend;
+        var c = Draw(rng, maxLen: 20);
+        using var _ = c;
+        var cache = c.Cache;
+        using var host = rng.Next(8) == 0 ? AttentionTestData.Build(new AttentionTestData.CacheSpec([3], cache.PageSize + 1, cache.KvHeads,
+            cache.HeadDim, DType.F16, KvLayout.Nhd, KvScaleMode.None, rng.Next()), extraPages: 1).Cache : Clone(cache);
+        var k = new float[cache.KvHeads * cache.HeadDim];
+        var v = new float[k.Length];
+        for (int p = 0; p < host.NumPages; p++)
+            for (int t = 0; t < host.PageSize && host.KvHeads * host.HeadDim == k.Length; t++)
+            {
+                for (int i = 0; i < k.Length; i++)
+                {
+                    k[i] = (float)(rng.NextDouble() * 4 - 2);
+                    v[i] = (float)(rng.NextDouble() * 4 - 2);
+                }
+                host.WriteToken(p, t, k, v);
+            }
+        int op = rng.Next(3); // 0: CopyPages within the cache, 1: SwapIn host → cache, 2: SwapOut cache → host
+        int srcPages = op == 1 ? host.NumPages : cache.NumPages, dstPages = op == 2 ? host.NumPages : cache.NumPages;
+        var copies = Enumerable.Range(0, rng.Next(0, 6)).Select(_ => new PageCopy(
+            rng.Next(10) == 0 ? Pick(rng, -1, srcPages, int.MaxValue, int.MinValue) : rng.Next(srcPages),
+            rng.Next(10) == 0 ? Pick(rng, -1, dstPages, int.MaxValue) : rng.Next(dstPages))).ToArray();
+        using var expectedCache = Clone(cache);
+        using var expectedHost = Clone(host);
+        byte[] cacheBefore = Snapshot(cache), hostBefore = Snapshot(host);
+        using var kv = ops.UploadKvCache(cache);
+        var error = Attempt(() =>
+        {
+            switch (op)
+            {
+                case 0: ops.CopyPages(kv, copies); break;
+                case 1: kv.SwapIn(host, copies); break;
+                default: kv.SwapOut(host, copies); break;
+            }
+            backend.Synchronize();
+        });
+        kv.Download(); // the device's pages into the host cache (nothing to do on the CPU)
+        if (error is not null)
+        {
+            Allowed(error, "copy");
+            Assert.True(Snapshot(cache).SequenceEqual(cacheBefore) && Snapshot(host).SequenceEqual(hostBefore), "a rejected copy changed a pool");
+            return;
+        }
+        foreach (var copy in copies)
+            switch (op)
+            {
+                case 0: expectedCache.CopyPage(copy.Source, copy.Destination); break;
+                case 1: expectedCache.CopyPageFrom(host, copy.Source, copy.Destination); break;
+                default: expectedHost.CopyPageFrom(expectedCache, copy.Source, copy.Destination); break;
+            }
+        Assert.True(Snapshot(cache).SequenceEqual(Snapshot(expectedCache)), $"op {op}: the cache differs from the copies applied in order");
+        Assert.True(Snapshot(host).SequenceEqual(Snapshot(expectedHost)), $"op {op}: the host pool differs from the copies applied in order");
+        Count(op == 0 ? "copied in order" : op == 1 ? "swapped in, in order" : "swapped out, in order");
     }
 
     private static void BackendDecode(IKernelBackend backend, Random rng)
@@ -238,7 +409,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
 
     /// <summary>Runs an attention call on q/output/lse buffers of drawn lengths (usually the expected ones), then checks the
     /// outcome: an allowed exception with the buffers untouched, or the oracle's values with nothing written past them.</summary>
-    private static void RunAndCheck(Case c, Random rng, int rows, AttentionShape shape, RunFn run, RunFn oracle)
+    private static void RunAndCheck(PagedKvCache cache, Random rng, int rows, AttentionShape shape, RunFn run, RunFn oracle)
     {
         int hq = shape.QoHeads, d = shape.HeadDim;
         long qn = (long)rows * hq * d, ln = (long)rows * hq;
@@ -247,10 +418,10 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         float[] o = Enumerable.Repeat(Sentinel, (int)Math.Max(0, qn + (rng.Next(6) == 0 ? Pick(rng, -1, 1, d) : 0))).ToArray();
         float[] lse = rng.Next(4) == 0 ? [] : Enumerable.Repeat(Sentinel, (int)Math.Max(0, ln + (rng.Next(6) == 0 ? Pick(rng, -1, 1, 5) : 0))).ToArray();
         float[] q0 = (float[])q.Clone();
-        var cacheBefore = Snapshot(c.RunCache);
+        var cacheBefore = Snapshot(cache);
         var error = Attempt(() => run(q, o, lse));
         Assert.True(q.AsSpan().SequenceEqual(q0), "attention changed q");
-        Assert.True(Snapshot(c.RunCache).SequenceEqual(cacheBefore), "attention changed the cache");
+        Assert.True(Snapshot(cache).SequenceEqual(cacheBefore), "attention changed the cache");
         if (error is not null)
         {
             Allowed(error, "run");
