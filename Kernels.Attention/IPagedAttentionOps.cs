@@ -154,8 +154,9 @@ public interface IPagedAttentionOps
     /// <param name="lse">States' log-sum-exps, one per row of head_dim values (updated).</param>
     /// <param name="other">The other states' values, shaped like <paramref name="v"/>.</param>
     /// <param name="otherLse">The other states' log-sum-exps, as many as <paramref name="lse"/>.</param>
-    /// <exception cref="ArgumentException">The element counts disagree (the message names them), or a tensor belongs to
-    /// another backend.</exception>
+    /// <exception cref="ArgumentException">The element counts disagree (the message names them), a values tensor is also
+    /// passed as a log-sum-exp tensor (<paramref name="other"/> may be <paramref name="v"/> and <paramref name="otherLse"/>
+    /// <paramref name="lse"/>, to merge a state with itself), or a tensor belongs to another backend.</exception>
     void MergeStates(DeviceTensor<float> v, DeviceTensor<float> lse, DeviceTensor<float> other, DeviceTensor<float> otherLse);
 
     /// <summary>Writes a batch of new tokens' keys and values into the backend cache where <paramref name="plan"/> puts them

@@ -123,4 +123,21 @@ public class AttentionBoundaryTests
         var e = Assert.Throws<ArgumentException>(() => CustomMask.Create([0, int.MaxValue], [0], (_, _, _) => true));
         Assert.Contains("2147483647 query rows", e.Message);
     }
+
+    [Fact]
+    public void MergeStates_ValuesPassedAsLse_Throws_StateMergedWithItselfIsAccepted()
+    {
+        // With head_dim 1 the element counts of v and lse agree, so v passed as its own lse used to be merged (wrong values).
+        using var cpu = new Kernels.Cpu.CpuBackend();
+        using var v = cpu.Upload<float>([0.5f, -1f, 2f], 3, 1);
+        using var l = cpu.Upload<float>([0.1f, 0.2f, 0.3f], 3);
+        using var o = cpu.Upload<float>([1f, 1f, 1f], 3, 1);
+        var e = Assert.Throws<ArgumentException>(() => cpu.MergeStates(v, v, o, l));
+        Assert.Contains("lse is the same tensor as v", e.Message);
+        Assert.Throws<ArgumentException>(() => cpu.MergeStates(v, l, o, o));
+        // A state merged with itself: every value stays, every lse grows by ln 2.
+        cpu.MergeStates(v, l, v, l);
+        Assert.Equal([0.5f, -1f, 2f], v.ToArray());
+        Assert.Equal([0.1f + MathF.Log(2), 0.2f + MathF.Log(2), 0.3f + MathF.Log(2)], l.ToArray(), (a, b) => Math.Abs(a - b) < 1e-6f);
+    }
 }

@@ -2,6 +2,7 @@ using Kernels.Attention;
 using Kernels.Attention.Masks;
 using Kernels.Attention.Paging;
 using Kernels.Attention.Planning;
+using Kernels.Attention.Positional;
 using Kernels.Attention.Reference;
 using Kernels.Cpu;
 using Kernels.Cpu.Attention;
@@ -13,8 +14,9 @@ namespace Kernels.Tests.Attention;
 
 /// <summary>Random and corrupted arguments at the attention API's public boundary: page tables (indptr, indices,
 /// last_page_len, page size), shapes, pool sizes, options, plan parameters, query/output/lse lengths, a cache other than the
-/// plan's, query offsets, custom masks, cascade groups, K/V append plans, block-sparse masks, vLLM block tables and page
-/// copies and swaps, one or two of them corrupted per case. Every
+/// plan's, query offsets, custom masks, cascade groups, K/V append plans, block-sparse masks, vLLM block tables, page
+/// copies and swaps, and the backends' tensors for decode, state merges, appends and RoPE, one or two of them corrupted
+/// per case. Every
 /// call either throws <see cref="ArgumentException"/> (or <see cref="NotSupportedException"/> for an unsupported head_dim)
 /// before it writes anything, or runs and matches the oracle; q and the cache are never modified by attention, and nothing
 /// is written past an output's expected length. Any other exception type is a failure.</summary>
@@ -333,6 +335,153 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         Assert.True(Snapshot(cache).SequenceEqual(Snapshot(expectedCache)), $"op {op}: the cache differs from the copies applied in order");
         Assert.True(Snapshot(host).SequenceEqual(Snapshot(expectedHost)), $"op {op}: the host pool differs from the copies applied in order");
         Count(op == 0 ? "copied in order" : op == 1 ? "swapped in, in order" : "swapped out, in order");
+    }
+
+    [Fact]
+    public void Backends_MergeAppendRope_CorruptedTensors_ThrowArgumentErrorsOrMatchTheOracle()
+    {
+        using var cpu = new CpuBackend();
+        foreach (var (backend, name, count) in new (IKernelBackend, string, int)[] { (cpu, "CPU", 300), (fixture.Backend, "GPU, CPU accelerator", 60) })
+        {
+            Fuzz($"merge states ({name})", count, 11, rng => MergeStates(backend, rng));
+            Fuzz($"K/V append ({name})", count, 12, rng => AppendKv(backend, rng));
+            Fuzz($"RoPE ({name})", count, 13, rng => ApplyRope(backend, rng));
+        }
+    }
+
+    /// <summary><c>MergeStates</c> on [rows, heads, d] states with dimensions off by one now and then, and one time in eight a
+    /// tensor passed twice (v as other, lse as otherLse, or v as lse): an allowed exception with nothing changed, or the
+    /// oracle's merge row by row.</summary>
+    private static void MergeStates(IKernelBackend backend, Random rng)
+    {
+        var ops = (IPagedAttentionOps)backend;
+        int rows = rng.Next(0, 5), heads = rng.Next(1, 4), d = Pick(rng, 1, 16, 32, 64);
+        int Off(int n) => rng.Next(8) == 0 ? Math.Max(0, n + Pick(rng, -1, 1)) : n;
+        int[] vDims = [rows, heads, d], lDims = [Off(rows), heads], oDims = [rows, Off(heads), d], olDims = [rows, Off(heads)];
+        float[] vh = RandomFloats(rng, rows * heads * d), oh = RandomFloats(rng, oDims[0] * oDims[1] * oDims[2]);
+        float[] lh = Lses(rng, lDims[0] * lDims[1]), olh = Lses(rng, olDims[0] * olDims[1]);
+        using var v = Tensor(backend, vh, vDims);
+        using var l = Tensor(backend, lh, lDims);
+        using var o = Tensor(backend, oh, oDims);
+        using var ol = Tensor(backend, olh, olDims);
+        var (other, otherLse, lse) = rng.Next(8) switch
+        {
+            0 => (v, ol, l),   // v merged with itself
+            1 => (o, l, l),    // lse merged with itself
+            2 => (o, ol, v),   // v's own values as its lse
+            _ => (o, ol, l),
+        };
+        float[] vBefore = v.ToArray(), lBefore = l.ToArray(), oBefore = o.ToArray(), olBefore = ol.ToArray();
+        var error = Attempt(() =>
+        {
+            ops.MergeStates(v, lse, other, otherLse);
+            backend.Synchronize();
+        });
+        if (error is not null)
+        {
+            Allowed(error, "merge");
+            Assert.True(v.ToArray().SequenceEqual(vBefore) && l.ToArray().SequenceEqual(lBefore) && o.ToArray().SequenceEqual(oBefore)
+                && ol.ToArray().SequenceEqual(olBefore), "a rejected merge changed a state");
+            return;
+        }
+        // Accepted: the oracle on copies of the accepted arguments, as if none were shared.
+        float[] ev = (float[])vBefore.Clone(), el = lse == v ? (float[])vBefore.Clone() : (float[])lBefore.Clone();
+        float[] eo = other == v ? vBefore : oBefore, eol = otherLse == l ? lBefore : olBefore;
+        int n = el.Length;
+        Assert.True(ev.Length == n * d && eo.Length == ev.Length && eol.Length == n, $"merge accepted v {ev.Length}, lse {n}, other {eo.Length}, otherLse {eol.Length} at head_dim {d}");
+        for (int r = 0; r < n; r++) AttentionState.MergeInPlace(ev.AsSpan(r * d, d), ref el[r], eo.AsSpan(r * d, d), eol[r]);
+        Compare(ev, v.ToArray(), "merged values");
+        Compare(el, lse.ToArray(), "merged lse");
+        Count("merged, matched the oracle");
+    }
+
+    private static float[] Lses(Random rng, int n) =>
+        Enumerable.Range(0, n).Select(_ => rng.Next(10) == 0 ? float.NegativeInfinity : (float)(rng.NextDouble() * 6 - 3)).ToArray();
+
+    /// <summary><c>AppendKv</c> with a slot-mapping plan (now and then for another page size or a larger pool) and key/value
+    /// tensors whose dimensions are off by one now and then: an allowed exception with the cache unchanged, or the cache the
+    /// host's <c>WriteToken</c> calls give.</summary>
+    private static void AppendKv(IKernelBackend backend, Random rng)
+    {
+        var ops = (IPagedAttentionOps)backend;
+        var c = Draw(rng, maxLen: 20);
+        using var _ = c;
+        var cache = c.Cache;
+        long slots = (long)cache.NumPages * cache.PageSize;
+        var seen = new HashSet<long>();
+        long[] mapping = Enumerable.Range(0, rng.Next(0, 5)).Select(_ => rng.Next(5) == 0 ? -1L : rng.NextInt64(0, slots)).Where(x => x < 0 || seen.Add(x)).ToArray();
+        int pageSize = rng.Next(10) == 0 ? cache.PageSize + 1 : cache.PageSize, numPages = rng.Next(10) == 0 ? cache.NumPages + 1 : cache.NumPages;
+        var plan = KvAppendPlan.FromSlotMapping(mapping, pageSize, numPages);
+        int Off(int n) => rng.Next(10) == 0 ? Math.Max(1, n + Pick(rng, -1, 1)) : n;
+        int[] kDims = [Math.Max(plan.Tokens, 1) == plan.Tokens ? Off(plan.Tokens) : 0, Off(cache.KvHeads), Off(cache.HeadDim)];
+        if (kDims[0] == 0) kDims = [0, cache.KvHeads, cache.HeadDim];
+        int[] vDims = rng.Next(10) == 0 ? [kDims[0], kDims[1], kDims[2] + 1] : kDims;
+        float[] kh = RandomFloats(rng, kDims[0] * kDims[1] * kDims[2]), vh = RandomFloats(rng, vDims[0] * vDims[1] * vDims[2]);
+        using var expected = Clone(cache);
+        var before = Snapshot(cache);
+        using var kv = ops.UploadKvCache(cache);
+        using var kt = Tensor(backend, kh, kDims);
+        using var vt = Tensor(backend, vh, vDims);
+        var error = Attempt(() =>
+        {
+            ops.AppendKv(plan, kt, vt, kv);
+            backend.Synchronize();
+        });
+        kv.Download();
+        if (error is not null)
+        {
+            Allowed(error, "append");
+            Assert.True(Snapshot(cache).SequenceEqual(before), "a rejected append changed the cache");
+            return;
+        }
+        int row = cache.KvHeads * cache.HeadDim;
+        Assert.True(pageSize == cache.PageSize && numPages <= cache.NumPages && kh.Length == plan.Tokens * row && vh.Length == kh.Length,
+            $"append accepted a plan for page size {pageSize} and {numPages} pages, keys {string.Join('×', kDims)}, values {string.Join('×', vDims)}");
+        for (int i = 0; i < plan.Tokens; i++)
+            if (plan.Pages[i] >= 0) expected.WriteToken(plan.Pages[i], plan.Slots[i], kh.AsSpan(i * row, row), vh.AsSpan(i * row, row));
+        Assert.True(Snapshot(cache).SequenceEqual(Snapshot(expected)), "AppendKv wrote other bytes than WriteToken");
+        Count("appended, matched WriteToken");
+    }
+
+    /// <summary><c>ApplyRope</c> (out of place or in place) with positions past the table now and then, a table for another
+    /// head_dim, or x/output dimensions off by one: an allowed exception with the output unchanged, or the oracle's
+    /// rotation.</summary>
+    private static void ApplyRope(IKernelBackend backend, Random rng)
+    {
+        var ops = (IRopeOps)backend;
+        int tokens = rng.Next(0, 5), heads = rng.Next(1, 4), d = Pick(rng, 8, 32, 64), maxPositions = rng.Next(1, 40);
+        int rotary = Pick(rng, 0, 0, d / 2, 4);
+        var table = new RopeTable(new RopeOptions { RotaryDim = rotary, Interleaved = rng.Next(2) == 0, Theta = Pick(rng, 1e4, 5e5) },
+            rng.Next(10) == 0 ? d + 8 : d, maxPositions);
+        int[] positions = Enumerable.Range(0, tokens).Select(_ => rng.Next(10) == 0 ? Pick(rng, -1, maxPositions, int.MaxValue, int.MinValue) : rng.Next(maxPositions)).ToArray();
+        int Off(int n) => rng.Next(10) == 0 ? Math.Max(1, n + Pick(rng, -1, 1)) : n;
+        int[] xDims = [Math.Max(tokens, 1) == tokens ? Off(tokens) : 0, heads, Off(d)];
+        if (xDims[0] == 0) xDims = [0, heads, d];
+        int[] oDims = rng.Next(10) == 0 ? [xDims[0], xDims[1] + 1, xDims[2]] : xDims;
+        float[] xh = RandomFloats(rng, xDims[0] * xDims[1] * xDims[2]);
+        bool inPlace = rng.Next(3) == 0;
+        using var pt = backend.Allocate<int>(Math.Max(positions.Length, 0));
+        pt.CopyFrom(positions);
+        using var xt = Tensor(backend, xh, xDims);
+        using var ot = Tensor(backend, Enumerable.Repeat(Sentinel, oDims[0] * oDims[1] * oDims[2]).ToArray(), oDims);
+        var error = Attempt(() =>
+        {
+            ops.ApplyRope(table, pt, xt, inPlace ? xt : ot);
+            backend.Synchronize();
+        });
+        float[] x = xt.ToArray(), o = ot.ToArray();
+        if (error is not null)
+        {
+            Allowed(error, "rope");
+            Assert.True(x.SequenceEqual(xh) && o.All(z => z == Sentinel), "a rejected rotation wrote its output");
+            return;
+        }
+        var e = new float[xh.Length];
+        RopeReference.Apply(table.Options, table.HeadDim, positions, xh, e);
+        Assert.True(positions.All(p => p >= 0 && p < maxPositions), "ApplyRope accepted a position past the table");
+        Compare(e, inPlace ? x : o, "rotated");
+        if (!inPlace) Assert.True(x.SequenceEqual(xh), "an out-of-place rotation changed x");
+        Count(inPlace ? "rotated in place, matched the oracle" : "rotated, matched the oracle");
     }
 
     private static void BackendDecode(IKernelBackend backend, Random rng)
