@@ -501,14 +501,15 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         using var qt = Tensor(backend, q, qDims);
         using var ot = Tensor(backend, Enumerable.Repeat(Sentinel, oDims[0] * oDims[1] * oDims[2]).ToArray(), oDims);
         using var lt = Tensor(backend, Enumerable.Repeat(Sentinel, lDims[0] * lDims[1]).ToArray(), lDims);
-        bool withLse = rng.Next(4) != 0;
+        bool withLse = rng.Next(4) != 0, qAsOutput = rng.Next(10) == 0; // q passed as the output too: must be rejected
         var error = Attempt(() =>
         {
-            ops.Attention(plan, qt, kv, ot, withLse ? lt : null);
+            ops.Attention(plan, qt, kv, qAsOutput ? qt : ot, withLse ? lt : null);
             backend.Synchronize();
         });
         float[] o = ot.ToArray(), l = lt.ToArray();
         Assert.True(qt.ToArray().AsSpan().SequenceEqual(q), "attention changed q");
+        Assert.True(!qAsOutput || error is not null, "attention accepted q as its output");
         if (error is not null)
         {
             Allowed(error, "attention");
