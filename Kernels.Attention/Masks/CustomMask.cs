@@ -48,8 +48,9 @@ public sealed class CustomMask
     /// <param name="qoIndptr"><c>batch + 1</c> query offsets (start at 0, non-decreasing).</param>
     /// <param name="kvLens">Keys per request (≥ 0).</param>
     /// <returns>The mask.</returns>
-    /// <exception cref="ArgumentException">The offsets are malformed (or give more query rows than an array holds), a length is negative, or <paramref name="mask"/> does not
-    /// hold <c>Σ qo_len · kv_len</c> entries (the message names both counts).</exception>
+    /// <exception cref="ArgumentException">The offsets are malformed (or give more query rows than an array holds), a length
+    /// is negative, or <paramref name="mask"/> does not hold <c>Σ qo_len · kv_len</c> entries (the message names both
+    /// counts).</exception>
     public static CustomMask FromBooleans(ReadOnlySpan<bool> mask, ReadOnlySpan<int> qoIndptr, ReadOnlySpan<int> kvLens)
     {
         var (rowWord, words) = Layout(qoIndptr, kvLens, out long entries, out _);
@@ -74,8 +75,8 @@ public sealed class CustomMask
     /// <param name="qoIndptr"><c>batch + 1</c> query offsets.</param>
     /// <param name="kvLens">Keys per request.</param>
     /// <returns>The mask.</returns>
-    /// <exception cref="ArgumentException">The offsets are malformed (or give more query rows than an array holds), or <paramref name="packed"/> has the wrong length (the
-    /// message names both lengths).</exception>
+    /// <exception cref="ArgumentException">The offsets are malformed (or give more query rows than an array holds), or
+    /// <paramref name="packed"/> has the wrong length (the message names both lengths).</exception>
     public static CustomMask FromPacked(ReadOnlySpan<byte> packed, ReadOnlySpan<int> qoIndptr, ReadOnlySpan<int> kvLens)
     {
         var (rowWord, words) = Layout(qoIndptr, kvLens, out _, out long bytes);
