@@ -197,18 +197,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
             int numPages = Math.Max(1, mask.BlockColumns + (rng.Next(6) == 0 ? -1 : rng.Next(0, 2)));
             if ((long)numPages * pageSize > 4096) return; // corrupted sizes that the mask accepted (N = 2³¹ − 1 with one block column per key)
             using var cache = new PagedKvCache(numPages, pageSize, kvHeads, d, dtype, Pick(rng, KvLayout.Nhd, KvLayout.Hnd), mode);
-            var k = new float[kvHeads * d];
-            var v = new float[k.Length];
-            for (int p = 0; p < numPages; p++)
-                for (int t = 0; t < pageSize; t++)
-                {
-                    for (int i = 0; i < k.Length; i++)
-                    {
-                        k[i] = (float)(rng.NextDouble() * 2 - 1);
-                        v[i] = (float)(rng.NextDouble() * 2 - 1);
-                    }
-                    cache.WriteToken(p, t, k, v);
-                }
+            FillRandom(cache, rng, 1);
             var shape = new AttentionShape(kvHeads * group, kvHeads, d);
             var options = new AttentionOptions { Causal = rng.Next(2) == 0 };
             CustomMask? elements = null;
@@ -287,18 +276,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         var cache = c.Cache;
         using var host = rng.Next(8) == 0 ? AttentionTestData.Build(new AttentionTestData.CacheSpec([3], cache.PageSize + 1, cache.KvHeads,
             cache.HeadDim, DType.F16, KvLayout.Nhd, KvScaleMode.None, rng.Next()), extraPages: 1).Cache : Clone(cache);
-        var k = new float[cache.KvHeads * cache.HeadDim];
-        var v = new float[k.Length];
-        for (int p = 0; p < host.NumPages; p++)
-            for (int t = 0; t < host.PageSize && host.KvHeads * host.HeadDim == k.Length; t++)
-            {
-                for (int i = 0; i < k.Length; i++)
-                {
-                    k[i] = (float)(rng.NextDouble() * 4 - 2);
-                    v[i] = (float)(rng.NextDouble() * 4 - 2);
-                }
-                host.WriteToken(p, t, k, v);
-            }
+        FillRandom(host, rng, 2);
         int op = rng.Next(3); // 0: CopyPages within the cache, 1: SwapIn host → cache, 2: SwapOut cache → host
         int srcPages = op == 1 ? host.NumPages : cache.NumPages, dstPages = op == 2 ? host.NumPages : cache.NumPages;
         var copies = Enumerable.Range(0, rng.Next(0, 6)).Select(_ => new PageCopy(
@@ -718,6 +696,23 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         var ys = RandomFloats(rng, n);
         xs.AsSpan(0, Math.Min(n, xs.Length)).CopyTo(ys);
         return ys;
+    }
+
+    /// <summary>Writes random keys and values in [−scale, scale] into every slot of every page.</summary>
+    private static void FillRandom(PagedKvCache cache, Random rng, float scale)
+    {
+        var k = new float[cache.KvHeads * cache.HeadDim];
+        var v = new float[k.Length];
+        for (int p = 0; p < cache.NumPages; p++)
+            for (int t = 0; t < cache.PageSize; t++)
+            {
+                for (int i = 0; i < k.Length; i++)
+                {
+                    k[i] = scale * (float)(rng.NextDouble() * 2 - 1);
+                    v[i] = scale * (float)(rng.NextDouble() * 2 - 1);
+                }
+                cache.WriteToken(p, t, k, v);
+            }
     }
 
     private static float[] RandomFloats(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
