@@ -504,7 +504,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         Count("ran, matched the oracle");
     }
 
-    private static DeviceTensor<float> Tensor(IKernelBackend backend, float[] data, int[] dims)
+    internal static DeviceTensor<float> Tensor(IKernelBackend backend, float[] data, int[] dims)
     {
         var t = backend.Allocate<float>(dims);
         t.CopyFrom(data);
@@ -715,7 +715,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
             }
     }
 
-    private static float[] RandomFloats(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+    internal static float[] RandomFloats(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
 
     private static T Pick<T>(Random rng, params T[] xs) => xs[rng.Next(xs.Length)];
 

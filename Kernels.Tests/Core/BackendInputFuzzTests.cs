@@ -176,13 +176,6 @@ public class BackendInputFuzzTests(GpuFixture fixture, ITestOutputHelper output)
         }
     }
 
-    private static DeviceTensor<float> Tensor(IKernelBackend backend, float[] data, int[] dims)
-    {
-        var t = backend.Allocate<float>(dims);
-        t.CopyFrom(data);
-        return t;
-    }
-
     private static DeviceTensor<float> Upload(IKernelBackend backend, float[] w, int m, int k) => Tensor(backend, w, [m, k]);
 
     private static DeviceTensor<BFloat16> UploadBf16(IKernelBackend backend, float[] w, int m, int k)
@@ -192,7 +185,9 @@ public class BackendInputFuzzTests(GpuFixture fixture, ITestOutputHelper output)
         return t;
     }
 
-    private static float[] RandomFloats(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+    private static DeviceTensor<float> Tensor(IKernelBackend backend, float[] data, int[] dims) => AttentionInputFuzzTests.Tensor(backend, data, dims);
 
-    private static T Pick<T>(Random rng, params T[] xs) => xs[rng.Next(xs.Length)];
+    private static float[] RandomFloats(Random rng, int n) => AttentionInputFuzzTests.RandomFloats(rng, n);
+
+    private static T Pick<T>(Random rng, params T[] xs) => CombinedOptionsFuzzTests.Pick(rng, xs);
 }
