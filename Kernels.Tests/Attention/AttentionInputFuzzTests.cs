@@ -16,10 +16,9 @@ namespace Kernels.Tests.Attention;
 /// last_page_len, page size), shapes, pool sizes, options, plan parameters, query/output/lse lengths, a cache other than the
 /// plan's, query offsets, custom masks, cascade groups, K/V append plans, block-sparse masks, vLLM block tables, page
 /// copies and swaps, and the backends' tensors for decode, state merges, appends and RoPE, one or two of them corrupted
-/// per case. Every
-/// call either throws <see cref="ArgumentException"/> (or <see cref="NotSupportedException"/> for an unsupported head_dim)
-/// before it writes anything, or runs and matches the oracle; q and the cache are never modified by attention, and nothing
-/// is written past an output's expected length. Any other exception type is a failure.</summary>
+/// per case. Every call either throws <see cref="ArgumentException"/> (or <see cref="NotSupportedException"/> for an
+/// unsupported head_dim) before it writes anything, or runs and matches the oracle; q and the cache are never modified by
+/// attention, and nothing is written past an output's expected length. Any other exception type is a failure.</summary>
 /// <remarks>CI runs a few hundred cases per API; <c>KERNELS_FUZZ_CASES=N</c> runs N.</remarks>
 [Collection(GpuCollection.Name)]
 public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper output)
@@ -30,7 +29,8 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
     [ThreadStatic]
     private static Dictionary<string, int>? t_outcomes;
 
-    private static void Count(string outcome)
+    /// <summary>Records how a case ended, for the running fuzz's summary line.</summary>
+    internal static void Count(string outcome)
     {
         if (t_outcomes is { } o) o[outcome] = o.GetValueOrDefault(outcome) + 1;
     }
@@ -391,8 +391,8 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         int pageSize = rng.Next(10) == 0 ? cache.PageSize + 1 : cache.PageSize, numPages = rng.Next(10) == 0 ? cache.NumPages + 1 : cache.NumPages;
         var plan = KvAppendPlan.FromSlotMapping(mapping, pageSize, numPages);
         int Off(int n) => rng.Next(10) == 0 ? Math.Max(1, n + Pick(rng, -1, 1)) : n;
-        int[] kDims = [Math.Max(plan.Tokens, 1) == plan.Tokens ? Off(plan.Tokens) : 0, Off(cache.KvHeads), Off(cache.HeadDim)];
-        if (kDims[0] == 0) kDims = [0, cache.KvHeads, cache.HeadDim];
+        int[] kDims = [plan.Tokens == 0 ? 0 : Off(plan.Tokens), Off(cache.KvHeads), Off(cache.HeadDim)];
+        if (plan.Tokens == 0) kDims = [0, cache.KvHeads, cache.HeadDim]; // an empty tensor of the right shape
         int[] vDims = rng.Next(10) == 0 ? [kDims[0], kDims[1], kDims[2] + 1] : kDims;
         float[] kh = RandomFloats(rng, kDims[0] * kDims[1] * kDims[2]), vh = RandomFloats(rng, vDims[0] * vDims[1] * vDims[2]);
         using var expected = Clone(cache);
@@ -433,12 +433,12 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
             rng.Next(10) == 0 ? d + 8 : d, maxPositions);
         int[] positions = Enumerable.Range(0, tokens).Select(_ => rng.Next(10) == 0 ? Pick(rng, -1, maxPositions, int.MaxValue, int.MinValue) : rng.Next(maxPositions)).ToArray();
         int Off(int n) => rng.Next(10) == 0 ? Math.Max(1, n + Pick(rng, -1, 1)) : n;
-        int[] xDims = [Math.Max(tokens, 1) == tokens ? Off(tokens) : 0, heads, Off(d)];
-        if (xDims[0] == 0) xDims = [0, heads, d];
+        int[] xDims = [tokens == 0 ? 0 : Off(tokens), heads, Off(d)];
+        if (tokens == 0) xDims = [0, heads, d];
         int[] oDims = rng.Next(10) == 0 ? [xDims[0], xDims[1] + 1, xDims[2]] : xDims;
         float[] xh = RandomFloats(rng, xDims[0] * xDims[1] * xDims[2]);
         bool inPlace = rng.Next(3) == 0;
-        using var pt = backend.Allocate<int>(Math.Max(positions.Length, 0));
+        using var pt = backend.Allocate<int>(positions.Length);
         pt.CopyFrom(positions);
         using var xt = Tensor(backend, xh, xDims);
         using var ot = Tensor(backend, Enumerable.Repeat(Sentinel, oDims[0] * oDims[1] * oDims[2]).ToArray(), oDims);
@@ -511,8 +511,11 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
         return t;
     }
 
-    /// <summary>Runs <paramref name="count"/> cases (or <c>KERNELS_FUZZ_CASES</c>) and reports every failure with its seed.</summary>
-    private void Fuzz(string what, int count, int stream, Action<Random> body)
+    private void Fuzz(string what, int count, int stream, Action<Random> body) => Fuzz(output, what, count, stream, body);
+
+    /// <summary>Runs <paramref name="count"/> cases (or <c>KERNELS_FUZZ_CASES</c>), each from its own seed of the
+    /// <paramref name="stream"/>, prints how they ended (<see cref="Count"/>) and reports every failure with its seed.</summary>
+    internal static void Fuzz(ITestOutputHelper output, string what, int count, int stream, Action<Random> body)
     {
         count = CombinedOptionsFuzzTests.CaseCount(count);
         var master = new Random(20261203 * 7 + stream);
@@ -717,7 +720,7 @@ public class AttentionInputFuzzTests(GpuFixture fixture, ITestOutputHelper outpu
 
     internal static float[] RandomFloats(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
 
-    private static T Pick<T>(Random rng, params T[] xs) => xs[rng.Next(xs.Length)];
+    private static T Pick<T>(Random rng, params T[] xs) => CombinedOptionsFuzzTests.Pick(rng, xs);
 
     /// <summary>Every byte of both pools and every scale and zero point.</summary>
     private static byte[] Snapshot(PagedKvCache cache)

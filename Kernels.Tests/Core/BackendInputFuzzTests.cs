@@ -24,29 +24,8 @@ public class BackendInputFuzzTests(GpuFixture fixture, ITestOutputHelper output)
     {
         using var cpu = new CpuBackend();
         IKernelBackend gpu = fixture.Backend;
-        foreach (var (backend, other, name, count) in new (IKernelBackend, IKernelBackend, string, int)[] { (cpu, gpu, "CPU", 120), (gpu, cpu, "GPU, CPU accelerator", 40) })
-        {
-            int cases = CombinedOptionsFuzzTests.CaseCount(count), failures = 0;
-            var outcomes = new Dictionary<string, int>();
-            var master = new Random(20261203 + name.Length);
-            var errors = new List<string>();
-            for (int n = 0; n < cases; n++)
-            {
-                int seed = master.Next();
-                try
-                {
-                    string outcome = Case(backend, other, new Random(seed));
-                    outcomes[outcome] = outcomes.GetValueOrDefault(outcome) + 1;
-                }
-                catch (Exception e)
-                {
-                    failures++;
-                    errors.Add($"case {n} (seed {seed}): {e.GetType().Name}: {e.Message}");
-                }
-            }
-            output.WriteLine($"weight ops ({name}): {cases} cases, {failures} failures ({string.Join(", ", outcomes.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key} {kv.Value}"))})");
-            Assert.True(failures == 0, string.Join("\n", errors.Take(10)));
-        }
+        foreach (var (backend, other, name, count, stream) in new (IKernelBackend, IKernelBackend, string, int, int)[] { (cpu, gpu, "CPU", 120, 14), (gpu, cpu, "GPU, CPU accelerator", 40, 15) })
+            AttentionInputFuzzTests.Fuzz(output, $"weight ops ({name})", count, stream, rng => AttentionInputFuzzTests.Count(Case(backend, other, rng)));
     }
 
     /// <summary>One op with drawn shapes; returns how the case ended.</summary>
